@@ -1,0 +1,275 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Node2Name is a second node that exists only as an API object: its pods are wired to node1's
+// namespace (so they are reachable), but kube-proxy on node1 sees them as remote endpoints.
+const Node2Name = "node2"
+
+func (c *Cluster) createNodes(ctx context.Context) error {
+	t := time.Now()
+	nodes := []struct{ name, ip, cidr string }{
+		{NodeName, NodeIP, Node1PodCIDR},
+		{Node2Name, "172.31.250.6", Node2PodCIDR},
+	}
+	for _, n := range nodes {
+		node := &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: n.name, Labels: map[string]string{"kubernetes.io/hostname": n.name}},
+			Spec:       corev1.NodeSpec{PodCIDR: n.cidr, PodCIDRs: []string{n.cidr}},
+		}
+		created, err := c.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+		if err != nil {
+			return fmt.Errorf("create node %s: %w", n.name, err)
+		}
+		created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.ip}, {Type: corev1.NodeHostName, Address: n.name}}
+		if n.name == NodeName {
+			created.Status.Addresses = append(created.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: NodeExtIP})
+		}
+		created.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(), Reason: "E2E", Message: "harness node"}}
+		if _, err := c.Client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("node %s status: %w", n.name, err)
+		}
+	}
+	c.Phase("node objects", t)
+	return nil
+}
+
+// PodSpec describes a pod the harness wires up.
+type PodSpec struct {
+	Namespace, Name string
+	IP              string
+	Node            string // defaults to node1
+	Labels          map[string]string
+	// Ports the pod serves, "8080" or "53/udp".
+	Ports []string
+	// NotReady leaves the pod's Ready condition false.
+	NotReady bool
+}
+
+// AddPod creates the pod's network namespace and server, and its Pod object with a running,
+// ready status (there is no kubelet; the harness plays its part).
+func (c *Cluster) AddPod(ctx context.Context, s PodSpec) (*Pod, error) {
+	if s.Node == "" {
+		s.Node = NodeName
+	}
+	idx := len(c.pods) + 1
+	p := &Pod{Namespace: s.Namespace, Name: s.Name, IP: s.IP, Node: s.Node, NetNS: fmt.Sprintf("svct-p%d", idx), hostVeth: fmt.Sprintf("vp%d", idx)}
+	if err := run("ip", "netns", "add", p.NetNS); err != nil {
+		return nil, err
+	}
+	c.netns = append(c.netns, p.NetNS)
+	err := runAll([][]string{
+		{"ip", "link", "add", p.hostVeth, "netns", NodeNS, "type", "veth", "peer", "name", "eth0", "netns", p.NetNS},
+		{"ip", "netns", "exec", p.NetNS, "ip", "link", "set", "lo", "up"},
+		{"ip", "netns", "exec", p.NetNS, "ip", "addr", "add", s.IP + "/32", "dev", "eth0"},
+		{"ip", "netns", "exec", p.NetNS, "ip", "link", "set", "eth0", "up"},
+		{"ip", "netns", "exec", p.NetNS, "ip", "route", "add", "169.254.1.1", "dev", "eth0"},
+		{"ip", "netns", "exec", p.NetNS, "ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"},
+		{"ip", "netns", "exec", NodeNS, "ip", "link", "set", p.hostVeth, "up"},
+		{"ip", "netns", "exec", NodeNS, "sysctl", "-qw", "net.ipv4.conf." + p.hostVeth + ".proxy_arp=1"},
+		{"ip", "netns", "exec", NodeNS, "ip", "route", "add", s.IP + "/32", "dev", p.hostVeth},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.spawn("pod-"+s.Namespace+"-"+s.Name, p.NetNS, c.Netprobe, append([]string{"serve", s.Name}, s.Ports...)...); err != nil {
+		return nil, err
+	}
+	if err := c.ensureNamespace(ctx, s.Namespace); err != nil {
+		return nil, err
+	}
+	var ports []corev1.ContainerPort
+	for _, pp := range s.Ports {
+		num, proto, _ := strings.Cut(pp, "/")
+		n, _ := strconv.Atoi(num)
+		cp := corev1.ContainerPort{ContainerPort: int32(n), Protocol: corev1.ProtocolTCP}
+		if proto == "udp" {
+			cp.Protocol = corev1.ProtocolUDP
+		}
+		ports = append(ports, cp)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, Labels: s.Labels},
+		Spec: corev1.PodSpec{NodeName: s.Node, Containers: []corev1.Container{{Name: "netprobe", Image: "svctrace.local/netprobe", Ports: ports}}},
+	}
+	created, err := c.Client.CoreV1().Pods(s.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("create pod %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	if err := c.setPodStatus(ctx, created, s.IP, !s.NotReady); err != nil {
+		return nil, err
+	}
+	c.pods[s.Namespace+"/"+s.Name] = p
+	return p, nil
+}
+
+func (c *Cluster) setPodStatus(ctx context.Context, pod *corev1.Pod, ip string, ready bool) error {
+	status := corev1.ConditionFalse
+	if ready {
+		status = corev1.ConditionTrue
+	}
+	now := metav1.Now()
+	pod.Status = corev1.PodStatus{
+		Phase:     corev1.PodRunning,
+		PodIP:     ip,
+		PodIPs:    []corev1.PodIP{{IP: ip}},
+		HostIP:    NodeIP,
+		StartTime: &now,
+		Conditions: []corev1.PodCondition{
+			{Type: corev1.PodReady, Status: status, LastTransitionTime: now},
+			{Type: corev1.ContainersReady, Status: status, LastTransitionTime: now},
+		},
+	}
+	_, err := c.Client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{})
+	if err != nil {
+		return fmt.Errorf("pod %s/%s status: %w", pod.Namespace, pod.Name, err)
+	}
+	return nil
+}
+
+// SetPodReady flips a pod's Ready condition, as a kubelet would after a probe.
+func (c *Cluster) SetPodReady(ctx context.Context, ns, name string, ready bool) error {
+	pod, err := c.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	return c.setPodStatus(ctx, pod, pod.Status.PodIP, ready)
+}
+
+// DeletePod removes the Pod object and stops its server; its namespace stays until Stop (a dead
+// pod whose address nobody answers on).
+func (c *Cluster) DeletePod(ctx context.Context, ns, name string) error {
+	zero := int64(0)
+	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		return err
+	}
+	c.StopProcess("pod-" + ns + "-" + name)
+	return nil
+}
+
+// Pod returns a pod the harness wired.
+func (c *Cluster) Pod(ns, name string) *Pod { return c.pods[ns+"/"+name] }
+
+func (c *Cluster) ensureNamespace(ctx context.Context, ns string) error {
+	_, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
+}
+
+// CreateService creates the Service (its namespace too) and returns it as stored.
+func (c *Cluster) CreateService(ctx context.Context, svc *corev1.Service) (*corev1.Service, error) {
+	if err := c.ensureNamespace(ctx, svc.Namespace); err != nil {
+		return nil, err
+	}
+	out, err := c.Client.CoreV1().Services(svc.Namespace).Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("create service %s/%s: %w", svc.Namespace, svc.Name, err)
+	}
+	if len(svc.Status.LoadBalancer.Ingress) > 0 {
+		out.Status = svc.Status
+		if out, err = c.Client.CoreV1().Services(svc.Namespace).UpdateStatus(ctx, out, metav1.UpdateOptions{}); err != nil {
+			return nil, fmt.Errorf("service %s/%s status: %w", svc.Namespace, svc.Name, err)
+		}
+	}
+	return out, nil
+}
+
+// WaitEndpoints waits until the EndpointSlice controller lists want endpoints (ready or not) for
+// the Service.
+func (c *Cluster) WaitEndpoints(ctx context.Context, ns, name string, want int) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		slices, err := c.Client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + name})
+		n := 0
+		if err == nil {
+			for _, s := range slices.Items {
+				n += len(s.Endpoints)
+			}
+		}
+		if n == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("service %s/%s has %d endpoints, want %d (err %v)", ns, name, n, want, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TCPPort is a Service port.
+func TCPPort(name string, port, target int32) corev1.ServicePort {
+	return corev1.ServicePort{Name: name, Port: port, TargetPort: intstr.FromInt32(target), Protocol: corev1.ProtocolTCP}
+}
+
+// StartKubeProxy runs kube-proxy in the node namespace in the given mode (iptables or nftables).
+func (c *Cluster) StartKubeProxy(mode string) error {
+	args := []string{
+		"--kubeconfig=" + c.Kubeconfig, "--hostname-override=" + NodeName, "--proxy-mode=" + mode,
+		"--cluster-cidr=" + ClusterCIDR, "--conntrack-max-per-core=0",
+		"--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=127.0.0.1:10256",
+		"--v=2",
+	}
+	if mode == "nftables" {
+		args = append(args, "--nftables-min-sync-period=0s")
+	} else {
+		args = append(args, "--iptables-min-sync-period=0s")
+	}
+	return c.spawn("kube-proxy", NodeNS, filepath.Join(c.BinDir, "kube-proxy"), args...)
+}
+
+// StopKubeProxy stops kube-proxy; the rules it wrote stay.
+func (c *Cluster) StopKubeProxy() { c.StopProcess("kube-proxy") }
+
+// WaitDump polls the node's dataplane dump until ok accepts it.
+func (c *Cluster) WaitDump(ctx context.Context, mode string, ok func(dump string) bool) (string, error) {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		dump, err := c.Dump(mode)
+		if err == nil && ok(dump) {
+			return dump, nil
+		}
+		if time.Now().After(deadline) {
+			return dump, fmt.Errorf("kube-proxy did not program the expected %s rules in time (err %v); its log: %s", mode, err, c.logTail("kube-proxy"))
+		}
+		if !c.alive("kube-proxy") {
+			return dump, fmt.Errorf("kube-proxy exited: %s", c.logTail("kube-proxy"))
+		}
+		select {
+		case <-ctx.Done():
+			return dump, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Dump reads the node's dataplane: iptables-save -c (all tables) or nft -j list ruleset.
+func (c *Cluster) Dump(mode string) (string, error) {
+	var out []byte
+	var err error
+	if mode == "nftables" {
+		out, err = NS(NodeNS, "nft", "-j", "list", "ruleset")
+	} else {
+		out, err = NS(NodeNS, IptablesSave, "-c")
+	}
+	return string(out), err
+}
+
+// IptablesSave is the iptables-save the node uses (kube-proxy picks the backend that has rules;
+// on this machine both variants exist).
+var IptablesSave = "iptables-save"
+

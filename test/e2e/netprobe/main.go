@@ -1,0 +1,183 @@
+// Command netprobe is the e2e harness's pod and client program.
+//
+//	netprobe serve NAME PORT[/udp] ...   answer every TCP connection or UDP datagram with "NAME CLIENT-IP\n"
+//	netprobe probe [flags] ADDR:PORT     open connections and print how many each backend answered, as JSON
+//
+// It runs inside the harness's network namespaces; it never talks to anything else.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: netprobe serve NAME PORT[/udp]... | netprobe probe [flags] ADDR:PORT")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "serve":
+		serve(os.Args[2], os.Args[3:])
+	case "probe":
+		probe(os.Args[2:])
+	default:
+		fmt.Fprintf(os.Stderr, "netprobe: unknown command %q\n", os.Args[1])
+		os.Exit(2)
+	}
+}
+
+func serve(name string, ports []string) {
+	var wg sync.WaitGroup
+	for _, p := range ports {
+		port, proto, _ := strings.Cut(p, "/")
+		wg.Add(1)
+		if proto == "udp" {
+			go func() {
+				defer wg.Done()
+				c, err := net.ListenPacket("udp", ":"+port)
+				if err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(1)
+				}
+				buf := make([]byte, 1500)
+				for {
+					_, from, err := c.ReadFrom(buf)
+					if err != nil {
+						continue
+					}
+					host, _, _ := net.SplitHostPort(from.String())
+					_, _ = c.WriteTo([]byte(name+" "+host+"\n"), from)
+				}
+			}()
+			continue
+		}
+		go func() {
+			defer wg.Done()
+			l, err := net.Listen("tcp", ":"+port)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					continue
+				}
+				go handle(name, c)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// handle answers each line the client sends (keep-alive clients send many) and, for clients that
+// send nothing, one answer at once.
+func handle(name string, c net.Conn) {
+	defer c.Close()
+	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	answer := []byte(name + " " + host + "\n")
+	if _, err := c.Write(answer); err != nil {
+		return
+	}
+	r := bufio.NewReader(c)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+		if _, err := r.ReadString('\n'); err != nil {
+			return
+		}
+		if _, err := c.Write(answer); err != nil {
+			return
+		}
+	}
+}
+
+// Result is what probe prints.
+type Result struct {
+	// Backends counts answers per "NAME CLIENT-IP".
+	Backends map[string]int `json:"backends"`
+	// Failures counts connections that got no answer, by error text.
+	Failures map[string]int `json:"failures"`
+}
+
+func probe(args []string) {
+	fs := flag.NewFlagSet("probe", flag.ExitOnError)
+	n := fs.Int("n", 100, "connections to open")
+	udp := fs.Bool("udp", false, "use UDP datagrams instead of TCP connections")
+	requests := fs.Int("requests", 1, "requests sent over each TCP connection (keep-alive)")
+	timeout := fs.Duration("timeout", 2*time.Second, "timeout per connection")
+	src := fs.String("src", "", "local address to send from")
+	interval := fs.Duration("interval", 0, "pause between connections")
+	_ = fs.Parse(args)
+	if fs.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "probe needs one ADDR:PORT")
+		os.Exit(2)
+	}
+	target := fs.Arg(0)
+	res := Result{Backends: map[string]int{}, Failures: map[string]int{}}
+	for i := 0; i < *n; i++ {
+		d := net.Dialer{Timeout: *timeout}
+		if *src != "" {
+			if *udp {
+				d.LocalAddr = &net.UDPAddr{IP: net.ParseIP(*src)}
+			} else {
+				d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(*src)}
+			}
+		}
+		answers, err := once(d, target, *udp, *requests, *timeout)
+		for _, a := range answers {
+			res.Backends[a]++
+		}
+		if err != nil {
+			msg := err.Error()
+			if i := strings.LastIndex(msg, ": "); i >= 0 {
+				msg = msg[i+2:]
+			}
+			res.Failures[msg]++
+		}
+		if *interval > 0 {
+			time.Sleep(*interval)
+		}
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(res)
+}
+
+func once(d net.Dialer, target string, udp bool, requests int, timeout time.Duration) ([]string, error) {
+	network := "tcp"
+	if udp {
+		network = "udp"
+	}
+	c, err := d.Dial(network, target)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(timeout + time.Duration(requests)*10*time.Millisecond))
+	r := bufio.NewReader(c)
+	var answers []string
+	if udp {
+		if _, err := c.Write([]byte("hello\n")); err != nil {
+			return nil, err
+		}
+	}
+	for i := 0; i < requests; i++ {
+		if i > 0 {
+			if _, err := c.Write([]byte("again\n")); err != nil {
+				return answers, err
+			}
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return answers, err
+		}
+		answers = append(answers, strings.TrimSpace(line))
+	}
+	return answers, nil
+}

@@ -1,0 +1,523 @@
+package iptables
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/svctrace/svctrace/trace"
+)
+
+// Dataplane evaluates a node's iptables rulesets (IPv4 and, if present, IPv6).
+type Dataplane struct {
+	V4, V6 *Ruleset
+}
+
+// Mode implements trace.Dataplane.
+func (d *Dataplane) Mode() string { return "iptables" }
+
+// maxPaths bounds the evaluation: kube-proxy's layout yields one path per endpoint, so more than
+// this means a pathological ruleset, and we stop rather than exhaust memory.
+const maxPaths = 1 << 17
+
+type hook uint8
+
+const (
+	prerouting hook = iota
+	input
+	forward
+	output
+	postrouting
+	done
+)
+
+var hookNames = [...]string{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
+
+// hookTables lists the tables each hook traverses, in the kernel's priority order.
+var hookTables = [...][]string{
+	prerouting:  {"raw", "mangle", "nat"},
+	input:       {"mangle", "filter", "nat"},
+	forward:     {"mangle", "filter"},
+	output:      {"raw", "mangle", "nat", "filter"},
+	postrouting: {"mangle", "nat"},
+}
+
+type frame struct {
+	chain *Chain
+	next  int
+}
+
+type branch struct {
+	src, dst   netip.Addr
+	dport      uint16
+	mark       uint32
+	dnat       bool
+	hook       hook
+	tableIdx   int
+	stack      []frame
+	prob       float64
+	steps      []trace.Step
+	verdict    *trace.Verdict
+	masq       bool
+	masqReason string
+	markedBy   string
+	affinity   int
+}
+
+func (b *branch) clone() *branch {
+	c := *b
+	c.stack = append([]frame(nil), b.stack...)
+	c.steps = append([]trace.Step(nil), b.steps...)
+	return &c
+}
+
+type walker struct {
+	rs    *Ruleset
+	pkt   trace.Packet
+	node  *trace.NodeContext
+	paths []trace.Path
+	notes map[string]bool
+	order []string
+}
+
+// Walk implements trace.Dataplane: it returns every path the packet can take and its probability.
+func (d *Dataplane) Walk(p trace.Packet, node *trace.NodeContext) (*trace.Walk, error) {
+	rs := d.V4
+	if p.Dst.Is6() && !p.Dst.Is4In6() {
+		rs = d.V6
+	}
+	if rs == nil {
+		fam := "IPv4"
+		if p.Dst.Is6() {
+			fam = "IPv6"
+		}
+		return nil, fmt.Errorf("no %s iptables rules were given for %s", fam, p.Dst)
+	}
+	w := &walker{rs: rs, pkt: p, node: node, notes: map[string]bool{}}
+	start := &branch{src: p.Src, dst: p.Dst, dport: p.DstPort, mark: p.Mark, prob: 1, hook: prerouting}
+	if p.Origin == trace.FromLocalProcess {
+		start.hook = output
+	}
+	work := []*branch{start}
+	for len(work) > 0 {
+		b := work[len(work)-1]
+		work = work[:len(work)-1]
+		forks, err := w.run(b)
+		if err != nil {
+			return nil, err
+		}
+		work = append(work, forks...)
+		if len(w.paths)+len(work) > maxPaths {
+			return nil, fmt.Errorf("the ruleset splits this packet into more than %d paths; refusing to go on", maxPaths)
+		}
+	}
+	return &trace.Walk{Paths: w.paths, Notes: w.order}, nil
+}
+
+func (w *walker) note(s string) {
+	if !w.notes[s] {
+		w.notes[s] = true
+		w.order = append(w.order, s)
+	}
+}
+
+// run advances one branch until it ends, returning the branches it split off on the way.
+func (w *walker) run(b *branch) ([]*branch, error) {
+	var forks []*branch
+	for b.verdict == nil && b.hook != done {
+		if len(b.stack) == 0 {
+			if !w.enterTable(b) {
+				continue
+			}
+		}
+		f := &b.stack[len(b.stack)-1]
+		if f.next >= len(f.chain.Rules) {
+			w.fallOff(b)
+			continue
+		}
+		r := f.chain.Rules[f.next]
+		f.next++
+		m, p, note := w.match(r, b)
+		if note != "" {
+			w.note(note)
+		}
+		switch m {
+		case noMatch:
+			continue
+		case split:
+			if p <= 0 {
+				continue
+			}
+			if p < 1 {
+				taken := b.clone()
+				taken.prob *= p
+				w.apply(taken, r, p)
+				forks = append(forks, taken)
+				b.prob *= 1 - p
+				continue
+			}
+		}
+		w.apply(b, r, 1)
+	}
+	w.finish(b)
+	return forks, nil
+}
+
+// enterTable pushes the next table's builtin chain for the branch's hook, moving through hooks as
+// the kernel would. It reports whether a chain is now on the stack.
+func (w *walker) enterTable(b *branch) bool {
+	tables := hookTables[b.hook]
+	for b.tableIdx < len(tables) {
+		name := tables[b.tableIdx]
+		b.tableIdx++
+		if t := w.rs.Tables[name]; t != nil {
+			if c := t.Chains[hookNames[b.hook]]; c != nil {
+				b.stack = append(b.stack, frame{chain: c})
+				return true
+			}
+		}
+	}
+	w.nextHook(b)
+	return false
+}
+
+// nextHook moves the branch to the hook the kernel runs next, after routing.
+func (w *walker) nextHook(b *branch) {
+	b.tableIdx = 0
+	switch b.hook {
+	case prerouting:
+		if w.node.IsLocal(b.dst) {
+			b.hook = input
+		} else {
+			b.hook = forward
+		}
+	case forward, output:
+		b.hook = postrouting
+	default:
+		b.hook = done
+	}
+}
+
+func (w *walker) tableName(b *branch) string {
+	return hookTables[b.hook][b.tableIdx-1]
+}
+
+// fallOff handles reaching the end of a chain: return to the caller, or apply a builtin policy.
+func (w *walker) fallOff(b *branch) {
+	top := b.stack[len(b.stack)-1]
+	b.stack = b.stack[:len(b.stack)-1]
+	if len(b.stack) > 0 {
+		return
+	}
+	if top.chain.Policy == "DROP" {
+		b.steps = append(b.steps, trace.Step{Table: w.tableName(b), Chain: top.chain.Name, Branch: 1,
+			Action: "policy DROP", Rule: ":" + top.chain.Name + " DROP"})
+		b.verdict = &trace.Verdict{Kind: trace.Drop, Reason: fmt.Sprintf("policy DROP of %s %s", w.tableName(b), top.chain.Name)}
+	}
+}
+
+type matchResult uint8
+
+const (
+	noMatch matchResult = iota
+	yes
+	split
+)
+
+// match evaluates the rule's matches for the branch's packet. A random split returns split with
+// the probability of matching.
+func (w *walker) match(r *Rule, b *branch) (matchResult, float64, string) {
+	pkt := &w.pkt
+	if r.Proto != 0 && (r.Proto == uint8(pkt.Protocol)) == r.ProtoNeg {
+		return noMatch, 0, ""
+	}
+	if !r.Src.Matches(b.src) || !r.Dst.Matches(b.dst) {
+		return noMatch, 0, ""
+	}
+	if !r.DPort.Matches(b.dport) {
+		return noMatch, 0, ""
+	}
+	if r.SPort.Set {
+		return noMatch, 0, fmt.Sprintf("line %d matches a source port; the packet's source port is unknown, so it was assumed not to match", r.Line)
+	}
+	if len(r.MultiDPorts) > 0 {
+		in := false
+		for _, pr := range r.MultiDPorts {
+			if b.dport >= pr.Lo && b.dport <= pr.Hi {
+				in = true
+				break
+			}
+		}
+		if in == r.MultiNeg {
+			return noMatch, 0, ""
+		}
+	}
+	if r.InIface.Set {
+		if b.hook == output || b.hook == postrouting && pkt.Origin == trace.FromLocalProcess {
+			return noMatch, 0, ""
+		}
+		if pkt.InInterface == "" {
+			return noMatch, 0, fmt.Sprintf("line %d matches the input interface (%s); none was given (--in-interface), so it was assumed not to match", r.Line, r.InIface.Name)
+		}
+		if ifaceMatches(r.InIface.Name, pkt.InInterface) == r.InIface.Neg {
+			return noMatch, 0, ""
+		}
+	}
+	if r.OutIface.Set {
+		return noMatch, 0, fmt.Sprintf("line %d matches the output interface (%s), which depends on routing; it was assumed not to match", r.Line, r.OutIface.Name)
+	}
+	if r.SrcType.Set {
+		if ok, known := w.addrType(r.SrcType.Type, b.src); !known {
+			return noMatch, 0, fmt.Sprintf("line %d: address type %s is not evaluated; assumed not to match", r.Line, r.SrcType.Type)
+		} else if ok == r.SrcType.Neg {
+			return noMatch, 0, ""
+		}
+	}
+	if r.DstType.Set {
+		if ok, known := w.addrType(r.DstType.Type, b.dst); !known {
+			return noMatch, 0, fmt.Sprintf("line %d: address type %s is not evaluated; assumed not to match", r.Line, r.DstType.Type)
+		} else if ok == r.DstType.Neg {
+			return noMatch, 0, ""
+		}
+	}
+	if r.Mark != nil && ((b.mark&r.Mark.Mask) == r.Mark.Value) == r.Mark.Neg {
+		return noMatch, 0, ""
+	}
+	if r.CtState != nil {
+		in := false
+		for _, s := range r.CtState.States {
+			if s == "NEW" || s == "DNAT" && b.dnat {
+				in = true
+			}
+		}
+		if in == r.CtState.Neg {
+			return noMatch, 0, ""
+		}
+	}
+	if len(r.Sets) > 0 {
+		return noMatch, 0, fmt.Sprintf("line %d matches ipset %s; ipset contents were not given, so it was assumed not to match", r.Line, r.Sets[0].Name)
+	}
+	if len(r.Unknown) > 0 {
+		return noMatch, 0, fmt.Sprintf("line %d uses %s, which svctrace does not evaluate; it was assumed not to match", r.Line, strings.Join(r.Unknown, ", "))
+	}
+	if rc := r.Recent; rc != nil && rc.Op != "set" {
+		// History-dependent: a first connection has no entry in the recent list.
+		if rc.Seconds > 0 && b.affinity == 0 {
+			b.affinity = rc.Seconds
+		}
+		if !rc.Neg {
+			return noMatch, 0, ""
+		}
+	}
+	if st := r.Statistic; st != nil {
+		p := st.Probability
+		if st.Mode == "nth" {
+			p = 1 / float64(st.Every)
+			w.note(fmt.Sprintf("line %d picks every %dth packet; shown as a share of 1/%d", r.Line, st.Every, st.Every))
+		} else if st.Mode != "random" {
+			return noMatch, 0, fmt.Sprintf("line %d: statistic mode %q is not evaluated; assumed not to match", r.Line, st.Mode)
+		}
+		if st.Neg {
+			p = 1 - p
+		}
+		return split, p, ""
+	}
+	return yes, 1, ""
+}
+
+func ifaceMatches(pattern, name string) bool {
+	if strings.HasSuffix(pattern, "+") {
+		return strings.HasPrefix(name, pattern[:len(pattern)-1])
+	}
+	return pattern == name
+}
+
+func (w *walker) addrType(t string, a netip.Addr) (match, known bool) {
+	switch t {
+	case "LOCAL":
+		return w.node.IsLocal(a), true
+	case "UNICAST":
+		return !a.IsMulticast(), true
+	case "MULTICAST":
+		return a.IsMulticast(), true
+	}
+	return false, false
+}
+
+// apply runs the rule's target on the branch. branchP is the probability of this rule having
+// matched given that the packet reached it.
+func (w *walker) apply(b *branch, r *Rule, branchP float64) {
+	table := w.tableName(b)
+	step := trace.Step{Table: table, Chain: r.Chain, Line: r.Line, Rule: r.Text, Branch: branchP}
+	detail := table != "nat" || b.hook == postrouting
+	t := &r.Target
+	switch {
+	case r.JumpChain != nil:
+		if r.Goto {
+			step.Action = "goto " + t.Name
+			b.stack[len(b.stack)-1] = frame{chain: r.JumpChain}
+		} else {
+			step.Action = "jump " + t.Name
+			b.stack = append(b.stack, frame{chain: r.JumpChain})
+		}
+		if r.Recent != nil && r.Recent.Op == "set" && b.affinity > 0 {
+			step.Note = fmt.Sprintf("session affinity: this client's later connections stick to this endpoint for %ds", b.affinity)
+		}
+	case t.Name == "":
+		return
+	case t.Name == "RETURN":
+		step.Action, detail = "return", true
+		// Returning from a builtin chain applies its policy, exactly like falling off its end.
+		w.fallOff(b)
+	case t.Name == "ACCEPT":
+		step.Action = "accept"
+		b.stack = b.stack[:0]
+	case t.Name == "DROP":
+		step.Action, detail = "drop", false
+		b.verdict = &trace.Verdict{Kind: trace.Drop, Reason: reason(r, "dropped by "+table+" "+r.Chain)}
+	case t.Name == "REJECT":
+		step.Action, detail = "reject", false
+		if t.RejectWith != "" {
+			step.Action += " with " + t.RejectWith
+		}
+		b.verdict = &trace.Verdict{Kind: trace.Reject, Reason: reason(r, "rejected by "+table+" "+r.Chain)}
+	case t.Name == "DNAT":
+		dst, port, err := parseNATTarget(t.ToDestination, b.dport)
+		if err != nil {
+			w.note(fmt.Sprintf("line %d: %v; the rule was skipped", r.Line, err))
+			return
+		}
+		b.dst, b.dport, b.dnat = dst, port, true
+		step.Action, detail = "DNAT to "+netip.AddrPortFrom(dst, port).String(), false
+		b.stack = b.stack[:0]
+	case t.Name == "MASQUERADE" || t.Name == "SNAT":
+		step.Action, detail = strings.ToLower(t.Name), false
+		if t.Name == "SNAT" {
+			step.Action += " to " + t.ToSource
+		}
+		b.masq = true
+		b.masqReason = b.markedBy
+		if b.masqReason == "" {
+			b.masqReason = fmt.Sprintf("%s rule at line %d", r.Chain, r.Line)
+		}
+		b.stack = b.stack[:0]
+	case t.Name == "MARK":
+		before := b.mark
+		switch t.MarkOp {
+		case "set-xmark":
+			b.mark = (b.mark &^ t.MarkMk) ^ t.MarkVal
+		case "set-mark":
+			b.mark = (b.mark &^ t.MarkMk) | t.MarkVal
+		case "or-mark":
+			b.mark |= t.MarkVal
+		case "and-mark":
+			b.mark &= t.MarkVal
+		case "xor-mark":
+			b.mark ^= t.MarkVal
+		}
+		step.Action, detail = fmt.Sprintf("mark 0x%x", b.mark), true
+		if b.mark&^before != 0 && len(b.steps) > 0 {
+			// Name the rule that sent the packet here: that is the reason a person wants.
+			prev := b.steps[len(b.steps)-1]
+			b.markedBy = fmt.Sprintf("%s (%s line %d)", describe(prev), prev.Chain, prev.Line)
+		}
+	case t.Name == "LOG" || t.Name == "NFLOG":
+		step.Action, detail = "log", true
+	default:
+		w.note(fmt.Sprintf("line %d: target %s is not evaluated; the packet was assumed to continue", r.Line, t.Name))
+		step.Action, detail = "unevaluated target "+t.Name, true
+	}
+	step.Detail = detail
+	b.steps = append(b.steps, step)
+}
+
+// reason prefers the rule's own comment, which kube-proxy writes for people.
+func reason(r *Rule, fallback string) string {
+	if r.Comment != "" {
+		return r.Comment
+	}
+	return fallback
+}
+
+func describe(s trace.Step) string {
+	if s.Rule == "" {
+		return s.Chain
+	}
+	if c := commentOf(s.Rule); c != "" {
+		return fmt.Sprintf("%q", c)
+	}
+	return s.Chain
+}
+
+func commentOf(rule string) string {
+	i := strings.Index(rule, "--comment ")
+	if i < 0 {
+		return ""
+	}
+	rest := rule[i+len("--comment "):]
+	if strings.HasPrefix(rest, "\"") {
+		if j := strings.IndexByte(rest[1:], '"'); j >= 0 {
+			return rest[1 : j+1]
+		}
+	}
+	if j := strings.IndexByte(rest, ' '); j >= 0 {
+		return rest[:j]
+	}
+	return rest
+}
+
+// finish turns an ended branch into a path.
+func (w *walker) finish(b *branch) {
+	p := trace.Path{Steps: b.steps, Probability: b.prob, Masquerade: b.masq, MasqueradeReason: b.masqReason, AffinitySeconds: b.affinity}
+	switch {
+	case b.verdict != nil:
+		p.Verdict = *b.verdict
+	case b.dnat:
+		p.Verdict = trace.Verdict{Kind: trace.DNAT, Backend: netip.AddrPortFrom(b.dst, b.dport)}
+	default:
+		reason := "no Service rule matched: forwarded as addressed"
+		if w.node.IsLocal(b.dst) {
+			reason = "no Service rule matched: delivered to the node itself"
+		}
+		p.Verdict = trace.Verdict{Kind: trace.Accept, Reason: reason}
+	}
+	if !p.Masquerade && p.Verdict.Kind == trace.DNAT {
+		if b.markedBy != "" {
+			p.MasqueradeReason = "marked by " + b.markedBy + ", but no MASQUERADE rule matched"
+		} else {
+			p.MasqueradeReason = "no rule marked the packet for masquerade: the source address is kept"
+		}
+	}
+	w.paths = append(w.paths, p)
+}
+
+// parseNATTarget reads DNAT's --to-destination: ADDR, ADDR:PORT, [V6]:PORT, or a range whose
+// first element is taken.
+func parseNATTarget(s string, port uint16) (netip.Addr, uint16, error) {
+	if s == "" {
+		return netip.Addr{}, 0, fmt.Errorf("DNAT without --to-destination")
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr(), ap.Port(), nil
+	}
+	host, p := s, ""
+	if i := strings.LastIndexByte(s, ':'); i > 0 && strings.Count(s, ":") == 1 {
+		host, p = s[:i], s[i+1:]
+	}
+	host, _, _ = strings.Cut(host, "-")
+	host = strings.Trim(host, "[]")
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, 0, fmt.Errorf("bad DNAT destination %q", s)
+	}
+	if p != "" {
+		p, _, _ = strings.Cut(p, "-")
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil {
+			return netip.Addr{}, 0, fmt.Errorf("bad DNAT port in %q", s)
+		}
+		port = uint16(n)
+	}
+	return a, port, nil
+}

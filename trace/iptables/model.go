@@ -1,0 +1,191 @@
+// Package iptables models an iptables ruleset (as iptables-save prints it) and evaluates it for a
+// concrete packet: it follows jumps, gotos and returns, and splits traffic at every
+// `-m statistic --mode random` match into weighted branches, so the shares it reports are exact.
+package iptables
+
+import (
+	"net/netip"
+)
+
+// Ruleset is one address family's tables, e.g. the output of iptables-save.
+type Ruleset struct {
+	// IPv6 is true for an ip6tables ruleset.
+	IPv6   bool
+	Tables map[string]*Table
+	// Variant is "legacy" or "nf_tables" when the dump's header says so, else empty.
+	Variant string
+	// Counters is true when the dump carried packet/byte counters (iptables-save -c).
+	Counters bool
+	// Rules holds every rule of every table in dump order; chains point into it.
+	Rules []Rule
+}
+
+// Table is one iptables table (nat, filter, mangle, raw, security).
+type Table struct {
+	Name   string
+	Chains map[string]*Chain
+	// Order lists the chains in the order the dump declared them.
+	Order []*Chain
+}
+
+// Chain is a builtin or user-defined chain.
+type Chain struct {
+	Name string
+	// Policy is the builtin chain's policy (ACCEPT or DROP); "-" for user chains.
+	Policy string
+	// Line is where the chain was declared.
+	Line  int
+	Rules []*Rule
+}
+
+// Builtin reports whether the chain is one of the kernel's hook chains.
+func (c *Chain) Builtin() bool { return c.Policy != "-" && c.Policy != "" }
+
+// Counters are a rule's packet and byte counters from `iptables-save -c`.
+type Counters struct {
+	Packets, Bytes uint64
+}
+
+// Rule is one parsed `-A CHAIN ...` line. Matches that kube-proxy (1.20 to 1.36) emits are typed;
+// anything else is kept by name in Unknown so that the evaluation can say it could not decide it.
+type Rule struct {
+	// Text is the rule as it appeared in the dump (without counters).
+	Text  string
+	Chain string
+	Line  int
+	Counters
+	HasCounters bool
+
+	Src, Dst     AddrMatch
+	Proto        uint8 // 0 = any
+	ProtoNeg     bool
+	InIface      IfaceMatch
+	OutIface     IfaceMatch
+	DPort, SPort PortMatch
+	// MultiDPorts / MultiSPorts come from `-m multiport`.
+	MultiDPorts, MultiSPorts []PortRange
+	MultiNeg                 bool
+	SrcType, DstType         AddrTypeMatch
+	Statistic                *StatisticMatch
+	Mark                     *MarkMatch
+	Recent                   *RecentMatch
+	CtState                  *StateMatch
+	Sets                     []SetMatch
+	Comment                  string
+	// NFAcct is the nfacct counter name; the match always succeeds.
+	NFAcct string
+	// Unknown lists match modules the evaluator has no semantics for.
+	Unknown []string
+
+	Target TargetSpec
+	// Goto is true for `-g CHAIN` (no return to this chain).
+	Goto bool
+	// JumpChain is the resolved user chain for jumps and gotos (nil for builtin targets).
+	JumpChain *Chain
+}
+
+// AddrMatch is `[!] -s/-d ADDR[/MASK]`.
+type AddrMatch struct {
+	Set    bool
+	Neg    bool
+	Prefix netip.Prefix
+}
+
+// Matches reports whether a satisfies the match.
+func (m *AddrMatch) Matches(a netip.Addr) bool {
+	if !m.Set {
+		return true
+	}
+	return m.Prefix.Contains(a) != m.Neg
+}
+
+// IfaceMatch is `[!] -i/-o NAME`, where a trailing + is a wildcard.
+type IfaceMatch struct {
+	Set  bool
+	Neg  bool
+	Name string
+}
+
+// PortRange is an inclusive port range; a single port has Lo == Hi.
+type PortRange struct{ Lo, Hi uint16 }
+
+// PortMatch is `[!] --dport/--sport PORT[:PORT]`.
+type PortMatch struct {
+	Set bool
+	Neg bool
+	PortRange
+}
+
+// Matches reports whether p satisfies the match.
+func (m *PortMatch) Matches(p uint16) bool {
+	if !m.Set {
+		return true
+	}
+	return (p >= m.Lo && p <= m.Hi) != m.Neg
+}
+
+// AddrTypeMatch is `-m addrtype [!] --src-type/--dst-type TYPE`.
+type AddrTypeMatch struct {
+	Set  bool
+	Neg  bool
+	Type string
+	// LimitIfaceIn is --limit-iface-in (only addresses on the incoming interface count).
+	LimitIfaceIn bool
+}
+
+// StatisticMatch is `-m statistic --mode random --probability P` or `--mode nth --every N --packet K`.
+type StatisticMatch struct {
+	Neg         bool
+	Mode        string
+	Probability float64
+	Every       int
+	Packet      int
+}
+
+// MarkMatch is `-m mark [!] --mark VALUE[/MASK]`.
+type MarkMatch struct {
+	Neg         bool
+	Value, Mask uint32
+}
+
+// RecentMatch is `-m recent` (kube-proxy's session affinity).
+type RecentMatch struct {
+	Name string
+	// Op is set, rcheck, update or remove.
+	Op      string
+	Seconds int
+	Reap    bool
+	// Dest is true for --rdest (the default is the source address).
+	Dest bool
+	Neg  bool
+}
+
+// StateMatch is `-m conntrack [!] --ctstate A,B` (or the older `-m state --state`).
+type StateMatch struct {
+	Neg    bool
+	States []string
+}
+
+// SetMatch is `-m set [!] --match-set NAME src|dst[,...]`.
+type SetMatch struct {
+	Neg   bool
+	Name  string
+	Flags []string
+}
+
+// TargetSpec is the rule's `-j`/`-g` target and its options.
+type TargetSpec struct {
+	// Name is the target: a chain name or ACCEPT, DROP, REJECT, RETURN, DNAT, SNAT, MASQUERADE, MARK, ...
+	// Empty when the rule has no target (it only counts packets).
+	Name string
+	// ToDestination / ToSource are DNAT's and SNAT's address[:port].
+	ToDestination string
+	ToSource      string
+	// RejectWith is REJECT's --reject-with.
+	RejectWith string
+	// MarkOp is MARK's operation: set-xmark, set-mark, or-mark, and-mark, xor-mark.
+	MarkOp          string
+	MarkVal, MarkMk uint32
+	// Args keeps the target's options as text, for display.
+	Args string
+}
