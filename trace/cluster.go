@@ -267,3 +267,15 @@ func (c *Cluster) PodCIDR(node string) (netip.Prefix, bool) {
 	p, err := netip.ParsePrefix(cidr)
 	return p, err == nil
 }
+
+// ServicesFor lists the Services that own an address (as cluster, external or load balancer IP).
+func (c *Cluster) ServicesFor(a netip.Addr) []*corev1.Service {
+	if c == nil {
+		return nil
+	}
+	var out []*corev1.Service
+	for _, u := range c.svcByIP[a] {
+		out = append(out, u.svc)
+	}
+	return out
+}

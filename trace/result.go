@@ -303,7 +303,21 @@ func buildTree(paths []Path, backends []Backend) []*Hop {
 		}
 		cur.Children = append(cur.Children, leaf)
 	}
+	sortHops(root.Children)
 	return root.Children
+}
+
+// sortHops puts siblings in rule order, the order the kernel tries them.
+func sortHops(hs []*Hop) {
+	sort.SliceStable(hs, func(i, j int) bool {
+		if hs[i].Verdict != nil || hs[j].Verdict != nil {
+			return hs[j].Verdict != nil && hs[i].Verdict == nil
+		}
+		return hs[i].Line < hs[j].Line
+	})
+	for _, h := range hs {
+		sortHops(h.Children)
+	}
 }
 
 func traceFindings(res *Result, cl *Cluster, match *ServicePortMatch, endpoints map[netip.AddrPort]Endpoint, w *Walk) []Finding {

@@ -173,6 +173,9 @@ func (p *parser) rule(n int, l string) error {
 	if err := parseArgs(r, toks[2:]); err != nil {
 		return &ParseError{Line: n, Text: l, Msg: err.Error()}
 	}
+	if r.Src.Prefix.Addr().Is6() || r.Dst.Prefix.Addr().Is6() {
+		p.rs.IPv6 = true // a dump without its header still says its family through its addresses
+	}
 	c.Rules = append(c.Rules, r)
 	return nil
 }
@@ -300,6 +303,7 @@ func parseArgs(r *xt.Rule, toks []string) error {
 			if m.Prefix, err = parsePrefix(v); err != nil {
 				return err
 			}
+
 		case "-p", "--protocol":
 			var v string
 			if v, err = val(); err != nil {

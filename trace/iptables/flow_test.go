@@ -117,7 +117,7 @@ func runPacketFlowTests(t *testing.T, dp *xt.Dataplane, cl *trace.Cluster, tests
 }
 
 func TestPacketFlowsRecordedIptables(t *testing.T) {
-	dp, cl := loadScenario(t, "../testdata/scenario-iptables")
+	dp, cl := loadScenario(t, "../../dataplane/snapshot/demo")
 	hostnames := "10.244.1.11:9376, 10.244.1.12:9376, 10.244.1.13:9376"
 	web := "10.244.1.21:8080, 10.244.2.21:8080"
 	runPacketFlowTests(t, dp, cl, []packetFlowTest{

@@ -189,3 +189,21 @@ type TargetSpec struct {
 	// Args keeps the target's options as text, for display.
 	Args string
 }
+
+// ClusterCIDR returns the cluster CIDR kube-proxy's local-traffic detector uses, read from the
+// rules themselves (`! -s CIDR -j KUBE-MARK-MASQ` in a service chain), when there is one.
+func (d *Dataplane) ClusterCIDR() (netip.Prefix, bool) {
+	for _, rs := range []*Ruleset{d.V4, d.V6} {
+		if rs == nil || rs.Tables["nat"] == nil {
+			continue
+		}
+		for _, c := range rs.Tables["nat"].Order {
+			for _, r := range c.Rules {
+				if r.Src.Set && r.Src.Neg && r.Target.Name == "KUBE-MARK-MASQ" {
+					return r.Src.Prefix, true
+				}
+			}
+		}
+	}
+	return netip.Prefix{}, false
+}

@@ -45,8 +45,24 @@ func svc(name string, typ corev1.ServiceType, selector string, ports ...corev1.S
 
 func withNodePort(p corev1.ServicePort, np int32) corev1.ServicePort { p.NodePort = np; return p }
 
+// ScenarioClusterIPs pins each scenario Service's cluster IP, so recorded fixtures and the README's
+// examples stay the same from one recording to the next.
+var ScenarioClusterIPs = map[string]string{
+	"hostnames": "10.96.10.10", "web-nodeport": "10.96.10.20", "web-local": "10.96.10.21", "web-lb": "10.96.10.22",
+	"empty": "10.96.10.30", "sticky": "10.96.10.40", "multi": "10.96.10.50", "dns": "10.96.10.53",
+	"remote-local": "10.96.10.60", "remote-itp": "10.96.10.61",
+}
+
 // ScenarioServices are the standard scenario's Services, one per behaviour the tests cover.
 func ScenarioServices() []*corev1.Service {
+	out := scenarioServices()
+	for _, s := range out {
+		s.Spec.ClusterIP = ScenarioClusterIPs[s.Name]
+	}
+	return out
+}
+
+func scenarioServices() []*corev1.Service {
 	local := corev1.ServiceExternalTrafficPolicyLocal
 	internalLocal := corev1.ServiceInternalTrafficPolicyLocal
 	var out []*corev1.Service

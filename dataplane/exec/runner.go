@@ -1,0 +1,62 @@
+// Package exec runs the node tools svctrace reads the dataplane with (iptables-save, nft, ipset,
+// conntrack), always with an argument vector and never through a shell.
+package exec
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	osexec "os/exec"
+	"strings"
+)
+
+// Runner runs a command and returns its standard output. The live node, a remote exec into a
+// kube-proxy pod and unit-test fakes all implement it.
+type Runner interface {
+	Run(ctx context.Context, argv ...string) ([]byte, error)
+}
+
+// Error is a command that failed: it keeps the command, its exit status and what it printed on
+// standard error, so a user sees why.
+type Error struct {
+	Argv       []string
+	ExitStatus int
+	Stderr     string
+	Err        error
+}
+
+func (e *Error) Error() string {
+	msg := strings.TrimSpace(e.Stderr)
+	if msg == "" && e.Err != nil {
+		msg = e.Err.Error()
+	}
+	return fmt.Sprintf("%s failed (exit status %d): %s", strings.Join(e.Argv, " "), e.ExitStatus, msg)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrNotFound is returned when the tool is not installed.
+var ErrNotFound = errors.New("command not found")
+
+// Local runs commands on this machine.
+type Local struct{}
+
+// Run implements Runner.
+func (Local) Run(ctx context.Context, argv ...string) ([]byte, error) {
+	if _, err := osexec.LookPath(argv[0]); err != nil {
+		return nil, fmt.Errorf("%s: %w", argv[0], ErrNotFound)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := osexec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		status := -1
+		var ee *osexec.ExitError
+		if errors.As(err, &ee) {
+			status = ee.ExitCode()
+		}
+		return stdout.Bytes(), &Error{Argv: argv, ExitStatus: status, Stderr: stderr.String(), Err: err}
+	}
+	return stdout.Bytes(), nil
+}

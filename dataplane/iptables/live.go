@@ -1,0 +1,133 @@
+package iptables
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	goipt "github.com/coreos/go-iptables/iptables"
+
+	dpexec "github.com/svctrace/svctrace/dataplane/exec"
+	xt "github.com/svctrace/svctrace/trace/iptables"
+)
+
+// Tables are the tables read from a live node, one iptables-save call each: listing chain by
+// chain is far too slow on a node with 10,000 Services.
+var Tables = []string{"raw", "mangle", "filter", "nat"}
+
+// Backend is one iptables variant installed on the node.
+type Backend struct {
+	// Save is the save command, e.g. iptables-legacy-save.
+	Save string
+	// Mode is "legacy" or "nf_tables".
+	Mode string
+	// KubeRules is true when the variant holds kube-proxy's chains.
+	KubeRules bool
+	// Version is the iptables version ("v1.8.9"), when known.
+	Version string
+}
+
+// kubeMarkers are chains whose presence says kube-proxy (or the kubelet) writes to a backend.
+var kubeMarkers = []string{":KUBE-IPTABLES-HINT", ":KUBE-PROXY-CANARY", ":KUBE-KUBELET-CANARY", ":KUBE-SERVICES"}
+
+// DetectBackend picks the iptables variant kube-proxy uses on this node, the way
+// kubernetes-sigs/iptables-wrappers does: the variant whose mangle/nat tables hold kube-proxy's
+// chains. It prefers the default `iptables` command's mode when both or neither have them.
+func DetectBackend(ctx context.Context, r dpexec.Runner, ipv6 bool) (Backend, error) {
+	prefix := "iptables"
+	family := goipt.ProtocolIPv4
+	if ipv6 {
+		prefix, family = "ip6tables", goipt.ProtocolIPv6
+	}
+	defaultMode := modeOf(ctx, r, prefix)
+	version := ""
+	if _, local := r.(dpexec.Local); local {
+		// go-iptables finds and parses the local iptables binary's version for us.
+		if ipt, err := goipt.New(goipt.IPFamily(family)); err == nil {
+			a, b, c := ipt.GetIptablesVersion()
+			version = fmt.Sprintf("v%d.%d.%d", a, b, c)
+		}
+	}
+	var found []Backend
+	for _, v := range []Backend{{Save: prefix + "-nft-save", Mode: "nf_tables", Version: version}, {Save: prefix + "-legacy-save", Mode: "legacy", Version: version}} {
+		out, err := r.Run(ctx, v.Save, "-t", "nat")
+		if err != nil {
+			if errors.Is(err, dpexec.ErrNotFound) {
+				continue
+			}
+			// A variant that exists but has no nat table yet simply holds no rules.
+			out = nil
+		}
+		for _, m := range kubeMarkers {
+			if bytes.Contains(out, []byte(m)) {
+				v.KubeRules = true
+			}
+		}
+		found = append(found, v)
+	}
+	if len(found) == 0 {
+		// Old distributions ship only plain iptables-save.
+		if _, err := r.Run(ctx, prefix+"-save", "-t", "filter"); err != nil {
+			return Backend{}, fmt.Errorf("no %s-save on this node: install iptables, or pass --dataplane FILE: %w", prefix, err)
+		}
+		return Backend{Save: prefix + "-save", Mode: defaultMode, KubeRules: true, Version: version}, nil
+	}
+	var withRules []Backend
+	for _, b := range found {
+		if b.KubeRules {
+			withRules = append(withRules, b)
+		}
+	}
+	if len(withRules) == 1 {
+		return withRules[0], nil
+	}
+	for _, b := range found {
+		if b.Mode == defaultMode {
+			return b, nil
+		}
+	}
+	return found[0], nil
+}
+
+func modeOf(ctx context.Context, r dpexec.Runner, prefix string) string {
+	out, err := r.Run(ctx, prefix, "--version")
+	if err != nil {
+		return ""
+	}
+	switch {
+	case bytes.Contains(out, []byte("nf_tables")):
+		return "nf_tables"
+	case bytes.Contains(out, []byte("legacy")):
+		return "legacy"
+	}
+	return "legacy"
+}
+
+// ReadLive dumps the backend's tables with counters (one call per table) and parses them.
+func ReadLive(ctx context.Context, r dpexec.Runner, b Backend) (*xt.Ruleset, []byte, error) {
+	var all bytes.Buffer
+	for _, t := range Tables {
+		out, err := r.Run(ctx, b.Save, "-c", "-t", t)
+		if err != nil {
+			var ee *dpexec.Error
+			if errors.As(err, &ee) && (t == "raw" || t == "mangle") {
+				continue // tables kube-proxy does not need may be absent
+			}
+			return nil, nil, err
+		}
+		all.Write(out)
+	}
+	if !strings.Contains(all.String(), "*nat") {
+		return nil, nil, fmt.Errorf("%s printed no nat table: is kube-proxy running in iptables mode on this node?", b.Save)
+	}
+	rs, err := Parse(all.Bytes())
+	if err != nil {
+		return nil, nil, err
+	}
+	if rs.Variant == "" {
+		rs.Variant = b.Mode
+	}
+	return rs, all.Bytes(), nil
+}

@@ -1,0 +1,194 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/svctrace/svctrace/dataplane"
+	dpexec "github.com/svctrace/svctrace/dataplane/exec"
+	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	"github.com/svctrace/svctrace/dataplane/snapshot"
+	"github.com/svctrace/svctrace/trace"
+	xt "github.com/svctrace/svctrace/trace/iptables"
+)
+
+// InputFlags choose where the dataplane and the API objects come from. Every command that reads a
+// node shares them, so offline, node-side and API input reach the same engine.
+type InputFlags struct {
+	Dataplane []string
+	Objects   string
+	Snapshot  string
+	Demo      bool
+	Node      string
+	NodeIPs   []string
+	NoAPI     bool
+}
+
+// AddFlags binds the input flags.
+func (f *InputFlags) AddFlags(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringArrayVar(&f.Dataplane, "dataplane", nil, "read the node's dataplane from this dump instead of the live node (iptables-save [-c] output; repeat for the IPv6 dump); format is detected")
+	fl.StringVar(&f.Objects, "objects", "", "read API objects from this file (kubectl get svc,endpointslices,pods,nodes -A -o yaml) instead of the API server")
+	fl.StringVar(&f.Snapshot, "snapshot", "", "read dataplane and objects from a snapshot bundle directory")
+	fl.BoolVar(&f.Demo, "demo", false, "use the embedded demo snapshot (recorded from a real kube-proxy v1.36.3; node node1)")
+	fl.StringVar(&f.Node, "node", "", "the node whose dataplane to read or that the dump belongs to (default: this host, or the snapshot's node)")
+	fl.StringArrayVar(&f.NodeIPs, "node-ip", nil, "an address of the node, in addition to those in its Node object (repeatable)")
+	fl.BoolVar(&f.NoAPI, "no-api", false, "do not contact the API server (trace the dataplane alone)")
+}
+
+// Inputs are the resolved inputs of one node.
+type Inputs struct {
+	Dataplane trace.Dataplane
+	Cluster   *trace.Cluster
+	Node      *trace.NodeContext
+	// Source says, for people, where the dataplane came from.
+	Source string
+	// Warnings are printed on stderr: degraded input the user should know about.
+	Warnings []string
+}
+
+// Offline reports whether the dataplane comes from files rather than the live node.
+func (f *InputFlags) Offline() bool {
+	return len(f.Dataplane) > 0 || f.Snapshot != "" || f.Demo
+}
+
+// Validate checks combinations before anything is read.
+func (f *InputFlags) Validate() error {
+	n := 0
+	for _, set := range []bool{len(f.Dataplane) > 0, f.Snapshot != "", f.Demo} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return usageErrorf("--dataplane, --snapshot and --demo each name a whole input; use one of them")
+	}
+	for _, ip := range f.NodeIPs {
+		if _, err := netip.ParseAddr(ip); err != nil {
+			return usageErrorf("--node-ip %q is not an IP address", ip)
+		}
+	}
+	return nil
+}
+
+// Resolve reads the dataplane and the objects.
+func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) (*Inputs, error) {
+	in := &Inputs{}
+	files := map[string][]byte{}
+	var objects []byte
+	objectsFrom := ""
+	node := f.Node
+	switch {
+	case f.Demo || f.Snapshot != "":
+		var b *snapshot.Bundle
+		var err error
+		if f.Demo {
+			b, err = snapshot.Demo()
+			in.Source = "embedded demo snapshot"
+		} else {
+			b, err = snapshot.LoadDir(f.Snapshot)
+			in.Source = "snapshot " + f.Snapshot
+		}
+		if err != nil {
+			return nil, err
+		}
+		files = b.Dataplane
+		objects, objectsFrom = b.Objects, in.Source
+		if node == "" {
+			node = b.Manifest.Node
+		} else if node != b.Manifest.Node {
+			return nil, usageErrorf("the snapshot holds node %s, not %s", b.Manifest.Node, node)
+		}
+	case len(f.Dataplane) > 0:
+		for _, p := range f.Dataplane {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return nil, fmt.Errorf("cannot read --dataplane: %w", err)
+			}
+			files[filepath.Base(p)+"#"+p] = data
+		}
+		in.Source = "files"
+	}
+	if f.Objects != "" {
+		data, err := os.ReadFile(f.Objects)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read --objects: %w", err)
+		}
+		objects, objectsFrom = data, f.Objects
+	}
+
+	if len(files) > 0 {
+		dp, err := dataplane.Load(files)
+		if err != nil {
+			return nil, err
+		}
+		in.Dataplane = dp
+	} else {
+		dp, src, err := readLocal(ctx, streams)
+		if err != nil {
+			return nil, err
+		}
+		in.Dataplane, in.Source = dp, src
+		if node == "" {
+			node, _ = os.Hostname()
+		}
+	}
+
+	switch {
+	case objects != nil:
+		cl, err := trace.DecodeObjects(objects)
+		if err != nil {
+			return nil, fmt.Errorf("objects from %s: %w", objectsFrom, err)
+		}
+		in.Cluster = cl
+	case !f.NoAPI && !f.Offline():
+		cl, err := fetchCluster(ctx, cfg)
+		if err != nil {
+			// An operator on a node whose API server is down still gets the dataplane trace.
+			in.Warnings = append(in.Warnings, fmt.Sprintf("could not read the API (%v); tracing the dataplane alone", err))
+		} else {
+			in.Cluster = cl
+		}
+	}
+	if node == "" {
+		node = "unknown"
+	}
+	var extra []netip.Addr
+	for _, ip := range f.NodeIPs {
+		extra = append(extra, netip.MustParseAddr(ip))
+	}
+	in.Node = in.Cluster.NodeContextFor(node, extra)
+	if in.Cluster != nil && in.Cluster.Node(node) == nil && len(in.Cluster.Nodes) > 0 {
+		in.Warnings = append(in.Warnings, fmt.Sprintf("the API objects have no node %q; its addresses are unknown (use --node or --node-ip)", node))
+	}
+	return in, nil
+}
+
+// readLocal reads this machine's iptables, as root on a node.
+func readLocal(ctx context.Context, streams genericiooptions.IOStreams) (trace.Dataplane, string, error) {
+	if os.Geteuid() != 0 {
+		return nil, "", fmt.Errorf("reading this node's dataplane needs root (run with sudo), or pass --dataplane FILE, --snapshot DIR or --demo")
+	}
+	r := dpexec.Local{}
+	start := time.Now()
+	b, err := ipread.DetectBackend(ctx, r, false)
+	if err != nil {
+		return nil, "", err
+	}
+	rs, raw, err := ipread.ReadLive(ctx, r, b)
+	if err != nil {
+		return nil, "", err
+	}
+	if d := time.Since(start); d > time.Second {
+		fmt.Fprintf(streams.ErrOut, "read %d MB of %s rules in %.1fs\n", len(raw)>>20, b.Mode, d.Seconds())
+	}
+	return &xt.Dataplane{V4: rs}, fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode), nil
+}

@@ -1,0 +1,118 @@
+// Package plugin holds svctrace's commands: flags at the edge, turned into typed options by
+// Complete, checked by Validate, and run against the engine in trace/.
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+)
+
+// Version information, set at build time with -ldflags "-X ...plugin.version=v0.1.0".
+var (
+	version = "dev"
+	commit  = ""
+)
+
+// Exit codes, shared by every command (CI pipelines branch on them).
+const (
+	ExitOK       = 0
+	ExitFindings = 1
+	ExitUsage    = 2
+)
+
+// ExitError carries an exit code with its message.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
+
+func usageErrorf(format string, a ...any) error {
+	return &ExitError{Code: ExitUsage, Err: fmt.Errorf(format, a...)}
+}
+
+// errFindings is returned when findings at or above --fail-on were reported; the output
+// already says what they are.
+var errFindings = &ExitError{Code: ExitFindings, Err: errors.New("findings at or above --fail-on")}
+
+// commandName is how the user invoked us: "kubectl svctrace" as a plugin, else the binary name.
+func commandName() string {
+	if strings.HasPrefix(os.Args[0], "kubectl-") || strings.Contains(os.Args[0], "/kubectl-") {
+		return "kubectl svctrace"
+	}
+	return "kubectl-svctrace"
+}
+
+// NewRootCommand builds the command tree.
+func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	cfg := genericclioptions.NewConfigFlags(true)
+	name := commandName()
+	root := &cobra.Command{
+		Use:   name,
+		Short: "Trace a packet through kube-proxy's dataplane to the pods behind a Service",
+		Long: fmt.Sprintf(`%[1]s walks a packet from a Service VIP, NodePort, LoadBalancer or external IP
+through a node's real kube-proxy rules (iptables) to the pods, with the exact share of new
+connections each backend receives, and says where the rules disagree with the API.
+
+It reads the dataplane live (run as root on the node), from dump files (--dataplane), from a
+snapshot bundle (--snapshot) or from the embedded demo snapshot (--demo).`, name),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(streams.Out)
+	root.SetErr(streams.ErrOut)
+	cfg.AddFlags(root.PersistentFlags())
+	root.AddCommand(NewCmdTrace(streams, cfg))
+	root.AddCommand(newCmdVersion(streams))
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
+	})
+	return root
+}
+
+func newCmdVersion(streams genericiooptions.IOStreams) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the svctrace version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			v := version
+			if commit != "" {
+				v += " (" + commit + ")"
+			}
+			fmt.Fprintf(streams.Out, "svctrace %s\n", v)
+			return nil
+		},
+	}
+}
+
+// Execute runs the command line and returns the process exit code. Errors are printed as one
+// sentence on stderr.
+func Execute() int {
+	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
+	root := NewRootCommand(streams)
+	err := root.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	// Usage mistakes and failures to read inputs (files, the node, the API) both exit 2; 1 is
+	// reserved for "it worked and found problems".
+	code := ExitUsage
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		code = ee.Code
+		if ee == errFindings {
+			return code
+		}
+	}
+	fmt.Fprintf(streams.ErrOut, "error: %v\n", err)
+	return code
+}

@@ -1,0 +1,402 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/svctrace/svctrace/render"
+	"github.com/svctrace/svctrace/trace"
+)
+
+// Default sources for --from: documentation ranges, never sent anywhere (the trace is a model).
+var defaultExternalSource = netip.MustParseAddr("192.0.2.10")
+
+// TraceOptions holds everything `trace` needs, typed.
+type TraceOptions struct {
+	config  *genericclioptions.ConfigFlags
+	streams genericiooptions.IOStreams
+	Input   InputFlags
+
+	// flags, as given
+	target   string
+	port     string
+	protocol string
+	from     string
+	inIface  string
+	output   string
+	details  bool
+	failOn   string
+
+	// completed
+	proto    trace.Protocol
+	format   render.Format
+	failRank int
+}
+
+// NewTraceOptions returns options with defaults.
+func NewTraceOptions(streams genericiooptions.IOStreams, cfg *genericclioptions.ConfigFlags) *TraceOptions {
+	return &TraceOptions{config: cfg, streams: streams, protocol: "tcp", output: "tree", failOn: "none"}
+}
+
+// NewCmdTrace builds `trace`.
+func NewCmdTrace(streams genericiooptions.IOStreams, cfg *genericclioptions.ConfigFlags) *cobra.Command {
+	o := NewTraceOptions(streams, cfg)
+	cmd := &cobra.Command{
+		Use:   "trace TARGET",
+		Short: "Walk a packet to a Service through a node's kube-proxy rules",
+		Long: `Walk the first packet of a new connection through a node's kube-proxy dataplane and show every
+path it can take: the rules it passes, the share of connections each backend gets, whether the
+source is masqueraded and why, and dead ends (REJECT for no endpoints, DROP for no local
+endpoints or load balancer source ranges, or no rule at all).
+
+TARGET is a Service (NAMESPACE/NAME, or NAME with -n), a VIP (IP or IP:PORT: a cluster IP,
+external IP or load balancer IP) or NODEIP:NODEPORT.
+
+--from picks the source: pod (a pod address on the node, the default for cluster IPs),
+node (a process on the node itself), external (an outside client, the default for node ports,
+load balancer and external IPs), pod/NAMESPACE/NAME, or any IP address.`,
+		Example: fmt.Sprintf(`  # See it work on the embedded snapshot recorded from a real kube-proxy (no cluster needed)
+  %[1]s trace --demo default/hostnames
+
+  # On a node, as root: where does a pod's connection to this ClusterIP go?
+  sudo %[1]s trace 10.96.0.10:53 --protocol udp
+
+  # A NodePort as an outside client sees it, from a saved dump and objects
+  %[1]s trace 172.31.250.2:30080 --dataplane node1.iptables --objects objects.yaml --node node1
+
+  # Machine-readable output for scripts and CI
+  %[1]s trace --demo default/web-lb --from 198.51.100.11 -o json`, commandName()),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageErrorf("trace needs exactly one TARGET (a Service, VIP[:PORT] or NODEIP:NODEPORT)")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Complete(args); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.Input.AddFlags(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&o.port, "port", "", "Service port (name or number); needed only when the target is ambiguous")
+	fl.StringVar(&o.protocol, "protocol", o.protocol, "tcp, udp or sctp")
+	fl.StringVar(&o.from, "from", "", "source: pod, node, external, pod/NAMESPACE/NAME or an IP (default: pod for cluster IPs, external otherwise)")
+	fl.StringVar(&o.inIface, "in-interface", "", "interface the packet arrives on, for rules that match one")
+	fl.StringVarP(&o.output, "output", "o", o.output, "output format: tree, json or yaml")
+	fl.BoolVar(&o.details, "details", false, "show every rule passed, including filter-table and postrouting bookkeeping")
+	fl.StringVar(&o.failOn, "fail-on", o.failOn, "exit 1 when a finding has at least this severity: error, warning, info or none")
+	return cmd
+}
+
+// Complete turns flags into typed values.
+func (o *TraceOptions) Complete(args []string) error {
+	o.target = args[0]
+	var err error
+	if o.proto, err = trace.ParseProtocol(o.protocol); err != nil {
+		return usageErrorf("--protocol: %v", err)
+	}
+	if o.format, err = render.ParseFormat(o.output); err != nil {
+		return usageErrorf("--output: %v", err)
+	}
+	if o.failRank, err = parseFailOn(o.failOn); err != nil {
+		return err
+	}
+	return nil
+}
+
+func parseFailOn(s string) (int, error) {
+	switch s {
+	case "error", "warning", "info":
+		return trace.Severity(s).Rank(), nil
+	case "none", "never":
+		return 99, nil
+	}
+	return 0, usageErrorf("--fail-on %q: use error, warning, info or none", s)
+}
+
+// Validate checks what can be checked before reading anything.
+func (o *TraceOptions) Validate() error {
+	return o.Input.Validate()
+}
+
+// Run reads the inputs, traces and prints.
+func (o *TraceOptions) Run(ctx context.Context) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	defer stop()
+	in, err := o.Input.Resolve(ctx, o.config, o.streams)
+	if err != nil {
+		return err
+	}
+	for _, w := range in.Warnings {
+		fmt.Fprintf(o.streams.ErrOut, "warning: %s\n", w)
+	}
+	q, err := o.query(in)
+	if err != nil {
+		return err
+	}
+	res, err := trace.Run(in.Dataplane, in.Cluster, q)
+	if err != nil {
+		return err
+	}
+	if err := render.Trace(o.streams.Out, res, render.Options{Format: o.format, Details: o.details, Color: render.ColorFor(o.streams.Out)}); err != nil {
+		return err
+	}
+	for _, f := range res.Findings {
+		if f.Severity.Rank() >= o.failRank {
+			return errFindings
+		}
+	}
+	return nil
+}
+
+// query resolves the target and the source into a packet.
+func (o *TraceOptions) query(in *Inputs) (trace.Query, error) {
+	q := trace.Query{Node: in.Node, Packet: trace.Packet{Protocol: o.proto, InInterface: o.inIface}}
+	kind, err := o.resolveTarget(in, &q.Packet)
+	if err != nil {
+		return q, err
+	}
+	from := o.from
+	if from == "" {
+		from = "pod"
+		if kind != trace.ClusterIPAddr {
+			from = "external"
+		}
+	}
+	q.From = from
+	p := &q.Packet
+	switch {
+	case from == "external":
+		p.Src, p.Origin = defaultExternalSource, trace.FromNetwork
+	case from == "node":
+		p.Origin = trace.FromLocalProcess
+		switch {
+		case p.Dst.IsLoopback():
+			p.Src = p.Dst
+		case len(in.Node.Local) > 0:
+			p.Src = in.Node.Local[0]
+		default:
+			return q, usageErrorf("--from node needs the node's address: give --node-ip, or API objects with the Node")
+		}
+	case from == "pod":
+		src, ok := podSource(in)
+		if !ok {
+			return q, usageErrorf("--from pod needs the node's pod CIDR (from its Node object) or the cluster CIDR in the rules; give --from IP instead")
+		}
+		p.Src, p.Origin = src, trace.FromNetwork
+	case strings.HasPrefix(from, "pod/"):
+		parts := strings.Split(from, "/")
+		if len(parts) != 3 {
+			return q, usageErrorf("--from %q: write pod/NAMESPACE/NAME", from)
+		}
+		pod := findPod(in.Cluster, parts[1], parts[2])
+		if pod == nil {
+			return q, usageErrorf("--from %s: no such pod in the API objects", from)
+		}
+		ip, err := netip.ParseAddr(pod.Status.PodIP)
+		if err != nil {
+			return q, usageErrorf("--from %s: the pod has no IP address yet", from)
+		}
+		p.Src, p.Origin = ip, trace.FromNetwork
+		if pod.Spec.HostNetwork {
+			p.Origin = trace.FromLocalProcess
+		}
+	default:
+		ip, err := netip.ParseAddr(from)
+		if err != nil {
+			return q, usageErrorf("--from %q: use pod, node, external, pod/NAMESPACE/NAME or an IP address", from)
+		}
+		p.Src, p.Origin = ip, trace.FromNetwork
+		if in.Node.IsLocal(ip) {
+			p.Origin = trace.FromLocalProcess
+		}
+	}
+	if p.Src.Is4() != p.Dst.Is4() {
+		return q, usageErrorf("source %s and destination %s are of different address families", p.Src, p.Dst)
+	}
+	return q, nil
+}
+
+func findPod(cl *trace.Cluster, ns, name string) *corev1.Pod {
+	if cl == nil {
+		return nil
+	}
+	for _, p := range cl.Pods {
+		if p.Namespace == ns && p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// podSource picks an address in the node's pod CIDR that no pod uses (the last one), standing for
+// "some pod on this node"; failing that, one in the cluster CIDR the rules name.
+func podSource(in *Inputs) (netip.Addr, bool) {
+	prefix, ok := in.Cluster.PodCIDR(in.Node.Name)
+	if !ok {
+		if h, isHinted := in.Dataplane.(interface{ ClusterCIDR() (netip.Prefix, bool) }); isHinted {
+			prefix, ok = h.ClusterCIDR()
+		}
+	}
+	if !ok {
+		return netip.Addr{}, false
+	}
+	return lastHost(prefix), true
+}
+
+func lastHost(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	bits := p.Bits()
+	for i := range b {
+		for j := 7; j >= 0; j-- {
+			if i*8+(7-j) >= bits {
+				b[i] |= 1 << j
+			}
+		}
+	}
+	a, _ := netip.AddrFromSlice(b)
+	if a.Is4() && bits < 31 {
+		a = a.Prev() // not the broadcast address
+	}
+	return a
+}
+
+// resolveTarget fills the packet's destination and port and says what kind of address it is.
+func (o *TraceOptions) resolveTarget(in *Inputs, p *trace.Packet) (trace.AddressKind, error) {
+	t := o.target
+	for _, prefix := range []string{"service/", "services/", "svc/"} {
+		t = strings.TrimPrefix(t, prefix)
+	}
+	// An address, with or without a port.
+	if ap, err := netip.ParseAddrPort(t); err == nil {
+		p.Dst, p.DstPort = ap.Addr(), ap.Port()
+		if o.port != "" {
+			return "", usageErrorf("the target %s already has a port; drop --port", o.target)
+		}
+		return o.kindOf(in, p), nil
+	}
+	if a, err := netip.ParseAddr(strings.Trim(t, "[]")); err == nil {
+		p.Dst = a
+		port, err := o.portFor(in, a)
+		if err != nil {
+			return "", err
+		}
+		p.DstPort = port
+		return o.kindOf(in, p), nil
+	}
+	// A Service name.
+	ns, name, ok := strings.Cut(t, "/")
+	if !ok {
+		ns, name = o.namespace(), t
+	}
+	if in.Cluster == nil {
+		return "", usageErrorf("%s looks like a Service name, and finding its address needs API objects: pass --objects, reach the API server, or give the VIP:PORT", o.target)
+	}
+	svc := in.Cluster.Service(ns, name)
+	if svc == nil {
+		return "", usageErrorf("service %s/%s not found", ns, name)
+	}
+	sp, err := pickPort(svc, o.port, o.proto)
+	if err != nil {
+		return "", err
+	}
+	ip := svc.Spec.ClusterIP
+	if ip == "" || ip == corev1.ClusterIPNone {
+		return "", usageErrorf("service %s/%s is headless (clusterIP None): kube-proxy does not handle it; clients reach the pods directly", ns, name)
+	}
+	p.Dst, p.DstPort = netip.MustParseAddr(ip), uint16(sp.Port)
+	return trace.ClusterIPAddr, nil
+}
+
+func (o *TraceOptions) namespace() string {
+	if o.config.Namespace != nil && *o.config.Namespace != "" {
+		return *o.config.Namespace
+	}
+	if ns, _, err := o.config.ToRawKubeConfigLoader().Namespace(); err == nil && ns != "" && !o.Input.Offline() {
+		return ns
+	}
+	return "default"
+}
+
+func (o *TraceOptions) kindOf(in *Inputs, p *trace.Packet) trace.AddressKind {
+	if m := in.Cluster.Lookup(p.Dst, p.DstPort, p.Protocol, in.Node.IsLocal(p.Dst)); m != nil {
+		return m.Kind
+	}
+	if in.Node.IsLocal(p.Dst) {
+		return trace.NodePortAddr
+	}
+	return trace.ClusterIPAddr
+}
+
+// portFor picks the port for an address given without one.
+func (o *TraceOptions) portFor(in *Inputs, a netip.Addr) (uint16, error) {
+	if o.port != "" {
+		if n, err := strconv.ParseUint(o.port, 10, 16); err == nil {
+			return uint16(n), nil
+		}
+	}
+	for _, svc := range in.Cluster.ServicesFor(a) {
+		sp, err := pickPort(svc, o.port, o.proto)
+		if err != nil {
+			return 0, err
+		}
+		return uint16(sp.Port), nil
+	}
+	return 0, usageErrorf("%s has no port: write %s:PORT or pass --port NUMBER", a, a)
+}
+
+func pickPort(svc *corev1.Service, want string, proto trace.Protocol) (corev1.ServicePort, error) {
+	var cands []corev1.ServicePort
+	for _, sp := range svc.Spec.Ports {
+		p := strings.ToLower(string(sp.Protocol))
+		if p == "" {
+			p = "tcp"
+		}
+		if p != proto.String() {
+			continue
+		}
+		if want == "" || want == sp.Name || want == strconv.Itoa(int(sp.Port)) {
+			cands = append(cands, sp)
+		}
+	}
+	switch {
+	case len(cands) == 1:
+		return cands[0], nil
+	case len(cands) == 0 && want != "":
+		return corev1.ServicePort{}, usageErrorf("service %s/%s has no %s port %q (it has %s)", svc.Namespace, svc.Name, proto, want, portList(svc))
+	case len(cands) == 0:
+		return corev1.ServicePort{}, usageErrorf("service %s/%s has no %s port (it has %s); set --protocol", svc.Namespace, svc.Name, proto, portList(svc))
+	}
+	return corev1.ServicePort{}, usageErrorf("service %s/%s has several ports (%s): choose one with --port", svc.Namespace, svc.Name, portList(svc))
+}
+
+func portList(svc *corev1.Service) string {
+	var parts []string
+	for _, sp := range svc.Spec.Ports {
+		s := fmt.Sprintf("%d/%s", sp.Port, strings.ToLower(string(sp.Protocol)))
+		if sp.Name != "" {
+			s = sp.Name + "=" + s
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,107 @@
+// Package render prints results: lipgloss trees and tables for people, JSON and YAML (the
+// versioned contract) for machines. It writes to the io.Writer it is given and decides colour
+// from that writer and the environment, never from global state.
+package render
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/charmbracelet/lipgloss"
+	"github.com/muesli/termenv"
+	"golang.org/x/term"
+	"sigs.k8s.io/yaml"
+)
+
+// Format is an output format.
+type Format string
+
+// Formats every command accepts; commands add their own (junit).
+const (
+	Human Format = "tree"
+	JSON  Format = "json"
+	YAML  Format = "yaml"
+)
+
+// ParseFormat accepts tree (or an empty string), json and yaml.
+func ParseFormat(s string) (Format, error) {
+	switch s {
+	case "", "tree", "human", "wide":
+		return Human, nil
+	case "json":
+		return JSON, nil
+	case "yaml":
+		return YAML, nil
+	}
+	return "", fmt.Errorf("unknown format %q: use tree, json or yaml", s)
+}
+
+// Options control human output.
+type Options struct {
+	Format  Format
+	Details bool
+	Color   bool
+}
+
+// ColorFor reports whether output to w may use colour: only on a terminal, never with NO_COLOR
+// set or TERM=dumb.
+func ColorFor(w io.Writer) bool {
+	if os.Getenv("NO_COLOR") != "" || os.Getenv("TERM") == "dumb" {
+		return false
+	}
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// Machine writes v as indented JSON or as YAML.
+func Machine(w io.Writer, v any, f Format) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if f == YAML {
+		if data, err = yaml.JSONToYAML(data); err != nil {
+			return err
+		}
+		_, err = w.Write(data)
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", data)
+	return err
+}
+
+// styles holds the palette; without colour every style renders plain text.
+type styles struct {
+	r                                    *lipgloss.Renderer
+	title, dim, ok, bad, warn, rule, pct lipgloss.Style
+}
+
+func newStyles(w io.Writer, color bool) *styles {
+	r := lipgloss.NewRenderer(w)
+	if color {
+		r.SetColorProfile(termenv.ANSI256)
+	} else {
+		r.SetColorProfile(termenv.Ascii)
+	}
+	return &styles{r: r,
+		title: r.NewStyle().Bold(true),
+		dim:   r.NewStyle().Foreground(lipgloss.Color("245")),
+		ok:    r.NewStyle().Foreground(lipgloss.Color("2")),
+		bad:   r.NewStyle().Foreground(lipgloss.Color("1")).Bold(true),
+		warn:  r.NewStyle().Foreground(lipgloss.Color("3")),
+		rule:  r.NewStyle().Foreground(lipgloss.Color("6")),
+		pct:   r.NewStyle().Foreground(lipgloss.Color("5")).Bold(true),
+	}
+}
+
+func percent(p float64) string {
+	switch {
+	case p >= 0.9995 && p <= 1.0005:
+		return "100%"
+	case p < 0.0005:
+		return fmt.Sprintf("%.3f%%", 100*p)
+	}
+	return fmt.Sprintf("%.1f%%", 100*p)
+}
