@@ -309,9 +309,12 @@ func (c *Cluster) Stop() {
 		names = append(names, n)
 	}
 	c.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, n := range names {
-		c.StopProcess(n)
+		wg.Add(1)
+		go func() { defer wg.Done(); c.StopProcess(n) }()
 	}
+	wg.Wait()
 	for i := len(c.netns) - 1; i >= 0; i-- {
 		_ = exec.Command("ip", "netns", "del", c.netns[i]).Run()
 	}

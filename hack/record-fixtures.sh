@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# record-fixtures.sh re-records the fixtures the unit tests and the demo use, from a real
+# kube-proxy in the e2e harness. Run as root: make record-fixtures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=$(hack/k8s-binaries.sh)
+cache=${SVCTRACE_CACHE:-/var/cache/svctrace}
+mkdir -p "$cache"
+go build -o "$cache/netprobe" ./test/e2e/netprobe
+go run ./test/e2e/record -mode iptables -bin "$bin" -netprobe "$cache/netprobe" -out dataplane/snapshot/demo
