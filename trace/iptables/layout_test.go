@@ -1,0 +1,114 @@
+package iptables_test
+
+import (
+	"math"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	"github.com/svctrace/svctrace/trace"
+	xt "github.com/svctrace/svctrace/trace/iptables"
+)
+
+func walkOld(t *testing.T, pkt trace.Packet, local ...string) *trace.Walk {
+	t.Helper()
+	data, err := os.ReadFile("testdata/v1.20-layout.iptables")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := ipread.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &trace.NodeContext{Name: "old"}
+	for _, l := range local {
+		node.Local = append(node.Local, netip.MustParseAddr(l))
+	}
+	w, err := (&xt.Dataplane{V4: rs}).Walk(pkt, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func shares(w *trace.Walk) map[string]float64 {
+	out := map[string]float64{}
+	for _, p := range w.Paths {
+		k := string(p.Verdict.Kind)
+		if p.Verdict.Kind == trace.DNAT {
+			k = p.Verdict.Backend.String()
+		}
+		out[k] += p.Probability
+	}
+	return out
+}
+
+func TestOldLayoutElevenDigitProbabilitiesGiveThirds(t *testing.T) {
+	w := walkOld(t, trace.Packet{Src: netip.MustParseAddr("10.244.1.9"), Dst: netip.MustParseAddr("10.96.0.50"), DstPort: 80, Protocol: trace.TCP})
+	got := shares(w)
+	if len(got) != 3 {
+		t.Fatalf("want 3 backends, got %v", got)
+	}
+	for b, p := range got {
+		if math.Abs(p-1.0/3) > 1e-4 {
+			t.Errorf("%s share %v, want about 1/3", b, p)
+		}
+	}
+	if got["10.244.1.5:8080"] != 0.33332999982 {
+		t.Errorf("first backend's share is exactly the rule's probability, got %v", got["10.244.1.5:8080"])
+	}
+}
+
+func TestOldLayoutLoadBalancerSourceRangesDropThroughMarkDrop(t *testing.T) {
+	// A VIP-like load balancer: its address is local on the node, so the packet reaches INPUT,
+	// where the kubelet's KUBE-FIREWALL drops what KUBE-MARK-DROP marked.
+	lb := netip.MustParseAddr("198.51.100.50")
+	denied := walkOld(t, trace.Packet{Src: netip.MustParseAddr("192.0.2.1"), Dst: lb, DstPort: 80, Protocol: trace.TCP}, "198.51.100.50")
+	if s := shares(denied); s["DROP"] != 1 {
+		t.Fatalf("source outside the ranges: %v, want all DROP", s)
+	}
+	allowed := walkOld(t, trace.Packet{Src: netip.MustParseAddr("203.0.113.7"), Dst: lb, DstPort: 80, Protocol: trace.TCP}, "198.51.100.50")
+	s := shares(allowed)
+	if s["10.244.1.5:8080"] != 1 {
+		t.Fatalf("allowed source through KUBE-XLB: %v, want the local endpoint only", s)
+	}
+	for _, p := range allowed.Paths {
+		if p.Masquerade {
+			t.Errorf("Local policy keeps the source, but the path was masqueraded: %s", p.MasqueradeReason)
+		}
+	}
+}
+
+func TestUnknownMatchModulesAreReportedNotAssumedToMatch(t *testing.T) {
+	// The fixture's KUBE-XLB chain has a -m physdev rule (jumping to KUBE-MARK-DROP) before its
+	// balancing rule: it must be named in the notes and treated as not matching.
+	w := walkOld(t, trace.Packet{Src: netip.MustParseAddr("203.0.113.7"), Dst: netip.MustParseAddr("198.51.100.50"), DstPort: 30001, Protocol: trace.TCP}, "198.51.100.50")
+	if s := shares(w); s["10.244.1.5:8080"] != 1 {
+		t.Fatalf("node port through KUBE-XLB: %v", s)
+	}
+	found := false
+	for _, n := range w.Notes {
+		found = found || strings.Contains(n, "physdev") && strings.Contains(n, "assumed not to match")
+	}
+	if !found {
+		t.Fatalf("no note names the physdev match: %v", w.Notes)
+	}
+}
+
+func TestNoEndpointsRejectInFilterTable(t *testing.T) {
+	w := walkOld(t, trace.Packet{Src: netip.MustParseAddr("10.244.1.9"), Dst: netip.MustParseAddr("10.96.0.60"), DstPort: 80, Protocol: trace.TCP})
+	if len(w.Paths) != 1 || w.Paths[0].Verdict.Kind != trace.Reject || w.Paths[0].Verdict.Reason != "ns1/gone:p has no endpoints" {
+		t.Fatalf("got %+v", w.Paths)
+	}
+}
+
+func TestOutputHookFromTheNodeIsMasqueradedForClusterIP(t *testing.T) {
+	w := walkOld(t, trace.Packet{Src: netip.MustParseAddr("192.168.0.1"), Dst: netip.MustParseAddr("10.96.0.50"), DstPort: 80, Protocol: trace.TCP, Origin: trace.FromLocalProcess}, "192.168.0.1")
+	for _, p := range w.Paths {
+		if !p.Masquerade || !strings.Contains(p.MasqueradeReason, "cluster IP") {
+			t.Errorf("path to %s: masquerade %v (%q), want true because of the cluster IP rule", p.Verdict.Backend, p.Masquerade, p.MasqueradeReason)
+		}
+	}
+}
