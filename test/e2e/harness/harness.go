@@ -58,6 +58,8 @@ type Cluster struct {
 	pods    map[string]*Pod
 	Log     io.Writer
 	started time.Time
+	// pathPrefix is put first on PATH for processes started from now on.
+	pathPrefix string
 }
 
 // Pod is a pod network namespace.
@@ -248,6 +250,9 @@ func (c *Cluster) spawn(name, netns, bin string, args ...string) error {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if c.pathPrefix != "" {
+		cmd.Env = append(os.Environ(), "PATH="+c.pathPrefix+":"+os.Getenv("PATH"))
+	}
 	// Its own process group, so Stop can end it and anything it started, and Ctrl-C on the test
 	// does not reach it before the harness has cleaned up.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

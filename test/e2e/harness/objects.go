@@ -103,7 +103,7 @@ func (c *Cluster) AddPod(ctx context.Context, s PodSpec) (*Pod, error) {
 	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, Labels: s.Labels},
-		Spec: corev1.PodSpec{NodeName: s.Node, Containers: []corev1.Container{{Name: "netprobe", Image: "svctrace.local/netprobe", Ports: ports}}},
+		Spec:       corev1.PodSpec{NodeName: s.Node, Containers: []corev1.Container{{Name: "netprobe", Image: "svctrace.local/netprobe", Ports: ports}}},
 	}
 	created, err := c.Client.CoreV1().Pods(s.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
@@ -272,4 +272,3 @@ func (c *Cluster) Dump(mode string) (string, error) {
 // IptablesSave is the iptables-save the node uses (kube-proxy picks the backend that has rules;
 // on this machine both variants exist).
 var IptablesSave = "iptables-save"
-

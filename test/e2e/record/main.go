@@ -11,11 +11,17 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sort"
+	"strings"
 	"syscall"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/svctrace/svctrace/test/e2e/harness"
 )
@@ -26,11 +32,21 @@ func main() {
 	bin := flag.String("bin", "", "directory with the Kubernetes binaries (hack/k8s-binaries.sh)")
 	netprobe := flag.String("netprobe", "", "path to the netprobe binary")
 	hold := flag.Bool("hold", false, "keep the cluster running until Ctrl-C (for poking at it)")
+	flag.IntVar(&scale.services, "services", 0, "instead of the standard scenario, create this many selector-less Services")
+	flag.IntVar(&scale.endpoints, "endpoints", 10, "endpoints per Service with -services")
+	flag.BoolVar(&scale.legacy, "legacy", false, "run kube-proxy with the legacy iptables binaries (needed at scale)")
+	flag.StringVar(&scale.compare, "compare", "", "with -services: time this kubectl-svctrace binary against iptables-save, side by side")
 	flag.Parse()
 	if err := record(*mode, *out, *bin, *netprobe, *hold); err != nil {
 		fmt.Fprintln(os.Stderr, "record:", err)
 		os.Exit(1)
 	}
+}
+
+var scale struct {
+	services, endpoints int
+	legacy              bool
+	compare             string
 }
 
 func record(mode, out, bin, netprobe string, hold bool) error {
@@ -44,16 +60,29 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 		return err
 	}
 	defer c.Stop()
-	if _, err := c.SetupScenario(ctx); err != nil {
+	programmed := harness.ScenarioProgrammed
+	if scale.services > 0 {
+		if err := c.PopulateScale(ctx, scale.services, scale.endpoints); err != nil {
+			return err
+		}
+		programmed = func(dump string) bool { return strings.Count(dump, "\n:KUBE-SVC-") >= scale.services }
+	} else if _, err := c.SetupScenario(ctx); err != nil {
 		return err
 	}
+	if scale.legacy {
+		if err := c.UseLegacyIptables(); err != nil {
+			return err
+		}
+	}
+	t := time.Now()
 	if err := c.StartKubeProxy(mode); err != nil {
 		return err
 	}
-	dump, err := c.WaitDump(ctx, mode, harness.ScenarioProgrammed)
+	dump, err := c.WaitDump(ctx, mode, programmed)
 	if err != nil {
 		return err
 	}
+	c.Phase("kube-proxy programmed the node", t)
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
@@ -64,7 +93,11 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 	if err := os.WriteFile(filepath.Join(out, name), []byte(dump), 0o644); err != nil {
 		return err
 	}
-	kubectl := exec.Command(filepath.Join(bin, "kubectl"), "--kubeconfig", c.Kubeconfig, "get", "svc,endpointslices,pods,nodes", "-A", "-o", "yaml")
+	what := "svc,endpointslices,pods,nodes"
+	if scale.services > 0 {
+		what = "nodes" // the objects of 10,000 Services are not needed next to the benchmark dump
+	}
+	kubectl := exec.Command(filepath.Join(bin, "kubectl"), "--kubeconfig", c.Kubeconfig, "get", what, "-A", "-o", "yaml")
 	kubectl.Stderr = os.Stderr
 	objs, err := kubectl.Output()
 	if err != nil {
@@ -74,9 +107,53 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "record: wrote %s and objects.yaml to %s\n", name, out)
+	if scale.compare != "" {
+		if err := compare(ctx, c, filepath.Join(out, name), scale.compare); err != nil {
+			return err
+		}
+	}
 	if hold {
 		fmt.Fprintf(os.Stderr, "record: holding; KUBECONFIG=%s; Ctrl-C to stop\n", c.Kubeconfig)
 		<-ctx.Done()
+	}
+	return nil
+}
+
+// compare runs iptables-save and svctrace side by side on the same node, five times each, and
+// prints wall time and peak RSS: the figures the README quotes.
+func compare(ctx context.Context, c *harness.Cluster, dumpFile, svctrace string) error {
+	svc, err := c.Client.CoreV1().Services(harness.ScaleNamespace).Get(ctx, fmt.Sprintf("svc-%05d", scale.services/2), metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	vip := svc.Spec.ClusterIP + ":80"
+	runs := []struct {
+		name string
+		argv []string
+	}{
+		{"iptables-save -c (produces the dump)", []string{harness.IptablesSave, "-c"}},
+		{"svctrace trace, offline on the dump", []string{svctrace, "trace", vip, "--dataplane", dumpFile, "--node", harness.NodeName, "--from", "10.244.1.254", "-o", "json"}},
+		{"svctrace trace, live on the node", []string{svctrace, "trace", vip, "--no-api", "--node", harness.NodeName, "--from", "10.244.1.254", "-o", "json"}},
+	}
+	fmt.Printf("| command (%d Services x %d endpoints) | wall time, median of 5 | peak RSS |\n|---|---|---|\n", scale.services, scale.endpoints)
+	for _, r := range runs {
+		var times []time.Duration
+		var rss int64
+		for i := 0; i < 5; i++ {
+			cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", harness.NodeNS}, r.argv...)...)
+			cmd.Stdout = io.Discard
+			cmd.Stderr = os.Stderr
+			start := time.Now()
+			if err := cmd.Run(); err != nil {
+				return fmt.Errorf("%s: %w", r.name, err)
+			}
+			times = append(times, time.Since(start))
+			if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && ru.Maxrss > rss {
+				rss = ru.Maxrss
+			}
+		}
+		sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+		fmt.Printf("| %s | %.2fs | %d MiB |\n", r.name, times[2].Seconds(), rss/1024)
 	}
 	return nil
 }

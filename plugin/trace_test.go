@@ -1,0 +1,198 @@
+package plugin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"strings"
+	"testing"
+
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// run executes the command line in-process, as main would, and returns stdout, stderr and the
+// exit code.
+func run(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	streams := genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errb}
+	root := NewRootCommand(streams)
+	root.SetArgs(args)
+	err := root.Execute()
+	code := ExitOK
+	if err != nil {
+		code = ExitUsage
+		var ee *ExitError
+		if errors.As(err, &ee) {
+			code = ee.Code
+		}
+		if err != errFindings {
+			errb.WriteString("error: " + err.Error() + "\n")
+		}
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestDemoTraceGolden(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"hostnames", []string{"trace", "--demo", "default/hostnames"}},
+		{"nodeport-local-external", []string{"trace", "--demo", "172.31.250.2:30081"}},
+		{"lb-denied", []string{"trace", "--demo", "203.0.113.100:80", "--from", "198.51.100.11"}},
+		{"empty", []string{"trace", "--demo", "default/empty"}},
+		{"sticky-from-node", []string{"trace", "--demo", "default/sticky", "--from", "node"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, stderr, code := run(t, tc.args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			golden := "testdata/" + tc.name + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, []byte(out), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out != string(want) {
+				t.Errorf("output differs from %s (go test ./plugin -update to accept):\n%s", golden, out)
+			}
+		})
+	}
+}
+
+func TestTraceJSONFollowsTheContract(t *testing.T) {
+	out, stderr, code := run(t, "trace", "--demo", "default/web-nodeport", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"apiVersion", "kind", "node", "mode", "packet", "service", "backends", "verdicts", "hops", "findings"} {
+		if _, ok := doc[k]; !ok {
+			t.Errorf("missing %q", k)
+		}
+	}
+	if doc["apiVersion"] != "svctrace/v1" || doc["kind"] != "Trace" || doc["mode"] != "iptables" || doc["node"] != "node1" {
+		t.Errorf("header %v %v %v %v", doc["apiVersion"], doc["kind"], doc["mode"], doc["node"])
+	}
+	backends := doc["backends"].([]any)
+	if len(backends) != 2 {
+		t.Fatalf("backends %v", backends)
+	}
+	sum := 0.0
+	for _, b := range backends {
+		m := b.(map[string]any)
+		for _, k := range []string{"ip", "port", "probability", "masquerade", "pod", "ready", "node"} {
+			if _, ok := m[k]; !ok {
+				t.Errorf("backend lacks %q: %v", k, m)
+			}
+		}
+		sum += m["probability"].(float64)
+	}
+	if sum < 0.999999 || sum > 1.000001 {
+		t.Errorf("backend probabilities sum to %v", sum)
+	}
+	svc := doc["service"].(map[string]any)
+	if svc["namespace"] != "default" || svc["name"] != "web-nodeport" || svc["port"] != "http" || svc["type"] != "ClusterIP" {
+		t.Errorf("service %v", svc)
+	}
+}
+
+func TestTraceYAML(t *testing.T) {
+	out, _, code := run(t, "trace", "--demo", "default/dns", "--protocol", "udp", "-o", "yaml")
+	if code != 0 || !strings.Contains(out, "apiVersion: svctrace/v1") || !strings.Contains(out, "protocol: udp") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+func TestBadInputIsOneSentenceAndExitTwo(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no target", []string{"trace", "--demo"}, "needs exactly one TARGET"},
+		{"unknown service", []string{"trace", "--demo", "default/nope"}, "service default/nope not found"},
+		{"ambiguous port", []string{"trace", "--demo", "default/multi"}, "several ports (http=80/tcp, metrics=9090/tcp): choose one with --port"},
+		{"wrong protocol", []string{"trace", "--demo", "default/dns"}, "has no tcp port (it has dns=53/udp); set --protocol"},
+		{"bad protocol", []string{"trace", "--demo", "default/dns", "--protocol", "icmp"}, "unknown protocol"},
+		{"bad output", []string{"trace", "--demo", "default/dns", "-o", "xml"}, "unknown format"},
+		{"bad from", []string{"trace", "--demo", "default/hostnames", "--from", "somewhere"}, "--from \"somewhere\""},
+		{"unknown flag", []string{"trace", "--demo", "default/hostnames", "--frmo", "x"}, "unknown flag: --frmo"},
+		{"two inputs", []string{"trace", "--demo", "--dataplane", "x", "default/hostnames"}, "use one of them"},
+		{"missing file", []string{"trace", "--dataplane", "/nonexistent", "10.96.0.1:443"}, "cannot read --dataplane"},
+		{"name without objects", []string{"trace", "--dataplane", "../dataplane/snapshot/demo/iptables-save.txt", "default/hostnames"}, "needs API objects"},
+		{"garbage dump", []string{"trace", "--dataplane", "trace_test.go", "10.96.0.1:443"}, "not a dump svctrace recognises"},
+		{"mixed families", []string{"trace", "--demo", "10.96.10.10:80", "--from", "fd00::1"}, "different address families"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, stderr, code := run(t, tc.args...)
+			if code != ExitUsage {
+				t.Errorf("exit %d, want %d", code, ExitUsage)
+			}
+			if !strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Errorf("stderr %q, want one line containing %q", stderr, tc.want)
+			}
+			if out != "" {
+				t.Errorf("stdout should be empty on error, got %q", out)
+			}
+		})
+	}
+}
+
+func TestFailOnExitsOneOnFindings(t *testing.T) {
+	// Without objects the trace reports an info finding (NoAPIObjects): --fail-on info trips.
+	_, _, code := run(t, "trace", "--dataplane", "../dataplane/snapshot/demo/iptables-save.txt", "--node-ip", "172.31.250.2", "--from", "10.244.1.9", "10.96.10.10:80", "--fail-on", "info")
+	if code != ExitFindings {
+		t.Errorf("exit %d, want %d", code, ExitFindings)
+	}
+	_, _, code = run(t, "trace", "--demo", "default/hostnames", "--fail-on", "warning")
+	if code != ExitOK {
+		t.Errorf("clean trace: exit %d, want 0", code)
+	}
+}
+
+func TestOfflineWithoutObjectsStillTracesAndNamesTheServiceFromComments(t *testing.T) {
+	out, stderr, code := run(t, "trace", "--dataplane", "../dataplane/snapshot/demo/iptables-save.txt", "10.96.10.10:80", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var doc struct {
+		Service  struct{ Namespace, Name, Port, Type string }
+		Backends []struct{ IP string }
+		Packet   struct{ Src string }
+		Findings []struct{ Kind string }
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Service.Name != "hostnames" || doc.Service.Port != "default" || doc.Service.Type != "ClusterIP" || len(doc.Backends) != 3 {
+		t.Errorf("service %+v backends %+v", doc.Service, doc.Backends)
+	}
+	// The pod source comes from the cluster CIDR in the rules (10.244.0.0/16).
+	if doc.Packet.Src != "10.244.255.254" {
+		t.Errorf("source %s", doc.Packet.Src)
+	}
+	if len(doc.Findings) == 0 || doc.Findings[0].Kind != "NoAPIObjects" {
+		t.Errorf("findings %+v", doc.Findings)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, _, code := run(t, "version")
+	if code != 0 || !strings.HasPrefix(out, "svctrace ") {
+		t.Fatalf("exit %d %q", code, out)
+	}
+}
