@@ -52,20 +52,26 @@ func DetectBackend(ctx context.Context, r dpexec.Runner, ipv6 bool) (Backend, er
 	}
 	var found []Backend
 	for _, v := range []Backend{{Save: prefix + "-nft-save", Mode: "nf_tables", Version: version}, {Save: prefix + "-legacy-save", Mode: "legacy", Version: version}} {
-		out, err := r.Run(ctx, v.Save, "-t", "nat")
-		if err != nil {
+		// The markers live in the small mangle table (kube-proxy's canary, the kubelet's hint);
+		// kube-proxy versions without them still have KUBE-SERVICES in filter. The big nat
+		// table is never read twice.
+		present := false
+		for _, table := range []string{"mangle", "filter"} {
+			out, err := r.Run(ctx, v.Save, "-t", table)
 			if errors.Is(err, dpexec.ErrNotFound) {
-				continue
+				break
 			}
-			// A variant that exists but has no nat table yet simply holds no rules.
-			out = nil
-		}
-		for _, m := range kubeMarkers {
-			if bytes.Contains(out, []byte(m)) {
-				v.KubeRules = true
+			present = true
+			for _, m := range kubeMarkers {
+				v.KubeRules = v.KubeRules || bytes.Contains(out, []byte(m))
+			}
+			if v.KubeRules {
+				break
 			}
 		}
-		found = append(found, v)
+		if present {
+			found = append(found, v)
+		}
 	}
 	if len(found) == 0 {
 		// Old distributions ship only plain iptables-save.

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	xt "github.com/svctrace/svctrace/trace/iptables"
 )
@@ -28,10 +29,14 @@ func (e *ParseError) Error() string {
 	return fmt.Sprintf("iptables-save input, line %d: %s (%q)", e.Line, e.Msg, text)
 }
 
-// Parse reads iptables-save (or ip6tables-save) output. It keeps one copy of the input and points
-// every rule's text into it, so a 35 MB dump costs little more than its own size.
+// Parse reads iptables-save (or ip6tables-save) output. Every rule's text, chain name and comment
+// point into data rather than copies of it, so a 35 MB dump costs little more than its own size:
+// the caller must not modify data afterwards.
 func Parse(data []byte) (*xt.Ruleset, error) {
-	text := string(data)
+	text := ""
+	if len(data) > 0 {
+		text = unsafe.String(&data[0], len(data))
+	}
 	p := &parser{rs: &xt.Ruleset{Tables: map[string]*xt.Table{}}}
 	// Rules never move once placed: chains keep pointers into this slab.
 	p.rs.Rules = make([]xt.Rule, 0, bytes.Count(data, []byte("-A "))+1)
@@ -138,7 +143,7 @@ func (p *parser) rule(n int, l string) error {
 		// Chains point into the slab; growing it would leave them pointing at stale copies.
 		return &ParseError{Line: n, Text: l, Msg: "more rules than -A lines counted"}
 	}
-	p.rs.Rules = append(p.rs.Rules, xt.Rule{Line: n})
+	p.rs.Rules = append(p.rs.Rules, xt.Rule{Line: int32(n)})
 	r := &p.rs.Rules[len(p.rs.Rules)-1]
 	if l[0] == '[' {
 		end := strings.IndexByte(l, ']')
@@ -185,18 +190,18 @@ func (p *parser) resolve() error {
 	for _, t := range p.rs.Tables {
 		for _, c := range t.Order {
 			for _, r := range c.Rules {
-				if r.Target.Name == "" || isBuiltinTarget(r.Target.Name) {
+				if r.Target == "" || isBuiltinTarget(r.Target) {
 					if r.Goto {
-						return &ParseError{Line: r.Line, Text: r.Text, Msg: fmt.Sprintf("goto needs a chain, not %s", r.Target.Name)}
+						return &ParseError{Line: int(r.Line), Text: r.Text, Msg: fmt.Sprintf("goto needs a chain, not %s", r.Target)}
 					}
 					continue
 				}
-				jc := t.Chains[r.Target.Name]
+				jc := t.Chains[r.Target]
 				if jc == nil {
 					// An extension target we do not model (LOG, CT, TPROXY, ...) stays unresolved;
 					// the evaluator reports it.
-					if strings.HasPrefix(r.Target.Name, "KUBE-") || r.Goto {
-						return &ParseError{Line: r.Line, Text: r.Text, Msg: fmt.Sprintf("jump to chain %s, which table %s does not declare", r.Target.Name, t.Name)}
+					if strings.HasPrefix(r.Target, "KUBE-") || r.Goto {
+						return &ParseError{Line: int(r.Line), Text: r.Text, Msg: fmt.Sprintf("jump to chain %s, which table %s does not declare", r.Target, t.Name)}
 					}
 					continue
 				}
@@ -318,26 +323,26 @@ func parseArgs(r *xt.Rule, toks []string) error {
 			if v, err = val(); err != nil {
 				return err
 			}
-			m := &r.InIface
+			m := &ext(r).InIface
 			if t[1] == 'o' || t == "--out-interface" {
-				m = &r.OutIface
+				m = &ext(r).OutIface
 			}
 			*m = xt.IfaceMatch{Set: true, Neg: neg, Name: v}
 		case "-f", "--fragment":
-			r.Unknown = append(r.Unknown, "fragment")
+			ext(r).Unknown = append(ext(r).Unknown, "fragment")
 		case "-m", "--match":
 			if module, err = val(); err != nil {
 				return err
 			}
 			if !knownModules[module] {
-				r.Unknown = append(r.Unknown, module)
+				ext(r).Unknown = append(ext(r).Unknown, module)
 			}
 		case "-j", "--jump", "-g", "--goto":
 			r.Goto = t == "-g" || t == "--goto"
-			if r.Target.Name, err = val(); err != nil {
+			if r.Target, err = val(); err != nil {
 				return err
 			}
-			return parseTarget(&r.Target, toks[i+1:])
+			return parseTarget(r, toks[i+1:])
 		default:
 			if !strings.HasPrefix(t, "--") {
 				return fmt.Errorf("unexpected word %q", t)
@@ -375,7 +380,7 @@ func parseModuleOption(r *xt.Rule, module, opt string, neg bool, i *int, toks []
 		}
 		m := &r.DPort
 		if opt == "--sport" || opt == "--source-port" {
-			m = &r.SPort
+			m = &ext(r).SPort
 		}
 		m.Set, m.Neg = true, neg
 		m.PortRange, err = parsePortRange(v)
@@ -393,11 +398,11 @@ func parseModuleOption(r *xt.Rule, module, opt string, neg bool, i *int, toks []
 			list = append(list, pr)
 		}
 		if opt == "--sports" || opt == "--source-ports" {
-			r.MultiSPorts = list
+			ext(r).MultiSPorts = list
 		} else {
-			r.MultiDPorts = list
+			ext(r).MultiDPorts = list
 		}
-		r.MultiNeg = neg
+		ext(r).MultiNeg = neg
 		return nil
 	case "--comment":
 		r.Comment, err = val()
@@ -406,14 +411,14 @@ func parseModuleOption(r *xt.Rule, module, opt string, neg bool, i *int, toks []
 		if v, err = val(); err != nil {
 			return err
 		}
-		m := &r.SrcType
+		m := &ext(r).SrcType
 		if opt == "--dst-type" {
-			m = &r.DstType
+			m = &ext(r).DstType
 		}
 		m.Set, m.Neg, m.Type = true, neg, v
 		return nil
 	case "--limit-iface-in", "--limit-iface-out":
-		r.DstType.LimitIfaceIn = opt == "--limit-iface-in"
+		ext(r).DstType.LimitIfaceIn = opt == "--limit-iface-in"
 		return nil
 	case "--mode":
 		if v, err = val(); err != nil {
@@ -458,7 +463,7 @@ func parseModuleOption(r *xt.Rule, module, opt string, neg bool, i *int, toks []
 		if err != nil {
 			return err
 		}
-		r.Mark = &xt.MarkMatch{Neg: neg, Value: val, Mask: mask}
+		ext(r).Mark = &xt.MarkMatch{Neg: neg, Value: val, Mask: mask}
 		return nil
 	case "--set", "--rcheck", "--update", "--remove":
 		rc := recent(r)
@@ -491,7 +496,7 @@ func parseModuleOption(r *xt.Rule, module, opt string, neg bool, i *int, toks []
 		if v, err = val(); err != nil {
 			return err
 		}
-		r.CtState = &xt.StateMatch{Neg: neg, States: strings.Split(v, ",")}
+		ext(r).CtState = &xt.StateMatch{Neg: neg, States: strings.Split(v, ",")}
 		return nil
 	case "--match-set":
 		name, err := val()
@@ -501,14 +506,14 @@ func parseModuleOption(r *xt.Rule, module, opt string, neg bool, i *int, toks []
 		if v, err = val(); err != nil {
 			return err
 		}
-		r.Sets = append(r.Sets, xt.SetMatch{Neg: neg, Name: name, Flags: strings.Split(v, ",")})
+		ext(r).Sets = append(ext(r).Sets, xt.SetMatch{Neg: neg, Name: name, Flags: strings.Split(v, ",")})
 		return nil
 	case "--nfacct-name":
-		r.NFAcct, err = val()
+		ext(r).NFAcct, err = val()
 		return err
 	}
 	// A known module with an option we do not model: keep the rule, mark it undecidable.
-	r.Unknown = append(r.Unknown, module+" "+opt)
+	ext(r).Unknown = append(ext(r).Unknown, module+" "+opt)
 	for *i+1 < len(toks) && !strings.HasPrefix(toks[*i+1], "-") && toks[*i+1] != "!" {
 		*i++
 	}
@@ -523,16 +528,14 @@ func stat(r *xt.Rule) *xt.StatisticMatch {
 }
 
 func recent(r *xt.Rule) *xt.RecentMatch {
-	if r.Recent == nil {
-		r.Recent = &xt.RecentMatch{}
+	x := ext(r)
+	if x.Recent == nil {
+		x.Recent = &xt.RecentMatch{}
 	}
-	return r.Recent
+	return x.Recent
 }
 
-func parseTarget(t *xt.TargetSpec, toks []string) error {
-	if len(toks) > 0 {
-		t.Args = strings.Join(toks, " ")
-	}
+func parseTarget(r *xt.Rule, toks []string) error {
 	for i := 0; i < len(toks); i++ {
 		opt := toks[i]
 		next := func() (string, error) {
@@ -545,21 +548,22 @@ func parseTarget(t *xt.TargetSpec, toks []string) error {
 		var err error
 		switch opt {
 		case "--to-destination":
-			t.ToDestination, err = next()
+			r.ToDestination, err = next()
 		case "--to-source":
-			t.ToSource, err = next()
+			ext(r).ToSource, err = next()
 		case "--reject-with":
-			t.RejectWith, err = next()
+			ext(r).RejectWith, err = next()
 		case "--set-xmark", "--set-mark", "--or-mark", "--and-mark", "--xor-mark":
 			var v string
 			if v, err = next(); err != nil {
 				return err
 			}
-			t.MarkOp = opt[2:]
-			t.MarkVal, t.MarkMk, err = parseMark(v)
+			x := ext(r)
+			x.MarkOp = opt[2:]
+			x.MarkVal, x.MarkMk, err = parseMark(v)
 			if err == nil && !strings.Contains(v, "/") {
 				// Without a mask, --set-mark/--set-xmark touch every bit.
-				t.MarkMk = 0xffffffff
+				x.MarkMk = 0xffffffff
 			}
 		}
 		if err != nil {
@@ -567,6 +571,14 @@ func parseTarget(t *xt.TargetSpec, toks []string) error {
 		}
 	}
 	return nil
+}
+
+// ext returns the rule's Extra, allocating it on first use.
+func ext(r *xt.Rule) *xt.RuleExtra {
+	if r.Extra == nil {
+		r.Extra = &xt.RuleExtra{}
+	}
+	return r.Extra
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {

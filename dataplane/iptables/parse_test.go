@@ -26,8 +26,8 @@ func TestParseRecordedDump(t *testing.T) {
 		t.Fatalf("tables %v", rs.Tables)
 	}
 	mm := nat.Chains["KUBE-MARK-MASQ"]
-	if len(mm.Rules) != 1 || mm.Rules[0].Target.MarkOp != "set-xmark" || mm.Rules[0].Target.MarkVal != 0x4000 || mm.Rules[0].Target.MarkMk != 0x4000 {
-		t.Errorf("KUBE-MARK-MASQ parsed as %+v", mm.Rules[0].Target)
+	if x := mm.Rules[0].Extra; len(mm.Rules) != 1 || x == nil || x.MarkOp != "set-xmark" || x.MarkVal != 0x4000 || x.MarkMk != 0x4000 {
+		t.Errorf("KUBE-MARK-MASQ parsed as %+v", mm.Rules[0].Extra)
 	}
 	// Every jump resolved to its chain, and every rule is in the slab.
 	n := 0
@@ -35,8 +35,8 @@ func TestParseRecordedDump(t *testing.T) {
 		for _, c := range tb.Order {
 			for _, r := range c.Rules {
 				n++
-				if r.Target.Name != "" && !isBuiltinTarget(r.Target.Name) && r.JumpChain == nil {
-					t.Errorf("line %d: jump to %s unresolved", r.Line, r.Target.Name)
+				if r.Target != "" && !isBuiltinTarget(r.Target) && r.JumpChain == nil {
+					t.Errorf("line %d: jump to %s unresolved", r.Line, r.Target)
 				}
 			}
 		}
@@ -71,17 +71,20 @@ COMMIT
 		t.Errorf("dport %+v", r.DPort)
 	}
 	svc := rs.Tables["nat"].Chains["KUBE-SVC-A"].Rules
-	if rc := svc[0].Recent; rc == nil || rc.Op != "rcheck" || rc.Seconds != 10800 || rc.Name != "KUBE-SEP-A" || !rc.Reap {
-		t.Errorf("recent %+v", svc[0].Recent)
+	if rc := svc[0].Extra.Recent; rc == nil || rc.Op != "rcheck" || rc.Seconds != 10800 || rc.Name != "KUBE-SEP-A" || !rc.Reap {
+		t.Errorf("recent %+v", svc[0].Extra.Recent)
 	}
 	if st := svc[1].Statistic; st == nil || st.Probability != 0.33332999982 || !svc[1].Goto {
 		t.Errorf("statistic %+v goto %v", svc[1].Statistic, svc[1].Goto)
 	}
-	if svc[2].Comment != `quoted "word" inside` || len(svc[2].MultiDPorts) != 3 || svc[2].MultiDPorts[2].Hi != 8080 {
-		t.Errorf("comment %q multiport %+v", svc[2].Comment, svc[2].MultiDPorts)
+	if x := svc[2].Extra; svc[2].Comment != `quoted "word" inside` || len(x.MultiDPorts) != 3 || x.MultiDPorts[2].Hi != 8080 {
+		t.Errorf("comment %q multiport %+v", svc[2].Comment, x.MultiDPorts)
 	}
-	if len(svc[3].Sets) != 1 || svc[3].Sets[0].Name != "KUBE-CLUSTER-IP" || svc[3].Mark == nil || !svc[3].Mark.Neg {
-		t.Errorf("set %+v mark %+v", svc[3].Sets, svc[3].Mark)
+	if x := svc[3].Extra; len(x.Sets) != 1 || x.Sets[0].Name != "KUBE-CLUSTER-IP" || x.Mark == nil || !x.Mark.Neg {
+		t.Errorf("set %+v mark %+v", x.Sets, x.Mark)
+	}
+	if svc[0].Extra == nil || rs.Tables["nat"].Chains["KUBE-SEP-A"].Rules[0].Extra != nil {
+		t.Error("Extra is allocated exactly for rules that need it")
 	}
 	if rs.IPv6 {
 		t.Error("an IPv6 DNAT target does not make the ruleset IPv6; only its matches do")

@@ -217,6 +217,9 @@ func (w *walker) fallOff(b *branch) {
 	}
 }
 
+// noExtra stands in, read-only, for a rule without extras.
+var noExtra RuleExtra
+
 type matchResult uint8
 
 const (
@@ -238,76 +241,9 @@ func (w *walker) match(r *Rule, b *branch) (matchResult, float64, string) {
 	if !r.DPort.Matches(b.dport) {
 		return noMatch, 0, ""
 	}
-	if r.SPort.Set {
-		return noMatch, 0, fmt.Sprintf("line %d matches a source port; the packet's source port is unknown, so it was assumed not to match", r.Line)
-	}
-	if len(r.MultiDPorts) > 0 {
-		in := false
-		for _, pr := range r.MultiDPorts {
-			if b.dport >= pr.Lo && b.dport <= pr.Hi {
-				in = true
-				break
-			}
-		}
-		if in == r.MultiNeg {
-			return noMatch, 0, ""
-		}
-	}
-	if r.InIface.Set {
-		if b.hook == output || b.hook == postrouting && pkt.Origin == trace.FromLocalProcess {
-			return noMatch, 0, ""
-		}
-		if pkt.InInterface == "" {
-			return noMatch, 0, fmt.Sprintf("line %d matches the input interface (%s); none was given (--in-interface), so it was assumed not to match", r.Line, r.InIface.Name)
-		}
-		if ifaceMatches(r.InIface.Name, pkt.InInterface) == r.InIface.Neg {
-			return noMatch, 0, ""
-		}
-	}
-	if r.OutIface.Set {
-		return noMatch, 0, fmt.Sprintf("line %d matches the output interface (%s), which depends on routing; it was assumed not to match", r.Line, r.OutIface.Name)
-	}
-	if r.SrcType.Set {
-		if ok, known := w.addrType(r.SrcType.Type, b.src); !known {
-			return noMatch, 0, fmt.Sprintf("line %d: address type %s is not evaluated; assumed not to match", r.Line, r.SrcType.Type)
-		} else if ok == r.SrcType.Neg {
-			return noMatch, 0, ""
-		}
-	}
-	if r.DstType.Set {
-		if ok, known := w.addrType(r.DstType.Type, b.dst); !known {
-			return noMatch, 0, fmt.Sprintf("line %d: address type %s is not evaluated; assumed not to match", r.Line, r.DstType.Type)
-		} else if ok == r.DstType.Neg {
-			return noMatch, 0, ""
-		}
-	}
-	if r.Mark != nil && ((b.mark&r.Mark.Mask) == r.Mark.Value) == r.Mark.Neg {
-		return noMatch, 0, ""
-	}
-	if r.CtState != nil {
-		in := false
-		for _, s := range r.CtState.States {
-			if s == "NEW" || s == "DNAT" && b.dnat {
-				in = true
-			}
-		}
-		if in == r.CtState.Neg {
-			return noMatch, 0, ""
-		}
-	}
-	if len(r.Sets) > 0 {
-		return noMatch, 0, fmt.Sprintf("line %d matches ipset %s; ipset contents were not given, so it was assumed not to match", r.Line, r.Sets[0].Name)
-	}
-	if len(r.Unknown) > 0 {
-		return noMatch, 0, fmt.Sprintf("line %d uses %s, which svctrace does not evaluate; it was assumed not to match", r.Line, strings.Join(r.Unknown, ", "))
-	}
-	if rc := r.Recent; rc != nil && rc.Op != "set" {
-		// History-dependent: a first connection has no entry in the recent list.
-		if rc.Seconds > 0 && b.affinity == 0 {
-			b.affinity = rc.Seconds
-		}
-		if !rc.Neg {
-			return noMatch, 0, ""
+	if x := r.Extra; x != nil {
+		if ok, note := w.matchExtra(r, x, b); !ok {
+			return noMatch, 0, note
 		}
 	}
 	if st := r.Statistic; st != nil {
@@ -324,6 +260,81 @@ func (w *walker) match(r *Rule, b *branch) (matchResult, float64, string) {
 		return split, p, ""
 	}
 	return yes, 1, ""
+}
+
+// matchExtra evaluates the matches kept in RuleExtra. It reports whether they all match and, when
+// one could not be decided, a note saying what was assumed.
+func (w *walker) matchExtra(r *Rule, x *RuleExtra, b *branch) (bool, string) {
+	pkt := &w.pkt
+	if x.SPort.Set {
+		return false, fmt.Sprintf("line %d matches a source port; the packet's source port is unknown, so it was assumed not to match", r.Line)
+	}
+	if len(x.MultiDPorts) > 0 {
+		in := false
+		for _, pr := range x.MultiDPorts {
+			in = in || b.dport >= pr.Lo && b.dport <= pr.Hi
+		}
+		if in == x.MultiNeg {
+			return false, ""
+		}
+	}
+	if x.InIface.Set {
+		if b.hook == output || b.hook == postrouting && pkt.Origin == trace.FromLocalProcess {
+			return false, ""
+		}
+		if pkt.InInterface == "" {
+			return false, fmt.Sprintf("line %d matches the input interface (%s); none was given (--in-interface), so it was assumed not to match", r.Line, x.InIface.Name)
+		}
+		if ifaceMatches(x.InIface.Name, pkt.InInterface) == x.InIface.Neg {
+			return false, ""
+		}
+	}
+	if x.OutIface.Set {
+		return false, fmt.Sprintf("line %d matches the output interface (%s), which depends on routing; it was assumed not to match", r.Line, x.OutIface.Name)
+	}
+	for _, at := range []struct {
+		m *AddrTypeMatch
+		a netip.Addr
+	}{{&x.SrcType, b.src}, {&x.DstType, b.dst}} {
+		if !at.m.Set {
+			continue
+		}
+		ok, known := w.addrType(at.m.Type, at.a)
+		if !known {
+			return false, fmt.Sprintf("line %d: address type %s is not evaluated; assumed not to match", r.Line, at.m.Type)
+		}
+		if ok == at.m.Neg {
+			return false, ""
+		}
+	}
+	if x.Mark != nil && ((b.mark&x.Mark.Mask) == x.Mark.Value) == x.Mark.Neg {
+		return false, ""
+	}
+	if x.CtState != nil {
+		in := false
+		for _, s := range x.CtState.States {
+			in = in || s == "NEW" || s == "DNAT" && b.dnat
+		}
+		if in == x.CtState.Neg {
+			return false, ""
+		}
+	}
+	if len(x.Sets) > 0 {
+		return false, fmt.Sprintf("line %d matches ipset %s; ipset contents were not given, so it was assumed not to match", r.Line, x.Sets[0].Name)
+	}
+	if len(x.Unknown) > 0 {
+		return false, fmt.Sprintf("line %d uses %s, which svctrace does not evaluate; it was assumed not to match", r.Line, strings.Join(x.Unknown, ", "))
+	}
+	if rc := x.Recent; rc != nil && rc.Op != "set" {
+		// History-dependent: a first connection has no entry in the recent list.
+		if rc.Seconds > 0 && b.affinity == 0 {
+			b.affinity = rc.Seconds
+		}
+		if !rc.Neg {
+			return false, ""
+		}
+	}
+	return true, ""
 }
 
 func ifaceMatches(pattern, name string) bool {
@@ -349,41 +360,45 @@ func (w *walker) addrType(t string, a netip.Addr) (match, known bool) {
 // matched given that the packet reached it.
 func (w *walker) apply(b *branch, r *Rule, branchP float64) {
 	table := w.tableName(b)
-	step := trace.Step{Table: table, Chain: r.Chain, Line: r.Line, Rule: r.Text, Branch: branchP}
+	step := trace.Step{Table: table, Chain: r.Chain, Line: int(r.Line), Rule: r.Text, Branch: branchP}
 	detail := table != "nat" || b.hook == postrouting
-	t := &r.Target
+	t := r.Target
+	x := r.Extra
+	if x == nil {
+		x = &noExtra
+	}
 	switch {
 	case r.JumpChain != nil:
 		if r.Goto {
-			step.Action = "goto " + t.Name
+			step.Action = "goto " + t
 			b.stack[len(b.stack)-1] = frame{chain: r.JumpChain}
 		} else {
-			step.Action = "jump " + t.Name
+			step.Action = "jump " + t
 			b.stack = append(b.stack, frame{chain: r.JumpChain})
 		}
-		if r.Recent != nil && r.Recent.Op == "set" && b.affinity > 0 {
+		if x.Recent != nil && x.Recent.Op == "set" && b.affinity > 0 {
 			step.Note = fmt.Sprintf("session affinity: this client's later connections stick to this endpoint for %ds", b.affinity)
 		}
-	case t.Name == "":
+	case t == "":
 		return
-	case t.Name == "RETURN":
+	case t == "RETURN":
 		step.Action, detail = "return", true
 		// Returning from a builtin chain applies its policy, exactly like falling off its end.
 		w.fallOff(b)
-	case t.Name == "ACCEPT":
+	case t == "ACCEPT":
 		step.Action = "accept"
 		b.stack = b.stack[:0]
-	case t.Name == "DROP":
+	case t == "DROP":
 		step.Action, detail = "drop", false
 		b.verdict = &trace.Verdict{Kind: trace.Drop, Reason: reason(r, "dropped by "+table+" "+r.Chain)}
-	case t.Name == "REJECT":
+	case t == "REJECT":
 		step.Action, detail = "reject", false
-		if t.RejectWith != "" {
-			step.Action += " with " + t.RejectWith
+		if x.RejectWith != "" {
+			step.Action += " with " + x.RejectWith
 		}
 		b.verdict = &trace.Verdict{Kind: trace.Reject, Reason: reason(r, "rejected by "+table+" "+r.Chain)}
-	case t.Name == "DNAT":
-		dst, port, err := parseNATTarget(t.ToDestination, b.dport)
+	case t == "DNAT":
+		dst, port, err := parseNATTarget(r.ToDestination, b.dport)
 		if err != nil {
 			w.note(fmt.Sprintf("line %d: %v; the rule was skipped", r.Line, err))
 			return
@@ -391,10 +406,10 @@ func (w *walker) apply(b *branch, r *Rule, branchP float64) {
 		b.dst, b.dport, b.dnat = dst, port, true
 		step.Action, detail = "DNAT to "+netip.AddrPortFrom(dst, port).String(), false
 		b.stack = b.stack[:0]
-	case t.Name == "MASQUERADE" || t.Name == "SNAT":
-		step.Action, detail = strings.ToLower(t.Name), false
-		if t.Name == "SNAT" {
-			step.Action += " to " + t.ToSource
+	case t == "MASQUERADE" || t == "SNAT":
+		step.Action, detail = strings.ToLower(t), false
+		if t == "SNAT" {
+			step.Action += " to " + x.ToSource
 		}
 		b.masq = true
 		b.masqReason = b.markedBy
@@ -402,19 +417,19 @@ func (w *walker) apply(b *branch, r *Rule, branchP float64) {
 			b.masqReason = fmt.Sprintf("%s rule at line %d", r.Chain, r.Line)
 		}
 		b.stack = b.stack[:0]
-	case t.Name == "MARK":
+	case t == "MARK":
 		before := b.mark
-		switch t.MarkOp {
+		switch x.MarkOp {
 		case "set-xmark":
-			b.mark = (b.mark &^ t.MarkMk) ^ t.MarkVal
+			b.mark = (b.mark &^ x.MarkMk) ^ x.MarkVal
 		case "set-mark":
-			b.mark = (b.mark &^ t.MarkMk) | t.MarkVal
+			b.mark = (b.mark &^ x.MarkMk) | x.MarkVal
 		case "or-mark":
-			b.mark |= t.MarkVal
+			b.mark |= x.MarkVal
 		case "and-mark":
-			b.mark &= t.MarkVal
+			b.mark &= x.MarkVal
 		case "xor-mark":
-			b.mark ^= t.MarkVal
+			b.mark ^= x.MarkVal
 		}
 		step.Action, detail = fmt.Sprintf("mark 0x%x", b.mark), true
 		if b.mark&^before != 0 && len(b.steps) > 0 {
@@ -422,11 +437,11 @@ func (w *walker) apply(b *branch, r *Rule, branchP float64) {
 			prev := b.steps[len(b.steps)-1]
 			b.markedBy = fmt.Sprintf("%s (%s line %d)", describe(prev), prev.Chain, prev.Line)
 		}
-	case t.Name == "LOG" || t.Name == "NFLOG":
+	case t == "LOG" || t == "NFLOG":
 		step.Action, detail = "log", true
 	default:
-		w.note(fmt.Sprintf("line %d: target %s is not evaluated; the packet was assumed to continue", r.Line, t.Name))
-		step.Action, detail = "unevaluated target "+t.Name, true
+		w.note(fmt.Sprintf("line %d: target %s is not evaluated; the packet was assumed to continue", r.Line, t))
+		step.Action, detail = "unevaluated target "+t, true
 	}
 	step.Detail = detail
 	b.steps = append(b.steps, step)

@@ -46,42 +46,60 @@ type Counters struct {
 	Packets, Bytes uint64
 }
 
-// Rule is one parsed `-A CHAIN ...` line. Matches that kube-proxy (1.20 to 1.36) emits are typed;
-// anything else is kept by name in Unknown so that the evaluation can say it could not decide it.
+// Rule is one parsed `-A CHAIN ...` line. The matches kube-proxy writes on almost every rule are
+// fields here; the rest live in Extra, which most rules do not need: a node with 10,000 Services
+// has 430,000 rules, and every byte of Rule counts (see the README's benchmark).
 type Rule struct {
 	// Text is the rule as it appeared in the dump (without counters).
 	Text  string
 	Chain string
-	Line  int
-	Counters
+	Line  int32
+	Proto uint8 // 0 = any
+	ProtoNeg    bool
 	HasCounters bool
+	// Goto is true for `-g CHAIN` (no return to this chain).
+	Goto bool
+	Counters
 
-	Src, Dst     AddrMatch
-	Proto        uint8 // 0 = any
-	ProtoNeg     bool
-	InIface      IfaceMatch
-	OutIface     IfaceMatch
-	DPort, SPort PortMatch
+	Src, Dst  AddrMatch
+	DPort     PortMatch
+	Statistic *StatisticMatch
+	Comment   string
+
+	// Target is the `-j`/`-g` target: a chain name or ACCEPT, DROP, REJECT, RETURN, DNAT, SNAT,
+	// MASQUERADE, MARK, ... Empty when the rule has no target (it only counts packets).
+	Target string
+	// ToDestination is DNAT's address[:port].
+	ToDestination string
+	// JumpChain is the resolved user chain for jumps and gotos (nil for builtin targets).
+	JumpChain *Chain
+	// Extra holds the matches and target options kube-proxy uses on few rules; nil when none.
+	Extra *RuleExtra
+}
+
+// RuleExtra holds a rule's less common matches and target options.
+type RuleExtra struct {
+	InIface, OutIface IfaceMatch
+	SPort             PortMatch
 	// MultiDPorts / MultiSPorts come from `-m multiport`.
 	MultiDPorts, MultiSPorts []PortRange
 	MultiNeg                 bool
 	SrcType, DstType         AddrTypeMatch
-	Statistic                *StatisticMatch
 	Mark                     *MarkMatch
 	Recent                   *RecentMatch
 	CtState                  *StateMatch
 	Sets                     []SetMatch
-	Comment                  string
 	// NFAcct is the nfacct counter name; the match always succeeds.
 	NFAcct string
 	// Unknown lists match modules the evaluator has no semantics for.
 	Unknown []string
 
-	Target TargetSpec
-	// Goto is true for `-g CHAIN` (no return to this chain).
-	Goto bool
-	// JumpChain is the resolved user chain for jumps and gotos (nil for builtin targets).
-	JumpChain *Chain
+	// ToSource is SNAT's address; RejectWith is REJECT's --reject-with.
+	ToSource   string
+	RejectWith string
+	// MarkOp is MARK's operation: set-xmark, set-mark, or-mark, and-mark, xor-mark.
+	MarkOp          string
+	MarkVal, MarkMk uint32
 }
 
 // AddrMatch is `[!] -s/-d ADDR[/MASK]`.
@@ -173,23 +191,6 @@ type SetMatch struct {
 	Flags []string
 }
 
-// TargetSpec is the rule's `-j`/`-g` target and its options.
-type TargetSpec struct {
-	// Name is the target: a chain name or ACCEPT, DROP, REJECT, RETURN, DNAT, SNAT, MASQUERADE, MARK, ...
-	// Empty when the rule has no target (it only counts packets).
-	Name string
-	// ToDestination / ToSource are DNAT's and SNAT's address[:port].
-	ToDestination string
-	ToSource      string
-	// RejectWith is REJECT's --reject-with.
-	RejectWith string
-	// MarkOp is MARK's operation: set-xmark, set-mark, or-mark, and-mark, xor-mark.
-	MarkOp          string
-	MarkVal, MarkMk uint32
-	// Args keeps the target's options as text, for display.
-	Args string
-}
-
 // ClusterCIDR returns the cluster CIDR kube-proxy's local-traffic detector uses, read from the
 // rules themselves (`! -s CIDR -j KUBE-MARK-MASQ` in a service chain), when there is one.
 func (d *Dataplane) ClusterCIDR() (netip.Prefix, bool) {
@@ -199,7 +200,7 @@ func (d *Dataplane) ClusterCIDR() (netip.Prefix, bool) {
 		}
 		for _, c := range rs.Tables["nat"].Order {
 			for _, r := range c.Rules {
-				if r.Src.Set && r.Src.Neg && r.Target.Name == "KUBE-MARK-MASQ" {
+				if r.Src.Set && r.Src.Neg && r.Target == "KUBE-MARK-MASQ" {
 					return r.Src.Prefix, true
 				}
 			}

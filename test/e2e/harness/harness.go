@@ -383,6 +383,9 @@ func (c *Cluster) setupNodeNetwork() error {
 		{"ip", "netns", "exec", NodeNS, "ip", "link", "set", "eth0", "up"},
 		{"ip", "netns", "exec", NodeNS, "ip", "link", "set", "lo", "up"},
 		{"ip", "netns", "exec", NodeNS, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		// A node needs a route to Service and load balancer addresses before its OUTPUT rules
+		// can DNAT them. Point them at the external namespace, never out of the sandbox: a
+		// packet no rule rewrote dies there.
 		// The "outside world": one client namespace on its own link.
 		{"ip", "link", "add", "eth1", "netns", NodeNS, "type", "veth", "peer", "name", "eth0", "netns", ExternalNS},
 		{"ip", "netns", "exec", NodeNS, "ip", "addr", "add", NodeExtIP + "/24", "dev", "eth1"},
@@ -391,6 +394,8 @@ func (c *Cluster) setupNodeNetwork() error {
 		{"ip", "netns", "exec", ExternalNS, "ip", "link", "set", "eth0", "up"},
 		{"ip", "netns", "exec", ExternalNS, "ip", "link", "set", "lo", "up"},
 		{"ip", "netns", "exec", ExternalNS, "ip", "route", "add", "default", "via", NodeExtIP},
+		{"ip", "netns", "exec", NodeNS, "ip", "route", "add", ServiceCIDR, "dev", "eth1"},
+		{"ip", "netns", "exec", NodeNS, "ip", "route", "add", "203.0.113.0/24", "dev", "eth1"},
 	})
 }
 

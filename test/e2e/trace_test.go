@@ -1,0 +1,188 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/svctrace/svctrace/test/e2e/harness"
+	"github.com/svctrace/svctrace/trace"
+)
+
+// flow is one comparison of what svctrace predicts with what real connections do.
+type flow struct {
+	name string
+	// traceArgs are the arguments after `kubectl svctrace trace`.
+	traceArgs []string
+	// clientNS is where the real connections start; src binds them to an address there.
+	clientNS, src string
+	// addr is where the client connects.
+	addr string
+	udp  bool
+	// wantVerdict is what svctrace must predict (DNAT, REJECT or DROP).
+	wantVerdict string
+	// wantPods, for DNAT, is the set of pods svctrace must predict and connections must reach.
+	wantPods []string
+	// sticky: all connections from one client must reach one backend (session affinity).
+	sticky bool
+}
+
+func client() string { return cluster.Pod("default", harness.ClientPod).NetNS }
+
+func flows() []flow {
+	return []flow{
+		{name: "ClusterIP from a pod", traceArgs: []string{"default/hostnames", "--from", "pod/default/client"},
+			clientNS: client(), addr: "10.96.10.10:80", wantVerdict: "DNAT", wantPods: []string{"hostnames-a", "hostnames-b", "hostnames-c"}},
+		{name: "ClusterIP from the node itself", traceArgs: []string{"default/hostnames", "--from", "node"},
+			clientNS: harness.NodeNS, addr: "10.96.10.10:80", wantVerdict: "DNAT", wantPods: []string{"hostnames-a", "hostnames-b", "hostnames-c"}},
+		{name: "NodePort with Cluster policy from outside", traceArgs: []string{harness.NodeExtIP + ":30080", "--from", harness.ExternalIP},
+			clientNS: harness.ExternalNS, addr: harness.NodeExtIP + ":30080", wantVerdict: "DNAT", wantPods: []string{"web-1", "web-2"}},
+		{name: "NodePort with Local policy from outside", traceArgs: []string{harness.NodeExtIP + ":30081", "--from", harness.ExternalIP},
+			clientNS: harness.ExternalNS, addr: harness.NodeExtIP + ":30081", wantVerdict: "DNAT", wantPods: []string{"web-1"}},
+		{name: "LoadBalancer from an allowed source", traceArgs: []string{harness.LBIP + ":80", "--from", harness.ExternalIP},
+			clientNS: harness.ExternalNS, addr: harness.LBIP + ":80", wantVerdict: "DNAT", wantPods: []string{"web-1", "web-2"}},
+		{name: "LoadBalancer from a source outside loadBalancerSourceRanges", traceArgs: []string{harness.LBIP + ":80", "--from", "198.51.100.11"},
+			clientNS: harness.ExternalNS, src: "198.51.100.11", addr: harness.LBIP + ":80", wantVerdict: "DROP"},
+		{name: "Service without endpoints", traceArgs: []string{"default/empty", "--from", "pod/default/client"},
+			clientNS: client(), addr: "10.96.10.30:80", wantVerdict: "REJECT"},
+		{name: "NodePort without endpoints", traceArgs: []string{harness.NodeExtIP + ":30090", "--from", harness.ExternalIP},
+			clientNS: harness.ExternalNS, addr: harness.NodeExtIP + ":30090", wantVerdict: "REJECT"},
+		{name: "Local policy without local endpoints", traceArgs: []string{harness.NodeExtIP + ":30083", "--from", harness.ExternalIP},
+			clientNS: harness.ExternalNS, addr: harness.NodeExtIP + ":30083", wantVerdict: "DROP"},
+		{name: "internalTrafficPolicy Local without local endpoints", traceArgs: []string{"default/remote-itp", "--from", "pod/default/client"},
+			clientNS: client(), addr: "10.96.10.61:80", wantVerdict: "DROP"},
+		{name: "session affinity", traceArgs: []string{"default/sticky", "--from", "pod/default/client"},
+			clientNS: client(), addr: "10.96.10.40:80", wantVerdict: "DNAT", wantPods: []string{"hostnames-a", "hostnames-b", "hostnames-c"}, sticky: true},
+		{name: "hairpin: a pod reaching its own Service", traceArgs: []string{"default/multi", "--port", "metrics", "--from", "pod/default/multi-1"},
+			clientNS: cluster.Pod("default", "multi-1").NetNS, addr: "10.96.10.50:9090", wantVerdict: "DNAT", wantPods: []string{"multi-1", "multi-2"}},
+		{name: "second port of a multi-port Service", traceArgs: []string{"default/multi", "--port", "http", "--from", "pod/default/client"},
+			clientNS: client(), addr: "10.96.10.50:80", wantVerdict: "DNAT", wantPods: []string{"multi-1", "multi-2"}},
+		{name: "UDP", traceArgs: []string{"default/dns", "--protocol", "udp", "--from", "pod/default/client"},
+			clientNS: client(), addr: "10.96.10.53:53", udp: true, wantVerdict: "DNAT", wantPods: []string{"dns-1", "dns-2"}},
+	}
+}
+
+type probeResult struct {
+	Backends map[string]int `json:"backends"`
+	Failures map[string]int `json:"failures"`
+}
+
+func probe(t *testing.T, f flow, n int) probeResult {
+	t.Helper()
+	args := []string{"probe", "-n", fmt.Sprint(n), "-timeout", "1s"}
+	if f.udp {
+		args = append(args, "-udp")
+	}
+	if f.src != "" {
+		args = append(args, "-src", f.src)
+	}
+	out, err := harness.NS(f.clientNS, append([]string{cluster.Netprobe}, append(args, f.addr)...)...)
+	if err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+	var r probeResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("probe output %q: %v", out, err)
+	}
+	return r
+}
+
+func TestTracePredictsRealConnections(t *testing.T) {
+	needCluster(t)
+	nodeAddrs := map[string]bool{harness.NodeIP: true, harness.NodeExtIP: true}
+	for _, f := range flows() {
+		t.Run(f.name, func(t *testing.T) {
+			out, err := kubectlInNode(t, append([]string{"svctrace", "trace", "-o", "json", "--node", harness.NodeName}, f.traceArgs...)...)
+			if err != nil {
+				t.Fatalf("kubectl svctrace trace: %v", err)
+			}
+			var res trace.Result
+			if err := json.Unmarshal(out, &res); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			if len(res.Verdicts) == 0 || string(res.Verdicts[0].Verdict) != f.wantVerdict || res.Verdicts[0].Probability < 0.999999 {
+				t.Fatalf("predicted verdicts %+v, want all %s", res.Verdicts, f.wantVerdict)
+			}
+			// What svctrace predicts, by pod name, with the masquerade flag.
+			predicted := map[string]bool{}
+			masq := map[string]bool{}
+			var names []string
+			for _, b := range res.Backends {
+				if b.Pod == nil {
+					t.Fatalf("backend %s:%d has no pod", b.IP, b.Port)
+				}
+				if b.Probability > 0 {
+					predicted[b.Pod.Name] = true
+					masq[b.Pod.Name] = b.Masquerade
+					names = append(names, b.Pod.Name)
+				}
+			}
+			sort.Strings(names)
+			if f.wantVerdict == "DNAT" && strings.Join(names, ",") != strings.Join(f.wantPods, ",") {
+				t.Fatalf("predicted pods %v, want %v", names, f.wantPods)
+			}
+
+			n := 150
+			if f.wantVerdict != "DNAT" {
+				n = 3
+			}
+			got := probe(t, f, n)
+			if f.wantVerdict != "DNAT" {
+				if len(got.Backends) != 0 {
+					t.Fatalf("predicted %s, but connections reached %v", f.wantVerdict, got.Backends)
+				}
+				want := map[string]string{"REJECT": "refused", "DROP": "timeout"}[f.wantVerdict]
+				for msg := range got.Failures {
+					if !strings.Contains(msg, want) {
+						t.Errorf("predicted %s, connections failed with %q", f.wantVerdict, msg)
+					}
+				}
+				return
+			}
+			if len(got.Failures) > 0 {
+				t.Errorf("connections failed: %v", got.Failures)
+			}
+			reached := map[string]int{}
+			for answer, count := range got.Backends {
+				pod, seenSrc, _ := strings.Cut(answer, " ")
+				reached[pod] += count
+				if !predicted[pod] {
+					t.Errorf("connections reached %s, which svctrace did not predict", pod)
+					continue
+				}
+				if masq[pod] != nodeAddrs[seenSrc] {
+					t.Errorf("%s saw the client as %s; svctrace predicted masquerade=%v", pod, seenSrc, masq[pod])
+				}
+			}
+			if f.sticky {
+				if len(reached) != 1 || res.AffinitySeconds != 10800 {
+					t.Errorf("session affinity: reached %v (want one backend), predicted affinity %ds", reached, res.AffinitySeconds)
+				}
+				return
+			}
+			for pod := range predicted {
+				if reached[pod] == 0 {
+					t.Errorf("svctrace predicted %s with share > 0, but %d connections never reached it (reached %v)", pod, n, reached)
+				}
+			}
+		})
+	}
+}
+
+// TestPluginDiscoveryAndDemo runs the plugin from the root namespace the way a laptop user would.
+func TestPluginDiscoveryAndDemo(t *testing.T) {
+	needCluster(t)
+	out, err := runKubectl(t, "svctrace", "trace", "--demo", "default/hostnames")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "default/hostnames-a") || !strings.Contains(string(out), "33.3%") {
+		t.Fatalf("unexpected output:\n%s", out)
+	}
+	out, err = runKubectl(t, "svctrace", "version")
+	if err != nil || !strings.HasPrefix(string(out), "svctrace ") {
+		t.Fatalf("kubectl svctrace version: %v %s", err, out)
+	}
+}

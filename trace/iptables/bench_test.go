@@ -1,0 +1,49 @@
+package iptables_test
+
+import (
+	"net/netip"
+	"os"
+	"testing"
+
+	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	"github.com/svctrace/svctrace/trace"
+	xt "github.com/svctrace/svctrace/trace/iptables"
+)
+
+// BenchmarkTraceWarm traces one Service of the 10,000 x 10 dump (hack/bench-dump.sh) once the
+// ruleset is parsed: what a second trace costs.
+func BenchmarkTraceWarm(b *testing.B) {
+	p := os.Getenv("SVCTRACE_BENCH_DUMP")
+	if p == "" {
+		p = "/var/cache/svctrace/bench/iptables-10000x10/iptables-save.txt"
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		b.Skipf("no benchmark dump (%v): run make bench-dump first", err)
+	}
+	rs, err := ipread.Parse(data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dp := &xt.Dataplane{V4: rs}
+	// The last Service rule in KUBE-SERVICES: the worst case for the linear scan.
+	var vip netip.Addr
+	var port uint16
+	for _, r := range rs.Tables["nat"].Chains["KUBE-SERVICES"].Rules {
+		if r.Dst.Set && !r.Dst.Neg && r.DPort.Set {
+			vip, port = r.Dst.Prefix.Addr(), r.DPort.Lo
+		}
+	}
+	node := &trace.NodeContext{Name: "node1", Local: []netip.Addr{netip.MustParseAddr("172.31.250.2")}}
+	pkt := trace.Packet{Src: netip.MustParseAddr("10.244.1.254"), Dst: vip, DstPort: port, Protocol: trace.TCP}
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := trace.Run(dp, nil, trace.Query{Packet: pkt, Node: node})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(res.Backends) != 10 {
+			b.Fatalf("%d backends, want 10", len(res.Backends))
+		}
+	}
+}
