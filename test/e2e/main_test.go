@@ -89,7 +89,7 @@ func needCluster(t *testing.T) {
 // finds kubectl-svctrace by its own plugin discovery, and svctrace reads the node's live rules.
 func kubectlInNode(t *testing.T, args ...string) ([]byte, error) {
 	t.Helper()
-	argv := append([]string{"netns", "exec", harness.NodeNS, "env", "PATH=" + pluginPath, "kubectl", "--kubeconfig", cluster.Kubeconfig}, args...)
+	argv := append([]string{"netns", "exec", harness.NodeNS, "env", "PATH=" + pluginPath, "KUBECONFIG=" + cluster.Kubeconfig, "kubectl"}, args...)
 	cmd := exec.Command("ip", argv...)
 	out, err := cmd.Output()
 	if ee, ok := err.(*exec.ExitError); ok {

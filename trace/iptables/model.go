@@ -51,10 +51,10 @@ type Counters struct {
 // has 430,000 rules, and every byte of Rule counts (see the README's benchmark).
 type Rule struct {
 	// Text is the rule as it appeared in the dump (without counters).
-	Text  string
-	Chain string
-	Line  int32
-	Proto uint8 // 0 = any
+	Text        string
+	Chain       string
+	Line        int32
+	Proto       uint8 // 0 = any
 	ProtoNeg    bool
 	HasCounters bool
 	// Goto is true for `-g CHAIN` (no return to this chain).

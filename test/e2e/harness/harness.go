@@ -285,7 +285,7 @@ func (c *Cluster) StopProcess(name string) {
 		return
 	}
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
 		if syscall.Kill(cmd.Process.Pid, 0) != nil {
 			break
@@ -396,6 +396,9 @@ func (c *Cluster) setupNodeNetwork() error {
 		{"ip", "netns", "exec", ExternalNS, "ip", "route", "add", "default", "via", NodeExtIP},
 		{"ip", "netns", "exec", NodeNS, "ip", "route", "add", ServiceCIDR, "dev", "eth1"},
 		{"ip", "netns", "exec", NodeNS, "ip", "route", "add", "203.0.113.0/24", "dev", "eth1"},
+		// Pods route via 169.254.1.1, which the node answers for with proxy ARP; Linux only does
+		// that for an address it routes out of another interface.
+		{"ip", "netns", "exec", NodeNS, "ip", "route", "add", "169.254.1.1/32", "dev", "eth1"},
 	})
 }
 

@@ -80,6 +80,8 @@ func (c *Cluster) AddPod(ctx context.Context, s PodSpec) (*Pod, error) {
 		{"ip", "netns", "exec", p.NetNS, "ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"},
 		{"ip", "netns", "exec", NodeNS, "ip", "link", "set", p.hostVeth, "up"},
 		{"ip", "netns", "exec", NodeNS, "sysctl", "-qw", "net.ipv4.conf." + p.hostVeth + ".proxy_arp=1"},
+		// Answer proxy ARP at once (the default waits up to 0.8s, longer than a probe's patience).
+		{"ip", "netns", "exec", NodeNS, "sysctl", "-qw", "net.ipv4.neigh." + p.hostVeth + ".proxy_delay=0"},
 		{"ip", "netns", "exec", NodeNS, "ip", "route", "add", s.IP + "/32", "dev", p.hostVeth},
 	})
 	if err != nil {

@@ -1,0 +1,70 @@
+# svctrace — see README.md. `make demo` shows it working; `make test` runs everything (as root).
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null)
+LDFLAGS := -s -w -X github.com/svctrace/svctrace/plugin.version=$(VERSION) -X github.com/svctrace/svctrace/plugin.commit=$(COMMIT)
+CACHE ?= /var/cache/svctrace
+BIN := bin/kubectl-svctrace
+# Debian packages the e2e harness and the node-side readers need.
+DEPS := iptables nftables etcd-server conntrack ipset iproute2
+DEP_CMDS := iptables-legacy-save iptables-nft-save nft etcd conntrack ipset ip
+
+.PHONY: all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/kubectl-svctrace
+
+## demo: trace a Service on the embedded snapshot recorded from a real kube-proxy (no cluster, no root)
+demo: build
+	$(BIN) trace --demo default/hostnames
+
+## deps: install the Debian packages the tests need (root)
+deps:
+	@missing=0; for c in $(DEP_CMDS); do command -v $$c >/dev/null || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+		echo "installing $(DEPS)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEPS) >/dev/null; \
+	fi
+
+## k8s-binaries: build kube-apiserver, kube-controller-manager, kube-proxy and kubectl once into $(CACHE)
+k8s-binaries:
+	SVCTRACE_CACHE=$(CACHE) hack/k8s-binaries.sh
+
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+## test: the whole suite: vet, unit tests, fuzz seeds, and the e2e tests against a real cluster (root)
+test: deps vet build
+	@bin=$$(SVCTRACE_CACHE=$(CACHE) hack/k8s-binaries.sh) && \
+	mkdir -p $(CACHE) bin/plugin && \
+	$(GO) build -o $(CACHE)/netprobe ./test/e2e/netprobe && \
+	cp $(BIN) bin/plugin/kubectl-svctrace && \
+	SVCTRACE_E2E=1 SVCTRACE_K8S_BIN=$$bin SVCTRACE_NETPROBE=$(CACHE)/netprobe SVCTRACE_PLUGIN_DIR=$(CURDIR)/bin/plugin \
+		$(GO) test -count=1 -timeout 30m ./...
+
+## unit: the tests that need neither root nor a cluster
+unit:
+	$(GO) test ./...
+
+## bench: parse and trace benchmarks on the recorded 10,000 x 10 dump (make bench-dump first)
+bench:
+	$(GO) test -run XXX -bench . -benchmem ./dataplane/iptables/ ./trace/iptables/
+
+## bench-dump: record the 10,000 Services x 10 endpoints dump with the real kube-proxy, and time
+## svctrace against iptables-save side by side (root; about three minutes)
+bench-dump:
+	SVCTRACE_CACHE=$(CACHE) hack/bench-dump.sh
+
+## record-fixtures: re-record the demo snapshot the unit tests use (root)
+record-fixtures:
+	SVCTRACE_CACHE=$(CACHE) hack/record-fixtures.sh
+
+fuzz:
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/iptables/
+
+clean:
+	rm -rf bin dist
