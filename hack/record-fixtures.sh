@@ -8,3 +8,5 @@ cache=${SVCTRACE_CACHE:-/var/cache/svctrace}
 mkdir -p "$cache"
 go build -o "$cache/netprobe" ./test/e2e/netprobe
 go run ./test/e2e/record -mode iptables -bin "$bin" -netprobe "$cache/netprobe" -out dataplane/snapshot/demo
+# nftables mode: recorded for the nftables reader (the trace engine reads iptables today).
+go run ./test/e2e/record -mode nftables -bin "$bin" -netprobe "$cache/netprobe" -out dataplane/snapshot/demo-nftables

@@ -226,9 +226,8 @@ func (c *Cluster) StartKubeProxy(mode string) error {
 		"--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=127.0.0.1:10256",
 		"--v=2",
 	}
-	if mode == "nftables" {
-		args = append(args, "--nftables-min-sync-period=0s")
-	} else {
+	if mode == "iptables" {
+		// nftables mode has no such flag; its default minimum (1s) is short enough.
 		args = append(args, "--iptables-min-sync-period=0s")
 	}
 	return c.spawn("kube-proxy", NodeNS, filepath.Join(c.BinDir, "kube-proxy"), args...)

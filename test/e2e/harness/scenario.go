@@ -134,10 +134,11 @@ func (c *Cluster) SetupScenario(ctx context.Context) (*Scenario, error) {
 	return sc, nil
 }
 
-// ScenarioProgrammed reports whether an iptables or nft dump has rules for every scenario Service.
+// ScenarioProgrammed reports whether an iptables or nft dump has rules for every scenario Service:
+// iptables comments name them "default/NAME:PORT", nftables chains "…-default/NAME/PROTO/PORT".
 func ScenarioProgrammed(dump string) bool {
 	for name := range ScenarioEndpointCounts {
-		if !strings.Contains(dump, "default/"+name+":") {
+		if !strings.Contains(dump, "default/"+name+":") && !strings.Contains(dump, "default/"+name+"/") {
 			return false
 		}
 	}

@@ -106,7 +106,20 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 	if err := os.WriteFile(filepath.Join(out, "objects.yaml"), objs, 0o644); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "record: wrote %s and objects.yaml to %s\n", name, out)
+	manifest := fmt.Sprintf(`apiVersion: svctrace/v1
+kind: Snapshot
+node: %s
+mode: %s
+kubeProxyVersion: %s
+recordedBy: test/e2e/record (hack/record-fixtures.sh)
+dataplane:
+- %s
+objects: objects.yaml
+`, harness.NodeName, mode, filepath.Base(filepath.Dir(bin))[len("k8s-"):], name)
+	if err := os.WriteFile(filepath.Join(out, "snapshot.yaml"), []byte(manifest), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "record: wrote %s, objects.yaml and snapshot.yaml to %s\n", name, out)
 	if scale.compare != "" {
 		if err := compare(ctx, c, filepath.Join(out, name), scale.compare); err != nil {
 			return err
