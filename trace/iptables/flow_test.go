@@ -1,9 +1,11 @@
 package iptables_test
 
 import (
+	"bytes"
 	"math"
 	"net/netip"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -118,6 +120,41 @@ func runPacketFlowTests(t *testing.T, dp *xt.Dataplane, cl *trace.Cluster, tests
 
 func TestPacketFlowsRecordedIptables(t *testing.T) {
 	dp, cl := loadScenario(t, "../../dataplane/snapshot/demo")
+	runScenarioFlows(t, dp, cl)
+}
+
+// commentRE matches kube-proxy's rule comments, quoted or not.
+var commentRE = regexp.MustCompile(` -m comment --comment ("[^"]*"|\S+)`)
+
+// TestPacketFlowsWithoutComments drops every rule comment, as kube-proxy does above 1000
+// endpoints: the same flows must give the same answers, joined with the API by address alone.
+func TestPacketFlowsWithoutComments(t *testing.T) {
+	dump, err := os.ReadFile("../../dataplane/snapshot/demo/iptables-save.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stripped := commentRE.ReplaceAll(dump, nil)
+	if bytes.Contains(stripped, []byte("--comment")) {
+		t.Fatal("comments left in the dump")
+	}
+	rs, err := ipread.Parse(stripped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cl := loadScenario(t, "../../dataplane/snapshot/demo")
+	runScenarioFlows(t, &xt.Dataplane{V4: rs}, cl)
+	node := cl.NodeContextFor("node1", nil)
+	res, err := trace.Run(&xt.Dataplane{V4: rs}, cl, trace.Query{Node: node, Packet: trace.Packet{
+		Src: netip.MustParseAddr(clientPodIP), Dst: netip.MustParseAddr(clusterIP(t, cl, "hostnames")), DstPort: 80, Protocol: trace.TCP}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Service == nil || res.Service.Name != "hostnames" || res.Backends[0].Pod == nil {
+		t.Errorf("without comments the Service and pods still come from the API: %+v %+v", res.Service, res.Backends)
+	}
+}
+
+func runScenarioFlows(t *testing.T, dp *xt.Dataplane, cl *trace.Cluster) {
 	hostnames := "10.244.1.11:9376, 10.244.1.12:9376, 10.244.1.13:9376"
 	web := "10.244.1.21:8080, 10.244.2.21:8080"
 	runPacketFlowTests(t, dp, cl, []packetFlowTest{
