@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -43,20 +42,16 @@ func usageErrorf(format string, a ...any) error {
 // already says what they are.
 var errFindings = &ExitError{Code: ExitFindings, Err: errors.New("findings at or above --fail-on")}
 
-// commandName is how the user invoked us: "kubectl svctrace" as a plugin, else the binary name.
-func commandName() string {
-	if strings.HasPrefix(os.Args[0], "kubectl-") || strings.Contains(os.Args[0], "/kubectl-") {
-		return "kubectl svctrace"
-	}
-	return "kubectl-svctrace"
-}
+// commandName is how help and examples spell the command: the plugin, as kubectl runs it.
+func commandName() string { return "kubectl svctrace" }
 
 // NewRootCommand builds the command tree.
 func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	cfg := genericclioptions.NewConfigFlags(true)
 	name := commandName()
 	root := &cobra.Command{
-		Use:   name,
+		Use:         "kubectl-svctrace",
+		Annotations: map[string]string{cobra.CommandDisplayNameAnnotation: name},
 		Short: "Trace a packet through kube-proxy's dataplane to the pods behind a Service",
 		Long: fmt.Sprintf(`%[1]s walks a packet from a Service VIP, NodePort, LoadBalancer or external IP
 through a node's real kube-proxy rules (iptables) to the pods, with the exact share of new

@@ -68,8 +68,8 @@ load balancer and external IPs), pod/NAMESPACE/NAME, or any IP address.`,
 		Example: fmt.Sprintf(`  # See it work on the embedded snapshot recorded from a real kube-proxy (no cluster needed)
   %[1]s trace --demo default/hostnames
 
-  # On a node, as root: where does a pod's connection to this ClusterIP go?
-  sudo %[1]s trace 10.96.0.10:53 --protocol udp
+  # On a node, as root (the binary itself): where does a pod's connection to this ClusterIP go?
+  sudo kubectl-svctrace trace 10.96.0.10:53 --protocol udp
 
   # A NodePort as an outside client sees it, from a saved dump and objects
   %[1]s trace 172.31.250.2:30080 --dataplane node1.iptables --objects objects.yaml --node node1
