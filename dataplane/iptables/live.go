@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	goipt "github.com/coreos/go-iptables/iptables"
 
@@ -113,7 +112,8 @@ func modeOf(ctx context.Context, r dpexec.Runner, prefix string) string {
 
 // ReadLive dumps the backend's tables with counters (one call per table) and parses them.
 func ReadLive(ctx context.Context, r dpexec.Runner, b Backend) (*xt.Ruleset, []byte, error) {
-	var all bytes.Buffer
+	var outs [][]byte
+	total := 0
 	for _, t := range Tables {
 		out, err := r.Run(ctx, b.Save, "-c", "-t", t)
 		if err != nil {
@@ -123,17 +123,24 @@ func ReadLive(ctx context.Context, r dpexec.Runner, b Backend) (*xt.Ruleset, []b
 			}
 			return nil, nil, err
 		}
-		all.Write(out)
+		outs = append(outs, out)
+		total += len(out)
 	}
-	if !strings.Contains(all.String(), "*nat") {
+	// One buffer of the right size: on a big node the nat table alone is 30 MB.
+	all := make([]byte, 0, total)
+	for _, o := range outs {
+		all = append(all, o...)
+	}
+	outs = nil
+	if !bytes.Contains(all, []byte("*nat")) {
 		return nil, nil, fmt.Errorf("%s printed no nat table: is kube-proxy running in iptables mode on this node?", b.Save)
 	}
-	rs, err := Parse(all.Bytes())
+	rs, err := Parse(all)
 	if err != nil {
 		return nil, nil, err
 	}
 	if rs.Variant == "" {
 		rs.Variant = b.Mode
 	}
-	return rs, all.Bytes(), nil
+	return rs, all, nil
 }

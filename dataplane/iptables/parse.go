@@ -40,6 +40,7 @@ func Parse(data []byte) (*xt.Ruleset, error) {
 	p := &parser{rs: &xt.Ruleset{Tables: map[string]*xt.Table{}}}
 	// Rules never move once placed: chains keep pointers into this slab.
 	p.rs.Rules = make([]xt.Rule, 0, bytes.Count(data, []byte("-A "))+1)
+	p.ptrs = make([]*xt.Rule, 0, cap(p.rs.Rules))
 	p.toks = make([]string, 0, 64)
 	line := 0
 	for len(text) > 0 {
@@ -70,6 +71,11 @@ type parser struct {
 	rs    *xt.Ruleset
 	table *xt.Table
 	toks  []string
+	// ptrs is the shared slab of rule pointers; last is the chain whose rules end it, start
+	// where they begin.
+	ptrs  []*xt.Rule
+	last  *xt.Chain
+	start int
 }
 
 func (p *parser) line(n int, l string) error {
@@ -109,17 +115,18 @@ func (p *parser) line(n int, l string) error {
 		if p.table == nil {
 			return &ParseError{Line: n, Text: l, Msg: "chain declared outside a table"}
 		}
-		f := strings.Fields(l[1:])
-		if len(f) < 2 {
+		name, rest, _ := strings.Cut(l[1:], " ")
+		policy, _, _ := strings.Cut(strings.TrimLeft(rest, " "), " ")
+		if name == "" || policy == "" {
 			return &ParseError{Line: n, Text: l, Msg: "chain line needs a name and a policy"}
 		}
-		c := p.table.Chains[f[0]]
+		c := p.table.Chains[name]
 		if c == nil {
-			c = &xt.Chain{Name: f[0]}
-			p.table.Chains[f[0]] = c
+			c = &xt.Chain{Name: name}
+			p.table.Chains[name] = c
 			p.table.Order = append(p.table.Order, c)
 		}
-		c.Policy, c.Line = f[1], n
+		c.Policy, c.Line = policy, n
 		return nil
 	case 'C':
 		if l == "COMMIT" {
@@ -181,8 +188,26 @@ func (p *parser) rule(n int, l string) error {
 	if r.Src.Prefix.Addr().Is6() || r.Dst.Prefix.Addr().Is6() {
 		p.rs.IPv6 = true // a dump without its header still says its family through its addresses
 	}
-	c.Rules = append(c.Rules, r)
+	p.addRule(c, r)
 	return nil
+}
+
+// addRule appends r to c. iptables-save prints a chain's rules together, so chains share one
+// slab of pointers (a sub-slice each) instead of growing 100,000 small slices; a chain whose
+// rules are interleaved with another's gets its own copy.
+func (p *parser) addRule(c *xt.Chain, r *xt.Rule) {
+	if len(c.Rules) > 0 && p.last != c {
+		// Slab sub-slices have no spare capacity, so this append copies; it never writes
+		// into the slab.
+		c.Rules = append(c.Rules, r)
+		return
+	}
+	if len(c.Rules) == 0 {
+		p.start = len(p.ptrs)
+	}
+	p.ptrs = append(p.ptrs, r)
+	c.Rules = p.ptrs[p.start:len(p.ptrs):len(p.ptrs)]
+	p.last = c
 }
 
 // resolve points every jump and goto at its chain, so evaluation never looks names up.

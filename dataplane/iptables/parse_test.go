@@ -141,3 +141,22 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParseInterleavedChainsKeepTheirOrder(t *testing.T) {
+	dump := "*nat\n:A - [0:0]\n:B - [0:0]\n" +
+		"-A A -s 10.0.0.1 -j RETURN\n-A B -s 10.0.0.2 -j RETURN\n-A A -s 10.0.0.3 -j RETURN\n" +
+		"-A A -s 10.0.0.4 -j RETURN\n-A B -s 10.0.0.5 -j RETURN\n-A B -s 10.0.0.6 -j RETURN\nCOMMIT\n"
+	rs, err := Parse([]byte(dump))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for chain, want := range map[string]string{"A": "10.0.0.1 10.0.0.3 10.0.0.4", "B": "10.0.0.2 10.0.0.5 10.0.0.6"} {
+		var got []string
+		for _, r := range rs.Tables["nat"].Chains[chain].Rules {
+			got = append(got, r.Src.Prefix.Addr().String())
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("chain %s: %v, want %s", chain, got, want)
+		}
+	}
+}

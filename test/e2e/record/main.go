@@ -153,16 +153,21 @@ func compare(ctx context.Context, c *harness.Cluster, dumpFile, svctrace string)
 		var times []time.Duration
 		var rss int64
 		for i := 0; i < 5; i++ {
-			cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", harness.NodeNS}, r.argv...)...)
+			// GNU time measures the peak RSS of the command alone (a child forked from this
+			// big process would report the parent's).
+			var stderr strings.Builder
+			cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", harness.NodeNS, "/usr/bin/time", "-f", "maxrss=%M"}, r.argv...)...)
 			cmd.Stdout = io.Discard
-			cmd.Stderr = os.Stderr
+			cmd.Stderr = &stderr
 			start := time.Now()
 			if err := cmd.Run(); err != nil {
-				return fmt.Errorf("%s: %w", r.name, err)
+				return fmt.Errorf("%s: %w: %s", r.name, err, stderr.String())
 			}
 			times = append(times, time.Since(start))
-			if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && ru.Maxrss > rss {
-				rss = ru.Maxrss
+			if i := strings.LastIndex(stderr.String(), "maxrss="); i >= 0 {
+				var kb int64
+				fmt.Sscanf(stderr.String()[i:], "maxrss=%d", &kb)
+				rss = max(rss, kb)
 			}
 		}
 		sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
