@@ -91,9 +91,15 @@ func Trace(w io.Writer, res *trace.Result, o Options) error {
 		fmt.Fprintf(&b, "\nsession affinity: a client's first connection is split as above; its later connections within %ds go to the same backend\n", res.AffinitySeconds)
 	}
 	writeFindings(&b, res.Findings, s)
-	if len(res.Notes) > 0 {
+	var notes []string
+	for _, n := range res.Notes {
+		if !findingSays(res.Findings, n) {
+			notes = append(notes, n)
+		}
+	}
+	if len(notes) > 0 {
 		b.WriteString("\n" + s.dim.Render("notes:") + "\n")
-		for _, n := range res.Notes {
+		for _, n := range notes {
 			b.WriteString(s.dim.Render("  - "+n) + "\n")
 		}
 	}
@@ -220,4 +226,13 @@ func comment(rule string) string {
 	}
 	rest, _, _ = strings.Cut(rest, " ")
 	return rest
+}
+
+func findingSays(fs []trace.Finding, msg string) bool {
+	for _, f := range fs {
+		if f.Message == msg {
+			return true
+		}
+	}
+	return false
 }

@@ -142,6 +142,11 @@ func (w *walker) run(b *branch) ([]*branch, error) {
 		if note != "" {
 			w.note(note)
 		}
+		if note != "" && m == noMatch {
+			// Say it where it happened too: the reader sees which rule was passed over.
+			b.steps = append(b.steps, trace.Step{Table: w.tableName(b), Chain: r.Chain, Line: int(r.Line), Rule: r.Text,
+				Branch: 1, Action: "not evaluated, assumed not to match", Note: note})
+		}
 		switch m {
 		case noMatch:
 			continue

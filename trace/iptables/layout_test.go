@@ -95,6 +95,13 @@ func TestUnknownMatchModulesAreReportedNotAssumedToMatch(t *testing.T) {
 	if !found {
 		t.Fatalf("no note names the physdev match: %v", w.Notes)
 	}
+	inHop := false
+	for _, st := range w.Paths[0].Steps {
+		inHop = inHop || st.Action == "not evaluated, assumed not to match" && strings.Contains(st.Rule, "physdev")
+	}
+	if !inHop {
+		t.Errorf("the path has no hop for the unevaluated rule: %+v", w.Paths[0].Steps)
+	}
 }
 
 func TestNoEndpointsRejectInFilterTable(t *testing.T) {
