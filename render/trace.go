@@ -170,7 +170,7 @@ func hopLabel(h *trace.Hop, showShare bool, s *styles) string {
 		loc += fmt.Sprintf(":%d", h.Line)
 	}
 	label := share + s.rule.Render(loc) + " " + h.Action
-	if c := comment(h.Rule); c != "" {
+	if c := trace.RuleComment(h.Rule); c != "" {
 		label += s.dim.Render(fmt.Sprintf("  %q", c))
 	}
 	if h.Note != "" {
@@ -211,21 +211,6 @@ func verdictLabel(h *trace.Hop, s *styles) string {
 		return s.bad.Render(fmt.Sprintf("✗ %s: %s", v.Verdict, v.Reason))
 	}
 	return s.warn.Render("○ " + v.Reason)
-}
-
-func comment(rule string) string {
-	i := strings.Index(rule, "--comment ")
-	if i < 0 {
-		return ""
-	}
-	rest := rule[i+len("--comment "):]
-	if strings.HasPrefix(rest, "\"") {
-		if j := strings.IndexByte(rest[1:], '"'); j >= 0 {
-			return rest[1 : j+1]
-		}
-	}
-	rest, _, _ = strings.Cut(rest, " ")
-	return rest
 }
 
 func findingSays(fs []trace.Finding, msg string) bool {

@@ -232,7 +232,7 @@ func serviceFromComments(paths []Path, local bool) *ServiceRef {
 			if s.Chain != "KUBE-SERVICES" && s.Chain != "KUBE-NODEPORTS" {
 				continue
 			}
-			c := commentIn(s.Rule)
+			c := RuleComment(s.Rule)
 			if c == "" {
 				continue
 			}
@@ -253,7 +253,8 @@ func serviceFromComments(paths []Path, local bool) *ServiceRef {
 	return nil
 }
 
-func commentIn(rule string) string {
+// RuleComment returns a rule's `--comment` text as iptables-save prints it (quoted or not), or "".
+func RuleComment(rule string) string {
 	i := strings.Index(rule, "--comment ")
 	if i < 0 {
 		return ""

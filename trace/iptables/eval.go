@@ -464,27 +464,10 @@ func describe(s trace.Step) string {
 	if s.Rule == "" {
 		return s.Chain
 	}
-	if c := commentOf(s.Rule); c != "" {
+	if c := trace.RuleComment(s.Rule); c != "" {
 		return fmt.Sprintf("%q", c)
 	}
 	return s.Chain
-}
-
-func commentOf(rule string) string {
-	i := strings.Index(rule, "--comment ")
-	if i < 0 {
-		return ""
-	}
-	rest := rule[i+len("--comment "):]
-	if strings.HasPrefix(rest, "\"") {
-		if j := strings.IndexByte(rest[1:], '"'); j >= 0 {
-			return rest[1 : j+1]
-		}
-	}
-	if j := strings.IndexByte(rest, ' '); j >= 0 {
-		return rest[:j]
-	}
-	return rest
 }
 
 // finish turns an ended branch into a path.
