@@ -52,7 +52,7 @@ func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	root := &cobra.Command{
 		Use:         "kubectl-svctrace",
 		Annotations: map[string]string{cobra.CommandDisplayNameAnnotation: name},
-		Short: "Trace a packet through kube-proxy's dataplane to the pods behind a Service",
+		Short:       "Trace a packet through kube-proxy's dataplane to the pods behind a Service",
 		Long: fmt.Sprintf(`%[1]s walks a packet from a Service VIP, NodePort, LoadBalancer or external IP
 through a node's real kube-proxy rules (iptables) to the pods, with the exact share of new
 connections each backend receives, and says where the rules disagree with the API.
