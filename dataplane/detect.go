@@ -8,8 +8,10 @@ import (
 	"sort"
 
 	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	nftread "github.com/svctrace/svctrace/dataplane/nftables"
 	"github.com/svctrace/svctrace/trace"
 	xt "github.com/svctrace/svctrace/trace/iptables"
+	nft "github.com/svctrace/svctrace/trace/nftables"
 )
 
 // Format is a dump format svctrace recognises.
@@ -58,7 +60,8 @@ func Detect(data []byte) Format {
 }
 
 // Load assembles one node's dataplane from dump files (name → content). It accepts an IPv4 and
-// an IPv6 iptables-save dump; other formats are recognised and refused with a clear reason.
+// an IPv6 iptables-save dump, or one nft JSON ruleset; other formats are recognised and refused
+// with a clear reason.
 func Load(files map[string][]byte) (trace.Dataplane, error) {
 	names := make([]string, 0, len(files))
 	for n := range files {
@@ -66,6 +69,7 @@ func Load(files map[string][]byte) (trace.Dataplane, error) {
 	}
 	sort.Strings(names)
 	dp := &xt.Dataplane{}
+	var nf *nft.Dataplane
 	for _, name := range names {
 		data := files[name]
 		switch f := Detect(data); f {
@@ -82,11 +86,26 @@ func Load(files map[string][]byte) (trace.Dataplane, error) {
 				return nil, fmt.Errorf("%s: a second %s dump for the same node; give one per address family", name, familyName(rs.IPv6))
 			}
 			*slot = rs
+		case NftJSON:
+			rs, err := nftread.Parse(data)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			if nf != nil {
+				return nil, fmt.Errorf("%s: a second nft ruleset for the same node; give one", name)
+			}
+			nf = &nft.Dataplane{Rules: rs}
 		case Unknown:
 			return nil, fmt.Errorf("%s: not a dump svctrace recognises (iptables-save output, nft -j list ruleset, /proc/net/ip_vs, ipvsadm -Sn, ipset save or conntrack -L)", name)
 		default:
-			return nil, fmt.Errorf("%s: %s dumps are recognised but not evaluated yet; this version traces kube-proxy's iptables mode", name, f)
+			return nil, fmt.Errorf("%s: %s dumps are recognised but not evaluated yet; this version traces kube-proxy's iptables and nftables modes", name, f)
 		}
+	}
+	if nf != nil {
+		if dp.V4 != nil || dp.V6 != nil {
+			return nil, fmt.Errorf("both iptables and nftables dumps were given; a node runs kube-proxy in one mode: give that mode's dump")
+		}
+		return nf, nil
 	}
 	if dp.V4 == nil && dp.V6 == nil {
 		return nil, fmt.Errorf("no dataplane dump given")

@@ -91,8 +91,15 @@ func newCmdVersion(streams genericiooptions.IOStreams) *cobra.Command {
 
 // Execute runs the command line and returns the process exit code. Errors are printed as one
 // sentence on stderr.
-func Execute() int {
+func Execute() (code int) {
 	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
+	defer func() {
+		// A bug must still end in one sentence, not a Go stack.
+		if r := recover(); r != nil {
+			fmt.Fprintf(streams.ErrOut, "error: internal error (%v); please report it with the command line and, if you can, the dump\n", r)
+			code = ExitUsage
+		}
+	}()
 	root := NewRootCommand(streams)
 	err := root.Execute()
 	if err == nil {
@@ -100,7 +107,7 @@ func Execute() int {
 	}
 	// Usage mistakes and failures to read inputs (files, the node, the API) both exit 2; 1 is
 	// reserved for "it worked and found problems".
-	code := ExitUsage
+	code = ExitUsage
 	var ee *ExitError
 	if errors.As(err, &ee) {
 		code = ee.Code

@@ -163,7 +163,7 @@ func hopLabel(h *trace.Hop, showShare bool, s *styles) string {
 		return share + verdictLabel(h, s)
 	}
 	loc := h.Chain
-	if h.Table != "" && h.Table != "nat" {
+	if h.Table != "" && h.Table != "nat" && !strings.HasSuffix(h.Table, " kube-proxy") {
 		loc = h.Table + " " + h.Chain
 	}
 	if h.Line > 0 {
@@ -172,6 +172,9 @@ func hopLabel(h *trace.Hop, showShare bool, s *styles) string {
 	label := share + s.rule.Render(loc) + " " + h.Action
 	if c := trace.RuleComment(h.Rule); c != "" {
 		label += s.dim.Render(fmt.Sprintf("  %q", c))
+	} else if h.Line == 0 && h.Rule != "" {
+		// nftables rules carry no comments; their own text says what they match.
+		label += s.dim.Render("  [" + h.Rule + "]")
 	}
 	if h.Note != "" {
 		label += s.warn.Render("  (" + h.Note + ")")

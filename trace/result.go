@@ -314,7 +314,10 @@ func sortHops(hs []*Hop) {
 		if hs[i].Verdict != nil || hs[j].Verdict != nil {
 			return hs[j].Verdict != nil && hs[i].Verdict == nil
 		}
-		return hs[i].Line < hs[j].Line
+		if hs[i].Line != hs[j].Line {
+			return hs[i].Line < hs[j].Line
+		}
+		return hs[i].Action < hs[j].Action
 	})
 	for _, h := range hs {
 		sortHops(h.Children)

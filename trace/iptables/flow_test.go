@@ -2,21 +2,19 @@ package iptables_test
 
 import (
 	"bytes"
-	"math"
 	"net/netip"
 	"os"
 	"regexp"
-	"sort"
-	"strings"
 	"testing"
 
 	ipread "github.com/svctrace/svctrace/dataplane/iptables"
 	"github.com/svctrace/svctrace/trace"
 	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/tracetest"
 )
 
 // loadScenario reads a dump and the API objects recorded from the real kube-proxy by
-// test/e2e/record (see testdata/README.md).
+// test/e2e/record (see dataplane/snapshot/demo/README.md).
 func loadScenario(t testing.TB, dir string) (*xt.Dataplane, *trace.Cluster) {
 	t.Helper()
 	dump, err := os.ReadFile(dir + "/iptables-save.txt")
@@ -27,96 +25,22 @@ func loadScenario(t testing.TB, dir string) (*xt.Dataplane, *trace.Cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs, err := os.ReadFile(dir + "/objects.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := trace.DecodeObjects(objs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &xt.Dataplane{V4: rs}, cl
+	return &xt.Dataplane{V4: rs}, tracetest.LoadObjects(t, dir+"/objects.yaml")
 }
 
 func clusterIP(t *testing.T, cl *trace.Cluster, name string) string {
-	t.Helper()
-	s := cl.Service("default", name)
-	if s == nil {
-		t.Fatalf("fixture has no service default/%s", name)
-	}
-	return s.Spec.ClusterIP
-}
-
-// packetFlowTest has the shape of kube-proxy's own runPacketFlowTests cases.
-type packetFlowTest struct {
-	name     string
-	sourceIP string
-	origin   trace.Origin
-	destIP   string
-	destPort uint16
-	proto    trace.Protocol
-	// output lists the DNAT destinations (sorted, comma-separated), or REJECT / DROP / ACCEPT.
-	output string
-	masq   bool
-	// hairpin names the one backend that is masqueraded when masq is false (the source itself).
-	hairpin string
-	// equal asks that every backend gets the same share.
-	equal bool
+	return tracetest.ClusterIP(t, cl, name)
 }
 
 const (
-	nodeIP      = "172.31.250.2"
-	nodeExtIP   = "198.51.100.1"
-	clientPodIP = "10.244.1.99"
-	externalIP  = "198.51.100.10"
-	lbIP        = "203.0.113.100"
+	nodeIP      = tracetest.NodeIP
+	nodeExtIP   = tracetest.NodeExtIP
+	clientPodIP = tracetest.ClientPodIP
+	externalIP  = tracetest.ExternalIP
+	lbIP        = tracetest.LBIP
 )
 
-func runPacketFlowTests(t *testing.T, dp *xt.Dataplane, cl *trace.Cluster, tests []packetFlowTest) {
-	node := cl.NodeContextFor("node1", nil)
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			proto := tc.proto
-			if proto == 0 {
-				proto = trace.TCP
-			}
-			pkt := trace.Packet{Src: netip.MustParseAddr(tc.sourceIP), Dst: netip.MustParseAddr(tc.destIP),
-				DstPort: tc.destPort, Protocol: proto, Origin: tc.origin}
-			res, err := trace.Run(dp, cl, trace.Query{Packet: pkt, Node: node})
-			if err != nil {
-				t.Fatal(err)
-			}
-			total := 0.0
-			for _, v := range res.Verdicts {
-				total += v.Probability
-			}
-			if math.Abs(total-1) > 1e-9 {
-				t.Errorf("verdict probabilities sum to %v, want 1", total)
-			}
-			var got []string
-			for _, b := range res.Backends {
-				got = append(got, netip.AddrPortFrom(netip.MustParseAddr(b.IP), b.Port).String())
-				want := tc.masq || tc.hairpin == b.IP
-				if b.Masquerade != want {
-					t.Errorf("backend %s:%d masquerade = %v (%s), want %v", b.IP, b.Port, b.Masquerade, b.MasqueradeReason, want)
-				}
-				if tc.equal && math.Abs(b.Probability-1/float64(len(res.Backends))) > 1e-6 {
-					t.Errorf("backend %s share %v, want 1/%d", b.IP, b.Probability, len(res.Backends))
-				}
-			}
-			sort.Strings(got)
-			out := strings.Join(got, ", ")
-			if len(got) == 0 {
-				out = string(res.Verdicts[0].Verdict)
-			} else if len(res.Verdicts) > 1 {
-				t.Errorf("mixed verdicts %+v", res.Verdicts)
-			}
-			if out != tc.output {
-				t.Errorf("output %q, want %q (verdicts %+v)", out, tc.output, res.Verdicts)
-			}
-		})
-	}
-}
+type packetFlowTest = tracetest.FlowTest
 
 func TestPacketFlowsRecordedIptables(t *testing.T) {
 	dp, cl := loadScenario(t, "../../dataplane/snapshot/demo")
@@ -157,42 +81,42 @@ func TestPacketFlowsWithoutComments(t *testing.T) {
 func runScenarioFlows(t *testing.T, dp *xt.Dataplane, cl *trace.Cluster) {
 	hostnames := "10.244.1.11:9376, 10.244.1.12:9376, 10.244.1.13:9376"
 	web := "10.244.1.21:8080, 10.244.2.21:8080"
-	runPacketFlowTests(t, dp, cl, []packetFlowTest{
-		{name: "pod to cluster IP reaches the three ready pods in equal shares, source kept",
-			sourceIP: clientPodIP, destIP: clusterIP(t, cl, "hostnames"), destPort: 80, output: hostnames, equal: true},
-		{name: "node to cluster IP is masqueraded (source outside the cluster CIDR)",
-			sourceIP: nodeIP, origin: trace.FromLocalProcess, destIP: clusterIP(t, cl, "hostnames"), destPort: 80, output: hostnames, masq: true},
-		{name: "wrong port on a cluster IP matches no service rule",
-			sourceIP: clientPodIP, destIP: clusterIP(t, cl, "hostnames"), destPort: 81, output: "ACCEPT"},
-		{name: "external to node port with Cluster policy reaches both nodes' pods, masqueraded",
-			sourceIP: externalIP, destIP: nodeExtIP, destPort: 30080, output: web, masq: true, equal: true},
-		{name: "external to node port with Local policy reaches only the local pod, source kept",
-			sourceIP: externalIP, destIP: nodeExtIP, destPort: 30081, output: "10.244.1.21:8080"},
-		{name: "node-local to node port with Local policy is masqueraded and uses all endpoints",
-			sourceIP: nodeIP, origin: trace.FromLocalProcess, destIP: nodeIP, destPort: 30081, output: web, masq: true},
-		{name: "pod to node port with Local policy is short-circuited to the cluster-wide endpoints",
-			sourceIP: clientPodIP, destIP: nodeIP, destPort: 30081, output: web},
-		{name: "allowed source to the load balancer IP is DNAT'ed and masqueraded",
-			sourceIP: externalIP, destIP: lbIP, destPort: 80, output: web, masq: true},
-		{name: "source outside loadBalancerSourceRanges is dropped by KUBE-PROXY-FIREWALL",
-			sourceIP: "198.51.100.11", destIP: lbIP, destPort: 80, output: "DROP"},
-		{name: "cluster IP without endpoints is rejected",
-			sourceIP: clientPodIP, destIP: clusterIP(t, cl, "empty"), destPort: 80, output: "REJECT"},
-		{name: "node port without endpoints is rejected",
-			sourceIP: externalIP, destIP: nodeExtIP, destPort: 30090, output: "REJECT"},
-		{name: "Local policy node port without local endpoints drops external traffic",
-			sourceIP: externalIP, destIP: nodeExtIP, destPort: 30083, output: "DROP"},
-		{name: "internalTrafficPolicy Local without local endpoints drops cluster IP traffic",
-			sourceIP: clientPodIP, destIP: clusterIP(t, cl, "remote-itp"), destPort: 80, output: "DROP"},
-		{name: "session affinity still splits first connections equally",
-			sourceIP: clientPodIP, destIP: clusterIP(t, cl, "sticky"), destPort: 80, output: hostnames, equal: true},
-		{name: "hairpin: a pod reaching its own service is masqueraded when it picks itself",
-			sourceIP: "10.244.1.41", destIP: clusterIP(t, cl, "multi"), destPort: 9090, output: "10.244.1.41:9090, 10.244.1.42:9090", hairpin: "10.244.1.41"},
-		{name: "second port of a multi-port service has its own endpoints",
-			sourceIP: clientPodIP, destIP: clusterIP(t, cl, "multi"), destPort: 80, output: "10.244.1.41:8080, 10.244.1.42:8080", equal: true},
-		{name: "UDP service",
-			sourceIP: clientPodIP, destIP: clusterIP(t, cl, "dns"), destPort: 53, proto: trace.UDP, output: "10.244.1.51:5353, 10.244.2.52:5353", equal: true},
-		{name: "TCP to a UDP-only service port matches nothing",
-			sourceIP: clientPodIP, destIP: clusterIP(t, cl, "dns"), destPort: 53, output: "ACCEPT"},
+	tracetest.Run(t, dp, cl, []packetFlowTest{
+		{Name: "pod to cluster IP reaches the three ready pods in equal shares, source kept",
+			SourceIP: clientPodIP, DestIP: clusterIP(t, cl, "hostnames"), DestPort: 80, Output: hostnames, Equal: true},
+		{Name: "node to cluster IP is masqueraded (source outside the cluster CIDR)",
+			SourceIP: nodeIP, Origin: trace.FromLocalProcess, DestIP: clusterIP(t, cl, "hostnames"), DestPort: 80, Output: hostnames, Masq: true},
+		{Name: "wrong port on a cluster IP matches no service rule",
+			SourceIP: clientPodIP, DestIP: clusterIP(t, cl, "hostnames"), DestPort: 81, Output: "ACCEPT"},
+		{Name: "external to node port with Cluster policy reaches both nodes' pods, masqueraded",
+			SourceIP: externalIP, DestIP: nodeExtIP, DestPort: 30080, Output: web, Masq: true, Equal: true},
+		{Name: "external to node port with Local policy reaches only the local pod, source kept",
+			SourceIP: externalIP, DestIP: nodeExtIP, DestPort: 30081, Output: "10.244.1.21:8080"},
+		{Name: "node-local to node port with Local policy is masqueraded and uses all endpoints",
+			SourceIP: nodeIP, Origin: trace.FromLocalProcess, DestIP: nodeIP, DestPort: 30081, Output: web, Masq: true},
+		{Name: "pod to node port with Local policy is short-circuited to the cluster-wide endpoints",
+			SourceIP: clientPodIP, DestIP: nodeIP, DestPort: 30081, Output: web},
+		{Name: "allowed source to the load balancer IP is DNAT'ed and masqueraded",
+			SourceIP: externalIP, DestIP: lbIP, DestPort: 80, Output: web, Masq: true},
+		{Name: "source outside loadBalancerSourceRanges is dropped by KUBE-PROXY-FIREWALL",
+			SourceIP: "198.51.100.11", DestIP: lbIP, DestPort: 80, Output: "DROP"},
+		{Name: "cluster IP without endpoints is rejected",
+			SourceIP: clientPodIP, DestIP: clusterIP(t, cl, "empty"), DestPort: 80, Output: "REJECT"},
+		{Name: "node port without endpoints is rejected",
+			SourceIP: externalIP, DestIP: nodeExtIP, DestPort: 30090, Output: "REJECT"},
+		{Name: "Local policy node port without local endpoints drops external traffic",
+			SourceIP: externalIP, DestIP: nodeExtIP, DestPort: 30083, Output: "DROP"},
+		{Name: "internalTrafficPolicy Local without local endpoints drops cluster IP traffic",
+			SourceIP: clientPodIP, DestIP: clusterIP(t, cl, "remote-itp"), DestPort: 80, Output: "DROP"},
+		{Name: "session affinity still splits first connections equally",
+			SourceIP: clientPodIP, DestIP: clusterIP(t, cl, "sticky"), DestPort: 80, Output: hostnames, Equal: true, Affinity: 10800},
+		{Name: "hairpin: a pod reaching its own service is masqueraded when it picks itself",
+			SourceIP: "10.244.1.41", DestIP: clusterIP(t, cl, "multi"), DestPort: 9090, Output: "10.244.1.41:9090, 10.244.1.42:9090", Hairpin: "10.244.1.41"},
+		{Name: "second port of a multi-port service has its own endpoints",
+			SourceIP: clientPodIP, DestIP: clusterIP(t, cl, "multi"), DestPort: 80, Output: "10.244.1.41:8080, 10.244.1.42:8080", Equal: true},
+		{Name: "UDP service",
+			SourceIP: clientPodIP, DestIP: clusterIP(t, cl, "dns"), DestPort: 53, Proto: trace.UDP, Output: "10.244.1.51:5353, 10.244.2.52:5353", Equal: true},
+		{Name: "TCP to a UDP-only service port matches nothing",
+			SourceIP: clientPodIP, DestIP: clusterIP(t, cl, "dns"), DestPort: 53, Output: "ACCEPT"},
 	})
 }

@@ -1,0 +1,177 @@
+// Package nftables reads `nft -j list ruleset` output into a trace/nftables Ruleset.
+package nftables
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	nft "github.com/svctrace/svctrace/trace/nftables"
+)
+
+type document struct {
+	Nftables []map[string]json.RawMessage `json:"nftables"`
+}
+
+type jsonChain struct {
+	Family, Table, Name, Hook, Type, Policy string
+	Prio                                    int
+}
+
+type jsonRule struct {
+	Family, Table, Chain string
+	Handle               int
+	Expr                 []map[string]any
+	Comment              string
+}
+
+type jsonSet struct {
+	Family, Table, Name string
+	Map                 any
+	Timeout             int
+	Elem                []any
+}
+
+// Parse reads nft's JSON. Objects of kinds it does not need (flowtables, counters, quotas) are
+// skipped.
+func Parse(data []byte) (*nft.Ruleset, error) {
+	var doc document
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("nft JSON: %w", err)
+	}
+	if doc.Nftables == nil {
+		return nil, fmt.Errorf("nft JSON: no \"nftables\" array: this is not `nft -j list ruleset` output")
+	}
+	rs := &nft.Ruleset{}
+	tables := map[string]*nft.Table{}
+	table := func(family, name string) *nft.Table {
+		k := family + " " + name
+		t := tables[k]
+		if t == nil {
+			t = &nft.Table{Family: family, Name: name, Chains: map[string]*nft.Chain{}, Sets: map[string]*nft.Set{}}
+			tables[k] = t
+			rs.Tables = append(rs.Tables, t)
+		}
+		return t
+	}
+	for i, obj := range doc.Nftables {
+		for kind, raw := range obj {
+			where := fmt.Sprintf("nft JSON object %d (%s)", i+1, kind)
+			switch kind {
+			case "table":
+				var t struct{ Family, Name string }
+				if err := json.Unmarshal(raw, &t); err != nil {
+					return nil, fmt.Errorf("%s: %w", where, err)
+				}
+				table(t.Family, t.Name)
+			case "chain":
+				var c jsonChain
+				if err := json.Unmarshal(raw, &c); err != nil {
+					return nil, fmt.Errorf("%s: %w", where, err)
+				}
+				t := table(c.Family, c.Table)
+				ch := chain(t, c.Name)
+				ch.Hook, ch.Type, ch.Prio, ch.Policy = c.Hook, c.Type, c.Prio, c.Policy
+			case "rule":
+				var r jsonRule
+				if err := json.Unmarshal(raw, &r); err != nil {
+					return nil, fmt.Errorf("%s: %w", where, err)
+				}
+				t := table(r.Family, r.Table)
+				ch := chain(t, r.Chain)
+				rule := &nft.Rule{Chain: r.Chain, Handle: r.Handle, Exprs: r.Expr}
+				rule.Text = nft.FormatRule(rule)
+				if r.Comment != "" {
+					rule.Text += fmt.Sprintf(" comment %q", r.Comment)
+				}
+				ch.Rules = append(ch.Rules, rule)
+			case "set", "map":
+				var s jsonSet
+				if err := json.Unmarshal(raw, &s); err != nil {
+					return nil, fmt.Errorf("%s: %w", where, err)
+				}
+				set := &nft.Set{Name: s.Name, Timeout: s.Timeout}
+				if m, ok := s.Map.(string); ok {
+					set.Map = m
+				}
+				for _, e := range s.Elem {
+					set.Elems = append(set.Elems, element(e, set.Map != ""))
+				}
+				table(s.Family, s.Table).Sets[s.Name] = set
+			}
+		}
+	}
+	for _, t := range rs.Tables {
+		for _, c := range t.Chains {
+			for _, r := range c.Rules {
+				if err := checkTargets(t, r); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	sort.SliceStable(rs.Tables, func(i, j int) bool { return rs.Tables[i].Name == "kube-proxy" && rs.Tables[j].Name != "kube-proxy" })
+	return rs, nil
+}
+
+func chain(t *nft.Table, name string) *nft.Chain {
+	c := t.Chains[name]
+	if c == nil {
+		c = &nft.Chain{Name: name, Table: t}
+		t.Chains[name] = c
+	}
+	return c
+}
+
+// element unwraps {"elem": {"val": V, "comment": C}} and map pairs [key, data].
+func element(e any, isMap bool) nft.Elem {
+	var out nft.Elem
+	if isMap {
+		if pair, ok := e.([]any); ok && len(pair) == 2 {
+			e, out.Data = pair[0], pair[1]
+		}
+	}
+	if m, ok := e.(map[string]any); ok {
+		if inner, ok := m["elem"].(map[string]any); ok {
+			out.Key = inner["val"]
+			out.Comment, _ = inner["comment"].(string)
+			return out
+		}
+	}
+	out.Key = e
+	return out
+}
+
+// checkTargets makes sure every jump and goto names a chain of the table.
+func checkTargets(t *nft.Table, r *nft.Rule) error {
+	var missing string
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, sub := range x {
+				if k == "jump" || k == "goto" {
+					if m, ok := sub.(map[string]any); ok {
+						if name, ok := m["target"].(string); ok && t.Chains[name] == nil && missing == "" {
+							missing = name
+						}
+					}
+				}
+				walk(sub)
+			}
+		case []any:
+			for _, sub := range x {
+				walk(sub)
+			}
+		}
+	}
+	for _, e := range r.Exprs {
+		walk(e)
+	}
+	if missing != "" {
+		return fmt.Errorf("nft JSON: rule %d in %s %s chain %s jumps to chain %s, which the table does not have",
+			r.Handle, t.Family, t.Name, r.Chain, strings.TrimSpace(missing))
+	}
+	return nil
+}

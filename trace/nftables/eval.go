@@ -1,0 +1,675 @@
+package nftables
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/svctrace/svctrace/trace"
+)
+
+// maxPaths bounds the evaluation, as for iptables.
+const maxPaths = 1 << 17
+
+var hooks = map[string]string{"prerouting": "input|forward", "input": "", "forward": "postrouting", "output": "postrouting", "postrouting": ""}
+
+type frame struct {
+	chain *Chain
+	next  int
+}
+
+type branch struct {
+	src, dst   netip.Addr
+	dport      uint16
+	mark       uint32
+	dnat       bool
+	hook       string
+	baseIdx    int
+	stack      []frame
+	prob       float64
+	steps      []trace.Step
+	verdict    *trace.Verdict
+	masq       bool
+	masqReason string
+	markedBy   string
+	affinity   int
+	// reason is what a map element's comment said about the service the packet is for.
+	reason string
+}
+
+func (b *branch) clone() *branch {
+	c := *b
+	c.stack = append([]frame(nil), b.stack...)
+	c.steps = append([]trace.Step(nil), b.steps...)
+	return &c
+}
+
+type walker struct {
+	rs     *Ruleset
+	family string
+	pkt    trace.Packet
+	node   *trace.NodeContext
+	bases  map[string][]*Chain
+	paths  []trace.Path
+	notes  map[string]bool
+	order  []string
+	forks  []*branch
+}
+
+// Walk implements trace.Dataplane.
+func (d *Dataplane) Walk(p trace.Packet, node *trace.NodeContext) (*trace.Walk, error) {
+	family := "ip"
+	if p.Dst.Is6() && !p.Dst.Is4In6() {
+		family = "ip6"
+	}
+	w := &walker{rs: d.Rules, family: family, pkt: p, node: node, bases: map[string][]*Chain{}, notes: map[string]bool{}}
+	for _, t := range d.Rules.Tables {
+		if t.Family != family && t.Family != "inet" {
+			continue
+		}
+		for _, c := range t.Chains {
+			if c.Base() {
+				w.bases[c.Hook] = append(w.bases[c.Hook], c)
+			}
+		}
+	}
+	for h := range w.bases {
+		cs := w.bases[h]
+		sort.SliceStable(cs, func(i, j int) bool {
+			if cs[i].Prio != cs[j].Prio {
+				return cs[i].Prio < cs[j].Prio
+			}
+			return cs[i].Table.Name+cs[i].Name < cs[j].Table.Name+cs[j].Name
+		})
+	}
+	start := &branch{src: p.Src, dst: p.Dst, dport: p.DstPort, mark: p.Mark, prob: 1, hook: "prerouting"}
+	if p.Origin == trace.FromLocalProcess {
+		start.hook = "output"
+	}
+	work := []*branch{start}
+	for len(work) > 0 {
+		b := work[len(work)-1]
+		work = work[:len(work)-1]
+		w.forks = nil
+		w.run(b)
+		work = append(work, w.forks...)
+		if len(w.paths)+len(work) > maxPaths {
+			return nil, fmt.Errorf("the ruleset splits this packet into more than %d paths; refusing to go on", maxPaths)
+		}
+	}
+	return &trace.Walk{Paths: w.paths, Notes: w.order}, nil
+}
+
+func (w *walker) note(s string) {
+	if s != "" && !w.notes[s] {
+		w.notes[s] = true
+		w.order = append(w.order, s)
+	}
+}
+
+func (w *walker) run(b *branch) {
+	for b.verdict == nil && b.hook != "" {
+		if len(b.stack) == 0 {
+			bases := w.bases[b.hook]
+			if b.baseIdx >= len(bases) {
+				w.nextHook(b)
+				continue
+			}
+			b.stack = append(b.stack, frame{chain: bases[b.baseIdx]})
+			b.baseIdx++
+		}
+		f := &b.stack[len(b.stack)-1]
+		if f.next >= len(f.chain.Rules) {
+			w.fallOff(b)
+			continue
+		}
+		r := f.chain.Rules[f.next]
+		f.next++
+		w.execRule(b, r)
+	}
+	w.finish(b)
+}
+
+func (w *walker) nextHook(b *branch) {
+	b.baseIdx = 0
+	switch b.hook {
+	case "prerouting":
+		if w.node.IsLocal(b.dst) {
+			b.hook = "input"
+		} else {
+			b.hook = "forward"
+		}
+	case "forward", "output":
+		b.hook = "postrouting"
+	default:
+		b.hook = ""
+	}
+}
+
+// fallOff returns from a regular chain, or applies a base chain's policy.
+func (w *walker) fallOff(b *branch) {
+	top := b.stack[len(b.stack)-1]
+	b.stack = b.stack[:len(b.stack)-1]
+	if len(b.stack) == 0 && top.chain.Policy == "drop" {
+		b.steps = append(b.steps, trace.Step{Table: tableName(top.chain), Chain: top.chain.Name, Branch: 1, Action: "policy drop"})
+		b.verdict = &trace.Verdict{Kind: trace.Drop, Reason: "policy drop of chain " + top.chain.Name}
+	}
+}
+
+func tableName(c *Chain) string { return c.Table.Family + " " + c.Table.Name }
+
+// step records a rule the packet passed. Filter-chain and postrouting passes are detail: the
+// service decision happens in the nat chains; callers clear Detail for verdicts.
+func (w *walker) step(b *branch, r *Rule, action string, p float64) *trace.Step {
+	base := b.stack[0].chain
+	b.steps = append(b.steps, trace.Step{Table: tableName(base), Chain: r.Chain, Rule: fmt.Sprintf("%s # handle %d", r.Text, r.Handle),
+		Action: action, Branch: p, Detail: base.Type != "nat" || b.hook == "postrouting"})
+	return &b.steps[len(b.steps)-1]
+}
+
+// execRule runs a rule's statements in order until one does not match or a verdict ends it.
+func (w *walker) execRule(b *branch, r *Rule) {
+	for _, s := range r.Exprs {
+		for k, v := range s {
+			switch k {
+			case "match":
+				ok, note := w.match(b, r, v)
+				if note != "" {
+					w.note(note)
+					w.step(b, r, "not evaluated, assumed not to match", 1).Note = note
+				}
+				if !ok {
+					return
+				}
+			case "counter", "comment", "log", "limit", "notrack":
+			case "mangle":
+				w.mangle(b, r, v)
+			case "set":
+				// "update @affinity-… { ip saddr }": remembers the client for session affinity.
+			case "masquerade", "snat":
+				b.masq, b.masqReason = true, b.markedBy
+				if strings.Contains(r.Text, "@hairpin-connections") {
+					b.masqReason = "hairpin: the pod reaches itself through its Service (set hairpin-connections)"
+				} else if b.masqReason == "" {
+					b.masqReason = fmt.Sprintf("%s rule handle %d", r.Chain, r.Handle)
+				}
+				w.step(b, r, "masquerade", 1).Detail = false
+				b.stack = b.stack[:0]
+				return
+			case "dnat":
+				w.dnat(b, r, v)
+				return
+			case "vmap":
+				// A key the map lacks ends the rule too: evaluation goes on with the next rule.
+				w.vmap(b, r, v)
+				return
+			default:
+				if w.verdict(b, r, k, v, 1) {
+					return
+				}
+				w.note(fmt.Sprintf("chain %s rule handle %d: statement %q is not evaluated; the rule was skipped", r.Chain, r.Handle, k))
+				return
+			}
+		}
+	}
+}
+
+// verdict applies a verdict statement; it reports whether k was one.
+func (w *walker) verdict(b *branch, r *Rule, k string, v any, p float64) bool {
+	target := ""
+	if m, ok := v.(map[string]any); ok {
+		target, _ = m["target"].(string)
+	}
+	switch k {
+	case "jump", "goto":
+		c := b.stack[len(b.stack)-1].chain.Table.Chains[target]
+		if c == nil { // Parse checked every target; a map's data may still name none
+			return true
+		}
+		w.step(b, r, k+" "+target, p)
+		if k == "goto" {
+			b.stack[len(b.stack)-1] = frame{chain: c}
+		} else {
+			b.stack = append(b.stack, frame{chain: c})
+		}
+	case "return":
+		w.step(b, r, "return", p).Detail = true
+		w.fallOff(b)
+	case "accept":
+		w.step(b, r, "accept", p)
+		b.stack = b.stack[:0]
+	case "drop":
+		w.step(b, r, "drop", p).Detail = false
+		reason := "dropped by chain " + r.Chain
+		if b.reason != "" {
+			reason = b.reason + " has no local endpoints"
+			if strings.HasPrefix(r.Chain, "firewall-") {
+				reason = b.reason + ": source not in loadBalancerSourceRanges"
+			}
+		} else if strings.HasPrefix(r.Chain, "firewall-") {
+			reason = "source not in the loadBalancerSourceRanges of " + strings.TrimPrefix(r.Chain, "firewall-")
+		}
+		b.verdict = &trace.Verdict{Kind: trace.Drop, Reason: reason}
+	case "reject":
+		w.step(b, r, "reject", p).Detail = false
+		reason := "rejected by chain " + r.Chain
+		if b.reason != "" {
+			reason = b.reason + " has no endpoints"
+		}
+		b.verdict = &trace.Verdict{Kind: trace.Reject, Reason: reason}
+	case "continue":
+	default:
+		return false
+	}
+	return true
+}
+
+func (w *walker) mangle(b *branch, r *Rule, v any) {
+	m, _ := v.(map[string]any)
+	if FormatExpr(m["key"]) != "meta mark" {
+		w.note(fmt.Sprintf("chain %s rule handle %d sets %s, which is not evaluated", r.Chain, r.Handle, FormatExpr(m["key"])))
+		return
+	}
+	val, ok := w.value(b, m["value"])
+	n, isNum := val.(uint64)
+	if !ok || !isNum {
+		w.note(fmt.Sprintf("chain %s rule handle %d: mark value %s is not evaluated", r.Chain, r.Handle, FormatExpr(m["value"])))
+		return
+	}
+	before := b.mark
+	b.mark = uint32(n)
+	st := w.step(b, r, fmt.Sprintf("mark 0x%x", b.mark), 1)
+	if b.hook == "postrouting" {
+		st.Detail = true
+	}
+	if b.mark&^before != 0 {
+		b.markedBy = fmt.Sprintf("%q (chain %s)", r.Text, r.Chain)
+	}
+}
+
+// numgen returns the modulus of a `numgen random mod N` expression.
+func numgen(e any) (int, bool) {
+	m, _ := e.(map[string]any)
+	ng, ok := m["numgen"].(map[string]any)
+	if !ok {
+		return 0, false
+	}
+	mod, _ := ng["mod"].(float64)
+	off, _ := ng["offset"].(float64)
+	if mod < 1 || off != 0 {
+		return 0, false
+	}
+	return int(mod), true
+}
+
+// lookup finds a map's entries: a named map ("@name") or an anonymous one ({"set": [...]}).
+func (w *walker) lookup(b *branch, data any) ([]Elem, string) {
+	if name, ok := data.(string); ok && strings.HasPrefix(name, "@") {
+		if s := b.stack[len(b.stack)-1].chain.Table.Sets[name[1:]]; s != nil {
+			return s.Elems, s.Name
+		}
+		return nil, name[1:]
+	}
+	m, _ := data.(map[string]any)
+	items, _ := m["set"].([]any)
+	var out []Elem
+	for _, it := range items {
+		if pair, ok := it.([]any); ok && len(pair) == 2 {
+			out = append(out, Elem{Key: pair[0], Data: pair[1]})
+		} else {
+			out = append(out, Elem{Key: it})
+		}
+	}
+	return out, ""
+}
+
+// vmap applies a verdict map: split by numgen, or look the packet's key up.
+func (w *walker) vmap(b *branch, r *Rule, v any) bool {
+	m, _ := v.(map[string]any)
+	elems, _ := w.lookup(b, m["data"])
+	if n, ok := numgen(m["key"]); ok {
+		w.splitN(b, n, elems, func(br *branch, e Elem, p float64) {
+			for k, vv := range asMap(e.Data) {
+				w.verdict(br, r, k, vv, p)
+			}
+		})
+		return true
+	}
+	key, known := w.value(b, m["key"])
+	if !known {
+		w.note(fmt.Sprintf("chain %s rule handle %d: key %s is not evaluated; the map was not consulted", r.Chain, r.Handle, FormatExpr(m["key"])))
+		return false
+	}
+	for _, e := range elems {
+		if eq(key, e.Key) {
+			if e.Comment != "" {
+				b.reason = e.Comment
+			}
+			for k, vv := range asMap(e.Data) {
+				w.verdict(b, r, k, vv, 1)
+			}
+			return true
+		}
+	}
+	return false
+}
+
+func asMap(v any) map[string]any {
+	switch x := v.(type) {
+	case map[string]any:
+		return x
+	case string:
+		return map[string]any{x: nil}
+	}
+	return nil
+}
+
+// splitN forks the branch into n equal shares, one per numgen value; values the map lacks fall
+// through to the next rule.
+func (w *walker) splitN(b *branch, n int, elems []Elem, apply func(*branch, Elem, float64)) {
+	byIndex := map[int]Elem{}
+	for _, e := range elems {
+		if f, ok := e.Key.(float64); ok {
+			byIndex[int(f)] = e
+		}
+	}
+	total := b.prob
+	p := 1 / float64(n)
+	missing := 0
+	// Clone before applying anything: applying changes the branch the clones copy.
+	var targets []*branch
+	var chosen []Elem
+	for i := 0; i < n; i++ {
+		e, ok := byIndex[i]
+		if !ok {
+			missing++
+			continue
+		}
+		target := b
+		if len(targets) > 0 {
+			target = b.clone()
+			w.forks = append(w.forks, target)
+		}
+		targets = append(targets, target)
+		chosen = append(chosen, e)
+	}
+	if missing > 0 {
+		// The values the map lacks fall through to the next rule, on a branch of their own.
+		rest := b.clone()
+		rest.prob = total * float64(missing) / float64(n)
+		w.forks = append(w.forks, rest)
+		if len(targets) == 0 {
+			b.prob = 0 // every value falls through: the fork carries the traffic
+			b.verdict = &trace.Verdict{Kind: trace.Accept}
+		}
+	}
+	for i, t := range targets {
+		t.prob = total * p
+		apply(t, chosen[i], p)
+	}
+	if missing > 0 {
+		w.note(fmt.Sprintf("a numgen map has %d of %d values missing; those packets fall through", missing, n))
+	}
+}
+
+func (w *walker) dnat(b *branch, r *Rule, v any) {
+	m, _ := v.(map[string]any)
+	port := b.dport
+	if p, ok := m["port"].(float64); ok {
+		port = uint16(p)
+	}
+	apply := func(br *branch, addr any, p float64) {
+		var a netip.Addr
+		pt := port
+		switch x := addr.(type) {
+		case string:
+			a, _ = netip.ParseAddr(x)
+		case map[string]any:
+			if c, ok := x["concat"].([]any); ok && len(c) == 2 {
+				s, _ := c[0].(string)
+				a, _ = netip.ParseAddr(s)
+				if f, ok := c[1].(float64); ok {
+					pt = uint16(f)
+				}
+			}
+		}
+		if !a.IsValid() {
+			w.note(fmt.Sprintf("chain %s rule handle %d: DNAT target %s is not understood", r.Chain, r.Handle, FormatExpr(addr)))
+			return
+		}
+		br.dst, br.dport, br.dnat = a, pt, true
+		w.step(br, r, "DNAT to "+netip.AddrPortFrom(a, pt).String(), p)
+		br.stack = br.stack[:0]
+	}
+	if mp, ok := asMap(m["addr"])["map"].(map[string]any); ok {
+		if n, ok := numgen(mp["key"]); ok {
+			elems, _ := w.lookup(b, mp["data"])
+			w.splitN(b, n, elems, func(br *branch, e Elem, p float64) { apply(br, e.Data, p) })
+			return
+		}
+		w.note(fmt.Sprintf("chain %s rule handle %d: a DNAT map keyed by %s is not evaluated", r.Chain, r.Handle, FormatExpr(mp["key"])))
+		return
+	}
+	apply(b, m["addr"], 1)
+}
+
+// match evaluates {"op", "left", "right"}; a note says what could not be decided.
+func (w *walker) match(b *branch, r *Rule, v any) (bool, string) {
+	m, _ := v.(map[string]any)
+	op, _ := m["op"].(string)
+	right := m["right"]
+	// A set with a timeout is filled at run time (session affinity): a first connection is in
+	// none of them.
+	if name, ok := right.(string); ok && strings.HasPrefix(name, "@") {
+		if s := b.stack[len(b.stack)-1].chain.Table.Sets[name[1:]]; s != nil && s.Timeout > 0 {
+			if b.affinity == 0 {
+				b.affinity = s.Timeout
+			}
+			return op == "!=", ""
+		}
+	}
+	left, known := w.value(b, m["left"])
+	if !known {
+		return false, fmt.Sprintf("chain %s rule handle %d matches %s, which svctrace does not evaluate; it was assumed not to match", r.Chain, r.Handle, FormatExpr(m["left"]))
+	}
+	var in bool
+	if name, ok := right.(string); ok && strings.HasPrefix(name, "@") {
+		elems, _ := w.lookup(b, name)
+		for _, e := range elems {
+			if eq(left, e.Key) {
+				in = true
+				break
+			}
+		}
+	} else if set, ok := asMap(right)["set"].([]any); ok {
+		for _, e := range set {
+			in = in || eq(left, e)
+		}
+	} else if list, ok := right.([]any); ok {
+		for _, e := range list {
+			in = in || eq(left, e)
+		}
+	} else {
+		in = eq(left, right)
+	}
+	if op == "!=" {
+		return !in, ""
+	}
+	return in, ""
+}
+
+// value evaluates a left-hand expression for the packet.
+func (w *walker) value(b *branch, e any) (any, bool) {
+	switch x := e.(type) {
+	case float64:
+		return uint64(x), true
+	case string:
+		return x, true
+	case map[string]any:
+		if p, ok := x["payload"].(map[string]any); ok {
+			switch p["field"] {
+			case "saddr":
+				return b.src, true
+			case "daddr":
+				return b.dst, true
+			case "dport":
+				return uint64(b.dport), true
+			case "protocol", "nexthdr":
+				return w.pkt.Protocol.String(), true
+			}
+			return nil, false
+		}
+		if mt, ok := x["meta"].(map[string]any); ok {
+			switch mt["key"] {
+			case "l4proto":
+				return w.pkt.Protocol.String(), true
+			case "mark":
+				return uint64(b.mark), true
+			case "iifname":
+				if w.pkt.InInterface == "" || b.hook == "output" {
+					return nil, false
+				}
+				return w.pkt.InInterface, true
+			case "nfproto":
+				return map[bool]string{true: "ipv6", false: "ipv4"}[w.family == "ip6"], true
+			}
+			return nil, false
+		}
+		if ct, ok := x["ct"].(map[string]any); ok {
+			switch ct["key"] {
+			case "state":
+				return "new", true
+			case "status":
+				if b.dnat {
+					return "dnat", true
+				}
+				return "none", true
+			}
+			return nil, false
+		}
+		if fib, ok := x["fib"].(map[string]any); ok && fib["result"] == "type" {
+			flags := FormatExpr(fib["flags"])
+			addr := b.dst
+			if strings.Contains(flags, "saddr") {
+				addr = b.src
+			}
+			if w.node.IsLocal(addr) {
+				return "local", true
+			}
+			return "unicast", true
+		}
+		if c, ok := x["concat"].([]any); ok {
+			out := make([]any, len(c))
+			for i, sub := range c {
+				v, ok := w.value(b, sub)
+				if !ok {
+					return nil, false
+				}
+				out[i] = v
+			}
+			return out, true
+		}
+		for _, op := range []string{"&", "|", "^"} {
+			if args, ok := x[op].([]any); ok && len(args) == 2 {
+				a, ok1 := w.value(b, args[0])
+				c, ok2 := w.value(b, args[1])
+				an, isA := a.(uint64)
+				cn, isC := c.(uint64)
+				if !ok1 || !ok2 || !isA || !isC {
+					return nil, false
+				}
+				switch op {
+				case "&":
+					return an & cn, true
+				case "|":
+					return an | cn, true
+				}
+				return an ^ cn, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// eq compares a packet value with a set element or literal from the ruleset.
+func eq(v any, e any) bool {
+	if m, ok := e.(map[string]any); ok {
+		if inner, ok := m["elem"].(map[string]any); ok {
+			return eq(v, inner["val"])
+		}
+	}
+	switch x := v.(type) {
+	case netip.Addr:
+		switch y := e.(type) {
+		case string:
+			a, err := netip.ParseAddr(y)
+			return err == nil && a == x
+		case map[string]any:
+			if p, ok := y["prefix"].(map[string]any); ok {
+				a, err := netip.ParseAddr(fmt.Sprint(p["addr"]))
+				l, _ := p["len"].(float64)
+				return err == nil && netip.PrefixFrom(a, int(l)).Contains(x)
+			}
+			if r, ok := y["range"].([]any); ok && len(r) == 2 {
+				lo, err1 := netip.ParseAddr(fmt.Sprint(r[0]))
+				hi, err2 := netip.ParseAddr(fmt.Sprint(r[1]))
+				return err1 == nil && err2 == nil && x.Compare(lo) >= 0 && x.Compare(hi) <= 0
+			}
+		}
+	case uint64:
+		switch y := e.(type) {
+		case float64:
+			return uint64(y) == x
+		case string:
+			n, err := strconv.ParseUint(y, 0, 64)
+			return err == nil && n == x
+		case map[string]any:
+			if r, ok := y["range"].([]any); ok && len(r) == 2 {
+				lo, _ := r[0].(float64)
+				hi, _ := r[1].(float64)
+				return float64(x) >= lo && float64(x) <= hi
+			}
+		}
+	case string:
+		y, ok := e.(string)
+		return ok && strings.EqualFold(x, y)
+	case []any:
+		m, _ := e.(map[string]any)
+		c, ok := m["concat"].([]any)
+		if !ok || len(c) != len(x) {
+			return false
+		}
+		for i := range x {
+			if !eq(x[i], c[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+func (w *walker) finish(b *branch) {
+	p := trace.Path{Steps: b.steps, Probability: b.prob, Masquerade: b.masq, MasqueradeReason: b.masqReason, AffinitySeconds: b.affinity}
+	switch {
+	case b.verdict != nil:
+		p.Verdict = *b.verdict
+	case b.dnat:
+		p.Verdict = trace.Verdict{Kind: trace.DNAT, Backend: netip.AddrPortFrom(b.dst, b.dport)}
+	default:
+		reason := "no Service rule matched: forwarded as addressed"
+		if w.node.IsLocal(b.dst) {
+			reason = "no Service rule matched: delivered to the node itself"
+		}
+		p.Verdict = trace.Verdict{Kind: trace.Accept, Reason: reason}
+	}
+	if !p.Masquerade && p.Verdict.Kind == trace.DNAT {
+		p.MasqueradeReason = "no rule marked the packet for masquerade: the source address is kept"
+		if b.markedBy != "" {
+			p.MasqueradeReason = "marked by " + b.markedBy + ", but no masquerade rule matched"
+		}
+	}
+	w.paths = append(w.paths, p)
+}
