@@ -15,9 +15,11 @@ import (
 	"github.com/svctrace/svctrace/dataplane"
 	dpexec "github.com/svctrace/svctrace/dataplane/exec"
 	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	nftread "github.com/svctrace/svctrace/dataplane/nftables"
 	"github.com/svctrace/svctrace/dataplane/snapshot"
 	"github.com/svctrace/svctrace/trace"
 	xt "github.com/svctrace/svctrace/trace/iptables"
+	nft "github.com/svctrace/svctrace/trace/nftables"
 )
 
 // InputFlags choose where the dataplane and the API objects come from. Every command that reads a
@@ -35,7 +37,7 @@ type InputFlags struct {
 // AddFlags binds the input flags.
 func (f *InputFlags) AddFlags(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringArrayVar(&f.Dataplane, "dataplane", nil, "read the node's dataplane from this dump instead of the live node (iptables-save [-c] output; repeat for the IPv6 dump); format is detected")
+	fl.StringArrayVar(&f.Dataplane, "dataplane", nil, "read the node's dataplane from this dump instead of the live node (iptables-save [-c] output, repeated for the IPv6 dump, or nft -j list ruleset); the format is detected")
 	fl.StringVar(&f.Objects, "objects", "", "read API objects from this file (kubectl get svc,endpointslices,pods,nodes -A -o yaml) instead of the API server")
 	fl.StringVar(&f.Snapshot, "snapshot", "", "read dataplane and objects from a snapshot bundle directory")
 	fl.BoolVar(&f.Demo, "demo", false, "use the embedded demo snapshot (recorded from a real kube-proxy v1.36.3; node node1)")
@@ -172,13 +174,24 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 	return in, nil
 }
 
-// readLocal reads this machine's iptables, as root on a node.
+// readLocal reads this machine's kube-proxy rules, as root on a node: nftables when kube-proxy's
+// nftables table exists, else iptables from the backend kube-proxy writes to.
 func readLocal(ctx context.Context, streams genericiooptions.IOStreams) (trace.Dataplane, string, error) {
 	if os.Geteuid() != 0 {
 		return nil, "", fmt.Errorf("reading this node's dataplane needs root (run with sudo), or pass --dataplane FILE, --snapshot DIR or --demo")
 	}
 	r := dpexec.Local{}
 	start := time.Now()
+	if nftread.HasKubeProxyTable(ctx, r) {
+		rs, raw, err := nftread.ReadLive(ctx, r)
+		if err != nil {
+			return nil, "", err
+		}
+		if d := time.Since(start); d > time.Second {
+			fmt.Fprintf(streams.ErrOut, "read %d MB of nftables rules in %.1fs\n", len(raw)>>20, d.Seconds())
+		}
+		return &nft.Dataplane{Rules: rs}, "live (nft -j list ruleset)", nil
+	}
 	b, err := ipread.DetectBackend(ctx, r, false)
 	if err != nil {
 		return nil, "", err

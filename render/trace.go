@@ -109,7 +109,8 @@ func Trace(w io.Writer, res *trace.Result, o Options) error {
 
 func hookLabel(res *trace.Result) string {
 	for _, h := range res.Hops {
-		if h.Chain == "OUTPUT" {
+		// iptables' OUTPUT chains, nftables' output-hook chains (nat-output, filter-output-…)
+		if strings.Contains(strings.ToLower(h.Chain), "output") {
 			return "OUTPUT (a process on the node)"
 		}
 	}

@@ -225,10 +225,17 @@ func annotateBackend(b *Backend, ap netip.AddrPort, cl *Cluster, endpoints map[n
 
 // serviceFromComments recovers the Service from kube-proxy's rule comments when there are no API
 // objects: "ns/name:port cluster IP", "... external IP", "... loadbalancer IP", or a bare
-// "ns/name:port" on a node port rule.
+// "ns/name:port" on a node port rule; in nftables mode, from its chain names.
 func serviceFromComments(paths []Path, local bool) *ServiceRef {
 	for _, p := range paths {
 		for _, s := range p.Steps {
+			if ref := ServiceFromNftChain(strings.TrimPrefix(strings.TrimPrefix(s.Action, "goto "), "jump ")); ref != nil {
+				ref.Type = string(ClusterIPAddr)
+				if local {
+					ref.Type = string(NodePortAddr)
+				}
+				return ref
+			}
 			if s.Chain != "KUBE-SERVICES" && s.Chain != "KUBE-NODEPORTS" {
 				continue
 			}
@@ -251,6 +258,30 @@ func serviceFromComments(paths []Path, local bool) *ServiceRef {
 		}
 	}
 	return nil
+}
+
+// ServiceFromNftChain reads the Service port out of kube-proxy's nftables chain names:
+// service-HASH-NS/NAME/PROTO/PORT, external-…, local-…, firewall-…, endpoint-…__IP/PORT.
+func ServiceFromNftChain(chain string) *ServiceRef {
+	kind, rest, ok := strings.Cut(chain, "-")
+	switch kind {
+	case "service", "external", "local", "firewall", "endpoint":
+	default:
+		return nil
+	}
+	if !ok {
+		return nil
+	}
+	_, rest, ok = strings.Cut(rest, "-")
+	if !ok {
+		return nil
+	}
+	rest, _, _ = strings.Cut(rest, "__")
+	parts := strings.Split(rest, "/")
+	if len(parts) != 4 {
+		return nil
+	}
+	return &ServiceRef{Namespace: parts[0], Name: parts[1], Port: parts[3]}
 }
 
 // RuleComment returns a rule's `--comment` text as iptables-save prints it (quoted or not), or "".

@@ -11,8 +11,8 @@ import (
 )
 
 // TestKubeProxyNftablesMode switches the node's kube-proxy to nftables mode, checks what it
-// programmed, and switches back. svctrace reads nftables in a later version; the harness and the
-// recorded fixture are ready for it.
+// programmed, compares svctrace's predictions with real connections as in iptables mode, and
+// switches back.
 func TestKubeProxyNftablesMode(t *testing.T) {
 	needCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -54,4 +54,7 @@ func TestKubeProxyNftablesMode(t *testing.T) {
 			t.Errorf("the nft ruleset does not mention %s's cluster IP %s", name, ip)
 		}
 	}
+	// kube-proxy cleaned up its iptables rules when it started in nftables mode, so svctrace
+	// must find the nftables table on the live node.
+	checkFlows(t, "nftables")
 }

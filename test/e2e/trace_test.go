@@ -37,20 +37,20 @@ func flows() []flow {
 			clientNS: client(), addr: "10.96.10.10:80", wantVerdict: "DNAT", wantPods: []string{"hostnames-a", "hostnames-b", "hostnames-c"}},
 		{name: "ClusterIP from the node itself", traceArgs: []string{"default/hostnames", "--from", "node"},
 			clientNS: harness.NodeNS, addr: "10.96.10.10:80", wantVerdict: "DNAT", wantPods: []string{"hostnames-a", "hostnames-b", "hostnames-c"}},
-		{name: "NodePort with Cluster policy from outside", traceArgs: []string{harness.NodeExtIP + ":30080", "--from", harness.ExternalIP},
-			clientNS: harness.ExternalNS, addr: harness.NodeExtIP + ":30080", wantVerdict: "DNAT", wantPods: []string{"web-1", "web-2"}},
-		{name: "NodePort with Local policy from outside", traceArgs: []string{harness.NodeExtIP + ":30081", "--from", harness.ExternalIP},
-			clientNS: harness.ExternalNS, addr: harness.NodeExtIP + ":30081", wantVerdict: "DNAT", wantPods: []string{"web-1"}},
+		{name: "NodePort with Cluster policy from outside", traceArgs: []string{harness.NodeIP + ":30080", "--from", harness.ExternalIP},
+			clientNS: harness.ExternalNS, addr: harness.NodeIP + ":30080", wantVerdict: "DNAT", wantPods: []string{"web-1", "web-2"}},
+		{name: "NodePort with Local policy from outside", traceArgs: []string{harness.NodeIP + ":30081", "--from", harness.ExternalIP},
+			clientNS: harness.ExternalNS, addr: harness.NodeIP + ":30081", wantVerdict: "DNAT", wantPods: []string{"web-1"}},
 		{name: "LoadBalancer from an allowed source", traceArgs: []string{harness.LBIP + ":80", "--from", harness.ExternalIP},
 			clientNS: harness.ExternalNS, addr: harness.LBIP + ":80", wantVerdict: "DNAT", wantPods: []string{"web-1", "web-2"}},
 		{name: "LoadBalancer from a source outside loadBalancerSourceRanges", traceArgs: []string{harness.LBIP + ":80", "--from", "198.51.100.11"},
 			clientNS: harness.ExternalNS, src: "198.51.100.11", addr: harness.LBIP + ":80", wantVerdict: "DROP"},
 		{name: "Service without endpoints", traceArgs: []string{"default/empty", "--from", "pod/default/client"},
 			clientNS: client(), addr: "10.96.10.30:80", wantVerdict: "REJECT"},
-		{name: "NodePort without endpoints", traceArgs: []string{harness.NodeExtIP + ":30090", "--from", harness.ExternalIP},
-			clientNS: harness.ExternalNS, addr: harness.NodeExtIP + ":30090", wantVerdict: "REJECT"},
-		{name: "Local policy without local endpoints", traceArgs: []string{harness.NodeExtIP + ":30083", "--from", harness.ExternalIP},
-			clientNS: harness.ExternalNS, addr: harness.NodeExtIP + ":30083", wantVerdict: "DROP"},
+		{name: "NodePort without endpoints", traceArgs: []string{harness.NodeIP + ":30090", "--from", harness.ExternalIP},
+			clientNS: harness.ExternalNS, addr: harness.NodeIP + ":30090", wantVerdict: "REJECT"},
+		{name: "Local policy without local endpoints", traceArgs: []string{harness.NodeIP + ":30083", "--from", harness.ExternalIP},
+			clientNS: harness.ExternalNS, addr: harness.NodeIP + ":30083", wantVerdict: "DROP"},
 		{name: "internalTrafficPolicy Local without local endpoints", traceArgs: []string{"default/remote-itp", "--from", "pod/default/client"},
 			clientNS: client(), addr: "10.96.10.61:80", wantVerdict: "DROP"},
 		{name: "session affinity", traceArgs: []string{"default/sticky", "--from", "pod/default/client"},
@@ -89,8 +89,15 @@ func probe(t *testing.T, f flow, n int) probeResult {
 	return r
 }
 
+// TestTracePredictsRealConnections runs in kube-proxy's iptables mode; modes_test.go runs the same
+// flows in nftables mode.
 func TestTracePredictsRealConnections(t *testing.T) {
 	needCluster(t)
+	checkFlows(t, "iptables")
+}
+
+// checkFlows traces every flow with kubectl svctrace and compares it with real connections.
+func checkFlows(t *testing.T, mode string) {
 	nodeAddrs := map[string]bool{harness.NodeIP: true, harness.NodeExtIP: true}
 	for _, f := range flows() {
 		t.Run(f.name, func(t *testing.T) {
@@ -101,6 +108,9 @@ func TestTracePredictsRealConnections(t *testing.T) {
 			var res trace.Result
 			if err := json.Unmarshal(out, &res); err != nil {
 				t.Fatalf("%v: %s", err, out)
+			}
+			if res.Mode != mode {
+				t.Fatalf("svctrace read the node as %s mode, want %s", res.Mode, mode)
 			}
 			if len(res.Verdicts) == 0 || string(res.Verdicts[0].Verdict) != f.wantVerdict || res.Verdicts[0].Probability < 0.999999 {
 				t.Fatalf("predicted verdicts %+v, want all %s", res.Verdicts, f.wantVerdict)

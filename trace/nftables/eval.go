@@ -248,8 +248,8 @@ func (w *walker) verdict(b *branch, r *Rule, k string, v any, p float64) bool {
 			if strings.HasPrefix(r.Chain, "firewall-") {
 				reason = b.reason + ": source not in loadBalancerSourceRanges"
 			}
-		} else if strings.HasPrefix(r.Chain, "firewall-") {
-			reason = "source not in the loadBalancerSourceRanges of " + strings.TrimPrefix(r.Chain, "firewall-")
+		} else if ref := trace.ServiceFromNftChain(r.Chain); ref != nil && strings.HasPrefix(r.Chain, "firewall-") {
+			reason = ref.String() + ": source not in loadBalancerSourceRanges"
 		}
 		b.verdict = &trace.Verdict{Kind: trace.Drop, Reason: reason}
 	case "reject":
