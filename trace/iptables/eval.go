@@ -21,6 +21,13 @@ func (d *Dataplane) Mode() string { return "iptables" }
 // this means a pathological ruleset, and we stop rather than exhaust memory.
 const maxPaths = 1 << 17
 
+// maxDepth and maxSteps stop a path that loops: the kernel allows 64 nested jumps, and no real
+// path passes anywhere near 10,000 rules that act on it.
+const (
+	maxDepth = 64
+	maxSteps = 10000
+)
+
 type hook uint8
 
 const (
@@ -126,6 +133,12 @@ func (w *walker) note(s string) {
 func (w *walker) run(b *branch) ([]*branch, error) {
 	var forks []*branch
 	for b.verdict == nil && b.hook != done {
+		if len(b.stack) > maxDepth || len(b.steps) > maxSteps {
+			// The kernel refuses rulesets that loop; a dump edited by hand may still have one.
+			w.note("the rules loop (jumps or gotos that never end); evaluation of that path stopped")
+			b.verdict = &trace.Verdict{Kind: trace.Drop, Reason: "the rules loop"}
+			break
+		}
 		if len(b.stack) == 0 {
 			if !w.enterTable(b) {
 				continue

@@ -119,3 +119,18 @@ func TestOutputHookFromTheNodeIsMasqueradedForClusterIP(t *testing.T) {
 		}
 	}
 }
+
+func TestLoopingRulesStopWithANote(t *testing.T) {
+	dump := "*nat\n:PREROUTING ACCEPT [0:0]\n:A - [0:0]\n:B - [0:0]\n-A PREROUTING -j A\n-A A -j B\n-A B -g A\nCOMMIT\n"
+	rs, err := ipread.Parse([]byte(dump))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := (&xt.Dataplane{V4: rs}).Walk(trace.Packet{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), DstPort: 80, Protocol: trace.TCP}, &trace.NodeContext{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w.Paths) != 1 || w.Paths[0].Verdict.Reason != "the rules loop" || len(w.Notes) == 0 {
+		t.Fatalf("paths %+v notes %v", w.Paths, w.Notes)
+	}
+}

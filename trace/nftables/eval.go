@@ -13,6 +13,13 @@ import (
 // maxPaths bounds the evaluation, as for iptables.
 const maxPaths = 1 << 17
 
+// maxDepth and maxSteps stop a path that loops: the kernel allows 64 nested jumps, and no real
+// path passes anywhere near 10,000 rules that act on it.
+const (
+	maxDepth = 64
+	maxSteps = 10000
+)
+
 var hooks = map[string]string{"prerouting": "input|forward", "input": "", "forward": "postrouting", "output": "postrouting", "postrouting": ""}
 
 type frame struct {
@@ -111,6 +118,12 @@ func (w *walker) note(s string) {
 
 func (w *walker) run(b *branch) {
 	for b.verdict == nil && b.hook != "" {
+		if len(b.stack) > maxDepth || len(b.steps) > maxSteps {
+			// The kernel refuses rulesets that loop; a dump edited by hand may still have one.
+			w.note("the rules loop (jumps or gotos that never end); evaluation of that path stopped")
+			b.verdict = &trace.Verdict{Kind: trace.Drop, Reason: "the rules loop"}
+			break
+		}
 		if len(b.stack) == 0 {
 			bases := w.bases[b.hook]
 			if b.baseIdx >= len(bases) {

@@ -1,0 +1,98 @@
+package nftables
+
+import (
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/svctrace/svctrace/trace"
+	nft "github.com/svctrace/svctrace/trace/nftables"
+)
+
+const fixture = "../snapshot/demo-nftables/nft.json"
+
+func TestParseRecordedRuleset(t *testing.T) {
+	data, err := os.ReadFile(fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs.Tables) != 2 || rs.Tables[0].Name != "kube-proxy" {
+		t.Fatalf("tables %+v", rs.Tables)
+	}
+	var ip4 = rs.Tables[0]
+	for _, tb := range rs.Tables {
+		if tb.Family == "ip" {
+			ip4 = tb
+		}
+	}
+	pre := ip4.Chains["nat-prerouting"]
+	if pre == nil || pre.Hook != "prerouting" || pre.Prio != -100 || pre.Type != "nat" || len(pre.Rules) != 1 {
+		t.Fatalf("nat-prerouting %+v", pre)
+	}
+	if got := pre.Rules[0].Text; got != "jump services" {
+		t.Errorf("rule text %q", got)
+	}
+	m := ip4.Sets["no-endpoint-services"]
+	if m == nil || m.Map != "verdict" || len(m.Elems) != 3 || m.Elems[0].Comment == "" {
+		t.Fatalf("no-endpoint-services %+v", m)
+	}
+	aff := 0
+	for name, s := range ip4.Sets {
+		if strings.HasPrefix(name, "affinity-") {
+			aff++
+			if s.Timeout != 10800 {
+				t.Errorf("%s timeout %d", name, s.Timeout)
+			}
+		}
+	}
+	if aff != 3 {
+		t.Errorf("%d affinity sets, want 3", aff)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"not JSON", "table ip x {}", "nft JSON"},
+		{"not a ruleset", `{"foo": []}`, "no \"nftables\" array"},
+		{"jump to a missing chain", `{"nftables":[{"table":{"family":"ip","name":"t"}},{"chain":{"family":"ip","table":"t","name":"a"}},{"rule":{"family":"ip","table":"t","chain":"a","handle":3,"expr":[{"jump":{"target":"nope"}}]}}]}`, "jumps to chain nope"},
+		{"wrong type", `{"nftables":[{"chain":{"family":"ip","table":"t","name":5}}]}`, "object 1 (chain)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.in))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	if data, err := os.ReadFile(fixture); err == nil {
+		f.Add(data)
+	}
+	f.Add([]byte(`{"nftables":[{"set":{"family":"ip","table":"t","name":"s","map":"verdict","elem":[[1,{"goto":{"target":"x"}}],{"elem":{"val":2}}]}}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rs, err := Parse(data)
+		if err != nil {
+			return
+		}
+		for _, tb := range rs.Tables {
+			for name, c := range tb.Chains {
+				if c.Name != name || c.Table != tb {
+					t.Fatalf("chain %s indexed wrongly", name)
+				}
+			}
+		}
+		// Whatever the ruleset says, walking a packet through it must not panic.
+		node := &trace.NodeContext{Name: "n", Local: []netip.Addr{netip.MustParseAddr("172.31.250.2")}}
+		for _, origin := range []trace.Origin{trace.FromNetwork, trace.FromLocalProcess} {
+			_, _ = (&nft.Dataplane{Rules: rs}).Walk(trace.Packet{Src: netip.MustParseAddr("10.244.1.9"),
+				Dst: netip.MustParseAddr("10.96.10.10"), DstPort: 80, Protocol: trace.TCP, Origin: origin}, node)
+		}
+	})
+}
