@@ -65,6 +65,7 @@ record-fixtures:
 
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/iptables/
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/nftables/
 
 clean:
 	rm -rf bin dist
