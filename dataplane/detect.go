@@ -5,12 +5,15 @@ package dataplane
 import (
 	"bytes"
 	"fmt"
+	"regexp"
 	"sort"
 
 	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	ipvsread "github.com/svctrace/svctrace/dataplane/ipvs"
 	nftread "github.com/svctrace/svctrace/dataplane/nftables"
 	"github.com/svctrace/svctrace/trace"
 	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/ipvs"
 	nft "github.com/svctrace/svctrace/trace/nftables"
 )
 
@@ -29,6 +32,9 @@ const (
 	Unknown      Format = "unknown"
 )
 
+// procHexRE matches a /proc/net/ip_vs service line, whose addresses are hexadecimal.
+var procHexRE = regexp.MustCompile(`(?m)^(TCP|UDP|SCTP)\s+[0-9A-F]{8}:[0-9A-F]{4} `)
+
 // Detect recognises a dump by its content, not its name.
 func Detect(data []byte) Format {
 	head := data
@@ -45,7 +51,7 @@ func Detect(data []byte) Format {
 	case bytes.HasPrefix(t, []byte("table ")):
 		return NftText
 	case bytes.HasPrefix(t, []byte("IP Virtual Server")):
-		if bytes.Contains(head, []byte("Prot LocalAddress:Port Scheduler Flags")) && bytes.Contains(head, []byte("->")) && !bytes.Contains(head, []byte("  -> RemoteAddress:Port")) {
+		if procHexRE.Match(head) {
 			return IPVSProc
 		}
 		return IPVSAdm
@@ -59,9 +65,9 @@ func Detect(data []byte) Format {
 	return Unknown
 }
 
-// Load assembles one node's dataplane from dump files (name → content). It accepts an IPv4 and
-// an IPv6 iptables-save dump, or one nft JSON ruleset; other formats are recognised and refused
-// with a clear reason.
+// Load assembles one node's dataplane from dump files (name → content): an IPv4 and an IPv6
+// iptables-save dump; for IPVS mode, those plus the IPVS table (ipvsadm -Sn, ipvsadm -Ln or
+// /proc/net/ip_vs) and `ipset save`; or one nft JSON ruleset.
 func Load(files map[string][]byte) (trace.Dataplane, error) {
 	names := make([]string, 0, len(files))
 	for n := range files {
@@ -95,10 +101,31 @@ func Load(files map[string][]byte) (trace.Dataplane, error) {
 				return nil, fmt.Errorf("%s: a second nft ruleset for the same node; give one", name)
 			}
 			nf = &nft.Dataplane{Rules: rs}
+		case IPVSAdm, IPVSProc:
+			var t *ipvs.Table
+			var err error
+			if bytes.HasPrefix(bytes.TrimSpace(data), []byte("-A")) {
+				t, err = ipvsread.ParseSave(data)
+			} else {
+				t, err = ipvsread.ParseList(data)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			if dp.IPVS != nil {
+				return nil, fmt.Errorf("%s: a second IPVS table for the same node; give one (ipvsadm -Ln has the connection counts)", name)
+			}
+			dp.IPVS = t
+		case IPSet:
+			sets, err := ipvsread.ParseIPSet(data)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			dp.Sets = sets
 		case Unknown:
 			return nil, fmt.Errorf("%s: not a dump svctrace recognises (iptables-save output, nft -j list ruleset, /proc/net/ip_vs, ipvsadm -Sn, ipset save or conntrack -L)", name)
 		default:
-			return nil, fmt.Errorf("%s: %s dumps are recognised but not evaluated yet; this version traces kube-proxy's iptables and nftables modes", name, f)
+			return nil, fmt.Errorf("%s: %s dumps are recognised but not evaluated by trace", name, f)
 		}
 	}
 	if nf != nil {
@@ -108,7 +135,13 @@ func Load(files map[string][]byte) (trace.Dataplane, error) {
 		return nf, nil
 	}
 	if dp.V4 == nil && dp.V6 == nil {
+		if dp.IPVS != nil {
+			return nil, fmt.Errorf("IPVS mode needs the node's iptables-save output too (kube-proxy marks, filters and masquerades with it)")
+		}
 		return nil, fmt.Errorf("no dataplane dump given")
+	}
+	if dp.IPVS != nil && dp.Sets == nil {
+		return nil, fmt.Errorf("IPVS mode needs the node's `ipset save` output too: kube-proxy's iptables rules match its sets")
 	}
 	return dp, nil
 }

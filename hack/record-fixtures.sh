@@ -10,3 +10,5 @@ go build -o "$cache/netprobe" ./test/e2e/netprobe
 go run ./test/e2e/record -mode iptables -bin "$bin" -netprobe "$cache/netprobe" -out dataplane/snapshot/demo
 # nftables mode: recorded for the nftables reader (the trace engine reads iptables today).
 go run ./test/e2e/record -mode nftables -bin "$bin" -netprobe "$cache/netprobe" -out dataplane/snapshot/demo-nftables
+# IPVS mode runs in a QEMU guest with Debian's cloud kernel (make vm-deps).
+go run ./test/e2e/record -mode ipvs -bin "$bin" -netprobe "$cache/netprobe" -kernel "$(hack/ipvs-vm/kernel.sh)" -out dataplane/snapshot/demo-ipvs

@@ -15,6 +15,7 @@ import (
 	"github.com/svctrace/svctrace/dataplane"
 	dpexec "github.com/svctrace/svctrace/dataplane/exec"
 	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	ipvsread "github.com/svctrace/svctrace/dataplane/ipvs"
 	nftread "github.com/svctrace/svctrace/dataplane/nftables"
 	"github.com/svctrace/svctrace/dataplane/snapshot"
 	"github.com/svctrace/svctrace/trace"
@@ -175,7 +176,8 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 }
 
 // readLocal reads this machine's kube-proxy rules, as root on a node: nftables when kube-proxy's
-// nftables table exists, else iptables from the backend kube-proxy writes to.
+// nftables table exists, else iptables from the backend kube-proxy writes to, plus the IPVS table
+// (netlink) and ipsets when kube-ipvs0 says IPVS mode.
 func readLocal(ctx context.Context, streams genericiooptions.IOStreams) (trace.Dataplane, string, error) {
 	if os.Geteuid() != 0 {
 		return nil, "", fmt.Errorf("reading this node's dataplane needs root (run with sudo), or pass --dataplane FILE, --snapshot DIR or --demo")
@@ -192,6 +194,7 @@ func readLocal(ctx context.Context, streams genericiooptions.IOStreams) (trace.D
 		}
 		return &nft.Dataplane{Rules: rs}, "live (nft -j list ruleset)", nil
 	}
+	ipvsMode := ipvsread.HasKubeIPVS(ctx, r)
 	b, err := ipread.DetectBackend(ctx, r, false)
 	if err != nil {
 		return nil, "", err
@@ -203,5 +206,15 @@ func readLocal(ctx context.Context, streams genericiooptions.IOStreams) (trace.D
 	if d := time.Since(start); d > time.Second {
 		fmt.Fprintf(streams.ErrOut, "read %d MB of %s rules in %.1fs\n", len(raw)>>20, b.Mode, d.Seconds())
 	}
-	return &xt.Dataplane{V4: rs}, fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode), nil
+	dp := &xt.Dataplane{V4: rs}
+	if !ipvsMode {
+		return dp, fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode), nil
+	}
+	if dp.Sets, err = ipvsread.ReadIPSets(ctx, r); err != nil {
+		return nil, "", fmt.Errorf("IPVS mode: %w", err)
+	}
+	if dp.IPVS, err = ipvsread.ReadNetlink(); err != nil {
+		return nil, "", err
+	}
+	return dp, fmt.Sprintf("live (IPVS over netlink, ipset save, %s)", b.Save), nil
 }

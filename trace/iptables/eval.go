@@ -7,15 +7,25 @@ import (
 	"strings"
 
 	"github.com/svctrace/svctrace/trace"
+	"github.com/svctrace/svctrace/trace/ipvs"
 )
 
-// Dataplane evaluates a node's iptables rulesets (IPv4 and, if present, IPv6).
+// Dataplane evaluates a node's iptables rulesets (IPv4 and, if present, IPv6). In IPVS mode it
+// also holds the ipsets the rules match and the IPVS table that takes packets for virtual
+// servers after the INPUT hook.
 type Dataplane struct {
 	V4, V6 *Ruleset
+	Sets   ipvs.Sets
+	IPVS   *ipvs.Table
 }
 
 // Mode implements trace.Dataplane.
-func (d *Dataplane) Mode() string { return "iptables" }
+func (d *Dataplane) Mode() string {
+	if d.IPVS != nil {
+		return "ipvs"
+	}
+	return "iptables"
+}
 
 // maxPaths bounds the evaluation: kube-proxy's layout yields one path per endpoint, so more than
 // this means a pathological ruleset, and we stop rather than exhaust memory.
@@ -80,6 +90,9 @@ func (b *branch) clone() *branch {
 }
 
 type walker struct {
+	sets  ipvs.Sets
+	ipvs  *ipvs.Table
+	forks []*branch
 	rs    *Ruleset
 	pkt   trace.Packet
 	node  *trace.NodeContext
@@ -101,7 +114,13 @@ func (d *Dataplane) Walk(p trace.Packet, node *trace.NodeContext) (*trace.Walk, 
 		}
 		return nil, fmt.Errorf("no %s iptables rules were given for %s", fam, p.Dst)
 	}
-	w := &walker{rs: rs, pkt: p, node: node, notes: map[string]bool{}}
+	w := &walker{rs: rs, pkt: p, node: node, notes: map[string]bool{}, sets: d.Sets, ipvs: d.IPVS}
+	if d.IPVS != nil {
+		// kube-proxy binds every virtual server address to kube-ipvs0: they are local.
+		local := *node
+		local.Local = append(append([]netip.Addr(nil), node.Local...), d.IPVS.Addresses()...)
+		w.node = &local
+	}
 	start := &branch{src: p.Src, dst: p.Dst, dport: p.DstPort, mark: p.Mark, prob: 1, hook: prerouting}
 	if p.Origin == trace.FromLocalProcess {
 		start.hook = output
@@ -179,6 +198,8 @@ func (w *walker) run(b *branch) ([]*branch, error) {
 		w.apply(b, r, 1)
 	}
 	w.finish(b)
+	forks = append(forks, w.forks...)
+	w.forks = nil
 	return forks, nil
 }
 
@@ -210,8 +231,20 @@ func (w *walker) nextHook(b *branch) {
 		} else {
 			b.hook = forward
 		}
-	case forward, output:
+	case output:
 		b.hook = postrouting
+		if w.ipvs != nil && !b.dnat && w.node.IsLocal(b.dst) {
+			// A node-local connection to a virtual server loops back through INPUT, where
+			// IPVS takes it.
+			b.hook = input
+		}
+	case forward:
+		b.hook = postrouting
+	case input:
+		b.hook = done
+		if w.ipvs != nil && !b.dnat {
+			w.toIPVS(b)
+		}
 	default:
 		b.hook = done
 	}
@@ -337,8 +370,17 @@ func (w *walker) matchExtra(r *Rule, x *RuleExtra, b *branch) (bool, string) {
 			return false, ""
 		}
 	}
-	if len(x.Sets) > 0 {
-		return false, fmt.Sprintf("line %d matches ipset %s; ipset contents were not given, so it was assumed not to match", r.Line, x.Sets[0].Name)
+	for _, sm := range x.Sets {
+		if w.sets == nil {
+			return false, fmt.Sprintf("line %d matches ipset %s; ipset contents were not given (ipset save), so it was assumed not to match", r.Line, sm.Name)
+		}
+		in, note := w.inSet(sm, b)
+		if note != "" {
+			return false, fmt.Sprintf("line %d: %s; assumed not to match", r.Line, note)
+		}
+		if in == sm.Neg {
+			return false, ""
+		}
 	}
 	if len(x.Unknown) > 0 {
 		return false, fmt.Sprintf("line %d uses %s, which svctrace does not evaluate; it was assumed not to match", r.Line, strings.Join(x.Unknown, ", "))
@@ -536,4 +578,81 @@ func parseNATTarget(s string, port uint16) (netip.Addr, uint16, error) {
 		port = uint16(n)
 	}
 	return a, port, nil
+}
+
+// inSet evaluates `-m set --match-set NAME src,dst,...` for the packet.
+func (w *walker) inSet(sm SetMatch, b *branch) (bool, string) {
+	set := w.sets[sm.Name]
+	if set == nil {
+		return false, fmt.Sprintf("ipset %s is not in the ipset dump", sm.Name)
+	}
+	dims := set.Dimensions()
+	bitmap := strings.HasPrefix(set.Type, "bitmap:")
+	if len(sm.Flags) < len(dims) {
+		return false, fmt.Sprintf("ipset %s has %d dimensions but the rule names %d", sm.Name, len(dims), len(sm.Flags))
+	}
+	vals := make([]string, len(dims))
+	for i, d := range dims {
+		src := sm.Flags[i] == "src"
+		switch {
+		case d == "port" && src:
+			return false, fmt.Sprintf("ipset %s is matched on the source port, which is not known", sm.Name)
+		case d == "port":
+			vals[i] = ipvs.Value(d, netip.Addr{}, w.pkt.Protocol.String(), b.dport, bitmap)
+		case src:
+			vals[i] = b.src.String()
+		default:
+			vals[i] = b.dst.String()
+		}
+	}
+	return set.Contains(vals), ""
+}
+
+// toIPVS hands a packet that reached INPUT to IPVS: a virtual server for its destination picks a
+// real server (splitting by the scheduler's shares), and the packet leaves through POSTROUTING.
+func (w *walker) toIPVS(b *branch) {
+	vs := w.ipvs.Find(w.pkt.Protocol.String(), netip.AddrPortFrom(b.dst, b.dport))
+	if vs == nil {
+		return
+	}
+	where := fmt.Sprintf("%s %s %s", strings.ToUpper(vs.Protocol), vs.Addr, vs.Scheduler)
+	if vs.Persistent > 0 && b.affinity == 0 {
+		b.affinity = vs.Persistent
+	}
+	shares, exact := vs.Share()
+	if !exact {
+		w.note(fmt.Sprintf("IPVS %s: scheduler %s chooses by %s; the shares shown are the weights", where, vs.Scheduler, ipvs.DependsOn(vs.Scheduler)))
+	}
+	var live []int
+	for i, s := range shares {
+		if s > 0 {
+			live = append(live, i)
+		}
+	}
+	if len(live) == 0 {
+		b.steps = append(b.steps, trace.Step{Table: "ipvs", Chain: where, Branch: 1, Action: "no real server to choose"})
+		b.verdict = &trace.Verdict{Kind: trace.Reject, Reason: fmt.Sprintf("IPVS virtual server %s has no real servers (or only draining ones, weight 0)", vs.Addr)}
+		return
+	}
+	total := b.prob
+	// Clone before changing anything: the clones must not inherit the first real server's step.
+	targets := []*branch{b}
+	for range live[1:] {
+		c := b.clone()
+		w.forks = append(w.forks, c)
+		targets = append(targets, c)
+	}
+	for n, i := range live {
+		target := targets[n]
+		rs := vs.Reals[i]
+		target.prob = total * shares[i]
+		target.dst, target.dport, target.dnat = rs.Addr.Addr(), rs.Addr.Port(), true
+		st := trace.Step{Table: "ipvs", Chain: where, Branch: shares[i],
+			Action: fmt.Sprintf("DNAT to %s (%s, weight %d)", rs.Addr, rs.Forward, rs.Weight)}
+		if rs.ActiveConn+rs.InActConn > 0 {
+			st.Note = fmt.Sprintf("%d active, %d inactive connections now", rs.ActiveConn, rs.InActConn)
+		}
+		target.steps = append(target.steps, st)
+		target.hook = postrouting
+	}
 }

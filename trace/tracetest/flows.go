@@ -67,7 +67,12 @@ func ClusterIP(t testing.TB, cl *trace.Cluster, name string) string {
 
 // Run traces every flow on node1 and checks backends, shares, masquerade and verdicts.
 func Run(t *testing.T, dp trace.Dataplane, cl *trace.Cluster, tests []FlowTest) {
-	node := cl.NodeContextFor("node1", nil)
+	RunOnNode(t, dp, cl, "node1", tests)
+}
+
+// RunOnNode is Run on the named node.
+func RunOnNode(t *testing.T, dp trace.Dataplane, cl *trace.Cluster, nodeName string, tests []FlowTest) {
+	node := cl.NodeContextFor(nodeName, nil)
 	for _, tc := range tests {
 		t.Run(tc.Name, func(t *testing.T) {
 			proto := tc.Proto

@@ -36,12 +36,15 @@ func main() {
 	flag.IntVar(&scale.endpoints, "endpoints", 10, "endpoints per Service with -services")
 	flag.BoolVar(&scale.legacy, "legacy", false, "run kube-proxy with the legacy iptables binaries (needed at scale)")
 	flag.StringVar(&scale.compare, "compare", "", "with -services: time this kubectl-svctrace binary against iptables-save, side by side")
+	flag.StringVar(&vmFlags.kernel, "kernel", "", "with -mode ipvs: the unpacked cloud kernel (hack/ipvs-vm/kernel.sh)")
 	flag.Parse()
 	if err := record(*mode, *out, *bin, *netprobe, *hold); err != nil {
 		fmt.Fprintln(os.Stderr, "record:", err)
 		os.Exit(1)
 	}
 }
+
+var vmFlags struct{ kernel string }
 
 var scale struct {
 	services, endpoints int
@@ -60,12 +63,20 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 		return err
 	}
 	defer c.Stop()
+	if mode == "ipvs" {
+		return recordIPVS(ctx, c, out, bin, netprobe)
+	}
 	programmed := harness.ScenarioProgrammed
 	if scale.services > 0 {
 		if err := c.PopulateScale(ctx, scale.services, scale.endpoints); err != nil {
 			return err
 		}
-		programmed = func(dump string) bool { return strings.Count(dump, "\n:KUBE-SVC-") >= scale.services }
+		programmed = func(dump string) bool {
+			if mode == "nftables" {
+				return strings.Count(dump, `"name": "service-`) >= scale.services
+			}
+			return strings.Count(dump, "\n:KUBE-SVC-") >= scale.services
+		}
 	} else if _, err := c.SetupScenario(ctx); err != nil {
 		return err
 	}
@@ -121,7 +132,7 @@ objects: objects.yaml
 	}
 	fmt.Fprintf(os.Stderr, "record: wrote %s, objects.yaml and snapshot.yaml to %s\n", name, out)
 	if scale.compare != "" {
-		if err := compare(ctx, c, filepath.Join(out, name), scale.compare); err != nil {
+		if err := compare(ctx, c, mode, filepath.Join(out, name), scale.compare); err != nil {
 			return err
 		}
 	}
@@ -134,7 +145,7 @@ objects: objects.yaml
 
 // compare runs iptables-save and svctrace side by side on the same node, five times each, and
 // prints wall time and peak RSS: the figures the README quotes.
-func compare(ctx context.Context, c *harness.Cluster, dumpFile, svctrace string) error {
+func compare(ctx context.Context, c *harness.Cluster, mode, dumpFile, svctrace string) error {
 	svc, err := c.Client.CoreV1().Services(harness.ScaleNamespace).Get(ctx, fmt.Sprintf("svc-%05d", scale.services/2), metav1.GetOptions{})
 	if err != nil {
 		return err
@@ -145,11 +156,15 @@ func compare(ctx context.Context, c *harness.Cluster, dumpFile, svctrace string)
 		argv []string
 	}{
 		{"iptables-save -c (produces the dump)", []string{harness.IptablesSave, "-c"}},
+		{"nft -j list ruleset (produces the dump)", []string{"nft", "-j", "list", "ruleset"}},
 		{"svctrace trace, offline on the dump", []string{svctrace, "trace", vip, "--dataplane", dumpFile, "--node", harness.NodeName, "--from", "10.244.1.254", "-o", "json"}},
 		{"svctrace trace, live on the node", []string{svctrace, "trace", vip, "--no-api", "--node", harness.NodeName, "--from", "10.244.1.254", "-o", "json"}},
 	}
 	fmt.Printf("| command (%d Services x %d endpoints) | wall time, median of 5 | peak RSS |\n|---|---|---|\n", scale.services, scale.endpoints)
 	for _, r := range runs {
+		if strings.HasPrefix(r.argv[0], "iptables") == (mode == "nftables") && r.argv[0] != svctrace {
+			continue // the baseline of the other mode
+		}
 		var times []time.Duration
 		var rss int64
 		for i := 0; i < 5; i++ {
@@ -174,4 +189,79 @@ func compare(ctx context.Context, c *harness.Cluster, dumpFile, svctrace string)
 		fmt.Printf("| %s | %.2fs | %d MiB |\n", r.name, times[2].Seconds(), rss/1024)
 	}
 	return nil
+}
+
+// recordIPVS runs kube-proxy in IPVS mode inside the VM and writes what it programmed.
+func recordIPVS(ctx context.Context, c *harness.Cluster, out, bin, netprobe string) error {
+	if vmFlags.kernel == "" {
+		return fmt.Errorf("-mode ipvs needs -kernel")
+	}
+	if err := c.SetupIPVSScenario(ctx); err != nil {
+		return err
+	}
+	vmbin, err := os.MkdirTemp(c.Dir, "vmbin-")
+	if err != nil {
+		return err
+	}
+	for _, f := range []string{filepath.Join(bin, "kube-proxy"), netprobe} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(vmbin, filepath.Base(f)), data, 0o755); err != nil {
+			return err
+		}
+	}
+	here, _ := os.Getwd()
+	vm := &harness.VM{KernelDir: vmFlags.kernel, BinDir: vmbin, Hack: filepath.Join(here, "hack", "ipvs-vm")}
+	console, err := vm.Run(ctx, c, harness.IPVSScript(nil), 15*time.Minute)
+	if err != nil {
+		return fmt.Errorf("%w\n%s", err, tail(console, 3000))
+	}
+	sec := harness.Sections(console)
+	files := map[string]string{"iptables-save": "iptables-save.txt", "ipset-save": "ipset-save.txt", "ipvsadm-Sn": "ipvsadm-Sn.txt", "ipvsadm-Ln": "ipvsadm-Ln.txt", "proc-net-ip_vs": "proc-net-ip_vs.txt"}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	for name, file := range files {
+		text, ok := sec[name]
+		if !ok || strings.TrimSpace(text) == "" {
+			return fmt.Errorf("the VM printed no %s; console:\n%s", name, tail(console, 3000))
+		}
+		if err := os.WriteFile(filepath.Join(out, file), []byte(text), 0o644); err != nil {
+			return err
+		}
+	}
+	kubectl := exec.Command(filepath.Join(bin, "kubectl"), "--kubeconfig", c.Kubeconfig, "get", "svc,endpointslices,pods,nodes", "-A", "-o", "yaml")
+	objs, err := kubectl.Output()
+	if err != nil {
+		return fmt.Errorf("kubectl get: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "objects.yaml"), objs, 0o644); err != nil {
+		return err
+	}
+	manifest := fmt.Sprintf(`apiVersion: svctrace/v1
+kind: Snapshot
+node: %s
+mode: ipvs
+kubeProxyVersion: %s
+recordedBy: test/e2e/record -mode ipvs (hack/record-fixtures.sh)
+dataplane:
+- iptables-save.txt
+- ipset-save.txt
+- ipvsadm-Sn.txt
+objects: objects.yaml
+`, harness.VMNodeName, filepath.Base(filepath.Dir(bin))[len("k8s-"):])
+	if err := os.WriteFile(filepath.Join(out, "snapshot.yaml"), []byte(manifest), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "record: wrote the IPVS dumps, objects.yaml and snapshot.yaml to %s\n", out)
+	return nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }

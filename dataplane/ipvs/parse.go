@@ -1,0 +1,224 @@
+// Package ipvs reads kube-proxy's IPVS-mode state: `ipvsadm -Sn` and `ipvsadm -Ln` text,
+// /proc/net/ip_vs (hexadecimal addresses), live virtual servers over netlink, and `ipset save`.
+package ipvs
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/svctrace/svctrace/trace/ipvs"
+)
+
+// ParseSave reads `ipvsadm -Sn` (or -S -n) output: "-A -t VIP:PORT -s rr [-p T]" and
+// "-a -t VIP:PORT -r RIP:PORT -m -w W" lines.
+func ParseSave(data []byte) (*ipvs.Table, error) {
+	t := &ipvs.Table{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	n := 0
+	for sc.Scan() {
+		n++
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		bad := func(msg string) error { return fmt.Errorf("ipvsadm -Sn, line %d: %s (%q)", n, msg, sc.Text()) }
+		if len(f) < 3 || (f[0] != "-A" && f[0] != "-a") {
+			return nil, bad("expected -A or -a with a service")
+		}
+		proto, addr, err := serviceOf(f[1], f[2])
+		if err != nil {
+			return nil, bad(err.Error())
+		}
+		opts := map[string]string{}
+		flags := map[string]bool{}
+		for i := 3; i < len(f); i++ {
+			switch f[i] {
+			case "-s", "-p", "-r", "-w", "-x", "-y", "-M", "-b":
+				if i+1 >= len(f) {
+					if f[i] == "-p" {
+						opts["-p"] = "300" // ipvsadm's default persistence timeout
+						continue
+					}
+					return nil, bad(f[i] + " needs a value")
+				}
+				opts[f[i]] = f[i+1]
+				i++
+			default:
+				flags[f[i]] = true
+			}
+		}
+		if f[0] == "-A" {
+			vs := &ipvs.VirtualServer{Protocol: proto, Addr: addr, Scheduler: opts["-s"]}
+			if f[1] == "-f" {
+				vs.FWMark = uint32(addr.Port())
+				vs.Addr = netip.AddrPort{}
+			}
+			if p, ok := opts["-p"]; ok {
+				if vs.Persistent, err = strconv.Atoi(p); err != nil {
+					return nil, bad("bad persistence timeout")
+				}
+			}
+			t.Services = append(t.Services, vs)
+			continue
+		}
+		vs := t.Find(proto, addr)
+		if vs == nil {
+			return nil, bad("real server for a virtual server not defined before it")
+		}
+		rip, err := netip.ParseAddrPort(opts["-r"])
+		if err != nil {
+			if a, err2 := netip.ParseAddr(opts["-r"]); err2 == nil {
+				rip = netip.AddrPortFrom(a, addr.Port())
+			} else {
+				return nil, bad("bad real server address")
+			}
+		}
+		rs := &ipvs.RealServer{Addr: rip, Forward: "masq", Weight: 1}
+		switch {
+		case flags["-g"]:
+			rs.Forward = "route"
+		case flags["-i"]:
+			rs.Forward = "tunnel"
+		}
+		if w, ok := opts["-w"]; ok {
+			if rs.Weight, err = strconv.Atoi(w); err != nil {
+				return nil, bad("bad weight")
+			}
+		}
+		vs.Reals = append(vs.Reals, rs)
+	}
+	return t, sc.Err()
+}
+
+func serviceOf(flag, value string) (string, netip.AddrPort, error) {
+	proto := map[string]string{"-t": "tcp", "-u": "udp", "--sctp-service": "sctp", "-f": "fwmark"}[flag]
+	if proto == "" {
+		return "", netip.AddrPort{}, fmt.Errorf("unknown service kind %s", flag)
+	}
+	if proto == "fwmark" {
+		m, err := strconv.ParseUint(value, 0, 32)
+		return proto, netip.AddrPortFrom(netip.Addr{}, uint16(m)), err
+	}
+	ap, err := netip.ParseAddrPort(value)
+	if err != nil {
+		return "", ap, fmt.Errorf("bad address %q", value)
+	}
+	return proto, ap, nil
+}
+
+// ParseList reads `ipvsadm -Ln` output (which adds ActiveConn and InActConn) or /proc/net/ip_vs
+// (the same table with hexadecimal addresses).
+func ParseList(data []byte) (*ipvs.Table, error) {
+	t := &ipvs.Table{}
+	var cur *ipvs.VirtualServer
+	n := 0
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		n++
+		line := sc.Text()
+		f := strings.Fields(line)
+		bad := func(msg string) error { return fmt.Errorf("IPVS table, line %d: %s (%q)", n, msg, line) }
+		switch {
+		case len(f) == 0 || strings.HasPrefix(line, "IP Virtual Server") || strings.HasPrefix(line, "Prot ") || strings.Contains(line, "RemoteAddress:Port"):
+			continue
+		case f[0] == "TCP" || f[0] == "UDP" || f[0] == "SCTP":
+			if len(f) < 3 {
+				return nil, bad("a service line needs an address and a scheduler")
+			}
+			addr, err := addrPort(f[1])
+			if err != nil {
+				return nil, bad(err.Error())
+			}
+			cur = &ipvs.VirtualServer{Protocol: strings.ToLower(f[0]), Addr: addr, Scheduler: f[2]}
+			for i := 3; i+1 < len(f); i++ {
+				if f[i] == "persistent" {
+					cur.Persistent, _ = strconv.Atoi(f[i+1])
+					if len(f) > i+2 && len(f[i+2]) == 8 { // /proc prints jiffies and a netmask; ipvsadm seconds
+						cur.Persistent = 0
+					}
+				}
+			}
+			if cur.Persistent == 0 && strings.Contains(line, "persistent") {
+				cur.Persistent = -1 // persistent, timeout unknown (/proc/net/ip_vs prints it in jiffies)
+			}
+			t.Services = append(t.Services, cur)
+		case f[0] == "->":
+			if cur == nil {
+				return nil, bad("real server before any service")
+			}
+			if len(f) < 6 {
+				return nil, bad("a real server line needs address, forward, weight, ActiveConn and InActConn")
+			}
+			addr, err := addrPort(f[1])
+			if err != nil {
+				return nil, bad(err.Error())
+			}
+			rs := &ipvs.RealServer{Addr: addr, Forward: strings.ToLower(f[2])}
+			var e1, e2, e3 error
+			rs.Weight, e1 = strconv.Atoi(f[3])
+			rs.ActiveConn, e2 = strconv.Atoi(f[4])
+			rs.InActConn, e3 = strconv.Atoi(f[5])
+			if e1 != nil || e2 != nil || e3 != nil {
+				return nil, bad("weight and connection counts must be numbers")
+			}
+			cur.Reals = append(cur.Reals, rs)
+		default:
+			return nil, bad("unrecognised line")
+		}
+	}
+	return t, sc.Err()
+}
+
+// addrPort reads "10.96.0.1:443", "[fd00::1]:443" or /proc's "0A600001:01BB".
+func addrPort(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap, nil
+	}
+	h, p, ok := strings.Cut(s, ":")
+	if !ok || (len(h) != 8 && len(h) != 32) || len(p) != 4 {
+		return netip.AddrPort{}, fmt.Errorf("bad address %q", s)
+	}
+	raw, err1 := hex.DecodeString(h)
+	port, err2 := strconv.ParseUint(p, 16, 16)
+	if err1 != nil || err2 != nil {
+		return netip.AddrPort{}, fmt.Errorf("bad address %q", s)
+	}
+	a, _ := netip.AddrFromSlice(raw)
+	return netip.AddrPortFrom(a, uint16(port)), nil
+}
+
+// ParseIPSet reads `ipset save` output: "create NAME TYPE ..." and "add NAME MEMBER" lines.
+func ParseIPSet(data []byte) (ipvs.Sets, error) {
+	sets := ipvs.Sets{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	n := 0
+	for sc.Scan() {
+		n++
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		switch {
+		case f[0] == "create" && len(f) >= 3:
+			sets[f[1]] = &ipvs.Set{Name: f[1], Type: f[2], Members: map[string]bool{}}
+		case f[0] == "add" && len(f) >= 3:
+			s := sets[f[1]]
+			if s == nil {
+				return nil, fmt.Errorf("ipset save, line %d: member of set %s before its create line", n, f[1])
+			}
+			s.Members[f[2]] = true
+			s.List = append(s.List, strings.Split(f[2], ","))
+		default:
+			return nil, fmt.Errorf("ipset save, line %d: unrecognised line (%q)", n, sc.Text())
+		}
+	}
+	return sets, sc.Err()
+}

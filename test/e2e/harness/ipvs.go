@@ -1,0 +1,140 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// The IPVS scenario: pods that live inside the VM (node vm1), one that only exists on node2, and
+// Services over them.
+var VMPods = []PodSpec{
+	{Namespace: "ipvs", Name: "vm-a", IP: "10.244.3.11", Node: VMNodeName, Labels: map[string]string{"app": "vmweb", "mix": "yes"}, Ports: []string{"8080"}},
+	{Namespace: "ipvs", Name: "vm-b", IP: "10.244.3.12", Node: VMNodeName, Labels: map[string]string{"app": "vmweb"}, Ports: []string{"8080"}},
+	{Namespace: "ipvs", Name: "vm-c", IP: "10.244.3.13", Node: VMNodeName, Labels: map[string]string{"app": "vmweb"}, Ports: []string{"8080"}},
+	{Namespace: "ipvs", Name: "remote-z", IP: "10.244.2.77", Node: Node2Name, Labels: map[string]string{"mix": "yes", "far": "yes"}, Ports: []string{"8080"}},
+	{Namespace: "ipvs", Name: "vmclient", IP: "10.244.3.99", Node: VMNodeName, Labels: map[string]string{"role": "client"}},
+}
+
+// VMClusterIPs pins the IPVS scenario's cluster IPs.
+var VMClusterIPs = map[string]string{"vmweb": "10.96.30.10", "vmweb-np": "10.96.30.20", "vmmix-local": "10.96.30.21", "vmempty": "10.96.30.30", "vmsticky": "10.96.30.40", "vmfar-local": "10.96.30.60"}
+
+// VMServices are the IPVS scenario's Services.
+func VMServices() []*corev1.Service {
+	mk := func(name string, typ corev1.ServiceType, sel map[string]string, nodePort int32) *corev1.Service {
+		p := TCPPort("http", 80, 8080)
+		p.NodePort = nodePort
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ipvs", Name: name},
+			Spec: corev1.ServiceSpec{Type: typ, Selector: sel, Ports: []corev1.ServicePort{p}, ClusterIP: VMClusterIPs[name]}}
+	}
+	web := mk("vmweb", corev1.ServiceTypeClusterIP, map[string]string{"app": "vmweb"}, 0)
+	np := mk("vmweb-np", corev1.ServiceTypeNodePort, map[string]string{"app": "vmweb"}, 30200)
+	mix := mk("vmmix-local", corev1.ServiceTypeNodePort, map[string]string{"mix": "yes"}, 30201)
+	mix.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	empty := mk("vmempty", corev1.ServiceTypeNodePort, map[string]string{"app": "nothing"}, 30202)
+	sticky := mk("vmsticky", corev1.ServiceTypeClusterIP, map[string]string{"app": "vmweb"}, 0)
+	sticky.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+	far := mk("vmfar-local", corev1.ServiceTypeNodePort, map[string]string{"far": "yes"}, 30203)
+	far.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	return []*corev1.Service{web, np, mix, empty, sticky, far}
+}
+
+// VMEndpointCounts is how many endpoints each IPVS scenario Service ends with.
+var VMEndpointCounts = map[string]int{"vmweb": 3, "vmweb-np": 3, "vmmix-local": 2, "vmempty": 0, "vmsticky": 3, "vmfar-local": 1}
+
+// SetupIPVSScenario creates the VM's Node, the scenario's Pod objects and Services.
+func (c *Cluster) SetupIPVSScenario(ctx context.Context) error {
+	if err := c.CreateVMNode(ctx); err != nil {
+		return err
+	}
+	for _, p := range VMPods {
+		if err := c.AddAPIPod(ctx, p); err != nil {
+			return err
+		}
+	}
+	for _, s := range VMServices() {
+		if _, err := c.CreateService(ctx, s); err != nil {
+			return err
+		}
+	}
+	for name, n := range VMEndpointCounts {
+		if err := c.WaitEndpoints(ctx, "ipvs", name, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// VMExternalIP is the external client's address inside the VM.
+const VMExternalIP = "198.51.100.10"
+
+// IPVSScript is the guest's scenario: wire the pods and an external client inside the VM, run
+// kube-proxy in IPVS mode until it has programmed every scenario Service, print the dumps
+// between markers, then run the extra commands (each printed as its own section).
+func IPVSScript(extra map[string]string) string {
+	var b strings.Builder
+	b.WriteString("set -u\nexport PATH=/usr/sbin:/usr/bin:/sbin:/bin\n")
+	b.WriteString("sysctl -qw net.ipv4.conf.all.proxy_arp=0\nip route add 169.254.1.1/32 dev eth0 2>/dev/null\n")
+	i := 0
+	for _, p := range VMPods {
+		if p.Node != VMNodeName {
+			continue
+		}
+		i++
+		ns, veth := "p"+p.Name, fmt.Sprintf("vp%d", i)
+		fmt.Fprintf(&b, `ip netns add %[1]s
+ip link add %[2]s type veth peer name eth0 netns %[1]s
+ip -n %[1]s link set lo up
+ip -n %[1]s addr add %[3]s/32 dev eth0
+ip -n %[1]s link set eth0 up
+ip -n %[1]s route add 169.254.1.1 dev eth0
+ip -n %[1]s route add default via 169.254.1.1 dev eth0
+ip link set %[2]s up
+sysctl -qw net.ipv4.conf.%[2]s.proxy_arp=1 net.ipv4.neigh.%[2]s.proxy_delay=0
+ip route add %[3]s/32 dev %[2]s
+`, ns, veth, p.IP)
+		if len(p.Ports) > 0 {
+			fmt.Fprintf(&b, "ip netns exec %s /bin/netprobe serve %s %s >/dev/null 2>&1 &\n", ns, p.Name, strings.Join(p.Ports, " "))
+		}
+	}
+	fmt.Fprintf(&b, `ip netns add ext
+ip link add ext0 type veth peer name eth0 netns ext
+ip addr add 198.51.100.1/24 dev ext0
+ip link set ext0 up
+ip -n ext link set lo up
+ip -n ext addr add %[1]s/24 dev eth0
+ip -n ext link set eth0 up
+ip -n ext route add default via 198.51.100.1
+/bin/kube-proxy --kubeconfig=/kubeconfig --hostname-override=%[2]s --proxy-mode=ipvs --cluster-cidr=%[3]s \
+	--conntrack-max-per-core=0 --ipvs-min-sync-period=0s --metrics-bind-address=127.0.0.1:10249 \
+	--healthz-bind-address=127.0.0.1:10256 --v=2 >/tmp/kube-proxy.log 2>&1 &
+for i in $(seq 1 600); do
+	n=0
+	for vip in %[4]s; do ipvsadm -Ln 2>/dev/null | grep -q "$vip:80" && n=$((n+1)); done
+	[ $n -eq %[5]d ] && break
+	sleep 1
+done
+sleep 3
+echo "==BEGIN iptables-save==";  iptables-save -c; echo "==END iptables-save=="
+echo "==BEGIN ipset-save==";  ipset save; echo "==END ipset-save=="
+echo "==BEGIN ipvsadm-Sn==";  ipvsadm -Sn; echo "==END ipvsadm-Sn=="
+echo "==BEGIN ipvsadm-Ln==";  ipvsadm -Ln; echo "==END ipvsadm-Ln=="
+echo "==BEGIN proc-net-ip_vs==";  cat /proc/net/ip_vs; echo "==END proc-net-ip_vs=="
+echo "==BEGIN kube-proxy-log==";  tail -20 /tmp/kube-proxy.log; echo "==END kube-proxy-log=="
+`, VMExternalIP, VMNodeName, ClusterCIDR, strings.Join(vmVIPs(), " "), len(VMClusterIPs))
+	for name, cmd := range extra {
+		fmt.Fprintf(&b, "echo \"==BEGIN %s==\"; %s; echo \"==END %s==\"\n", name, cmd, name)
+	}
+	return b.String()
+}
+
+func vmVIPs() []string {
+	var out []string
+	for _, ip := range VMClusterIPs {
+		out = append(out, ip)
+	}
+	return out
+}

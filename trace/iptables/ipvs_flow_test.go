@@ -1,0 +1,83 @@
+package iptables_test
+
+import (
+	"os"
+	"testing"
+
+	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	ipvsread "github.com/svctrace/svctrace/dataplane/ipvs"
+	"github.com/svctrace/svctrace/trace"
+	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/ipvs"
+	tt "github.com/svctrace/svctrace/trace/tracetest"
+)
+
+// ipvsFixture is kube-proxy v1.36.3 in IPVS mode inside the QEMU guest (see its README).
+const ipvsFixture = "../../dataplane/snapshot/demo-ipvs"
+
+func loadIPVS(t *testing.T, table string) (*xt.Dataplane, *trace.Cluster) {
+	t.Helper()
+	read := func(name string) []byte {
+		data, err := os.ReadFile(ipvsFixture + "/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	rs, err := ipread.Parse(read("iptables-save.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets, err := ipvsread.ParseIPSet(read("ipset-save.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tab *ipvs.Table
+	if table == "ipvsadm-Sn.txt" {
+		tab, err = ipvsread.ParseSave(read(table))
+	} else {
+		tab, err = ipvsread.ParseList(read(table))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &xt.Dataplane{V4: rs, Sets: sets, IPVS: tab}, tt.LoadObjects(t, ipvsFixture+"/objects.yaml")
+}
+
+func TestPacketFlowsRecordedIPVS(t *testing.T) {
+	// The three forms of the IPVS table must give the same answers.
+	for _, table := range []string{"ipvsadm-Sn.txt", "ipvsadm-Ln.txt", "proc-net-ip_vs.txt"} {
+		t.Run(table, func(t *testing.T) {
+			dp, cl := loadIPVS(t, table)
+			web := "10.244.3.11:8080, 10.244.3.12:8080, 10.244.3.13:8080"
+			const vmIP, client, ext = "10.0.2.15", "10.244.3.99", "198.51.100.10"
+			affinity := 10800
+			if table == "proc-net-ip_vs.txt" {
+				affinity = 0 // /proc prints the persistence timeout in jiffies: persistent, timeout unknown
+			}
+			tests := []tt.FlowTest{
+				{Name: "pod to cluster IP: rr over three real servers, source kept",
+					SourceIP: client, DestIP: "10.96.30.10", DestPort: 80, Output: web, Equal: true},
+				{Name: "node to cluster IP is masqueraded",
+					SourceIP: vmIP, Origin: trace.FromLocalProcess, DestIP: "10.96.30.10", DestPort: 80, Output: web, Masq: true, Equal: true},
+				{Name: "wrong port on a cluster IP is rejected by KUBE-IPVS-FILTER",
+					SourceIP: client, DestIP: "10.96.30.10", DestPort: 81, Output: "REJECT"},
+				{Name: "node port with Cluster policy from outside is masqueraded",
+					SourceIP: ext, DestIP: vmIP, DestPort: 30200, Output: web, Masq: true, Equal: true},
+				{Name: "node port with Local policy keeps the source and uses the local endpoint",
+					SourceIP: ext, DestIP: vmIP, DestPort: 30201, Output: "10.244.3.11:8080"},
+				{Name: "a virtual server without real servers refuses the connection",
+					SourceIP: client, DestIP: "10.96.30.30", DestPort: 80, Output: "REJECT"},
+				{Name: "Local policy without local endpoints: IPVS still lists the remote one",
+					SourceIP: ext, DestIP: vmIP, DestPort: 30203, Output: "10.244.2.77:8080"},
+				{Name: "hairpin: KUBE-LOOP-BACK masquerades a pod reaching itself",
+					SourceIP: "10.244.3.11", DestIP: "10.96.30.10", DestPort: 80, Output: web, Hairpin: "10.244.3.11", Equal: true},
+			}
+			if affinity > 0 {
+				tests = append(tests, tt.FlowTest{Name: "persistence is session affinity",
+					SourceIP: client, DestIP: "10.96.30.40", DestPort: 80, Output: web, Equal: true, Affinity: affinity})
+			}
+			tt.RunOnNode(t, dp, cl, "vm1", tests)
+		})
+	}
+}

@@ -1,0 +1,161 @@
+// Package ipvs models what kube-proxy's IPVS mode programs besides iptables rules: the IPVS
+// virtual servers with their schedulers and real servers, and the ipsets its iptables rules match.
+// trace/iptables evaluates the rules with the sets and hands packets for a virtual server to it.
+package ipvs
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Table is a node's IPVS state.
+type Table struct {
+	Services []*VirtualServer
+}
+
+// VirtualServer is one IPVS service.
+type VirtualServer struct {
+	Protocol string // tcp, udp, sctp
+	Addr     netip.AddrPort
+	// FWMark is set for firewall-mark services (kube-proxy does not use them).
+	FWMark    uint32
+	Scheduler string
+	// Persistent is the persistence timeout in seconds (session affinity); 0 when none.
+	Persistent int
+	Reals      []*RealServer
+}
+
+// RealServer is one backend of a virtual server.
+type RealServer struct {
+	Addr      netip.AddrPort
+	Forward   string // masq, route, tunnel
+	Weight    int
+	ActiveConn, InActConn int
+}
+
+// Find returns the virtual server for proto, address and port.
+func (t *Table) Find(proto string, addr netip.AddrPort) *VirtualServer {
+	if t == nil {
+		return nil
+	}
+	for _, s := range t.Services {
+		if s.Protocol == proto && s.Addr == addr {
+			return s
+		}
+	}
+	return nil
+}
+
+// Addresses lists every virtual server address: in IPVS mode kube-proxy binds them to the
+// kube-ipvs0 dummy interface, so they are local to the node.
+func (t *Table) Addresses() []netip.Addr {
+	if t == nil {
+		return nil
+	}
+	seen := map[netip.Addr]bool{}
+	var out []netip.Addr
+	for _, s := range t.Services {
+		if a := s.Addr.Addr(); a.IsValid() && !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// ExactSchedulers split new connections by weight alone, independent of live state.
+var ExactSchedulers = map[string]bool{"rr": true, "wrr": true}
+
+// Share returns each real server's share of new connections: weight over total weight, with
+// weight 0 (draining) taking none. exact is false for schedulers whose choice depends on live
+// connection counts or on a hash of the packet (lc, wlc, sed, nq, sh, dh, mh, ...).
+func (s *VirtualServer) Share() (shares []float64, exact bool) {
+	total := 0
+	for _, r := range s.Reals {
+		if r.Weight > 0 {
+			total += r.Weight
+		}
+	}
+	shares = make([]float64, len(s.Reals))
+	for i, r := range s.Reals {
+		if r.Weight > 0 && total > 0 {
+			shares[i] = float64(r.Weight) / float64(total)
+		}
+	}
+	return shares, ExactSchedulers[s.Scheduler]
+}
+
+// DependsOn says, for people, what a non-exact scheduler's choice depends on.
+func DependsOn(scheduler string) string {
+	switch scheduler {
+	case "lc", "wlc", "sed", "nq", "lblc", "lblcr", "fo", "ovf":
+		return "the real servers' current connection counts (ActiveConn/InActConn)"
+	case "sh", "dh", "mh":
+		return "a hash of the packet's addresses, so each client always lands on the same real server"
+	}
+	return "state svctrace cannot see"
+}
+
+// Sets holds ipsets by name.
+type Sets map[string]*Set
+
+// Set is one ipset: its type ("hash:ip,port") and members as ipset prints them.
+type Set struct {
+	Name    string
+	Type    string
+	Members map[string]bool
+	// List keeps the members split by dimension, for the net dimensions matched by prefix.
+	List [][]string
+}
+
+// Contains reports whether the values (one per dimension, formatted as ipset prints members:
+// "10.96.0.1", "tcp:80", "30080") form a member. Net dimensions match by containment.
+func (s *Set) Contains(values []string) bool {
+	if s.Members[strings.Join(values, ",")] {
+		return true
+	}
+	if !strings.Contains(s.Type, "net") {
+		return false
+	}
+	for _, m := range s.List {
+		if len(m) != len(values) {
+			continue
+		}
+		ok := true
+		for i := range m {
+			if m[i] == values[i] {
+				continue
+			}
+			p, err1 := netip.ParsePrefix(m[i])
+			a, err2 := netip.ParseAddr(values[i])
+			if err1 != nil || err2 != nil || !p.Contains(a) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Dimensions lists what each dimension of the set's type holds: ip, port, net, mark, ...
+func (s *Set) Dimensions() []string {
+	_, dims, _ := strings.Cut(s.Type, ":")
+	return strings.Split(dims, ",")
+}
+
+// Value formats one dimension of a packet as ipset prints members.
+func Value(dim string, addr netip.Addr, proto string, port uint16, bitmap bool) string {
+	switch dim {
+	case "port":
+		if bitmap {
+			return strconv.Itoa(int(port))
+		}
+		return fmt.Sprintf("%s:%d", proto, port)
+	}
+	return addr.String()
+}
