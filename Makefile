@@ -7,8 +7,8 @@ LDFLAGS := -s -w -X github.com/svctrace/svctrace/plugin.version=$(VERSION) -X gi
 CACHE ?= /var/cache/svctrace
 BIN := bin/kubectl-svctrace
 # Debian packages the e2e harness and the node-side readers need.
-DEPS := iptables nftables etcd-server conntrack ipset iproute2
-DEP_CMDS := iptables-legacy-save iptables-nft-save nft etcd conntrack ipset ip
+DEPS := iptables nftables etcd-server conntrack ipset iproute2 qemu-system-x86 busybox-static ipvsadm cpio kmod
+DEP_CMDS := iptables-legacy-save iptables-nft-save nft etcd conntrack ipset ip qemu-system-x86_64 busybox ipvsadm cpio depmod
 
 .PHONY: all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean
 
@@ -37,14 +37,18 @@ vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
-## test: the whole suite: vet, unit tests, fuzz seeds, and the e2e tests against a real cluster (root)
+## test: the whole suite: vet, unit tests, fuzz seeds, and the e2e tests against a real cluster,
+## including kube-proxy in IPVS mode inside a QEMU guest (root)
 test: deps vet build
 	@bin=$$(SVCTRACE_CACHE=$(CACHE) hack/k8s-binaries.sh) && \
-	mkdir -p $(CACHE) bin/plugin && \
-	$(GO) build -o $(CACHE)/netprobe ./test/e2e/netprobe && \
+	kernel=$$(SVCTRACE_CACHE=$(CACHE) hack/ipvs-vm/kernel.sh) && \
+	mkdir -p $(CACHE) bin/plugin bin/vm && \
+	CGO_ENABLED=0 $(GO) build -o $(CACHE)/netprobe ./test/e2e/netprobe && \
 	cp $(BIN) bin/plugin/kubectl-svctrace && \
+	cp $(BIN) $(CACHE)/netprobe $$bin/kube-proxy bin/vm/ && \
 	SVCTRACE_E2E=1 SVCTRACE_K8S_BIN=$$bin SVCTRACE_NETPROBE=$(CACHE)/netprobe SVCTRACE_PLUGIN_DIR=$(CURDIR)/bin/plugin \
-		$(GO) test -count=1 -timeout 30m ./...
+	SVCTRACE_VM_KERNEL=$$kernel SVCTRACE_VM_BIN=$(CURDIR)/bin/vm \
+		$(GO) test -count=1 -timeout 40m ./...
 
 ## unit: the tests that need neither root nor a cluster
 unit:

@@ -29,9 +29,9 @@ type VirtualServer struct {
 
 // RealServer is one backend of a virtual server.
 type RealServer struct {
-	Addr      netip.AddrPort
-	Forward   string // masq, route, tunnel
-	Weight    int
+	Addr                  netip.AddrPort
+	Forward               string // masq, route, tunnel
+	Weight                int
 	ActiveConn, InActConn int
 }
 

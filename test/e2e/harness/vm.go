@@ -69,8 +69,8 @@ func (c *Cluster) AddAPIPod(ctx context.Context, s PodSpec) error {
 }
 
 // Run boots the VM with the scenario script and returns what the guest printed on its console.
-// The guest powers itself off when the script ends.
-func (vm *VM) Run(ctx context.Context, c *Cluster, script string, timeout time.Duration) (string, error) {
+// The guest powers itself off when the script ends. files are extra "HOSTPATH:GUESTPATH" copies.
+func (vm *VM) Run(ctx context.Context, c *Cluster, script string, timeout time.Duration, files ...string) (string, error) {
 	dir, err := os.MkdirTemp(c.Dir, "vm-")
 	if err != nil {
 		return "", err
@@ -90,7 +90,8 @@ func (vm *VM) Run(ctx context.Context, c *Cluster, script string, timeout time.D
 	}
 	t := time.Now()
 	initrd := filepath.Join(dir, "initrd.gz")
-	build := exec.CommandContext(ctx, filepath.Join(vm.Hack, "build-initramfs.sh"), initrd, vm.KernelDir, vm.BinDir, scenario, kubeconfig+":/kubeconfig")
+	args := append([]string{initrd, vm.KernelDir, vm.BinDir, scenario, kubeconfig + ":/kubeconfig"}, files...)
+	build := exec.CommandContext(ctx, filepath.Join(vm.Hack, "build-initramfs.sh"), args...)
 	if out, err := build.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build initramfs: %w: %s", err, out)
 	}

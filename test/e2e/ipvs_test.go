@@ -1,0 +1,189 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/svctrace/svctrace/test/e2e/harness"
+	"github.com/svctrace/svctrace/trace"
+)
+
+// ipvsFlow is a flow checked inside the IPVS VM: the guest runs kubectl-svctrace node-side (IPVS
+// read over netlink) and real connections from the client's namespace.
+type ipvsFlow struct {
+	name, traceArgs, clientNS, addr string
+	wantVerdict                     string
+	wantPods                        []string
+	sticky                          bool
+}
+
+var ipvsFlows = []ipvsFlow{
+	{"ClusterIP from a pod", "10.96.30.10:80 --from pod/ipvs/vmclient", "pvmclient", "10.96.30.10:80", "DNAT", []string{"vm-a", "vm-b", "vm-c"}, false},
+	{"ClusterIP from the node itself", "10.96.30.10:80 --from node", "", "10.96.30.10:80", "DNAT", []string{"vm-a", "vm-b", "vm-c"}, false},
+	{"NodePort with Cluster policy from outside", harness.VMNodeIP + ":30200 --from " + harness.VMExternalIP, "ext", harness.VMNodeIP + ":30200", "DNAT", []string{"vm-a", "vm-b", "vm-c"}, false},
+	{"NodePort with Local policy from outside", harness.VMNodeIP + ":30201 --from " + harness.VMExternalIP, "ext", harness.VMNodeIP + ":30201", "DNAT", []string{"vm-a"}, false},
+	{"virtual server without real servers", "10.96.30.30:80 --from pod/ipvs/vmclient", "pvmclient", "10.96.30.30:80", "REJECT", nil, false},
+	{"wrong port on a cluster IP", "10.96.30.10:81 --from pod/ipvs/vmclient", "pvmclient", "10.96.30.10:81", "REJECT", nil, false},
+	{"hairpin", "10.96.30.10:80 --from pod/ipvs/vm-a", "pvm-a", "10.96.30.10:80", "DNAT", []string{"vm-a", "vm-b", "vm-c"}, false},
+	{"session affinity (persistence)", "10.96.30.40:80 --from pod/ipvs/vmclient", "pvmclient", "10.96.30.40:80", "DNAT", []string{"vm-a", "vm-b", "vm-c"}, true},
+}
+
+// TestIPVSModeInVM boots Debian's cloud kernel under QEMU (this kernel has no IPVS), runs the real
+// kube-proxy in IPVS mode there as node vm1 of the harness's cluster, and compares what
+// kubectl-svctrace predicts on that node with real connections inside the guest.
+func TestIPVSModeInVM(t *testing.T) {
+	needCluster(t)
+	kernel, vmbin := os.Getenv("SVCTRACE_VM_KERNEL"), os.Getenv("SVCTRACE_VM_BIN")
+	if kernel == "" || vmbin == "" {
+		t.Fatal("SVCTRACE_VM_KERNEL and SVCTRACE_VM_BIN are not set (make test sets them)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	if err := cluster.SetupIPVSScenario(ctx); err != nil {
+		t.Fatal(err)
+	}
+	extra := map[string]string{"restore-failures": "grep -c 'Failed to execute iptables-restore' /tmp/kube-proxy.log"}
+	for i, f := range ipvsFlows {
+		// Node-side: the live IPVS table over netlink, the live iptables and ipsets. The API
+		// objects come as a file: TLS to the API server from a TCG-emulated guest outlasts
+		// client-go's 10 s handshake timeout.
+		extra[fmt.Sprintf("trace-%d", i)] = "/bin/kubectl-svctrace trace " + f.traceArgs + " --node vm1 --objects /objects.yaml -o json"
+		in := ""
+		if f.clientNS != "" {
+			in = "ip netns exec " + f.clientNS + " "
+		}
+		n := 45
+		if f.wantVerdict != "DNAT" {
+			n = 3
+		}
+		extra[fmt.Sprintf("probe-%d", i)] = fmt.Sprintf("%s/bin/netprobe probe -n %d -timeout 2s %s", in, n, f.addr)
+	}
+	objects := filepath.Join(cluster.Dir, "ipvs-objects.yaml")
+	out, err := runKubectl(t, "get", "svc,endpointslices,pods,nodes", "-A", "-o", "yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(objects, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	here, _ := os.Getwd()
+	vm := &harness.VM{KernelDir: kernel, BinDir: vmbin, Hack: filepath.Join(here, "..", "..", "hack", "ipvs-vm")}
+	console, err := vm.Run(ctx, cluster, harness.IPVSScript(extra), 12*time.Minute, objects+":/objects.yaml")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, lastLines(console, 40))
+	}
+	sec := harness.Sections(console)
+	// A kube-proxy whose iptables-restore fails leaves half-programmed rules (svctrace then
+	// faithfully reports them); the comparison is only meaningful against a healthy one.
+	if n := strings.TrimSpace(jsonLine(sec["restore-failures"])); n != "0" {
+		t.Fatalf("kube-proxy in the VM failed %s iptables-restore runs; its log ends:\n%s", n, sec["kube-proxy-log"])
+	}
+	nodeAddrs := map[string]bool{harness.VMNodeIP: true, "198.51.100.1": true}
+	for i, f := range ipvsFlows {
+		t.Run(f.name, func(t *testing.T) {
+			var res trace.Result
+			if err := json.Unmarshal([]byte(sec[fmt.Sprintf("trace-%d", i)]), &res); err != nil {
+				t.Fatalf("trace output: %v\n%s", err, sec[fmt.Sprintf("trace-%d", i)])
+			}
+			if res.Mode != "ipvs" {
+				t.Fatalf("svctrace read the VM as %s mode", res.Mode)
+			}
+			if len(res.Verdicts) == 0 || string(res.Verdicts[0].Verdict) != f.wantVerdict || res.Verdicts[0].Probability < 0.999999 {
+				t.Fatalf("predicted %+v, want all %s; notes %v; hops %s", res.Verdicts, f.wantVerdict, res.Notes, hopsText(res.Hops))
+			}
+			predicted, masq := map[string]bool{}, map[string]bool{}
+			var names []string
+			for _, b := range res.Backends {
+				if b.Pod == nil {
+					t.Fatalf("backend %s has no pod", b.IP)
+				}
+				predicted[b.Pod.Name], masq[b.Pod.Name] = true, b.Masquerade
+				names = append(names, b.Pod.Name)
+			}
+			sort.Strings(names)
+			if strings.Join(names, ",") != strings.Join(f.wantPods, ",") {
+				t.Fatalf("predicted pods %v, want %v", names, f.wantPods)
+			}
+			var got probeResult
+			// The console interleaves kernel messages (IPVS logs "no destination available"):
+			// the probe's answer is its JSON line.
+			if err := json.Unmarshal([]byte(jsonLine(sec[fmt.Sprintf("probe-%d", i)])), &got); err != nil {
+				t.Fatalf("probe output: %v\n%s", err, sec[fmt.Sprintf("probe-%d", i)])
+			}
+			if f.wantVerdict != "DNAT" {
+				if len(got.Backends) != 0 {
+					t.Fatalf("predicted %s, but connections reached %v", f.wantVerdict, got.Backends)
+				}
+				for msg := range got.Failures {
+					if !strings.Contains(msg, "refused") {
+						t.Errorf("predicted REJECT, connections failed with %q", msg)
+					}
+				}
+				return
+			}
+			if len(got.Failures) > 0 {
+				t.Errorf("connections failed: %v", got.Failures)
+			}
+			reached := map[string]int{}
+			for answer, count := range got.Backends {
+				pod, seen, _ := strings.Cut(answer, " ")
+				reached[pod] += count
+				if !predicted[pod] {
+					t.Errorf("connections reached %s, which svctrace did not predict", pod)
+				} else if masq[pod] != nodeAddrs[seen] {
+					t.Errorf("%s saw the client as %s; svctrace predicted masquerade=%v", pod, seen, masq[pod])
+				}
+			}
+			if f.sticky {
+				if len(reached) != 1 || res.AffinitySeconds != 10800 {
+					t.Errorf("persistence: reached %v (want one backend), predicted affinity %ds", reached, res.AffinitySeconds)
+				}
+				return
+			}
+			for pod := range predicted {
+				if reached[pod] == 0 {
+					t.Errorf("predicted %s, never reached (reached %v)", pod, reached)
+				}
+			}
+		})
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func jsonLine(s string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "{") {
+			return l
+		}
+	}
+	return s
+}
+
+func hopsText(hs []*trace.Hop) string {
+	var b strings.Builder
+	var walk func(h *trace.Hop, depth int)
+	walk = func(h *trace.Hop, depth int) {
+		fmt.Fprintf(&b, "\n%s%s %s %s", strings.Repeat("  ", depth), h.Chain, h.Action, h.Rule)
+		for _, c := range h.Children {
+			walk(c, depth+1)
+		}
+	}
+	for _, h := range hs {
+		walk(h, 0)
+	}
+	return b.String()
+}
