@@ -56,7 +56,7 @@ unit:
 
 ## bench: parse and trace benchmarks on the recorded 10,000 x 10 dump (make bench-dump first)
 bench:
-	$(GO) test -run XXX -bench . -benchmem ./dataplane/iptables/ ./trace/iptables/
+	$(GO) test -run XXX -bench . -benchmem -cpu 1 ./dataplane/iptables/ ./trace/iptables/ ./dataplane/nftables/ ./dataplane/ipvs/
 
 ## bench-dump: record the 10,000 Services x 10 endpoints dump with the real kube-proxy, and time
 ## svctrace against iptables-save side by side (root; about three minutes)
@@ -70,6 +70,7 @@ record-fixtures:
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/iptables/
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/nftables/
+	$(GO) test -run XXX -fuzz FuzzParseIPVS -fuzztime 60s -fuzzminimizetime 5s ./dataplane/ipvs/
 
 clean:
 	rm -rf bin dist

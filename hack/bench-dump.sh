@@ -9,15 +9,17 @@ bin=$(hack/k8s-binaries.sh)
 cache=${SVCTRACE_CACHE:-/var/cache/svctrace}
 services=${SERVICES:-10000}
 endpoints=${ENDPOINTS:-10}
-modes=${MODES:-iptables nftables}
-go build -o "$cache/netprobe" ./test/e2e/netprobe
-go build -o "$cache/kubectl-svctrace" ./cmd/kubectl-svctrace
+modes=${MODES:-iptables nftables ipvs}
+CGO_ENABLED=0 go build -o "$cache/netprobe" ./test/e2e/netprobe
+CGO_ENABLED=0 go build -o "$cache/kubectl-svctrace" ./cmd/kubectl-svctrace
 for mode in $modes; do
 	out="$cache/bench/${mode}-${services}x${endpoints}"
 	mkdir -p "$out"
-	legacy=""
-	[ "$mode" = iptables ] && legacy=-legacy
-	go run ./test/e2e/record -mode "$mode" $legacy -services "$services" -endpoints "$endpoints" \
+	extra=""
+	[ "$mode" = iptables ] && extra=-legacy
+	# IPVS needs the QEMU guest (Debian's cloud kernel); its timings are taken inside the guest.
+	[ "$mode" = ipvs ] && extra="-kernel $(hack/ipvs-vm/kernel.sh)"
+	go run ./test/e2e/record -mode "$mode" $extra -services "$services" -endpoints "$endpoints" \
 		-bin "$bin" -netprobe "$cache/netprobe" -out "$out" -compare "$cache/kubectl-svctrace" | tee "$out/compare.md"
 	echo "dump: $out"
 done

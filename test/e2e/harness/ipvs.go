@@ -75,6 +75,16 @@ const VMExternalIP = "198.51.100.10"
 // kube-proxy in IPVS mode until it has programmed every scenario Service, print the dumps
 // between markers, then run the extra commands (each printed as its own section).
 func IPVSScript(extra map[string]string) string {
+	return ipvsScript(extra, 0)
+}
+
+// IPVSScaleScript is IPVSScript for a cluster populated with PopulateScale: it waits until
+// kube-proxy has programmed services virtual servers (plus the scenario's).
+func IPVSScaleScript(extra map[string]string, services int) string {
+	return ipvsScript(extra, services)
+}
+
+func ipvsScript(extra map[string]string, scale int) string {
 	var b strings.Builder
 	b.WriteString("set -u\nexport PATH=/usr/sbin:/usr/bin:/sbin:/bin\n")
 	b.WriteString("sysctl -qw net.ipv4.conf.all.proxy_arp=0\nip route add 169.254.1.1/32 dev eth0 2>/dev/null\n")
@@ -111,10 +121,10 @@ ip -n ext route add default via 198.51.100.1
 /bin/kube-proxy --kubeconfig=/kubeconfig --hostname-override=%[2]s --proxy-mode=ipvs --cluster-cidr=%[3]s \
 	--conntrack-max-per-core=0 --ipvs-min-sync-period=0s --metrics-bind-address=127.0.0.1:10249 \
 	--healthz-bind-address=127.0.0.1:10256 --v=2 >/tmp/kube-proxy.log 2>&1 &
-for i in $(seq 1 600); do
+for i in $(seq 1 3600); do
 	n=0
 	for vip in %[4]s; do ipvsadm -Ln 2>/dev/null | grep -q "$vip:80" && n=$((n+1)); done
-	[ $n -eq %[5]d ] && break
+	if [ $n -eq %[5]d ] && [ $(ipvsadm -Sn | grep -c '^-A') -ge %[6]d ]; then break; fi
 	sleep 1
 done
 sleep 3
@@ -124,7 +134,7 @@ echo "==BEGIN ipvsadm-Sn==";  ipvsadm -Sn; echo "==END ipvsadm-Sn=="
 echo "==BEGIN ipvsadm-Ln==";  ipvsadm -Ln; echo "==END ipvsadm-Ln=="
 echo "==BEGIN proc-net-ip_vs==";  cat /proc/net/ip_vs; echo "==END proc-net-ip_vs=="
 echo "==BEGIN kube-proxy-log==";  tail -20 /tmp/kube-proxy.log; echo "==END kube-proxy-log=="
-`, VMExternalIP, VMNodeName, ClusterCIDR, strings.Join(vmVIPs(), " "), len(VMClusterIPs))
+`, VMExternalIP, VMNodeName, ClusterCIDR, strings.Join(vmVIPs(), " "), len(VMClusterIPs), scale)
 	for name, cmd := range extra {
 		fmt.Fprintf(&b, "echo \"==BEGIN %s==\"; %s; echo \"==END %s==\"\n", name, cmd, name)
 	}

@@ -199,6 +199,19 @@ func recordIPVS(ctx context.Context, c *harness.Cluster, out, bin, netprobe stri
 	if err := c.SetupIPVSScenario(ctx); err != nil {
 		return err
 	}
+	script := harness.IPVSScript(nil)
+	if scale.services > 0 {
+		if err := c.PopulateScale(ctx, scale.services, scale.endpoints); err != nil {
+			return err
+		}
+		vip := "$(ipvsadm -Sn | awk '/^-A -t 10.96/ {print $3; exit}')"
+		// Timed inside the guest, so both commands run under the same emulation.
+		script = harness.IPVSScaleScript(map[string]string{
+			"compare": `for i in 1 2 3; do /bin/time -f "ipvsadm -Sn: %e s %M KB" ipvsadm -Sn >/tmp/sn.txt; done 2>&1; ` +
+				`for i in 1 2 3; do /bin/time -f "ipvsadm -Ln: %e s %M KB" ipvsadm -Ln >/tmp/ln.txt; done 2>&1; ` +
+				`for i in 1 2 3; do /bin/time -f "kubectl-svctrace trace (live, netlink): %e s %M KB" /bin/kubectl-svctrace trace ` + vip + ` --no-api --node vm1 --from 10.244.3.99 -o json >/dev/null; done 2>&1`,
+		}, scale.services)
+	}
 	vmbin, err := os.MkdirTemp(c.Dir, "vmbin-")
 	if err != nil {
 		return err
@@ -214,7 +227,16 @@ func recordIPVS(ctx context.Context, c *harness.Cluster, out, bin, netprobe stri
 	}
 	here, _ := os.Getwd()
 	vm := &harness.VM{KernelDir: vmFlags.kernel, BinDir: vmbin, Hack: filepath.Join(here, "hack", "ipvs-vm")}
-	console, err := vm.Run(ctx, c, harness.IPVSScript(nil), 15*time.Minute)
+	if scale.compare != "" {
+		data, err := os.ReadFile(scale.compare)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(vmbin, "kubectl-svctrace"), data, 0o755); err != nil {
+			return err
+		}
+	}
+	console, err := vm.Run(ctx, c, script, 60*time.Minute)
 	if err != nil {
 		return fmt.Errorf("%w\n%s", err, tail(console, 3000))
 	}
@@ -232,7 +254,11 @@ func recordIPVS(ctx context.Context, c *harness.Cluster, out, bin, netprobe stri
 			return err
 		}
 	}
-	kubectl := exec.Command(filepath.Join(bin, "kubectl"), "--kubeconfig", c.Kubeconfig, "get", "svc,endpointslices,pods,nodes", "-A", "-o", "yaml")
+	what := "svc,endpointslices,pods,nodes"
+	if scale.services > 0 {
+		what = "nodes"
+	}
+	kubectl := exec.Command(filepath.Join(bin, "kubectl"), "--kubeconfig", c.Kubeconfig, "get", what, "-A", "-o", "yaml")
 	objs, err := kubectl.Output()
 	if err != nil {
 		return fmt.Errorf("kubectl get: %w", err)
@@ -254,6 +280,9 @@ objects: objects.yaml
 `, harness.VMNodeName, filepath.Base(filepath.Dir(bin))[len("k8s-"):])
 	if err := os.WriteFile(filepath.Join(out, "snapshot.yaml"), []byte(manifest), 0o644); err != nil {
 		return err
+	}
+	if cmp := sec["compare"]; cmp != "" {
+		fmt.Print(cmp)
 	}
 	fmt.Fprintf(os.Stderr, "record: wrote the IPVS dumps, objects.yaml and snapshot.yaml to %s\n", out)
 	return nil
