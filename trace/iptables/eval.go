@@ -27,10 +27,6 @@ func (d *Dataplane) Mode() string {
 	return "iptables"
 }
 
-// maxPaths bounds the evaluation: kube-proxy's layout yields one path per endpoint, so more than
-// this means a pathological ruleset, and we stop rather than exhaust memory.
-const maxPaths = 1 << 17
-
 // maxDepth and maxSteps stop a path that loops: the kernel allows 64 nested jumps, and no real
 // path passes anywhere near 10,000 rules that act on it.
 const (
@@ -66,26 +62,16 @@ type frame struct {
 }
 
 type branch struct {
-	src, dst   netip.Addr
-	dport      uint16
-	mark       uint32
-	dnat       bool
-	hook       hook
-	tableIdx   int
-	stack      []frame
-	prob       float64
-	steps      []trace.Step
-	verdict    *trace.Verdict
-	masq       bool
-	masqReason string
-	markedBy   string
-	affinity   int
+	trace.Fate
+	hook     hook
+	tableIdx int
+	stack    []frame
 }
 
 func (b *branch) clone() *branch {
 	c := *b
 	c.stack = append([]frame(nil), b.stack...)
-	c.steps = append([]trace.Step(nil), b.steps...)
+	c.CopySteps()
 	return &c
 }
 
@@ -97,8 +83,7 @@ type walker struct {
 	pkt   trace.Packet
 	node  *trace.NodeContext
 	paths []trace.Path
-	notes map[string]bool
-	order []string
+	notes trace.Notes
 }
 
 // Walk implements trace.Dataplane: it returns every path the packet can take and its probability.
@@ -114,48 +99,33 @@ func (d *Dataplane) Walk(p trace.Packet, node *trace.NodeContext) (*trace.Walk, 
 		}
 		return nil, fmt.Errorf("no %s iptables rules were given for %s", fam, p.Dst)
 	}
-	w := &walker{rs: rs, pkt: p, node: node, notes: map[string]bool{}, sets: d.Sets, ipvs: d.IPVS}
+	w := &walker{rs: rs, pkt: p, node: node, sets: d.Sets, ipvs: d.IPVS}
 	if d.IPVS != nil {
 		// kube-proxy binds every virtual server address to kube-ipvs0: they are local.
 		local := *node
 		local.Local = append(append([]netip.Addr(nil), node.Local...), d.IPVS.Addresses()...)
 		w.node = &local
 	}
-	start := &branch{src: p.Src, dst: p.Dst, dport: p.DstPort, mark: p.Mark, prob: 1, hook: prerouting}
+	start := &branch{Fate: trace.Fate{Src: p.Src, Dst: p.Dst, DPort: p.DstPort, Mark: p.Mark, Prob: 1}, hook: prerouting}
 	if p.Origin == trace.FromLocalProcess {
 		start.hook = output
 	}
-	work := []*branch{start}
-	for len(work) > 0 {
-		b := work[len(work)-1]
-		work = work[:len(work)-1]
-		forks, err := w.run(b)
-		if err != nil {
-			return nil, err
-		}
-		work = append(work, forks...)
-		if len(w.paths)+len(work) > maxPaths {
-			return nil, fmt.Errorf("the ruleset splits this packet into more than %d paths; refusing to go on", maxPaths)
-		}
+	if err := trace.Explore(start, w.run, func() int { return len(w.paths) }); err != nil {
+		return nil, err
 	}
-	return &trace.Walk{Paths: w.paths, Notes: w.order}, nil
+	return &trace.Walk{Paths: w.paths, Notes: w.notes.List}, nil
 }
 
-func (w *walker) note(s string) {
-	if !w.notes[s] {
-		w.notes[s] = true
-		w.order = append(w.order, s)
-	}
-}
+func (w *walker) note(s string) { w.notes.Add(s) }
 
 // run advances one branch until it ends, returning the branches it split off on the way.
 func (w *walker) run(b *branch) ([]*branch, error) {
 	var forks []*branch
-	for b.verdict == nil && b.hook != done {
-		if len(b.stack) > maxDepth || len(b.steps) > maxSteps {
+	for b.Verdict == nil && b.hook != done {
+		if len(b.stack) > maxDepth || len(b.Steps) > maxSteps {
 			// The kernel refuses rulesets that loop; a dump edited by hand may still have one.
 			w.note("the rules loop (jumps or gotos that never end); evaluation of that path stopped")
-			b.verdict = &trace.Verdict{Kind: trace.Drop, Reason: "the rules loop"}
+			b.Verdict = &trace.Verdict{Kind: trace.Drop, Reason: "the rules loop"}
 			break
 		}
 		if len(b.stack) == 0 {
@@ -176,7 +146,7 @@ func (w *walker) run(b *branch) ([]*branch, error) {
 		}
 		if note != "" && m == noMatch {
 			// Say it where it happened too: the reader sees which rule was passed over.
-			b.steps = append(b.steps, trace.Step{Table: w.tableName(b), Chain: r.Chain, Line: int(r.Line), Rule: r.Text,
+			b.Steps = append(b.Steps, trace.Step{Table: w.tableName(b), Chain: r.Chain, Line: int(r.Line), Rule: r.Text,
 				Branch: 1, Action: "not evaluated, assumed not to match", Note: note})
 		}
 		switch m {
@@ -188,10 +158,10 @@ func (w *walker) run(b *branch) ([]*branch, error) {
 			}
 			if p < 1 {
 				taken := b.clone()
-				taken.prob *= p
+				taken.Prob *= p
 				w.apply(taken, r, p)
 				forks = append(forks, taken)
-				b.prob *= 1 - p
+				b.Prob *= 1 - p
 				continue
 			}
 		}
@@ -226,14 +196,14 @@ func (w *walker) nextHook(b *branch) {
 	b.tableIdx = 0
 	switch b.hook {
 	case prerouting:
-		if w.node.IsLocal(b.dst) {
+		if w.node.IsLocal(b.Dst) {
 			b.hook = input
 		} else {
 			b.hook = forward
 		}
 	case output:
 		b.hook = postrouting
-		if w.ipvs != nil && !b.dnat && w.node.IsLocal(b.dst) {
+		if w.ipvs != nil && !b.DNAT && w.node.IsLocal(b.Dst) {
 			// A node-local connection to a virtual server loops back through INPUT, where
 			// IPVS takes it.
 			b.hook = input
@@ -242,7 +212,7 @@ func (w *walker) nextHook(b *branch) {
 		b.hook = postrouting
 	case input:
 		b.hook = done
-		if w.ipvs != nil && !b.dnat {
+		if w.ipvs != nil && !b.DNAT {
 			w.toIPVS(b)
 		}
 	default:
@@ -262,9 +232,9 @@ func (w *walker) fallOff(b *branch) {
 		return
 	}
 	if top.chain.Policy == "DROP" {
-		b.steps = append(b.steps, trace.Step{Table: w.tableName(b), Chain: top.chain.Name, Branch: 1,
+		b.Steps = append(b.Steps, trace.Step{Table: w.tableName(b), Chain: top.chain.Name, Branch: 1,
 			Action: "policy DROP", Rule: ":" + top.chain.Name + " DROP"})
-		b.verdict = &trace.Verdict{Kind: trace.Drop, Reason: fmt.Sprintf("policy DROP of %s %s", w.tableName(b), top.chain.Name)}
+		b.Verdict = &trace.Verdict{Kind: trace.Drop, Reason: fmt.Sprintf("policy DROP of %s %s", w.tableName(b), top.chain.Name)}
 	}
 }
 
@@ -286,10 +256,10 @@ func (w *walker) match(r *Rule, b *branch) (matchResult, float64, string) {
 	if r.Proto != 0 && (r.Proto == uint8(pkt.Protocol)) == r.ProtoNeg {
 		return noMatch, 0, ""
 	}
-	if !r.Src.Matches(b.src) || !r.Dst.Matches(b.dst) {
+	if !r.Src.Matches(b.Src) || !r.Dst.Matches(b.Dst) {
 		return noMatch, 0, ""
 	}
-	if !r.DPort.Matches(b.dport) {
+	if !r.DPort.Matches(b.DPort) {
 		return noMatch, 0, ""
 	}
 	if x := r.Extra; x != nil {
@@ -323,7 +293,7 @@ func (w *walker) matchExtra(r *Rule, x *RuleExtra, b *branch) (bool, string) {
 	if len(x.MultiDPorts) > 0 {
 		in := false
 		for _, pr := range x.MultiDPorts {
-			in = in || b.dport >= pr.Lo && b.dport <= pr.Hi
+			in = in || b.DPort >= pr.Lo && b.DPort <= pr.Hi
 		}
 		if in == x.MultiNeg {
 			return false, ""
@@ -346,7 +316,7 @@ func (w *walker) matchExtra(r *Rule, x *RuleExtra, b *branch) (bool, string) {
 	for _, at := range []struct {
 		m *AddrTypeMatch
 		a netip.Addr
-	}{{&x.SrcType, b.src}, {&x.DstType, b.dst}} {
+	}{{&x.SrcType, b.Src}, {&x.DstType, b.Dst}} {
 		if !at.m.Set {
 			continue
 		}
@@ -358,13 +328,13 @@ func (w *walker) matchExtra(r *Rule, x *RuleExtra, b *branch) (bool, string) {
 			return false, ""
 		}
 	}
-	if x.Mark != nil && ((b.mark&x.Mark.Mask) == x.Mark.Value) == x.Mark.Neg {
+	if x.Mark != nil && ((b.Mark&x.Mark.Mask) == x.Mark.Value) == x.Mark.Neg {
 		return false, ""
 	}
 	if x.CtState != nil {
 		in := false
 		for _, s := range x.CtState.States {
-			in = in || s == "NEW" || s == "DNAT" && b.dnat
+			in = in || s == "NEW" || s == "DNAT" && b.DNAT
 		}
 		if in == x.CtState.Neg {
 			return false, ""
@@ -387,8 +357,8 @@ func (w *walker) matchExtra(r *Rule, x *RuleExtra, b *branch) (bool, string) {
 	}
 	if rc := x.Recent; rc != nil && rc.Op != "set" {
 		// History-dependent: a first connection has no entry in the recent list.
-		if rc.Seconds > 0 && b.affinity == 0 {
-			b.affinity = rc.Seconds
+		if rc.Seconds > 0 && b.Affinity == 0 {
+			b.Affinity = rc.Seconds
 		}
 		if !rc.Neg {
 			return false, ""
@@ -436,8 +406,8 @@ func (w *walker) apply(b *branch, r *Rule, branchP float64) {
 			step.Action = "jump " + t
 			b.stack = append(b.stack, frame{chain: r.JumpChain})
 		}
-		if x.Recent != nil && x.Recent.Op == "set" && b.affinity > 0 {
-			step.Note = fmt.Sprintf("session affinity: this client's later connections stick to this endpoint for %ds", b.affinity)
+		if x.Recent != nil && x.Recent.Op == "set" && b.Affinity > 0 {
+			step.Note = fmt.Sprintf("session affinity: this client's later connections stick to this endpoint for %ds", b.Affinity)
 		}
 	case t == "":
 		return
@@ -450,20 +420,20 @@ func (w *walker) apply(b *branch, r *Rule, branchP float64) {
 		b.stack = b.stack[:0]
 	case t == "DROP":
 		step.Action, detail = "drop", false
-		b.verdict = &trace.Verdict{Kind: trace.Drop, Reason: reason(r, "dropped by "+table+" "+r.Chain)}
+		b.Verdict = &trace.Verdict{Kind: trace.Drop, Reason: reason(r, "dropped by "+table+" "+r.Chain)}
 	case t == "REJECT":
 		step.Action, detail = "reject", false
 		if x.RejectWith != "" {
 			step.Action += " with " + x.RejectWith
 		}
-		b.verdict = &trace.Verdict{Kind: trace.Reject, Reason: reason(r, "rejected by "+table+" "+r.Chain)}
+		b.Verdict = &trace.Verdict{Kind: trace.Reject, Reason: reason(r, "rejected by "+table+" "+r.Chain)}
 	case t == "DNAT":
-		dst, port, err := parseNATTarget(r.ToDestination, b.dport)
+		dst, port, err := parseNATTarget(r.ToDestination, b.DPort)
 		if err != nil {
 			w.note(fmt.Sprintf("line %d: %v; the rule was skipped", r.Line, err))
 			return
 		}
-		b.dst, b.dport, b.dnat = dst, port, true
+		b.Dst, b.DPort, b.DNAT = dst, port, true
 		step.Action, detail = "DNAT to "+netip.AddrPortFrom(dst, port).String(), false
 		b.stack = b.stack[:0]
 	case t == "MASQUERADE" || t == "SNAT":
@@ -471,31 +441,31 @@ func (w *walker) apply(b *branch, r *Rule, branchP float64) {
 		if t == "SNAT" {
 			step.Action += " to " + x.ToSource
 		}
-		b.masq = true
-		b.masqReason = b.markedBy
-		if b.masqReason == "" {
-			b.masqReason = fmt.Sprintf("%s rule at line %d", r.Chain, r.Line)
+		b.Masq = true
+		b.MasqReason = b.MarkedBy
+		if b.MasqReason == "" {
+			b.MasqReason = fmt.Sprintf("%s rule at line %d", r.Chain, r.Line)
 		}
 		b.stack = b.stack[:0]
 	case t == "MARK":
-		before := b.mark
+		before := b.Mark
 		switch x.MarkOp {
 		case "set-xmark":
-			b.mark = (b.mark &^ x.MarkMk) ^ x.MarkVal
+			b.Mark = (b.Mark &^ x.MarkMk) ^ x.MarkVal
 		case "set-mark":
-			b.mark = (b.mark &^ x.MarkMk) | x.MarkVal
+			b.Mark = (b.Mark &^ x.MarkMk) | x.MarkVal
 		case "or-mark":
-			b.mark |= x.MarkVal
+			b.Mark |= x.MarkVal
 		case "and-mark":
-			b.mark &= x.MarkVal
+			b.Mark &= x.MarkVal
 		case "xor-mark":
-			b.mark ^= x.MarkVal
+			b.Mark ^= x.MarkVal
 		}
-		step.Action, detail = fmt.Sprintf("mark 0x%x", b.mark), true
-		if b.mark&^before != 0 && len(b.steps) > 0 {
+		step.Action, detail = fmt.Sprintf("mark 0x%x", b.Mark), true
+		if b.Mark&^before != 0 && len(b.Steps) > 0 {
 			// Name the rule that sent the packet here: that is the reason a person wants.
-			prev := b.steps[len(b.steps)-1]
-			b.markedBy = fmt.Sprintf("%s (%s line %d)", describe(prev), prev.Chain, prev.Line)
+			prev := b.Steps[len(b.Steps)-1]
+			b.MarkedBy = fmt.Sprintf("%s (%s line %d)", describe(prev), prev.Chain, prev.Line)
 		}
 	case t == "LOG" || t == "NFLOG":
 		step.Action, detail = "log", true
@@ -504,7 +474,7 @@ func (w *walker) apply(b *branch, r *Rule, branchP float64) {
 		step.Action, detail = "unevaluated target "+t, true
 	}
 	step.Detail = detail
-	b.steps = append(b.steps, step)
+	b.Steps = append(b.Steps, step)
 }
 
 // reason prefers the rule's own comment, which kube-proxy writes for people.
@@ -526,29 +496,7 @@ func describe(s trace.Step) string {
 }
 
 // finish turns an ended branch into a path.
-func (w *walker) finish(b *branch) {
-	p := trace.Path{Steps: b.steps, Probability: b.prob, Masquerade: b.masq, MasqueradeReason: b.masqReason, AffinitySeconds: b.affinity}
-	switch {
-	case b.verdict != nil:
-		p.Verdict = *b.verdict
-	case b.dnat:
-		p.Verdict = trace.Verdict{Kind: trace.DNAT, Backend: netip.AddrPortFrom(b.dst, b.dport)}
-	default:
-		reason := "no Service rule matched: forwarded as addressed"
-		if w.node.IsLocal(b.dst) {
-			reason = "no Service rule matched: delivered to the node itself"
-		}
-		p.Verdict = trace.Verdict{Kind: trace.Accept, Reason: reason}
-	}
-	if !p.Masquerade && p.Verdict.Kind == trace.DNAT {
-		if b.markedBy != "" {
-			p.MasqueradeReason = "marked by " + b.markedBy + ", but no MASQUERADE rule matched"
-		} else {
-			p.MasqueradeReason = "no rule marked the packet for masquerade: the source address is kept"
-		}
-	}
-	w.paths = append(w.paths, p)
-}
+func (w *walker) finish(b *branch) { w.paths = append(w.paths, b.Path(w.node)) }
 
 // parseNATTarget reads DNAT's --to-destination: ADDR, ADDR:PORT, [V6]:PORT, or a range whose
 // first element is taken.
@@ -598,11 +546,11 @@ func (w *walker) inSet(sm SetMatch, b *branch) (bool, string) {
 		case d == "port" && src:
 			return false, fmt.Sprintf("ipset %s is matched on the source port, which is not known", sm.Name)
 		case d == "port":
-			vals[i] = ipvs.Value(d, netip.Addr{}, w.pkt.Protocol.String(), b.dport, bitmap)
+			vals[i] = ipvs.Value(d, netip.Addr{}, w.pkt.Protocol.String(), b.DPort, bitmap)
 		case src:
-			vals[i] = b.src.String()
+			vals[i] = b.Src.String()
 		default:
-			vals[i] = b.dst.String()
+			vals[i] = b.Dst.String()
 		}
 	}
 	return set.Contains(vals), ""
@@ -611,13 +559,13 @@ func (w *walker) inSet(sm SetMatch, b *branch) (bool, string) {
 // toIPVS hands a packet that reached INPUT to IPVS: a virtual server for its destination picks a
 // real server (splitting by the scheduler's shares), and the packet leaves through POSTROUTING.
 func (w *walker) toIPVS(b *branch) {
-	vs := w.ipvs.Find(w.pkt.Protocol.String(), netip.AddrPortFrom(b.dst, b.dport))
+	vs := w.ipvs.Find(w.pkt.Protocol.String(), netip.AddrPortFrom(b.Dst, b.DPort))
 	if vs == nil {
 		return
 	}
 	where := fmt.Sprintf("%s %s %s", strings.ToUpper(vs.Protocol), vs.Addr, vs.Scheduler)
-	if vs.Persistent > 0 && b.affinity == 0 {
-		b.affinity = vs.Persistent
+	if vs.Persistent > 0 && b.Affinity == 0 {
+		b.Affinity = vs.Persistent
 	}
 	shares, exact := vs.Share()
 	if !exact {
@@ -630,11 +578,11 @@ func (w *walker) toIPVS(b *branch) {
 		}
 	}
 	if len(live) == 0 {
-		b.steps = append(b.steps, trace.Step{Table: "ipvs", Chain: where, Branch: 1, Action: "no real server to choose"})
-		b.verdict = &trace.Verdict{Kind: trace.Reject, Reason: fmt.Sprintf("IPVS virtual server %s has no real servers (or only draining ones, weight 0)", vs.Addr)}
+		b.Steps = append(b.Steps, trace.Step{Table: "ipvs", Chain: where, Branch: 1, Action: "no real server to choose"})
+		b.Verdict = &trace.Verdict{Kind: trace.Reject, Reason: fmt.Sprintf("IPVS virtual server %s has no real servers (or only draining ones, weight 0)", vs.Addr)}
 		return
 	}
-	total := b.prob
+	total := b.Prob
 	// Clone before changing anything: the clones must not inherit the first real server's step.
 	targets := []*branch{b}
 	for range live[1:] {
@@ -645,14 +593,14 @@ func (w *walker) toIPVS(b *branch) {
 	for n, i := range live {
 		target := targets[n]
 		rs := vs.Reals[i]
-		target.prob = total * shares[i]
-		target.dst, target.dport, target.dnat = rs.Addr.Addr(), rs.Addr.Port(), true
+		target.Prob = total * shares[i]
+		target.Dst, target.DPort, target.DNAT = rs.Addr.Addr(), rs.Addr.Port(), true
 		st := trace.Step{Table: "ipvs", Chain: where, Branch: shares[i],
 			Action: fmt.Sprintf("DNAT to %s (%s, weight %d)", rs.Addr, rs.Forward, rs.Weight)}
 		if rs.ActiveConn+rs.InActConn > 0 {
 			st.Note = fmt.Sprintf("%d active, %d inactive connections now", rs.ActiveConn, rs.InActConn)
 		}
-		target.steps = append(target.steps, st)
+		target.Steps = append(target.Steps, st)
 		target.hook = postrouting
 	}
 }

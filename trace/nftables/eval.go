@@ -10,9 +10,6 @@ import (
 	"github.com/svctrace/svctrace/trace"
 )
 
-// maxPaths bounds the evaluation, as for iptables.
-const maxPaths = 1 << 17
-
 // maxDepth and maxSteps stop a path that loops: the kernel allows 64 nested jumps, and no real
 // path passes anywhere near 10,000 rules that act on it.
 const (
@@ -28,20 +25,10 @@ type frame struct {
 }
 
 type branch struct {
-	src, dst   netip.Addr
-	dport      uint16
-	mark       uint32
-	dnat       bool
-	hook       string
-	baseIdx    int
-	stack      []frame
-	prob       float64
-	steps      []trace.Step
-	verdict    *trace.Verdict
-	masq       bool
-	masqReason string
-	markedBy   string
-	affinity   int
+	trace.Fate
+	hook    string
+	baseIdx int
+	stack   []frame
 	// reason is what a map element's comment said about the service the packet is for.
 	reason string
 }
@@ -49,7 +36,7 @@ type branch struct {
 func (b *branch) clone() *branch {
 	c := *b
 	c.stack = append([]frame(nil), b.stack...)
-	c.steps = append([]trace.Step(nil), b.steps...)
+	c.CopySteps()
 	return &c
 }
 
@@ -60,8 +47,7 @@ type walker struct {
 	node   *trace.NodeContext
 	bases  map[string][]*Chain
 	paths  []trace.Path
-	notes  map[string]bool
-	order  []string
+	notes  trace.Notes
 	forks  []*branch
 }
 
@@ -71,7 +57,7 @@ func (d *Dataplane) Walk(p trace.Packet, node *trace.NodeContext) (*trace.Walk, 
 	if p.Dst.Is6() && !p.Dst.Is4In6() {
 		family = "ip6"
 	}
-	w := &walker{rs: d.Rules, family: family, pkt: p, node: node, bases: map[string][]*Chain{}, notes: map[string]bool{}}
+	w := &walker{rs: d.Rules, family: family, pkt: p, node: node, bases: map[string][]*Chain{}}
 	for _, t := range d.Rules.Tables {
 		if t.Family != family && t.Family != "inet" {
 			continue
@@ -91,37 +77,29 @@ func (d *Dataplane) Walk(p trace.Packet, node *trace.NodeContext) (*trace.Walk, 
 			return cs[i].Table.Name+cs[i].Name < cs[j].Table.Name+cs[j].Name
 		})
 	}
-	start := &branch{src: p.Src, dst: p.Dst, dport: p.DstPort, mark: p.Mark, prob: 1, hook: "prerouting"}
+	start := &branch{Fate: trace.Fate{Src: p.Src, Dst: p.Dst, DPort: p.DstPort, Mark: p.Mark, Prob: 1}, hook: "prerouting"}
 	if p.Origin == trace.FromLocalProcess {
 		start.hook = "output"
 	}
-	work := []*branch{start}
-	for len(work) > 0 {
-		b := work[len(work)-1]
-		work = work[:len(work)-1]
+	err := trace.Explore(start, func(b *branch) ([]*branch, error) {
 		w.forks = nil
 		w.run(b)
-		work = append(work, w.forks...)
-		if len(w.paths)+len(work) > maxPaths {
-			return nil, fmt.Errorf("the ruleset splits this packet into more than %d paths; refusing to go on", maxPaths)
-		}
+		return w.forks, nil
+	}, func() int { return len(w.paths) })
+	if err != nil {
+		return nil, err
 	}
-	return &trace.Walk{Paths: w.paths, Notes: w.order}, nil
+	return &trace.Walk{Paths: w.paths, Notes: w.notes.List}, nil
 }
 
-func (w *walker) note(s string) {
-	if s != "" && !w.notes[s] {
-		w.notes[s] = true
-		w.order = append(w.order, s)
-	}
-}
+func (w *walker) note(s string) { w.notes.Add(s) }
 
 func (w *walker) run(b *branch) {
-	for b.verdict == nil && b.hook != "" {
-		if len(b.stack) > maxDepth || len(b.steps) > maxSteps {
+	for b.Verdict == nil && b.hook != "" {
+		if len(b.stack) > maxDepth || len(b.Steps) > maxSteps {
 			// The kernel refuses rulesets that loop; a dump edited by hand may still have one.
 			w.note("the rules loop (jumps or gotos that never end); evaluation of that path stopped")
-			b.verdict = &trace.Verdict{Kind: trace.Drop, Reason: "the rules loop"}
+			b.Verdict = &trace.Verdict{Kind: trace.Drop, Reason: "the rules loop"}
 			break
 		}
 		if len(b.stack) == 0 {
@@ -149,7 +127,7 @@ func (w *walker) nextHook(b *branch) {
 	b.baseIdx = 0
 	switch b.hook {
 	case "prerouting":
-		if w.node.IsLocal(b.dst) {
+		if w.node.IsLocal(b.Dst) {
 			b.hook = "input"
 		} else {
 			b.hook = "forward"
@@ -166,8 +144,8 @@ func (w *walker) fallOff(b *branch) {
 	top := b.stack[len(b.stack)-1]
 	b.stack = b.stack[:len(b.stack)-1]
 	if len(b.stack) == 0 && top.chain.Policy == "drop" {
-		b.steps = append(b.steps, trace.Step{Table: tableName(top.chain), Chain: top.chain.Name, Branch: 1, Action: "policy drop"})
-		b.verdict = &trace.Verdict{Kind: trace.Drop, Reason: "policy drop of chain " + top.chain.Name}
+		b.Steps = append(b.Steps, trace.Step{Table: tableName(top.chain), Chain: top.chain.Name, Branch: 1, Action: "policy drop"})
+		b.Verdict = &trace.Verdict{Kind: trace.Drop, Reason: "policy drop of chain " + top.chain.Name}
 	}
 }
 
@@ -177,9 +155,9 @@ func tableName(c *Chain) string { return c.Table.Family + " " + c.Table.Name }
 // service decision happens in the nat chains; callers clear Detail for verdicts.
 func (w *walker) step(b *branch, r *Rule, action string, p float64) *trace.Step {
 	base := b.stack[0].chain
-	b.steps = append(b.steps, trace.Step{Table: tableName(base), Chain: r.Chain, Rule: fmt.Sprintf("%s # handle %d", r.Text, r.Handle),
+	b.Steps = append(b.Steps, trace.Step{Table: tableName(base), Chain: r.Chain, Rule: fmt.Sprintf("%s # handle %d", r.Text, r.Handle),
 		Action: action, Branch: p, Detail: base.Type != "nat" || b.hook == "postrouting"})
-	return &b.steps[len(b.steps)-1]
+	return &b.Steps[len(b.Steps)-1]
 }
 
 // execRule runs a rule's statements in order until one does not match or a verdict ends it.
@@ -202,11 +180,11 @@ func (w *walker) execRule(b *branch, r *Rule) {
 			case "set":
 				// "update @affinity-… { ip saddr }": remembers the client for session affinity.
 			case "masquerade", "snat":
-				b.masq, b.masqReason = true, b.markedBy
+				b.Masq, b.MasqReason = true, b.MarkedBy
 				if strings.Contains(r.Text, "@hairpin-connections") {
-					b.masqReason = "hairpin: the pod reaches itself through its Service (set hairpin-connections)"
-				} else if b.masqReason == "" {
-					b.masqReason = fmt.Sprintf("%s rule handle %d", r.Chain, r.Handle)
+					b.MasqReason = "hairpin: the pod reaches itself through its Service (set hairpin-connections)"
+				} else if b.MasqReason == "" {
+					b.MasqReason = fmt.Sprintf("%s rule handle %d", r.Chain, r.Handle)
 				}
 				w.step(b, r, "masquerade", 1).Detail = false
 				b.stack = b.stack[:0]
@@ -264,14 +242,14 @@ func (w *walker) verdict(b *branch, r *Rule, k string, v any, p float64) bool {
 		} else if ref := trace.ServiceFromNftChain(r.Chain); ref != nil && strings.HasPrefix(r.Chain, "firewall-") {
 			reason = ref.String() + ": source not in loadBalancerSourceRanges"
 		}
-		b.verdict = &trace.Verdict{Kind: trace.Drop, Reason: reason}
+		b.Verdict = &trace.Verdict{Kind: trace.Drop, Reason: reason}
 	case "reject":
 		w.step(b, r, "reject", p).Detail = false
 		reason := "rejected by chain " + r.Chain
 		if b.reason != "" {
 			reason = b.reason + " has no endpoints"
 		}
-		b.verdict = &trace.Verdict{Kind: trace.Reject, Reason: reason}
+		b.Verdict = &trace.Verdict{Kind: trace.Reject, Reason: reason}
 	case "continue":
 	default:
 		return false
@@ -291,14 +269,14 @@ func (w *walker) mangle(b *branch, r *Rule, v any) {
 		w.note(fmt.Sprintf("chain %s rule handle %d: mark value %s is not evaluated", r.Chain, r.Handle, FormatExpr(m["value"])))
 		return
 	}
-	before := b.mark
-	b.mark = uint32(n)
-	st := w.step(b, r, fmt.Sprintf("mark 0x%x", b.mark), 1)
+	before := b.Mark
+	b.Mark = uint32(n)
+	st := w.step(b, r, fmt.Sprintf("mark 0x%x", b.Mark), 1)
 	if b.hook == "postrouting" {
 		st.Detail = true
 	}
-	if b.mark&^before != 0 {
-		b.markedBy = fmt.Sprintf("%q (chain %s)", r.Text, r.Chain)
+	if b.Mark&^before != 0 {
+		b.MarkedBy = fmt.Sprintf("%q (chain %s)", r.Text, r.Chain)
 	}
 }
 
@@ -388,7 +366,7 @@ func (w *walker) splitN(b *branch, n int, elems []Elem, apply func(*branch, Elem
 			byIndex[int(f)] = e
 		}
 	}
-	total := b.prob
+	total := b.Prob
 	p := 1 / float64(n)
 	missing := 0
 	// Clone before applying anything: applying changes the branch the clones copy.
@@ -411,15 +389,15 @@ func (w *walker) splitN(b *branch, n int, elems []Elem, apply func(*branch, Elem
 	if missing > 0 {
 		// The values the map lacks fall through to the next rule, on a branch of their own.
 		rest := b.clone()
-		rest.prob = total * float64(missing) / float64(n)
+		rest.Prob = total * float64(missing) / float64(n)
 		w.forks = append(w.forks, rest)
 		if len(targets) == 0 {
-			b.prob = 0 // every value falls through: the fork carries the traffic
-			b.verdict = &trace.Verdict{Kind: trace.Accept}
+			b.Prob = 0 // every value falls through: the fork carries the traffic
+			b.Verdict = &trace.Verdict{Kind: trace.Accept}
 		}
 	}
 	for i, t := range targets {
-		t.prob = total * p
+		t.Prob = total * p
 		apply(t, chosen[i], p)
 	}
 	if missing > 0 {
@@ -429,7 +407,7 @@ func (w *walker) splitN(b *branch, n int, elems []Elem, apply func(*branch, Elem
 
 func (w *walker) dnat(b *branch, r *Rule, v any) {
 	m, _ := v.(map[string]any)
-	port := b.dport
+	port := b.DPort
 	if p, ok := m["port"].(float64); ok {
 		port = uint16(p)
 	}
@@ -452,7 +430,7 @@ func (w *walker) dnat(b *branch, r *Rule, v any) {
 			w.note(fmt.Sprintf("chain %s rule handle %d: DNAT target %s is not understood", r.Chain, r.Handle, FormatExpr(addr)))
 			return
 		}
-		br.dst, br.dport, br.dnat = a, pt, true
+		br.Dst, br.DPort, br.DNAT = a, pt, true
 		w.step(br, r, "DNAT to "+netip.AddrPortFrom(a, pt).String(), p)
 		br.stack = br.stack[:0]
 	}
@@ -477,8 +455,8 @@ func (w *walker) match(b *branch, r *Rule, v any) (bool, string) {
 	// none of them.
 	if name, ok := right.(string); ok && strings.HasPrefix(name, "@") {
 		if s := b.stack[len(b.stack)-1].chain.Table.Sets[name[1:]]; s != nil && s.Timeout > 0 {
-			if b.affinity == 0 {
-				b.affinity = s.Timeout
+			if b.Affinity == 0 {
+				b.Affinity = s.Timeout
 			}
 			return op == "!=", ""
 		}
@@ -524,11 +502,11 @@ func (w *walker) value(b *branch, e any) (any, bool) {
 		if p, ok := x["payload"].(map[string]any); ok {
 			switch p["field"] {
 			case "saddr":
-				return b.src, true
+				return b.Src, true
 			case "daddr":
-				return b.dst, true
+				return b.Dst, true
 			case "dport":
-				return uint64(b.dport), true
+				return uint64(b.DPort), true
 			case "protocol", "nexthdr":
 				return w.pkt.Protocol.String(), true
 			}
@@ -539,7 +517,7 @@ func (w *walker) value(b *branch, e any) (any, bool) {
 			case "l4proto":
 				return w.pkt.Protocol.String(), true
 			case "mark":
-				return uint64(b.mark), true
+				return uint64(b.Mark), true
 			case "iifname":
 				if w.pkt.InInterface == "" || b.hook == "output" {
 					return nil, false
@@ -555,7 +533,7 @@ func (w *walker) value(b *branch, e any) (any, bool) {
 			case "state":
 				return "new", true
 			case "status":
-				if b.dnat {
+				if b.DNAT {
 					return "dnat", true
 				}
 				return "none", true
@@ -564,9 +542,9 @@ func (w *walker) value(b *branch, e any) (any, bool) {
 		}
 		if fib, ok := x["fib"].(map[string]any); ok && fib["result"] == "type" {
 			flags := FormatExpr(fib["flags"])
-			addr := b.dst
+			addr := b.Dst
 			if strings.Contains(flags, "saddr") {
-				addr = b.src
+				addr = b.Src
 			}
 			if w.node.IsLocal(addr) {
 				return "local", true
@@ -664,25 +642,4 @@ func eq(v any, e any) bool {
 	return false
 }
 
-func (w *walker) finish(b *branch) {
-	p := trace.Path{Steps: b.steps, Probability: b.prob, Masquerade: b.masq, MasqueradeReason: b.masqReason, AffinitySeconds: b.affinity}
-	switch {
-	case b.verdict != nil:
-		p.Verdict = *b.verdict
-	case b.dnat:
-		p.Verdict = trace.Verdict{Kind: trace.DNAT, Backend: netip.AddrPortFrom(b.dst, b.dport)}
-	default:
-		reason := "no Service rule matched: forwarded as addressed"
-		if w.node.IsLocal(b.dst) {
-			reason = "no Service rule matched: delivered to the node itself"
-		}
-		p.Verdict = trace.Verdict{Kind: trace.Accept, Reason: reason}
-	}
-	if !p.Masquerade && p.Verdict.Kind == trace.DNAT {
-		p.MasqueradeReason = "no rule marked the packet for masquerade: the source address is kept"
-		if b.markedBy != "" {
-			p.MasqueradeReason = "marked by " + b.markedBy + ", but no masquerade rule matched"
-		}
-	}
-	w.paths = append(w.paths, p)
-}
+func (w *walker) finish(b *branch) { w.paths = append(w.paths, b.Path(w.node)) }

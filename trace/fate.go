@@ -1,0 +1,92 @@
+package trace
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// MaxPaths bounds an evaluation: kube-proxy's layouts yield one path per endpoint, so more than
+// this means a pathological ruleset, and the walk stops rather than exhaust memory.
+const MaxPaths = 1 << 17
+
+// Fate is the state every dataplane walker tracks for one branch of a packet: where it is
+// addressed now, its mark, its share of traffic, the steps it took and how it ended.
+type Fate struct {
+	Src, Dst   netip.Addr
+	DPort      uint16
+	Mark       uint32
+	DNAT       bool
+	Prob       float64
+	Steps      []Step
+	Verdict    *Verdict
+	Masq       bool
+	MasqReason string
+	// MarkedBy names the rule that set the masquerade mark, the reason a person wants.
+	MarkedBy string
+	Affinity int
+}
+
+// CopySteps gives a cloned branch its own step list.
+func (f *Fate) CopySteps() { f.Steps = append([]Step(nil), f.Steps...) }
+
+// Path turns an ended branch into a path: its verdict (an explicit one, the DNAT it received, or
+// ACCEPT with where the packet goes) and why its source is or is not masqueraded.
+func (f *Fate) Path(node *NodeContext) Path {
+	p := Path{Steps: f.Steps, Probability: f.Prob, Masquerade: f.Masq, MasqueradeReason: f.MasqReason, AffinitySeconds: f.Affinity}
+	switch {
+	case f.Verdict != nil:
+		p.Verdict = *f.Verdict
+	case f.DNAT:
+		p.Verdict = Verdict{Kind: DNAT, Backend: netip.AddrPortFrom(f.Dst, f.DPort)}
+	default:
+		reason := "no Service rule matched: forwarded as addressed"
+		if node.IsLocal(f.Dst) {
+			reason = "no Service rule matched: delivered to the node itself"
+		}
+		p.Verdict = Verdict{Kind: Accept, Reason: reason}
+	}
+	if !p.Masquerade && p.Verdict.Kind == DNAT {
+		p.MasqueradeReason = "no rule marked the packet for masquerade: the source address is kept"
+		if f.MarkedBy != "" {
+			p.MasqueradeReason = "marked by " + f.MarkedBy + ", but no masquerade rule matched"
+		}
+	}
+	return p
+}
+
+// Notes collects what an evaluation assumed, once each, in order.
+type Notes struct {
+	seen map[string]bool
+	List []string
+}
+
+// Add records a note; empty and repeated notes are ignored.
+func (n *Notes) Add(s string) {
+	if s == "" || n.seen[s] {
+		return
+	}
+	if n.seen == nil {
+		n.seen = map[string]bool{}
+	}
+	n.seen[s] = true
+	n.List = append(n.List, s)
+}
+
+// Explore runs branches to their ends: run advances one branch and returns the branches it split
+// off on the way; ended reports how many paths have ended so far.
+func Explore[B any](start B, run func(B) ([]B, error), ended func() int) error {
+	work := []B{start}
+	for len(work) > 0 {
+		b := work[len(work)-1]
+		work = work[:len(work)-1]
+		forks, err := run(b)
+		if err != nil {
+			return err
+		}
+		work = append(work, forks...)
+		if ended()+len(work) > MaxPaths {
+			return fmt.Errorf("the ruleset splits this packet into more than %d paths; refusing to go on", MaxPaths)
+		}
+	}
+	return nil
+}
