@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -95,63 +94,15 @@ func TestIPVSModeInVM(t *testing.T) {
 			if res.Mode != "ipvs" {
 				t.Fatalf("svctrace read the VM as %s mode", res.Mode)
 			}
-			if len(res.Verdicts) == 0 || string(res.Verdicts[0].Verdict) != f.wantVerdict || res.Verdicts[0].Probability < 0.999999 {
-				t.Fatalf("predicted %+v, want all %s; notes %v; hops %s", res.Verdicts, f.wantVerdict, res.Notes, hopsText(res.Hops))
-			}
-			predicted, masq := map[string]bool{}, map[string]bool{}
-			var names []string
-			for _, b := range res.Backends {
-				if b.Pod == nil {
-					t.Fatalf("backend %s has no pod", b.IP)
-				}
-				predicted[b.Pod.Name], masq[b.Pod.Name] = true, b.Masquerade
-				names = append(names, b.Pod.Name)
-			}
-			sort.Strings(names)
-			if strings.Join(names, ",") != strings.Join(f.wantPods, ",") {
-				t.Fatalf("predicted pods %v, want %v", names, f.wantPods)
-			}
+			want := expectation{verdict: f.wantVerdict, pods: f.wantPods, sticky: f.sticky, nodeAddrs: nodeAddrs}
+			masq := checkPrediction(t, &res, want)
 			var got probeResult
 			// The console interleaves kernel messages (IPVS logs "no destination available"):
 			// the probe's answer is its JSON line.
 			if err := json.Unmarshal([]byte(jsonLine(sec[fmt.Sprintf("probe-%d", i)])), &got); err != nil {
 				t.Fatalf("probe output: %v\n%s", err, sec[fmt.Sprintf("probe-%d", i)])
 			}
-			if f.wantVerdict != "DNAT" {
-				if len(got.Backends) != 0 {
-					t.Fatalf("predicted %s, but connections reached %v", f.wantVerdict, got.Backends)
-				}
-				for msg := range got.Failures {
-					if !strings.Contains(msg, "refused") {
-						t.Errorf("predicted REJECT, connections failed with %q", msg)
-					}
-				}
-				return
-			}
-			if len(got.Failures) > 0 {
-				t.Errorf("connections failed: %v", got.Failures)
-			}
-			reached := map[string]int{}
-			for answer, count := range got.Backends {
-				pod, seen, _ := strings.Cut(answer, " ")
-				reached[pod] += count
-				if !predicted[pod] {
-					t.Errorf("connections reached %s, which svctrace did not predict", pod)
-				} else if masq[pod] != nodeAddrs[seen] {
-					t.Errorf("%s saw the client as %s; svctrace predicted masquerade=%v", pod, seen, masq[pod])
-				}
-			}
-			if f.sticky {
-				if len(reached) != 1 || res.AffinitySeconds != 10800 {
-					t.Errorf("persistence: reached %v (want one backend), predicted affinity %ds", reached, res.AffinitySeconds)
-				}
-				return
-			}
-			for pod := range predicted {
-				if reached[pod] == 0 {
-					t.Errorf("predicted %s, never reached (reached %v)", pod, reached)
-				}
-			}
+			checkConnections(t, &res, masq, got, want)
 		})
 	}
 }
@@ -171,19 +122,4 @@ func jsonLine(s string) string {
 		}
 	}
 	return s
-}
-
-func hopsText(hs []*trace.Hop) string {
-	var b strings.Builder
-	var walk func(h *trace.Hop, depth int)
-	walk = func(h *trace.Hop, depth int) {
-		fmt.Fprintf(&b, "\n%s%s %s %s", strings.Repeat("  ", depth), h.Chain, h.Action, h.Rule)
-		for _, c := range h.Children {
-			walk(c, depth+1)
-		}
-	}
-	for _, h := range hs {
-		walk(h, 0)
-	}
-	return b.String()
 }

@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 	"testing"
 
@@ -112,71 +111,13 @@ func checkFlows(t *testing.T, mode string) {
 			if res.Mode != mode {
 				t.Fatalf("svctrace read the node as %s mode, want %s", res.Mode, mode)
 			}
-			if len(res.Verdicts) == 0 || string(res.Verdicts[0].Verdict) != f.wantVerdict || res.Verdicts[0].Probability < 0.999999 {
-				t.Fatalf("predicted verdicts %+v, want all %s", res.Verdicts, f.wantVerdict)
-			}
-			// What svctrace predicts, by pod name, with the masquerade flag.
-			predicted := map[string]bool{}
-			masq := map[string]bool{}
-			var names []string
-			for _, b := range res.Backends {
-				if b.Pod == nil {
-					t.Fatalf("backend %s:%d has no pod", b.IP, b.Port)
-				}
-				if b.Probability > 0 {
-					predicted[b.Pod.Name] = true
-					masq[b.Pod.Name] = b.Masquerade
-					names = append(names, b.Pod.Name)
-				}
-			}
-			sort.Strings(names)
-			if f.wantVerdict == "DNAT" && strings.Join(names, ",") != strings.Join(f.wantPods, ",") {
-				t.Fatalf("predicted pods %v, want %v", names, f.wantPods)
-			}
-
+			want := expectation{verdict: f.wantVerdict, pods: f.wantPods, sticky: f.sticky, nodeAddrs: nodeAddrs}
+			masq := checkPrediction(t, &res, want)
 			n := 150
 			if f.wantVerdict != "DNAT" {
 				n = 3
 			}
-			got := probe(t, f, n)
-			if f.wantVerdict != "DNAT" {
-				if len(got.Backends) != 0 {
-					t.Fatalf("predicted %s, but connections reached %v", f.wantVerdict, got.Backends)
-				}
-				want := map[string]string{"REJECT": "refused", "DROP": "timeout"}[f.wantVerdict]
-				for msg := range got.Failures {
-					if !strings.Contains(msg, want) {
-						t.Errorf("predicted %s, connections failed with %q", f.wantVerdict, msg)
-					}
-				}
-				return
-			}
-			if len(got.Failures) > 0 {
-				t.Errorf("connections failed: %v", got.Failures)
-			}
-			reached := map[string]int{}
-			for answer, count := range got.Backends {
-				pod, seenSrc, _ := strings.Cut(answer, " ")
-				reached[pod] += count
-				if !predicted[pod] {
-					t.Errorf("connections reached %s, which svctrace did not predict", pod)
-					continue
-				}
-				if masq[pod] != nodeAddrs[seenSrc] {
-					t.Errorf("%s saw the client as %s; svctrace predicted masquerade=%v", pod, seenSrc, masq[pod])
-				}
-			}
-			if f.sticky {
-				if len(reached) != 1 || res.AffinitySeconds != 10800 {
-					t.Errorf("session affinity: reached %v (want one backend), predicted affinity %ds", reached, res.AffinitySeconds)
-				}
-				return
-			}
-			for pod := range predicted {
-				if reached[pod] == 0 {
-					t.Errorf("svctrace predicted %s with share > 0, but %d connections never reached it (reached %v)", pod, n, reached)
-				}
-			}
+			checkConnections(t, &res, masq, probe(t, f, n), want)
 		})
 	}
 }

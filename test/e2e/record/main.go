@@ -117,17 +117,7 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 	if err := os.WriteFile(filepath.Join(out, "objects.yaml"), objs, 0o644); err != nil {
 		return err
 	}
-	manifest := fmt.Sprintf(`apiVersion: svctrace/v1
-kind: Snapshot
-node: %s
-mode: %s
-kubeProxyVersion: %s
-recordedBy: test/e2e/record (hack/record-fixtures.sh)
-dataplane:
-- %s
-objects: objects.yaml
-`, harness.NodeName, mode, filepath.Base(filepath.Dir(bin))[len("k8s-"):], name)
-	if err := os.WriteFile(filepath.Join(out, "snapshot.yaml"), []byte(manifest), 0o644); err != nil {
+	if err := writeManifest(out, harness.NodeName, mode, bin, name); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "record: wrote %s, objects.yaml and snapshot.yaml to %s\n", name, out)
@@ -266,19 +256,7 @@ func recordIPVS(ctx context.Context, c *harness.Cluster, out, bin, netprobe stri
 	if err := os.WriteFile(filepath.Join(out, "objects.yaml"), objs, 0o644); err != nil {
 		return err
 	}
-	manifest := fmt.Sprintf(`apiVersion: svctrace/v1
-kind: Snapshot
-node: %s
-mode: ipvs
-kubeProxyVersion: %s
-recordedBy: test/e2e/record -mode ipvs (hack/record-fixtures.sh)
-dataplane:
-- iptables-save.txt
-- ipset-save.txt
-- ipvsadm-Sn.txt
-objects: objects.yaml
-`, harness.VMNodeName, filepath.Base(filepath.Dir(bin))[len("k8s-"):])
-	if err := os.WriteFile(filepath.Join(out, "snapshot.yaml"), []byte(manifest), 0o644); err != nil {
+	if err := writeManifest(out, harness.VMNodeName, "ipvs", bin, "iptables-save.txt", "ipset-save.txt", "ipvsadm-Sn.txt"); err != nil {
 		return err
 	}
 	if cmp := sec["compare"]; cmp != "" {
@@ -293,4 +271,22 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// writeManifest writes the bundle's snapshot.yaml.
+func writeManifest(out, node, mode, bin string, dataplane ...string) error {
+	var files strings.Builder
+	for _, f := range dataplane {
+		files.WriteString("- " + f + "\n")
+	}
+	manifest := fmt.Sprintf(`apiVersion: svctrace/v1
+kind: Snapshot
+node: %s
+mode: %s
+kubeProxyVersion: %s
+recordedBy: test/e2e/record (hack/record-fixtures.sh)
+dataplane:
+%sobjects: objects.yaml
+`, node, mode, strings.TrimPrefix(filepath.Base(filepath.Dir(bin)), "k8s-"), files.String())
+	return os.WriteFile(filepath.Join(out, "snapshot.yaml"), []byte(manifest), 0o644)
 }
