@@ -333,6 +333,13 @@ func (w *walker) vmap(b *branch, r *Rule, v any) bool {
 		w.note(fmt.Sprintf("chain %s rule handle %d: key %s is not evaluated; the map was not consulted", r.Chain, r.Handle, FormatExpr(m["key"])))
 		return false
 	}
+	if name, ok := m["data"].(string); ok && strings.HasPrefix(name, "@") {
+		if e, found := w.find(b, name[1:], key); found {
+			elems = []Elem{e}
+		} else {
+			elems = nil
+		}
+	}
 	for _, e := range elems {
 		if eq(key, e.Key) {
 			if e.Comment != "" {
@@ -467,13 +474,7 @@ func (w *walker) match(b *branch, r *Rule, v any) (bool, string) {
 	}
 	var in bool
 	if name, ok := right.(string); ok && strings.HasPrefix(name, "@") {
-		elems, _ := w.lookup(b, name)
-		for _, e := range elems {
-			if eq(left, e.Key) {
-				in = true
-				break
-			}
-		}
+		_, in = w.find(b, name[1:], left)
 	} else if set, ok := asMap(right)["set"].([]any); ok {
 		for _, e := range set {
 			in = in || eq(left, e)
@@ -643,3 +644,70 @@ func eq(v any, e any) bool {
 }
 
 func (w *walker) finish(b *branch) { w.paths = append(w.paths, b.Path(w.node)) }
+
+// find looks a packet value up in a named set or map of the current table: by its canonical key
+// for exact elements (a 10,000-service map is one map lookup, not 10,000 comparisons), one by
+// one for elements with prefixes or ranges.
+func (w *walker) find(b *branch, name string, v any) (Elem, bool) {
+	s := b.stack[len(b.stack)-1].chain.Table.Sets[name]
+	if s == nil {
+		return Elem{}, false
+	}
+	if s.index == nil {
+		s.index = map[string]int{}
+		for i, e := range s.Elems {
+			if k, ok := canonical(e.Key); ok {
+				s.index[k] = i
+			} else {
+				s.ranged = append(s.ranged, i)
+			}
+		}
+	}
+	if k, ok := canonical(v); ok {
+		if i, found := s.index[k]; found {
+			return s.Elems[i], true
+		}
+	}
+	for _, i := range s.ranged {
+		if eq(v, s.Elems[i].Key) {
+			return s.Elems[i], true
+		}
+	}
+	return Elem{}, false
+}
+
+// canonical renders a packet value or an exact set element the same way, so that equal values
+// have equal keys; prefixes and ranges have none.
+func canonical(v any) (string, bool) {
+	switch x := v.(type) {
+	case netip.Addr:
+		return x.String(), true
+	case uint64:
+		return strconv.FormatUint(x, 10), true
+	case float64:
+		return strconv.FormatUint(uint64(x), 10), true
+	case string:
+		if a, err := netip.ParseAddr(x); err == nil {
+			return a.String(), true
+		}
+		return strings.ToLower(x), true
+	case []any:
+		parts := make([]string, len(x))
+		for i, p := range x {
+			k, ok := canonical(p)
+			if !ok {
+				return "", false
+			}
+			parts[i] = k
+		}
+		return strings.Join(parts, " . "), true
+	case map[string]any:
+		if inner, ok := x["elem"].(map[string]any); ok {
+			return canonical(inner["val"])
+		}
+		if c, ok := x["concat"].([]any); ok {
+			return canonical(c)
+		}
+	}
+	return "", false
+}

@@ -48,6 +48,11 @@ type Set struct {
 	// Timeout is the default element timeout in seconds (affinity sets have one).
 	Timeout int
 	Elems   []Elem
+
+	// index maps an exact element's canonical key to its position; ranged holds the positions
+	// of elements with prefixes or ranges, which are matched one by one. Built on first lookup.
+	index  map[string]int
+	ranged []int
 }
 
 // Elem is one set element or map entry.
@@ -59,7 +64,8 @@ type Elem struct {
 	Comment string
 }
 
-// Dataplane evaluates a node's nftables ruleset.
+// Dataplane evaluates a node's nftables ruleset. Walks index named sets on first use, so one
+// Dataplane must not be walked from several goroutines at once.
 type Dataplane struct {
 	Rules *Ruleset
 }
