@@ -194,8 +194,12 @@ func addrPort(s string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(a, uint16(port)), nil
 }
 
-// ParseIPSet reads `ipset save` output: "create NAME TYPE ..." and "add NAME MEMBER" lines.
+// ParseIPSet reads `ipset save` output ("create NAME TYPE ..." and "add NAME MEMBER" lines) or
+// `ipset list` output ("Name:", "Type:", ..., "Members:" and one member a line).
 func ParseIPSet(data []byte) (ipvs.Sets, error) {
+	if bytes.HasPrefix(bytes.TrimSpace(data), []byte("Name: ")) {
+		return parseIPSetList(data)
+	}
 	sets := ipvs.Sets{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -218,6 +222,38 @@ func ParseIPSet(data []byte) (ipvs.Sets, error) {
 			s.List = append(s.List, strings.Split(f[2], ","))
 		default:
 			return nil, fmt.Errorf("ipset save, line %d: unrecognised line (%q)", n, sc.Text())
+		}
+	}
+	return sets, sc.Err()
+}
+
+func parseIPSetList(data []byte) (ipvs.Sets, error) {
+	sets := ipvs.Sets{}
+	var cur *ipvs.Set
+	members := false
+	n := 0
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case line == "":
+			members = false
+		case strings.HasPrefix(line, "Name: "):
+			cur = &ipvs.Set{Name: strings.TrimPrefix(line, "Name: "), Members: map[string]bool{}}
+			sets[cur.Name] = cur
+			members = false
+		case cur == nil:
+			return nil, fmt.Errorf("ipset list, line %d: %q before any Name: line", n, line)
+		case strings.HasPrefix(line, "Type: "):
+			cur.Type = strings.TrimPrefix(line, "Type: ")
+		case line == "Members:":
+			members = true
+		case members:
+			m, _, _ := strings.Cut(line, " ") // members may carry "timeout N" and the like
+			cur.Members[m] = true
+			cur.List = append(cur.List, strings.Split(m, ","))
 		}
 	}
 	return sets, sc.Err()

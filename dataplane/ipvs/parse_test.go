@@ -84,6 +84,19 @@ func TestIPSetMembership(t *testing.T) {
 	}
 }
 
+func TestIPSetListFormat(t *testing.T) {
+	list := "Name: KUBE-CLUSTER-IP\nType: hash:ip,port\nRevision: 6\nHeader: family inet hashsize 1024 maxelem 65536\n" +
+		"Size in memory: 600\nReferences: 2\nNumber of entries: 2\nMembers:\n10.96.30.10,tcp:80\n10.96.0.1,tcp:443\n\n" +
+		"Name: KUBE-NODE-PORT-TCP\nType: bitmap:port\nMembers:\n30200\n"
+	sets, err := ParseIPSet([]byte(list))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sets["KUBE-CLUSTER-IP"].Contains([]string{"10.96.0.1", "tcp:443"}) || sets["KUBE-NODE-PORT-TCP"].Type != "bitmap:port" || !sets["KUBE-NODE-PORT-TCP"].Contains([]string{"30200"}) {
+		t.Fatalf("parsed %+v %+v", sets["KUBE-CLUSTER-IP"], sets["KUBE-NODE-PORT-TCP"])
+	}
+}
+
 func TestParseErrorsNameTheLine(t *testing.T) {
 	for _, tc := range []struct {
 		name string
