@@ -83,3 +83,18 @@ type Dataplane interface {
 	// Walk evaluates the packet on the node and returns every path it can take.
 	Walk(p Packet, node *NodeContext) (*Walk, error)
 }
+
+// Entry is a Service address:port a node's dataplane handles, as `check` compares it with the API.
+type Entry struct {
+	Addr     netip.AddrPort
+	Protocol Protocol
+	// Where says where it was found ("nat KUBE-SERVICES line 160", "map service-ips", "IPVS").
+	Where string
+	// Name is the Service port the dataplane names it by, "ns/name:port", when it does.
+	Name string
+}
+
+// Lister is a dataplane that can list the Service addresses it programs.
+type Lister interface {
+	Entries() []Entry
+}

@@ -81,3 +81,23 @@ func TestPacketFlowsRecordedIPVS(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckIPVSFindsTheLocalPolicyBlackhole: in the recorded IPVS node, the Local-policy node
+// port of a Service whose only endpoint is on another node still lists that endpoint as a real
+// server (kube-proxy's IPVS mode does this); everything else agrees with the API.
+func TestCheckIPVSFindsTheLocalPolicyBlackhole(t *testing.T) {
+	dp, cl := loadIPVS(t, "ipvsadm-Ln.txt")
+	res, err := trace.Check(dp, cl, cl.NodeContextFor("vm1", nil), trace.CheckScope{Namespace: "ipvs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range res.Findings {
+		if f.Severity != trace.SeverityInfo {
+			got = append(got, f.Kind+" "+f.Service)
+		}
+	}
+	if len(got) != 1 || got[0] != "LocalPolicyBlackhole ipvs/vmfar-local:http" {
+		t.Fatalf("findings %v", got)
+	}
+}

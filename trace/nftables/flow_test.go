@@ -71,3 +71,17 @@ func TestPacketFlowsRecordedNftables(t *testing.T) {
 			SourceIP: tt.ClientPodIP, DestIP: ip("dns"), DestPort: 53, Proto: trace.UDP, Output: "10.244.1.51:5353, 10.244.2.52:5353", Equal: true},
 	})
 }
+
+// TestCheckRecordedNodeIsClean: what kube-proxy programmed in nftables mode agrees with the API.
+func TestCheckRecordedNodeIsClean(t *testing.T) {
+	dp, cl := load(t)
+	res, err := trace.Check(dp, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range res.Findings {
+		if f.Severity != trace.SeverityInfo {
+			t.Errorf("%s %s: %s", f.Kind, f.Service, f.Message)
+		}
+	}
+}

@@ -1,0 +1,306 @@
+package trace
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Finding kinds of `check`, a fixed vocabulary.
+const (
+	StaleEndpoint        = "StaleEndpoint"
+	MissingEndpoint      = "MissingEndpoint"
+	StaleService         = "StaleService"
+	MissingService       = "MissingService"
+	WrongShare           = "WrongShare"
+	NotReadyEndpoint     = "NotReadyEndpoint"
+	NoEndpoints          = "NoEndpoints"
+	LocalPolicyBlackhole = "LocalPolicyBlackhole"
+	OrphanChain          = "OrphanChain"
+)
+
+// CheckScope selects the Services to check; empty fields match everything.
+type CheckScope struct {
+	Namespace, Name string
+}
+
+func (s CheckScope) has(svc *corev1.Service) bool {
+	return (s.Namespace == "" || s.Namespace == svc.Namespace) && (s.Name == "" || s.Name == svc.Name)
+}
+
+// CheckResult is what `check` found on one node.
+type CheckResult struct {
+	Node string `json:"node"`
+	Mode string `json:"mode"`
+	// Checked counts the Service ports compared.
+	Checked  int       `json:"checked"`
+	Findings []Finding `json:"findings"`
+}
+
+// Usable returns the endpoints kube-proxy sends new connections to, as it decides for a node:
+// the ready ones, or, when none is ready, those still serving while terminating. local keeps
+// only the node's own (internal or external traffic policy Local).
+func Usable(eps []Endpoint, node string, local bool) []Endpoint {
+	pick := func(ok func(Endpoint) bool) []Endpoint {
+		var out []Endpoint
+		for _, e := range eps {
+			if ok(e) && (!local || e.NodeName == node) {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	if r := pick(func(e Endpoint) bool { return e.Ready }); len(r) > 0 {
+		return r
+	}
+	return pick(func(e Endpoint) bool { return e.Serving && e.Terminating })
+}
+
+// Check compares what the node's dataplane does with what the API says it should do: for every
+// Service port in scope, which backends its cluster IP and node port reach, with what shares;
+// then the dataplane's own entries for Services the API does not have.
+func Check(dp Dataplane, cl *Cluster, node *NodeContext, scope CheckScope) (*CheckResult, error) {
+	res := &CheckResult{Node: node.Name, Mode: dp.Mode(), Findings: []Finding{}}
+	podSrc, ok := cl.PodCIDR(node.Name)
+	src := netip.MustParseAddr("10.244.255.254")
+	if ok {
+		src = lastUsable(podSrc)
+	} else if h, isHinted := dp.(interface{ ClusterCIDR() (netip.Prefix, bool) }); isHinted {
+		if p, ok := h.ClusterCIDR(); ok {
+			src = lastUsable(p)
+		}
+	}
+	external := netip.MustParseAddr("192.0.2.10")
+	var nodeIP netip.Addr
+	for _, a := range node.Local {
+		if a.Is4() && !a.IsLoopback() {
+			nodeIP = a
+			break
+		}
+	}
+	known := map[string]bool{}
+	svcs := append([]*corev1.Service(nil), cl.Services...)
+	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Namespace+"/"+svcs[i].Name < svcs[j].Namespace+"/"+svcs[j].Name })
+	for _, svc := range svcs {
+		for _, ip := range serviceIPs(svc) {
+			for _, sp := range svc.Spec.Ports {
+				known[fmt.Sprintf("%s/%s", netip.AddrPortFrom(ip, uint16(sp.Port)), protoOf(sp.Protocol))] = true
+			}
+		}
+		if !scope.has(svc) || svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+			continue
+		}
+		vip, err := netip.ParseAddr(svc.Spec.ClusterIP)
+		if err != nil || vip.Is4() != src.Is4() {
+			continue
+		}
+		for _, sp := range svc.Spec.Ports {
+			res.Checked++
+			ref := &ServiceRef{Namespace: svc.Namespace, Name: svc.Name, Port: sp.Name, Type: string(ClusterIPAddr)}
+			eps := cl.Endpoints(svc, sp)
+			itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
+			want := Usable(eps, node.Name, itpLocal)
+			q := Query{Node: node, Packet: Packet{Src: src, Dst: vip, DstPort: uint16(sp.Port), Protocol: protoOf(sp.Protocol)}}
+			if err := compare(res, dp, cl, q, ref, eps, want, itpLocal, "cluster IP"); err != nil {
+				return nil, err
+			}
+			if sp.NodePort != 0 && nodeIP.IsValid() {
+				etpLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
+				want := Usable(eps, node.Name, etpLocal)
+				q := Query{Node: node, Packet: Packet{Src: external, Dst: nodeIP, DstPort: uint16(sp.NodePort), Protocol: protoOf(sp.Protocol)}}
+				nref := *ref
+				nref.Type = string(NodePortAddr)
+				if err := compare(res, dp, cl, q, &nref, eps, want, etpLocal, "node port"); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	if l, ok := dp.(Lister); ok {
+		seen := map[string]bool{}
+		for _, e := range l.Entries() {
+			key := fmt.Sprintf("%s/%s", e.Addr, e.Protocol)
+			if known[key] || seen[key] || !inScope(scope, e.Name) {
+				continue
+			}
+			seen[key] = true
+			name := e.Name
+			if name == "" {
+				name = e.Addr.String()
+			}
+			res.Findings = append(res.Findings, Finding{Kind: StaleService, Severity: SeverityError, Service: name, Node: node.Name,
+				Message:  fmt.Sprintf("the node still handles %s %s, which no Service in the API has: rules for a deleted Service or port; restart kube-proxy on %s, or run `svctrace repair` there", e.Protocol, e.Addr, node.Name),
+				Evidence: []string{e.Where}})
+		}
+	}
+	if o, ok := dp.(interface{ OrphanChains() []string }); ok && scope == (CheckScope{}) {
+		for _, c := range o.OrphanChains() {
+			res.Findings = append(res.Findings, Finding{Kind: OrphanChain, Severity: SeverityInfo, Node: node.Name,
+				Message:  fmt.Sprintf("chain %s is not referenced by any rule; kube-proxy removes such chains on a later full sync (on large clusters, only every few minutes)", c),
+				Evidence: []string{"nat " + c}})
+		}
+	}
+	return res, nil
+}
+
+func inScope(s CheckScope, name string) bool {
+	if s == (CheckScope{}) {
+		return true
+	}
+	ns, rest, ok := strings.Cut(name, "/")
+	if !ok {
+		return false // unnamed entries are reported only when checking everything
+	}
+	svc, _, _ := strings.Cut(rest, ":")
+	return (s.Namespace == "" || s.Namespace == ns) && (s.Name == "" || s.Name == svc)
+}
+
+func serviceIPs(svc *corev1.Service) []netip.Addr {
+	var out []netip.Addr
+	add := func(s string) {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, a)
+		}
+	}
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	for _, ip := range ips {
+		add(ip)
+	}
+	for _, ip := range svc.Spec.ExternalIPs {
+		add(ip)
+	}
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		add(in.IP)
+	}
+	return out
+}
+
+func lastUsable(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := range b {
+		for j := 7; j >= 0; j-- {
+			if i*8+(7-j) >= p.Bits() {
+				b[i] |= 1 << j
+			}
+		}
+	}
+	a, _ := netip.AddrFromSlice(b)
+	if a.Is4() && p.Bits() < 31 {
+		a = a.Prev()
+	}
+	return a
+}
+
+// compare traces one Service address and turns every difference from the API into a finding.
+func compare(res *CheckResult, dp Dataplane, cl *Cluster, q Query, ref *ServiceRef, eps, want []Endpoint, local bool, what string) error {
+	tr, err := Run(dp, cl, q)
+	if err != nil {
+		return err
+	}
+	add := func(kind string, sev Severity, msg string, ev ...string) {
+		res.Findings = append(res.Findings, Finding{Kind: kind, Severity: sev, Service: ref.String(), Node: res.Node, Message: msg, Evidence: ev})
+	}
+	target := fmt.Sprintf("%s %s:%d", what, q.Packet.Dst, q.Packet.DstPort)
+	if what == "node port" {
+		target = fmt.Sprintf("node port %d", q.Packet.DstPort)
+	}
+	byAddr := map[netip.AddrPort]Endpoint{}
+	for _, e := range eps {
+		byAddr[e.Addr] = e
+	}
+	wanted := map[netip.AddrPort]bool{}
+	for _, e := range want {
+		wanted[e.Addr] = true
+	}
+	got := map[netip.AddrPort]float64{}
+	for _, b := range tr.Backends {
+		got[netip.AddrPortFrom(netip.MustParseAddr(b.IP), b.Port)] += b.Probability
+	}
+	evidence := func(ap netip.AddrPort) string {
+		for _, h := range flatten(tr.Hops) {
+			if strings.HasSuffix(h.Action, ap.String()) || strings.Contains(h.Action, ap.String()+" ") {
+				if h.Line > 0 {
+					return fmt.Sprintf("%s %s line %d: %s", h.Table, h.Chain, h.Line, h.Rule)
+				}
+				return fmt.Sprintf("%s %s: %s", h.Table, h.Chain, h.Action)
+			}
+		}
+		return "DNAT to " + ap.String()
+	}
+	var addrs []netip.AddrPort
+	for ap := range got {
+		addrs = append(addrs, ap)
+	}
+	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Compare(addrs[j]) < 0 })
+	for _, ap := range addrs {
+		if wanted[ap] {
+			continue
+		}
+		e, listed := byAddr[ap]
+		switch {
+		case !listed:
+			add(StaleEndpoint, SeverityError, fmt.Sprintf("%.0f%% of new connections to %s go to %s, which the API no longer lists: they fail. kube-proxy on %s has not caught up; restart it, or run `svctrace repair` there", 100*got[ap], target, ap, res.Node), evidence(ap))
+		case !e.Ready && !(e.Serving && e.Terminating):
+			add(NotReadyEndpoint, SeverityWarning, fmt.Sprintf("%.0f%% of new connections to %s go to %s, which is not ready", 100*got[ap], target, ap), evidence(ap))
+		case local && e.NodeName != res.Node:
+			if what == "node port" && len(want) == 0 {
+				add(LocalPolicyBlackhole, SeverityWarning, fmt.Sprintf("externalTrafficPolicy is Local and node %s has no local endpoint, yet its %s still sends new connections to %s on %s; clients that reach this node (e.g. through a load balancer whose health check is stale) are not answered with their source kept", res.Node, target, ap, e.NodeName), evidence(ap))
+			} else {
+				add(StaleEndpoint, SeverityError, fmt.Sprintf("%s sends %.0f%% of new connections to %s on node %s, though the traffic policy is Local", target, 100*got[ap], ap, e.NodeName), evidence(ap))
+			}
+		default:
+			add(StaleEndpoint, SeverityError, fmt.Sprintf("%.0f%% of new connections to %s go to %s, which kube-proxy should not use now", 100*got[ap], target, ap), evidence(ap))
+		}
+	}
+	for _, e := range want {
+		if _, ok := got[e.Addr]; !ok {
+			name := e.Addr.String()
+			if e.Pod != nil {
+				name += " (pod " + e.Pod.Namespace + "/" + e.Pod.Name + ")"
+			}
+			how := "no rule sends new connections to it"
+			if len(got) == 0 && len(tr.Verdicts) > 0 {
+				how = fmt.Sprintf("the node's verdict is %s (%s)", tr.Verdicts[0].Verdict, tr.Verdicts[0].Reason)
+			}
+			kind := MissingEndpoint
+			if len(got) == 0 && len(tr.Verdicts) > 0 && tr.Verdicts[0].Verdict == Accept {
+				kind = MissingService
+			}
+			add(kind, SeverityError, fmt.Sprintf("the API lists %s as a usable endpoint of %s, but on %s %s", name, target, res.Node, how))
+			if kind == MissingService {
+				break
+			}
+		}
+	}
+	if len(want) == 0 && len(got) == 0 && len(tr.Verdicts) > 0 {
+		if tr.Verdicts[0].Verdict == Reject || tr.Verdicts[0].Verdict == Drop {
+			add(NoEndpoints, SeverityInfo, fmt.Sprintf("%s has no usable endpoints for this node: new connections get %s", target, tr.Verdicts[0].Verdict), tr.Verdicts[0].Reason)
+		}
+	}
+	// Shares: every wanted endpoint the same share, as kube-proxy programs them.
+	if len(want) > 1 && len(got) == len(want) {
+		expect := 1 / float64(len(want))
+		for _, ap := range addrs {
+			if math.Abs(got[ap]-expect) > 0.01 {
+				add(WrongShare, SeverityWarning, fmt.Sprintf("%s sends %.1f%% of new connections to %s, expected %.1f%% (an equal split over %d endpoints)", target, 100*got[ap], ap, 100*expect, len(want)), evidence(ap))
+			}
+		}
+	}
+	return nil
+}
+
+func flatten(hs []*Hop) []*Hop {
+	var out []*Hop
+	for _, h := range hs {
+		out = append(out, h)
+		out = append(out, flatten(h.Children)...)
+	}
+	return out
+}

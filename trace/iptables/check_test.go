@@ -1,0 +1,75 @@
+package iptables_test
+
+import (
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/svctrace/svctrace/trace"
+	tt "github.com/svctrace/svctrace/trace/tracetest"
+)
+
+func kinds(res *trace.CheckResult, min trace.Severity) []string {
+	var out []string
+	for _, f := range res.Findings {
+		if f.Severity.Rank() >= min.Rank() {
+			out = append(out, f.Kind+" "+f.Service)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestCheckRecordedNodeIsClean: what the real kube-proxy programmed agrees with the API it read.
+func TestCheckRecordedNodeIsClean(t *testing.T) {
+	dp, cl := loadScenario(t, "../../dataplane/snapshot/demo")
+	res, err := trace.Check(dp, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := kinds(res, trace.SeverityWarning); len(got) != 0 {
+		t.Fatalf("findings on a freshly synced node: %v", got)
+	}
+	if res.Checked < 12 {
+		t.Errorf("checked %d service ports", res.Checked)
+	}
+	infos := strings.Join(kinds(res, trace.SeverityInfo), "; ")
+	for _, want := range []string{"NoEndpoints default/empty:http", "NoEndpoints default/remote-itp:http"} {
+		if !strings.Contains(infos, want) {
+			t.Errorf("infos %q lack %q", infos, want)
+		}
+	}
+}
+
+// TestCheckFindsWhatChangedInTheAPI: the same dump against API objects edited the way the e2e test
+// edits the live cluster: a pod gone from the slice, a new pod in it, a Service deleted.
+func TestCheckFindsWhatChangedInTheAPI(t *testing.T) {
+	dp, _ := loadScenario(t, "../../dataplane/snapshot/demo")
+	cl := tt.LoadObjects(t, "../../dataplane/snapshot/demo/objects.yaml")
+	var svcs = cl.Services[:0]
+	for _, s := range cl.Services {
+		if s.Name != "multi" {
+			svcs = append(svcs, s)
+		}
+	}
+	for _, sl := range cl.Slices {
+		if sl.Labels["kubernetes.io/service-name"] != "hostnames" {
+			continue
+		}
+		for i := range sl.Endpoints {
+			if sl.Endpoints[i].Addresses[0] == "10.244.1.13" {
+				sl.Endpoints[i].Addresses[0] = "10.244.1.15" // hostnames-c gone, a new pod in its place
+			}
+		}
+	}
+	edited := trace.NewCluster(svcs, cl.Slices, cl.Pods, cl.Nodes)
+	res, err := trace.Check(dp, edited, edited.NodeContextFor("node1", nil), trace.CheckScope{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(kinds(res, trace.SeverityError), "; ")
+	want := "MissingEndpoint default/hostnames:default; StaleEndpoint default/hostnames:default; StaleService default/multi:http; StaleService default/multi:metrics"
+	if got != want {
+		t.Fatalf("findings\n got %s\nwant %s", got, want)
+	}
+}
