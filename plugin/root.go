@@ -66,6 +66,7 @@ snapshot bundle (--snapshot) or from the embedded demo snapshot (--demo).`, name
 	root.SetErr(streams.ErrOut)
 	cfg.AddFlags(root.PersistentFlags())
 	root.AddCommand(NewCmdTrace(streams, cfg))
+	root.AddCommand(NewCmdCheck(streams, cfg))
 	root.AddCommand(newCmdVersion(streams))
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}

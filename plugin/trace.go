@@ -327,11 +327,14 @@ func (o *TraceOptions) resolveTarget(in *Inputs, p *trace.Packet) (trace.Address
 	return trace.ClusterIPAddr, nil
 }
 
-func (o *TraceOptions) namespace() string {
-	if o.config.Namespace != nil && *o.config.Namespace != "" {
-		return *o.config.Namespace
+func (o *TraceOptions) namespace() string { return namespaceOf(o.config, &o.Input) }
+
+// namespaceOf is -n, else the kubeconfig context's namespace (when the API is used), else default.
+func namespaceOf(cfg *genericclioptions.ConfigFlags, in *InputFlags) string {
+	if cfg.Namespace != nil && *cfg.Namespace != "" {
+		return *cfg.Namespace
 	}
-	if ns, _, err := o.config.ToRawKubeConfigLoader().Namespace(); err == nil && ns != "" && !o.Input.Offline() {
+	if ns, _, err := cfg.ToRawKubeConfigLoader().Namespace(); err == nil && ns != "" && !in.Offline() {
 		return ns
 	}
 	return "default"

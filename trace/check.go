@@ -83,12 +83,19 @@ func Check(dp Dataplane, cl *Cluster, node *NodeContext, scope CheckScope) (*Che
 		}
 	}
 	known := map[string]bool{}
+	// Node ports are served on node addresses (in IPVS mode, one virtual server each).
+	nodePorts := map[string]bool{}
 	svcs := append([]*corev1.Service(nil), cl.Services...)
 	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Namespace+"/"+svcs[i].Name < svcs[j].Namespace+"/"+svcs[j].Name })
 	for _, svc := range svcs {
 		for _, ip := range serviceIPs(svc) {
 			for _, sp := range svc.Spec.Ports {
 				known[fmt.Sprintf("%s/%s", netip.AddrPortFrom(ip, uint16(sp.Port)), protoOf(sp.Protocol))] = true
+			}
+		}
+		for _, sp := range svc.Spec.Ports {
+			if sp.NodePort != 0 {
+				nodePorts[fmt.Sprintf("%d/%s", sp.NodePort, protoOf(sp.Protocol))] = true
 			}
 		}
 		if !scope.has(svc) || svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
@@ -124,7 +131,7 @@ func Check(dp Dataplane, cl *Cluster, node *NodeContext, scope CheckScope) (*Che
 		seen := map[string]bool{}
 		for _, e := range l.Entries() {
 			key := fmt.Sprintf("%s/%s", e.Addr, e.Protocol)
-			if known[key] || seen[key] || !inScope(scope, e.Name) {
+			if known[key] || seen[key] || !inScope(scope, e.Name) || nodePorts[fmt.Sprintf("%d/%s", e.Addr.Port(), e.Protocol)] && !cl.isServiceIP(e.Addr.Addr()) {
 				continue
 			}
 			seen[key] = true

@@ -279,3 +279,8 @@ func (c *Cluster) ServicesFor(a netip.Addr) []*corev1.Service {
 	}
 	return out
 }
+
+// isServiceIP reports whether a is a cluster, external or load balancer IP of some Service.
+func (c *Cluster) isServiceIP(a netip.Addr) bool {
+	return c != nil && len(c.svcByIP[a]) > 0
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -273,3 +274,28 @@ func (c *Cluster) Dump(mode string) (string, error) {
 // IptablesSave is the iptables-save the node uses (kube-proxy picks the backend that has rules;
 // on this machine both variants exist).
 var IptablesSave = "iptables-save"
+
+// WaitEndpointIPs waits until the Service's EndpointSlices list exactly these addresses.
+func (c *Cluster) WaitEndpointIPs(ctx context.Context, ns, name string, ips ...string) error {
+	want := strings.Join(ips, ",")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		slices, err := c.Client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + name})
+		var got []string
+		if err == nil {
+			for _, s := range slices.Items {
+				for _, e := range s.Endpoints {
+					got = append(got, e.Addresses...)
+				}
+			}
+		}
+		sort.Strings(got)
+		if strings.Join(got, ",") == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("service %s/%s has endpoints %v, want %s (err %v)", ns, name, got, want, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

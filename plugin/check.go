@@ -1,0 +1,148 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/svctrace/svctrace/render"
+	"github.com/svctrace/svctrace/trace"
+)
+
+// CheckOptions holds everything `check` needs, typed.
+type CheckOptions struct {
+	config  *genericclioptions.ConfigFlags
+	streams genericiooptions.IOStreams
+	Input   InputFlags
+
+	allNamespaces bool
+	output        string
+	failOn        string
+
+	scope    trace.CheckScope
+	format   render.Format
+	failRank int
+}
+
+// NewCmdCheck builds `check`.
+func NewCmdCheck(streams genericiooptions.IOStreams, cfg *genericclioptions.ConfigFlags) *cobra.Command {
+	o := &CheckOptions{config: cfg, streams: streams, output: "table", failOn: "error"}
+	cmd := &cobra.Command{
+		Use:   "check [NAMESPACE/]SERVICE",
+		Short: "Find stale and missing rules: where a node's dataplane disagrees with the API",
+		Long: `Compare what a node's kube-proxy dataplane does with what the API says it should do, as
+kube-proxy would compute it for that node (ready endpoints, or serving terminating ones when none is
+ready; internal and external traffic policy). For every Service port in scope it traces the cluster
+IP and the node port and compares the backends and their shares; then it lists what the dataplane
+handles that the API does not have. It works semantically, so it holds across kube-proxy versions,
+modes (iptables, nftables, IPVS) and without rule comments.
+
+Findings: StaleEndpoint, MissingEndpoint, StaleService, MissingService, WrongShare,
+NotReadyEndpoint, LocalPolicyBlackhole (warnings and errors); NoEndpoints, OrphanChain (info).
+
+Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or access problems.`,
+		Example: fmt.Sprintf(`  # On a node, as root: everything this node programs
+  sudo kubectl-svctrace check -A
+
+  # One Service, from saved dumps
+  %[1]s check default/web --dataplane node1.iptables --objects objects.yaml --node node1
+
+  # In CI: fail the job on errors, JUnit for the CI system
+  %[1]s check -A --fail-on error -o junit > svctrace.xml`, commandName()),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return usageErrorf("check takes at most one SERVICE")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Complete(args); err != nil {
+				return err
+			}
+			if err := o.Input.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.Input.AddFlags(cmd)
+	fl := cmd.Flags()
+	fl.BoolVarP(&o.allNamespaces, "all-namespaces", "A", false, "check the Services of every namespace")
+	fl.StringVarP(&o.output, "output", "o", o.output, "output format: table, json, yaml or junit")
+	fl.StringVar(&o.failOn, "fail-on", o.failOn, "exit 1 when a finding has at least this severity: error, warning, info or none")
+	return cmd
+}
+
+// Complete turns flags into typed values.
+func (o *CheckOptions) Complete(args []string) error {
+	var err error
+	if o.output == "junit" {
+		o.format = render.JUnit
+	} else if o.output == "table" {
+		o.format = render.Human
+	} else if o.format, err = render.ParseFormat(o.output); err != nil {
+		return usageErrorf("--output: %v (check also takes table and junit)", err)
+	}
+	if o.failRank, err = parseFailOn(o.failOn); err != nil {
+		return err
+	}
+	ns := ""
+	if !o.allNamespaces {
+		ns = namespaceOf(o.config, &o.Input)
+	}
+	o.scope = trace.CheckScope{Namespace: ns}
+	if len(args) == 1 {
+		if o.allNamespaces {
+			return usageErrorf("a SERVICE and -A do not go together")
+		}
+		n, name, ok := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(args[0], "svc/"), "service/"), "/")
+		if ok {
+			o.scope = trace.CheckScope{Namespace: n, Name: name}
+		} else {
+			o.scope.Name = n
+		}
+	}
+	return nil
+}
+
+// Run reads the inputs, checks and prints.
+func (o *CheckOptions) Run(ctx context.Context) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	defer stop()
+	in, err := o.Input.Resolve(ctx, o.config, o.streams)
+	if err != nil {
+		return err
+	}
+	for _, w := range in.Warnings {
+		fmt.Fprintf(o.streams.ErrOut, "warning: %s\n", w)
+	}
+	if in.Cluster == nil {
+		return usageErrorf("check compares the dataplane with the API: reach the API server, or pass --objects FILE")
+	}
+	if o.scope.Name != "" && in.Cluster.Service(o.scope.Namespace, o.scope.Name) == nil {
+		return usageErrorf("service %s/%s not found", o.scope.Namespace, o.scope.Name)
+	}
+	res, err := trace.Check(in.Dataplane, in.Cluster, in.Node, o.scope)
+	if err != nil {
+		return err
+	}
+	report := render.NewCheckReport([]*trace.CheckResult{res})
+	if err := render.Check(o.streams.Out, report, render.Options{Format: o.format, Color: render.ColorFor(o.streams.Out)}); err != nil {
+		return err
+	}
+	for _, f := range res.Findings {
+		if f.Severity.Rank() >= o.failRank {
+			return errFindings
+		}
+	}
+	return nil
+}
