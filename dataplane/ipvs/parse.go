@@ -18,6 +18,7 @@ import (
 // "-a -t VIP:PORT -r RIP:PORT -m -w W" lines.
 func ParseSave(data []byte) (*ipvs.Table, error) {
 	t := &ipvs.Table{}
+	byKey := map[string]*ipvs.VirtualServer{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	n := 0
@@ -65,9 +66,10 @@ func ParseSave(data []byte) (*ipvs.Table, error) {
 				}
 			}
 			t.Services = append(t.Services, vs)
+			byKey[f[1]+" "+f[2]] = vs
 			continue
 		}
-		vs := t.Find(proto, addr)
+		vs := byKey[f[1]+" "+f[2]]
 		if vs == nil {
 			return nil, bad("real server for a virtual server not defined before it")
 		}

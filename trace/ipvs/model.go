@@ -13,6 +13,8 @@ import (
 // Table is a node's IPVS state.
 type Table struct {
 	Services []*VirtualServer
+	// byAddr indexes Services for Find; built on first use (a big node has 20,000 of them).
+	byAddr map[string]*VirtualServer
 }
 
 // VirtualServer is one IPVS service.
@@ -40,12 +42,13 @@ func (t *Table) Find(proto string, addr netip.AddrPort) *VirtualServer {
 	if t == nil {
 		return nil
 	}
-	for _, s := range t.Services {
-		if s.Protocol == proto && s.Addr == addr {
-			return s
+	if len(t.byAddr) != len(t.Services) {
+		t.byAddr = make(map[string]*VirtualServer, len(t.Services))
+		for _, s := range t.Services {
+			t.byAddr[s.Protocol+" "+s.Addr.String()] = s
 		}
 	}
-	return nil
+	return t.byAddr[proto+" "+addr.String()]
 }
 
 // Addresses lists every virtual server address: in IPVS mode kube-proxy binds them to the

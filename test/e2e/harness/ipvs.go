@@ -124,7 +124,9 @@ ip -n ext route add default via 198.51.100.1
 for i in $(seq 1 3600); do
 	n=0
 	for vip in %[4]s; do ipvsadm -Ln 2>/dev/null | grep -q "$vip:80" && n=$((n+1)); done
-	if [ $n -eq %[5]d ] && [ $(ipvsadm -Sn | grep -c '^-A') -ge %[6]d ]; then break; fi
+	# kube-proxy creates virtual servers first, then ipsets, then iptables rules: wait for the
+	# cluster IP set to be complete too.
+	if [ $n -eq %[5]d ] && [ $(ipvsadm -Sn | grep -c '^-A') -ge %[6]d ] && [ $(ipset save KUBE-CLUSTER-IP | grep -c '^add') -ge %[6]d ]; then break; fi
 	sleep 1
 done
 sleep 3
