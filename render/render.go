@@ -28,7 +28,7 @@ const (
 // ParseFormat accepts tree (or an empty string), json and yaml.
 func ParseFormat(s string) (Format, error) {
 	switch s {
-	case "", "tree", "human", "wide":
+	case "", "tree", "table", "human", "wide":
 		return Human, nil
 	case "json":
 		return JSON, nil
@@ -98,6 +98,8 @@ func newStyles(w io.Writer, color bool) *styles {
 
 func percent(p float64) string {
 	switch {
+	case p == 0:
+		return "0%"
 	case p >= 0.9995 && p <= 1.0005:
 		return "100%"
 	case p < 0.0005:

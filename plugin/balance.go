@@ -1,0 +1,176 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/svctrace/svctrace/dataplane/conntrack"
+	dpexec "github.com/svctrace/svctrace/dataplane/exec"
+	"github.com/svctrace/svctrace/render"
+	"github.com/svctrace/svctrace/trace"
+)
+
+// BalanceOptions holds everything `balance` needs.
+type BalanceOptions struct {
+	trace     *TraceOptions
+	duration  time.Duration
+	conntrack string
+}
+
+// NewCmdBalance builds `balance`.
+func NewCmdBalance(streams genericiooptions.IOStreams, cfg *genericclioptions.ConfigFlags) *cobra.Command {
+	o := &BalanceOptions{trace: NewTraceOptions(streams, cfg), duration: 30 * time.Second}
+	o.trace.output = "table"
+	cmd := &cobra.Command{
+		Use:   "balance [NAMESPACE/]SERVICE",
+		Short: "Measure how a Service's traffic is really spread over its backends, and why",
+		Long: `Measure how a Service's traffic is really spread over its backends on a node, compared with how
+the dataplane splits new connections, and diagnose the cause of an imbalance:
+
+  ConnectionStickiness  a few long-lived connections carry most of the traffic (Envoy, gRPC,
+                        HTTP/2 or keep-alive clients: L4 balancing happens once per connection);
+                        the heaviest clients are named, with the fixes that apply
+  SkewedRules           the dataplane's own shares are unequal, or new connections do not follow
+                        them (chi-square test)
+  Balanced              traffic follows the split
+
+It reads conntrack (with byte accounting: sysctl net.netfilter.nf_conntrack_acct=1) twice,
+--duration apart, on the node (as root), or a saved ` + "`conntrack -L -o extended`" + ` with --conntrack.
+
+Exit codes: 0 Balanced (or too little traffic to judge), 1 an imbalance, 2 usage or access problems.`,
+		Example: fmt.Sprintf(`  # On a node, as root: watch a Service for 30 seconds
+  sudo kubectl-svctrace balance default/api
+
+  # From saved state
+  %[1]s balance default/api --dataplane node1.iptables --objects objects.yaml --conntrack conntrack.txt --node node1`, commandName()),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageErrorf("balance needs exactly one SERVICE")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.trace.Complete(args); err != nil {
+				return err
+			}
+			if err := o.trace.Validate(); err != nil {
+				return err
+			}
+			if o.duration < 0 {
+				return usageErrorf("--duration must not be negative")
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.trace.Input.AddFlags(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&o.trace.port, "port", "", "Service port (name or number); needed only when the Service has several")
+	fl.StringVar(&o.trace.protocol, "protocol", o.trace.protocol, "tcp, udp or sctp")
+	fl.DurationVar(&o.duration, "duration", o.duration, "how long to watch live connections; 0 takes one snapshot now")
+	fl.StringVar(&o.conntrack, "conntrack", "", "read connections from this `conntrack -L -o extended` output instead of the node")
+	fl.StringVarP(&o.trace.output, "output", "o", o.trace.output, "output format: table, json or yaml")
+	return cmd
+}
+
+// Run measures and prints.
+func (o *BalanceOptions) Run(ctx context.Context) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	defer stop()
+	t := o.trace
+	in, err := t.Input.Resolve(ctx, t.config, t.streams)
+	if err != nil {
+		return err
+	}
+	for _, w := range in.Warnings {
+		fmt.Fprintf(t.streams.ErrOut, "warning: %s\n", w)
+	}
+	t.from = "pod"
+	q, err := t.query(in)
+	if err != nil {
+		return err
+	}
+	tr, err := trace.Run(in.Dataplane, in.Cluster, q)
+	if err != nil {
+		return err
+	}
+	conns, err := o.connections(ctx)
+	if err != nil {
+		return err
+	}
+	res := trace.Balance(tr, in.Cluster, conns)
+	if err := render.Balance(t.streams.Out, res, render.Options{Format: t.format, Color: render.ColorFor(t.streams.Out)}); err != nil {
+		return err
+	}
+	if res.Diagnosis == trace.ConnectionStickiness || res.Diagnosis == trace.SkewedRules {
+		return errFindings
+	}
+	return nil
+}
+
+// connections returns the connections of the window: from the file, one snapshot, or the
+// difference of two snapshots --duration apart (bytes counted since the first).
+func (o *BalanceOptions) connections(ctx context.Context) ([]trace.Conn, error) {
+	if o.conntrack != "" {
+		data, err := os.ReadFile(o.conntrack)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read --conntrack: %w", err)
+		}
+		return conntrack.Parse(data)
+	}
+	if o.trace.Input.Offline() {
+		return nil, usageErrorf("offline input needs --conntrack FILE (`conntrack -L -o extended` from the node)")
+	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("reading conntrack needs root on the node (run with sudo), or pass --conntrack FILE")
+	}
+	r := dpexec.Local{}
+	if o.duration == 0 {
+		return conntrack.ReadLive(ctx, r)
+	}
+	before, err := conntrack.ReadLive(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(o.trace.streams.ErrOut, "watching connections for %s...\n", o.duration)
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(o.duration):
+	}
+	after, err := conntrack.ReadLive(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	type key struct {
+		c  netip.Addr
+		cp uint16
+		d  netip.AddrPort
+	}
+	seen := map[key]uint64{}
+	for _, c := range before {
+		seen[key{c.Client, c.ClientPort, c.Dst}] = c.Bytes
+	}
+	var window []trace.Conn
+	for _, c := range after {
+		b0, existed := seen[key{c.Client, c.ClientPort, c.Dst}]
+		if existed {
+			if c.Bytes <= b0 {
+				continue // idle during the window
+			}
+			c.Bytes -= b0
+		}
+		window = append(window, c)
+	}
+	return window, nil
+}

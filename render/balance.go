@@ -1,0 +1,71 @@
+package render
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/charmbracelet/lipgloss"
+	"github.com/charmbracelet/lipgloss/table"
+
+	"github.com/svctrace/svctrace/trace"
+)
+
+// Balance prints a balance result: per-backend shares as bars, the statistics and the diagnosis.
+func Balance(w io.Writer, r *trace.BalanceResult, o Options) error {
+	if o.Format == JSON || o.Format == YAML {
+		return Machine(w, r, o.Format)
+	}
+	s := newStyles(w, o.Color)
+	var b strings.Builder
+	name := "?"
+	if r.Service != nil {
+		name = r.Service.String()
+	}
+	fmt.Fprintf(&b, "%s  %s\n", s.title.Render(name), s.dim.Render("on node "+r.Node))
+	t := table.New().Border(lipgloss.HiddenBorder()).BorderTop(false).BorderBottom(false).
+		BorderLeft(false).BorderRight(false).BorderColumn(false).BorderHeader(false).
+		Headers("BACKEND", "POD", "EXPECTED", "CONNS", "TRAFFIC", "").
+		StyleFunc(func(row, col int) lipgloss.Style {
+			st := s.r.NewStyle().PaddingRight(1)
+			if row == table.HeaderRow {
+				return st.Bold(true)
+			}
+			return st
+		})
+	for _, be := range r.Backends {
+		pod := "-"
+		if be.Pod != nil {
+			pod = be.Pod.Namespace + "/" + be.Pod.Name
+		}
+		t.Row(be.Backend, pod, percent(be.Expected), fmt.Sprintf("%d (%s)", be.Connections, percent(be.ConnectionShare)), percent(be.ByteShare), bar(s, be.ByteShare, be.Expected))
+	}
+	b.WriteString(strings.TrimRight(t.String(), "\n") + "\n\n")
+	fmt.Fprintf(&b, "%s\n", s.dim.Render(fmt.Sprintf("traffic: max/mean %.2f, min/mean %.2f, coefficient of variation %.2f; connections vs the dataplane's shares: chi-square %.1f, p=%.3g",
+		r.MaxOverMean, r.MinOverMean, r.CV, r.ChiSquare, r.ChiSquareP)))
+	st := s.ok
+	if r.Diagnosis == trace.ConnectionStickiness || r.Diagnosis == trace.SkewedRules {
+		st = s.bad
+	} else if r.Diagnosis == trace.TooLittleTraffic {
+		st = s.warn
+	}
+	fmt.Fprintf(&b, "\n%s %s\n", st.Render(r.Diagnosis+":"), r.Message)
+	for _, rec := range r.Recommendations {
+		fmt.Fprintf(&b, "  - %s\n", rec)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "%s\n", s.dim.Render("note: "+n))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// bar draws a share as a bar 40 cells wide at 100%, red past 1.5x the expected share.
+func bar(s *styles, share, expected float64) string {
+	n := int(share*40 + 0.5)
+	text := strings.Repeat("█", n)
+	if expected > 0 && share > 1.5*expected {
+		return s.bad.Render(text)
+	}
+	return s.pct.Render(text)
+}

@@ -1,0 +1,290 @@
+package trace
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// Conn is one tracked connection: the client's original tuple and the backend the reply comes
+// from, with packets and bytes counted in both directions (conntrack accounting).
+type Conn struct {
+	Protocol   Protocol
+	Client     netip.Addr
+	ClientPort uint16
+	// Dst is where the client sent it: the Service address before DNAT.
+	Dst     netip.AddrPort
+	Backend netip.AddrPort
+	Packets uint64
+	Bytes   uint64
+	State   string
+}
+
+// Diagnoses of `balance`.
+const (
+	ConnectionStickiness = "ConnectionStickiness"
+	SkewedRules          = "SkewedRules"
+	Balanced             = "Balanced"
+	TooLittleTraffic     = "TooLittleTraffic"
+)
+
+// BalanceBackend is one backend's expected and measured share.
+type BalanceBackend struct {
+	Backend  string  `json:"backend"`
+	Pod      *PodRef `json:"pod"`
+	Expected float64 `json:"expected"`
+	// Connections and Bytes are what conntrack saw in the window.
+	Connections     int     `json:"connections"`
+	ConnectionShare float64 `json:"connectionShare"`
+	Bytes           uint64  `json:"bytes"`
+	ByteShare       float64 `json:"byteShare"`
+}
+
+// BalanceClient is a client ranked by the traffic it carries.
+type BalanceClient struct {
+	IP          string   `json:"ip"`
+	Pod         *PodRef  `json:"pod"`
+	Owner       string   `json:"owner,omitempty"`
+	Connections int      `json:"connections"`
+	Bytes       uint64   `json:"bytes"`
+	ByteShare   float64  `json:"byteShare"`
+	Backends    []string `json:"backends"`
+}
+
+// BalanceResult is `balance`'s answer for one Service port on one node.
+type BalanceResult struct {
+	APIVersion string           `json:"apiVersion"`
+	Kind       string           `json:"kind"`
+	Node       string           `json:"node"`
+	Service    *ServiceRef      `json:"service"`
+	Backends   []BalanceBackend `json:"backends"`
+	Clients    []BalanceClient  `json:"clients"`
+	// Stats are over the byte shares (traffic) and the connection counts (balancing decisions).
+	MaxOverMean     float64  `json:"maxOverMean"`
+	MinOverMean     float64  `json:"minOverMean"`
+	CV              float64  `json:"coefficientOfVariation"`
+	ChiSquare       float64  `json:"chiSquare"`
+	ChiSquareP      float64  `json:"chiSquareP"`
+	Diagnosis       string   `json:"diagnosis"`
+	Message         string   `json:"message"`
+	Recommendations []string `json:"recommendations,omitempty"`
+	Notes           []string `json:"notes,omitempty"`
+}
+
+// minConnections is how many connections a judgement of the connection split needs.
+const minConnections = 20
+
+// Balance compares how a Service port's traffic is really spread (conns: conntrack entries of the
+// window) with how the dataplane splits new connections (tr: a trace of the Service address).
+func Balance(tr *Result, cl *Cluster, conns []Conn) *BalanceResult {
+	res := &BalanceResult{APIVersion: APIVersion, Kind: "Balance", Node: tr.Node, Service: tr.Service, Backends: []BalanceBackend{}, Clients: []BalanceClient{}}
+	dst := netip.AddrPortFrom(netip.MustParseAddr(tr.Packet.Dst), tr.Packet.Port)
+	proto, _ := ParseProtocol(tr.Packet.Protocol)
+	idx := map[string]int{}
+	for _, b := range tr.Backends {
+		key := fmt.Sprintf("%s:%d", b.IP, b.Port)
+		if ap, err := netip.ParseAddrPort(key); err == nil {
+			key = ap.String()
+		}
+		idx[key] = len(res.Backends)
+		res.Backends = append(res.Backends, BalanceBackend{Backend: key, Pod: b.Pod, Expected: b.Probability})
+	}
+	clients := map[netip.Addr]*BalanceClient{}
+	var flows []Conn
+	var totalBytes uint64
+	total := 0
+	for _, c := range conns {
+		if c.Protocol != proto || c.Dst != dst {
+			continue
+		}
+		i, ok := idx[c.Backend.String()]
+		if !ok {
+			res.Notes = append(res.Notes, fmt.Sprintf("a connection from %s went to %s, which the dataplane does not list now", c.Client, c.Backend))
+			continue
+		}
+		res.Backends[i].Connections++
+		res.Backends[i].Bytes += c.Bytes
+		totalBytes += c.Bytes
+		total++
+		flows = append(flows, c)
+		cli := clients[c.Client]
+		if cli == nil {
+			cli = &BalanceClient{IP: c.Client.String()}
+			if pod := cl.PodByIP(c.Client); pod != nil {
+				cli.Pod = &PodRef{Namespace: pod.Namespace, Name: pod.Name}
+				if len(pod.OwnerReferences) > 0 {
+					cli.Owner = pod.OwnerReferences[0].Kind + "/" + pod.OwnerReferences[0].Name
+				}
+			}
+			clients[c.Client] = cli
+		}
+		cli.Connections++
+		cli.Bytes += c.Bytes
+		if !contains(cli.Backends, c.Backend.String()) {
+			cli.Backends = append(cli.Backends, c.Backend.String())
+		}
+	}
+	n := len(res.Backends)
+	if n == 0 {
+		res.Diagnosis, res.Message = TooLittleTraffic, "the dataplane sends this Service's new connections to no backend; see `svctrace trace`"
+		return res
+	}
+	for i := range res.Backends {
+		if total > 0 {
+			res.Backends[i].ConnectionShare = float64(res.Backends[i].Connections) / float64(total)
+		}
+		if totalBytes > 0 {
+			res.Backends[i].ByteShare = float64(res.Backends[i].Bytes) / float64(totalBytes)
+		}
+	}
+	for _, c := range clients {
+		if totalBytes > 0 {
+			c.ByteShare = float64(c.Bytes) / float64(totalBytes)
+		}
+		res.Clients = append(res.Clients, *c)
+	}
+	sort.Slice(res.Clients, func(i, j int) bool { return res.Clients[i].Bytes > res.Clients[j].Bytes })
+	if len(res.Clients) > 10 {
+		res.Clients = res.Clients[:10]
+	}
+
+	// Spread of the traffic over the backends.
+	mean := 1 / float64(n)
+	var maxS, minS, sq float64 = 0, 1, 0
+	for _, b := range res.Backends {
+		maxS, minS = math.Max(maxS, b.ByteShare), math.Min(minS, b.ByteShare)
+		sq += (b.ByteShare - mean) * (b.ByteShare - mean)
+	}
+	res.MaxOverMean, res.MinOverMean = maxS/mean, minS/mean
+	res.CV = math.Sqrt(sq/float64(n)) / mean
+
+	// Does the connection split follow the rules' shares?
+	if total >= minConnections {
+		for _, b := range res.Backends {
+			e := b.Expected * float64(total)
+			if e > 0 {
+				res.ChiSquare += (float64(b.Connections) - e) * (float64(b.Connections) - e) / e
+			}
+		}
+		res.ChiSquareP = chiSquareSurvival(res.ChiSquare, float64(n-1))
+	} else {
+		res.ChiSquareP = 1
+		res.Notes = append(res.Notes, fmt.Sprintf("only %d connections in the window: too few to test the connection split (need %d)", total, minConnections))
+	}
+
+	unequalRules := false
+	for _, b := range res.Backends {
+		unequalRules = unequalRules || math.Abs(b.Expected-mean) > 0.01
+	}
+	// The heaviest few connections: do they carry most of the traffic?
+	sort.Slice(flows, func(i, j int) bool { return flows[i].Bytes > flows[j].Bytes })
+	var top uint64
+	k := min(3, len(flows))
+	for _, f := range flows[:k] {
+		top += f.Bytes
+	}
+	topShare := 0.0
+	if totalBytes > 0 {
+		topShare = float64(top) / float64(totalBytes)
+	}
+	switch {
+	case total == 0 || totalBytes == 0:
+		res.Diagnosis, res.Message = TooLittleTraffic, "conntrack shows no traffic to this Service in the window (is byte accounting on? `sysctl net.netfilter.nf_conntrack_acct=1`)"
+	case total < minConnections && !unequalRules:
+		res.Diagnosis, res.Message = TooLittleTraffic, fmt.Sprintf("only %d connection(s) in the window: too few to judge the balance (watch longer with --duration)", total)
+	case unequalRules:
+		res.Diagnosis = SkewedRules
+		res.Message = "the dataplane's own shares are unequal: kube-proxy should split new connections equally; run `svctrace check` on this node"
+	case res.MaxOverMean > 1.5 && topShare > 0.5 && len(flows) > k:
+		res.Diagnosis = ConnectionStickiness
+		var who []string
+		for _, c := range res.Clients {
+			if c.ByteShare < 0.1 {
+				break
+			}
+			name := c.IP
+			if c.Pod != nil {
+				name += " (pod " + c.Pod.Namespace + "/" + c.Pod.Name
+				if c.Owner != "" {
+					name += ", " + c.Owner
+				}
+				name += ")"
+			}
+			who = append(who, fmt.Sprintf("%s: %.0f%% of the traffic over %d connection(s)", name, 100*c.ByteShare, c.Connections))
+		}
+		res.Message = fmt.Sprintf("%d of %d connections carry %.0f%% of the traffic, so the busiest backend gets %.1fx its fair share: load is balanced once per connection, and long-lived connections pin it. Heaviest clients: %s",
+			k, len(flows), 100*topShare, res.MaxOverMean, strings.Join(who, "; "))
+		res.Recommendations = []string{
+			"make the client balance per request: a headless Service (clusterIP: None) with client-side balancing (Envoy STRICT_DNS or EDS clusters, gRPC round_robin)",
+			"limit connection lifetime so connections are re-balanced: Envoy max_requests_per_connection or max_connection_duration, gRPC server MaxConnectionAge",
+			"or put an L7-aware proxy (a service mesh sidecar, an ingress) between the clients and the Service",
+		}
+	case res.ChiSquareP < 0.001:
+		res.Diagnosis = SkewedRules
+		res.Message = fmt.Sprintf("new connections do not follow the dataplane's shares (chi-square %.1f, p=%.2g); session affinity or rules changed during the window?", res.ChiSquare, res.ChiSquareP)
+	default:
+		res.Diagnosis = Balanced
+		res.Message = fmt.Sprintf("traffic follows the dataplane's split: busiest backend %.2fx its fair share, coefficient of variation %.2f", res.MaxOverMean, res.CV)
+	}
+	return res
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// chiSquareSurvival is P(X >= x) for a chi-square variable with k degrees of freedom: the
+// regularized upper incomplete gamma function Q(k/2, x/2).
+func chiSquareSurvival(x, k float64) float64 {
+	if k <= 0 {
+		return 1
+	}
+	a, z := k/2, x/2
+	if z <= 0 {
+		return 1
+	}
+	lg, _ := math.Lgamma(a)
+	if z < a+1 {
+		// Series for P, then Q = 1 - P.
+		sum, term := 1/a, 1/a
+		for n := 1; n < 500; n++ {
+			term *= z / (a + float64(n))
+			sum += term
+			if term < sum*1e-15 {
+				break
+			}
+		}
+		return math.Max(0, 1-sum*math.Exp(-z+a*math.Log(z)-lg))
+	}
+	// Continued fraction for Q (Lentz).
+	b := z + 1 - a
+	c := 1 / 1e-300
+	d := 1 / b
+	h := d
+	for i := 1; i < 500; i++ {
+		an := -float64(i) * (float64(i) - a)
+		b += 2
+		d = an*d + b
+		if math.Abs(d) < 1e-300 {
+			d = 1e-300
+		}
+		c = b + an/c
+		if math.Abs(c) < 1e-300 {
+			c = 1e-300
+		}
+		d = 1 / d
+		del := d * c
+		h *= del
+		if math.Abs(del-1) < 1e-15 {
+			break
+		}
+	}
+	return math.Min(1, math.Exp(-z+a*math.Log(z)-lg)*h)
+}
