@@ -20,7 +20,7 @@ func TestChiSquareSurvival(t *testing.T) {
 
 func threeBackends() *Result {
 	return &Result{Node: "node1", Packet: PacketInfo{Dst: "10.96.10.10", Port: 80, Protocol: "tcp"},
-		Service: &ServiceRef{Namespace: "default", Name: "hostnames", Port: "default"},
+		Service:  &ServiceRef{Namespace: "default", Name: "hostnames", Port: "default"},
 		Backends: []Backend{{IP: "10.244.1.11", Port: 9376, Probability: 1.0 / 3}, {IP: "10.244.1.12", Port: 9376, Probability: 1.0 / 3}, {IP: "10.244.1.13", Port: 9376, Probability: 1.0 / 3}}}
 }
 
@@ -56,5 +56,36 @@ func TestBalanceDiagnoses(t *testing.T) {
 	}
 	if r := Balance(threeBackends(), nil, nil); r.Diagnosis != TooLittleTraffic {
 		t.Errorf("no traffic: %s", r.Diagnosis)
+	}
+}
+
+func TestUsableFollowsKubeProxy(t *testing.T) {
+	ep := func(ip, node string, ready, serving, terminating bool, zones ...string) Endpoint {
+		return Endpoint{Addr: netip.MustParseAddrPort(ip + ":80"), NodeName: node, Ready: ready, Serving: serving, Terminating: terminating, Zones: zones}
+	}
+	names := func(es []Endpoint) string {
+		var s []string
+		for _, e := range es {
+			s = append(s, e.Addr.Addr().String())
+		}
+		return strings.Join(s, ",")
+	}
+	eps := []Endpoint{ep("10.0.0.1", "n1", true, true, false, "a"), ep("10.0.0.2", "n2", true, true, false, "b"), ep("10.0.0.3", "n1", false, true, true, "a")}
+	for _, tc := range []struct {
+		name, node, zone string
+		local            bool
+		eps              []Endpoint
+		want             string
+	}{
+		{"ready ones", "n1", "", false, eps, "10.0.0.1,10.0.0.2"},
+		{"local policy keeps the node's own", "n2", "", true, eps, "10.0.0.2"},
+		{"zone hints for the node's zone", "n1", "a", false, eps, "10.0.0.1"},
+		{"hints for no endpoint in the zone are ignored", "n1", "c", false, eps, "10.0.0.1,10.0.0.2"},
+		{"serving terminating ones when none is ready", "n1", "", false, eps[2:], "10.0.0.3"},
+		{"not hinted everywhere: hints ignored", "n1", "a", false, append([]Endpoint{ep("10.0.0.4", "n3", true, true, false)}, eps[:2]...), "10.0.0.4,10.0.0.1,10.0.0.2"},
+	} {
+		if got := names(Usable(tc.eps, tc.node, tc.zone, tc.local)); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
 	}
 }

@@ -43,8 +43,33 @@ type CheckResult struct {
 
 // Usable returns the endpoints kube-proxy sends new connections to, as it decides for a node:
 // the ready ones, or, when none is ready, those still serving while terminating. local keeps
-// only the node's own (internal or external traffic policy Local).
-func Usable(eps []Endpoint, node string, local bool) []Endpoint {
+// only the node's own (internal or external traffic policy Local). For cluster-wide traffic,
+// topology hints apply as kube-proxy applies them: when every usable endpoint has zone hints
+// and some are for the node's zone, only those.
+func Usable(eps []Endpoint, node, zone string, local bool) []Endpoint {
+	out := usable(eps, node, local)
+	if local || zone == "" || len(out) == 0 {
+		return out
+	}
+	var hinted []Endpoint
+	for _, e := range out {
+		if len(e.Zones) == 0 {
+			return out // hints are used only when every endpoint has them
+		}
+		for _, z := range e.Zones {
+			if z == zone {
+				hinted = append(hinted, e)
+				break
+			}
+		}
+	}
+	if len(hinted) == 0 {
+		return out
+	}
+	return hinted
+}
+
+func usable(eps []Endpoint, node string, local bool) []Endpoint {
 	pick := func(ok func(Endpoint) bool) []Endpoint {
 		var out []Endpoint
 		for _, e := range eps {
@@ -82,6 +107,7 @@ func Check(dp Dataplane, cl *Cluster, node *NodeContext, scope CheckScope) (*Che
 			break
 		}
 	}
+	zone := cl.Zone(node.Name)
 	known := map[string]bool{}
 	// Node ports are served on node addresses (in IPVS mode, one virtual server each).
 	nodePorts := map[string]bool{}
@@ -110,14 +136,14 @@ func Check(dp Dataplane, cl *Cluster, node *NodeContext, scope CheckScope) (*Che
 			ref := &ServiceRef{Namespace: svc.Namespace, Name: svc.Name, Port: sp.Name, Type: string(ClusterIPAddr)}
 			eps := cl.Endpoints(svc, sp)
 			itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
-			want := Usable(eps, node.Name, itpLocal)
+			want := Usable(eps, node.Name, zone, itpLocal)
 			q := Query{Node: node, Packet: Packet{Src: src, Dst: vip, DstPort: uint16(sp.Port), Protocol: protoOf(sp.Protocol)}}
 			if err := compare(res, dp, cl, q, ref, eps, want, itpLocal, "cluster IP"); err != nil {
 				return nil, err
 			}
 			if sp.NodePort != 0 && nodeIP.IsValid() {
 				etpLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
-				want := Usable(eps, node.Name, etpLocal)
+				want := Usable(eps, node.Name, zone, etpLocal)
 				q := Query{Node: node, Packet: Packet{Src: external, Dst: nodeIP, DstPort: uint16(sp.NodePort), Protocol: protoOf(sp.Protocol)}}
 				nref := *ref
 				nref.Type = string(NodePortAddr)

@@ -174,6 +174,8 @@ type Endpoint struct {
 	Ready, Serving, Terminating bool
 	NodeName                    string
 	Pod                         *corev1.Pod
+	// Zones are the topology hints (forZones) the EndpointSlice controller set, if any.
+	Zones []string
 }
 
 // Endpoints lists the API's endpoints of a Service port, sorted by address.
@@ -220,6 +222,11 @@ func (c *Cluster) Endpoints(svc *corev1.Service, sp corev1.ServicePort) []Endpoi
 				}
 				if ep.NodeName != nil {
 					e.NodeName = *ep.NodeName
+				}
+				if ep.Hints != nil {
+					for _, z := range ep.Hints.ForZones {
+						e.Zones = append(e.Zones, z.Name)
+					}
 				}
 				e.Pod = c.podByIP[ip]
 				out = append(out, e)
@@ -283,4 +290,12 @@ func (c *Cluster) ServicesFor(a netip.Addr) []*corev1.Service {
 // isServiceIP reports whether a is a cluster, external or load balancer IP of some Service.
 func (c *Cluster) isServiceIP(a netip.Addr) bool {
 	return c != nil && len(c.svcByIP[a]) > 0
+}
+
+// Zone returns the node's topology.kubernetes.io/zone label.
+func (c *Cluster) Zone(node string) string {
+	if n := c.Node(node); n != nil {
+		return n.Labels[corev1.LabelTopologyZone]
+	}
+	return ""
 }

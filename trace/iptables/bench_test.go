@@ -47,3 +47,45 @@ func BenchmarkTraceWarm(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCheckFullNode checks every Service port of the 10,000 x 10 node against the API
+// objects recorded with it (hack/bench-dump.sh): issue's target, under 2 s.
+func BenchmarkCheckFullNode(b *testing.B) {
+	dir := os.Getenv("SVCTRACE_BENCH_DIR")
+	if dir == "" {
+		dir = "/var/cache/svctrace/bench/iptables-10000x10"
+	}
+	data, err := os.ReadFile(dir + "/iptables-save.txt")
+	if err != nil {
+		b.Skipf("no benchmark dump (%v): run make bench-dump first", err)
+	}
+	objs, err := os.ReadFile(dir + "/objects.json")
+	if err != nil {
+		b.Skipf("no benchmark objects (%v): run make bench-dump first", err)
+	}
+	rs, err := ipread.Parse(data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cl, err := trace.DecodeObjects(objs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dp := &xt.Dataplane{V4: rs}
+	node := cl.NodeContextFor("node1", nil)
+	b.ResetTimer()
+	for b.Loop() {
+		res, err := trace.Check(dp, cl, node, trace.CheckScope{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Checked < 10000 {
+			b.Fatalf("checked %d", res.Checked)
+		}
+		for _, f := range res.Findings {
+			if f.Severity != trace.SeverityInfo {
+				b.Fatalf("finding on a synced node: %s %s", f.Kind, f.Message)
+			}
+		}
+	}
+}

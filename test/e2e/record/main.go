@@ -104,17 +104,17 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 	if err := os.WriteFile(filepath.Join(out, name), []byte(dump), 0o644); err != nil {
 		return err
 	}
-	what := "svc,endpointslices,pods,nodes"
+	format, objFile := "yaml", "objects.yaml"
 	if scale.services > 0 {
-		what = "nodes" // the objects of 10,000 Services are not needed next to the benchmark dump
+		format, objFile = "json", "objects.json" // 20,000 objects: JSON reads several times faster
 	}
-	kubectl := exec.Command(filepath.Join(bin, "kubectl"), "--kubeconfig", c.Kubeconfig, "get", what, "-A", "-o", "yaml")
+	kubectl := exec.Command(filepath.Join(bin, "kubectl"), "--kubeconfig", c.Kubeconfig, "get", "svc,endpointslices,pods,nodes", "-A", "-o", format)
 	kubectl.Stderr = os.Stderr
 	objs, err := kubectl.Output()
 	if err != nil {
 		return fmt.Errorf("kubectl get: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(out, "objects.yaml"), objs, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(out, objFile), objs, 0o644); err != nil {
 		return err
 	}
 	if err := writeManifest(out, harness.NodeName, mode, bin, name); err != nil {
