@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,6 +17,7 @@ import (
 	dpexec "github.com/svctrace/svctrace/dataplane/exec"
 	"github.com/svctrace/svctrace/render"
 	"github.com/svctrace/svctrace/trace"
+	xt "github.com/svctrace/svctrace/trace/iptables"
 )
 
 // BalanceOptions holds everything `balance` needs.
@@ -104,11 +106,25 @@ func (o *BalanceOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	before := newConnections(in.Dataplane, tr)
 	conns, err := o.connections(ctx)
 	if err != nil {
 		return err
 	}
-	res := trace.Balance(tr, in.Cluster, conns)
+	counters := before
+	if before != nil && o.conntrack == "" && o.duration > 0 {
+		// Read the dataplane again: the window's new connections are the counters' growth.
+		after, err := t.Input.Resolve(ctx, t.config, t.streams)
+		if err != nil {
+			return err
+		}
+		if now := newConnections(after.Dataplane, tr); now != nil {
+			for k, v := range now {
+				counters[k] = v - min(v, before[k])
+			}
+		}
+	}
+	res := trace.Balance(tr, in.Cluster, conns, counters)
 	if err := render.Balance(t.streams.Out, res, render.Options{Format: t.format, Color: render.ColorFor(t.streams.Out)}); err != nil {
 		return err
 	}
@@ -173,4 +189,35 @@ func (o *BalanceOptions) connections(ctx context.Context) ([]trace.Conn, error) 
 		window = append(window, c)
 	}
 	return window, nil
+}
+
+// newConnections reads the packet counters of the DNAT rules the trace passed, per backend:
+// iptables counts a connection's first packet in nat, so these are new connections. nil when the
+// dataplane has no counters (nftables, IPVS, a dump without -c).
+func newConnections(dp trace.Dataplane, tr *trace.Result) map[string]uint64 {
+	c, ok := dp.(interface {
+		RuleCounters(line int) (xt.Counters, bool)
+	})
+	if !ok {
+		return nil
+	}
+	out := map[string]uint64{}
+	var walk func(hs []*trace.Hop)
+	found := false
+	walk = func(hs []*trace.Hop) {
+		for _, h := range hs {
+			if to, isDNAT := strings.CutPrefix(h.Action, "DNAT to "); isDNAT && h.Line > 0 {
+				if cnt, ok := c.RuleCounters(h.Line); ok {
+					out[to] += cnt.Packets
+					found = true
+				}
+			}
+			walk(h.Children)
+		}
+	}
+	walk(tr.Hops)
+	if !found {
+		return nil
+	}
+	return out
 }

@@ -40,6 +40,9 @@ type BalanceBackend struct {
 	ConnectionShare float64 `json:"connectionShare"`
 	Bytes           uint64  `json:"bytes"`
 	ByteShare       float64 `json:"byteShare"`
+	// NewConnections is what the dataplane's own counters say (iptables -c on the DNAT rule):
+	// every new connection of the window, also those conntrack no longer lists.
+	NewConnections *uint64 `json:"newConnections,omitempty"`
 }
 
 // BalanceClient is a client ranked by the traffic it carries.
@@ -78,7 +81,9 @@ const minConnections = 20
 
 // Balance compares how a Service port's traffic is really spread (conns: conntrack entries of the
 // window) with how the dataplane splits new connections (tr: a trace of the Service address).
-func Balance(tr *Result, cl *Cluster, conns []Conn) *BalanceResult {
+// newConns, when the dataplane counts them (backend "ip:port" → new connections in the window),
+// is what the connection split is tested on.
+func Balance(tr *Result, cl *Cluster, conns []Conn, newConns map[string]uint64) *BalanceResult {
 	res := &BalanceResult{APIVersion: APIVersion, Kind: "Balance", Node: tr.Node, Service: tr.Service, Backends: []BalanceBackend{}, Clients: []BalanceClient{}}
 	dst := netip.AddrPortFrom(netip.MustParseAddr(tr.Packet.Dst), tr.Packet.Port)
 	proto, _ := ParseProtocol(tr.Packet.Protocol)
@@ -160,18 +165,35 @@ func Balance(tr *Result, cl *Cluster, conns []Conn) *BalanceResult {
 	res.MaxOverMean, res.MinOverMean = maxS/mean, minS/mean
 	res.CV = math.Sqrt(sq/float64(n)) / mean
 
-	// Does the connection split follow the rules' shares?
-	if total >= minConnections {
-		for _, b := range res.Backends {
-			e := b.Expected * float64(total)
+	// Does the connection split follow the rules' shares? The dataplane's counters see every
+	// new connection; conntrack only those it still tracks.
+	counts := make([]float64, n)
+	sum := 0.0
+	for i := range res.Backends {
+		counts[i] = float64(res.Backends[i].Connections)
+	}
+	if newConns != nil {
+		for i := range res.Backends {
+			v := newConns[res.Backends[i].Backend]
+			res.Backends[i].NewConnections = &v
+			counts[i] = float64(v)
+		}
+		res.Notes = append(res.Notes, "the connection split is tested on the dataplane's own counters of new connections")
+	}
+	for _, c := range counts {
+		sum += c
+	}
+	if sum >= minConnections {
+		for i, b := range res.Backends {
+			e := b.Expected * sum
 			if e > 0 {
-				res.ChiSquare += (float64(b.Connections) - e) * (float64(b.Connections) - e) / e
+				res.ChiSquare += (counts[i] - e) * (counts[i] - e) / e
 			}
 		}
 		res.ChiSquareP = chiSquareSurvival(res.ChiSquare, float64(n-1))
 	} else {
 		res.ChiSquareP = 1
-		res.Notes = append(res.Notes, fmt.Sprintf("only %d connections in the window: too few to test the connection split (need %d)", total, minConnections))
+		res.Notes = append(res.Notes, fmt.Sprintf("only %.0f connections in the window: too few to test the connection split (need %d)", sum, minConnections))
 	}
 
 	unequalRules := false

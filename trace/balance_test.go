@@ -34,11 +34,11 @@ func TestBalanceDiagnoses(t *testing.T) {
 	for i := 0; i < 90; i++ {
 		short = append(short, conn("10.244.1.41", i%3, 300))
 	}
-	if r := Balance(threeBackends(), nil, short); r.Diagnosis != Balanced || r.ChiSquareP < 0.5 {
+	if r := Balance(threeBackends(), nil, short, nil); r.Diagnosis != Balanced || r.ChiSquareP < 0.5 {
 		t.Errorf("short connections only: %s (p=%v): %s", r.Diagnosis, r.ChiSquareP, r.Message)
 	}
 	sticky := append(append([]Conn(nil), short...), conn("10.244.1.99", 1, 100000))
-	r := Balance(threeBackends(), nil, sticky)
+	r := Balance(threeBackends(), nil, sticky, nil)
 	if r.Diagnosis != ConnectionStickiness || !strings.Contains(r.Message, "10.244.1.99") || len(r.Recommendations) == 0 {
 		t.Errorf("one heavy connection: %s: %s", r.Diagnosis, r.Message)
 	}
@@ -46,15 +46,20 @@ func TestBalanceDiagnoses(t *testing.T) {
 	for i := 0; i < 90; i++ {
 		skewed = append(skewed, conn("10.244.1.41", min(i%6, 2), 300))
 	}
-	if r := Balance(threeBackends(), nil, skewed); r.Diagnosis != SkewedRules {
+	if r := Balance(threeBackends(), nil, skewed, nil); r.Diagnosis != SkewedRules {
 		t.Errorf("connections not following the shares: %s (p=%v)", r.Diagnosis, r.ChiSquareP)
 	}
 	unequal := threeBackends()
 	unequal.Backends[0].Probability, unequal.Backends[1].Probability = 0.6, 0.0666
-	if r := Balance(unequal, nil, short); r.Diagnosis != SkewedRules || !strings.Contains(r.Message, "own shares") {
+	if r := Balance(unequal, nil, short, nil); r.Diagnosis != SkewedRules || !strings.Contains(r.Message, "own shares") {
 		t.Errorf("unequal rules: %s: %s", r.Diagnosis, r.Message)
 	}
-	if r := Balance(threeBackends(), nil, nil); r.Diagnosis != TooLittleTraffic {
+	// The dataplane's counters, when given, are what the split is tested on.
+	counters := map[string]uint64{"10.244.1.11:9376": 300, "10.244.1.12:9376": 20, "10.244.1.13:9376": 280}
+	if r := Balance(threeBackends(), nil, short, counters); r.Diagnosis != SkewedRules || *r.Backends[1].NewConnections != 20 {
+		t.Errorf("skewed counters: %s (p=%v)", r.Diagnosis, r.ChiSquareP)
+	}
+	if r := Balance(threeBackends(), nil, nil, nil); r.Diagnosis != TooLittleTraffic {
 		t.Errorf("no traffic: %s", r.Diagnosis)
 	}
 }

@@ -3,6 +3,7 @@ package iptables
 import (
 	"fmt"
 	"net/netip"
+	"sort"
 	"strings"
 
 	"github.com/svctrace/svctrace/trace"
@@ -76,4 +77,20 @@ func (d *Dataplane) OrphanChains() []string {
 		}
 	}
 	return out
+}
+
+// RuleCounters returns the packet and byte counters of the rule on a dump line (iptables-save -c).
+// For a DNAT rule they count new connections: only a connection's first packet traverses nat.
+func (d *Dataplane) RuleCounters(line int) (Counters, bool) {
+	for _, rs := range []*Ruleset{d.V4, d.V6} {
+		if rs == nil || !rs.Counters {
+			continue
+		}
+		// Rules are in dump order, so lines ascend: binary search.
+		i := sort.Search(len(rs.Rules), func(i int) bool { return int(rs.Rules[i].Line) >= line })
+		if i < len(rs.Rules) && int(rs.Rules[i].Line) == line && rs.Rules[i].HasCounters {
+			return rs.Rules[i].Counters, true
+		}
+	}
+	return Counters{}, false
 }
