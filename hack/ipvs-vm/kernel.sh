@@ -3,8 +3,13 @@
 # the cache; this machine's own kernel has no IPVS.
 set -euo pipefail
 cache=${SVCTRACE_CACHE:-/var/cache/svctrace}/vm
-pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
-[ -n "$pkg" ] || { echo "kernel.sh: no linux-image-cloud-amd64 in the package lists (apt-get update?)" >&2; exit 1; }
+find_pkg() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}'; }
+pkg=$(find_pkg)
+if [ -z "$pkg" ]; then
+	apt-get update -qq >/dev/null 2>&1 || true
+	pkg=$(find_pkg)
+fi
+[ -n "$pkg" ] || { echo "kernel.sh: no linux-image-cloud-amd64 in Debian's package lists" >&2; exit 1; }
 dir="$cache/$pkg"
 if [ ! -d "$dir/boot" ]; then
 	mkdir -p "$cache"
