@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/signal"
 	"strings"
 	"time"
 
@@ -84,19 +83,12 @@ Exit codes: 0 Balanced (or too little traffic to judge), 1 an imbalance, 2 usage
 
 // Run measures and prints.
 func (o *BalanceOptions) Run(ctx context.Context) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
-	defer stop()
 	t := o.trace
-	in, err := t.Input.Resolve(ctx, t.config, t.streams)
+	ctx, in, stop, err := t.Input.start(ctx, t.config, t.streams)
 	if err != nil {
 		return err
 	}
-	for _, w := range in.Warnings {
-		fmt.Fprintf(t.streams.ErrOut, "warning: %s\n", w)
-	}
+	defer stop()
 	t.from = "pod"
 	q, err := t.query(in)
 	if err != nil {

@@ -3,8 +3,6 @@ package plugin
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -113,18 +111,11 @@ func (o *CheckOptions) Complete(args []string) error {
 
 // Run reads the inputs, checks and prints.
 func (o *CheckOptions) Run(ctx context.Context) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
-	defer stop()
-	in, err := o.Input.Resolve(ctx, o.config, o.streams)
+	ctx, in, stop, err := o.Input.start(ctx, o.config, o.streams)
 	if err != nil {
 		return err
 	}
-	for _, w := range in.Warnings {
-		fmt.Fprintf(o.streams.ErrOut, "warning: %s\n", w)
-	}
+	defer stop()
 	if in.Cluster == nil {
 		return usageErrorf("check compares the dataplane with the API: reach the API server, or pass --objects FILE")
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"time"
 
@@ -217,4 +218,22 @@ func readLocal(ctx context.Context, streams genericiooptions.IOStreams) (trace.D
 		return nil, "", err
 	}
 	return dp, fmt.Sprintf("live (IPVS over netlink, ipset save, %s)", b.Save), nil
+}
+
+// start is the common beginning of every command's Run: a context that Ctrl-C cancels, the
+// inputs read, and their warnings printed on stderr. Call stop when done.
+func (f *InputFlags) start(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) (context.Context, *Inputs, func(), error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	in, err := f.Resolve(ctx, cfg, streams)
+	if err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	for _, w := range in.Warnings {
+		fmt.Fprintf(streams.ErrOut, "warning: %s\n", w)
+	}
+	return ctx, in, stop, nil
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
 
@@ -137,18 +135,11 @@ func (o *TraceOptions) Validate() error {
 
 // Run reads the inputs, traces and prints.
 func (o *TraceOptions) Run(ctx context.Context) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
-	defer stop()
-	in, err := o.Input.Resolve(ctx, o.config, o.streams)
+	ctx, in, stop, err := o.Input.start(ctx, o.config, o.streams)
 	if err != nil {
 		return err
 	}
-	for _, w := range in.Warnings {
-		fmt.Fprintf(o.streams.ErrOut, "warning: %s\n", w)
-	}
+	defer stop()
 	q, err := o.query(in)
 	if err != nil {
 		return err

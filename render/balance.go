@@ -5,9 +5,6 @@ import (
 	"io"
 	"strings"
 
-	"github.com/charmbracelet/lipgloss"
-	"github.com/charmbracelet/lipgloss/table"
-
 	"github.com/svctrace/svctrace/trace"
 )
 
@@ -23,16 +20,7 @@ func Balance(w io.Writer, r *trace.BalanceResult, o Options) error {
 		name = r.Service.String()
 	}
 	fmt.Fprintf(&b, "%s  %s\n", s.title.Render(name), s.dim.Render("on node "+r.Node))
-	t := table.New().Border(lipgloss.HiddenBorder()).BorderTop(false).BorderBottom(false).
-		BorderLeft(false).BorderRight(false).BorderColumn(false).BorderHeader(false).
-		Headers("BACKEND", "POD", "EXPECTED", "CONNS", "TRAFFIC", "").
-		StyleFunc(func(row, col int) lipgloss.Style {
-			st := s.r.NewStyle().PaddingRight(1)
-			if row == table.HeaderRow {
-				return st.Bold(true)
-			}
-			return st
-		})
+	t := newTable(s, "BACKEND", "POD", "EXPECTED", "CONNS", "TRAFFIC", "")
 	for _, be := range r.Backends {
 		pod := "-"
 		if be.Pod != nil {

@@ -7,9 +7,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/charmbracelet/lipgloss"
-	"github.com/charmbracelet/lipgloss/table"
-
 	"github.com/svctrace/svctrace/trace"
 )
 
@@ -74,16 +71,7 @@ func Check(w io.Writer, r *CheckReport, o Options) error {
 		_, err := io.WriteString(w, b.String())
 		return err
 	}
-	t := table.New().Border(lipgloss.HiddenBorder()).BorderTop(false).BorderBottom(false).
-		BorderLeft(false).BorderRight(false).BorderColumn(false).BorderHeader(false).
-		Headers("SEVERITY", "KIND", "SERVICE", "NODE", "MESSAGE").
-		StyleFunc(func(row, col int) lipgloss.Style {
-			st := s.r.NewStyle().PaddingRight(1)
-			if row == table.HeaderRow {
-				return st.Bold(true)
-			}
-			return st
-		})
+	t := newTable(s, "SEVERITY", "KIND", "SERVICE", "NODE", "MESSAGE")
 	for _, f := range r.Findings {
 		sev := string(f.Severity)
 		switch f.Severity {

@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/charmbracelet/lipgloss"
+	"github.com/charmbracelet/lipgloss/table"
 	"github.com/muesli/termenv"
 	"golang.org/x/term"
 	"sigs.k8s.io/yaml"
@@ -106,4 +107,18 @@ func percent(p float64) string {
 		return fmt.Sprintf("%.3f%%", 100*p)
 	}
 	return fmt.Sprintf("%.1f%%", 100*p)
+}
+
+// newTable is the borderless table every command prints, with a bold header row.
+func newTable(s *styles, headers ...string) *table.Table {
+	return table.New().Border(lipgloss.HiddenBorder()).BorderTop(false).BorderBottom(false).
+		BorderLeft(false).BorderRight(false).BorderColumn(false).BorderHeader(false).
+		Headers(headers...).
+		StyleFunc(func(row, col int) lipgloss.Style {
+			st := s.r.NewStyle().PaddingRight(1)
+			if row == table.HeaderRow {
+				return st.Bold(true)
+			}
+			return st
+		})
 }

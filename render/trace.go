@@ -5,8 +5,6 @@ import (
 	"io"
 	"strings"
 
-	"github.com/charmbracelet/lipgloss"
-	"github.com/charmbracelet/lipgloss/table"
 	"github.com/charmbracelet/lipgloss/tree"
 
 	"github.com/svctrace/svctrace/trace"
@@ -39,16 +37,7 @@ func Trace(w io.Writer, res *trace.Result, o Options) error {
 
 	if len(res.Backends) > 0 {
 		b.WriteString("\n")
-		t := table.New().Border(lipgloss.HiddenBorder()).BorderTop(false).BorderBottom(false).
-			BorderLeft(false).BorderRight(false).BorderColumn(false).BorderHeader(false).
-			Headers("BACKEND", "SHARE", "POD", "READY", "NODE", "SOURCE").
-			StyleFunc(func(row, col int) lipgloss.Style {
-				st := s.r.NewStyle().PaddingRight(1)
-				if row == table.HeaderRow {
-					return st.Bold(true)
-				}
-				return st
-			})
+		t := newTable(s, "BACKEND", "SHARE", "POD", "READY", "NODE", "SOURCE")
 		for _, be := range res.Backends {
 			pod, ready, node := "-", "-", be.Node
 			if be.Pod != nil {
