@@ -121,13 +121,19 @@ ip -n ext route add default via 198.51.100.1
 /bin/kube-proxy --kubeconfig=/kubeconfig --hostname-override=%[2]s --proxy-mode=ipvs --cluster-cidr=%[3]s \
 	--conntrack-max-per-core=0 --ipvs-min-sync-period=0s --metrics-bind-address=127.0.0.1:10249 \
 	--healthz-bind-address=127.0.0.1:10256 --v=2 >/tmp/kube-proxy.log 2>&1 &
-for i in $(seq 1 3600); do
+# One listing per round: under TCG, ipvsadm takes seconds at 10,000 services.
+for i in $(seq 1 900); do
+	ipvsadm -Sn >/tmp/ipvs.txt 2>/dev/null
 	n=0
-	for vip in %[4]s; do ipvsadm -Ln 2>/dev/null | grep -q "$vip:80" && n=$((n+1)); done
-	# kube-proxy creates virtual servers first, then ipsets, then iptables rules: wait for the
-	# cluster IP set to be complete too.
-	if [ $n -eq %[5]d ] && [ $(ipvsadm -Sn | grep -c '^-A') -ge %[6]d ] && [ $(ipset save KUBE-CLUSTER-IP | grep -c '^add') -ge %[6]d ]; then break; fi
+	for vip in %[4]s; do grep -q -- "-t $vip:80 " /tmp/ipvs.txt && n=$((n+1)); done
+	if [ $n -eq %[5]d ] && [ $(grep -c '^-A' /tmp/ipvs.txt) -ge %[6]d ]; then break; fi
 	sleep 1
+done
+# kube-proxy creates virtual servers first, then ipsets, then iptables rules: give the cluster IP
+# set time to fill too.
+for i in $(seq 1 120); do
+	[ $(ipset save KUBE-CLUSTER-IP 2>/dev/null | grep -c '^add') -ge %[6]d ] && break
+	sleep 5
 done
 sleep 3
 echo "==BEGIN iptables-save==";  iptables-save -c; echo "==END iptables-save=="
