@@ -231,9 +231,10 @@ func lastUsable(p netip.Prefix) netip.Addr {
 	return a
 }
 
-// compare traces one Service address and turns every difference from the API into a finding.
+// compare walks one Service address and turns every difference from the API into a finding. It
+// uses the paths directly, not the rendered trace: a full-node check walks 10,000 of them.
 func compare(res *CheckResult, dp Dataplane, cl *Cluster, q Query, ref *ServiceRef, eps, want []Endpoint, local bool, what string) error {
-	tr, err := Run(dp, cl, q)
+	w, err := dp.Walk(q.Packet, q.Node)
 	if err != nil {
 		return err
 	}
@@ -244,25 +245,44 @@ func compare(res *CheckResult, dp Dataplane, cl *Cluster, q Query, ref *ServiceR
 	if what == "node port" {
 		target = fmt.Sprintf("node port %d", q.Packet.DstPort)
 	}
-	byAddr := map[netip.AddrPort]Endpoint{}
+	byAddr := make(map[netip.AddrPort]Endpoint, len(eps))
 	for _, e := range eps {
 		byAddr[e.Addr] = e
 	}
-	wanted := map[netip.AddrPort]bool{}
+	wanted := make(map[netip.AddrPort]bool, len(want))
 	for _, e := range want {
 		wanted[e.Addr] = true
 	}
 	got := map[netip.AddrPort]float64{}
-	for _, b := range tr.Backends {
-		got[netip.AddrPortFrom(netip.MustParseAddr(b.IP), b.Port)] += b.Probability
+	share := map[VerdictKind]float64{}
+	example := map[VerdictKind]Verdict{}
+	for _, p := range w.Paths {
+		if p.Verdict.Kind == DNAT {
+			got[p.Verdict.Backend] += p.Probability
+		}
+		share[p.Verdict.Kind] += p.Probability
+		example[p.Verdict.Kind] = p.Verdict
+	}
+	// first is the verdict most new connections get.
+	var first Verdict
+	for k, v := range share {
+		if first.Kind == "" || v > share[first.Kind] {
+			first = example[k]
+		}
 	}
 	evidence := func(ap netip.AddrPort) string {
-		for _, h := range flatten(tr.Hops) {
-			if strings.HasSuffix(h.Action, ap.String()) || strings.Contains(h.Action, ap.String()+" ") {
-				if h.Line > 0 {
-					return fmt.Sprintf("%s %s line %d: %s", h.Table, h.Chain, h.Line, h.Rule)
+		for _, p := range w.Paths {
+			if p.Verdict.Backend != ap {
+				continue
+			}
+			for i := len(p.Steps) - 1; i >= 0; i-- {
+				st := p.Steps[i]
+				if strings.HasPrefix(st.Action, "DNAT to "+ap.String()) {
+					if st.Line > 0 {
+						return fmt.Sprintf("%s %s line %d: %s", st.Table, st.Chain, st.Line, st.Rule)
+					}
+					return fmt.Sprintf("%s %s: %s", st.Table, st.Chain, st.Action)
 				}
-				return fmt.Sprintf("%s %s: %s", h.Table, h.Chain, h.Action)
 			}
 		}
 		return "DNAT to " + ap.String()
@@ -299,11 +319,11 @@ func compare(res *CheckResult, dp Dataplane, cl *Cluster, q Query, ref *ServiceR
 				name += " (pod " + e.Pod.Namespace + "/" + e.Pod.Name + ")"
 			}
 			how := "no rule sends new connections to it"
-			if len(got) == 0 && len(tr.Verdicts) > 0 {
-				how = fmt.Sprintf("the node's verdict is %s (%s)", tr.Verdicts[0].Verdict, tr.Verdicts[0].Reason)
+			if len(got) == 0 {
+				how = fmt.Sprintf("the node's verdict is %s (%s)", first.Kind, first.Reason)
 			}
 			kind := MissingEndpoint
-			if len(got) == 0 && len(tr.Verdicts) > 0 && tr.Verdicts[0].Verdict == Accept {
+			if len(got) == 0 && first.Kind == Accept {
 				kind = MissingService
 			}
 			add(kind, SeverityError, fmt.Sprintf("the API lists %s as a usable endpoint of %s, but on %s %s", name, target, res.Node, how))
@@ -312,10 +332,8 @@ func compare(res *CheckResult, dp Dataplane, cl *Cluster, q Query, ref *ServiceR
 			}
 		}
 	}
-	if len(want) == 0 && len(got) == 0 && len(tr.Verdicts) > 0 {
-		if tr.Verdicts[0].Verdict == Reject || tr.Verdicts[0].Verdict == Drop {
-			add(NoEndpoints, SeverityInfo, fmt.Sprintf("%s has no usable endpoints for this node: new connections get %s", target, tr.Verdicts[0].Verdict), tr.Verdicts[0].Reason)
-		}
+	if len(want) == 0 && len(got) == 0 && (first.Kind == Reject || first.Kind == Drop) {
+		add(NoEndpoints, SeverityInfo, fmt.Sprintf("%s has no usable endpoints for this node: new connections get %s", target, first.Kind), first.Reason)
 	}
 	// Shares: every wanted endpoint the same share, as kube-proxy programs them.
 	if len(want) > 1 && len(got) == len(want) {
@@ -327,13 +345,4 @@ func compare(res *CheckResult, dp Dataplane, cl *Cluster, q Query, ref *ServiceR
 		}
 	}
 	return nil
-}
-
-func flatten(hs []*Hop) []*Hop {
-	var out []*Hop
-	for _, h := range hs {
-		out = append(out, h)
-		out = append(out, flatten(h.Children)...)
-	}
-	return out
 }

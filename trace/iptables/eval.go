@@ -59,7 +59,13 @@ var hookTables = [...][]string{
 type frame struct {
 	chain *Chain
 	next  int
+	// rules are the rules of chain this packet can match, in order: all of them, or, for a big
+	// chain, those for its destination address plus those without one (see Chain.candidates).
+	rules []*Rule
 }
+
+// push enters a chain for the branch's current destination.
+func push(c *Chain, dst netip.Addr) frame { return frame{chain: c, rules: c.candidates(dst)} }
 
 type branch struct {
 	trace.Fate
@@ -134,11 +140,11 @@ func (w *walker) run(b *branch) ([]*branch, error) {
 			}
 		}
 		f := &b.stack[len(b.stack)-1]
-		if f.next >= len(f.chain.Rules) {
+		if f.next >= len(f.rules) {
 			w.fallOff(b)
 			continue
 		}
-		r := f.chain.Rules[f.next]
+		r := f.rules[f.next]
 		f.next++
 		m, p, note := w.match(r, b)
 		if note != "" {
@@ -182,7 +188,7 @@ func (w *walker) enterTable(b *branch) bool {
 		b.tableIdx++
 		if t := w.rs.Tables[name]; t != nil {
 			if c := t.Chains[hookNames[b.hook]]; c != nil {
-				b.stack = append(b.stack, frame{chain: c})
+				b.stack = append(b.stack, push(c, b.Dst))
 				return true
 			}
 		}
@@ -401,10 +407,10 @@ func (w *walker) apply(b *branch, r *Rule, branchP float64) {
 	case r.JumpChain != nil:
 		if r.Goto {
 			step.Action = "goto " + t
-			b.stack[len(b.stack)-1] = frame{chain: r.JumpChain}
+			b.stack[len(b.stack)-1] = push(r.JumpChain, b.Dst)
 		} else {
 			step.Action = "jump " + t
-			b.stack = append(b.stack, frame{chain: r.JumpChain})
+			b.stack = append(b.stack, push(r.JumpChain, b.Dst))
 		}
 		if x.Recent != nil && x.Recent.Op == "set" && b.Affinity > 0 {
 			step.Note = fmt.Sprintf("session affinity: this client's later connections stick to this endpoint for %ds", b.Affinity)

@@ -36,6 +36,51 @@ type Chain struct {
 	// Line is where the chain was declared.
 	Line  int
 	Rules []*Rule
+
+	// byDst indexes a big chain's rules by exact destination address; wild holds the rules
+	// without one. Built on first use (KUBE-SERVICES has a rule per Service port).
+	indexed bool
+	byDst   map[netip.Addr][]*Rule
+	wild    []*Rule
+}
+
+// indexThreshold is the chain size from which evaluation uses the destination index.
+const indexThreshold = 64
+
+// candidates returns the rules a packet to dst can match, in chain order: every rule of a small
+// chain; for a big one, the rules for exactly dst merged with those without an exact destination.
+func (c *Chain) candidates(dst netip.Addr) []*Rule {
+	if len(c.Rules) < indexThreshold {
+		return c.Rules
+	}
+	if !c.indexed {
+		c.byDst = map[netip.Addr][]*Rule{}
+		for _, r := range c.Rules {
+			if r.Dst.Set && !r.Dst.Neg && r.Dst.Prefix.IsSingleIP() {
+				a := r.Dst.Prefix.Addr()
+				c.byDst[a] = append(c.byDst[a], r)
+			} else {
+				c.wild = append(c.wild, r)
+			}
+		}
+		c.indexed = true
+	}
+	exact := c.byDst[dst]
+	if len(exact) == 0 {
+		return c.wild
+	}
+	out := make([]*Rule, 0, len(exact)+len(c.wild))
+	i, j := 0, 0
+	for i < len(exact) || j < len(c.wild) {
+		if j >= len(c.wild) || i < len(exact) && exact[i].Line < c.wild[j].Line {
+			out = append(out, exact[i])
+			i++
+		} else {
+			out = append(out, c.wild[j])
+			j++
+		}
+	}
+	return out
 }
 
 // Builtin reports whether the chain is one of the kernel's hook chains.
