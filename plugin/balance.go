@@ -183,10 +183,27 @@ func (o *BalanceOptions) connections(ctx context.Context) ([]trace.Conn, error) 
 	return window, nil
 }
 
-// newConnections reads the packet counters of the DNAT rules the trace passed, per backend:
-// iptables counts a connection's first packet in nat, so these are new connections. nil when the
-// dataplane has no counters (nftables, IPVS, a dump without -c).
+// newConnections reads the dataplane's own count of new connections per backend: in IPVS mode the
+// real servers' connection statistics (netlink); in iptables mode the packet counters of the DNAT
+// rules the trace passed (a connection's first packet alone traverses nat). nil when the dataplane
+// has no counters (nftables, ipvsadm text, a dump without -c).
 func newConnections(dp trace.Dataplane, tr *trace.Result) map[string]uint64 {
+	if x, ok := dp.(*xt.Dataplane); ok && x.IPVS != nil {
+		proto, _ := trace.ParseProtocol(tr.Packet.Protocol)
+		dst, err := netip.ParseAddr(tr.Packet.Dst)
+		vs := x.IPVS.Find(proto.String(), netip.AddrPortFrom(dst, tr.Packet.Port))
+		if err != nil || vs == nil {
+			return nil
+		}
+		out := map[string]uint64{}
+		for _, rs := range vs.Reals {
+			if rs.Connections < 0 {
+				return nil
+			}
+			out[rs.Addr.String()] = uint64(rs.Connections)
+		}
+		return out
+	}
 	c, ok := dp.(interface {
 		RuleCounters(line int) (xt.Counters, bool)
 	})

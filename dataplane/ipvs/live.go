@@ -41,7 +41,7 @@ func ReadNetlink() (*ipvs.Table, error) {
 		for _, d := range dests {
 			a, _ := netip.AddrFromSlice(d.Address)
 			vs.Reals = append(vs.Reals, &ipvs.RealServer{Addr: netip.AddrPortFrom(a.Unmap(), d.Port), Forward: fwdName(d.ConnectionFlags),
-				Weight: d.Weight, ActiveConn: d.ActiveConnections, InActConn: d.InactiveConnections})
+				Weight: d.Weight, ActiveConn: d.ActiveConnections, InActConn: d.InactiveConnections, Connections: int64(d.Stats.Connections)})
 		}
 		t.Services = append(t.Services, vs)
 	}

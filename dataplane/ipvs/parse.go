@@ -81,7 +81,7 @@ func ParseSave(data []byte) (*ipvs.Table, error) {
 				return nil, bad("bad real server address")
 			}
 		}
-		rs := &ipvs.RealServer{Addr: rip, Forward: "masq", Weight: 1}
+		rs := &ipvs.RealServer{Addr: rip, Forward: "masq", Weight: 1, Connections: -1}
 		switch {
 		case flags["-g"]:
 			rs.Forward = "route"
@@ -162,7 +162,7 @@ func ParseList(data []byte) (*ipvs.Table, error) {
 			if err != nil {
 				return nil, bad(err.Error())
 			}
-			rs := &ipvs.RealServer{Addr: addr, Forward: strings.ToLower(f[2])}
+			rs := &ipvs.RealServer{Addr: addr, Forward: strings.ToLower(f[2]), Connections: -1}
 			var e1, e2, e3 error
 			rs.Weight, e1 = strconv.Atoi(f[3])
 			rs.ActiveConn, e2 = strconv.Atoi(f[4])

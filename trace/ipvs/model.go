@@ -35,6 +35,9 @@ type RealServer struct {
 	Forward               string // masq, route, tunnel
 	Weight                int
 	ActiveConn, InActConn int
+	// Connections counts every connection IPVS scheduled to it since it was added (netlink
+	// statistics); -1 when the source did not say (ipvsadm text, /proc).
+	Connections int64
 }
 
 // Find returns the virtual server for proto, address and port.
