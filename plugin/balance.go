@@ -99,7 +99,7 @@ func (o *BalanceOptions) Run(ctx context.Context) error {
 		return err
 	}
 	before := newConnections(in.Dataplane, tr)
-	conns, err := o.connections(ctx)
+	conns, err := o.connections(ctx, in)
 	if err != nil {
 		return err
 	}
@@ -128,7 +128,10 @@ func (o *BalanceOptions) Run(ctx context.Context) error {
 
 // connections returns the connections of the window: from the file, one snapshot, or the
 // difference of two snapshots --duration apart (bytes counted since the first).
-func (o *BalanceOptions) connections(ctx context.Context) ([]trace.Conn, error) {
+func (o *BalanceOptions) connections(ctx context.Context, in *Inputs) ([]trace.Conn, error) {
+	if o.conntrack == "" && in.Conntrack != nil {
+		return conntrack.Parse(in.Conntrack) // the snapshot bundle's
+	}
 	if o.conntrack != "" {
 		data, err := os.ReadFile(o.conntrack)
 		if err != nil {
@@ -137,7 +140,7 @@ func (o *BalanceOptions) connections(ctx context.Context) ([]trace.Conn, error) 
 		return conntrack.Parse(data)
 	}
 	if o.trace.Input.Offline() {
-		return nil, usageErrorf("offline input needs --conntrack FILE (`conntrack -L -o extended` from the node)")
+		return nil, usageErrorf("offline input needs --conntrack FILE (`conntrack -L -o extended` from the node), or a snapshot taken with its conntrack")
 	}
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("reading conntrack needs root on the node (run with sudo), or pass --conntrack FILE")

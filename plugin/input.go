@@ -57,6 +57,10 @@ type Inputs struct {
 	Source string
 	// Warnings are printed on stderr: degraded input the user should know about.
 	Warnings []string
+	// Files are the raw dumps read from the live node (file name → content), for snapshots.
+	Files map[string][]byte
+	// Conntrack is a snapshot bundle's conntrack table, when it has one.
+	Conntrack []byte
 }
 
 // Offline reports whether the dataplane comes from files rather than the live node.
@@ -106,6 +110,7 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		}
 		files = b.Dataplane
 		objects, objectsFrom = b.Objects, in.Source
+		in.Conntrack = b.Conntrack
 		if node == "" {
 			node = b.Manifest.Node
 		} else if node != b.Manifest.Node {
@@ -136,11 +141,11 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		}
 		in.Dataplane = dp
 	} else {
-		dp, src, err := readLocal(ctx, streams)
+		dp, src, raw, err := readLocal(ctx, streams)
 		if err != nil {
 			return nil, err
 		}
-		in.Dataplane, in.Source = dp, src
+		in.Dataplane, in.Source, in.Files = dp, src, raw
 		if node == "" {
 			node, _ = os.Hostname()
 		}
@@ -178,46 +183,50 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 
 // readLocal reads this machine's kube-proxy rules, as root on a node: nftables when kube-proxy's
 // nftables table exists, else iptables from the backend kube-proxy writes to, plus the IPVS table
-// (netlink) and ipsets when kube-ipvs0 says IPVS mode.
-func readLocal(ctx context.Context, streams genericiooptions.IOStreams) (trace.Dataplane, string, error) {
+// (netlink) and ipsets when kube-ipvs0 says IPVS mode. It returns the raw dumps too.
+func readLocal(ctx context.Context, streams genericiooptions.IOStreams) (trace.Dataplane, string, map[string][]byte, error) {
 	if os.Geteuid() != 0 {
-		return nil, "", fmt.Errorf("reading this node's dataplane needs root (run with sudo), or pass --dataplane FILE, --snapshot DIR or --demo")
+		return nil, "", nil, fmt.Errorf("reading this node's dataplane needs root (run with sudo), or pass --dataplane FILE, --snapshot DIR or --demo")
 	}
 	r := dpexec.Local{}
 	start := time.Now()
+	progress := func(what string, n int) {
+		if d := time.Since(start); d > time.Second {
+			fmt.Fprintf(streams.ErrOut, "read %d MB of %s in %.1fs\n", n>>20, what, d.Seconds())
+		}
+	}
 	if nftread.HasKubeProxyTable(ctx, r) {
 		rs, raw, err := nftread.ReadLive(ctx, r)
 		if err != nil {
-			return nil, "", err
+			return nil, "", nil, err
 		}
-		if d := time.Since(start); d > time.Second {
-			fmt.Fprintf(streams.ErrOut, "read %d MB of nftables rules in %.1fs\n", len(raw)>>20, d.Seconds())
-		}
-		return &nft.Dataplane{Rules: rs}, "live (nft -j list ruleset)", nil
+		progress("nftables rules", len(raw))
+		return &nft.Dataplane{Rules: rs}, "live (nft -j list ruleset)", map[string][]byte{"nft.json": raw}, nil
 	}
 	ipvsMode := ipvsread.HasKubeIPVS(ctx, r)
 	b, err := ipread.DetectBackend(ctx, r, false)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	rs, raw, err := ipread.ReadLive(ctx, r, b)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
-	if d := time.Since(start); d > time.Second {
-		fmt.Fprintf(streams.ErrOut, "read %d MB of %s rules in %.1fs\n", len(raw)>>20, b.Mode, d.Seconds())
-	}
+	progress(b.Mode+" iptables rules", len(raw))
+	files := map[string][]byte{"iptables-save.txt": raw}
 	dp := &xt.Dataplane{V4: rs}
 	if !ipvsMode {
-		return dp, fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode), nil
+		return dp, fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode), files, nil
 	}
-	if dp.Sets, err = ipvsread.ReadIPSets(ctx, r); err != nil {
-		return nil, "", fmt.Errorf("IPVS mode: %w", err)
+	var sets []byte
+	if dp.Sets, sets, err = ipvsread.ReadIPSets(ctx, r); err != nil {
+		return nil, "", nil, fmt.Errorf("IPVS mode: %w", err)
 	}
 	if dp.IPVS, err = ipvsread.ReadNetlink(); err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
-	return dp, fmt.Sprintf("live (IPVS over netlink, ipset save, %s)", b.Save), nil
+	files["ipset-save.txt"], files["ipvsadm-Ln.txt"] = sets, ipvsread.FormatList(dp.IPVS)
+	return dp, fmt.Sprintf("live (IPVS over netlink, ipset save, %s)", b.Save), files, nil
 }
 
 // start is the common beginning of every command's Run: a context that Ctrl-C cancels, the

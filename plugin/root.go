@@ -68,6 +68,7 @@ snapshot bundle (--snapshot) or from the embedded demo snapshot (--demo).`, name
 	root.AddCommand(NewCmdTrace(streams, cfg))
 	root.AddCommand(NewCmdCheck(streams, cfg))
 	root.AddCommand(NewCmdBalance(streams, cfg))
+	root.AddCommand(NewCmdSnapshot(streams, cfg))
 	root.AddCommand(newCmdVersion(streams))
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}

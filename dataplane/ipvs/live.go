@@ -80,11 +80,34 @@ func HasKubeIPVS(ctx context.Context, r dpexec.Runner) bool {
 	return err == nil && strings.Contains(string(out), "kube-ipvs0")
 }
 
-// ReadIPSets runs `ipset save` and parses it.
-func ReadIPSets(ctx context.Context, r dpexec.Runner) (ipvs.Sets, error) {
+// ReadIPSets runs `ipset save` and parses it; it returns the text too, for snapshots.
+func ReadIPSets(ctx context.Context, r dpexec.Runner) (ipvs.Sets, []byte, error) {
 	out, err := r.Run(ctx, "ipset", "save")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return ParseIPSet(out)
+	sets, err := ParseIPSet(out)
+	return sets, out, err
+}
+
+// FormatList writes the table the way `ipvsadm -Ln` prints it, so that ParseList reads it back
+// (snapshots of a node read over netlink).
+func FormatList(t *ipvs.Table) []byte {
+	var b strings.Builder
+	b.WriteString("IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
+	for _, s := range t.Services {
+		fmt.Fprintf(&b, "%s  %s %s", strings.ToUpper(s.Protocol), s.Addr, s.Scheduler)
+		if s.Persistent > 0 {
+			fmt.Fprintf(&b, " persistent %d", s.Persistent)
+		}
+		b.WriteString("\n")
+		for _, r := range s.Reals {
+			fwd := map[string]string{"masq": "Masq", "route": "Route", "tunnel": "Tunnel", "local": "Local"}[r.Forward]
+			if fwd == "" {
+				fwd = "Masq"
+			}
+			fmt.Fprintf(&b, "  -> %-28s %-7s %-6d %-10d %d\n", r.Addr, fwd, r.Weight, r.ActiveConn, r.InActConn)
+		}
+	}
+	return []byte(b.String())
 }

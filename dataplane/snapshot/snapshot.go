@@ -28,6 +28,8 @@ type Manifest struct {
 	Dataplane []string `json:"dataplane"`
 	// Objects is the API objects file, relative to the bundle; empty when none was recorded.
 	Objects string `json:"objects,omitempty"`
+	// Conntrack is `conntrack -L -o extended` of the node, when recorded.
+	Conntrack string `json:"conntrack,omitempty"`
 }
 
 // Bundle is a loaded snapshot.
@@ -35,6 +37,7 @@ type Bundle struct {
 	Manifest  Manifest
 	Dataplane map[string][]byte
 	Objects   []byte
+	Conntrack []byte
 }
 
 //go:embed demo/snapshot.yaml demo/iptables-save.txt demo/objects.yaml
@@ -85,6 +88,11 @@ func Load(fsys fs.FS) (*Bundle, error) {
 	if b.Manifest.Objects != "" {
 		if b.Objects, err = fs.ReadFile(fsys, path.Clean(b.Manifest.Objects)); err != nil {
 			return nil, fmt.Errorf("objects file: %w", err)
+		}
+	}
+	if b.Manifest.Conntrack != "" {
+		if b.Conntrack, err = fs.ReadFile(fsys, path.Clean(b.Manifest.Conntrack)); err != nil {
+			return nil, fmt.Errorf("conntrack file: %w", err)
 		}
 	}
 	return b, nil

@@ -137,3 +137,30 @@ func TestPluginDiscoveryAndDemo(t *testing.T) {
 		t.Fatalf("kubectl svctrace version: %v %s", err, out)
 	}
 }
+
+// TestSnapshotReadsLikeTheLiveNode takes a snapshot node-side and checks that trace and check on
+// it answer exactly as on the live node.
+func TestSnapshotReadsLikeTheLiveNode(t *testing.T) {
+	needCluster(t)
+	dir := t.TempDir()
+	if out, err := kubectlInNode(t, "svctrace", "snapshot", dir, "--node", harness.NodeName); err != nil {
+		t.Fatalf("snapshot: %v %s", err, out)
+	}
+	for _, args := range [][]string{
+		{"trace", "default/hostnames", "--from", "pod/default/client", "-o", "json"},
+		{"trace", harness.NodeIP + ":30081", "--from", harness.ExternalIP, "-o", "json"},
+		{"trace", "default/empty", "-o", "json"},
+	} {
+		live, err := kubectlInNode(t, append([]string{"svctrace"}, append(args, "--node", harness.NodeName)...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		offline, err := runKubectl(t, append([]string{"svctrace"}, append(args, "--snapshot", dir)...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(live) != string(offline) {
+			t.Errorf("%v: live and snapshot differ\nlive:\n%s\nsnapshot:\n%s", args, live, offline)
+		}
+	}
+}
