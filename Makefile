@@ -10,7 +10,11 @@ BIN := bin/kubectl-svctrace
 DEPS := iptables nftables etcd-server conntrack ipset iproute2 qemu-system-x86 busybox-static ipvsadm cpio kmod
 DEP_CMDS := iptables-legacy-save iptables-nft-save nft etcd conntrack ipset ip qemu-system-x86_64 busybox ipvsadm cpio depmod
 
-.PHONY: all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean
+.PHONY: all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean dist krew-tools validate-krew-manifest
+# Release archives: krew wants a semver version.
+DIST_VERSION ?= $(shell git describe --tags --match 'v*' 2>/dev/null || echo v0.1.0-dev)
+PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+KREW_DIR := $(CACHE)/krew-v0.4.4
 
 all: build
 
@@ -37,9 +41,9 @@ vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
-## test: the whole suite: vet, unit tests, fuzz seeds, and the e2e tests against a real cluster,
-## including kube-proxy in IPVS mode inside a QEMU guest (root)
-test: deps vet build
+## test: the whole suite: vet, unit tests, fuzz seeds, the e2e tests against a real cluster
+## (including kube-proxy in IPVS mode inside a QEMU guest) and the krew packaging test (root)
+test: deps vet build dist krew-tools
 	@bin=$$(SVCTRACE_CACHE=$(CACHE) hack/k8s-binaries.sh) && \
 	kernel=$$(SVCTRACE_CACHE=$(CACHE) hack/ipvs-vm/kernel.sh) && \
 	mkdir -p $(CACHE) bin/plugin bin/vm && \
@@ -48,6 +52,7 @@ test: deps vet build
 	cp $(BIN) $(CACHE)/netprobe $$bin/kube-proxy bin/vm/ && \
 	SVCTRACE_E2E=1 SVCTRACE_K8S_BIN=$$bin SVCTRACE_NETPROBE=$(CACHE)/netprobe SVCTRACE_PLUGIN_DIR=$(CURDIR)/bin/plugin \
 	SVCTRACE_VM_KERNEL=$$kernel SVCTRACE_VM_BIN=$(CURDIR)/bin/vm \
+	SVCTRACE_DIST=$(CURDIR)/dist SVCTRACE_DIST_VERSION=$(DIST_VERSION) SVCTRACE_KREW_DIR=$(KREW_DIR) \
 		$(GO) test -count=1 -timeout 40m ./...
 
 ## unit: the tests that need neither root nor a cluster
@@ -71,6 +76,34 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/iptables/
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/nftables/
 	$(GO) test -run XXX -fuzz FuzzParseIPVS -fuzztime 60s -fuzzminimizetime 5s ./dataplane/ipvs/
+
+## dist: archives per OS/arch with LICENSE (dist/kubectl-svctrace_VERSION_OS_ARCH.tar.gz) and the
+## krew manifest rendered for them (dist/svctrace.yaml, file:// URIs unless KREW_BASE_URL is set)
+dist:
+	rm -rf dist && mkdir -p dist
+	@set -e; for p in $(PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; exe=kubectl-svctrace; [ $$os = windows ] && exe=kubectl-svctrace.exe; \
+		d=dist/tmp-$$os-$$arch; mkdir -p $$d; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath \
+			-ldflags "-s -w -X github.com/svctrace/svctrace/plugin.version=$(DIST_VERSION) -X github.com/svctrace/svctrace/plugin.commit=$(COMMIT)" \
+			-o $$d/$$exe ./cmd/kubectl-svctrace; \
+		cp LICENSE $$d/; \
+		tar -C $$d -czf dist/kubectl-svctrace_$(DIST_VERSION)_$${os}_$${arch}.tar.gz $$exe LICENSE; \
+		rm -rf $$d; \
+	done
+	hack/krew-manifest.sh dist $(DIST_VERSION) $${KREW_BASE_URL:-file://$(CURDIR)/dist}
+
+## krew-tools: build krew and validate-krew-manifest v0.4.4 once into $(CACHE)
+krew-tools:
+	@[ -x $(KREW_DIR)/krew ] && [ -x $(KREW_DIR)/validate-krew-manifest ] || \
+		(cd hack/krew-tools && $(GO) build -o $(KREW_DIR)/krew sigs.k8s.io/krew/cmd/krew && \
+		 $(GO) build -o $(KREW_DIR)/validate-krew-manifest sigs.k8s.io/krew/cmd/validate-krew-manifest)
+
+## validate-krew-manifest: krew's own validator (it installs every platform with `kubectl krew`)
+validate-krew-manifest: dist krew-tools
+	@bin=$$(SVCTRACE_CACHE=$(CACHE) hack/k8s-binaries.sh) && mkdir -p bin/krew && \
+	ln -sf $(KREW_DIR)/krew bin/krew/kubectl-krew && ln -sf $$bin/kubectl bin/krew/kubectl && \
+	PATH=$(CURDIR)/bin/krew:$$PATH KREW_ROOT=$$(mktemp -d) $(KREW_DIR)/validate-krew-manifest -manifest dist/svctrace.yaml
 
 clean:
 	rm -rf bin dist

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 
-	goipt "github.com/coreos/go-iptables/iptables"
-
 	dpexec "github.com/svctrace/svctrace/dataplane/exec"
 	xt "github.com/svctrace/svctrace/trace/iptables"
 )
@@ -36,18 +34,13 @@ var kubeMarkers = []string{":KUBE-IPTABLES-HINT", ":KUBE-PROXY-CANARY", ":KUBE-K
 // chains. It prefers the default `iptables` command's mode when both or neither have them.
 func DetectBackend(ctx context.Context, r dpexec.Runner, ipv6 bool) (Backend, error) {
 	prefix := "iptables"
-	family := goipt.ProtocolIPv4
 	if ipv6 {
-		prefix, family = "ip6tables", goipt.ProtocolIPv6
+		prefix = "ip6tables"
 	}
 	defaultMode := modeOf(ctx, r, prefix)
 	version := ""
 	if _, local := r.(dpexec.Local); local {
-		// go-iptables finds and parses the local iptables binary's version for us.
-		if ipt, err := goipt.New(goipt.IPFamily(family)); err == nil {
-			a, b, c := ipt.GetIptablesVersion()
-			version = fmt.Sprintf("v%d.%d.%d", a, b, c)
-		}
+		version = localVersion(ipv6)
 	}
 	var found []Backend
 	for _, v := range []Backend{{Save: prefix + "-nft-save", Mode: "nf_tables", Version: version}, {Save: prefix + "-legacy-save", Mode: "legacy", Version: version}} {

@@ -1,0 +1,15 @@
+//go:build !linux
+
+package ipvs
+
+import (
+	"errors"
+
+	"github.com/svctrace/svctrace/trace/ipvs"
+)
+
+// ReadNetlink needs Linux: IPVS lives in the Linux kernel. Elsewhere, read a node's IPVS table
+// from `ipvsadm -Ln` output or a snapshot.
+func ReadNetlink() (*ipvs.Table, error) {
+	return nil, errors.New("reading IPVS over netlink needs Linux: run svctrace on the node, or pass ipvsadm -Ln output with --dataplane")
+}
