@@ -48,7 +48,7 @@ test: deps vet build dist krew-tools
 	kernel=$$(SVCTRACE_CACHE=$(CACHE) hack/ipvs-vm/kernel.sh) && \
 	mkdir -p $(CACHE) bin/plugin bin/vm && \
 	CGO_ENABLED=0 $(GO) build -o $(CACHE)/netprobe ./test/e2e/netprobe && \
-	cp $(BIN) bin/plugin/kubectl-svctrace && \
+	cp $(BIN) bin/plugin/kubectl-svctrace && cp krew/kubectl_complete-svctrace bin/plugin/ && \
 	cp $(BIN) $(CACHE)/netprobe $$bin/kube-proxy bin/vm/ && \
 	SVCTRACE_E2E=1 SVCTRACE_K8S_BIN=$$bin SVCTRACE_NETPROBE=$(CACHE)/netprobe SVCTRACE_PLUGIN_DIR=$(CURDIR)/bin/plugin \
 	SVCTRACE_VM_KERNEL=$$kernel SVCTRACE_VM_BIN=$(CURDIR)/bin/vm \
@@ -87,8 +87,9 @@ dist:
 		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath \
 			-ldflags "-s -w -X github.com/svctrace/svctrace/plugin.version=$(DIST_VERSION) -X github.com/svctrace/svctrace/plugin.commit=$(COMMIT)" \
 			-o $$d/$$exe ./cmd/kubectl-svctrace; \
-		cp LICENSE $$d/; \
-		tar -C $$d -czf dist/kubectl-svctrace_$(DIST_VERSION)_$${os}_$${arch}.tar.gz $$exe LICENSE; \
+		cp LICENSE $$d/; extra=""; \
+		if [ $$os != windows ]; then cp krew/kubectl_complete-svctrace $$d/; extra=kubectl_complete-svctrace; fi; \
+		tar -C $$d -czf dist/kubectl-svctrace_$(DIST_VERSION)_$${os}_$${arch}.tar.gz $$exe LICENSE $$extra; \
 		rm -rf $$d; \
 	done
 	hack/krew-manifest.sh dist $(DIST_VERSION) $${KREW_BASE_URL:-file://$(CURDIR)/dist}

@@ -65,9 +65,10 @@ snapshot bundle (--snapshot) or from the embedded demo snapshot (--demo).`, name
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	cfg.AddFlags(root.PersistentFlags())
-	root.AddCommand(NewCmdTrace(streams, cfg))
-	root.AddCommand(NewCmdCheck(streams, cfg))
-	root.AddCommand(NewCmdBalance(streams, cfg))
+	for _, c := range []*cobra.Command{NewCmdTrace(streams, cfg), NewCmdCheck(streams, cfg), NewCmdBalance(streams, cfg)} {
+		addCompletion(c, cfg)
+		root.AddCommand(c)
+	}
 	root.AddCommand(NewCmdSnapshot(streams, cfg))
 	root.AddCommand(newCmdVersion(streams))
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -19,4 +20,23 @@ func runKubectl(t *testing.T, args ...string) ([]byte, error) {
 		return out, fmt.Errorf("%w: %s", err, ee.Stderr)
 	}
 	return out, err
+}
+
+// TestCompletionThroughKubectl: kubectl's plugin completion runs kubectl_complete-svctrace, which
+// completes Services, nodes and ports from the cluster.
+func TestCompletionThroughKubectl(t *testing.T) {
+	needCluster(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"__complete", "svctrace", "trace", "default/host"}, "default/hostnames"},
+		{[]string{"__complete", "svctrace", "check", "--node", "no"}, "node1"},
+		{[]string{"__complete", "svctrace", "trace", "default/multi", "--port", ""}, "metrics"},
+	} {
+		out, err := runKubectl(t, tc.args...)
+		if err != nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("kubectl %v: %v\n%s", tc.args, err, out)
+		}
+	}
 }
