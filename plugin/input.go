@@ -34,6 +34,8 @@ type InputFlags struct {
 	Node      string
 	NodeIPs   []string
 	NoAPI     bool
+	// Mode forces the live node's kube-proxy mode instead of detecting it.
+	Mode string
 }
 
 // AddFlags binds the input flags.
@@ -46,6 +48,7 @@ func (f *InputFlags) AddFlags(cmd *cobra.Command) {
 	fl.StringVar(&f.Node, "node", "", "the node whose dataplane to read or that the dump belongs to (default: this host, or the snapshot's node)")
 	fl.StringArrayVar(&f.NodeIPs, "node-ip", nil, "an address of the node, in addition to those in its Node object (repeatable)")
 	fl.BoolVar(&f.NoAPI, "no-api", false, "do not contact the API server (trace the dataplane alone)")
+	fl.StringVar(&f.Mode, "mode", "", "kube-proxy mode of the live node: iptables, nftables or ipvs (default: detected)")
 }
 
 // Inputs are the resolved inputs of one node.
@@ -83,6 +86,14 @@ func (f *InputFlags) Validate() error {
 		if _, err := netip.ParseAddr(ip); err != nil {
 			return usageErrorf("--node-ip %q is not an IP address", ip)
 		}
+	}
+	switch f.Mode {
+	case "", "iptables", "nftables", "ipvs":
+	default:
+		return usageErrorf("--mode %q: use iptables, nftables or ipvs", f.Mode)
+	}
+	if f.Mode != "" && f.Offline() {
+		return usageErrorf("--mode is for the live node; a dump's format says its mode")
 	}
 	return nil
 }
@@ -141,11 +152,12 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		}
 		in.Dataplane = dp
 	} else {
-		dp, src, raw, err := readLocal(ctx, streams)
+		dp, src, raw, warn, err := readLocal(ctx, streams, f.Mode)
 		if err != nil {
 			return nil, err
 		}
 		in.Dataplane, in.Source, in.Files = dp, src, raw
+		in.Warnings = append(in.Warnings, warn...)
 		if node == "" {
 			node, _ = os.Hostname()
 		}
@@ -184,10 +196,11 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 // readLocal reads this machine's kube-proxy rules, as root on a node: nftables when kube-proxy's
 // nftables table exists, else iptables from the backend kube-proxy writes to, plus the IPVS table
 // (netlink) and ipsets when kube-ipvs0 says IPVS mode. It returns the raw dumps too.
-func readLocal(ctx context.Context, streams genericiooptions.IOStreams) (trace.Dataplane, string, map[string][]byte, error) {
+func readLocal(ctx context.Context, streams genericiooptions.IOStreams, mode string) (trace.Dataplane, string, map[string][]byte, []string, error) {
 	if os.Geteuid() != 0 {
-		return nil, "", nil, fmt.Errorf("reading this node's dataplane needs root (run with sudo), or pass --dataplane FILE, --snapshot DIR or --demo")
+		return nil, "", nil, nil, fmt.Errorf("reading this node's dataplane needs root (run with sudo), or pass --dataplane FILE, --snapshot DIR or --demo")
 	}
+	var warnings []string
 	r := dpexec.Local{}
 	start := time.Now()
 	progress := func(what string, n int) {
@@ -195,38 +208,43 @@ func readLocal(ctx context.Context, streams genericiooptions.IOStreams) (trace.D
 			fmt.Fprintf(streams.ErrOut, "read %d MB of %s in %.1fs\n", n>>20, what, d.Seconds())
 		}
 	}
-	if nftread.HasKubeProxyTable(ctx, r) {
+	hasNft := mode == "nftables" || mode == "" && nftread.HasKubeProxyTable(ctx, r)
+	b, berr := ipread.DetectBackend(ctx, r, false)
+	if hasNft {
+		if mode == "" && berr == nil && b.KubeRules {
+			warnings = append(warnings, "this node has kube-proxy rules in both nftables and iptables (a mode switch in progress, or leftovers); reading nftables, pass --mode iptables for the other")
+		}
 		rs, raw, err := nftread.ReadLive(ctx, r)
 		if err != nil {
-			return nil, "", nil, err
+			return nil, "", nil, nil, err
 		}
 		progress("nftables rules", len(raw))
-		return &nft.Dataplane{Rules: rs}, "live (nft -j list ruleset)", map[string][]byte{"nft.json": raw}, nil
+		return &nft.Dataplane{Rules: rs}, "live (nft -j list ruleset)", map[string][]byte{"nft.json": raw}, warnings, nil
 	}
-	ipvsMode := ipvsread.HasKubeIPVS(ctx, r)
-	b, err := ipread.DetectBackend(ctx, r, false)
-	if err != nil {
-		return nil, "", nil, err
+	ipvsMode := mode == "ipvs" || mode == "" && ipvsread.HasKubeIPVS(ctx, r)
+	if berr != nil {
+		return nil, "", nil, nil, berr
 	}
+	var err error
 	rs, raw, err := ipread.ReadLive(ctx, r, b)
 	if err != nil {
-		return nil, "", nil, err
+		return nil, "", nil, nil, err
 	}
 	progress(b.Mode+" iptables rules", len(raw))
 	files := map[string][]byte{"iptables-save.txt": raw}
 	dp := &xt.Dataplane{V4: rs}
 	if !ipvsMode {
-		return dp, fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode), files, nil
+		return dp, fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode), files, warnings, nil
 	}
 	var sets []byte
 	if dp.Sets, sets, err = ipvsread.ReadIPSets(ctx, r); err != nil {
-		return nil, "", nil, fmt.Errorf("IPVS mode: %w", err)
+		return nil, "", nil, nil, fmt.Errorf("IPVS mode: %w", err)
 	}
 	if dp.IPVS, err = ipvsread.ReadNetlink(); err != nil {
-		return nil, "", nil, err
+		return nil, "", nil, nil, err
 	}
 	files["ipset-save.txt"], files["ipvsadm-Ln.txt"] = sets, ipvsread.FormatList(dp.IPVS)
-	return dp, fmt.Sprintf("live (IPVS over netlink, ipset save, %s)", b.Save), files, nil
+	return dp, fmt.Sprintf("live (IPVS over netlink, ipset save, %s)", b.Save), files, warnings, nil
 }
 
 // start is the common beginning of every command's Run: a context that Ctrl-C cancels, the

@@ -26,6 +26,20 @@ func TestKubeProxyNftablesMode(t *testing.T) {
 		if _, err := cluster.WaitDump(context.Background(), "iptables", harness.ScenarioProgrammed); err != nil {
 			t.Fatal(err)
 		}
+		// kube-proxy removes the other mode's rules when it starts, but not necessarily before
+		// it has programmed its own: wait for the nftables table to go, so that the tests after
+		// this one find a node in one mode.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			out, _ := harness.NS(harness.NodeNS, "nft", "list", "tables")
+			if !strings.Contains(string(out), "kube-proxy") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("kube-proxy in iptables mode left the nftables table behind:\n%s", out)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
 	})
 	if err := cluster.StartKubeProxy("nftables"); err != nil {
 		t.Fatal(err)
