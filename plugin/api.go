@@ -25,6 +25,9 @@ func fetchCluster(ctx context.Context, cfg *genericclioptions.ConfigFlags) (*tra
 	if err != nil {
 		return nil, err
 	}
+	if err := checkAccess(ctx, cs); err != nil {
+		return nil, err
+	}
 	svcs, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list services: %w", err)

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -172,6 +173,10 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		in.Cluster = cl
 	case !f.NoAPI && !f.Offline():
 		cl, err := fetchCluster(ctx, cfg)
+		var denied *ExitError
+		if errors.As(err, &denied) {
+			return nil, err // missing permissions are the user's to fix, not to work around silently
+		}
 		if err != nil {
 			// An operator on a node whose API server is down still gets the dataplane trace.
 			in.Warnings = append(in.Warnings, fmt.Sprintf("could not read the API (%v); tracing the dataplane alone", err))

@@ -126,3 +126,43 @@ func TestCheckFindsStaleRulesAfterKubeProxyStops(t *testing.T) {
 		t.Fatalf("after kube-proxy resynced: exit %d, findings %v", code, checkFindings(t, out))
 	}
 }
+
+// TestMissingPermissionsAreNamed: a user without the reader role is told exactly which reads are
+// missing (SelfSubjectAccessReview) and gets exit 2; with the shipped ClusterRole bound, check works.
+func TestMissingPermissionsAreNamed(t *testing.T) {
+	needCluster(t)
+	asViewer := func(extra ...string) (string, int) {
+		argv := append([]string{"netns", "exec", harness.NodeNS, "env", "PATH=" + pluginPath, "KUBECONFIG=" + cluster.Kubeconfig,
+			"kubectl", "svctrace", "check", "-A", "--as", "viewer"}, extra...)
+		cmd := exec.Command("ip", argv...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return stderr.String(), ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stderr.String(), 0
+	}
+	stderr, code := asViewer()
+	if code != 2 || !strings.Contains(stderr, "you may not list services, list endpointslices.discovery.k8s.io, list pods, list nodes") {
+		t.Fatalf("without RBAC: exit %d, %q", code, stderr)
+	}
+	if out, err := runKubectl(t, "apply", "-f", "../../krew/rbac/svctrace-reader.yaml"); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		stderr, code = asViewer("--as-group", "svctrace-users")
+		if code == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(300 * time.Millisecond) // RBAC caches catch up
+	}
+	if code != 0 {
+		t.Fatalf("with the reader role: exit %d, %q", code, stderr)
+	}
+}
