@@ -19,8 +19,7 @@ import (
 func ParseSave(data []byte) (*ipvs.Table, error) {
 	t := &ipvs.Table{}
 	byKey := map[string]*ipvs.VirtualServer{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	sc := lines(data)
 	n := 0
 	for sc.Scan() {
 		n++
@@ -120,8 +119,7 @@ func ParseList(data []byte) (*ipvs.Table, error) {
 	t := &ipvs.Table{}
 	var cur *ipvs.VirtualServer
 	n := 0
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	sc := lines(data)
 	for sc.Scan() {
 		n++
 		line := sc.Text()
@@ -203,8 +201,7 @@ func ParseIPSet(data []byte) (ipvs.Sets, error) {
 		return parseIPSetList(data)
 	}
 	sets := ipvs.Sets{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	sc := lines(data)
 	n := 0
 	for sc.Scan() {
 		n++
@@ -234,8 +231,7 @@ func parseIPSetList(data []byte) (ipvs.Sets, error) {
 	var cur *ipvs.Set
 	members := false
 	n := 0
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	sc := lines(data)
 	for sc.Scan() {
 		n++
 		line := strings.TrimSpace(sc.Text())
@@ -259,4 +255,11 @@ func parseIPSetList(data []byte) (ipvs.Sets, error) {
 		}
 	}
 	return sets, sc.Err()
+}
+
+// lines scans text line by line, allowing lines up to 1 MiB.
+func lines(data []byte) *bufio.Scanner {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	return sc
 }
