@@ -42,7 +42,7 @@ type InputFlags struct {
 // AddFlags binds the input flags.
 func (f *InputFlags) AddFlags(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringArrayVar(&f.Dataplane, "dataplane", nil, "read the node's dataplane from this dump instead of the live node (iptables-save [-c] output, repeated for the IPv6 dump, or nft -j list ruleset); the format is detected")
+	fl.StringArrayVar(&f.Dataplane, "dataplane", nil, "read the node's dataplane from this dump instead of the live node: iptables-save [-c] output (repeat for the IPv6 one), nft -j list ruleset, or for IPVS also ipset save and ipvsadm -Ln/-Sn or /proc/net/ip_vs; the format is detected")
 	fl.StringVar(&f.Objects, "objects", "", "read API objects from this file (kubectl get svc,endpointslices,pods,nodes -A -o yaml) instead of the API server")
 	fl.StringVar(&f.Snapshot, "snapshot", "", "read dataplane and objects from a snapshot bundle directory")
 	fl.BoolVar(&f.Demo, "demo", false, "use the embedded demo snapshot (recorded from a real kube-proxy v1.36.3; node node1)")

@@ -54,11 +54,12 @@ func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 		Annotations: map[string]string{cobra.CommandDisplayNameAnnotation: name},
 		Short:       "Trace a packet through kube-proxy's dataplane to the pods behind a Service",
 		Long: fmt.Sprintf(`%[1]s walks a packet from a Service VIP, NodePort, LoadBalancer or external IP
-through a node's real kube-proxy rules (iptables) to the pods, with the exact share of new
-connections each backend receives, and says where the rules disagree with the API.
+through a node's real kube-proxy rules (iptables, nftables or IPVS) to the pods, with the exact
+share of new connections each backend receives (trace); finds where the rules disagree with the
+API (check); and explains why one pod takes most of a Service's traffic (balance).
 
 It reads the dataplane live (run as root on the node), from dump files (--dataplane), from a
-snapshot bundle (--snapshot) or from the embedded demo snapshot (--demo).`, name),
+snapshot bundle (--snapshot, written by snapshot) or from the embedded demo snapshot (--demo).`, name),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
