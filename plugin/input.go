@@ -46,7 +46,7 @@ func (f *InputFlags) AddFlags(cmd *cobra.Command) {
 	fl.StringVar(&f.Objects, "objects", "", "read API objects from this file (kubectl get svc,endpointslices,pods,nodes -A -o yaml) instead of the API server")
 	fl.StringVar(&f.Snapshot, "snapshot", "", "read dataplane and objects from a snapshot bundle directory")
 	fl.BoolVar(&f.Demo, "demo", false, "use the embedded demo snapshot (recorded from a real kube-proxy v1.36.3; node node1)")
-	fl.StringVar(&f.Node, "node", "", "the node whose dataplane to read or that the dump belongs to (default: this host, or the snapshot's node)")
+	fl.StringVar(&f.Node, "node", "", "the name of the node the dataplane belongs to: this machine when reading live (default: its hostname), or the one a dump came from (default for a snapshot: its node)")
 	fl.StringArrayVar(&f.NodeIPs, "node-ip", nil, "an address of the node, in addition to those in its Node object (repeatable)")
 	fl.BoolVar(&f.NoAPI, "no-api", false, "do not contact the API server (trace the dataplane alone)")
 	fl.StringVar(&f.Mode, "mode", "", "kube-proxy mode of the live node: iptables, nftables or ipvs (default: detected)")
