@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/svctrace/svctrace/trace"
-	tt "github.com/svctrace/svctrace/trace/tracetest"
+	tt "github.com/svctrace/svctrace/test/tracetest"
 )
 
 func kinds(res *trace.CheckResult, min trace.Severity) []string {

@@ -10,7 +10,7 @@ import (
 	ipread "github.com/svctrace/svctrace/dataplane/iptables"
 	"github.com/svctrace/svctrace/trace"
 	xt "github.com/svctrace/svctrace/trace/iptables"
-	"github.com/svctrace/svctrace/trace/tracetest"
+	"github.com/svctrace/svctrace/test/tracetest"
 )
 
 // loadScenario reads a dump and the API objects recorded from the real kube-proxy by
