@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/svctrace/svctrace/trace"
 	tt "github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/trace"
 )
 
 func kinds(res *trace.CheckResult, min trace.Severity) []string {

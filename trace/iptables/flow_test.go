@@ -8,9 +8,9 @@ import (
 	"testing"
 
 	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 	xt "github.com/svctrace/svctrace/trace/iptables"
-	"github.com/svctrace/svctrace/test/tracetest"
 )
 
 // loadScenario reads a dump and the API objects recorded from the real kube-proxy by

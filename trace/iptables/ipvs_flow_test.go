@@ -6,10 +6,10 @@ import (
 
 	ipread "github.com/svctrace/svctrace/dataplane/iptables"
 	ipvsread "github.com/svctrace/svctrace/dataplane/ipvs"
+	tt "github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 	xt "github.com/svctrace/svctrace/trace/iptables"
 	"github.com/svctrace/svctrace/trace/ipvs"
-	tt "github.com/svctrace/svctrace/test/tracetest"
 )
 
 // ipvsFixture is kube-proxy v1.36.3 in IPVS mode inside the QEMU guest (see its README).

@@ -5,9 +5,9 @@ import (
 	"testing"
 
 	nftread "github.com/svctrace/svctrace/dataplane/nftables"
+	tt "github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 	nft "github.com/svctrace/svctrace/trace/nftables"
-	tt "github.com/svctrace/svctrace/test/tracetest"
 )
 
 // The fixture: kube-proxy v1.36.3 in nftables mode after syncing the standard scenario, recorded
