@@ -46,12 +46,13 @@ vet:
 test: deps vet build dist krew-tools
 	@bin=$$(SVCTRACE_CACHE=$(CACHE) hack/k8s-binaries.sh) && \
 	kernel=$$(SVCTRACE_CACHE=$(CACHE) hack/ipvs-vm/kernel.sh) && \
+	kwok=$$(SVCTRACE_CACHE=$(CACHE) hack/kwok-binary.sh) && \
 	mkdir -p $(CACHE) bin/plugin bin/vm && \
 	CGO_ENABLED=0 $(GO) build -o $(CACHE)/netprobe ./test/e2e/netprobe && \
 	cp $(BIN) bin/plugin/kubectl-svctrace && cp krew/kubectl_complete-svctrace bin/plugin/ && \
 	cp $(BIN) $(CACHE)/netprobe $$bin/kube-proxy bin/vm/ && \
 	SVCTRACE_E2E=1 SVCTRACE_K8S_BIN=$$bin SVCTRACE_NETPROBE=$(CACHE)/netprobe SVCTRACE_PLUGIN_DIR=$(CURDIR)/bin/plugin \
-	SVCTRACE_VM_KERNEL=$$kernel SVCTRACE_VM_BIN=$(CURDIR)/bin/vm \
+	SVCTRACE_VM_KERNEL=$$kernel SVCTRACE_VM_BIN=$(CURDIR)/bin/vm SVCTRACE_KWOK=$$kwok \
 	SVCTRACE_DIST=$(CURDIR)/dist SVCTRACE_DIST_VERSION=$(DIST_VERSION) SVCTRACE_KREW_DIR=$(KREW_DIR) \
 		$(GO) test -count=1 -timeout 40m ./...
 

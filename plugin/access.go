@@ -42,3 +42,16 @@ func checkAccess(ctx context.Context, cs kubernetes.Interface) error {
 	}
 	return nil
 }
+
+// checkExec asks whether the user may exec into pods of the namespace (the remote read).
+func checkExec(ctx context.Context, cs kubernetes.Interface, ns string) error {
+	r, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authv1.SelfSubjectAccessReview{Spec: authv1.SelfSubjectAccessReviewSpec{
+		ResourceAttributes: &authv1.ResourceAttributes{Verb: "create", Resource: "pods", Subresource: "exec", Namespace: ns}}}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("checking permissions: %w", err)
+	}
+	if !r.Status.Allowed {
+		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("you may not create pods/exec in namespace %s, which reading a node through its kube-proxy pod needs: bind the Role in krew/rbac/svctrace-node-reader.yaml, or run svctrace on the node", ns)}
+	}
+	return nil
+}

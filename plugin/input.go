@@ -37,6 +37,8 @@ type InputFlags struct {
 	NoAPI     bool
 	// Mode forces the live node's kube-proxy mode instead of detecting it.
 	Mode string
+	// Remote reads the node through its kube-proxy pod (exec via the API server).
+	Remote bool
 }
 
 // AddFlags binds the input flags.
@@ -50,6 +52,7 @@ func (f *InputFlags) AddFlags(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.NodeIPs, "node-ip", nil, "an address of the node, in addition to those in its Node object (repeatable)")
 	fl.BoolVar(&f.NoAPI, "no-api", false, "do not contact the API server (trace the dataplane alone)")
 	fl.StringVar(&f.Mode, "mode", "", "kube-proxy mode of the live node: iptables, nftables or ipvs (default: detected)")
+	fl.BoolVar(&f.Remote, "remote", false, "read --node's dataplane from a laptop: exec (argv, no shell) into the node's kube-proxy pod through the API server (default when not root and --node is set)")
 }
 
 // Inputs are the resolved inputs of one node.
@@ -96,7 +99,18 @@ func (f *InputFlags) Validate() error {
 	if f.Mode != "" && f.Offline() {
 		return usageErrorf("--mode is for the live node; a dump's format says its mode")
 	}
+	if f.Remote && f.Offline() {
+		return usageErrorf("--remote reads a live node; it does not go with --dataplane, --snapshot or --demo")
+	}
+	if f.Remote && f.Node == "" {
+		return usageErrorf("--remote needs --node NAME: the node whose kube-proxy pod to read through")
+	}
 	return nil
+}
+
+// remote reports whether the live read goes through the node's kube-proxy pod.
+func (f *InputFlags) remote() bool {
+	return f.Remote || f.Node != "" && os.Geteuid() != 0 && !f.Offline()
 }
 
 // Resolve reads the dataplane and the objects.
@@ -153,7 +167,18 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		}
 		in.Dataplane = dp
 	} else {
-		dp, src, raw, warn, err := readLocal(ctx, streams, f.Mode)
+		var r dpexec.Runner = dpexec.Local{}
+		remote := f.remote()
+		if remote {
+			pod, err := kubeProxyPod(ctx, cfg, node)
+			if err != nil {
+				return nil, err
+			}
+			r = pod
+		} else if os.Geteuid() != 0 {
+			return nil, fmt.Errorf("reading this node's dataplane needs root (run with sudo); from a laptop, name the node with --node; or pass --dataplane FILE, --snapshot DIR or --demo")
+		}
+		dp, src, raw, warn, err := readNode(ctx, streams, r, remote, f.Mode)
 		if err != nil {
 			return nil, err
 		}
@@ -198,15 +223,12 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 	return in, nil
 }
 
-// readLocal reads this machine's kube-proxy rules, as root on a node: nftables when kube-proxy's
-// nftables table exists, else iptables from the backend kube-proxy writes to, plus the IPVS table
-// (netlink) and ipsets when kube-ipvs0 says IPVS mode. It returns the raw dumps too.
-func readLocal(ctx context.Context, streams genericiooptions.IOStreams, mode string) (trace.Dataplane, string, map[string][]byte, []string, error) {
-	if os.Geteuid() != 0 {
-		return nil, "", nil, nil, fmt.Errorf("reading this node's dataplane needs root (run with sudo), or pass --dataplane FILE, --snapshot DIR or --demo")
-	}
+// readNode reads a node's kube-proxy rules through r (this machine as root, or the node's
+// kube-proxy pod): nftables when kube-proxy's nftables table exists, else iptables from the
+// backend kube-proxy writes to, plus the IPVS table (netlink here, `ipvsadm -Ln` or
+// /proc/net/ip_vs remotely) and ipsets in IPVS mode. It returns the raw dumps too.
+func readNode(ctx context.Context, streams genericiooptions.IOStreams, r dpexec.Runner, remote bool, mode string) (trace.Dataplane, string, map[string][]byte, []string, error) {
 	var warnings []string
-	r := dpexec.Local{}
 	start := time.Now()
 	progress := func(what string, n int) {
 		if d := time.Since(start); d > time.Second {
@@ -245,7 +267,12 @@ func readLocal(ctx context.Context, streams genericiooptions.IOStreams, mode str
 	if dp.Sets, sets, err = ipvsread.ReadIPSets(ctx, r); err != nil {
 		return nil, "", nil, nil, fmt.Errorf("IPVS mode: %w", err)
 	}
-	if dp.IPVS, err = ipvsread.ReadNetlink(); err != nil {
+	if remote {
+		dp.IPVS, err = ipvsread.ReadRemote(ctx, r)
+	} else {
+		dp.IPVS, err = ipvsread.ReadNetlink()
+	}
+	if err != nil {
 		return nil, "", nil, nil, err
 	}
 	files["ipset-save.txt"], files["ipvsadm-Ln.txt"] = sets, ipvsread.FormatList(dp.IPVS)

@@ -46,3 +46,15 @@ func FormatList(t *ipvs.Table) []byte {
 	}
 	return []byte(b.String())
 }
+
+// ReadRemote reads the IPVS table where netlink is out of reach (through a pod exec): `ipvsadm
+// -Ln` when the image has it, else /proc/net/ip_vs.
+func ReadRemote(ctx context.Context, r dpexec.Runner) (*ipvs.Table, error) {
+	out, err := r.Run(ctx, "ipvsadm", "-Ln")
+	if err != nil {
+		if out, err = r.Run(ctx, "cat", "/proc/net/ip_vs"); err != nil {
+			return nil, fmt.Errorf("reading IPVS: neither ipvsadm -Ln nor /proc/net/ip_vs: %w", err)
+		}
+	}
+	return ParseList(out)
+}

@@ -1,0 +1,71 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// KwokNode is a node that kwok plays the kubelet for: its kube-proxy pod's exec runs in node1's
+// network namespace, so reading it remotely reads node1's real rules through the API server.
+const KwokNode = "kwok-node"
+
+// KubeProxyPod is the kube-proxy pod kwok serves exec for.
+const KubeProxyPod = "kube-proxy-kwok"
+
+// StartKwok creates the kwok node and a kube-proxy pod on it, and runs kwok in node1's namespace
+// with an Exec rule that runs the pod's commands there.
+func (c *Cluster) StartKwok(ctx context.Context, kwok string) error {
+	t := time.Now()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: KwokNode, Labels: map[string]string{"type": "kwok"}}}
+	if _, err := c.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create node %s: %w", KwokNode, err)
+	}
+	if err := c.ensureNamespace(ctx, "kube-system"); err != nil {
+		return err
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: KubeProxyPod, Labels: map[string]string{"k8s-app": "kube-proxy"}},
+		Spec: corev1.PodSpec{NodeName: KwokNode, Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+			Containers: []corev1.Container{{Name: "kube-proxy", Image: "registry.k8s.io/kube-proxy:v1.36.3"}}},
+	}
+	if _, err := c.Client.CoreV1().Pods("kube-system").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create pod %s: %w", KubeProxyPod, err)
+	}
+	config := filepath.Join(c.Dir, "kwok.yaml")
+	if err := os.WriteFile(config, []byte(`kind: Exec
+apiVersion: kwok.x-k8s.io/v1alpha1
+metadata:
+  name: `+KubeProxyPod+`
+  namespace: kube-system
+spec:
+  execs:
+  - containers: ["kube-proxy"]
+    local:
+      workDir: /
+`), 0o644); err != nil {
+		return err
+	}
+	if err := c.spawn("kwok", NodeNS, kwok, "--kubeconfig="+c.Kubeconfig, "--manage-single-node="+KwokNode,
+		"--node-ip="+NodeIP, "--server-address="+NodeIP+":10250", "--config="+config, "--cidr=10.244.9.0/24"); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		p, err := c.Client.CoreV1().Pods("kube-system").Get(ctx, KubeProxyPod, metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kwok did not run pod %s: %s", KubeProxyPod, c.logTail("kwok"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c.Phase("kwok (kubelet API for "+KwokNode+")", t)
+	return nil
+}

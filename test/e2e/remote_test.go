@@ -1,0 +1,89 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/svctrace/svctrace/test/e2e/harness"
+	"github.com/svctrace/svctrace/trace"
+)
+
+// TestRemoteReadThroughKubeProxyPod reads node1's rules the way a laptop does: kubectl svctrace
+// from outside the node, exec'ing (argv, no shell) into a kube-proxy pod through the API server;
+// kwok serves that exec in node1's namespace. The answer must equal the node-side one.
+func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
+	needCluster(t)
+	kwok := os.Getenv("SVCTRACE_KWOK")
+	if kwok == "" {
+		t.Fatal("SVCTRACE_KWOK is not set (make test sets it)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := cluster.StartKwok(ctx, kwok); err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.StopProcess("kwok")
+	args := []string{"svctrace", "trace", "default/hostnames", "--from", "pod/default/client", "-o", "json"}
+	local, err := kubectlInNode(t, append(args, "--node", harness.NodeName)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote, err := runKubectl(t, append(args, "--node", harness.KwokNode, "--remote")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b trace.Result
+	if err := json.Unmarshal(local, &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(remote, &b); err != nil {
+		t.Fatalf("%v: %s", err, remote)
+	}
+	if !reflect.DeepEqual(a.Backends, b.Backends) || !reflect.DeepEqual(a.Verdicts, b.Verdicts) || !reflect.DeepEqual(a.Hops, b.Hops) || len(b.Backends) != 3 {
+		t.Fatalf("remote read differs from the node-side one\nnode-side: %s\nremote: %s", local, remote)
+	}
+
+	// Exec is a separate right: the reader role alone is refused with the missing permission.
+	asUser := func(groups ...string) (string, int) {
+		argv := []string{"svctrace", "trace", "default/hostnames", "--node", harness.KwokNode, "--remote", "--as", "viewer"}
+		for _, g := range groups {
+			argv = append(argv, "--as-group", g)
+		}
+		cmd := exec.Command(filepath.Join(cluster.BinDir, "kubectl"), argv...)
+		cmd.Env = append(os.Environ(), "PATH="+pluginPath, "KUBECONFIG="+cluster.Kubeconfig)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return stderr.String(), ee.ExitCode()
+		}
+		return stderr.String(), 0
+	}
+	if _, err := runKubectl(t, "apply", "-f", "../../krew/rbac/svctrace-reader.yaml", "-f", "../../krew/rbac/svctrace-node-reader.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	stderr, code := asUser("svctrace-users")
+	if code != 2 || !strings.Contains(stderr, "you may not create pods/exec in namespace kube-system") {
+		t.Fatalf("reader without exec: exit %d %q", code, stderr)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		stderr, code = asUser("svctrace-users", "svctrace-node-readers")
+		if code == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if code != 0 {
+		t.Fatalf("with both roles: exit %d %q", code, stderr)
+	}
+}
