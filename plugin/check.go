@@ -20,6 +20,7 @@ type CheckOptions struct {
 	Input   InputFlags
 
 	allNamespaces bool
+	allNodes      bool
 	output        string
 	failOn        string
 
@@ -51,8 +52,8 @@ Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or access problem
   # One Service, from saved dumps
   %[1]s check default/web --dataplane node1.iptables --objects objects.yaml --node node1
 
-  # In CI: fail the job on errors, JUnit for the CI system
-  %[1]s check -A --fail-on error -o junit > svctrace.xml`, commandName()),
+  # From a laptop or CI: every node, through its kube-proxy pod; JUnit for the CI system
+  %[1]s check -A --all-nodes --fail-on error -o junit > svctrace.xml`, commandName()),
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usageErrorf("check takes at most one SERVICE")
@@ -72,6 +73,7 @@ Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or access problem
 	o.Input.AddFlags(cmd)
 	fl := cmd.Flags()
 	fl.BoolVarP(&o.allNamespaces, "all-namespaces", "A", false, "check the Services of every namespace")
+	fl.BoolVar(&o.allNodes, "all-nodes", false, "check every node that runs a kube-proxy pod, read through it (8 at a time), and merge the findings")
 	fl.StringVarP(&o.output, "output", "o", o.output, "output format: table, json, yaml or junit")
 	fl.StringVar(&o.failOn, "fail-on", o.failOn, "exit 1 when a finding has at least this severity: error, warning, info or none")
 	return cmd
@@ -111,6 +113,12 @@ func (o *CheckOptions) Complete(args []string) error {
 
 // Run reads the inputs, checks and prints.
 func (o *CheckOptions) Run(ctx context.Context) error {
+	if o.allNodes {
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		return o.runAllNodes(ctx)
+	}
 	ctx, in, stop, err := o.Input.start(ctx, o.config, o.streams)
 	if err != nil {
 		return err

@@ -18,6 +18,19 @@ const kubeProxyLabel = "k8s-app=kube-proxy"
 // kubeProxyPod finds the kube-proxy pod on the node and returns a Runner that execs in it,
 // after checking that the user may.
 func kubeProxyPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, node string) (dpexec.Runner, error) {
+	pods, err := kubeProxyPods(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if p, ok := pods[node]; ok {
+		return p, nil
+	}
+	return nil, fmt.Errorf("no running kube-proxy pod (label %s) on node %s: if kube-proxy is replaced there (e.g. Cilium's kube-proxy replacement), svctrace has no kube-proxy rules to read; use that dataplane's own tools (cilium service list)", kubeProxyLabel, node)
+}
+
+// kubeProxyPods lists the running kube-proxy pods, one list call for the whole cluster, by node,
+// each a Runner that execs in it, after checking the user may exec in their namespaces.
+func kubeProxyPods(ctx context.Context, cfg *genericclioptions.ConfigFlags) (map[string]dpexec.Pod, error) {
 	rc, err := cfg.ToRESTConfig()
 	if err != nil {
 		return nil, err
@@ -29,21 +42,23 @@ func kubeProxyPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, node 
 	}
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	pods, err := cs.CoreV1().Pods("").List(lctx, metav1.ListOptions{LabelSelector: kubeProxyLabel, FieldSelector: "spec.nodeName=" + node})
+	pods, err := cs.CoreV1().Pods("").List(lctx, metav1.ListOptions{LabelSelector: kubeProxyLabel})
 	if err != nil {
-		return nil, fmt.Errorf("finding kube-proxy on node %s: %w", node, err)
+		return nil, fmt.Errorf("finding kube-proxy pods: %w", err)
 	}
+	out := map[string]dpexec.Pod{}
+	checked := map[string]bool{}
 	for _, p := range pods.Items {
-		if p.Status.Phase != "Running" || len(p.Spec.Containers) == 0 {
+		if p.Status.Phase != "Running" || len(p.Spec.Containers) == 0 || p.Spec.NodeName == "" {
 			continue
 		}
-		if err := checkExec(lctx, cs, p.Namespace); err != nil {
-			return nil, err
+		if !checked[p.Namespace] {
+			if err := checkExec(lctx, cs, p.Namespace); err != nil {
+				return nil, err
+			}
+			checked[p.Namespace] = true
 		}
-		return dpexec.Pod{Client: cs, Config: rc, Namespace: p.Namespace, Name: p.Name, Container: p.Spec.Containers[0].Name}, nil
+		out[p.Spec.NodeName] = dpexec.Pod{Client: cs, Config: rc, Namespace: p.Namespace, Name: p.Name, Container: p.Spec.Containers[0].Name}
 	}
-	if _, err := cs.CoreV1().Nodes().Get(lctx, node, metav1.GetOptions{}); err != nil {
-		return nil, fmt.Errorf("node %s: %w", node, err)
-	}
-	return nil, fmt.Errorf("no running kube-proxy pod (label %s) on node %s: if kube-proxy is replaced there (e.g. Cilium's kube-proxy replacement), svctrace has no kube-proxy rules to read; use that dataplane's own tools (cilium service list)", kubeProxyLabel, node)
+	return out, nil
 }

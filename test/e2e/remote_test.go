@@ -51,6 +51,23 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 		t.Fatalf("remote read differs from the node-side one\nnode-side: %s\nremote: %s", local, remote)
 	}
 
+	// Every node with a kube-proxy pod, read through it; the others are named and skipped.
+	cmd := exec.Command(filepath.Join(cluster.BinDir, "kubectl"), "svctrace", "check", "-A", "--all-nodes", "-o", "json")
+	cmd.Env = append(os.Environ(), "PATH="+pluginPath, "KUBECONFIG="+cluster.Kubeconfig)
+	var errOut strings.Builder
+	cmd.Stderr = &errOut
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("check --all-nodes: %v\n%s", err, errOut.String())
+	}
+	var rep struct{ Nodes []struct{ Node string } }
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Nodes) != 1 || rep.Nodes[0].Node != harness.KwokNode || !strings.Contains(errOut.String(), "checked 1/1 nodes") || !strings.Contains(errOut.String(), "run no kube-proxy pod") {
+		t.Fatalf("check --all-nodes: nodes %+v, stderr %q", rep.Nodes, errOut.String())
+	}
+
 	// Exec is a separate right: the reader role alone is refused with the missing permission.
 	asUser := func(groups ...string) (string, int) {
 		argv := []string{"svctrace", "trace", "default/hostnames", "--node", harness.KwokNode, "--remote", "--as", "viewer"}
