@@ -1,22 +1,15 @@
 package iptables
 
 import (
-	"os"
 	"testing"
+
+	"github.com/svctrace/svctrace/test/tracetest"
 )
 
 // benchDump is the large dump recorded by hack/bench-dump.sh: 10,000 Services x 10 endpoints as
 // the real kube-proxy v1.36.3 programmed them (rule comments dropped, as above 1000 endpoints).
 func benchDump(b *testing.B) []byte {
-	p := os.Getenv("SVCTRACE_BENCH_DUMP")
-	if p == "" {
-		p = "/var/cache/svctrace/bench/iptables-10000x10/iptables-save.txt"
-	}
-	data, err := os.ReadFile(p)
-	if err != nil {
-		b.Skipf("no benchmark dump (%v): run make bench-dump first", err)
-	}
-	return data
+	return tracetest.BenchFile(b, "iptables-10000x10/iptables-save.txt")
 }
 
 // BenchmarkParse measures parse+index (every rule parsed, every jump resolved) on one core.

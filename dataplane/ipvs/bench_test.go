@@ -1,22 +1,15 @@
 package ipvs
 
 import (
-	"os"
 	"testing"
+
+	"github.com/svctrace/svctrace/test/tracetest"
 )
 
 // benchTable is `ipvsadm -Ln` of 10,000 Services x 10 endpoints programmed by the real kube-proxy
 // v1.36.3 in IPVS mode in the QEMU guest (hack/bench-dump.sh).
 func benchTable(b *testing.B, name string) []byte {
-	dir := os.Getenv("SVCTRACE_BENCH_IPVS")
-	if dir == "" {
-		dir = "/var/cache/svctrace/bench/ipvs-10000x10"
-	}
-	data, err := os.ReadFile(dir + "/" + name)
-	if err != nil {
-		b.Skipf("no benchmark dump (%v): run make bench-dump first", err)
-	}
-	return data
+	return tracetest.BenchFile(b, "ipvs-10000x10/"+name)
 }
 
 func BenchmarkParseIPVSList(b *testing.B) {

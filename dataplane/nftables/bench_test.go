@@ -2,9 +2,9 @@ package nftables
 
 import (
 	"net/netip"
-	"os"
 	"testing"
 
+	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 	nft "github.com/svctrace/svctrace/trace/nftables"
 )
@@ -12,15 +12,7 @@ import (
 // benchRuleset is `nft -j list ruleset` of 10,000 Services x 10 endpoints programmed by the real
 // kube-proxy v1.36.3 in nftables mode (hack/bench-dump.sh).
 func benchRuleset(b *testing.B) []byte {
-	p := os.Getenv("SVCTRACE_BENCH_NFT")
-	if p == "" {
-		p = "/var/cache/svctrace/bench/nftables-10000x10/nft.json"
-	}
-	data, err := os.ReadFile(p)
-	if err != nil {
-		b.Skipf("no benchmark ruleset (%v): run make bench-dump first", err)
-	}
-	return data
+	return tracetest.BenchFile(b, "nftables-10000x10/nft.json")
 }
 
 func BenchmarkParseNft(b *testing.B) {

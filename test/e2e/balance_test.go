@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"errors"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -13,15 +11,7 @@ import (
 // balanceInNode runs `kubectl svctrace balance` node-side on a snapshot of conntrack.
 func balanceInNode(t *testing.T, svc string) (diagnosis, message string, code int) {
 	t.Helper()
-	argv := []string{"netns", "exec", harness.NodeNS, "env", "PATH=" + pluginPath, "KUBECONFIG=" + cluster.Kubeconfig,
-		"kubectl", "svctrace", "balance", svc, "--duration", "0", "--node", harness.NodeName, "-o", "json"}
-	out, err := exec.Command("ip", argv...).Output()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
+	out, _, code := kubectl(t, true, "svctrace", "balance", svc, "--duration", "0", "--node", harness.NodeName, "-o", "json")
 	var res struct{ Diagnosis, Message string }
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatalf("%v: %s", err, out)

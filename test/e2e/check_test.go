@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"os/exec"
 	"sort"
 	"strings"
 	"testing"
@@ -19,16 +17,8 @@ import (
 // checkInNode runs `kubectl svctrace check ARGS` node-side and returns its output and exit code.
 func checkInNode(t *testing.T, args ...string) ([]byte, int) {
 	t.Helper()
-	argv := append([]string{"netns", "exec", harness.NodeNS, "env", "PATH=" + pluginPath, "KUBECONFIG=" + cluster.Kubeconfig, "kubectl", "svctrace", "check"}, args...)
-	out, err := exec.Command("ip", argv...).Output()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return out, ee.ExitCode()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out, 0
+	out, _, code := kubectl(t, true, append([]string{"svctrace", "check"}, args...)...)
+	return out, code
 }
 
 func checkFindings(t *testing.T, out []byte) []string {
@@ -132,20 +122,8 @@ func TestCheckFindsStaleRulesAfterKubeProxyStops(t *testing.T) {
 func TestMissingPermissionsAreNamed(t *testing.T) {
 	needCluster(t)
 	asViewer := func(extra ...string) (string, int) {
-		argv := append([]string{"netns", "exec", harness.NodeNS, "env", "PATH=" + pluginPath, "KUBECONFIG=" + cluster.Kubeconfig,
-			"kubectl", "svctrace", "check", "-A", "--as", "viewer"}, extra...)
-		cmd := exec.Command("ip", argv...)
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return stderr.String(), ee.ExitCode()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return stderr.String(), 0
+		_, stderr, code := kubectl(t, true, append([]string{"svctrace", "check", "-A", "--as", "viewer"}, extra...)...)
+		return stderr, code
 	}
 	stderr, code := asViewer()
 	if code != 2 || !strings.Contains(stderr, "you may not list services, list endpointslices.discovery.k8s.io, list pods, list nodes") {

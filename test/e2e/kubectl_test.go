@@ -1,25 +1,61 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/svctrace/svctrace/test/e2e/harness"
 )
 
-// runKubectl runs kubectl from the root namespace with the plugin on PATH.
+// kubectl runs kubectl with the plugin on PATH — from the root namespace (as a laptop would), or
+// inside the node namespace when inNode (node-side) — and returns stdout, stderr and the exit code.
+// kubectl takes no flags before a plugin's name, so the kubeconfig comes from the environment.
+func kubectl(t *testing.T, inNode bool, args ...string) (stdout []byte, stderr string, code int) {
+	t.Helper()
+	env := []string{"PATH=" + pluginPath, "KUBECONFIG=" + cluster.Kubeconfig}
+	var cmd *exec.Cmd
+	if inNode {
+		cmd = exec.Command("ip", append(append([]string{"netns", "exec", harness.NodeNS, "env"}, env...), append([]string{"kubectl"}, args...)...)...)
+	} else {
+		cmd = exec.Command(filepath.Join(cluster.BinDir, "kubectl"), args...)
+		cmd.Env = append(os.Environ(), env...)
+	}
+	var errOut strings.Builder
+	cmd.Stderr = &errOut
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return out, errOut.String(), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, errOut.String(), 0
+}
+
+// runKubectl runs kubectl from the root namespace; a non-zero exit is an error with its stderr.
 func runKubectl(t *testing.T, args ...string) ([]byte, error) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(cluster.BinDir, "kubectl"), args...)
-	// kubectl takes no flags before a plugin's name, so the kubeconfig comes from the environment.
-	cmd.Env = append(os.Environ(), "PATH="+pluginPath, "KUBECONFIG="+cluster.Kubeconfig)
-	out, err := cmd.Output()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return out, fmt.Errorf("%w: %s", err, ee.Stderr)
+	return asError(kubectl(t, false, args...))
+}
+
+// kubectlInNode runs kubectl inside the node namespace: kubectl finds kubectl-svctrace by its own
+// plugin discovery, and svctrace reads the node's live rules.
+func kubectlInNode(t *testing.T, args ...string) ([]byte, error) {
+	t.Helper()
+	return asError(kubectl(t, true, args...))
+}
+
+func asError(out []byte, stderr string, code int) ([]byte, error) {
+	if code != 0 {
+		return out, fmt.Errorf("exit status %d: %s", code, stderr)
 	}
-	return out, err
+	return out, nil
 }
 
 // TestCompletionThroughKubectl: kubectl's plugin completion runs kubectl_complete-svctrace, which

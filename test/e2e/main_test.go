@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -83,17 +82,4 @@ func needCluster(t *testing.T) {
 	if cluster == nil {
 		t.Skip("e2e cluster not running (SVCTRACE_E2E=1)")
 	}
-}
-
-// kubectlInNode runs `kubectl ARGS` inside the node namespace with the plugin on PATH: kubectl
-// finds kubectl-svctrace by its own plugin discovery, and svctrace reads the node's live rules.
-func kubectlInNode(t *testing.T, args ...string) ([]byte, error) {
-	t.Helper()
-	argv := append([]string{"netns", "exec", harness.NodeNS, "env", "PATH=" + pluginPath, "KUBECONFIG=" + cluster.Kubeconfig, "kubectl"}, args...)
-	cmd := exec.Command("ip", argv...)
-	out, err := cmd.Output()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return out, fmt.Errorf("%w: %s", err, ee.Stderr)
-	}
-	return out, err
 }

@@ -3,10 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -56,20 +53,16 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 	}
 
 	// Every node with a kube-proxy pod, read through it; the others are named and skipped.
-	cmd := exec.Command(filepath.Join(cluster.BinDir, "kubectl"), "svctrace", "check", "-A", "--all-nodes", "-o", "json")
-	cmd.Env = append(os.Environ(), "PATH="+pluginPath, "KUBECONFIG="+cluster.Kubeconfig)
-	var errOut strings.Builder
-	cmd.Stderr = &errOut
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("check --all-nodes: %v\n%s", err, errOut.String())
+	out, errOut, code := kubectl(t, false, "svctrace", "check", "-A", "--all-nodes", "-o", "json")
+	if code != 0 {
+		t.Fatalf("check --all-nodes: exit %d\n%s", code, errOut)
 	}
 	var rep struct{ Nodes []struct{ Node string } }
 	if err := json.Unmarshal(out, &rep); err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Nodes) != 1 || rep.Nodes[0].Node != harness.KwokNode || !strings.Contains(errOut.String(), "checked 1/1 nodes") || !strings.Contains(errOut.String(), "run no kube-proxy pod") {
-		t.Fatalf("check --all-nodes: nodes %+v, stderr %q", rep.Nodes, errOut.String())
+	if len(rep.Nodes) != 1 || rep.Nodes[0].Node != harness.KwokNode || !strings.Contains(errOut, "checked 1/1 nodes") || !strings.Contains(errOut, "run no kube-proxy pod") {
+		t.Fatalf("check --all-nodes: nodes %+v, stderr %q", rep.Nodes, errOut)
 	}
 
 	// Exec is a separate right: the reader role alone is refused with the missing permission.
@@ -78,16 +71,8 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 		for _, g := range groups {
 			argv = append(argv, "--as-group", g)
 		}
-		cmd := exec.Command(filepath.Join(cluster.BinDir, "kubectl"), argv...)
-		cmd.Env = append(os.Environ(), "PATH="+pluginPath, "KUBECONFIG="+cluster.Kubeconfig)
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return stderr.String(), ee.ExitCode()
-		}
-		return stderr.String(), 0
+		_, stderr, code := kubectl(t, false, argv...)
+		return stderr, code
 	}
 	if _, err := runKubectl(t, "apply", "-f", "../../krew/rbac/svctrace-reader.yaml", "-f", "../../krew/rbac/svctrace-node-reader.yaml"); err != nil {
 		t.Fatal(err)

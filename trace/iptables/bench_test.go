@@ -2,10 +2,10 @@ package iptables_test
 
 import (
 	"net/netip"
-	"os"
 	"testing"
 
 	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 	xt "github.com/svctrace/svctrace/trace/iptables"
 )
@@ -13,20 +13,12 @@ import (
 // BenchmarkTraceWarm traces one Service of the 10,000 x 10 dump (hack/bench-dump.sh) once the
 // ruleset is parsed: what a second trace costs.
 func BenchmarkTraceWarm(b *testing.B) {
-	p := os.Getenv("SVCTRACE_BENCH_DUMP")
-	if p == "" {
-		p = "/var/cache/svctrace/bench/iptables-10000x10/iptables-save.txt"
-	}
-	data, err := os.ReadFile(p)
-	if err != nil {
-		b.Skipf("no benchmark dump (%v): run make bench-dump first", err)
-	}
-	rs, err := ipread.Parse(data)
+	rs, err := ipread.Parse(tracetest.BenchFile(b, "iptables-10000x10/iptables-save.txt"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	dp := &xt.Dataplane{V4: rs}
-	// The last Service rule in KUBE-SERVICES: the worst case for the linear scan.
+	// The last Service rule in KUBE-SERVICES (the worst case before big chains were indexed).
 	var vip netip.Addr
 	var port uint16
 	for _, r := range rs.Tables["nat"].Chains["KUBE-SERVICES"].Rules {
@@ -51,18 +43,8 @@ func BenchmarkTraceWarm(b *testing.B) {
 // BenchmarkCheckFullNode checks every Service port of the 10,000 x 10 node against the API
 // objects recorded with it (hack/bench-dump.sh): issue's target, under 2 s.
 func BenchmarkCheckFullNode(b *testing.B) {
-	dir := os.Getenv("SVCTRACE_BENCH_DIR")
-	if dir == "" {
-		dir = "/var/cache/svctrace/bench/iptables-10000x10"
-	}
-	data, err := os.ReadFile(dir + "/iptables-save.txt")
-	if err != nil {
-		b.Skipf("no benchmark dump (%v): run make bench-dump first", err)
-	}
-	objs, err := os.ReadFile(dir + "/objects.json")
-	if err != nil {
-		b.Skipf("no benchmark objects (%v): run make bench-dump first", err)
-	}
+	data := tracetest.BenchFile(b, "iptables-10000x10/iptables-save.txt")
+	objs := tracetest.BenchFile(b, "iptables-10000x10/objects.json")
 	rs, err := ipread.Parse(data)
 	if err != nil {
 		b.Fatal(err)
