@@ -13,7 +13,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/svctrace/svctrace/dataplane/conntrack"
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
 	"github.com/svctrace/svctrace/render"
 	"github.com/svctrace/svctrace/trace"
 	xt "github.com/svctrace/svctrace/trace/iptables"
@@ -44,7 +43,8 @@ the dataplane splits new connections, and diagnose the cause of an imbalance:
   Balanced              traffic follows the split
 
 It reads conntrack (with byte accounting: sysctl net.netfilter.nf_conntrack_acct=1) twice,
---duration apart, on the node (as root), or a saved ` + "`conntrack -L -o extended`" + ` with --conntrack.
+--duration apart, on the node (as root there, or from a laptop with --node, through the node's
+kube-proxy pod), or a saved ` + "`conntrack -L -o extended`" + ` with --conntrack or a snapshot.
 
 Exit codes: 0 Balanced (or too little traffic to judge), 1 an imbalance, 2 usage or access problems.`,
 		Example: fmt.Sprintf(`  # On a node, as root: watch a Service for 30 seconds
@@ -142,10 +142,8 @@ func (o *BalanceOptions) connections(ctx context.Context, in *Inputs) ([]trace.C
 	if o.trace.Input.Offline() {
 		return nil, usageErrorf("offline input needs --conntrack FILE (`conntrack -L -o extended` from the node), or a snapshot taken with its conntrack")
 	}
-	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("reading conntrack needs root on the node (run with sudo), or pass --conntrack FILE")
-	}
-	r := dpexec.Local{}
+	// The node's own conntrack: this machine as root, or through its kube-proxy pod.
+	r := in.Runner
 	if o.duration == 0 {
 		return conntrack.ReadLive(ctx, r)
 	}

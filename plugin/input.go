@@ -68,6 +68,8 @@ type Inputs struct {
 	Files map[string][]byte
 	// Conntrack is a snapshot bundle's conntrack table, when it has one.
 	Conntrack []byte
+	// Runner runs commands on the live node (this machine, or its kube-proxy pod); nil offline.
+	Runner dpexec.Runner
 }
 
 // Offline reports whether the dataplane comes from files rather than the live node.
@@ -182,7 +184,7 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		if err != nil {
 			return nil, err
 		}
-		in.Dataplane, in.Source, in.Files = dp, src, raw
+		in.Dataplane, in.Source, in.Files, in.Runner = dp, src, raw, r
 		in.Warnings = append(in.Warnings, warn...)
 		if node == "" {
 			node, _ = os.Hostname()

@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/svctrace/svctrace/dataplane/conntrack"
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
 	"github.com/svctrace/svctrace/dataplane/snapshot"
 	"github.com/svctrace/svctrace/trace"
 )
@@ -100,7 +99,7 @@ func (o *SnapshotOptions) Run(ctx context.Context, dir string) error {
 		}
 	}
 	if o.conntrack {
-		out, err := dpexec.Local{}.Run(ctx, "conntrack", "-L", "-o", "extended")
+		out, err := in.Runner.Run(ctx, "conntrack", "-L", "-o", "extended")
 		if err != nil {
 			fmt.Fprintf(o.streams.ErrOut, "warning: conntrack not saved: %v\n", err)
 		} else if _, err := conntrack.Parse(out); err == nil {
