@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -50,6 +51,26 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 	stripLines(b.Hops)
 	if !reflect.DeepEqual(a.Backends, b.Backends) || !reflect.DeepEqual(a.Verdicts, b.Verdicts) || !reflect.DeepEqual(a.Hops, b.Hops) || len(b.Backends) != 3 {
 		t.Fatalf("remote read differs from the node-side one\nnode-side: %s\nremote: %s", local, remote)
+	}
+
+	// A snapshot from the laptop side holds the node's rules and its conntrack, read through the
+	// pod: it must show a connection made in node1's namespace just before (this machine's own
+	// conntrack never sees Service addresses).
+	probeFrom(t, harness.ClientPod, "-n", "3", "10.96.10.10:80")
+	dir := t.TempDir()
+	if out, err := runKubectl(t, "svctrace", "snapshot", dir, "--node", harness.KwokNode, "--remote"); err != nil {
+		t.Fatalf("remote snapshot: %v %s", err, out)
+	}
+	for _, f := range []string{"iptables-save.txt", "objects.json", "conntrack.txt", "snapshot.yaml"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("remote snapshot lacks %s: %v", f, err)
+		}
+	}
+	if ct, _ := os.ReadFile(filepath.Join(dir, "conntrack.txt")); !strings.Contains(string(ct), "dst=10.96.10.10 ") {
+		t.Errorf("the remote snapshot's conntrack is not node1's:\n%.500s", ct)
+	}
+	if out, err := runKubectl(t, "svctrace", "balance", "default/hostnames", "--snapshot", dir, "-o", "json"); err != nil && !strings.Contains(err.Error(), "exit status 1") {
+		t.Errorf("balance on the remote snapshot: %v %s", err, out)
 	}
 
 	// Every node with a kube-proxy pod, read through it; the others are named and skipped.
