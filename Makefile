@@ -42,7 +42,8 @@ vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 ## test: the whole suite: vet, unit tests, fuzz seeds, the e2e tests against a real cluster
-## (including kube-proxy in IPVS mode inside a QEMU guest) and the krew packaging test (root)
+## (including kube-proxy in IPVS mode inside a QEMU guest) and the krew packaging test (root);
+## RUN=REGEX runs only the matching e2e tests
 test: deps vet build dist krew-tools
 	@bin=$$(SVCTRACE_CACHE=$(CACHE) hack/k8s-binaries.sh) && \
 	kernel=$$(SVCTRACE_CACHE=$(CACHE) hack/ipvs-vm/kernel.sh) && \
@@ -54,7 +55,7 @@ test: deps vet build dist krew-tools
 	SVCTRACE_E2E=1 SVCTRACE_K8S_BIN=$$bin SVCTRACE_NETPROBE=$(CACHE)/netprobe SVCTRACE_PLUGIN_DIR=$(CURDIR)/bin/plugin \
 	SVCTRACE_VM_KERNEL=$$kernel SVCTRACE_VM_BIN=$(CURDIR)/bin/vm SVCTRACE_KWOK=$$kwok \
 	SVCTRACE_DIST=$(CURDIR)/dist SVCTRACE_DIST_VERSION=$(DIST_VERSION) SVCTRACE_KREW_DIR=$(KREW_DIR) \
-		$(GO) test -count=1 -timeout 40m ./...
+		$(GO) test -count=1 -timeout 40m $(if $(RUN),-run '$(RUN)' ./test/e2e/,./...)
 
 ## unit: the tests that need neither root nor a cluster
 unit:

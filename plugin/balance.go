@@ -23,6 +23,8 @@ type BalanceOptions struct {
 	trace     *TraceOptions
 	duration  time.Duration
 	conntrack string
+	allNodes  bool
+	fleet     fleetFlags
 }
 
 // NewCmdBalance builds `balance`.
@@ -45,10 +47,15 @@ the dataplane splits new connections, and diagnose the cause of an imbalance:
 It reads conntrack (with byte accounting: sysctl net.netfilter.nf_conntrack_acct=1) twice,
 --duration apart, on the node (as root there, or from a laptop with --node, through the node's
 kube-proxy pod), or a saved ` + "`conntrack -L -o extended`" + ` with --conntrack or a snapshot.
+With --all-nodes it watches the same window on every node that runs a kube-proxy pod and reports
+the Service's traffic over all of them, and each node's diagnosis.
 
 Exit codes: 0 Balanced (or too little traffic to judge), 1 an imbalance, 2 usage or access problems.`,
 		Example: fmt.Sprintf(`  # On a node, as root: watch a Service for 30 seconds
   sudo kubectl-svctrace balance default/api
+
+  # From a laptop: every node's share of the traffic, through the kube-proxy pods
+  %[1]s balance default/api --all-nodes --duration 1m
 
   # From saved state
   %[1]s balance default/api --dataplane node1.iptables --objects objects.yaml --conntrack conntrack.txt --node node1`, commandName()),
@@ -68,6 +75,16 @@ Exit codes: 0 Balanced (or too little traffic to judge), 1 an imbalance, 2 usage
 			if o.duration < 0 {
 				return usageErrorf("--duration must not be negative")
 			}
+			if err := o.fleet.validate(); err != nil {
+				return err
+			}
+			if o.allNodes {
+				ctx := cmd.Context()
+				if ctx == nil {
+					ctx = context.Background()
+				}
+				return o.runAllNodes(ctx)
+			}
 			return o.Run(cmd.Context())
 		},
 	}
@@ -78,6 +95,7 @@ Exit codes: 0 Balanced (or too little traffic to judge), 1 an imbalance, 2 usage
 	fl.DurationVar(&o.duration, "duration", o.duration, "how long to watch live connections; 0 takes one snapshot now")
 	fl.StringVar(&o.conntrack, "conntrack", "", "read connections from this `conntrack -L -o extended` output instead of the node")
 	fl.StringVarP(&o.trace.output, "output", "o", o.trace.output, "output format: table, json or yaml")
+	o.fleet.addFlags(cmd, &o.allNodes, "measure on")
 	return cmd
 }
 
@@ -111,16 +129,14 @@ func (o *BalanceOptions) Run(ctx context.Context) error {
 			return err
 		}
 		if now := newConnections(after.Dataplane, tr); now != nil {
-			for k, v := range now {
-				counters[k] = v - min(v, before[k])
-			}
+			counters = counterGrowth(before, now)
 		}
 	}
 	res := trace.Balance(tr, in.Cluster, conns, counters)
 	if err := render.Balance(t.streams.Out, res, render.Options{Format: t.format, Color: render.ColorFor(t.streams.Out)}); err != nil {
 		return err
 	}
-	if res.Diagnosis == trace.ConnectionStickiness || res.Diagnosis == trace.SkewedRules {
+	if imbalanced(res.Diagnosis) {
 		return errFindings
 	}
 	return nil
@@ -161,6 +177,12 @@ func (o *BalanceOptions) connections(ctx context.Context, in *Inputs) ([]trace.C
 	if err != nil {
 		return nil, err
 	}
+	return conntrackWindow(before, after), nil
+}
+
+// conntrackWindow is the connections of a window from two conntrack snapshots: those new in the
+// second, and those that carried traffic in between (bytes counted since the first).
+func conntrackWindow(before, after []trace.Conn) []trace.Conn {
 	type key struct {
 		c  netip.Addr
 		cp uint16
@@ -181,7 +203,16 @@ func (o *BalanceOptions) connections(ctx context.Context, in *Inputs) ([]trace.C
 		}
 		window = append(window, c)
 	}
-	return window, nil
+	return window
+}
+
+// counterGrowth is how much each counter grew from before to now.
+func counterGrowth(before, now map[string]uint64) map[string]uint64 {
+	out := map[string]uint64{}
+	for k, v := range now {
+		out[k] = v - min(v, before[k])
+	}
+	return out
 }
 
 // newConnections reads the dataplane's own count of new connections per backend: in IPVS mode the

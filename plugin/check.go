@@ -21,6 +21,7 @@ type CheckOptions struct {
 
 	allNamespaces bool
 	allNodes      bool
+	fleet         fleetFlags
 	output        string
 	failOn        string
 
@@ -67,13 +68,16 @@ Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or access problem
 			if err := o.Input.Validate(); err != nil {
 				return err
 			}
+			if err := o.fleet.validate(); err != nil {
+				return err
+			}
 			return o.Run(cmd.Context())
 		},
 	}
 	o.Input.AddFlags(cmd)
 	fl := cmd.Flags()
 	fl.BoolVarP(&o.allNamespaces, "all-namespaces", "A", false, "check the Services of every namespace")
-	fl.BoolVar(&o.allNodes, "all-nodes", false, "check every node that runs a kube-proxy pod, read through it (8 at a time), and merge the findings")
+	o.fleet.addFlags(cmd, &o.allNodes, "check")
 	fl.StringVarP(&o.output, "output", "o", o.output, "output format: table, json, yaml or junit")
 	fl.StringVar(&o.failOn, "fail-on", o.failOn, "exit 1 when a finding has at least this severity: error, warning, info or none")
 	return cmd

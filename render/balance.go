@@ -57,3 +57,28 @@ func bar(s *styles, share, expected float64) string {
 	}
 	return s.pct.Render(text)
 }
+
+// BalanceNodes prints `balance --all-nodes`: the Service's traffic over all nodes, then each
+// node's part and diagnosis.
+func BalanceNodes(w io.Writer, r *trace.BalanceAcrossNodes, o Options) error {
+	if o.Format == JSON || o.Format == YAML {
+		return Machine(w, r, o.Format)
+	}
+	if err := Balance(w, r.Overall, o); err != nil {
+		return err
+	}
+	s := newStyles(w, o.Color)
+	t := newTable(s, "NODE", "CONNS", "BYTES", "MAX/MEAN", "DIAGNOSIS")
+	for _, n := range r.Nodes {
+		d := s.ok.Render(n.Diagnosis)
+		switch n.Diagnosis {
+		case trace.ConnectionStickiness, trace.SkewedRules:
+			d = s.bad.Render(n.Diagnosis)
+		case trace.TooLittleTraffic:
+			d = s.warn.Render(n.Diagnosis)
+		}
+		t.Row(n.Node, fmt.Sprint(n.Connections), fmt.Sprint(n.Bytes), fmt.Sprintf("%.2f", n.MaxOverMean), d)
+	}
+	_, err := io.WriteString(w, "\n"+t.String())
+	return err
+}

@@ -84,6 +84,12 @@ const minConnections = 20
 // newConns, when the dataplane counts them (backend "ip:port" → new connections in the window),
 // is what the connection split is tested on.
 func Balance(tr *Result, cl *Cluster, conns []Conn, newConns map[string]uint64) *BalanceResult {
+	return balance(tr, cl, conns, newConns, false)
+}
+
+// balance is Balance; acrossNodes says tr is several nodes' traces merged, whose shares may
+// differ from node to node without any node's rules being skewed (those are judged per node).
+func balance(tr *Result, cl *Cluster, conns []Conn, newConns map[string]uint64, acrossNodes bool) *BalanceResult {
 	res := &BalanceResult{APIVersion: APIVersion, Kind: "Balance", Node: tr.Node, Service: tr.Service, Backends: []BalanceBackend{}, Clients: []BalanceClient{}}
 	dst := netip.AddrPortFrom(netip.MustParseAddr(tr.Packet.Dst), tr.Packet.Port)
 	proto, _ := ParseProtocol(tr.Packet.Protocol)
@@ -200,6 +206,10 @@ func Balance(tr *Result, cl *Cluster, conns []Conn, newConns map[string]uint64) 
 	for _, b := range res.Backends {
 		unequalRules = unequalRules || math.Abs(b.Expected-mean) > 0.01
 	}
+	if unequalRules && acrossNodes {
+		unequalRules = false
+		res.Notes = append(res.Notes, "the nodes do not all send this Service to the same backends (traffic policy Local, topology hints, or a stale node): the expected shares are the mean of the nodes' shares; each node's rules are judged on their own")
+	}
 	// The heaviest few connections: do they carry most of the traffic?
 	sort.Slice(flows, func(i, j int) bool { return flows[i].Bytes > flows[j].Bytes })
 	var top uint64
@@ -309,4 +319,79 @@ func chiSquareSurvival(x, k float64) float64 {
 		}
 	}
 	return math.Min(1, math.Exp(-z+a*math.Log(z)-lg)*h)
+}
+
+// NodeBalance is one node's part of a Service's traffic, for the all-nodes report.
+type NodeBalance struct {
+	Node        string  `json:"node"`
+	Diagnosis   string  `json:"diagnosis"`
+	Connections int     `json:"connections"`
+	Bytes       uint64  `json:"bytes"`
+	MaxOverMean float64 `json:"maxOverMean"`
+	Message     string  `json:"message"`
+}
+
+// BalanceAcrossNodes is `balance --all-nodes`: the Service's traffic on every node added up, and
+// each node's own result in brief (a node's clients are balanced by that node's rules alone).
+type BalanceAcrossNodes struct {
+	APIVersion string         `json:"apiVersion"`
+	Kind       string         `json:"kind"`
+	Overall    *BalanceResult `json:"overall"`
+	Nodes      []NodeBalance  `json:"nodes"`
+}
+
+// NodeWindow is what one node measured: its trace of the Service address, its connections of the
+// window and its dataplane's new-connection counters (nil when it has none).
+type NodeWindow struct {
+	Trace    *Result
+	Conns    []Conn
+	Counters map[string]uint64
+}
+
+// BalanceNodes balances every node's window on its own, and all of them together: the backends
+// are the union of the nodes' backends, each expected to get the mean of its per-node shares, and
+// the counters add up (they are used only when every node has them).
+func BalanceNodes(cl *Cluster, windows []NodeWindow) *BalanceAcrossNodes {
+	out := &BalanceAcrossNodes{APIVersion: APIVersion, Kind: "BalanceAcrossNodes", Nodes: []NodeBalance{}}
+	if len(windows) == 0 {
+		return out
+	}
+	merged := *windows[0].Trace
+	merged.Node = "all nodes"
+	merged.Backends = nil
+	shares := map[string]int{}
+	var conns []Conn
+	counters := map[string]uint64{}
+	for _, w := range windows {
+		r := Balance(w.Trace, cl, w.Conns, w.Counters)
+		nb := NodeBalance{Node: w.Trace.Node, Diagnosis: r.Diagnosis, MaxOverMean: r.MaxOverMean, Message: r.Message}
+		for _, b := range r.Backends {
+			nb.Connections += b.Connections
+			nb.Bytes += b.Bytes
+		}
+		out.Nodes = append(out.Nodes, nb)
+		for _, b := range w.Trace.Backends {
+			key := fmt.Sprintf("%s:%d", b.IP, b.Port)
+			i, seen := shares[key]
+			if !seen {
+				i = len(merged.Backends)
+				shares[key] = i
+				zero := b
+				zero.Probability = 0
+				merged.Backends = append(merged.Backends, zero)
+			}
+			merged.Backends[i].Probability += b.Probability / float64(len(windows))
+		}
+		conns = append(conns, w.Conns...)
+		if counters != nil && w.Counters == nil {
+			counters = nil
+		}
+		for k, v := range w.Counters {
+			if counters != nil {
+				counters[k] += v
+			}
+		}
+	}
+	out.Overall = balance(&merged, cl, conns, counters, true)
+	return out
 }

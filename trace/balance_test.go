@@ -94,3 +94,41 @@ func TestUsableFollowsKubeProxy(t *testing.T) {
 		}
 	}
 }
+
+// Across nodes: each node alone looks balanced enough, or too quiet to judge, but the same heavy
+// client on one of them dominates the Service's traffic as a whole; counters add up only when
+// every node has them.
+func TestBalanceNodesMergesWindows(t *testing.T) {
+	var short []Conn
+	for i := 0; i < 60; i++ {
+		short = append(short, conn("10.244.1.41", i%3, 300))
+	}
+	n2 := threeBackends()
+	n2.Node = "node2"
+	// node2's rules reach only two of the backends (internalTrafficPolicy Local, say).
+	n2.Backends = []Backend{{IP: "10.244.1.11", Port: 9376, Probability: 0.5}, {IP: "10.244.1.12", Port: 9376, Probability: 0.5}}
+	heavy := []Conn{conn("10.244.1.99", 1, 500000), conn("10.244.1.41", 0, 300), conn("10.244.1.41", 0, 300)}
+	r := BalanceNodes(nil, []NodeWindow{
+		{Trace: threeBackends(), Conns: short, Counters: map[string]uint64{"10.244.1.11:9376": 20, "10.244.1.12:9376": 20, "10.244.1.13:9376": 20}},
+		{Trace: n2, Conns: heavy},
+	})
+	if len(r.Nodes) != 2 || r.Nodes[0].Diagnosis != Balanced || r.Nodes[1].Diagnosis != TooLittleTraffic || r.Nodes[1].Connections != 3 {
+		t.Fatalf("per node: %+v", r.Nodes)
+	}
+	o := r.Overall
+	if o.Node != "all nodes" || len(o.Backends) != 3 {
+		t.Fatalf("overall backends: %+v", o.Backends)
+	}
+	// Expected shares: the mean of each node's (1/3 and 1/2; 1/3 and 1/2; 1/3 and none).
+	for i, want := range []float64{5.0 / 12, 5.0 / 12, 1.0 / 6} {
+		if math.Abs(o.Backends[i].Expected-want) > 1e-9 {
+			t.Errorf("backend %d expected %v, want %v", i, o.Backends[i].Expected, want)
+		}
+	}
+	if o.Backends[0].Connections != 22 || o.Backends[0].NewConnections != nil {
+		t.Errorf("merged backend 0: %+v (node2 has no counters, so none are used)", o.Backends[0])
+	}
+	if o.Diagnosis != ConnectionStickiness || !strings.Contains(o.Message, "10.244.1.99") {
+		t.Errorf("overall: %s: %s", o.Diagnosis, o.Message)
+	}
+}

@@ -64,6 +64,11 @@ func TestIPVSModeInVM(t *testing.T) {
 		}
 		extra[fmt.Sprintf("probe-%d", i)] = fmt.Sprintf("%s/bin/netprobe probe -n %d -timeout 2s %s", in, n, f.addr)
 	}
+	// balance on IPVS: the real servers' connection counters come over netlink. vmweb-np's cluster
+	// IP gets no other traffic, so its counters hold exactly these 60 connections. The kernel
+	// publishes them from its rate estimator, every 2 seconds (6.1).
+	extra["balance"] = "sysctl -qw net.netfilter.nf_conntrack_acct=1; ip netns exec pvmclient /bin/netprobe probe -n 60 -timeout 2s " +
+		harness.VMClusterIPs["vmweb-np"] + ":80 >/dev/null; for i in $(seq 30); do ipvsadm -Ln --stats -t " + harness.VMClusterIPs["vmweb-np"] + ":80 | grep -q ' 60 ' && break; sleep 1; done; /bin/kubectl-svctrace balance ipvs/vmweb-np --node vm1 --objects /objects.yaml --duration 0 -o json"
 	objects := filepath.Join(cluster.Dir, "ipvs-objects.yaml")
 	out, err := runKubectl(t, "get", "svc,endpointslices,pods,nodes", "-A", "-o", "yaml")
 	if err != nil {
@@ -84,6 +89,24 @@ func TestIPVSModeInVM(t *testing.T) {
 	if n := strings.TrimSpace(jsonLine(sec["restore-failures"])); n != "0" {
 		t.Fatalf("kube-proxy in the VM failed %s iptables-restore runs; its log ends:\n%s", n, sec["kube-proxy-log"])
 	}
+	t.Run("balance reads the real servers' counters", func(t *testing.T) {
+		var res trace.BalanceResult
+		if err := json.Unmarshal([]byte(sec["balance"]), &res); err != nil {
+			t.Fatalf("balance output: %v\n%s", err, sec["balance"])
+		}
+		if res.Diagnosis != trace.Balanced || len(res.Backends) != 3 {
+			t.Fatalf("balance: %s: %s (%d backends)", res.Diagnosis, res.Message, len(res.Backends))
+		}
+		for _, b := range res.Backends {
+			// Round robin over three real servers: 20 connections each, in both counts.
+			if b.NewConnections == nil {
+				t.Fatalf("backend %s: no counters read from the IPVS table", b.Backend)
+			}
+			if *b.NewConnections != 20 || b.Connections != 20 {
+				t.Errorf("backend %s: counters %d, conntrack %d; want 20 and 20", b.Backend, *b.NewConnections, b.Connections)
+			}
+		}
+	})
 	nodeAddrs := map[string]bool{harness.VMNodeIP: true, "198.51.100.1": true}
 	for i, f := range ipvsFlows {
 		t.Run(f.name, func(t *testing.T) {

@@ -86,6 +86,46 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 		t.Fatalf("check --all-nodes: nodes %+v, stderr %q", rep.Nodes, errOut)
 	}
 
+	// balance --all-nodes over a window: the nodes' conntrack and DNAT counters are read through
+	// their kube-proxy pods at the start and --duration later; connections made in between, one
+	// keep-alive client and many short ones, must show up as ConnectionStickiness naming it.
+	if _, err := harness.NS(harness.NodeNS, "sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1"); err != nil {
+		t.Fatal(err)
+	}
+	probes := make(chan error, 1)
+	go func() {
+		time.Sleep(2 * time.Second) // after the first read
+		_, err := harness.NS(cluster.Pod("default", harness.ClientPod).NetNS, cluster.Netprobe, "probe", "-n", "1", "-requests", "600", "10.96.10.10:80")
+		if err == nil {
+			_, err = harness.NS(cluster.Pod("default", "multi-1").NetNS, cluster.Netprobe, "probe", "-n", "60", "10.96.10.10:80")
+		}
+		probes <- err
+	}()
+	out, errOut, code = kubectl(t, false, "svctrace", "balance", "default/hostnames", "--all-nodes", "--duration", "8s", "-o", "json")
+	if err := <-probes; err != nil {
+		t.Fatal(err)
+	}
+	var bal trace.BalanceAcrossNodes
+	if err := json.Unmarshal(out, &bal); err != nil {
+		t.Fatalf("balance --all-nodes: %v (exit %d) %s\n%s", err, code, out, errOut)
+	}
+	conns := 0
+	var counted uint64
+	for _, b := range bal.Overall.Backends {
+		conns += b.Connections
+		if b.NewConnections != nil {
+			counted += *b.NewConnections
+		}
+	}
+	if code != 1 || bal.Overall.Diagnosis != trace.ConnectionStickiness || !strings.Contains(bal.Overall.Message, harness.ClientPodIP) ||
+		len(bal.Nodes) != 1 || bal.Nodes[0].Node != harness.KwokNode || !strings.Contains(errOut, "read 1/1 nodes") {
+		t.Fatalf("balance --all-nodes: exit %d, %s: %s; nodes %+v; stderr %q", code, bal.Overall.Diagnosis, bal.Overall.Message, bal.Nodes, errOut)
+	}
+	// The window holds exactly the 61 new connections, by conntrack and by the DNAT counters.
+	if conns != 61 || counted != 61 {
+		t.Errorf("balance --all-nodes saw %d connections in conntrack and %d in the counters, want 61 and 61", conns, counted)
+	}
+
 	// Exec is a separate right: the reader role alone is refused with the missing permission.
 	asUser := func(groups ...string) (string, int) {
 		argv := []string{"svctrace", "trace", "default/hostnames", "--node", harness.KwokNode, "--remote", "--as", "viewer"}

@@ -1,0 +1,153 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	dpexec "github.com/svctrace/svctrace/dataplane/exec"
+	"github.com/svctrace/svctrace/trace"
+)
+
+// fleetFlags tune --all-nodes runs.
+type fleetFlags struct {
+	parallel    int
+	nodeTimeout time.Duration
+}
+
+func (f *fleetFlags) validate() error {
+	if f.parallel < 1 {
+		return usageErrorf("--parallel must be at least 1")
+	}
+	if f.nodeTimeout <= 0 {
+		return usageErrorf("--node-timeout must be positive")
+	}
+	return nil
+}
+
+// fleet is the set of nodes an --all-nodes run reads: every node with a running kube-proxy pod,
+// each read through that pod. The API objects are read once for all of them.
+type fleet struct {
+	flags   fleetFlags
+	streams genericiooptions.IOStreams
+	cluster *trace.Cluster
+	pods    map[string]dpexec.Pod
+	// names are the nodes to read, sorted; skipped run no kube-proxy pod.
+	names, skipped []string
+}
+
+func openFleet(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, flags fleetFlags) (*fleet, error) {
+	cl, err := fetchCluster(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	pods, err := kubeProxyPods(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	f := &fleet{flags: flags, streams: streams, cluster: cl, pods: pods}
+	for _, n := range cl.Nodes {
+		if _, ok := pods[n.Name]; ok {
+			f.names = append(f.names, n.Name)
+		} else {
+			f.skipped = append(f.skipped, n.Name)
+		}
+	}
+	sort.Strings(f.names)
+	return f, nil
+}
+
+// each runs fn for every node, --parallel at a time, each bounded by --node-timeout, with a
+// progress line on stderr ("VERB i/n nodes"). It returns each node's error (nil when it worked).
+func (f *fleet) each(ctx context.Context, verb string, fn func(ctx context.Context, i int, node string, r dpexec.Runner) error) []error {
+	failures := make([]error, len(f.names))
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	sem := make(chan struct{}, f.flags.parallel)
+	for i, name := range f.names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				failures[i] = ctx.Err()
+				return
+			}
+			defer func() { <-sem }()
+			nctx, cancel := context.WithTimeout(ctx, f.flags.nodeTimeout)
+			defer cancel()
+			err := fn(nctx, i, name, f.pods[name])
+			if err != nil && nctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+				err = fmt.Errorf("no answer within --node-timeout %s: %w", f.flags.nodeTimeout, err)
+			}
+			failures[i] = err
+			mu.Lock()
+			fmt.Fprintf(f.streams.ErrOut, "\r%s %d/%d nodes", verb, done.Add(1), len(f.names))
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if done.Load() > 0 {
+		fmt.Fprintln(f.streams.ErrOut)
+	}
+	return failures
+}
+
+// warn prints the nodes that failed and those skipped, and returns how many failed.
+func (f *fleet) warn(failures []error) int {
+	n := 0
+	for i, err := range failures {
+		if err != nil {
+			n++
+			fmt.Fprintf(f.streams.ErrOut, "warning: node %s: %v\n", f.names[i], err)
+		}
+	}
+	if len(f.skipped) > 0 {
+		shown := f.skipped
+		if len(shown) > 20 {
+			shown = shown[:20]
+		}
+		fmt.Fprintf(f.streams.ErrOut, "note: %d node(s) run no kube-proxy pod (label %s), not read: %v", len(f.skipped), kubeProxyLabel, shown)
+		if len(shown) < len(f.skipped) {
+			fmt.Fprintf(f.streams.ErrOut, " and %d more", len(f.skipped)-len(shown))
+		}
+		fmt.Fprintln(f.streams.ErrOut)
+	}
+	return n
+}
+
+// unreadable is the exit error when some nodes could not be read (nil when all were).
+func (f *fleet) unreadable(n int) error {
+	if n == 0 {
+		return nil
+	}
+	return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%d of %d nodes could not be read (see the warnings above)", n, len(f.names))}
+}
+
+// allNodesConflict says why --all-nodes cannot go with the other input flags.
+func allNodesConflict(in *InputFlags) error {
+	if in.Offline() || in.Node != "" {
+		return usageErrorf("--all-nodes reads every node through the API server; it does not go with --node, --dataplane, --snapshot or --demo")
+	}
+	if in.Objects != "" {
+		return usageErrorf("--all-nodes reads the API itself; drop --objects")
+	}
+	return nil
+}
+
+// addFlags binds --all-nodes and its tuning flags.
+func (f *fleetFlags) addFlags(cmd *cobra.Command, all *bool, what string) {
+	fl := cmd.Flags()
+	fl.BoolVar(all, "all-nodes", false, what+" every node that runs a kube-proxy pod, read through it, and merge the results")
+	fl.IntVar(&f.parallel, "parallel", 16, "with --all-nodes: how many nodes to read at once")
+	fl.DurationVar(&f.nodeTimeout, "node-timeout", 2*time.Minute, "with --all-nodes: give up on a node that has not answered in this long (it is reported, the others go on)")
+}
