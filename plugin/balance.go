@@ -216,9 +216,10 @@ func counterGrowth(before, now map[string]uint64) map[string]uint64 {
 }
 
 // newConnections reads the dataplane's own count of new connections per backend: in IPVS mode the
-// real servers' connection statistics (netlink); in iptables mode the packet counters of the DNAT
-// rules the trace passed (a connection's first packet alone traverses nat). nil when the dataplane
-// has no counters (nftables, ipvsadm text, a dump without -c).
+// real servers' connection statistics (netlink); otherwise the packet counters of the DNAT rules
+// the trace passed (a connection's first packet alone traverses nat): iptables-save -c, or nft
+// counter statements. nil when the dataplane has no counters (kube-proxy's nftables rules,
+// ipvsadm text, a dump without -c).
 func newConnections(dp trace.Dataplane, tr *trace.Result) map[string]uint64 {
 	if x, ok := dp.(*xt.Dataplane); ok && x.IPVS != nil {
 		proto, _ := trace.ParseProtocol(tr.Packet.Protocol)
@@ -236,28 +237,34 @@ func newConnections(dp trace.Dataplane, tr *trace.Result) map[string]uint64 {
 		}
 		return out
 	}
-	c, ok := dp.(interface {
-		RuleCounters(line int) (xt.Counters, bool)
-	})
+	c, ok := dp.(trace.HopCounter)
 	if !ok {
 		return nil
 	}
 	out := map[string]uint64{}
+	// A rule that DNATs to several backends (nftables' `dnat to numgen ... map`) counts them
+	// together: then there is no per-backend count.
+	owner := map[string]string{}
+	shared := false
 	var walk func(hs []*trace.Hop)
-	found := false
 	walk = func(hs []*trace.Hop) {
 		for _, h := range hs {
-			if to, isDNAT := strings.CutPrefix(h.Action, "DNAT to "); isDNAT && h.Line > 0 {
-				if cnt, ok := c.RuleCounters(h.Line); ok {
-					out[to] += cnt.Packets
-					found = true
+			if to, isDNAT := strings.CutPrefix(h.Action, "DNAT to "); isDNAT {
+				if n, ok := c.HopPackets(h); ok {
+					rule := fmt.Sprint(h.Table, h.Chain, h.Line, h.Rule)
+					if prev, seen := owner[rule]; seen && prev != to {
+						shared = true
+					} else if !seen {
+						owner[rule] = to
+						out[to] += n
+					}
 				}
 			}
 			walk(h.Children)
 		}
 	}
 	walk(tr.Hops)
-	if !found {
+	if len(owner) == 0 || shared {
 		return nil
 	}
 	return out

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -37,5 +38,80 @@ func TestBalanceOffline(t *testing.T) {
 	}
 	if _, stderr, code := run(t, "balance", "--demo", "default/hostnames"); code != ExitUsage || !strings.Contains(stderr, "needs --conntrack") {
 		t.Errorf("offline without --conntrack: exit %d %q", code, stderr)
+	}
+}
+
+// nft counter statements, where present, count new connections per backend; kube-proxy writes
+// none. The fixture is the recorded nftables demo with counters added to its endpoint rules.
+func TestBalanceReadsNftCounters(t *testing.T) {
+	const fixture = "../dataplane/snapshot/demo-nftables"
+	data, err := os.ReadFile(fixture + "/nft.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Nftables []map[string]any `json:"nftables"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	counted := 0
+	for _, o := range doc.Nftables {
+		r, ok := o["rule"].(map[string]any)
+		if !ok {
+			continue
+		}
+		exprs := r["expr"].([]any)
+		for i, e := range exprs {
+			if _, dnat := e.(map[string]any)["dnat"]; dnat {
+				counted++
+				c := map[string]any{"counter": map[string]any{"packets": 10 * counted, "bytes": 600 * counted}}
+				r["expr"] = append(exprs[:i:i], append([]any{c}, exprs[i:]...)...)
+				break
+			}
+		}
+	}
+	out, _ := json.Marshal(doc)
+	path := filepath.Join(t.TempDir(), "nft.json")
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ct := filepath.Join(t.TempDir(), "empty.txt")
+	_ = os.WriteFile(ct, nil, 0o644)
+	balance := func(svc string) map[string]*uint64 {
+		out, stderr, _ := run(t, "balance", svc, "--dataplane", path, "--objects", fixture+"/objects.yaml", "--node", "node1", "--conntrack", ct, "-o", "json")
+		var res struct {
+			Backends []struct {
+				Backend        string
+				NewConnections *uint64
+			}
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatalf("%v: %s %s", err, out, stderr)
+		}
+		m := map[string]*uint64{}
+		for _, b := range res.Backends {
+			m[b.Backend] = b.NewConnections
+		}
+		return m
+	}
+	// sticky: one DNAT rule per endpoint chain, so each backend has its own count.
+	got := balance("default/sticky")
+	if len(got) != 3 {
+		t.Fatalf("sticky backends: %v", got)
+	}
+	seen := map[uint64]bool{}
+	for b, n := range got {
+		if n == nil || *n == 0 || *n%10 != 0 || seen[*n] {
+			t.Errorf("sticky backend %s: counter %v, want its own rule's", b, n)
+		} else {
+			seen[*n] = true
+		}
+	}
+	// hostnames: one `dnat to numgen random mod 3 map` rule for all three: no per-backend count.
+	for b, n := range balance("default/hostnames") {
+		if n != nil {
+			t.Errorf("hostnames backend %s got counter %d from a rule shared by all backends", b, *n)
+		}
 	}
 }

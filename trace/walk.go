@@ -98,3 +98,11 @@ type Entry struct {
 type Lister interface {
 	Entries() []Entry
 }
+
+// HopCounter is a dataplane that counts the packets its rules matched: iptables-save -c counters,
+// nft counter statements. On a DNAT rule that count is the new connections it sent to its backend,
+// as only a connection's first packet traverses nat.
+type HopCounter interface {
+	// HopPackets returns the packet count of the rule a hop passed, false when it has none.
+	HopPackets(h *Hop) (uint64, bool)
+}

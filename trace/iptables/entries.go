@@ -94,3 +94,12 @@ func (d *Dataplane) RuleCounters(line int) (Counters, bool) {
 	}
 	return Counters{}, false
 }
+
+// HopPackets implements trace.HopCounter.
+func (d *Dataplane) HopPackets(h *trace.Hop) (uint64, bool) {
+	if h.Line <= 0 {
+		return 0, false
+	}
+	c, ok := d.RuleCounters(h.Line)
+	return c.Packets, ok
+}
