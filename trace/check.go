@@ -29,7 +29,12 @@ type CheckScope struct {
 }
 
 func (s CheckScope) has(svc *corev1.Service) bool {
-	return (s.Namespace == "" || s.Namespace == svc.Namespace) && (s.Name == "" || s.Name == svc.Name)
+	return s.Has(svc.Namespace, svc.Name)
+}
+
+// Has reports whether the Service namespace/name is in scope.
+func (s CheckScope) Has(namespace, name string) bool {
+	return (s.Namespace == "" || s.Namespace == namespace) && (s.Name == "" || s.Name == name)
 }
 
 // CheckResult is what `check` found on one node.

@@ -71,3 +71,31 @@ func BenchmarkCheckFullNode(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRepairPlanFullNode plans a repair of every Service port of the 10,000 x 10 node
+// (large-cluster layout: no endpoint comments) against its recorded API objects: the plan must
+// be empty, as the real kube-proxy had synced.
+func BenchmarkRepairPlanFullNode(b *testing.B) {
+	data := tracetest.BenchFile(b, "iptables-10000x10/iptables-save.txt")
+	objs := tracetest.BenchFile(b, "iptables-10000x10/objects.json")
+	rs, err := ipread.Parse(data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cl, err := trace.DecodeObjects(objs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dp := &xt.Dataplane{V4: rs}
+	node := cl.NodeContextFor("node1", nil)
+	b.ResetTimer()
+	for b.Loop() {
+		plan, err := xt.PlanRepair(dp, cl, node, trace.CheckScope{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !plan.Empty() {
+			b.Fatalf("%d changes on a synced node, first: %+v", len(plan.Changes), plan.Changes[0])
+		}
+	}
+}

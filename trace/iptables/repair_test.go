@@ -1,0 +1,133 @@
+package iptables_test
+
+import (
+	"os"
+
+	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	tt "github.com/svctrace/svctrace/test/tracetest"
+	"strings"
+	"testing"
+
+	"github.com/svctrace/svctrace/trace"
+	xt "github.com/svctrace/svctrace/trace/iptables"
+)
+
+// TestRepairPlanIsEmptyOnTheRecordedNode: the rules svctrace writes for every Service port are the
+// ones the real kube-proxy v1.36.3 wrote (dataplane/snapshot/demo, recorded by test/e2e/record):
+// ClusterIP, NodePort with Cluster and Local policy, LoadBalancer with source ranges and a
+// health-check node port, no endpoints, internalTrafficPolicy Local, session affinity, multi-port,
+// UDP. Any difference in a rule's text or order would show as a change here.
+func TestRepairPlanIsEmptyOnTheRecordedNode(t *testing.T) {
+	dp, cl := loadScenario(t, "../../dataplane/snapshot/demo")
+	plan, err := xt.PlanRepair(dp, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !plan.Empty() {
+		var b strings.Builder
+		for _, c := range plan.Changes {
+			b.WriteString(c.Op + " " + c.Table + " " + c.Chain + ": " + c.Detail + "\n")
+		}
+		t.Fatalf("plan on a freshly synced node is not empty:\n%s", b.String())
+	}
+}
+
+// TestRepairPlanFollowsTheAPI: the recorded node against API objects edited the way a stale node
+// sees them (hostnames-c gone and a new pod in its place, the multi Service deleted, one of the
+// two dns (UDP) endpoints gone). The plan, applied to the dump, must leave a node that check finds
+// clean and that a second plan finds nothing to do on; only kube-proxy's chains are written; UDP
+// conntrack entries to the removed dns endpoint are flushed.
+func TestRepairPlanFollowsTheAPI(t *testing.T) {
+	dump, err := os.ReadFile("../../dataplane/snapshot/demo/iptables-save.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp, _ := loadScenario(t, "../../dataplane/snapshot/demo")
+	cl := tt.LoadObjects(t, "../../dataplane/snapshot/demo/objects.yaml")
+	var svcs = cl.Services[:0]
+	for _, s := range cl.Services {
+		if s.Name != "multi" {
+			svcs = append(svcs, s)
+		}
+	}
+	for _, sl := range cl.Slices {
+		switch sl.Labels["kubernetes.io/service-name"] {
+		case "hostnames":
+			for i := range sl.Endpoints {
+				if sl.Endpoints[i].Addresses[0] == "10.244.1.13" {
+					sl.Endpoints[i].Addresses[0] = "10.244.1.15"
+				}
+			}
+		case "dns":
+			var keep = sl.Endpoints[:0]
+			for _, e := range sl.Endpoints {
+				if e.Addresses[0] != "10.244.2.52" {
+					keep = append(keep, e)
+				}
+			}
+			sl.Endpoints = keep
+		}
+	}
+	edited := trace.NewCluster(svcs, cl.Slices, cl.Pods, cl.Nodes)
+	node := edited.NodeContextFor("node1", nil)
+	plan, err := xt.PlanRepair(dp, edited, node, trace.CheckScope{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(plan.Services, " "); got != "default/dns:dns default/hostnames:default default/multi:http default/multi:metrics" {
+		t.Errorf("services %s", got)
+	}
+	if len(plan.Conntrack) != 1 || plan.Conntrack[0] != (trace.ConntrackFlush{Protocol: "udp", Dst: "10.96.10.53:53", Backend: "10.244.2.52"}) {
+		t.Errorf("conntrack %+v", plan.Conntrack)
+	}
+	after := dump
+	for _, tr := range plan.IPTables {
+		sawX := false
+		for _, l := range strings.Split(tr.Input, "\n") {
+			f := strings.Fields(l)
+			switch {
+			case strings.HasPrefix(l, ":"):
+				if c := f[0][1:]; !xt.IsServiceChain(c) && c != "KUBE-SERVICES" && c != "KUBE-NODEPORTS" && c != "KUBE-EXTERNAL-SERVICES" && c != "KUBE-PROXY-FIREWALL" {
+					t.Errorf("plan writes chain %s", c)
+				}
+			case strings.HasPrefix(l, "-X "):
+				sawX = true
+			case strings.HasPrefix(l, "-A ") && sawX:
+				t.Errorf("a rule after a chain deletion: %s", l)
+			}
+		}
+		if after, err = tt.ApplyRestore(after, tr.Input); err != nil {
+			t.Fatalf("%s: %v\n%s", tr.Table, err, tr.Input)
+		}
+	}
+	rs, err := ipread.Parse(after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repaired := &xt.Dataplane{V4: rs}
+	res, err := trace.Check(repaired, edited, node, trace.CheckScope{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := kinds(res, trace.SeverityWarning); len(got) != 0 {
+		t.Errorf("findings after the repair: %v", got)
+	}
+	if again, err := xt.PlanRepair(repaired, edited, node, trace.CheckScope{}); err != nil || !again.Empty() {
+		t.Errorf("a second plan is not empty (%v): %+v", err, again.Changes)
+	}
+	// The multi Service's chains are gone; hostnames' new endpoint has its own chain.
+	for _, gone := range []string{"KUBE-SVC-IT553CU5HUYL252M", "KUBE-SVC-ZI7V5MEXJLWC5J7J"} {
+		if rs.Tables["nat"].Chains[gone] != nil {
+			t.Errorf("chain %s of the deleted Service is still there", gone)
+		}
+	}
+	if !strings.Contains(string(after), `"default/hostnames:default" -m tcp -j DNAT --to-destination 10.244.1.15:9376`) || strings.Contains(string(after), `"default/hostnames:default" -m tcp -j DNAT --to-destination 10.244.1.13:9376`) {
+		t.Errorf("hostnames' endpoints not replaced")
+	}
+
+	// Scope: only hostnames is planned when only hostnames is asked for.
+	one, err := xt.PlanRepair(dp, edited, node, trace.CheckScope{Namespace: "default", Name: "hostnames"})
+	if err != nil || strings.Join(one.Services, " ") != "default/hostnames:default" || len(one.Conntrack) != 0 {
+		t.Errorf("scoped plan: %v %v %+v", err, one.Services, one.Conntrack)
+	}
+}

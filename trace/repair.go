@@ -1,0 +1,86 @@
+package trace
+
+// RepairPlan is what `repair` would change on a node so that its dataplane does what the API
+// says, for the Services in scope: per iptables table the exact iptables-restore input, or the
+// IPVS netlink operations, and the conntrack entries to delete. It is computed without I/O.
+type RepairPlan struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Node       string `json:"node"`
+	Mode       string `json:"mode"`
+	// Changes are the plan in words, one per rule, chain, real server or conntrack flush.
+	Changes []RepairChange `json:"changes"`
+	// IPTables holds one restore transaction per table (iptables mode, and IPVS mode's own
+	// iptables rules are left to kube-proxy).
+	IPTables []TableRestore `json:"iptables,omitempty"`
+	// IPVS are the netlink operations, in order.
+	IPVS []IPVSOp `json:"ipvs,omitempty"`
+	// Conntrack are the UDP entries to delete once the rules no longer send traffic there.
+	Conntrack []ConntrackFlush `json:"conntrack,omitempty"`
+	// Services are the service ports the plan repairs ("ns/name:port/proto"); the verification
+	// traces them afterwards.
+	Services []string `json:"services"`
+	Notes    []string `json:"notes,omitempty"`
+}
+
+// Empty reports whether there is nothing to do.
+func (p *RepairPlan) Empty() bool {
+	return len(p.IPTables) == 0 && len(p.IPVS) == 0 && len(p.Conntrack) == 0
+}
+
+// RepairChange is one change, for people.
+type RepairChange struct {
+	Service string `json:"service,omitempty"`
+	// Op is add-rule, delete-rule, add-chain, delete-chain, add-real, delete-real, set-weight,
+	// delete-virtual or flush-conntrack.
+	Op     string `json:"op"`
+	Table  string `json:"table,omitempty"`
+	Chain  string `json:"chain,omitempty"`
+	Detail string `json:"detail"`
+}
+
+// TableRestore is one table's transaction.
+type TableRestore struct {
+	Table string `json:"table"`
+	// Input is the complete `iptables-restore --noflush` input: a chain line (which flushes the
+	// chain) and the complete rule list of every chain it touches, then `-X` for chains removed.
+	Input string `json:"input"`
+	// Before holds the touched chains' rules as the plan read them ("" key order as in Input):
+	// the apply step re-reads them and refuses when they changed meanwhile. Chains the plan
+	// creates are listed with no rules and must not exist.
+	Before []ChainRules `json:"before"`
+	// After is what the touched chains must hold once applied (deleted chains absent).
+	After []ChainRules `json:"after"`
+}
+
+// ChainRules is a chain's rules as iptables-save prints them; Exists is false for a chain that
+// is absent.
+type ChainRules struct {
+	Chain  string   `json:"chain"`
+	Exists bool     `json:"exists"`
+	Rules  []string `json:"rules"`
+}
+
+// IPVSOp is one netlink operation on a virtual server.
+type IPVSOp struct {
+	// Op is add-real, set-weight, delete-real.
+	Op       string `json:"op"`
+	Protocol string `json:"protocol"`
+	Virtual  string `json:"virtual"`
+	FWMark   uint32 `json:"fwmark,omitempty"`
+	Real     string `json:"real"`
+	Weight   int    `json:"weight"`
+	// WhenIdle says the real server is deleted only once it has no connections (TCP, SCTP):
+	// until then it stays at weight 0, receiving no new ones.
+	WhenIdle bool `json:"whenIdle,omitempty"`
+}
+
+// ConntrackFlush deletes the UDP conntrack entries of one service address that point at a removed
+// endpoint.
+type ConntrackFlush struct {
+	Protocol string `json:"protocol"`
+	// Dst is the Service address and port the client used (cluster IP, node port, ...).
+	Dst string `json:"dst"`
+	// Backend is the removed endpoint's IP.
+	Backend string `json:"backend"`
+}
