@@ -1,6 +1,7 @@
 package iptables_test
 
 import (
+	"fmt"
 	"os"
 
 	ipread "github.com/svctrace/svctrace/dataplane/iptables"
@@ -129,5 +130,49 @@ func TestRepairPlanFollowsTheAPI(t *testing.T) {
 	one, err := xt.PlanRepair(dp, edited, node, trace.CheckScope{Namespace: "default", Name: "hostnames"})
 	if err != nil || strings.Join(one.Services, " ") != "default/hostnames:default" || len(one.Conntrack) != 0 {
 		t.Errorf("scoped plan: %v %v %+v", err, one.Services, one.Conntrack)
+	}
+}
+
+// TestIPVSRepairPlan: on the node recorded from the real kube-proxy in IPVS mode there is nothing
+// to do (including its NodePort-Local-without-local-endpoint case, which kube-proxy fills with
+// the cluster's endpoints on purpose); with vm-c gone from the API and a new pod in vmweb, the
+// plan drains vm-c (weight 0, deleted once idle) and adds the new one on every virtual server of
+// the Service; nothing else.
+func TestIPVSRepairPlan(t *testing.T) {
+	dp, cl := loadIPVS(t, "ipvsadm-Ln.txt")
+	node := cl.NodeContextFor("vm1", dp.IPVS.Addresses())
+	plan, err := xt.PlanIPVSRepair(dp, cl, node, trace.CheckScope{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !plan.Empty() {
+		t.Fatalf("plan on the synced node: %+v", plan.Changes)
+	}
+	for _, sl := range cl.Slices {
+		if sl.Labels["kubernetes.io/service-name"] != "vmweb" {
+			continue
+		}
+		for i := range sl.Endpoints {
+			if sl.Endpoints[i].Addresses[0] == "10.244.3.13" {
+				sl.Endpoints[i].Addresses[0] = "10.244.3.14"
+			}
+		}
+	}
+	edited := trace.NewCluster(cl.Services, cl.Slices, cl.Pods, cl.Nodes)
+	plan, err = xt.PlanIPVSRepair(dp, edited, node, trace.CheckScope{Namespace: "ipvs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []string
+	for _, op := range plan.IPVS {
+		ops = append(ops, fmt.Sprintf("%s %s %s %s w%d idle=%v", op.Op, op.Protocol, op.Virtual, op.Real, op.Weight, op.WhenIdle))
+	}
+	want := []string{
+		"set-weight tcp 10.96.30.10:80 10.244.3.13:8080 w0 idle=false",
+		"delete-real tcp 10.96.30.10:80 10.244.3.13:8080 w0 idle=true",
+		"add-real tcp 10.96.30.10:80 10.244.3.14:8080 w1 idle=false",
+	}
+	if strings.Join(ops, "\n") != strings.Join(want, "\n") || strings.Join(plan.Services, " ") != "ipvs/vmweb:http" {
+		t.Fatalf("ops:\n%s\nservices %v", strings.Join(ops, "\n"), plan.Services)
 	}
 }
