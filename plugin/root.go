@@ -56,7 +56,8 @@ func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 		Long: fmt.Sprintf(`%[1]s walks a packet from a Service VIP, NodePort, LoadBalancer or external IP
 through a node's real kube-proxy rules (iptables, nftables or IPVS) to the pods, with the exact
 share of new connections each backend receives (trace); finds where the rules disagree with the
-API (check); and explains why one pod takes most of a Service's traffic (balance).
+API (check); explains why one pod takes most of a Service's traffic (balance); and, run as root on
+a node, makes that node's dataplane do what the API says now (repair, dry-run unless --apply).
 
 It reads the dataplane live (run as root on the node), from dump files (--dataplane), from a
 snapshot bundle (--snapshot, written by snapshot) or from the embedded demo snapshot (--demo).`, name),
@@ -66,7 +67,7 @@ snapshot bundle (--snapshot, written by snapshot) or from the embedded demo snap
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	cfg.AddFlags(root.PersistentFlags())
-	for _, c := range []*cobra.Command{NewCmdTrace(streams, cfg), NewCmdCheck(streams, cfg), NewCmdBalance(streams, cfg)} {
+	for _, c := range []*cobra.Command{NewCmdTrace(streams, cfg), NewCmdCheck(streams, cfg), NewCmdBalance(streams, cfg), NewCmdRepair(streams, cfg)} {
 		addCompletion(c, cfg)
 		root.AddCommand(c)
 	}

@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -86,7 +85,7 @@ func (o *SnapshotOptions) Run(ctx context.Context, dir string) error {
 		m.Dataplane = append(m.Dataplane, name)
 	}
 	if in.Cluster != nil {
-		data, err := encodeObjects(in.Cluster)
+		data, err := trace.EncodeObjects(in.Cluster)
 		if err != nil {
 			return err
 		}
@@ -125,43 +124,4 @@ func (o *SnapshotOptions) Run(ctx context.Context, dir string) error {
 	}
 	fmt.Fprintf(o.streams.Out, "wrote node %s (%s mode) to %s: %s\n", m.Node, m.Mode, dir, strings.Join(files, ", "))
 	return nil
-}
-
-// encodeObjects writes the cluster's objects as a JSON List, kinds and API versions included.
-func encodeObjects(cl *trace.Cluster) ([]byte, error) {
-	var items []any
-	add := func(kind, apiVersion string, obj any) error {
-		raw, err := json.Marshal(obj)
-		if err != nil {
-			return err
-		}
-		var m map[string]any
-		if err := json.Unmarshal(raw, &m); err != nil {
-			return err
-		}
-		m["kind"], m["apiVersion"] = kind, apiVersion
-		items = append(items, m)
-		return nil
-	}
-	for _, s := range cl.Services {
-		if err := add("Service", "v1", s); err != nil {
-			return nil, err
-		}
-	}
-	for _, s := range cl.Slices {
-		if err := add("EndpointSlice", "discovery.k8s.io/v1", s); err != nil {
-			return nil, err
-		}
-	}
-	for _, p := range cl.Pods {
-		if err := add("Pod", "v1", p); err != nil {
-			return nil, err
-		}
-	}
-	for _, n := range cl.Nodes {
-		if err := add("Node", "v1", n); err != nil {
-			return nil, err
-		}
-	}
-	return json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
 }

@@ -60,3 +60,26 @@ func (Local) Run(ctx context.Context, argv ...string) ([]byte, error) {
 	}
 	return stdout.Bytes(), nil
 }
+
+// RunInput runs a command on this machine with stdin as its standard input. The command runs in
+// its own process group, so a Ctrl-C meant for svctrace does not interrupt it halfway: writers
+// (iptables-restore) finish their transaction, and svctrace decides what to do next; for the same
+// reason it takes no context.
+func (Local) RunInput(stdin []byte, argv ...string) ([]byte, error) {
+	if _, err := osexec.LookPath(argv[0]); err != nil {
+		return nil, fmt.Errorf("%s: %w", argv[0], ErrNotFound)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := osexec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(stdin), &stdout, &stderr
+	cmd.SysProcAttr = detached()
+	if err := cmd.Run(); err != nil {
+		status := -1
+		var ee *osexec.ExitError
+		if errors.As(err, &ee) {
+			status = ee.ExitCode()
+		}
+		return stdout.Bytes(), &Error{Argv: argv, ExitStatus: status, Stderr: stderr.String(), Err: err}
+	}
+	return stdout.Bytes(), nil
+}

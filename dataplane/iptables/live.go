@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	dpexec "github.com/svctrace/svctrace/dataplane/exec"
 	xt "github.com/svctrace/svctrace/trace/iptables"
@@ -24,6 +25,14 @@ type Backend struct {
 	KubeRules bool
 	// Version is the iptables version ("v1.8.9"), when known.
 	Version string
+	// Ambiguous is set when both variants, or neither, hold kube-proxy's chains: reading then
+	// picks the default command's, but writing must refuse.
+	Ambiguous bool
+}
+
+// Restore is the backend's restore command ("iptables-legacy-restore").
+func (b Backend) Restore() string {
+	return strings.TrimSuffix(b.Save, "-save") + "-restore"
 }
 
 // kubeMarkers are chains whose presence says kube-proxy (or the kubelet) writes to a backend.
@@ -83,9 +92,11 @@ func DetectBackend(ctx context.Context, r dpexec.Runner, ipv6 bool) (Backend, er
 	}
 	for _, b := range found {
 		if b.Mode == defaultMode {
+			b.Ambiguous = true
 			return b, nil
 		}
 	}
+	found[0].Ambiguous = true
 	return found[0], nil
 }
 

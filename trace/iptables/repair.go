@@ -16,10 +16,10 @@ var topChains = map[string][]string{
 	"filter": {"KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-PROXY-FIREWALL", "KUBE-NODEPORTS"},
 }
 
-// repairable reports whether repair may write to a chain: kube-proxy's shared service chains
+// Repairable reports whether repair may write to a chain: kube-proxy's shared service chains
 // and its per-service chains, nothing else (not KUBE-PROXY-CANARY, KUBE-IPTABLES-HINT,
 // KUBE-MARK-MASQ, KUBE-POSTROUTING, or any chain not kube-proxy's).
-func repairable(table, chain string) bool {
+func Repairable(table, chain string) bool {
 	for _, c := range topChains[table] {
 		if c == chain {
 			return true
@@ -209,7 +209,7 @@ func PlanRepair(d *Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope 
 	}
 	var changes []*chainChange
 	touch := func(table, chain, service string, after []string, keep bool) error {
-		if !repairable(table, chain) {
+		if !Repairable(table, chain) {
 			return fmt.Errorf("internal: refusing to write chain %s in %s, which is not kube-proxy's service chain", chain, table)
 		}
 		before, existed := chainRules(rs.Tables[table], chain)

@@ -1,0 +1,104 @@
+package ipvs
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+
+	mobyipvs "github.com/moby/ipvs"
+
+	"github.com/svctrace/svctrace/trace"
+)
+
+// ApplyResult says what an IPVS operation did: a delete of a busy real server is left at
+// weight 0 (Deferred) for a later run.
+type ApplyResult struct {
+	Op       trace.IPVSOp
+	Done     bool
+	Deferred string
+}
+
+// Apply runs the operations over netlink, in order. It never flushes and never touches a virtual
+// server or real server the operations do not name. It stops at the first failure.
+func Apply(ops []trace.IPVSOp) ([]ApplyResult, error) {
+	h, err := mobyipvs.New("")
+	if err != nil {
+		return nil, fmt.Errorf("cannot talk to IPVS over netlink (is the ip_vs module loaded?): %w", err)
+	}
+	defer h.Close()
+	var out []ApplyResult
+	for _, op := range ops {
+		svc, dest, err := target(op)
+		if err != nil {
+			return out, err
+		}
+		if svc, err = h.GetService(svc); err != nil {
+			return out, fmt.Errorf("virtual server %s %s: %w", op.Protocol, op.Virtual, err)
+		}
+		res := ApplyResult{Op: op}
+		switch op.Op {
+		case "add-real":
+			err = h.NewDestination(svc, dest)
+		case "set-weight":
+			err = h.UpdateDestination(svc, dest)
+		case "delete-real":
+			if op.WhenIdle {
+				busy, berr := connections(h, svc, dest)
+				if berr != nil {
+					return out, berr
+				}
+				if busy > 0 {
+					res.Deferred = fmt.Sprintf("real server %s of %s %s still has %d connection(s): left at weight 0, receiving no new ones; run repair again to delete it", op.Real, op.Protocol, op.Virtual, busy)
+					out = append(out, res)
+					continue
+				}
+			}
+			err = h.DelDestination(svc, dest)
+		default:
+			err = fmt.Errorf("unknown IPVS operation %q", op.Op)
+		}
+		if err != nil {
+			return out, fmt.Errorf("%s %s on %s %s: %w", op.Op, op.Real, op.Protocol, op.Virtual, err)
+		}
+		res.Done = true
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+func connections(h *mobyipvs.Handle, svc *mobyipvs.Service, dest *mobyipvs.Destination) (int, error) {
+	dests, err := h.GetDestinations(svc)
+	if err != nil {
+		return 0, err
+	}
+	for _, d := range dests {
+		if d.Address.Equal(dest.Address) && d.Port == dest.Port {
+			return d.ActiveConnections + d.InactiveConnections, nil
+		}
+	}
+	return 0, nil
+}
+
+func target(op trace.IPVSOp) (*mobyipvs.Service, *mobyipvs.Destination, error) {
+	vip, err := netip.ParseAddrPort(op.Virtual)
+	if err != nil {
+		return nil, nil, fmt.Errorf("virtual server %q: %w", op.Virtual, err)
+	}
+	real, err := netip.ParseAddrPort(op.Real)
+	if err != nil {
+		return nil, nil, fmt.Errorf("real server %q: %w", op.Real, err)
+	}
+	proto := map[string]uint16{"tcp": syscall.IPPROTO_TCP, "udp": syscall.IPPROTO_UDP, "sctp": 132}[op.Protocol]
+	if proto == 0 {
+		return nil, nil, fmt.Errorf("protocol %q", op.Protocol)
+	}
+	family := uint16(syscall.AF_INET)
+	if vip.Addr().Is6() {
+		family = syscall.AF_INET6
+	}
+	svc := &mobyipvs.Service{Address: net.IP(vip.Addr().AsSlice()), Port: vip.Port(), Protocol: proto, AddressFamily: family}
+	dest := &mobyipvs.Destination{Address: net.IP(real.Addr().AsSlice()), Port: real.Port(), Weight: op.Weight,
+		ConnectionFlags: mobyipvs.ConnectionFlagMasq, AddressFamily: family}
+	return svc, dest, nil
+}

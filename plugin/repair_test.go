@@ -1,0 +1,108 @@
+package plugin
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	tt "github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/trace"
+)
+
+// editedDemoObjects writes the demo's API objects with the multi Service deleted and hostnames-c
+// replaced by a new pod address: what a node whose kube-proxy stopped would disagree with.
+func editedDemoObjects(t *testing.T) string {
+	cl := tt.LoadObjects(t, "../dataplane/snapshot/demo/objects.yaml")
+	var svcs = cl.Services[:0]
+	for _, s := range cl.Services {
+		if s.Name != "multi" {
+			svcs = append(svcs, s)
+		}
+	}
+	for _, sl := range cl.Slices {
+		if sl.Labels["kubernetes.io/service-name"] == "hostnames" {
+			for i := range sl.Endpoints {
+				if sl.Endpoints[i].Addresses[0] == "10.244.1.13" {
+					sl.Endpoints[i].Addresses[0] = "10.244.1.15"
+				}
+			}
+		}
+	}
+	data, err := trace.EncodeObjects(trace.NewCluster(svcs, cl.Slices, cl.Pods, cl.Nodes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "objects.json")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestRepairPlansOffline(t *testing.T) {
+	objects := editedDemoObjects(t)
+	dump := "../dataplane/snapshot/demo/iptables-save.txt"
+	out, stderr, code := run(t, "repair", "-A", "--dataplane", dump, "--objects", objects, "--node", "node1")
+	if code != ExitFindings || !strings.Contains(stderr, "dry run: nothing was changed") {
+		t.Fatalf("exit %d %s\n%s", code, stderr, out)
+	}
+	for _, want := range []string{"default/hostnames:default", "default/multi:http", "- nat KUBE-SERVICES  -A KUBE-SERVICES -d 10.96.10.50/32", "+ nat KUBE-SEP-", "--to-destination 10.244.1.15:9376", "- nat KUBE-SVC-ZI7V5MEXJLWC5J7J  delete chain"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("plan lacks %q:\n%s", want, out)
+		}
+	}
+	out, _, _ = run(t, "repair", "-A", "--dataplane", dump, "--objects", objects, "--node", "node1", "-o", "json")
+	var plan trace.RepairPlan
+	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+		t.Fatal(err)
+	}
+	// Only nat changes (the deleted Service had endpoints, so no filter rules); the -X lines
+	// come after every rule.
+	if len(plan.IPTables) != 1 || !strings.HasPrefix(plan.IPTables[0].Input, "*nat\n:KUBE-SERVICES - [0:0]\n") ||
+		!strings.HasSuffix(plan.IPTables[0].Input, "-X KUBE-SEP-FE4RJF6KYHPNKSHY\nCOMMIT\n") {
+		t.Fatalf("restore input: %s", plan.IPTables[0].Input)
+	}
+	// Writing is for the live node, as root, node-side.
+	if _, stderr, code := run(t, "repair", "-A", "--dataplane", dump, "--objects", objects, "--apply"); code != ExitUsage || !strings.Contains(stderr, "offline input") {
+		t.Errorf("--apply offline: exit %d %q", code, stderr)
+	}
+	if _, stderr, code := run(t, "repair", "--undo", "x.json", "--plan", "y.json"); code != ExitUsage || !strings.Contains(stderr, "do not go together") {
+		t.Errorf("--undo with --plan: exit %d %q", code, stderr)
+	}
+}
+
+// A plan file is checked before anything is written: not JSON, not a plan, or restore input that
+// names a chain the plan does not declare or that is not kube-proxy's.
+func TestRepairRefusesMalformedPlans(t *testing.T) {
+	objects := editedDemoObjects(t)
+	out, _, _ := run(t, "repair", "-A", "--dataplane", "../dataplane/snapshot/demo/iptables-save.txt", "--objects", objects, "--node", "node1", "-o", "json")
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct{ name, content, want string }{
+		{"garbage", "{not json", "is not a repair plan"},
+		{"other kind", `{"apiVersion":"svctrace/v1","kind":"Check"}`, "not a svctrace/v1 RepairPlan"},
+		{"foreign chain", strings.Replace(out, `:KUBE-SERVICES - [0:0]\n`, `:KUBE-SERVICES - [0:0]\n-A INPUT -j ACCEPT\n`, 1), "names chain INPUT"},
+		{"not a rule", strings.Replace(out, `:KUBE-SERVICES - [0:0]\n`, `:KUBE-SERVICES - [0:0]\nflush everything\n`, 1), "is not a chain, rule or chain deletion"},
+	} {
+		if tc.content == out {
+			t.Fatalf("%s: the edit did not apply", tc.name)
+		}
+		_, stderr, code := run(t, "repair", "--plan", write(tc.name+".json", tc.content))
+		if code != ExitUsage || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%s: exit %d %q", tc.name, code, stderr)
+		}
+	}
+	// nftables mode: what is wrong is reported, writing is refused.
+	out, _, code := run(t, "repair", "-A", "--dataplane", "../dataplane/snapshot/demo-nftables/nft.json", "--objects", objects, "--node", "node1")
+	if code != ExitFindings || !strings.Contains(out, "refused: kube-proxy's nftables table belongs to kube-proxy") {
+		t.Errorf("nftables: exit %d\n%s", code, out)
+	}
+}

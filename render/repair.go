@@ -1,0 +1,58 @@
+package render
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/svctrace/svctrace/trace"
+)
+
+// Repair prints a repair plan as a diff per Service port: rules and chains removed (-) and added
+// (+), IPVS operations, conntrack flushes; then the notes.
+func Repair(w io.Writer, p *trace.RepairPlan, o Options) error {
+	if o.Format == JSON || o.Format == YAML {
+		return Machine(w, p, o.Format)
+	}
+	s := newStyles(w, o.Color)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s  %s\n", s.title.Render("repair plan"), s.dim.Render(fmt.Sprintf("node %s, %s mode", p.Node, p.Mode)))
+	if len(p.Changes) == 0 {
+		fmt.Fprintf(&b, "%s\n", s.ok.Render("nothing to repair: the dataplane does what the API says for these Services"))
+	}
+	group := "\x00"
+	for _, c := range p.Changes {
+		if c.Service != group {
+			group = c.Service
+			name := c.Service
+			if name == "" {
+				name = "shared chains"
+			}
+			fmt.Fprintf(&b, "\n%s\n", s.title.Render(name))
+		}
+		where := ""
+		if c.Chain != "" {
+			where = s.dim.Render(c.Table+" "+c.Chain) + "  "
+		}
+		switch c.Op {
+		case "delete-rule", "delete-chain", "delete-real":
+			fmt.Fprintf(&b, "  %s %s%s\n", s.bad.Render("-"), where, c.Detail)
+		case "add-rule", "add-chain", "add-real":
+			fmt.Fprintf(&b, "  %s %s%s\n", s.ok.Render("+"), where, c.Detail)
+		default:
+			fmt.Fprintf(&b, "  %s %s%s\n", s.warn.Render("~"), where, c.Detail)
+		}
+	}
+	if len(p.IPTables) > 0 {
+		var tables []string
+		for _, t := range p.IPTables {
+			tables = append(tables, t.Table)
+		}
+		fmt.Fprintf(&b, "\n%s\n", s.dim.Render(fmt.Sprintf("applied as one iptables-restore --noflush transaction per table (%s); -o json shows the exact input", strings.Join(tables, ", "))))
+	}
+	for _, n := range p.Notes {
+		fmt.Fprintf(&b, "%s\n", s.dim.Render("note: "+n))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
