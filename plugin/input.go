@@ -254,6 +254,9 @@ func readNode(ctx context.Context, streams genericiooptions.IOStreams, r dpexec.
 	if berr != nil {
 		return nil, "", nil, nil, berr
 	}
+	if b.Ambiguous {
+		warnings = append(warnings, fmt.Sprintf("both iptables backends (legacy and nf_tables), or neither, hold kube-proxy's chains; reading %s, this node's default", b.Mode))
+	}
 	var err error
 	rs, raw, err := ipread.ReadLive(ctx, r, b)
 	if err != nil {

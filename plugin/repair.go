@@ -18,6 +18,7 @@ import (
 	dpexec "github.com/svctrace/svctrace/dataplane/exec"
 	ipread "github.com/svctrace/svctrace/dataplane/iptables"
 	ipvsread "github.com/svctrace/svctrace/dataplane/ipvs"
+	nftread "github.com/svctrace/svctrace/dataplane/nftables"
 	"github.com/svctrace/svctrace/render"
 	"github.com/svctrace/svctrace/trace"
 	xt "github.com/svctrace/svctrace/trace/iptables"
@@ -183,6 +184,11 @@ func (o *RepairOptions) Run(ctx context.Context) error {
 			return err
 		}
 	} else {
+		if o.apply {
+			if err := refuseAmbiguousBackend(ctx); err != nil {
+				return err
+			}
+		}
 		ctx2, in, stop, err := o.Input.start(ctx, o.config, o.streams)
 		if err != nil {
 			return err
@@ -213,6 +219,28 @@ func (o *RepairOptions) Run(ctx context.Context) error {
 		return nil
 	}
 	return o.applyPlan(ctx, plan)
+}
+
+// ambiguous refuses to write when it is not clear which iptables backend kube-proxy uses.
+func ambiguous(b ipread.Backend) error {
+	if !b.Ambiguous {
+		return nil
+	}
+	return &ExitError{Code: ExitUsage, Err: fmt.Errorf("refusing to write: both iptables backends (legacy and nf_tables), or neither, hold kube-proxy's rules on this node, so which one kube-proxy uses is not clear (%s is this node's default)", b.Mode)}
+}
+
+// refuseAmbiguousBackend checks the backend before a live plan meant for --apply is computed (an
+// unclear backend would be read, and planned against, at random). nftables mode has nothing to
+// detect.
+func refuseAmbiguousBackend(ctx context.Context) error {
+	if nftread.HasKubeProxyTable(ctx, dpexec.Local{}) {
+		return nil
+	}
+	b, err := ipread.DetectBackend(ctx, dpexec.Local{}, false)
+	if err != nil {
+		return err
+	}
+	return ambiguous(b)
 }
 
 // plan computes the plan for the inputs' dataplane.
@@ -339,8 +367,8 @@ func (o *RepairOptions) applyPlan(ctx context.Context, plan *trace.RepairPlan) e
 		if err != nil {
 			return err
 		}
-		if b.Ambiguous {
-			return &ExitError{Code: ExitUsage, Err: fmt.Errorf("refusing to write: both iptables backends (legacy and nf_tables), or neither, hold kube-proxy's rules on this node, so which one kube-proxy uses is not clear (it is %s by default here)", b.Mode)}
+		if err := ambiguous(b); err != nil {
+			return err
 		}
 		state.Backend = b
 		now, err := ipread.ReadChains(ctx, local, b, touched(plan))

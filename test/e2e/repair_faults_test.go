@@ -1,0 +1,268 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/svctrace/svctrace/test/e2e/harness"
+	tt "github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/trace"
+)
+
+// repairNS holds the recorded demo node's rules for the fault tests.
+const repairNS = "svct-repair"
+
+// TestRepairFaults: the rules the real kube-proxy wrote on the demo node, loaded into a network
+// namespace of their own with the legacy iptables backend (which serialises writers with the
+// xtables lock), against API objects edited the way a stale node sees them. Whatever goes wrong —
+// a malformed plan, another writer holding the lock, svctrace killed before it writes or before it
+// verifies, an unclear backend — the rules end either as they were or as planned, and
+// iptables-save is unchanged when nothing was applied; --undo puts them back.
+func TestRepairFaults(t *testing.T) {
+	needCluster(t)
+	if _, err := exec.Command("ip", "netns", "add", repairNS).CombinedOutput(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = exec.Command("ip", "netns", "del", repairNS).Run() }()
+	dir := t.TempDir()
+	dump, err := os.ReadFile("../../dataplane/snapshot/demo/iptables-save.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// nfacct objects do not exist in a fresh namespace: drop the rules that count into them.
+	var lines []string
+	for _, l := range strings.Split(string(dump), "\n") {
+		if !strings.Contains(l, "-m nfacct") {
+			lines = append(lines, l)
+		}
+	}
+	rules := filepath.Join(dir, "rules")
+	if err := os.WriteFile(rules, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := harness.NS(repairNS, "iptables-legacy-restore", rules); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	// The tables repair may write. (Reading a legacy table that does not exist yet, as the
+	// backend detection does with raw and mangle, makes the kernel create it empty.)
+	save := func() string {
+		var keep []string
+		for _, table := range []string{"filter", "nat"} {
+			out, err := harness.NS(repairNS, "iptables-legacy-save", "-t", table)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range strings.Split(string(out), "\n") {
+				if !strings.HasPrefix(l, "#") {
+					keep = append(keep, l)
+				}
+			}
+		}
+		return strings.Join(keep, "\n")
+	}
+	orig := save()
+
+	cl := tt.LoadObjects(t, "../../dataplane/snapshot/demo/objects.yaml")
+	var svcs = cl.Services[:0]
+	for _, s := range cl.Services {
+		if s.Name != "multi" {
+			svcs = append(svcs, s)
+		}
+	}
+	for _, sl := range cl.Slices {
+		if sl.Labels["kubernetes.io/service-name"] == "hostnames" {
+			for i := range sl.Endpoints {
+				if sl.Endpoints[i].Addresses[0] == "10.244.1.13" {
+					sl.Endpoints[i].Addresses[0] = "10.244.1.15"
+				}
+			}
+		}
+	}
+	objects, err := trace.EncodeObjects(trace.NewCluster(svcs, cl.Slices, cl.Pods, cl.Nodes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objPath := filepath.Join(dir, "objects.json")
+	if err := os.WriteFile(objPath, objects, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stateDir := filepath.Join(dir, "state")
+	svctrace := func(pause string, args ...string) *exec.Cmd {
+		argv := append([]string{"netns", "exec", repairNS, "env", "SVCTRACE_REPAIR_PAUSE=" + pause, "KUBECONFIG=/nonexistent",
+			filepath.Join(os.Getenv("SVCTRACE_PLUGIN_DIR"), "kubectl-svctrace")}, args...)
+		return exec.Command("ip", argv...)
+	}
+	run := func(args ...string) (string, string, int) {
+		t.Helper()
+		cmd := svctrace("", args...)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return stdout.String(), stderr.String(), ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return stdout.String(), stderr.String(), 0
+	}
+	repair := []string{"repair", "-A", "--objects", objPath, "--node", "node1", "--state-dir", stateDir}
+	unchanged := func(what string) {
+		t.Helper()
+		if now := save(); now != orig {
+			t.Fatalf("%s: iptables-save changed although nothing was applied", what)
+		}
+	}
+
+	// The dry run changes nothing and says so.
+	if _, stderr, code := run(repair...); code != 1 || !strings.Contains(stderr, "dry run") {
+		t.Fatalf("dry run: exit %d %q", code, stderr)
+	}
+	unchanged("dry run")
+	planJSON, _, _ := run(append(repair, "-o", "json")...)
+
+	t.Run("malformed plan", func(t *testing.T) {
+		// A rule the kernel does not accept, in the restore input of an otherwise valid plan.
+		var plan trace.RepairPlan
+		if err := json.Unmarshal([]byte(planJSON), &plan); err != nil {
+			t.Fatal(err)
+		}
+		in := plan.IPTables[len(plan.IPTables)-1].Input
+		plan.IPTables[len(plan.IPTables)-1].Input = strings.Replace(in, "-m tcp -j DNAT --to-destination 10.244.1.15:9376", "-m nosuchmatch -j DNAT --to-destination 10.244.1.15:9376", 1)
+		if plan.IPTables[len(plan.IPTables)-1].Input == in {
+			t.Fatal("the plan has no rule to break")
+		}
+		bad, _ := json.Marshal(plan)
+		p := filepath.Join(dir, "bad.json")
+		if err := os.WriteFile(p, bad, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, code := run("repair", "--plan", p, "--apply", "--state-dir", stateDir)
+		if code != 2 || !strings.Contains(stderr, "nothing was written") {
+			t.Fatalf("exit %d %q", code, stderr)
+		}
+		unchanged("malformed plan")
+	})
+
+	t.Run("another writer holds the xtables lock", func(t *testing.T) {
+		holder := exec.Command("flock", "--no-fork", "-x", "/run/xtables.lock", "sleep", "30")
+		if err := holder.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = holder.Process.Kill(); _ = holder.Wait() }()
+		time.Sleep(300 * time.Millisecond)
+		start := time.Now()
+		_, stderr, code := run(append(repair, "--apply")...)
+		if code == 0 || !strings.Contains(stderr, "xtables lock") || time.Since(start) < 9*time.Second {
+			t.Fatalf("exit %d after %s: %q", code, time.Since(start), stderr)
+		}
+		unchanged("lock held")
+	})
+
+	t.Run("an unclear iptables backend", func(t *testing.T) {
+		if out, err := harness.NS(repairNS, "iptables-nft", "-t", "mangle", "-N", "KUBE-PROXY-CANARY"); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		defer func() { _, _ = harness.NS(repairNS, "iptables-nft", "-t", "mangle", "-X", "KUBE-PROXY-CANARY") }()
+		_, stderr, code := run(append(repair, "--apply")...)
+		if code != 2 || !strings.Contains(stderr, "both iptables backends") {
+			t.Fatalf("exit %d %q", code, stderr)
+		}
+		unchanged("ambiguous backend")
+	})
+
+	// killedAt starts --apply paused before a step, kills it there with SIGKILL and returns the
+	// state file it saved.
+	killedAt := func(t *testing.T, step string) string {
+		cmd := svctrace(step, append(repair, "--apply")...)
+		pipe, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		state := ""
+		var said []string
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			l := sc.Text()
+			said = append(said, l)
+			if s, ok := strings.CutPrefix(l, "saved the state being replaced to "); ok {
+				state = s
+			}
+			if strings.HasPrefix(l, "paused before "+step) {
+				break
+			}
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if state == "" {
+			t.Fatalf("no state file named before the kill: %q", said)
+		}
+		return state
+	}
+
+	t.Run("killed before writing", func(t *testing.T) {
+		state := killedAt(t, "write")
+		unchanged("killed before writing")
+		var s struct{ Status string }
+		data, _ := os.ReadFile(state)
+		if err := json.Unmarshal(data, &s); err != nil || s.Status != "writing" {
+			t.Fatalf("state file %s: %v %s", state, err, data)
+		}
+	})
+
+	t.Run("killed before verifying, then undone", func(t *testing.T) {
+		state := killedAt(t, "verify")
+		if save() == orig {
+			t.Fatal("nothing was written before the verify step")
+		}
+		// The node is in the planned state: a new plan finds nothing to do.
+		if out, stderr, code := run(repair...); code != 0 || !strings.Contains(out, "nothing to repair") {
+			t.Fatalf("after the write: exit %d %s %s", code, out, stderr)
+		}
+		if _, stderr, code := run("repair", "--undo", state); code != 0 {
+			t.Fatalf("undo: exit %d %q", code, stderr)
+		}
+		unchanged("after undo")
+	})
+
+	t.Run("apply, verify, undo", func(t *testing.T) {
+		_, stderr, code := run(append(repair, "--apply")...)
+		if code != 0 || !strings.Contains(stderr, "verified by tracing them") || !strings.Contains(stderr, "kube-proxy owns these rules") {
+			t.Fatalf("apply: exit %d %q", code, stderr)
+		}
+		now := save()
+		if strings.Contains(now, "default/multi:") || !strings.Contains(now, "--to-destination 10.244.1.15:9376") {
+			t.Fatalf("the applied rules are not the plan's:\n%s", now)
+		}
+		for _, l := range strings.Split(now, "\n") {
+			// Nothing but kube-proxy's service chains changed.
+			if strings.HasPrefix(l, "-A ") && !strings.Contains(orig, l) {
+				c := strings.Fields(l)[1]
+				if !strings.HasPrefix(c, "KUBE-S") {
+					t.Errorf("rule added outside kube-proxy's service chains: %s", l)
+				}
+			}
+		}
+		if _, _, code := run(repair...); code != 0 {
+			t.Errorf("a dry run after the repair still finds work (exit %d)", code)
+		}
+		undo := ""
+		for _, l := range strings.Split(stderr, "\n") {
+			if s, ok := strings.CutPrefix(l, "undo with: kubectl svctrace repair --undo "); ok {
+				undo = s
+			}
+		}
+		if _, stderr, code := run("repair", "--undo", undo); code != 0 {
+			t.Fatalf("undo %q: exit %d %q", undo, code, stderr)
+		}
+		unchanged("after undo")
+	})
+}
