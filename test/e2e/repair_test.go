@@ -1,0 +1,226 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/svctrace/svctrace/test/e2e/harness"
+	"github.com/svctrace/svctrace/trace"
+)
+
+// TestRepairWithKubeProxyStopped: kube-proxy stops after a sync and the API changes behind its
+// back — an endpoint leaves a Service (its pod relabelled, still alive), a new pod joins it, a
+// Service is deleted, a UDP Service loses an endpoint. `repair --apply` on the node must make real
+// connections reach exactly the API's endpoints, while connections running through the repair all
+// succeed; UDP conntrack entries to the removed endpoint go, others stay; and kube-proxy, started
+// again, rewrites the repaired chains with exactly the same rules.
+func TestRepairWithKubeProxyStopped(t *testing.T) {
+	needCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	app := func(name string) map[string]string { return map[string]string{"app": name} }
+	for _, p := range []harness.PodSpec{
+		{Namespace: "default", Name: "rep-1", IP: "10.244.1.71", Labels: app("rep"), Ports: []string{"8080"}},
+		{Namespace: "default", Name: "rep-2", IP: "10.244.1.72", Labels: app("rep"), Ports: []string{"8080"}},
+		{Namespace: "default", Name: "rep-g", IP: "10.244.1.74", Labels: app("rep-gone"), Ports: []string{"8080"}},
+		{Namespace: "default", Name: "rep-u1", IP: "10.244.1.77", Labels: app("rep-udp"), Ports: []string{"5353/udp"}},
+		{Namespace: "default", Name: "rep-u2", IP: "10.244.1.78", Labels: app("rep-udp"), Ports: []string{"5353/udp"}},
+	} {
+		if _, err := cluster.AddPod(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vip := map[string]string{}
+	for _, name := range []string{"rep", "rep-gone", "rep-udp"} {
+		port := harness.TCPPort("http", 80, 8080)
+		if name == "rep-udp" {
+			port = harness.TCPPort("dns", 53, 5353)
+			port.Protocol = corev1.ProtocolUDP
+		}
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec: corev1.ServiceSpec{Selector: app(name), Ports: []corev1.ServicePort{port}}}
+		created, err := cluster.CreateService(ctx, svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vip[name] = created.Spec.ClusterIP
+	}
+	if err := cluster.WaitEndpointIPs(ctx, "default", "rep", "10.244.1.71", "10.244.1.72"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.WaitEndpointIPs(ctx, "default", "rep-udp", "10.244.1.77", "10.244.1.78"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cluster.WaitDump(ctx, "iptables", func(d string) bool {
+		return strings.Contains(d, "10.244.1.72:8080") && strings.Contains(d, "10.244.1.74:8080") && strings.Contains(d, "10.244.1.78:5353")
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	cluster.StopKubeProxy()
+	defer func() {
+		if err := cluster.StartKubeProxy("iptables"); err == nil {
+			_, _ = cluster.WaitDump(context.Background(), "iptables", harness.ScenarioProgrammed)
+		}
+	}()
+	relabel := func(pod, to string) {
+		patch := []byte(`{"metadata":{"labels":{"app":"` + to + `"}}}`)
+		if _, err := cluster.Client.CoreV1().Pods("default").Patch(ctx, pod, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	relabel("rep-2", "rep-old")
+	relabel("rep-u2", "rep-udp-old")
+	if _, err := cluster.AddPod(ctx, harness.PodSpec{Namespace: "default", Name: "rep-3", IP: "10.244.1.73", Labels: app("rep"), Ports: []string{"8080"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.Client.CoreV1().Services("default").Delete(ctx, "rep-gone", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.WaitEndpointIPs(ctx, "default", "rep", "10.244.1.71", "10.244.1.73"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.WaitEndpointIPs(ctx, "default", "rep-udp", "10.244.1.77"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The plan: exactly the three changed Service ports.
+	out, _, code := kubectl(t, true, "svctrace", "repair", "-n", "default", "--node", harness.NodeName, "-o", "json")
+	var plan trace.RepairPlan
+	if err := json.Unmarshal(out, &plan); err != nil || code != 1 {
+		t.Fatalf("dry run: exit %d %v\n%s", code, err, out)
+	}
+	if got := strings.Join(plan.Services, " "); got != "default/rep-gone:http default/rep-udp:dns default/rep:http" {
+		t.Fatalf("planned services: %s", got)
+	}
+
+	// UDP flows through the stale rules (to both rep-udp pods) and to an unrelated Service.
+	client := cluster.Pod("default", harness.ClientPod).NetNS
+	for _, target := range []string{vip["rep-udp"] + ":53", "10.96.10.53:53"} {
+		if _, err := harness.NS(client, cluster.Netprobe, "probe", "-udp", "-n", "30", target); err != nil {
+			t.Fatal(err)
+		}
+	}
+	udpEntries := func(dst, replySrc string) int {
+		out, _ := harness.NS(harness.NodeNS, "conntrack", "-L", "-p", "udp", "--orig-dst", dst, "--reply-src", replySrc)
+		return strings.Count(string(out), "udp ")
+	}
+	if udpEntries(vip["rep-udp"], "10.244.1.78") == 0 || udpEntries(vip["rep-udp"], "10.244.1.77") == 0 {
+		t.Fatal("the UDP probes left no conntrack entries to both rep-udp pods")
+	}
+	dnsBefore := udpEntries("10.96.10.53", "10.244.1.51") + udpEntries("10.96.10.53", "10.244.2.52")
+
+	// Connections keep going through the Service while the repair runs.
+	during := make(chan probeResult, 1)
+	go func() {
+		out, err := harness.NS(client, cluster.Netprobe, "probe", "-n", "400", "-interval", "10ms", "-timeout", "2s", vip["rep"]+":80")
+		var r probeResult
+		if err == nil {
+			err = json.Unmarshal(out, &r)
+		}
+		if err != nil {
+			r.Failures = map[string]int{err.Error(): 1}
+		}
+		during <- r
+	}()
+	time.Sleep(time.Second)
+	_, stderr, code := kubectl(t, true, "svctrace", "repair", "-n", "default", "--node", harness.NodeName, "--apply", "--state-dir", filepath.Join(t.TempDir(), "state"))
+	if code != 0 {
+		t.Fatalf("repair --apply: exit %d\n%s", code, stderr)
+	}
+	r := <-during
+	if len(r.Failures) > 0 {
+		t.Errorf("connections failed while the repair ran: %v (answers %v)", r.Failures, r.Backends)
+	}
+
+	// Afterwards: exactly the API's endpoints.
+	after := probe(t, flow{clientNS: client, addr: vip["rep"] + ":80"}, 150)
+	var got []string
+	for answer := range after.Backends {
+		got = append(got, strings.Fields(answer)[0])
+	}
+	sort.Strings(got)
+	if strings.Join(got, ",") != "rep-1,rep-3" || len(after.Failures) > 0 {
+		t.Errorf("after the repair connections reach %v (failures %v), want rep-1 and rep-3", got, after.Failures)
+	}
+	if n := udpEntries(vip["rep-udp"], "10.244.1.78"); n != 0 {
+		t.Errorf("%d UDP conntrack entries to the removed endpoint remain", n)
+	}
+	if udpEntries(vip["rep-udp"], "10.244.1.77") == 0 {
+		t.Error("the repair deleted the UDP conntrack entries of the remaining endpoint")
+	}
+	if n := udpEntries("10.96.10.53", "10.244.1.51") + udpEntries("10.96.10.53", "10.244.2.52"); n != dnsBefore {
+		t.Errorf("unrelated UDP conntrack entries changed: %d, were %d", n, dnsBefore)
+	}
+	if out, code := checkInNode(t, "-n", "default", "-o", "json"); code != 0 {
+		t.Errorf("check after the repair: exit %d, findings %v", code, checkFindings(t, out))
+	}
+
+	// kube-proxy, started again with the same API, writes the repaired chains exactly as repaired.
+	repaired := chainsOf(t, plan)
+	syncs := strings.Count(kubeProxyLog(t), "SyncProxyRules complete")
+	if err := cluster.StartKubeProxy("iptables"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for strings.Count(kubeProxyLog(t), "SyncProxyRules complete") <= syncs {
+		if time.Now().After(deadline) {
+			t.Fatal("kube-proxy did not sync after its restart")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if again := chainsOf(t, plan); again != repaired {
+		t.Errorf("kube-proxy's sync changed the repaired chains\nrepaired:\n%s\nkube-proxy:\n%s", repaired, again)
+	}
+}
+
+func kubeProxyLog(t *testing.T) string {
+	data, err := os.ReadFile(filepath.Join(cluster.Dir, "kube-proxy.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// chainsOf prints the node's current rules of every chain the plan touched: per-service chains
+// in order, the shared ones (whose order kube-proxy does not keep: it writes Services in map
+// order) sorted; chains that do not exist are said to be absent.
+func chainsOf(t *testing.T, plan trace.RepairPlan) string {
+	t.Helper()
+	var b strings.Builder
+	for _, tr := range plan.IPTables {
+		out, err := harness.NS(harness.NodeNS, harness.IptablesSave, "-t", tr.Table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dump := string(out)
+		for _, c := range tr.After {
+			var rules []string
+			declared := strings.Contains(dump, "\n:"+c.Chain+" ")
+			for _, l := range strings.Split(dump, "\n") {
+				if strings.HasPrefix(l, "-A "+c.Chain+" ") {
+					rules = append(rules, l)
+				}
+			}
+			if !strings.HasPrefix(c.Chain, "KUBE-S") || c.Chain == "KUBE-SERVICES" {
+				sort.Strings(rules)
+			}
+			if !declared {
+				b.WriteString(tr.Table + " " + c.Chain + ": absent\n")
+				continue
+			}
+			b.WriteString(tr.Table + " " + c.Chain + ":\n  " + strings.Join(rules, "\n  ") + "\n")
+		}
+	}
+	return b.String()
+}
