@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -77,9 +79,21 @@ func TestIPVSModeInVM(t *testing.T) {
 	if err := os.WriteFile(objects, out, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Last (the names sort after the others): kube-proxy stopped, then repair against objects in
+	// which vm-c has left vmweb and vm-d has joined it.
+	repairObjects := filepath.Join(cluster.Dir, "ipvs-objects-repair.json")
+	if err := writeRepairObjects(out, repairObjects); err != nil {
+		t.Fatal(err)
+	}
+	repair := "/bin/kubectl-svctrace repair -n ipvs --node vm1 --objects /objects-repair.json"
+	extra["zz-repair-1-plan"] = "kill $(pidof kube-proxy); sleep 1; ipvsadm -Sn > /tmp/ipvs-before.txt; " + repair + " -o json 2>/dev/null"
+	extra["zz-repair-2-apply"] = repair + " --apply --state-dir /tmp/state 2>&1; echo exit=$?"
+	extra["zz-repair-3-probe"] = "ip netns exec pvmclient /bin/netprobe probe -n 45 -timeout 2s 10.96.30.10:80"
+	extra["zz-repair-4-others"] = "ipvsadm -Sn | grep -v 10.96.30.10 | diff - /tmp/ipvs-before.txt | grep '^[<>]' | grep -v 10.96.30.10; echo diff-done"
+	extra["zz-repair-5-vmweb"] = "ipvsadm -Ln -t 10.96.30.10:80"
 	here, _ := os.Getwd()
 	vm := &harness.VM{KernelDir: kernel, BinDir: vmbin, Hack: filepath.Join(here, "..", "..", "hack", "ipvs-vm")}
-	console, err := vm.Run(ctx, cluster, harness.IPVSScript(extra), 12*time.Minute, objects+":/objects.yaml")
+	console, err := vm.Run(ctx, cluster, harness.IPVSScript(extra), 12*time.Minute, objects+":/objects.yaml", repairObjects+":/objects-repair.json")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, lastLines(console, 40))
 	}
@@ -105,6 +119,50 @@ func TestIPVSModeInVM(t *testing.T) {
 			if *b.NewConnections != 20 || b.Connections != 20 {
 				t.Errorf("backend %s: counters %d, conntrack %d; want 20 and 20", b.Backend, *b.NewConnections, b.Connections)
 			}
+		}
+	})
+	t.Run("repair drains a stale real server and adds the new one over netlink", func(t *testing.T) {
+		var plan trace.RepairPlan
+		if err := json.Unmarshal([]byte(sec["zz-repair-1-plan"]), &plan); err != nil {
+			t.Fatalf("plan: %v\n%s", err, sec["zz-repair-1-plan"])
+		}
+		var ops []string
+		for _, op := range plan.IPVS {
+			ops = append(ops, fmt.Sprintf("%s %s %s", op.Op, op.Virtual, op.Real))
+		}
+		want := "set-weight 10.96.30.10:80 10.244.3.13:8080; delete-real 10.96.30.10:80 10.244.3.13:8080; add-real 10.96.30.10:80 10.244.3.14:8080"
+		if strings.Join(ops, "; ") != want {
+			t.Fatalf("plan ops: %s\nwant %s", strings.Join(ops, "; "), want)
+		}
+		apply := sec["zz-repair-2-apply"]
+		if !strings.Contains(apply, "exit=0") || !strings.Contains(apply, "verified by tracing them") {
+			t.Fatalf("apply:\n%s", apply)
+		}
+		// New connections reach exactly the API's endpoints: vm-c is drained (weight 0, or
+		// deleted if it had no connections left), vm-d added.
+		var got probeResult
+		if err := json.Unmarshal([]byte(jsonLine(sec["zz-repair-3-probe"])), &got); err != nil {
+			t.Fatalf("probe: %v\n%s", err, sec["zz-repair-3-probe"])
+		}
+		var pods []string
+		for answer := range got.Backends {
+			pods = append(pods, strings.Fields(answer)[0])
+		}
+		sort.Strings(pods)
+		if strings.Join(pods, ",") != "vm-a,vm-b,vm-d" || len(got.Failures) > 0 {
+			t.Errorf("after the repair connections reach %v (failures %v)", pods, got.Failures)
+		}
+		vmweb := sec["zz-repair-5-vmweb"]
+		if !regexp.MustCompile(`10\.244\.3\.14:8080\s+Masq\s+1\s`).MatchString(vmweb) ||
+			strings.Contains(vmweb, "10.244.3.13:8080") && !regexp.MustCompile(`10\.244\.3\.13:8080\s+Masq\s+0\s`).MatchString(vmweb) {
+			t.Errorf("vmweb's real servers after the repair:\n%s", vmweb)
+		}
+		if strings.Contains(vmweb, "10.244.3.13:8080") != strings.Contains(apply, "still has") {
+			t.Errorf("vm-c is left at weight 0 exactly when it still had connections, and the output says so:\n%s\n%s", vmweb, apply)
+		}
+		// Nothing flushed: every other virtual server and real server is as it was.
+		if others := strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(sec["zz-repair-4-others"]), "diff-done")); others != "" {
+			t.Errorf("other virtual servers changed:\n%s", others)
 		}
 	})
 	nodeAddrs := map[string]bool{harness.VMNodeIP: true, "198.51.100.1": true}
@@ -145,4 +203,28 @@ func jsonLine(s string) string {
 		}
 	}
 	return s
+}
+
+// writeRepairObjects edits the API objects (kubectl get -o yaml) for the repair step: in vmweb's
+// slice, vm-c (10.244.3.13) is replaced by vm-d (10.244.3.14).
+func writeRepairObjects(objects []byte, path string) error {
+	cl, err := trace.DecodeObjects(objects)
+	if err != nil {
+		return err
+	}
+	for _, sl := range cl.Slices {
+		if sl.Labels["kubernetes.io/service-name"] != "vmweb" {
+			continue
+		}
+		for i := range sl.Endpoints {
+			if sl.Endpoints[i].Addresses[0] == "10.244.3.13" {
+				sl.Endpoints[i].Addresses[0] = "10.244.3.14"
+			}
+		}
+	}
+	data, err := trace.EncodeObjects(cl)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
 }

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +18,8 @@ var VMPods = []PodSpec{
 	{Namespace: "ipvs", Name: "vm-c", IP: "10.244.3.13", Node: VMNodeName, Labels: map[string]string{"app": "vmweb"}, Ports: []string{"8080"}},
 	{Namespace: "ipvs", Name: "remote-z", IP: "10.244.2.77", Node: Node2Name, Labels: map[string]string{"mix": "yes", "far": "yes"}, Ports: []string{"8080"}},
 	{Namespace: "ipvs", Name: "vmclient", IP: "10.244.3.99", Node: VMNodeName, Labels: map[string]string{"role": "client"}},
+	// vm-d serves but no Service selects it: the repair test hands it to vmweb in edited objects.
+	{Namespace: "ipvs", Name: "vm-d", IP: "10.244.3.14", Node: VMNodeName, Labels: map[string]string{"app": "vmweb-next"}, Ports: []string{"8080"}},
 }
 
 // VMClusterIPs pins the IPVS scenario's cluster IPs.
@@ -143,8 +146,14 @@ echo "==BEGIN ipvsadm-Ln==";  ipvsadm -Ln; echo "==END ipvsadm-Ln=="
 echo "==BEGIN proc-net-ip_vs==";  cat /proc/net/ip_vs; echo "==END proc-net-ip_vs=="
 echo "==BEGIN kube-proxy-log==";  tail -20 /tmp/kube-proxy.log; echo "==END kube-proxy-log=="
 `, VMExternalIP, VMNodeName, ClusterCIDR, strings.Join(vmVIPs(), " "), len(VMClusterIPs), scale)
-	for name, cmd := range extra {
-		fmt.Fprintf(&b, "echo \"==BEGIN %s==\"; %s; echo \"==END %s==\"\n", name, cmd, name)
+	// In name order: a test can make steps run last (after the probes) by their names.
+	names := make([]string, 0, len(extra))
+	for name := range extra {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		fmt.Fprintf(&b, "echo \"==BEGIN %s==\"; %s; echo \"==END %s==\"\n", name, extra[name], name)
 	}
 	return b.String()
 }
