@@ -221,6 +221,9 @@ func TCPPort(name string, port, target int32) corev1.ServicePort {
 
 // StartKubeProxy runs kube-proxy in the node namespace in the given mode (iptables or nftables).
 func (c *Cluster) StartKubeProxy(mode string) error {
+	// One kube-proxy per node: a second one would be orphaned here and keep syncing behind
+	// the tests' back.
+	c.StopKubeProxy()
 	args := []string{
 		"--kubeconfig=" + c.Kubeconfig, "--hostname-override=" + NodeName, "--proxy-mode=" + mode,
 		"--cluster-cidr=" + ClusterCIDR, "--conntrack-max-per-core=0",
