@@ -51,7 +51,7 @@ func checkExec(ctx context.Context, cs kubernetes.Interface, ns string) error {
 		return fmt.Errorf("checking permissions: %w", err)
 	}
 	if !r.Status.Allowed {
-		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("you may not create pods/exec in namespace %s, which reading a node through its kube-proxy pod needs: bind the Role in krew/rbac/svctrace-node-reader.yaml, or run svctrace on the node", ns)}
+		return &ExitError{Code: ExitUsage, Err: &execDeniedError{ns: ns}}
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"syscall"
 
 	dpexec "github.com/svctrace/svctrace/dataplane/exec"
 	"github.com/svctrace/svctrace/render"
@@ -16,9 +17,9 @@ func (o *CheckOptions) runAllNodes(ctx context.Context) error {
 	if err := allNodesConflict(&o.Input); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	f, err := openFleet(ctx, o.config, o.streams, o.fleet)
+	f, err := openFleet(ctx, o.config, o.streams, o.fleet, o.Input.Debug)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/svctrace/svctrace/dataplane/conntrack"
@@ -24,9 +25,9 @@ func (o *BalanceOptions) runAllNodes(ctx context.Context) error {
 	if o.conntrack != "" {
 		return usageErrorf("--conntrack is one node's table; --all-nodes reads every node's")
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	f, err := openFleet(ctx, t.config, t.streams, o.fleet)
+	f, err := openFleet(ctx, t.config, t.streams, o.fleet, t.Input.Debug)
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,8 @@ func (f *fleetFlags) validate() error {
 // each read through that pod. The API objects are read once for all of them.
 type fleet struct {
 	flags   fleetFlags
+	debug   DebugPodFlags
+	config  *genericclioptions.ConfigFlags
 	streams genericiooptions.IOStreams
 	cluster *trace.Cluster
 	pods    map[string]dpexec.Pod
@@ -43,18 +45,22 @@ type fleet struct {
 	names, skipped []string
 }
 
-func openFleet(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, flags fleetFlags) (*fleet, error) {
+func openFleet(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, flags fleetFlags, debug DebugPodFlags) (*fleet, error) {
 	cl, err := fetchCluster(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	pods, err := kubeProxyPods(ctx, cfg)
+	if err != nil && debug.Enabled && fallsBackToDebugPod(err) {
+		fmt.Fprintf(streams.ErrOut, "%v; reading every node from a debug pod instead\n", err)
+		pods, err = map[string]dpexec.Pod{}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
-	f := &fleet{flags: flags, streams: streams, cluster: cl, pods: pods}
+	f := &fleet{flags: flags, debug: debug, config: cfg, streams: streams, cluster: cl, pods: pods}
 	for _, n := range cl.Nodes {
-		if _, ok := pods[n.Name]; ok {
+		if _, ok := pods[n.Name]; ok || debug.Enabled {
 			f.names = append(f.names, n.Name)
 		} else {
 			f.skipped = append(f.skipped, n.Name)
@@ -85,7 +91,19 @@ func (f *fleet) each(ctx context.Context, verb string, fn func(ctx context.Conte
 			defer func() { <-sem }()
 			nctx, cancel := context.WithTimeout(ctx, f.flags.nodeTimeout)
 			defer cancel()
-			err := fn(nctx, i, name, f.pods[name])
+			var r dpexec.Runner
+			var err error
+			if p, ok := f.pods[name]; ok {
+				r = p
+			} else {
+				var cleanup func()
+				if r, cleanup, err = startDebugPod(nctx, f.config, f.streams, f.debug, name); err == nil {
+					defer cleanup()
+				}
+			}
+			if err == nil {
+				err = fn(nctx, i, name, r)
+			}
 			if err != nil && nctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
 				err = fmt.Errorf("no answer within --node-timeout %s: %w", f.flags.nodeTimeout, err)
 			}

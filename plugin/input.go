@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -39,6 +40,40 @@ type InputFlags struct {
 	Mode string
 	// Remote reads the node through its kube-proxy pod (exec via the API server).
 	Remote bool
+	// Debug is the debug-pod fallback for remote reads.
+	Debug DebugPodFlags
+
+	// live is the remote node's runner once found (a kube-proxy pod, or a debug pod that close
+	// deletes): later reads in the same command reuse it.
+	live    dpexec.Runner
+	cleanup func()
+}
+
+// Close deletes the debug pod, if one was started. Safe to call more than once.
+func (f *InputFlags) Close() {
+	if f.cleanup != nil {
+		f.cleanup()
+		f.cleanup = nil
+	}
+	f.live = nil
+}
+
+// nodeRunner finds how to run commands on a remote node: its kube-proxy pod, or, when that is
+// not possible and --debug-pod allows it, a debug pod.
+func (f *InputFlags) nodeRunner(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, node string) (dpexec.Runner, error) {
+	if f.live != nil {
+		return f.live, nil
+	}
+	r, err := kubeProxyPod(ctx, cfg, node)
+	if err != nil && f.Debug.Enabled && fallsBackToDebugPod(err) {
+		fmt.Fprintf(streams.ErrOut, "%v; reading it from a debug pod instead\n", err)
+		r, f.cleanup, err = startDebugPod(ctx, cfg, streams, f.Debug, node)
+	}
+	if err != nil {
+		return nil, err
+	}
+	f.live = r
+	return r, nil
 }
 
 // AddFlags binds the input flags.
@@ -53,6 +88,7 @@ func (f *InputFlags) AddFlags(cmd *cobra.Command) {
 	fl.BoolVar(&f.NoAPI, "no-api", false, "do not contact the API server (trace the dataplane alone)")
 	fl.StringVar(&f.Mode, "mode", "", "kube-proxy mode of the live node: iptables, nftables or ipvs (default: detected)")
 	fl.BoolVar(&f.Remote, "remote", false, "read --node's dataplane from a laptop: exec (argv, no shell) into the node's kube-proxy pod through the API server (default when not root and --node is set)")
+	f.Debug.addFlags(fl)
 }
 
 // Inputs are the resolved inputs of one node.
@@ -106,6 +142,9 @@ func (f *InputFlags) Validate() error {
 	}
 	if f.Remote && f.Node == "" {
 		return usageErrorf("--remote needs --node NAME: the node whose kube-proxy pod to read through")
+	}
+	if f.Debug.Enabled && f.Offline() {
+		return usageErrorf("--debug-pod reads a live node from a laptop; it does not go with --dataplane, --snapshot or --demo")
 	}
 	return nil
 }
@@ -172,7 +211,7 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		var r dpexec.Runner = dpexec.Local{}
 		remote := f.remote()
 		if remote {
-			pod, err := kubeProxyPod(ctx, cfg, node)
+			pod, err := f.nodeRunner(ctx, cfg, streams, node)
 			if err != nil {
 				return nil, err
 			}
@@ -290,7 +329,13 @@ func (f *InputFlags) start(ctx context.Context, cfg *genericclioptions.ConfigFla
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	// Ctrl-C and termination cancel the context; the command then returns through its deferred
+	// stop, which deletes a debug pod if one was started.
+	ctx, cancel := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	stop := func() {
+		f.Close()
+		cancel()
+	}
 	in, err := f.Resolve(ctx, cfg, streams)
 	if err != nil {
 		stop()

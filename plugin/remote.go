@@ -25,7 +25,7 @@ func kubeProxyPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, node 
 	if p, ok := pods[node]; ok {
 		return p, nil
 	}
-	return nil, fmt.Errorf("no running kube-proxy pod (label %s) on node %s: if kube-proxy is replaced there (e.g. Cilium's kube-proxy replacement), svctrace has no kube-proxy rules to read; use that dataplane's own tools (cilium service list)", kubeProxyLabel, node)
+	return nil, &noKubeProxyError{node: node}
 }
 
 // kubeProxyPods lists the running kube-proxy pods, one list call for the whole cluster, by node,

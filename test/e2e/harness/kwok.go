@@ -8,12 +8,16 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // KwokNode is a node that kwok plays the kubelet for: its kube-proxy pod's exec runs in node1's
 // network namespace, so reading it remotely reads node1's real rules through the API server.
 const KwokNode = "kwok-node"
+
+// KwokLabel selects the nodes kwok plays the kubelet for.
+const KwokLabel = "type=kwok"
 
 // KubeProxyPod is the kube-proxy pod kwok serves exec for.
 const KubeProxyPod = "kube-proxy-kwok"
@@ -23,7 +27,7 @@ const KubeProxyPod = "kube-proxy-kwok"
 func (c *Cluster) StartKwok(ctx context.Context, kwok string) error {
 	t := time.Now()
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: KwokNode, Labels: map[string]string{"type": "kwok"}}}
-	if _, err := c.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+	if _, err := c.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create node %s: %w", KwokNode, err)
 	}
 	if err := c.ensureNamespace(ctx, "kube-system"); err != nil {
@@ -34,25 +38,28 @@ func (c *Cluster) StartKwok(ctx context.Context, kwok string) error {
 		Spec: corev1.PodSpec{NodeName: KwokNode, Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 			Containers: []corev1.Container{{Name: "kube-proxy", Image: "registry.k8s.io/kube-proxy:v1.36.3"}}},
 	}
-	if _, err := c.Client.CoreV1().Pods("kube-system").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+	if _, err := c.Client.CoreV1().Pods("kube-system").Create(ctx, pod, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create pod %s: %w", KubeProxyPod, err)
 	}
+	// Every pod in kube-system on a kwok node execs in node1's namespace: kube-proxy pods and
+	// svctrace's debug pods alike.
 	config := filepath.Join(c.Dir, "kwok.yaml")
-	if err := os.WriteFile(config, []byte(`kind: Exec
+	if err := os.WriteFile(config, []byte(`kind: ClusterExec
 apiVersion: kwok.x-k8s.io/v1alpha1
 metadata:
-  name: `+KubeProxyPod+`
-  namespace: kube-system
+  name: node1-netns
 spec:
+  selector:
+    matchNamespaces: ["kube-system"]
   execs:
-  - containers: ["kube-proxy"]
-    local:
+  - local:
       workDir: /
 `), 0o644); err != nil {
 		return err
 	}
-	if err := c.spawn("kwok", NodeNS, kwok, "--kubeconfig="+c.Kubeconfig, "--manage-single-node="+KwokNode,
-		"--node-ip="+NodeIP, "--server-address="+NodeIP+":10250", "--config="+config, "--cidr=10.244.9.0/24"); err != nil {
+	if err := c.spawn("kwok", NodeNS, kwok, "--kubeconfig="+c.Kubeconfig, "--manage-nodes-with-label-selector="+KwokLabel,
+		"--node-ip="+NodeIP, "--server-address="+NodeIP+":10250", "--config="+config, "--cidr=10.244.9.0/24",
+		"--node-lease-duration-seconds=600"); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(60 * time.Second)
@@ -67,5 +74,26 @@ spec:
 		time.Sleep(200 * time.Millisecond)
 	}
 	c.Phase("kwok (kubelet API for "+KwokNode+")", t)
+	return nil
+}
+
+// AddKwokNode creates another node kwok plays the kubelet for (without a kube-proxy pod unless
+// withKubeProxy): pods on it that exec, exec in node1's namespace.
+func (c *Cluster) AddKwokNode(ctx context.Context, name string, withKubeProxy bool) error {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"type": "kwok"}}}
+	if _, err := c.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create node %s: %w", name, err)
+	}
+	if !withKubeProxy {
+		return nil
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-proxy-" + name, Labels: map[string]string{"k8s-app": "kube-proxy"}},
+		Spec: corev1.PodSpec{NodeName: name, Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+			Containers: []corev1.Container{{Name: "kube-proxy", Image: "registry.k8s.io/kube-proxy:v1.36.3"}}},
+	}
+	if _, err := c.Client.CoreV1().Pods("kube-system").Create(ctx, pod, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create pod %s: %w", pod.Name, err)
+	}
 	return nil
 }
