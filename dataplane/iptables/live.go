@@ -11,10 +11,6 @@ import (
 	xt "github.com/svctrace/svctrace/trace/iptables"
 )
 
-// Tables are the tables read from a live node, one iptables-save call each: listing chain by
-// chain is far too slow on a node with 10,000 Services.
-var Tables = []string{"raw", "mangle", "filter", "nat"}
-
 // Backend is one iptables variant installed on the node.
 type Backend struct {
 	// Save is the save command, e.g. iptables-legacy-save.
@@ -46,32 +42,48 @@ func DetectBackend(ctx context.Context, r dpexec.Runner, ipv6 bool) (Backend, er
 	if ipv6 {
 		prefix = "ip6tables"
 	}
-	defaultMode := modeOf(ctx, r, prefix)
 	version := ""
 	if _, local := r.(dpexec.Local); local {
 		version = localVersion(ipv6)
 	}
-	var found []Backend
-	for _, v := range []Backend{{Save: prefix + "-nft-save", Mode: "nf_tables", Version: version}, {Save: prefix + "-legacy-save", Mode: "legacy", Version: version}} {
-		// The markers live in the small mangle table (kube-proxy's canary, the kubelet's hint);
-		// kube-proxy versions without them still have KUBE-SERVICES in filter. The big nat
-		// table is never read twice.
-		present := false
-		for _, table := range []string{"mangle", "filter"} {
-			out, err := r.Run(ctx, v.Save, "-t", table)
+	variants := []Backend{{Save: prefix + "-nft-save", Mode: "nf_tables", Version: version}, {Save: prefix + "-legacy-save", Mode: "legacy", Version: version}}
+	present := make([]bool, len(variants))
+	// The markers live in the small mangle table (kube-proxy's canary, the kubelet's hint); the
+	// big nat table is never read here. Only when neither variant has them there (kube-proxy
+	// versions without a canary) is filter read, for KUBE-SERVICES. Each read is an exec when the
+	// node is remote, so a fleet run pays for every one.
+	look := func(table string) {
+		for i := range variants {
+			if table == "filter" && !present[i] {
+				continue
+			}
+			out, err := r.Run(ctx, variants[i].Save, "-t", table)
 			if errors.Is(err, dpexec.ErrNotFound) {
-				break
+				continue
 			}
-			present = true
+			present[i] = true
 			for _, m := range kubeMarkers {
-				v.KubeRules = v.KubeRules || bytes.Contains(out, []byte(m))
-			}
-			if v.KubeRules {
-				break
+				variants[i].KubeRules = variants[i].KubeRules || bytes.Contains(out, []byte(m))
 			}
 		}
-		if present {
-			found = append(found, v)
+	}
+	withRules := func() []Backend {
+		var out []Backend
+		for i, b := range variants {
+			if present[i] && b.KubeRules {
+				out = append(out, b)
+			}
+		}
+		return out
+	}
+	look("mangle")
+	if len(withRules()) == 0 {
+		look("filter")
+	}
+	var found []Backend
+	for i, b := range variants {
+		if present[i] {
+			found = append(found, b)
 		}
 	}
 	if len(found) == 0 {
@@ -79,17 +91,13 @@ func DetectBackend(ctx context.Context, r dpexec.Runner, ipv6 bool) (Backend, er
 		if _, err := r.Run(ctx, prefix+"-save", "-t", "filter"); err != nil {
 			return Backend{}, fmt.Errorf("no %s-save on this node: install iptables, or pass --dataplane FILE: %w", prefix, err)
 		}
-		return Backend{Save: prefix + "-save", Mode: defaultMode, KubeRules: true, Version: version}, nil
+		return Backend{Save: prefix + "-save", Mode: modeOf(ctx, r, prefix), KubeRules: true, Version: version}, nil
 	}
-	var withRules []Backend
-	for _, b := range found {
-		if b.KubeRules {
-			withRules = append(withRules, b)
-		}
+	if w := withRules(); len(w) == 1 {
+		return w[0], nil
 	}
-	if len(withRules) == 1 {
-		return withRules[0], nil
-	}
+	// Both or neither: the default command's variant, and writers must refuse.
+	defaultMode := modeOf(ctx, r, prefix)
 	for _, b := range found {
 		if b.Mode == defaultMode {
 			b.Ambiguous = true
@@ -114,28 +122,13 @@ func modeOf(ctx context.Context, r dpexec.Runner, prefix string) string {
 	return "legacy"
 }
 
-// ReadLive dumps the backend's tables with counters (one call per table) and parses them.
+// ReadLive dumps all of the backend's tables with counters in one call (one exec on a remote
+// node) and parses them.
 func ReadLive(ctx context.Context, r dpexec.Runner, b Backend) (*xt.Ruleset, []byte, error) {
-	var outs [][]byte
-	total := 0
-	for _, t := range Tables {
-		out, err := r.Run(ctx, b.Save, "-c", "-t", t)
-		if err != nil {
-			var ee *dpexec.Error
-			if errors.As(err, &ee) && (t == "raw" || t == "mangle") {
-				continue // tables kube-proxy does not need may be absent
-			}
-			return nil, nil, err
-		}
-		outs = append(outs, out)
-		total += len(out)
+	all, err := r.Run(ctx, b.Save, "-c")
+	if err != nil {
+		return nil, nil, err
 	}
-	// One buffer of the right size: on a big node the nat table alone is 30 MB.
-	all := make([]byte, 0, total)
-	for _, o := range outs {
-		all = append(all, o...)
-	}
-	outs = nil
 	if !bytes.Contains(all, []byte("*nat")) {
 		return nil, nil, fmt.Errorf("%s printed no nat table: is kube-proxy running in iptables mode on this node?", b.Save)
 	}

@@ -37,6 +37,9 @@ func main() {
 	flag.BoolVar(&scale.legacy, "legacy", false, "run kube-proxy with the legacy iptables binaries (needed at scale)")
 	flag.StringVar(&scale.compare, "compare", "", "with -services: time this kubectl-svctrace binary against iptables-save, side by side")
 	flag.StringVar(&vmFlags.kernel, "kernel", "", "with -mode ipvs: the unpacked cloud kernel (hack/ipvs-vm/kernel.sh)")
+	flag.IntVar(&fleetFlags.nodes, "fleet", 0, "instead of recording, time check --all-nodes (the -compare binary) on this many kwok nodes with kube-proxy pods")
+	flag.StringVar(&fleetFlags.parallel, "fleet-parallel", "16,64", "with -fleet: the --parallel values to time")
+	flag.StringVar(&fleetFlags.kwok, "kwok", "", "with -fleet: the kwok binary (hack/kwok-binary.sh)")
 	flag.Parse()
 	if err := record(*mode, *out, *bin, *netprobe, *hold); err != nil {
 		fmt.Fprintln(os.Stderr, "record:", err)
@@ -94,6 +97,9 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 		return err
 	}
 	c.Phase("kube-proxy programmed the node", t)
+	if fleetFlags.nodes > 0 {
+		return recordFleet(ctx, c, scale.compare)
+	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/svctrace/svctrace/test/e2e/harness"
+)
+
+var fleetFlags struct {
+	nodes    int
+	parallel string
+	kwok     string
+}
+
+// recordFleet measures `check -A --all-nodes` on many nodes: kwok plays the kubelet of N nodes
+// that each run a kube-proxy pod, and every exec into them runs in node1's namespace, against the
+// real kube-proxy's rules. It prints wall time, peak RSS and the API requests the command made.
+func recordFleet(ctx context.Context, c *harness.Cluster, svctrace string) error {
+	if fleetFlags.kwok == "" || svctrace == "" {
+		return fmt.Errorf("-fleet needs -kwok and -compare (the kubectl-svctrace binary)")
+	}
+	if err := c.StartKwok(ctx, fleetFlags.kwok); err != nil {
+		return err
+	}
+	defer c.StopProcess("kwok")
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst = 2000, 2000
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	t := time.Now()
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				if err := addFleetNode(ctx, cs, fmt.Sprintf("fleet-%05d", i)); err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := 0; i < fleetFlags.nodes; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	c.Phase(fmt.Sprintf("created %d kwok nodes with kube-proxy pods", fleetFlags.nodes), t)
+	t = time.Now()
+	for {
+		pods, err := cs.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=kube-proxy"})
+		running := 0
+		if err == nil {
+			for _, p := range pods.Items {
+				if p.Status.Phase == corev1.PodRunning {
+					running++
+				}
+			}
+		}
+		fmt.Fprintf(os.Stderr, "\rkwok runs %d/%d kube-proxy pods", running, fleetFlags.nodes+1)
+		if running >= fleetFlags.nodes+1 {
+			break
+		}
+		if time.Since(t) > 20*time.Minute {
+			return fmt.Errorf("kwok did not run the pods in time")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+	fmt.Fprintln(os.Stderr)
+	c.Phase("kwok runs every kube-proxy pod", t)
+
+	fmt.Printf("| `check -A --all-nodes` on %d nodes | wall time | peak RSS | nodes checked | exec requests | other API requests |\n|---|---|---|---|---|---|\n", fleetFlags.nodes+1)
+	for _, p := range strings.Split(fleetFlags.parallel, ",") {
+		before, err := requestCounts(ctx, cs)
+		if err != nil {
+			return err
+		}
+		var stdout, stderr strings.Builder
+		cmd := exec.CommandContext(ctx, "/usr/bin/time", "-f", "maxrss=%M", svctrace, "check", "-A", "--all-nodes", "--parallel", p, "-o", "json", "--kubeconfig", c.Kubeconfig)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		start := time.Now()
+		runErr := cmd.Run()
+		wall := time.Since(start)
+		after, err := requestCounts(ctx, cs)
+		if err != nil {
+			return err
+		}
+		var rss int64
+		if i := strings.LastIndex(stderr.String(), "maxrss="); i >= 0 {
+			fmt.Sscanf(stderr.String()[i:], "maxrss=%d", &rss)
+		}
+		var report struct{ Nodes []struct{ Node string } }
+		_ = json.Unmarshal([]byte(stdout.String()), &report)
+		checked := len(report.Nodes)
+		if runErr != nil && !strings.Contains(runErr.Error(), "exit status 1") {
+			return fmt.Errorf("check --all-nodes --parallel %s: %v: %s", p, runErr, tail(stderr.String(), 20))
+		}
+		fmt.Printf("| --parallel %s | %.1fs | %d MiB | %d | %d | %d |\n", p, wall.Seconds(), rss/1024, checked,
+			after["exec"]-before["exec"], after["other"]-before["other"])
+	}
+	return nil
+}
+
+func addFleetNode(ctx context.Context, cs kubernetes.Interface, name string) error {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"type": "kwok"}}}
+	if _, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-proxy-" + name, Labels: map[string]string{"k8s-app": "kube-proxy"}},
+		Spec: corev1.PodSpec{NodeName: name, Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+			Containers: []corev1.Container{{Name: "kube-proxy", Image: "registry.k8s.io/kube-proxy:v1.36.3"}}},
+	}
+	_, err := cs.CoreV1().Pods("kube-system").Create(ctx, pod, metav1.CreateOptions{})
+	return err
+}
+
+// requestCounts reads kube-apiserver's request counters: exec requests, and all others.
+func requestCounts(ctx context.Context, cs kubernetes.Interface) (map[string]int64, error) {
+	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(l, "apiserver_request_total{") {
+			continue
+		}
+		i := strings.LastIndex(l, " ")
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		key := "other"
+		if strings.Contains(l, `subresource="exec"`) {
+			key = "exec"
+		}
+		out[key] += int64(v)
+	}
+	return out, nil
+}
+
