@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -277,6 +278,18 @@ func readNode(ctx context.Context, streams genericiooptions.IOStreams, r dpexec.
 		}
 	}
 	hasNft := mode == "nftables" || mode == "" && nftread.HasKubeProxyTable(ctx, r)
+	if remote && !hasNft {
+		// Through the API server every command is an exec: one call settles the common case.
+		if rs, raw, b, ok := ipread.ReadDefault(ctx, r, false); ok {
+			progress(b.Mode+" iptables rules", len(raw))
+			files := map[string][]byte{"iptables-save.txt": raw}
+			dp := &xt.Dataplane{V4: rs}
+			if mode == "ipvs" || mode == "" && bytes.Contains(raw, []byte(":KUBE-IPVS-")) {
+				return readIPVS(ctx, r, remote, dp, files, b, warnings)
+			}
+			return dp, fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode), files, warnings, nil
+		}
+	}
 	b, berr := ipread.DetectBackend(ctx, r, false)
 	if hasNft {
 		if mode == "" && berr == nil && b.KubeRules {
@@ -307,6 +320,12 @@ func readNode(ctx context.Context, streams genericiooptions.IOStreams, r dpexec.
 	if !ipvsMode {
 		return dp, fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode), files, warnings, nil
 	}
+	return readIPVS(ctx, r, remote, dp, files, b, warnings)
+}
+
+// readIPVS adds the IPVS table and the ipsets to an iptables read.
+func readIPVS(ctx context.Context, r dpexec.Runner, remote bool, dp *xt.Dataplane, files map[string][]byte, b ipread.Backend, warnings []string) (trace.Dataplane, string, map[string][]byte, []string, error) {
+	var err error
 	var sets []byte
 	if dp.Sets, sets, err = ipvsread.ReadIPSets(ctx, r); err != nil {
 		return nil, "", nil, nil, fmt.Errorf("IPVS mode: %w", err)
@@ -320,7 +339,11 @@ func readNode(ctx context.Context, streams genericiooptions.IOStreams, r dpexec.
 		return nil, "", nil, nil, err
 	}
 	files["ipset-save.txt"], files["ipvsadm-Ln.txt"] = sets, ipvsread.FormatList(dp.IPVS)
-	return dp, fmt.Sprintf("live (IPVS over netlink, ipset save, %s)", b.Save), files, warnings, nil
+	how := "IPVS over netlink"
+	if remote {
+		how = "ipvsadm -Ln"
+	}
+	return dp, fmt.Sprintf("live (%s, ipset save, %s)", how, b.Save), files, warnings, nil
 }
 
 // start is the common beginning of every command's Run: a context that Ctrl-C cancels, the

@@ -141,3 +141,33 @@ func ReadLive(ctx context.Context, r dpexec.Runner, b Backend) (*xt.Ruleset, []b
 	}
 	return rs, all, nil
 }
+
+// legacyPresent is what iptables-nft-save prints when the legacy backend has tables too.
+var legacyPresent = []byte("iptables-legacy tables present")
+
+// ReadDefault is the one-call read for remote nodes, where every command is an exec through the
+// API server: `iptables-save -c` of the default command. It is used (ok) only when that answer
+// settles the backend by itself: the nf_tables variant, holding kube-proxy's chains, and saying
+// that the legacy backend has no tables. Otherwise the caller detects the backend as usual.
+func ReadDefault(ctx context.Context, r dpexec.Runner, ipv6 bool) (*xt.Ruleset, []byte, Backend, bool) {
+	save := "iptables-save"
+	if ipv6 {
+		save = "ip6tables-save"
+	}
+	out, err := r.Run(ctx, save, "-c")
+	if err != nil || bytes.Contains(out, legacyPresent) || !bytes.Contains(out, []byte("*nat")) {
+		return nil, nil, Backend{}, false
+	}
+	marked := false
+	for _, m := range kubeMarkers {
+		marked = marked || bytes.Contains(out, []byte(m))
+	}
+	if !marked {
+		return nil, nil, Backend{}, false
+	}
+	rs, err := Parse(out)
+	if err != nil || rs.Variant != "nf_tables" {
+		return nil, nil, Backend{}, false
+	}
+	return rs, out, Backend{Save: save, Mode: "nf_tables", KubeRules: true}, true
+}

@@ -149,6 +149,28 @@ func TestRepairFaults(t *testing.T) {
 		unchanged("malformed plan")
 	})
 
+	t.Run("a result that is not the plan's is rolled back", func(t *testing.T) {
+		// The plan expects a chain to end up with a rule its input does not write (a hand-edited
+		// plan, or an iptables that prints rules differently): the write succeeds, the check of
+		// the result fails, and everything goes back.
+		var plan trace.RepairPlan
+		if err := json.Unmarshal([]byte(planJSON), &plan); err != nil {
+			t.Fatal(err)
+		}
+		last := &plan.IPTables[len(plan.IPTables)-1]
+		last.After[0].Rules = append(last.After[0].Rules, "-A "+last.After[0].Chain+" -j RETURN")
+		edited, _ := json.Marshal(plan)
+		p := filepath.Join(dir, "unexpected.json")
+		if err := os.WriteFile(p, edited, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, code := run("repair", "--plan", p, "--apply", "--state-dir", stateDir)
+		if code != 1 || !strings.Contains(stderr, "is not what was planned") || !strings.Contains(stderr, "rolled back") {
+			t.Fatalf("exit %d %q", code, stderr)
+		}
+		unchanged("rolled back")
+	})
+
 	t.Run("another writer holds the xtables lock", func(t *testing.T) {
 		holder := exec.Command("flock", "--no-fork", "-x", "/run/xtables.lock", "sleep", "30")
 		if err := holder.Start(); err != nil {

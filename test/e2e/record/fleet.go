@@ -169,4 +169,3 @@ func requestCounts(ctx context.Context, cs kubernetes.Interface) (map[string]int
 	}
 	return out, nil
 }
-
