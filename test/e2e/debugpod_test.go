@@ -87,6 +87,24 @@ func TestDebugPodFallback(t *testing.T) {
 	}
 	noneLeft("after a read")
 
+	t.Run("all nodes: kube-proxy pods where there are, debug pods elsewhere", func(t *testing.T) {
+		out, stderr, code := kubectl(t, false, "svctrace", "check", "-A", "--all-nodes", "--debug-pod", "--node-timeout", "25s", "-o", "json")
+		var rep struct{ Nodes []struct{ Node string } }
+		if err := json.Unmarshal(out, &rep); err != nil {
+			t.Fatalf("exit %d: %v %s", code, err, stderr)
+		}
+		got := map[string]bool{}
+		for _, n := range rep.Nodes {
+			got[n.Node] = true
+		}
+		// node1 and node2 have no kubelet here: their debug pods never run; after --node-timeout
+		// they are named (exit 2), deleted, and the other nodes still reported.
+		if !got[harness.KwokNode] || !got[bareNode] || !strings.Contains(stderr, "created debug pod") || code != 2 || !strings.Contains(stderr, "could not be read") {
+			t.Fatalf("exit %d, nodes %v, stderr %q", code, rep.Nodes, stderr)
+		}
+		noneLeft("after --all-nodes")
+	})
+
 	t.Run("Ctrl-C deletes the debug pod", func(t *testing.T) {
 		cmd := exec.Command(filepath.Join(cluster.BinDir, "kubectl"), "svctrace", "balance", "default/hostnames", "--node", bareNode, "--remote", "--debug-pod", "--duration", "2m")
 		cmd.Env = append(os.Environ(), "PATH="+pluginPath, "KUBECONFIG="+cluster.Kubeconfig)
