@@ -149,6 +149,30 @@ func TestRepairFaults(t *testing.T) {
 		unchanged("malformed plan")
 	})
 
+	t.Run("the node changed since the plan", func(t *testing.T) {
+		// Another writer (kube-proxy waking up) changes a chain the plan touches: applying the
+		// saved plan is refused, and nothing is written.
+		p := filepath.Join(dir, "plan.json")
+		if err := os.WriteFile(p, []byte(planJSON), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := harness.NS(repairNS, "iptables-legacy", "-t", "nat", "-A", "KUBE-SVC-ODX2UBAZM7RQWOIU", "-j", "RETURN"); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		changed := save()
+		_, stderr, code := run("repair", "--plan", p, "--apply", "--state-dir", stateDir)
+		if code != 2 || !strings.Contains(stderr, "the node changed since the plan was made") || !strings.Contains(stderr, "KUBE-SVC-ODX2UBAZM7RQWOIU") {
+			t.Fatalf("exit %d %q", code, stderr)
+		}
+		if save() != changed {
+			t.Fatal("iptables-save changed although the plan was refused")
+		}
+		if out, err := harness.NS(repairNS, "iptables-legacy", "-t", "nat", "-D", "KUBE-SVC-ODX2UBAZM7RQWOIU", "-j", "RETURN"); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		unchanged("after putting the other writer's rule back")
+	})
+
 	t.Run("a result that is not the plan's is rolled back", func(t *testing.T) {
 		// The plan expects a chain to end up with a rule its input does not write (a hand-edited
 		// plan, or an iptables that prints rules differently): the write succeeds, the check of
