@@ -37,9 +37,11 @@ deps:
 k8s-binaries:
 	SVCTRACE_CACHE=$(CACHE) hack/k8s-binaries.sh
 
+## vet: go vet, gofmt and staticcheck (pinned; fetched from the Go module proxy)
 vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0 ./...
 
 ## test: the whole suite: vet, unit tests, fuzz seeds, the e2e tests against a real cluster
 ## (including kube-proxy in IPVS mode inside a QEMU guest) and the krew packaging test (root);

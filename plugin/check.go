@@ -123,7 +123,7 @@ func (o *CheckOptions) Run(ctx context.Context) error {
 		}
 		return o.runAllNodes(ctx)
 	}
-	ctx, in, stop, err := o.Input.start(ctx, o.config, o.streams)
+	_, in, stop, err := o.Input.start(ctx, o.config, o.streams)
 	if err != nil {
 		return err
 	}

@@ -94,7 +94,8 @@ func (o *SnapshotOptions) Run(ctx context.Context, dir string) error {
 		}
 		m.Objects = "objects.json"
 		if n := in.Cluster.Node(in.Node.Name); n != nil {
-			m.KubeProxyVersion = n.Status.NodeInfo.KubeProxyVersion //nolint:staticcheck // informational only
+			//lint:ignore SA1019 deprecated, but some clusters still report it; informational only
+			m.KubeProxyVersion = n.Status.NodeInfo.KubeProxyVersion
 		}
 	}
 	if o.conntrack {

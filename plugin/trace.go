@@ -135,7 +135,7 @@ func (o *TraceOptions) Validate() error {
 
 // Run reads the inputs, traces and prints.
 func (o *TraceOptions) Run(ctx context.Context) error {
-	ctx, in, stop, err := o.Input.start(ctx, o.config, o.streams)
+	_, in, stop, err := o.Input.start(ctx, o.config, o.streams)
 	if err != nil {
 		return err
 	}
@@ -348,8 +348,8 @@ func (o *TraceOptions) portFor(in *Inputs, a netip.Addr) (uint16, error) {
 			return uint16(n), nil
 		}
 	}
-	for _, svc := range in.Cluster.ServicesFor(a) {
-		sp, err := pickPort(svc, o.port, o.proto)
+	if svcs := in.Cluster.ServicesFor(a); len(svcs) > 0 {
+		sp, err := pickPort(svcs[0], o.port, o.proto)
 		if err != nil {
 			return 0, err
 		}

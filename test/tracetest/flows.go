@@ -61,6 +61,7 @@ func ClusterIP(t testing.TB, cl *trace.Cluster, name string) string {
 	s := cl.Service("default", name)
 	if s == nil {
 		t.Fatalf("fixture has no service default/%s", name)
+		return ""
 	}
 	return s.Spec.ClusterIP
 }

@@ -17,8 +17,6 @@ const (
 	maxSteps = 10000
 )
 
-var hooks = map[string]string{"prerouting": "input|forward", "input": "", "forward": "postrouting", "output": "postrouting", "postrouting": ""}
-
 type frame struct {
 	chain *Chain
 	next  int

@@ -88,7 +88,9 @@ func FormatExpr(v any) string {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
-		for _, k := range keys {
+		// An nft JSON expression is an object with one key: its kind.
+		if len(keys) > 0 {
+			k := keys[0]
 			a := x[k]
 			m, _ := a.(map[string]any)
 			switch k {
