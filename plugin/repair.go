@@ -271,12 +271,52 @@ func (o *RepairOptions) plan(in *Inputs) (*trace.RepairPlan, error) {
 		}
 		return plan, nil
 	case *xt.Dataplane:
-		if dp.IPVS != nil {
-			return xt.PlanIPVSRepair(dp, in.Cluster, in.Node, o.scope)
+		version, note := kubeProxyVersion(in.Cluster, in.Node.Name)
+		if version.major == 1 && version.minor > 0 && version.minor < 24 {
+			return nil, usageErrorf("kube-proxy on %s is %s: repair writes the rules of kube-proxy 1.36 and would fight an older layout; restart or upgrade kube-proxy instead", in.Node.Name, version.text)
 		}
-		return xt.PlanRepair(dp, in.Cluster, in.Node, o.scope)
+		var plan *trace.RepairPlan
+		var err error
+		if dp.IPVS != nil {
+			plan, err = xt.PlanIPVSRepair(dp, in.Cluster, in.Node, o.scope)
+		} else {
+			plan, err = xt.PlanRepair(dp, in.Cluster, in.Node, o.scope)
+		}
+		if err == nil && note != "" && !plan.Empty() {
+			plan.Notes = append(plan.Notes, note)
+		}
+		return plan, err
 	}
 	return nil, fmt.Errorf("repair does not know this dataplane (%s)", in.Dataplane.Mode())
+}
+
+type kpVersion struct {
+	major, minor int
+	text         string
+}
+
+// kubeProxyVersion reads the version of the node's kube-proxy from its pod's image tag, and says
+// how far the written rules are verified for it.
+func kubeProxyVersion(cl *trace.Cluster, node string) (kpVersion, string) {
+	for _, p := range cl.Pods {
+		if p.Spec.NodeName != node || p.Labels["k8s-app"] != "kube-proxy" || len(p.Spec.Containers) == 0 {
+			continue
+		}
+		img := p.Spec.Containers[0].Image
+		i := strings.LastIndex(img, ":")
+		if i < 0 {
+			break
+		}
+		v := kpVersion{text: img[i+1:]}
+		if _, err := fmt.Sscanf(strings.TrimPrefix(v.text, "v"), "%d.%d", &v.major, &v.minor); err != nil {
+			break
+		}
+		if v.major == 1 && v.minor == 36 {
+			return v, ""
+		}
+		return v, fmt.Sprintf("kube-proxy here is %s; the rules written are those of kube-proxy 1.36 (verified against a recorded v1.36.3): if this version writes any differently, its next sync rewrites them (the result is checked either way)", v.text)
+	}
+	return kpVersion{}, "kube-proxy's version is not known (no kube-proxy pod on this node in the API): the rules written are those of kube-proxy 1.36; the result is checked either way"
 }
 
 func loadPlan(path string) (*trace.RepairPlan, error) {

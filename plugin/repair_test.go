@@ -2,6 +2,8 @@ package plugin
 
 import (
 	"encoding/json"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,5 +106,25 @@ func TestRepairRefusesMalformedPlans(t *testing.T) {
 	out, _, code := run(t, "repair", "-A", "--dataplane", "../dataplane/snapshot/demo-nftables/nft.json", "--objects", objects, "--node", "node1")
 	if code != ExitFindings || !strings.Contains(out, "refused: kube-proxy's nftables table belongs to kube-proxy") {
 		t.Errorf("nftables: exit %d\n%s", code, out)
+	}
+}
+
+func TestKubeProxyVersionFromItsPod(t *testing.T) {
+	pod := func(node, image string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"k8s-app": "kube-proxy"}},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Image: image}}}}
+	}
+	cl := trace.NewCluster(nil, nil, []*corev1.Pod{pod("a", "registry.k8s.io/kube-proxy:v1.36.3"), pod("b", "registry.k8s.io/kube-proxy:v1.31.2"), pod("c", "k8s.gcr.io/kube-proxy:v1.22.0")}, nil)
+	if v, note := kubeProxyVersion(cl, "a"); v.minor != 36 || note != "" {
+		t.Errorf("a: %+v %q", v, note)
+	}
+	if v, note := kubeProxyVersion(cl, "b"); v.minor != 31 || !strings.Contains(note, "v1.31.2") {
+		t.Errorf("b: %+v %q", v, note)
+	}
+	if v, _ := kubeProxyVersion(cl, "c"); v.minor != 22 {
+		t.Errorf("c: %+v", v)
+	}
+	if _, note := kubeProxyVersion(cl, "d"); !strings.Contains(note, "not known") {
+		t.Errorf("d: %q", note)
 	}
 }
