@@ -24,7 +24,7 @@ func (o *CheckOptions) runAllNodes(ctx context.Context) error {
 		return err
 	}
 	results := make([]*trace.CheckResult, len(f.names))
-	failures := f.each(ctx, "checked", func(ctx context.Context, i int, name string, r dpexec.Runner) error {
+	failures := f.each(ctx, "checked", nil, func(ctx context.Context, i int, name string, r dpexec.Runner) error {
 		dp, _, _, _, err := readNode(ctx, o.streams, r, true, o.Input.Mode)
 		if err == nil {
 			results[i], err = trace.Check(dp, f.cluster, f.cluster.NodeContextFor(name, nil), o.scope)

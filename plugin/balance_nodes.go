@@ -31,6 +31,8 @@ func (o *BalanceOptions) runAllNodes(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	f.keepDebugPods = true // the same pod for both reads of the window
+	defer f.close()
 	type node struct {
 		trace        *trace.Result
 		counters     map[string]uint64
@@ -38,7 +40,7 @@ func (o *BalanceOptions) runAllNodes(ctx context.Context) error {
 	}
 	nodes := make([]node, len(f.names))
 	t.from = "pod"
-	failures := f.each(ctx, "read", func(ctx context.Context, i int, name string, r dpexec.Runner) error {
+	failures := f.each(ctx, "read", nil, func(ctx context.Context, i int, name string, r dpexec.Runner) error {
 		dp, _, _, _, err := readNode(ctx, t.streams, r, true, t.Input.Mode)
 		if err != nil {
 			return err
@@ -67,11 +69,8 @@ func (o *BalanceOptions) runAllNodes(ctx context.Context) error {
 		case <-time.After(o.duration):
 		}
 	}
-	second := f.each(ctx, "read", func(ctx context.Context, i int, name string, r dpexec.Runner) error {
+	second := f.each(ctx, "read", failures, func(ctx context.Context, i int, name string, r dpexec.Runner) error {
 		n := &nodes[i]
-		if failures[i] != nil {
-			return failures[i]
-		}
 		if o.duration == 0 {
 			n.conn = n.before
 			return nil

@@ -43,6 +43,52 @@ type fleet struct {
 	pods    map[string]dpexec.Pod
 	// names are the nodes to read, sorted; skipped run no kube-proxy pod.
 	names, skipped []string
+
+	// keepDebugPods keeps each node's debug pod between calls of each (balance reads every node
+	// twice); close deletes them.
+	keepDebugPods bool
+	mu            sync.Mutex
+	debugPods     map[string]dpexec.Runner
+	cleanups      []func()
+}
+
+// close deletes the debug pods kept between reads.
+func (f *fleet) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.cleanups {
+		c()
+	}
+	f.cleanups, f.debugPods = nil, nil
+}
+
+// runner returns how to run commands on a node: its kube-proxy pod, or a debug pod (deleted by
+// done, unless kept for a later read).
+func (f *fleet) runner(ctx context.Context, name string) (r dpexec.Runner, done func(), err error) {
+	if p, ok := f.pods[name]; ok {
+		return p, func() {}, nil
+	}
+	f.mu.Lock()
+	r, ok := f.debugPods[name]
+	f.mu.Unlock()
+	if ok {
+		return r, func() {}, nil
+	}
+	r, cleanup, err := startDebugPod(ctx, f.config, f.streams, f.debug, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !f.keepDebugPods {
+		return r, cleanup, nil
+	}
+	f.mu.Lock()
+	if f.debugPods == nil {
+		f.debugPods = map[string]dpexec.Runner{}
+	}
+	f.debugPods[name] = r
+	f.cleanups = append(f.cleanups, cleanup)
+	f.mu.Unlock()
+	return r, func() {}, nil
 }
 
 func openFleet(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, flags fleetFlags, debug DebugPodFlags) (*fleet, error) {
@@ -72,7 +118,8 @@ func openFleet(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams 
 
 // each runs fn for every node, --parallel at a time, each bounded by --node-timeout, with a
 // progress line on stderr ("VERB i/n nodes"). It returns each node's error (nil when it worked).
-func (f *fleet) each(ctx context.Context, verb string, fn func(ctx context.Context, i int, node string, r dpexec.Runner) error) []error {
+// Nodes that already failed (earlier[i] != nil) are not read again and keep their error.
+func (f *fleet) each(ctx context.Context, verb string, earlier []error, fn func(ctx context.Context, i int, node string, r dpexec.Runner) error) []error {
 	failures := make([]error, len(f.names))
 	var done atomic.Int64
 	var wg sync.WaitGroup
@@ -82,6 +129,10 @@ func (f *fleet) each(ctx context.Context, verb string, fn func(ctx context.Conte
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if earlier != nil && earlier[i] != nil {
+				failures[i] = earlier[i]
+				return
+			}
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
@@ -91,18 +142,10 @@ func (f *fleet) each(ctx context.Context, verb string, fn func(ctx context.Conte
 			defer func() { <-sem }()
 			nctx, cancel := context.WithTimeout(ctx, f.flags.nodeTimeout)
 			defer cancel()
-			var r dpexec.Runner
-			var err error
-			if p, ok := f.pods[name]; ok {
-				r = p
-			} else {
-				var cleanup func()
-				if r, cleanup, err = startDebugPod(nctx, f.config, f.streams, f.debug, name); err == nil {
-					defer cleanup()
-				}
-			}
+			r, release, err := f.runner(nctx, name)
 			if err == nil {
 				err = fn(nctx, i, name, r)
+				release()
 			}
 			if err != nil && nctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
 				err = fmt.Errorf("no answer within --node-timeout %s: %w", f.flags.nodeTimeout, err)

@@ -105,6 +105,14 @@ func TestDebugPodFallback(t *testing.T) {
 		noneLeft("after --all-nodes")
 	})
 
+	t.Run("balance over all nodes keeps one debug pod per node for both reads", func(t *testing.T) {
+		_, stderr, _ := kubectl(t, false, "svctrace", "balance", "default/hostnames", "--all-nodes", "--debug-pod", "--duration", "1s", "--node-timeout", "25s", "-o", "json")
+		if n := strings.Count(stderr, "on node "+bareNode+"\n"); n != 1 || !strings.Contains(stderr, "watching connections on") {
+			t.Fatalf("%d debug pods created on %s: %q", n, bareNode, stderr)
+		}
+		noneLeft("after balance --all-nodes")
+	})
+
 	t.Run("Ctrl-C deletes the debug pod", func(t *testing.T) {
 		cmd := exec.Command(filepath.Join(cluster.BinDir, "kubectl"), "svctrace", "balance", "default/hostnames", "--node", bareNode, "--remote", "--debug-pod", "--duration", "2m")
 		cmd.Env = append(os.Environ(), "PATH="+pluginPath, "KUBECONFIG="+cluster.Kubeconfig)
