@@ -7,7 +7,6 @@ import (
 	"syscall"
 
 	dpexec "github.com/svctrace/svctrace/dataplane/exec"
-	"github.com/svctrace/svctrace/render"
 	"github.com/svctrace/svctrace/trace"
 )
 
@@ -38,16 +37,8 @@ func (o *CheckOptions) runAllNodes(ctx context.Context) error {
 			ok = append(ok, r)
 		}
 	}
-	report := render.NewCheckReport(ok)
-	if err := render.Check(o.streams.Out, report, render.Options{Format: o.format, Color: render.ColorFor(o.streams.Out)}); err != nil {
+	if err := o.report(ok); err != nil {
 		return err
-	}
-	for _, r := range ok {
-		for _, fi := range r.Findings {
-			if fi.Severity.Rank() >= o.failRank {
-				return errFindings
-			}
-		}
 	}
 	return f.unreadable(bad)
 }

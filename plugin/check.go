@@ -9,6 +9,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/svctrace/svctrace/dataplane/snapshot"
 	"github.com/svctrace/svctrace/render"
 	"github.com/svctrace/svctrace/trace"
 )
@@ -123,6 +124,13 @@ func (o *CheckOptions) Run(ctx context.Context) error {
 		}
 		return o.runAllNodes(ctx)
 	}
+	if o.Input.Snapshot != "" && o.Input.Node == "" {
+		if set, isSet, err := snapshot.ReadSet(o.Input.Snapshot); err != nil {
+			return err
+		} else if isSet {
+			return o.runSet(ctx, set)
+		}
+	}
 	_, in, stop, err := o.Input.start(ctx, o.config, o.streams)
 	if err != nil {
 		return err
@@ -138,14 +146,43 @@ func (o *CheckOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	report := render.NewCheckReport([]*trace.CheckResult{res})
+	return o.report([]*trace.CheckResult{res})
+}
+
+// report prints the nodes' merged findings and says whether any reaches --fail-on.
+func (o *CheckOptions) report(results []*trace.CheckResult) error {
+	report := render.NewCheckReport(results)
 	if err := render.Check(o.streams.Out, report, render.Options{Format: o.format, Color: render.ColorFor(o.streams.Out)}); err != nil {
 		return err
 	}
-	for _, f := range res.Findings {
-		if f.Severity.Rank() >= o.failRank {
-			return errFindings
+	for _, r := range results {
+		for _, f := range r.Findings {
+			if f.Severity.Rank() >= o.failRank {
+				return errFindings
+			}
 		}
 	}
 	return nil
+}
+
+// runSet checks every node of a several-node snapshot, offline, and merges the findings.
+func (o *CheckOptions) runSet(ctx context.Context, set *snapshot.SetManifest) error {
+	var results []*trace.CheckResult
+	for _, node := range set.Nodes {
+		in := o.Input
+		in.Node = node
+		r, err := in.Resolve(ctx, o.config, o.streams)
+		if err != nil {
+			return err
+		}
+		if r.Cluster == nil {
+			return usageErrorf("snapshot %s has no API objects to compare with", o.Input.Snapshot)
+		}
+		res, err := trace.Check(r.Dataplane, r.Cluster, r.Node, o.scope)
+		if err != nil {
+			return fmt.Errorf("node %s: %w", node, err)
+		}
+		results = append(results, res)
+	}
+	return o.report(results)
 }

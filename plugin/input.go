@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -109,6 +110,14 @@ type Inputs struct {
 	Runner dpexec.Runner
 }
 
+// firstN returns at most n of list, with "..." when there are more.
+func firstN(list []string, n int) []string {
+	if len(list) <= n {
+		return list
+	}
+	return append(append([]string(nil), list[:n]...), "...")
+}
+
 // Offline reports whether the dataplane comes from files rather than the live node.
 func (f *InputFlags) Offline() bool {
 	return len(f.Dataplane) > 0 || f.Snapshot != "" || f.Demo
@@ -169,6 +178,14 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		if f.Demo {
 			b, err = snapshot.Demo()
 			in.Source = "embedded demo snapshot"
+		} else if set, isSet, serr := snapshot.ReadSet(f.Snapshot); serr != nil {
+			return nil, serr
+		} else if isSet {
+			if node == "" {
+				return nil, usageErrorf("snapshot %s holds %d nodes: choose one with --node (%s)", f.Snapshot, len(set.Nodes), strings.Join(firstN(set.Nodes, 10), ", "))
+			}
+			b, err = snapshot.LoadNode(f.Snapshot, set, node)
+			in.Source = "snapshot " + f.Snapshot + ", node " + node
 		} else {
 			b, err = snapshot.LoadDir(f.Snapshot)
 			in.Source = "snapshot " + f.Snapshot

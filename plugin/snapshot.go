@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -14,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/svctrace/svctrace/dataplane/conntrack"
+	dpexec "github.com/svctrace/svctrace/dataplane/exec"
 	"github.com/svctrace/svctrace/dataplane/snapshot"
 	"github.com/svctrace/svctrace/trace"
 )
@@ -24,6 +27,8 @@ type SnapshotOptions struct {
 	streams   genericiooptions.IOStreams
 	Input     InputFlags
 	conntrack bool
+	allNodes  bool
+	fleet     fleetFlags
 }
 
 // NewCmdSnapshot builds `snapshot`.
@@ -36,13 +41,19 @@ func NewCmdSnapshot(streams genericiooptions.IOStreams, cfg *genericclioptions.C
 nft -j list ruleset, or for IPVS the iptables rules, ipset save and the IPVS table), the API's
 Services, EndpointSlices, Pods and Nodes, optionally conntrack, and a snapshot.yaml naming them.
 Any command then reads it with --snapshot DIR, with the same results as on the node: a support
-engineer can analyse a customer's node without access to it.`,
+engineer can analyse a customer's node without access to it. With --all-nodes it saves every node
+that runs a kube-proxy pod (the API objects once, each node under nodes/NAME): commands read one
+with --snapshot DIR --node NAME, and check without --node checks them all.`,
 		Example: fmt.Sprintf(`  # On the node, as root
   sudo kubectl-svctrace snapshot /tmp/node1-snapshot
 
   # Anywhere else
   %[1]s trace default/web --snapshot /tmp/node1-snapshot
-  %[1]s check -A --snapshot /tmp/node1-snapshot`, commandName()),
+  %[1]s check -A --snapshot /tmp/node1-snapshot
+
+  # From a laptop: every node, through its kube-proxy pod; then check them all offline
+  %[1]s snapshot /tmp/cluster --all-nodes
+  %[1]s check -A --snapshot /tmp/cluster`, commandName()),
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usageErrorf("snapshot needs exactly one DIR to write the bundle to")
@@ -53,68 +64,100 @@ engineer can analyse a customer's node without access to it.`,
 			if o.Input.Offline() {
 				return usageErrorf("snapshot reads the live node; --dataplane, --snapshot and --demo are for reading bundles")
 			}
+			if err := o.Input.Validate(); err != nil {
+				return err
+			}
+			if err := o.fleet.validate(); err != nil {
+				return err
+			}
 			return o.Run(cmd.Context(), args[0])
 		},
 	}
 	o.Input.AddFlags(cmd)
 	cmd.Flags().BoolVar(&o.conntrack, "conntrack", o.conntrack, "include `conntrack -L -o extended` (for balance)")
+	o.fleet.addFlags(cmd, &o.allNodes, "save")
 	return cmd
 }
 
-// Run reads the node and writes the bundle.
+// Run reads the node (or every node) and writes the bundle.
 func (o *SnapshotOptions) Run(ctx context.Context, dir string) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if o.allNodes {
+		return o.runAllNodes(ctx, dir)
+	}
 	ctx, in, stop, err := o.Input.start(ctx, o.config, o.streams)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("cannot create %s: %w", dir, err)
+	var objects []byte
+	kpVersion := ""
+	if in.Cluster != nil {
+		if objects, err = trace.EncodeObjects(in.Cluster); err != nil {
+			return err
+		}
+		kpVersion = nodeKubeProxyVersion(in.Cluster, in.Node.Name)
 	}
-	m := snapshot.Manifest{APIVersion: trace.APIVersion, Kind: "Snapshot", Node: in.Node.Name, Mode: in.Dataplane.Mode(),
-		RecordedBy: "kubectl-svctrace snapshot " + version}
-	names := make([]string, 0, len(in.Files))
-	for name := range in.Files {
+	files, err := o.writeBundle(ctx, dir, in.Node.Name, in.Dataplane.Mode(), in.Files, in.Runner, objects, kpVersion)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.streams.Out, "wrote node %s (%s mode) to %s: %s\n", in.Node.Name, in.Dataplane.Mode(), dir, strings.Join(files, ", "))
+	return nil
+}
+
+func nodeKubeProxyVersion(cl *trace.Cluster, node string) string {
+	if n := cl.Node(node); n != nil {
+		//lint:ignore SA1019 deprecated, but some clusters still report it; informational only
+		return n.Status.NodeInfo.KubeProxyVersion
+	}
+	return ""
+}
+
+// writeBundle writes one node's bundle into dir: its dumps, the objects when given, conntrack
+// (read through r) when asked for, and the manifest. It returns the files written.
+func (o *SnapshotOptions) writeBundle(ctx context.Context, dir, node, mode string, dumps map[string][]byte, r dpexec.Runner, objects []byte, kpVersion string) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cannot create %s: %w", dir, err)
+	}
+	m := snapshot.Manifest{APIVersion: trace.APIVersion, Kind: "Snapshot", Node: node, Mode: mode,
+		RecordedBy: "kubectl-svctrace snapshot " + version, KubeProxyVersion: kpVersion}
+	names := make([]string, 0, len(dumps))
+	for name := range dumps {
 		names = append(names, name)
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		if err := os.WriteFile(filepath.Join(dir, name), in.Files[name], 0o644); err != nil {
-			return err
+		if err := os.WriteFile(filepath.Join(dir, name), dumps[name], 0o644); err != nil {
+			return nil, err
 		}
 		m.Dataplane = append(m.Dataplane, name)
 	}
-	if in.Cluster != nil {
-		data, err := trace.EncodeObjects(in.Cluster)
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, "objects.json"), data, 0o644); err != nil {
-			return err
+	if objects != nil {
+		if err := os.WriteFile(filepath.Join(dir, "objects.json"), objects, 0o644); err != nil {
+			return nil, err
 		}
 		m.Objects = "objects.json"
-		if n := in.Cluster.Node(in.Node.Name); n != nil {
-			//lint:ignore SA1019 deprecated, but some clusters still report it; informational only
-			m.KubeProxyVersion = n.Status.NodeInfo.KubeProxyVersion
-		}
 	}
-	if o.conntrack {
-		out, err := in.Runner.Run(ctx, "conntrack", "-L", "-o", "extended")
+	if o.conntrack && r != nil {
+		out, err := r.Run(ctx, "conntrack", "-L", "-o", "extended")
 		if err != nil {
-			fmt.Fprintf(o.streams.ErrOut, "warning: conntrack not saved: %v\n", err)
+			fmt.Fprintf(o.streams.ErrOut, "warning: node %s: conntrack not saved: %v\n", node, err)
 		} else if _, err := conntrack.Parse(out); err == nil {
 			if err := os.WriteFile(filepath.Join(dir, "conntrack.txt"), out, 0o644); err != nil {
-				return err
+				return nil, err
 			}
 			m.Conntrack = "conntrack.txt"
 		}
 	}
 	raw, err := yaml.Marshal(m)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, snapshot.ManifestName), raw, 0o644); err != nil {
-		return err
+		return nil, err
 	}
 	files := append([]string{snapshot.ManifestName}, m.Dataplane...)
 	if m.Objects != "" {
@@ -123,6 +166,53 @@ func (o *SnapshotOptions) Run(ctx context.Context, dir string) error {
 	if m.Conntrack != "" {
 		files = append(files, m.Conntrack)
 	}
-	fmt.Fprintf(o.streams.Out, "wrote node %s (%s mode) to %s: %s\n", m.Node, m.Mode, dir, strings.Join(files, ", "))
-	return nil
+	return files, nil
+}
+
+// runAllNodes writes a set: the API objects once, and every node's bundle under nodes/NAME, each
+// read through its kube-proxy pod (or a debug pod).
+func (o *SnapshotOptions) runAllNodes(ctx context.Context, dir string) error {
+	if err := allNodesConflict(&o.Input); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	f, err := openFleet(ctx, o.config, o.streams, o.fleet, o.Input.Debug)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("cannot create %s: %w", dir, err)
+	}
+	objects, err := trace.EncodeObjects(f.cluster)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "objects.json"), objects, 0o644); err != nil {
+		return err
+	}
+	failures := f.each(ctx, "saved", nil, func(ctx context.Context, _ int, name string, r dpexec.Runner) error {
+		dp, _, dumps, _, err := readNode(ctx, o.streams, r, true, o.Input.Mode)
+		if err != nil {
+			return err
+		}
+		_, err = o.writeBundle(ctx, snapshot.NodeDir(dir, name), name, dp.Mode(), dumps, r, nil, nodeKubeProxyVersion(f.cluster, name))
+		return err
+	})
+	bad := f.warn(failures)
+	set := snapshot.SetManifest{APIVersion: trace.APIVersion, Kind: snapshot.SetManifestKind, RecordedBy: "kubectl-svctrace snapshot " + version, Objects: "objects.json"}
+	for i, name := range f.names {
+		if failures[i] == nil {
+			set.Nodes = append(set.Nodes, name)
+		}
+	}
+	raw, err := yaml.Marshal(set)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, snapshot.ManifestName), raw, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.streams.Out, "wrote %d node(s) and the API objects to %s; read one with --snapshot %s --node NAME, or check them all with check -A --snapshot %s\n", len(set.Nodes), dir, dir, dir)
+	return f.unreadable(bad)
 }

@@ -97,3 +97,57 @@ func Load(fsys fs.FS) (*Bundle, error) {
 	}
 	return b, nil
 }
+
+// SetManifestKind is the kind of a several-node bundle's top manifest.
+const SetManifestKind = "SnapshotSet"
+
+// SetManifest describes a bundle of several nodes: one objects file for all, and a bundle per node
+// under nodes/NAME.
+type SetManifest struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	RecordedBy string   `json:"recordedBy,omitempty"`
+	Nodes      []string `json:"nodes"`
+	Objects    string   `json:"objects,omitempty"`
+}
+
+// NodeDir is where a set keeps a node's bundle.
+func NodeDir(dir, node string) string { return path.Join(dir, "nodes", node) }
+
+// ReadSet reads dir's manifest when it is a several-node set; ok is false for a one-node bundle.
+func ReadSet(dir string) (m *SetManifest, ok bool, err error) {
+	raw, err := os.ReadFile(path.Join(dir, ManifestName))
+	if err != nil {
+		return nil, false, fmt.Errorf("snapshot %s: no %s: not a svctrace snapshot", dir, ManifestName)
+	}
+	var kind struct{ Kind string }
+	if err := yaml.Unmarshal(raw, &kind); err != nil || kind.Kind != SetManifestKind {
+		return nil, false, nil
+	}
+	m = &SetManifest{}
+	if err := yaml.UnmarshalStrict(raw, m); err != nil {
+		return nil, false, fmt.Errorf("snapshot %s: %w", dir, err)
+	}
+	return m, true, nil
+}
+
+// LoadNode reads one node of a set, with the set's objects.
+func LoadNode(dir string, m *SetManifest, node string) (*Bundle, error) {
+	found := false
+	for _, n := range m.Nodes {
+		found = found || n == node
+	}
+	if !found {
+		return nil, fmt.Errorf("snapshot %s has no node %q (it has %v)", dir, node, m.Nodes)
+	}
+	b, err := LoadDir(NodeDir(dir, node))
+	if err != nil {
+		return nil, err
+	}
+	if m.Objects != "" && b.Objects == nil {
+		if b.Objects, err = os.ReadFile(path.Join(dir, path.Clean(m.Objects))); err != nil {
+			return nil, fmt.Errorf("snapshot %s: objects file: %w", dir, err)
+		}
+	}
+	return b, nil
+}

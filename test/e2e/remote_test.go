@@ -126,6 +126,19 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 		t.Errorf("balance --all-nodes saw %d connections in conntrack and %d in the counters, want 61 and 61", conns, counted)
 	}
 
+	// A set of every node with a kube-proxy pod, written from the laptop side, checked offline.
+	set := t.TempDir()
+	if out, errOut, code := kubectl(t, false, "svctrace", "snapshot", set, "--all-nodes"); code != 0 || !strings.Contains(string(out), "wrote 1 node(s)") {
+		t.Fatalf("snapshot --all-nodes: exit %d %s %s", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(set, "nodes", harness.KwokNode, "iptables-save.txt")); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code = kubectl(t, false, "svctrace", "check", "-A", "--snapshot", set, "-o", "json")
+	if err := json.Unmarshal(out, &rep); err != nil || code != 0 || len(rep.Nodes) != 1 || rep.Nodes[0].Node != harness.KwokNode {
+		t.Fatalf("check on the set: exit %d %v %s", code, rep.Nodes, errOut)
+	}
+
 	// Exec is a separate right: the reader role alone is refused with the missing permission.
 	asUser := func(groups ...string) (string, int) {
 		argv := []string{"svctrace", "trace", "default/hostnames", "--node", harness.KwokNode, "--remote", "--as", "viewer"}
