@@ -75,7 +75,7 @@ Exit codes: 0 Balanced (or too little traffic to judge), 1 an imbalance, 2 usage
 			if o.duration < 0 {
 				return usageErrorf("--duration must not be negative")
 			}
-			if err := o.fleet.validate(); err != nil {
+			if err := o.fleet.validate(o.allNodes); err != nil {
 				return err
 			}
 			if o.allNodes {

@@ -69,7 +69,7 @@ Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or access problem
 			if err := o.Input.Validate(); err != nil {
 				return err
 			}
-			if err := o.fleet.validate(); err != nil {
+			if err := o.fleet.validate(o.allNodes); err != nil {
 				return err
 			}
 			return o.Run(cmd.Context())

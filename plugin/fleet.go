@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
@@ -18,16 +19,23 @@ import (
 
 // fleetFlags tune --all-nodes runs.
 type fleetFlags struct {
-	parallel    int
-	nodeTimeout time.Duration
+	parallel     int
+	nodeTimeout  time.Duration
+	nodeSelector string
 }
 
-func (f *fleetFlags) validate() error {
+func (f *fleetFlags) validate(allNodes bool) error {
+	if f.nodeSelector != "" && !allNodes {
+		return usageErrorf("--node-selector chooses nodes for --all-nodes; for one node use --node")
+	}
 	if f.parallel < 1 {
 		return usageErrorf("--parallel must be at least 1")
 	}
 	if f.nodeTimeout <= 0 {
 		return usageErrorf("--node-timeout must be positive")
+	}
+	if _, err := labels.Parse(f.nodeSelector); err != nil {
+		return usageErrorf("--node-selector: %v", err)
 	}
 	return nil
 }
@@ -105,7 +113,11 @@ func openFleet(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams 
 		return nil, err
 	}
 	f := &fleet{flags: flags, debug: debug, config: cfg, streams: streams, cluster: cl, pods: pods}
+	sel, _ := labels.Parse(flags.nodeSelector)
 	for _, n := range cl.Nodes {
+		if !sel.Matches(labels.Set(n.Labels)) {
+			continue
+		}
 		if _, ok := pods[n.Name]; ok || debug.Enabled {
 			f.names = append(f.names, n.Name)
 		} else {
@@ -211,4 +223,5 @@ func (f *fleetFlags) addFlags(cmd *cobra.Command, all *bool, what string) {
 	fl.BoolVar(all, "all-nodes", false, what+" every node that runs a kube-proxy pod, read through it, and merge the results")
 	fl.IntVar(&f.parallel, "parallel", 16, "with --all-nodes: how many nodes to read at once")
 	fl.DurationVar(&f.nodeTimeout, "node-timeout", 2*time.Minute, "with --all-nodes: give up on a node that has not answered in this long (it is reported, the others go on)")
+	fl.StringVar(&f.nodeSelector, "node-selector", "", "with --all-nodes: only the nodes with these labels (e.g. node-pool=blue)")
 }

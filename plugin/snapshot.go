@@ -67,7 +67,7 @@ with --snapshot DIR --node NAME, and check without --node checks them all.`,
 			if err := o.Input.Validate(); err != nil {
 				return err
 			}
-			if err := o.fleet.validate(); err != nil {
+			if err := o.fleet.validate(o.allNodes); err != nil {
 				return err
 			}
 			return o.Run(cmd.Context(), args[0])
