@@ -273,7 +273,7 @@ func (o *RepairOptions) plan(in *Inputs) (*trace.RepairPlan, error) {
 	case *xt.Dataplane:
 		version, note := kubeProxyVersion(in.Cluster, in.Node.Name)
 		if version.major == 1 && version.minor > 0 && version.minor < 24 {
-			return nil, usageErrorf("kube-proxy on %s is %s: repair writes the rules of kube-proxy 1.36 and would fight an older layout; restart or upgrade kube-proxy instead", in.Node.Name, version.text)
+			return nil, usageErrorf("kube-proxy on %s is %s: repair writes the rules of kube-proxy 1.30-1.36 and would fight an older layout; restart or upgrade kube-proxy instead", in.Node.Name, version.text)
 		}
 		var plan *trace.RepairPlan
 		var err error
@@ -311,12 +311,12 @@ func kubeProxyVersion(cl *trace.Cluster, node string) (kpVersion, string) {
 		if _, err := fmt.Sscanf(strings.TrimPrefix(v.text, "v"), "%d.%d", &v.major, &v.minor); err != nil {
 			break
 		}
-		if v.major == 1 && v.minor == 36 {
-			return v, ""
+		if v.major == 1 && v.minor >= 30 && v.minor <= 36 {
+			return v, "" // the rule text is verified against recorded 1.30, 1.33 and 1.36 nodes
 		}
-		return v, fmt.Sprintf("kube-proxy here is %s; the rules written are those of kube-proxy 1.36 (verified against a recorded v1.36.3): if this version writes any differently, its next sync rewrites them (the result is checked either way)", v.text)
+		return v, fmt.Sprintf("kube-proxy here is %s; the rules written are those of kube-proxy 1.30-1.36 (verified against recorded v1.30.14, v1.33.13 and v1.36.3 nodes): if this version writes any differently, its next sync rewrites them (the result is checked either way)", v.text)
 	}
-	return kpVersion{}, "kube-proxy's version is not known (no kube-proxy pod on this node in the API): the rules written are those of kube-proxy 1.36; the result is checked either way"
+	return kpVersion{}, "kube-proxy's version is not known (no kube-proxy pod on this node in the API): the rules written are those of kube-proxy 1.30-1.36; the result is checked either way"
 }
 
 func loadPlan(path string) (*trace.RepairPlan, error) {

@@ -114,15 +114,18 @@ func TestKubeProxyVersionFromItsPod(t *testing.T) {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"k8s-app": "kube-proxy"}},
 			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Image: image}}}}
 	}
-	cl := trace.NewCluster(nil, nil, []*corev1.Pod{pod("a", "registry.k8s.io/kube-proxy:v1.36.3"), pod("b", "registry.k8s.io/kube-proxy:v1.31.2"), pod("c", "k8s.gcr.io/kube-proxy:v1.22.0")}, nil)
+	cl := trace.NewCluster(nil, nil, []*corev1.Pod{pod("a", "registry.k8s.io/kube-proxy:v1.36.3"), pod("b", "registry.k8s.io/kube-proxy:v1.31.2"), pod("c", "k8s.gcr.io/kube-proxy:v1.22.0"), pod("e", "registry.k8s.io/kube-proxy:v1.27.4")}, nil)
 	if v, note := kubeProxyVersion(cl, "a"); v.minor != 36 || note != "" {
 		t.Errorf("a: %+v %q", v, note)
 	}
-	if v, note := kubeProxyVersion(cl, "b"); v.minor != 31 || !strings.Contains(note, "v1.31.2") {
+	if v, note := kubeProxyVersion(cl, "b"); v.minor != 31 || note != "" {
 		t.Errorf("b: %+v %q", v, note)
 	}
 	if v, _ := kubeProxyVersion(cl, "c"); v.minor != 22 {
 		t.Errorf("c: %+v", v)
+	}
+	if v, note := kubeProxyVersion(cl, "e"); v.minor != 27 || !strings.Contains(note, "v1.27.4") {
+		t.Errorf("e: %+v %q", v, note)
 	}
 	if _, note := kubeProxyVersion(cl, "d"); !strings.Contains(note, "not known") {
 		t.Errorf("d: %q", note)

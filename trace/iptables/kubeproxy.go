@@ -11,7 +11,7 @@ import (
 	"strings"
 )
 
-// This file writes, for one Service port, the rules kube-proxy 1.36's iptables mode
+// This file writes, for one Service port, the rules kube-proxy's iptables mode (1.30 to 1.36, which write the same text)
 // writes for it on a node, in the form iptables-save prints them back, so that what svctrace
 // writes is what kube-proxy would write and its next sync is a no-op. It follows
 // pkg/proxy/iptables/proxier.go (syncProxyRules, writeServiceToEndpointRules); the test compares

@@ -132,7 +132,7 @@ func PlanRepair(d *Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope 
 	}
 	for _, c := range rs.Tables["nat"].Order {
 		if strings.HasPrefix(c.Name, "KUBE-XLB-") {
-			return nil, fmt.Errorf("this node's rules have the layout of kube-proxy before 1.24 (chain %s); repair writes the layout of 1.36 and would fight it: restart or upgrade kube-proxy instead", c.Name)
+			return nil, fmt.Errorf("this node's rules have the layout of kube-proxy before 1.24 (chain %s); repair writes the layout of 1.30-1.36 and would fight it: restart or upgrade kube-proxy instead", c.Name)
 		}
 	}
 	for table, chains := range topChains {
