@@ -10,7 +10,7 @@ BIN := bin/kubectl-svctrace
 DEPS := iptables nftables etcd-server conntrack ipset iproute2 qemu-system-x86 busybox-static ipvsadm cpio kmod
 DEP_CMDS := iptables-legacy-save iptables-nft-save nft etcd conntrack ipset ip qemu-system-x86_64 busybox ipvsadm cpio depmod
 
-.PHONY: bench-fleet all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean dist krew-tools validate-krew-manifest
+.PHONY: bench-fleet record-kube-proxy-version all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean dist krew-tools validate-krew-manifest
 # Release archives: krew wants a semver version.
 DIST_VERSION ?= $(shell git describe --tags --match 'v*' 2>/dev/null || echo v0.1.0-dev)
 PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
@@ -71,6 +71,11 @@ bench:
 ## svctrace against iptables-save side by side (root; about three minutes)
 bench-dump:
 	SVCTRACE_CACHE=$(CACHE) hack/bench-dump.sh
+
+## record-kube-proxy-version: record the scenario as another kube-proxy version programs it
+## (VERSION=v1.33.13), for checking repair's rule text against it (root)
+record-kube-proxy-version:
+	SVCTRACE_CACHE=$(CACHE) hack/record-kube-proxy-version.sh $(VERSION)
 
 ## bench-fleet: time check --all-nodes on 5,000 kwok-simulated nodes against the real API server
 ## (root; NODES=... PARALLEL=16,64)
