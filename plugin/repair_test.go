@@ -16,23 +16,7 @@ import (
 // editedDemoObjects writes the demo's API objects with the multi Service deleted and hostnames-c
 // replaced by a new pod address: what a node whose kube-proxy stopped would disagree with.
 func editedDemoObjects(t *testing.T) string {
-	cl := tt.LoadObjects(t, "../dataplane/snapshot/demo/objects.yaml")
-	var svcs = cl.Services[:0]
-	for _, s := range cl.Services {
-		if s.Name != "multi" {
-			svcs = append(svcs, s)
-		}
-	}
-	for _, sl := range cl.Slices {
-		if sl.Labels["kubernetes.io/service-name"] == "hostnames" {
-			for i := range sl.Endpoints {
-				if sl.Endpoints[i].Addresses[0] == "10.244.1.13" {
-					sl.Endpoints[i].Addresses[0] = "10.244.1.15"
-				}
-			}
-		}
-	}
-	data, err := trace.EncodeObjects(trace.NewCluster(svcs, cl.Slices, cl.Pods, cl.Nodes))
+	data, err := trace.EncodeObjects(tt.StaleDemo(t, "../dataplane/snapshot/demo"))
 	if err != nil {
 		t.Fatal(err)
 	}

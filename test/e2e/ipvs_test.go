@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/svctrace/svctrace/test/e2e/harness"
+	tt "github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 )
 
@@ -212,17 +213,7 @@ func writeRepairObjects(objects []byte, path string) error {
 	if err != nil {
 		return err
 	}
-	for _, sl := range cl.Slices {
-		if sl.Labels["kubernetes.io/service-name"] != "vmweb" {
-			continue
-		}
-		for i := range sl.Endpoints {
-			if sl.Endpoints[i].Addresses[0] == "10.244.3.13" {
-				sl.Endpoints[i].Addresses[0] = "10.244.3.14"
-			}
-		}
-	}
-	data, err := trace.EncodeObjects(cl)
+	data, err := trace.EncodeObjects(tt.EditEndpoints(cl, "vmweb", map[string]string{"10.244.3.13": "10.244.3.14"}))
 	if err != nil {
 		return err
 	}

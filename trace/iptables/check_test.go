@@ -45,24 +45,7 @@ func TestCheckRecordedNodeIsClean(t *testing.T) {
 // edits the live cluster: a pod gone from the slice, a new pod in it, a Service deleted.
 func TestCheckFindsWhatChangedInTheAPI(t *testing.T) {
 	dp, _ := loadScenario(t, "../../dataplane/snapshot/demo")
-	cl := tt.LoadObjects(t, "../../dataplane/snapshot/demo/objects.yaml")
-	var svcs = cl.Services[:0]
-	for _, s := range cl.Services {
-		if s.Name != "multi" {
-			svcs = append(svcs, s)
-		}
-	}
-	for _, sl := range cl.Slices {
-		if sl.Labels["kubernetes.io/service-name"] != "hostnames" {
-			continue
-		}
-		for i := range sl.Endpoints {
-			if sl.Endpoints[i].Addresses[0] == "10.244.1.13" {
-				sl.Endpoints[i].Addresses[0] = "10.244.1.15" // hostnames-c gone, a new pod in its place
-			}
-		}
-	}
-	edited := trace.NewCluster(svcs, cl.Slices, cl.Pods, cl.Nodes)
+	edited := tt.StaleDemo(t, "../../dataplane/snapshot/demo")
 	res, err := trace.Check(dp, edited, edited.NodeContextFor("node1", nil), trace.CheckScope{})
 	if err != nil {
 		t.Fatal(err)

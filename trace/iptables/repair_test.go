@@ -49,32 +49,7 @@ func TestRepairPlanFollowsTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	dp, _ := loadScenario(t, "../../dataplane/snapshot/demo")
-	cl := tt.LoadObjects(t, "../../dataplane/snapshot/demo/objects.yaml")
-	var svcs = cl.Services[:0]
-	for _, s := range cl.Services {
-		if s.Name != "multi" {
-			svcs = append(svcs, s)
-		}
-	}
-	for _, sl := range cl.Slices {
-		switch sl.Labels["kubernetes.io/service-name"] {
-		case "hostnames":
-			for i := range sl.Endpoints {
-				if sl.Endpoints[i].Addresses[0] == "10.244.1.13" {
-					sl.Endpoints[i].Addresses[0] = "10.244.1.15"
-				}
-			}
-		case "dns":
-			var keep = sl.Endpoints[:0]
-			for _, e := range sl.Endpoints {
-				if e.Addresses[0] != "10.244.2.52" {
-					keep = append(keep, e)
-				}
-			}
-			sl.Endpoints = keep
-		}
-	}
-	edited := trace.NewCluster(svcs, cl.Slices, cl.Pods, cl.Nodes)
+	edited := tt.EditEndpoints(tt.StaleDemo(t, "../../dataplane/snapshot/demo"), "dns", map[string]string{"10.244.2.52": ""})
 	node := edited.NodeContextFor("node1", nil)
 	plan, err := xt.PlanRepair(dp, edited, node, trace.CheckScope{})
 	if err != nil {
@@ -153,17 +128,7 @@ func TestIPVSRepairPlan(t *testing.T) {
 	if !plan.Empty() {
 		t.Fatalf("plan on the synced node: %+v", plan.Changes)
 	}
-	for _, sl := range cl.Slices {
-		if sl.Labels["kubernetes.io/service-name"] != "vmweb" {
-			continue
-		}
-		for i := range sl.Endpoints {
-			if sl.Endpoints[i].Addresses[0] == "10.244.3.13" {
-				sl.Endpoints[i].Addresses[0] = "10.244.3.14"
-			}
-		}
-	}
-	edited := trace.NewCluster(cl.Services, cl.Slices, cl.Pods, cl.Nodes)
+	edited := tt.EditEndpoints(cl, "vmweb", map[string]string{"10.244.3.13": "10.244.3.14"})
 	plan, err = xt.PlanIPVSRepair(dp, edited, node, trace.CheckScope{Namespace: "ipvs"})
 	if err != nil {
 		t.Fatal(err)
