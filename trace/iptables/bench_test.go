@@ -43,18 +43,7 @@ func BenchmarkTraceWarm(b *testing.B) {
 // BenchmarkCheckFullNode checks every Service port of the 10,000 x 10 node against the API
 // objects recorded with it (hack/bench-dump.sh): issue's target, under 2 s.
 func BenchmarkCheckFullNode(b *testing.B) {
-	data := tracetest.BenchFile(b, "iptables-10000x10/iptables-save.txt")
-	objs := tracetest.BenchFile(b, "iptables-10000x10/objects.json")
-	rs, err := ipread.Parse(data)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cl, err := trace.DecodeObjects(objs)
-	if err != nil {
-		b.Fatal(err)
-	}
-	dp := &xt.Dataplane{V4: rs}
-	node := cl.NodeContextFor("node1", nil)
+	dp, cl, node := benchNode(b)
 	b.ResetTimer()
 	for b.Loop() {
 		res, err := trace.Check(dp, cl, node, trace.CheckScope{})
@@ -76,18 +65,7 @@ func BenchmarkCheckFullNode(b *testing.B) {
 // (large-cluster layout: no endpoint comments) against its recorded API objects: the plan must
 // be empty, as the real kube-proxy had synced.
 func BenchmarkRepairPlanFullNode(b *testing.B) {
-	data := tracetest.BenchFile(b, "iptables-10000x10/iptables-save.txt")
-	objs := tracetest.BenchFile(b, "iptables-10000x10/objects.json")
-	rs, err := ipread.Parse(data)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cl, err := trace.DecodeObjects(objs)
-	if err != nil {
-		b.Fatal(err)
-	}
-	dp := &xt.Dataplane{V4: rs}
-	node := cl.NodeContextFor("node1", nil)
+	dp, cl, node := benchNode(b)
 	b.ResetTimer()
 	for b.Loop() {
 		plan, err := xt.PlanRepair(dp, cl, node, trace.CheckScope{})
@@ -98,4 +76,18 @@ func BenchmarkRepairPlanFullNode(b *testing.B) {
 			b.Fatalf("%d changes on a synced node, first: %+v", len(plan.Changes), plan.Changes[0])
 		}
 	}
+}
+
+// benchNode loads the recorded 10,000 x 10 node and its API objects (hack/bench-dump.sh).
+func benchNode(b *testing.B) (*xt.Dataplane, *trace.Cluster, *trace.NodeContext) {
+	b.Helper()
+	rs, err := ipread.Parse(tracetest.BenchFile(b, "iptables-10000x10/iptables-save.txt"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cl, err := trace.DecodeObjects(tracetest.BenchFile(b, "iptables-10000x10/objects.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &xt.Dataplane{V4: rs}, cl, cl.NodeContextFor("node1", nil)
 }
