@@ -97,23 +97,8 @@ func (o *CheckOptions) Complete(args []string) error {
 	if o.failRank, err = parseFailOn(o.failOn); err != nil {
 		return err
 	}
-	ns := ""
-	if !o.allNamespaces {
-		ns = namespaceOf(o.config, &o.Input)
-	}
-	o.scope = trace.CheckScope{Namespace: ns}
-	if len(args) == 1 {
-		if o.allNamespaces {
-			return usageErrorf("a SERVICE and -A do not go together")
-		}
-		n, name, ok := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(args[0], "svc/"), "service/"), "/")
-		if ok {
-			o.scope = trace.CheckScope{Namespace: n, Name: name}
-		} else {
-			o.scope.Name = n
-		}
-	}
-	return nil
+	o.scope, err = serviceScope(o.config, &o.Input, o.allNamespaces, args)
+	return err
 }
 
 // Run reads the inputs, checks and prints.
@@ -147,6 +132,25 @@ func (o *CheckOptions) Run(ctx context.Context) error {
 		return err
 	}
 	return o.report([]*trace.CheckResult{res})
+}
+
+// serviceScope is the Services a command covers: [NAMESPACE/]SERVICE (also svc/ or service/
+// NAME), else the namespace (--namespace, the kubeconfig's, default), or every namespace with -A.
+func serviceScope(cfg *genericclioptions.ConfigFlags, in *InputFlags, allNamespaces bool, args []string) (trace.CheckScope, error) {
+	if len(args) == 0 {
+		if allNamespaces {
+			return trace.CheckScope{}, nil
+		}
+		return trace.CheckScope{Namespace: namespaceOf(cfg, in)}, nil
+	}
+	if allNamespaces {
+		return trace.CheckScope{}, usageErrorf("a SERVICE and -A do not go together")
+	}
+	n, name, ok := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(args[0], "svc/"), "service/"), "/")
+	if ok {
+		return trace.CheckScope{Namespace: n, Name: name}, nil
+	}
+	return trace.CheckScope{Namespace: namespaceOf(cfg, in), Name: n}, nil
 }
 
 // report prints the nodes' merged findings and says whether any reaches --fail-on.

@@ -129,23 +129,8 @@ func (o *RepairOptions) Complete(args []string) error {
 	} else if o.format, err = render.ParseFormat(o.output); err != nil {
 		return usageErrorf("--output: %v (repair also takes table)", err)
 	}
-	ns := ""
-	if !o.allNamespaces {
-		ns = namespaceOf(o.config, &o.Input)
-	}
-	o.scope = trace.CheckScope{Namespace: ns}
-	if len(args) == 1 {
-		if o.allNamespaces {
-			return usageErrorf("a SERVICE and -A do not go together")
-		}
-		n, name, ok := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(args[0], "svc/"), "service/"), "/")
-		if ok {
-			o.scope = trace.CheckScope{Namespace: n, Name: name}
-		} else {
-			o.scope.Name = n
-		}
-	}
-	return nil
+	o.scope, err = serviceScope(o.config, &o.Input, o.allNamespaces, args)
+	return err
 }
 
 // Validate checks flag combinations.
