@@ -2,9 +2,6 @@ package plugin
 
 import (
 	"context"
-	"os"
-	"os/signal"
-	"syscall"
 
 	dpexec "github.com/svctrace/svctrace/dataplane/exec"
 	"github.com/svctrace/svctrace/trace"
@@ -13,15 +10,11 @@ import (
 // runAllNodes checks every node that runs a kube-proxy pod, reading each through it, and merges
 // the findings.
 func (o *CheckOptions) runAllNodes(ctx context.Context) error {
-	if err := allNodesConflict(&o.Input); err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
-	f, err := openFleet(ctx, o.config, o.streams, o.fleet, o.Input.Debug)
+	ctx, f, stop, err := openFleet(ctx, o.config, o.streams, o.fleet, &o.Input)
 	if err != nil {
 		return err
 	}
+	defer stop()
 	results := make([]*trace.CheckResult, len(f.names))
 	failures := f.each(ctx, "checked", nil, func(ctx context.Context, i int, name string, r dpexec.Runner) error {
 		dp, _, _, _, err := readNode(ctx, o.streams, r, true, o.Input.Mode)

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/svctrace/svctrace/dataplane/conntrack"
@@ -19,20 +16,15 @@ import (
 // conntrack (and dataplane counters) read at the start of one window and again --duration later.
 func (o *BalanceOptions) runAllNodes(ctx context.Context) error {
 	t := o.trace
-	if err := allNodesConflict(&t.Input); err != nil {
-		return err
-	}
 	if o.conntrack != "" {
 		return usageErrorf("--conntrack is one node's table; --all-nodes reads every node's")
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
-	f, err := openFleet(ctx, t.config, t.streams, o.fleet, t.Input.Debug)
+	ctx, f, stop, err := openFleet(ctx, t.config, t.streams, o.fleet, &t.Input)
 	if err != nil {
 		return err
 	}
+	defer stop()
 	f.keepDebugPods = true // the same pod for both reads of the window
-	defer f.close()
 	type node struct {
 		trace        *trace.Result
 		counters     map[string]uint64

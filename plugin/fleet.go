@@ -3,9 +3,12 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/signal"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -38,6 +41,12 @@ func (f *fleetFlags) validate(allNodes bool) error {
 		return usageErrorf("--node-selector: %v", err)
 	}
 	return nil
+}
+
+// interruptible returns ctx cancelled also by Ctrl-C, SIGTERM and SIGHUP, so that a command
+// returns through its deferred clean-up (a debug pod deleted) instead of dying.
+func interruptible(ctx context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 }
 
 // fleet is the set of nodes an --all-nodes run reads: every node with a running kube-proxy pod,
@@ -99,10 +108,19 @@ func (f *fleet) runner(ctx context.Context, name string) (r dpexec.Runner, done 
 	return r, func() {}, nil
 }
 
-func openFleet(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, flags fleetFlags, debug DebugPodFlags) (*fleet, error) {
+// openFleet starts an --all-nodes run: the input flags checked, a context that Ctrl-C, SIGTERM and
+// SIGHUP cancel, the API objects and the kube-proxy pods read once. stop deletes any debug pods
+// kept and releases the signals; call it when done.
+func openFleet(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, flags fleetFlags, in *InputFlags) (context.Context, *fleet, func(), error) {
+	if err := allNodesConflict(in); err != nil {
+		return nil, nil, nil, err
+	}
+	debug := in.Debug
+	ctx, cancel := interruptible(ctx)
 	cl, err := fetchCluster(ctx, cfg)
 	if err != nil {
-		return nil, err
+		cancel()
+		return nil, nil, nil, err
 	}
 	pods, err := kubeProxyPods(ctx, cfg)
 	if err != nil && debug.Enabled && fallsBackToDebugPod(err) {
@@ -110,7 +128,8 @@ func openFleet(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams 
 		pods, err = map[string]dpexec.Pod{}, nil
 	}
 	if err != nil {
-		return nil, err
+		cancel()
+		return nil, nil, nil, err
 	}
 	f := &fleet{flags: flags, debug: debug, config: cfg, streams: streams, cluster: cl, pods: pods}
 	sel, _ := labels.Parse(flags.nodeSelector)
@@ -125,7 +144,10 @@ func openFleet(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams 
 		}
 	}
 	sort.Strings(f.names)
-	return f, nil
+	return ctx, f, func() {
+		f.close()
+		cancel()
+	}, nil
 }
 
 // each runs fn for every node, --parallel at a time, each bounded by --node-timeout, with a

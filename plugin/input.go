@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -371,7 +369,7 @@ func (f *InputFlags) start(ctx context.Context, cfg *genericclioptions.ConfigFla
 	}
 	// Ctrl-C and termination cancel the context; the command then returns through its deferred
 	// stop, which deletes a debug pod if one was started.
-	ctx, cancel := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	ctx, cancel := interruptible(ctx)
 	stop := func() {
 		f.Close()
 		cancel()

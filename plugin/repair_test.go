@@ -2,12 +2,13 @@ package plugin
 
 import (
 	"encoding/json"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	tt "github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"

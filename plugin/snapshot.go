@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -172,15 +170,11 @@ func (o *SnapshotOptions) writeBundle(ctx context.Context, dir, node, mode strin
 // runAllNodes writes a set: the API objects once, and every node's bundle under nodes/NAME, each
 // read through its kube-proxy pod (or a debug pod).
 func (o *SnapshotOptions) runAllNodes(ctx context.Context, dir string) error {
-	if err := allNodesConflict(&o.Input); err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
-	f, err := openFleet(ctx, o.config, o.streams, o.fleet, o.Input.Debug)
+	ctx, f, stop, err := openFleet(ctx, o.config, o.streams, o.fleet, &o.Input)
 	if err != nil {
 		return err
 	}
+	defer stop()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("cannot create %s: %w", dir, err)
 	}
