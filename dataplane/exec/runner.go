@@ -47,18 +47,7 @@ func (Local) Run(ctx context.Context, argv ...string) ([]byte, error) {
 	if _, err := osexec.LookPath(argv[0]); err != nil {
 		return nil, fmt.Errorf("%s: %w", argv[0], ErrNotFound)
 	}
-	var stdout, stderr bytes.Buffer
-	cmd := osexec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		status := -1
-		var ee *osexec.ExitError
-		if errors.As(err, &ee) {
-			status = ee.ExitCode()
-		}
-		return stdout.Bytes(), &Error{Argv: argv, ExitStatus: status, Stderr: stderr.String(), Err: err}
-	}
-	return stdout.Bytes(), nil
+	return runLocal(osexec.CommandContext(ctx, argv[0], argv[1:]...), argv)
 }
 
 // RunInput runs a command on this machine with stdin as its standard input. The command runs in
@@ -69,10 +58,17 @@ func (Local) RunInput(stdin []byte, argv ...string) ([]byte, error) {
 	if _, err := osexec.LookPath(argv[0]); err != nil {
 		return nil, fmt.Errorf("%s: %w", argv[0], ErrNotFound)
 	}
-	var stdout, stderr bytes.Buffer
 	cmd := osexec.Command(argv[0], argv[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(stdin), &stdout, &stderr
+	cmd.Stdin = bytes.NewReader(stdin)
 	cmd.SysProcAttr = detached()
+	return runLocal(cmd, argv)
+}
+
+// runLocal runs cmd and returns its standard output, or an *Error with its exit status and
+// standard error.
+func runLocal(cmd *osexec.Cmd, argv []string) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		status := -1
 		var ee *osexec.ExitError
