@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -133,7 +134,7 @@ func balance(tr *Result, cl *Cluster, conns []Conn, newConns map[string]uint64, 
 		}
 		cli.Connections++
 		cli.Bytes += c.Bytes
-		if !contains(cli.Backends, c.Backend.String()) {
+		if !slices.Contains(cli.Backends, c.Backend.String()) {
 			cli.Backends = append(cli.Backends, c.Backend.String())
 		}
 	}
@@ -261,15 +262,6 @@ func balance(tr *Result, cl *Cluster, conns []Conn, newConns map[string]uint64, 
 		res.Message = fmt.Sprintf("traffic follows the dataplane's split: busiest backend %.2fx its fair share, coefficient of variation %.2f", res.MaxOverMean, res.CV)
 	}
 	return res
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // chiSquareSurvival is P(X >= x) for a chi-square variable with k degrees of freedom: the

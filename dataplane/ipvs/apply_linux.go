@@ -11,14 +11,6 @@ import (
 	"github.com/svctrace/svctrace/trace"
 )
 
-// ApplyResult says what an IPVS operation did: a delete of a busy real server is left at
-// weight 0 (Deferred) for a later run.
-type ApplyResult struct {
-	Op       trace.IPVSOp
-	Done     bool
-	Deferred string
-}
-
 // Apply runs the operations over netlink, in order. It never flushes and never touches a virtual
 // server or real server the operations do not name. It stops at the first failure.
 func Apply(ops []trace.IPVSOp) ([]ApplyResult, error) {

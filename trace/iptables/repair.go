@@ -3,6 +3,7 @@ package iptables
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -221,7 +222,7 @@ func PlanRepair(d *Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope 
 		if !keep && !existed {
 			return nil
 		}
-		if keep && existed && equalRules(before, after) {
+		if keep && existed && slices.Equal(before, after) {
 			return nil
 		}
 		changes = append(changes, &chainChange{table: table, chain: chain, before: before, existed: existed, after: after, keep: keep, service: service})
@@ -280,7 +281,7 @@ func PlanRepair(d *Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope 
 		for _, c := range []string{svcPrefix + h, svlPrefix + h} {
 			if ch := nat.Chains[c]; ch != nil {
 				for _, r := range ch.Rules {
-					if strings.HasPrefix(r.Target, sepPrefix) && !contains(out, r.Target) {
+					if strings.HasPrefix(r.Target, sepPrefix) && !slices.Contains(out, r.Target) {
 						out = append(out, r.Target)
 					}
 				}
@@ -310,7 +311,7 @@ func PlanRepair(d *Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope 
 		candidates = append(candidates, seps...)
 		if want != nil {
 			for _, c := range want.Chains {
-				if !contains(candidates, c) {
+				if !slices.Contains(candidates, c) {
 					candidates = append(candidates, c)
 				}
 			}
@@ -338,7 +339,7 @@ func PlanRepair(d *Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope 
 			continue
 		}
 		for _, old := range oldBackends[n] {
-			if p != nil && contains(p.Reachable, old) {
+			if p != nil && slices.Contains(p.Reachable, old) {
 				continue
 			}
 			ip, _, _ := strings.Cut(old, ":")
@@ -496,32 +497,11 @@ func describeChange(table, chain, service string, before []string, existed bool,
 	return out
 }
 
-func equalRules(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func nonNil(s []string) []string {
 	if s == nil {
 		return []string{}
 	}
 	return s
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func protoName(p uint8) string {
