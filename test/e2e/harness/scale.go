@@ -21,17 +21,22 @@ import (
 // ScaleNamespace holds the Services PopulateScale creates.
 const ScaleNamespace = "scale"
 
+// BulkClient is a client without client-side rate limits, for creating thousands of objects.
+func (c *Cluster) BulkClient() (*kubernetes.Clientset, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cfg.QPS, cfg.Burst = 2000, 2000
+	return kubernetes.NewForConfig(cfg)
+}
+
 // PopulateScale creates services selector-less Services with one hand-made EndpointSlice each of
 // endpoints endpoints (addresses in 10.128.0.0/9, alternating node1 and node2), the way a large
 // cluster looks to kube-proxy. Nothing ever answers on those addresses.
 func (c *Cluster) PopulateScale(ctx context.Context, services, endpoints int) error {
 	t := time.Now()
-	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
-	if err != nil {
-		return err
-	}
-	cfg.QPS, cfg.Burst = 2000, 2000
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := c.BulkClient()
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/svctrace/svctrace/test/e2e/harness"
 )
@@ -36,12 +35,7 @@ func recordFleet(ctx context.Context, c *harness.Cluster, svctrace string) error
 		return err
 	}
 	defer c.StopProcess("kwok")
-	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
-	if err != nil {
-		return err
-	}
-	cfg.QPS, cfg.Burst = 2000, 2000
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := c.BulkClient()
 	if err != nil {
 		return err
 	}
