@@ -12,7 +12,8 @@ import (
 	xt "github.com/svctrace/svctrace/trace/iptables"
 )
 
-func walkOld(t *testing.T, pkt trace.Packet, local ...string) *trace.Walk {
+// oldLayout reads the hand-written v1.20-layout fixture (origin in testdata/README.md).
+func oldLayout(t *testing.T) *xt.Ruleset {
 	t.Helper()
 	data, err := os.ReadFile("testdata/v1.20-layout.iptables")
 	if err != nil {
@@ -22,6 +23,12 @@ func walkOld(t *testing.T, pkt trace.Packet, local ...string) *trace.Walk {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rs
+}
+
+func walkOld(t *testing.T, pkt trace.Packet, local ...string) *trace.Walk {
+	t.Helper()
+	rs := oldLayout(t)
 	node := &trace.NodeContext{Name: "old"}
 	for _, l := range local {
 		node.Local = append(node.Local, netip.MustParseAddr(l))

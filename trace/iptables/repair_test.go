@@ -150,16 +150,8 @@ func TestIPVSRepairPlan(t *testing.T) {
 // An old kube-proxy's layout (KUBE-XLB chains; the hand-written v1.20 fixture in testdata) is
 // refused rather than overwritten with the new one.
 func TestRepairRefusesAnOldLayout(t *testing.T) {
-	data, err := os.ReadFile("testdata/v1.20-layout.iptables")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := ipread.Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cl := trace.NewCluster(nil, nil, nil, nil)
-	_, err = xt.PlanRepair(&xt.Dataplane{V4: rs}, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
+	_, err := xt.PlanRepair(&xt.Dataplane{V4: oldLayout(t)}, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
 	if err == nil || !strings.Contains(err.Error(), "before 1.24") {
 		t.Fatalf("old layout: %v", err)
 	}
