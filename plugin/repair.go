@@ -187,11 +187,15 @@ func (o *RepairOptions) Run(ctx context.Context) error {
 	if err := render.Repair(o.streams.Out, plan, render.Options{Format: o.format, Color: render.ColorFor(o.streams.Out)}); err != nil {
 		return err
 	}
-	if plan.Mode == "nftables" && (o.apply || len(plan.Notes) > 0 && strings.HasPrefix(plan.Notes[0], "refused")) {
+	if plan.Mode == "nftables" {
+		// Never written; its notes are what check found wrong.
 		if o.apply {
 			return &ExitError{Code: ExitUsage, Err: errors.New("refusing to write nftables mode's rules: kube-proxy replaces its whole nftables table on every sync, so a change made beside it would race it; restart kube-proxy on this node instead")}
 		}
-		return errFindings
+		if len(plan.Notes) > 0 {
+			return errFindings
+		}
+		return nil
 	}
 	if !o.apply {
 		if plan.Empty() {
