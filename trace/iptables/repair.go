@@ -183,10 +183,10 @@ func PlanRepair(d *Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope 
 				if !scope.Has(ns, svc) {
 					continue
 				}
-				if _, ok := stale[o]; !ok || strings.HasSuffix(r.Comment, " health check node port") {
-					if !strings.HasSuffix(r.Comment, " health check node port") || !ok {
-						stale[o] = protoName(r.Proto)
-					}
+				// The first rule seen gives the protocol: nat is read first, and its rules carry
+				// the port's (filter's health-check rules are always tcp).
+				if _, seen := stale[o]; !seen {
+					stale[o] = protoName(r.Proto)
 				}
 			}
 		}
