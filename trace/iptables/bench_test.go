@@ -2,6 +2,7 @@ package iptables_test
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	ipread "github.com/svctrace/svctrace/dataplane/iptables"
@@ -90,4 +91,23 @@ func benchNode(b *testing.B) (*xt.Dataplane, *trace.Cluster, *trace.NodeContext)
 		b.Fatal(err)
 	}
 	return &xt.Dataplane{V4: rs}, cl, cl.NodeContextFor("node1", nil)
+}
+
+// BenchmarkRepairPlanOneServiceGone plans the whole 10,000 x 10 node after one Service left the
+// API: the plan removes its rules (rewriting KUBE-SERVICES, 10,000 rules) and names that Service
+// only.
+func BenchmarkRepairPlanOneServiceGone(b *testing.B) {
+	dp, cl, node := benchNode(b)
+	gone := cl.Services[5]
+	cl = tracetest.WithoutService(cl, gone.Name)
+	b.ResetTimer()
+	for b.Loop() {
+		plan, err := xt.PlanRepair(dp, cl, node, trace.CheckScope{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(plan.Services) != 1 || !strings.HasPrefix(plan.Services[0], gone.Namespace+"/"+gone.Name) || len(plan.IPTables) != 1 {
+			b.Fatalf("plan for one Service gone: services %v, %d tables", plan.Services, len(plan.IPTables))
+		}
+	}
 }

@@ -390,8 +390,8 @@ func PlanRepair(d *Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope 
 		if c.service != "" {
 			continue
 		}
-		for _, n := range append(append([]string(nil), names...), staleNames...) {
-			if ownsChanged(n, c.before, c.after) {
+		for n := range changedOwners(c.before, c.after) {
+			if managed[n] {
 				touchedServices[n] = true
 			}
 		}
@@ -436,27 +436,29 @@ func udpAddresses(p *KPServicePort, name string, rs *Ruleset) []string {
 	return out
 }
 
-func ownsChanged(name string, before, after []string) bool {
-	mark := `--comment "` + name
-	count := func(rules []string) map[string]int {
-		m := map[string]int{}
-		for _, r := range rules {
-			if strings.Contains(r, mark+" ") || strings.Contains(r, mark+`"`) {
-				m[r]++
-			}
+// changedOwners names the service ports whose rules differ between a chain's before and after:
+// the owners (first word of the comment) of the rules that one has more often than the other.
+// One pass, as KUBE-SERVICES holds a rule per Service port.
+func changedOwners(before, after []string) map[string]bool {
+	count := map[string]int{}
+	for _, r := range before {
+		count[r]++
+	}
+	for _, r := range after {
+		count[r]--
+	}
+	out := map[string]bool{}
+	for r, n := range count {
+		if n == 0 {
+			continue
 		}
-		return m
-	}
-	a, b := count(before), count(after)
-	if len(a) != len(b) {
-		return true
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return true
+		if _, c, ok := strings.Cut(r, `--comment "`); ok {
+			c, _, _ = strings.Cut(c, `"`)
+			name, _, _ := strings.Cut(c, " ")
+			out[name] = true
 		}
 	}
-	return false
+	return out
 }
 
 // describeChange turns one chain's change into changes for people: the rules removed and added.
