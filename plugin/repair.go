@@ -412,7 +412,7 @@ func (o *RepairOptions) applyPlan(ctx context.Context, plan *trace.RepairPlan) e
 			all.WriteString(t.Input)
 		}
 		if _, err := local.RunInput([]byte(all.String()), b.Restore(), "--test", "--noflush", "--wait", "10"); err != nil {
-			return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%s refuses the plan's input, nothing was written: %w", b.Restore(), err)}
+			return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%s --test did not accept the plan's input, so nothing was written: %w", b.Restore(), err)}
 		}
 	}
 	var ipvsBefore map[string]int
@@ -446,7 +446,7 @@ func (o *RepairOptions) applyPlan(ctx context.Context, plan *trace.RepairPlan) e
 		if err := ipread.Restore(local, state.Backend, all.String()); err != nil {
 			// Each table commits on its own: put back whatever part went in.
 			if rerr := o.rollbackTables(ctx, state); rerr != nil {
-				return fmt.Errorf("writing failed (%v) and so did putting the old rules back (%v): restore them with `repair --undo %s --force`", err, rerr, path)
+				return fmt.Errorf("writing failed (%v) and so did putting the old rules back (%v): restore them with: kubectl svctrace repair --undo %s --force", err, rerr, path)
 			}
 			state.Status = "failed"
 			_ = state.save(path)
