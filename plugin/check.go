@@ -172,13 +172,14 @@ func (o *CheckOptions) report(results []*trace.CheckResult) error {
 // runSet checks every node of a several-node snapshot, offline, and merges the findings.
 func (o *CheckOptions) runSet(ctx context.Context, set *snapshot.SetManifest) error {
 	var results []*trace.CheckResult
+	in := o.Input
 	for _, node := range set.Nodes {
-		in := o.Input
 		in.Node = node
 		r, err := in.Resolve(ctx, o.config, o.streams)
 		if err != nil {
 			return err
 		}
+		in.decoded = r.Cluster // the set's objects, decoded once
 		if r.Cluster == nil {
 			return usageErrorf("snapshot %s has no API objects to compare with", o.Input.Snapshot)
 		}

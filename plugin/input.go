@@ -47,6 +47,9 @@ type InputFlags struct {
 	// deletes): later reads in the same command reuse it.
 	live    dpexec.Runner
 	cleanup func()
+	// decoded are API objects already decoded for an earlier node of the same input (a set's
+	// nodes share one objects file): used instead of decoding them again.
+	decoded *trace.Cluster
 }
 
 // Close deletes the debug pod, if one was started. Safe to call more than once.
@@ -247,6 +250,8 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 	}
 
 	switch {
+	case f.decoded != nil:
+		in.Cluster = f.decoded
 	case objects != nil:
 		cl, err := trace.DecodeObjects(objects)
 		if err != nil {
