@@ -10,7 +10,7 @@ BIN := bin/kubectl-svctrace
 DEPS := iptables nftables etcd-server conntrack ipset iproute2 qemu-system-x86 busybox-static ipvsadm cpio kmod
 DEP_CMDS := iptables-legacy-save iptables-nft-save nft etcd conntrack ipset ip qemu-system-x86_64 busybox ipvsadm cpio depmod
 
-.PHONY: bench-fleet record-kube-proxy-version all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean dist krew-tools validate-krew-manifest
+.PHONY: cover-repair bench-fleet record-kube-proxy-version all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean dist krew-tools validate-krew-manifest
 # Release archives: krew wants a semver version.
 DIST_VERSION ?= $(shell git describe --tags --match 'v*' 2>/dev/null || echo v0.1.0-dev)
 PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
@@ -46,18 +46,26 @@ vet:
 ## test: the whole suite: vet, unit tests, fuzz seeds, the e2e tests against a real cluster
 ## (including kube-proxy in IPVS mode inside a QEMU guest) and the krew packaging test (root);
 ## RUN=REGEX runs only the matching e2e tests
-test: deps vet build dist krew-tools
+test: deps vet cover-repair build dist krew-tools
 	@bin=$$(SVCTRACE_CACHE=$(CACHE) hack/k8s-binaries.sh) && \
 	kernel=$$(SVCTRACE_CACHE=$(CACHE) hack/ipvs-vm/kernel.sh) && \
 	kwok=$$(SVCTRACE_CACHE=$(CACHE) hack/kwok-binary.sh) && \
 	mkdir -p $(CACHE) bin/plugin bin/vm && \
 	CGO_ENABLED=0 $(GO) build -o $(CACHE)/netprobe ./test/e2e/netprobe && \
+	CGO_ENABLED=0 $(GO) build -tags svctrace_testhooks -o bin/testhooks/kubectl-svctrace ./cmd/kubectl-svctrace && \
 	cp $(BIN) bin/plugin/kubectl-svctrace && cp krew/kubectl_complete-svctrace bin/plugin/ && \
 	cp $(BIN) $(CACHE)/netprobe $$bin/kube-proxy bin/vm/ && \
 	SVCTRACE_E2E=1 SVCTRACE_K8S_BIN=$$bin SVCTRACE_NETPROBE=$(CACHE)/netprobe SVCTRACE_PLUGIN_DIR=$(CURDIR)/bin/plugin \
+	SVCTRACE_TESTHOOKS_BIN=$(CURDIR)/bin/testhooks/kubectl-svctrace \
 	SVCTRACE_VM_KERNEL=$$kernel SVCTRACE_VM_BIN=$(CURDIR)/bin/vm SVCTRACE_KWOK=$$kwok \
 	SVCTRACE_DIST=$(CURDIR)/dist SVCTRACE_DIST_VERSION=$(DIST_VERSION) SVCTRACE_KREW_DIR=$(KREW_DIR) \
 		$(GO) test -count=1 -timeout 40m $(if $(RUN),-run '$(RUN)' ./test/e2e/,./...)
+
+## cover-repair: the repair engine's apply, verify, rollback and undo code (engine.go) must be
+## covered at least 90% by its unit tests alone (the fault table over a fake node)
+cover-repair:
+	@$(GO) test -count=1 -coverprofile=bin/repair.cover ./dataplane/repair/ >/dev/null && \
+	awk '$$1 ~ /repair\/engine.go/ { n += $$2; if ($$3 > 0) c += $$2 } END { p = 100 * c / n; printf "repair engine (engine.go): %.1f%% of %d statements covered by unit tests\n", p, n; exit p < 90 }' bin/repair.cover
 
 ## unit: the tests that need neither root nor a cluster
 unit:

@@ -4,6 +4,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/svctrace/svctrace/trace"
+	xt "github.com/svctrace/svctrace/trace/iptables"
 )
 
 func TestDetectRecordedDumps(t *testing.T) {
@@ -66,4 +69,54 @@ func TestLoadModes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDumpsAsPeopleSaveThem: the recorded dump behind a comment of the operator's own, blank
+// lines, CRLF line ends or a byte order mark loads to the same rules, as iptables-restore would
+// take it.
+func TestDumpsAsPeopleSaveThem(t *testing.T) {
+	data, err := os.ReadFile("snapshot/demo/iptables-save.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Load(map[string][]byte{"a": data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, edited := range map[string]string{
+		"a comment first":     "# node1, saved during the incident\n# by on-call\n" + string(data),
+		"blank lines first":   "\n\n  \n" + string(data),
+		"CRLF line ends":      strings.ReplaceAll(string(data), "\n", "\r\n"),
+		"a byte order mark":   "\xef\xbb\xbf" + string(data),
+		"all of them at once": "\xef\xbb\xbf# saved\r\n\r\n" + strings.ReplaceAll(string(data), "\n", "\r\n"),
+	} {
+		if f := Detect([]byte(edited)); f != IptablesSave {
+			t.Errorf("%s: detected as %s", name, f)
+			continue
+		}
+		got, err := Load(map[string][]byte{"a": []byte(edited)})
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if a, b := rulesOf(got), rulesOf(want); a != b || len(a) < 1000 {
+			t.Errorf("%s: the rules differ from the recorded dump's", name)
+		}
+	}
+}
+
+// rulesOf lists an iptables dataplane's rules, table by table and chain by chain.
+func rulesOf(dp trace.Dataplane) string {
+	var b strings.Builder
+	rs := dp.(*xt.Dataplane).V4
+	for _, name := range []string{"filter", "nat", "mangle", "raw"} {
+		if tab := rs.Tables[name]; tab != nil {
+			for _, c := range tab.Order {
+				for _, r := range c.Rules {
+					b.WriteString(name + " " + r.Text + "\n")
+				}
+			}
+		}
+	}
+	return b.String()
 }

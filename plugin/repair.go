@@ -2,23 +2,20 @@ package plugin
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
-	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/svctrace/svctrace/dataplane/conntrack"
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
-	ipread "github.com/svctrace/svctrace/dataplane/iptables"
-	ipvsread "github.com/svctrace/svctrace/dataplane/ipvs"
-	nftread "github.com/svctrace/svctrace/dataplane/nftables"
+	"github.com/svctrace/svctrace/dataplane/exec"
+	"github.com/svctrace/svctrace/dataplane/iptables"
+	"github.com/svctrace/svctrace/dataplane/nftables"
+	"github.com/svctrace/svctrace/dataplane/repair"
 	"github.com/svctrace/svctrace/render"
 	"github.com/svctrace/svctrace/trace"
 	xt "github.com/svctrace/svctrace/trace/iptables"
@@ -59,23 +56,35 @@ Dry-run is the default: the plan is printed (-o json includes the exact iptables
 per table, or the netlink operations) and nothing is changed. With --apply, on the node as root:
 
   1. the touched chains are read again and the run stops if they changed since the plan
-     (kube-proxy wrote meanwhile); the iptables backend (legacy or nf_tables) must be clear
-  2. their current state is saved to a file in --state-dir
+     (kube-proxy wrote meanwhile); the iptables backend (legacy or nf_tables) must be clear;
+     the input is checked with iptables-restore --test
+  2. their current state (and the touched IPVS real servers') is saved, synced to disk, to a
+     0600 file in --state-dir; nothing is written unless that succeeded
   3. iptables: one "iptables-restore --noflush --wait" transaction per table, holding the complete
-     rule list of every chain it touches (checked first with --test); only kube-proxy's service
-     chains are written, never KUBE-PROXY-CANARY, KUBE-IPTABLES-HINT or other chains.
+     rule list of every chain it touches; only kube-proxy's service chains are written, never
+     KUBE-PROXY-CANARY, KUBE-IPTABLES-HINT or other chains; nfacct matches only where the node's
+     own kube-proxy rules have them.
      IPVS: a stale real server goes to weight 0 and is deleted once it has no connections
      (UDP at once); missing ones are added; nothing is flushed
-  4. the node is read again and the repaired Services traced; if the result is not what was
-     planned, everything is rolled back
+  4. the touched chains and real servers are read back and must be what was planned, and the
+     repaired Services are traced against the API; otherwise everything is put back and read
+     back again (the rollback runs to its end even after Ctrl-C)
   5. UDP conntrack entries to removed endpoints are deleted (those of that service port only)
+
+A plan file (--plan) is data: it is validated, shown as exactly the lines it writes, checked
+against this node's name and current chains, and verified like any other apply. A state file
+(--undo) is data too: it names no command, only kube-proxy's chains in nat and filter.
 
 kube-proxy owns these rules: its next sync rewrites them from the API, and with the same API it
 writes the same. In nftables mode kube-proxy replaces its whole table on every sync, so repair
 reports what is wrong and refuses to write.
 
-Exit codes: 0 nothing to repair (or repaired), 1 a dry run found something to repair, or
-verification failed and the change was rolled back, 2 usage, access or refusal.`,
+Exit codes: 0 nothing to repair, repaired and verified, or undone; 1 a dry run found something to
+repair; 2 usage, access or refusal: nothing was written; 4 the result was not what was planned
+(or a write failed) and it was rolled back, read back as before; 5 ROLLBACK FAILED: the node may
+hold part of the change, the message names the state file and the command that restores it;
+6 partial: repaired and verified but some conntrack entries could not be deleted, or an undo put
+back only part of the state.`,
 		Example: fmt.Sprintf(`  # On a node, as root: what would change for one Service, then do it
   sudo kubectl-svctrace repair default/web
   sudo kubectl-svctrace repair default/web --apply
@@ -159,18 +168,26 @@ func (o *RepairOptions) Validate() error {
 
 // Run plans, and applies or undoes.
 func (o *RepairOptions) Run(ctx context.Context) error {
+	ctx, cancel := interruptible(ctx)
+	defer cancel()
 	if o.undoFile != "" {
 		return o.undo(ctx)
 	}
 	var plan *trace.RepairPlan
+	var backend string
 	var err error
+	opts := render.Options{Format: o.format, Color: render.ColorFor(o.streams.Out)}
 	if o.planFile != "" {
 		if plan, err = loadPlan(o.planFile); err != nil {
 			return err
 		}
+		// A plan file is shown as exactly what will be written, not as its own description.
+		if err := render.RepairInput(o.streams.Out, plan, opts); err != nil {
+			return err
+		}
 	} else {
-		if o.apply {
-			if err := refuseAmbiguousBackend(ctx); err != nil {
+		if o.apply && !nftables.HasKubeProxyTable(ctx, exec.Local{}) {
+			if backend, err = liveBackend(ctx); err != nil {
 				return err
 			}
 		}
@@ -183,9 +200,9 @@ func (o *RepairOptions) Run(ctx context.Context) error {
 		if plan, err = o.plan(in); err != nil {
 			return err
 		}
-	}
-	if err := render.Repair(o.streams.Out, plan, render.Options{Format: o.format, Color: render.ColorFor(o.streams.Out)}); err != nil {
-		return err
+		if err := render.Repair(o.streams.Out, plan, opts); err != nil {
+			return err
+		}
 	}
 	if plan.Mode == "nftables" {
 		// Never written; its notes are what check found wrong.
@@ -197,39 +214,19 @@ func (o *RepairOptions) Run(ctx context.Context) error {
 		}
 		return nil
 	}
-	if !o.apply {
-		if plan.Empty() {
-			return nil
-		}
-		fmt.Fprintln(o.streams.ErrOut, "dry run: nothing was changed; run it again with --apply, on the node as root, to make these changes")
-		return errFindings
-	}
 	if plan.Empty() {
 		return nil
 	}
-	return o.applyPlan(ctx, plan)
-}
-
-// ambiguous refuses to write when it is not clear which iptables backend kube-proxy uses.
-func ambiguous(b ipread.Backend) error {
-	if !b.Ambiguous {
-		return nil
+	if !o.apply {
+		fmt.Fprintln(o.streams.ErrOut, "dry run: nothing was changed; run it again with --apply, on the node as root, to make these changes")
+		return errFindings
 	}
-	return &ExitError{Code: ExitUsage, Err: fmt.Errorf("refusing to write: both iptables backends (legacy and nf_tables), or neither, hold kube-proxy's rules on this node, so which one kube-proxy uses is not clear (%s is this node's default)", b.Mode)}
-}
-
-// refuseAmbiguousBackend checks the backend before a live plan meant for --apply is computed (an
-// unclear backend would be read, and planned against, at random). nftables mode has nothing to
-// detect.
-func refuseAmbiguousBackend(ctx context.Context) error {
-	if nftread.HasKubeProxyTable(ctx, dpexec.Local{}) {
-		return nil
+	if o.planFile != "" && len(plan.IPTables) > 0 {
+		if backend, err = liveBackend(ctx); err != nil {
+			return err
+		}
 	}
-	b, err := ipread.DetectBackend(ctx, dpexec.Local{}, false)
-	if err != nil {
-		return err
-	}
-	return ambiguous(b)
+	return o.report(o.engine().Apply(ctx, plan, o.nodeName(), backend))
 }
 
 // plan computes the plan for the inputs' dataplane.
@@ -308,231 +305,76 @@ func kubeProxyVersion(cl *trace.Cluster, node string) (kpVersion, string) {
 	return kpVersion{}, "kube-proxy's version is not known (no kube-proxy pod on this node in the API): the rules written are those of kube-proxy 1.30-1.36; the result is checked either way"
 }
 
-func loadPlan(path string) (*trace.RepairPlan, error) {
-	data, err := os.ReadFile(path)
+// repairPause is the test seam between repair's steps; only a binary built with the
+// svctrace_testhooks tag sets it (repair_testhooks.go), the shipped one never does.
+var repairPause func(step string)
+
+// engine is the repair engine on this node, verifying with a fresh read of the node and the API.
+func (o *RepairOptions) engine() *repair.Engine {
+	return &repair.Engine{Node: repair.Local{}, StateDir: o.stateDir, Log: o.streams.ErrOut, Pause: repairPause,
+		Check: func(ctx context.Context, plan *trace.RepairPlan, deferred []string) ([]string, error) {
+			return o.verifyTrace(ctx, plan, deferred)
+		}}
+}
+
+// report prints a run's outcome and turns it into the exit code.
+func (o *RepairOptions) report(res repair.Result) error {
+	for _, n := range res.Notes {
+		fmt.Fprintln(o.streams.ErrOut, n)
+	}
+	switch res.Outcome {
+	case repair.NothingToDo, repair.Applied, repair.Undone:
+		fmt.Fprintln(o.streams.ErrOut, res.Message)
+		if res.Outcome == repair.Applied {
+			fmt.Fprintln(o.streams.ErrOut, "kube-proxy owns these rules: on its next sync it writes them from the API again.")
+		}
+		return nil
+	}
+	return &ExitError{Code: res.Outcome.ExitCode(), Err: errors.New(res.Message)}
+}
+
+// nodeName is the name of this node: --node, or the hostname (as kube-proxy defaults it).
+func (o *RepairOptions) nodeName() string {
+	if o.Input.Node != "" {
+		return o.Input.Node
+	}
+	h, _ := os.Hostname()
+	return strings.ToLower(h)
+}
+
+// liveBackend is the iptables family kube-proxy writes to on this node; an unclear one is refused
+// (it would be read, planned against and written at random).
+func liveBackend(ctx context.Context) (string, error) {
+	b, err := iptables.DetectBackend(ctx, exec.Local{}, false)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read --plan: %w", err)
+		return "", err
 	}
-	var p trace.RepairPlan
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return nil, usageErrorf("--plan %s is not a repair plan (the -o json of a dry run): %v", path, err)
+	if b.Ambiguous {
+		return "", &ExitError{Code: ExitUsage, Err: fmt.Errorf("refusing to write: both iptables backends (legacy and nf_tables), or neither, hold kube-proxy's rules on this node, so which one kube-proxy uses is not clear (%s is this node's default); nothing was written", b.Mode)}
 	}
-	if p.Kind != "RepairPlan" || p.APIVersion != trace.APIVersion {
-		return nil, usageErrorf("--plan %s is a %q %q, not a %s RepairPlan", path, p.APIVersion, p.Kind, trace.APIVersion)
-	}
-	for _, t := range p.IPTables {
-		if err := ipread.ValidateInput(t); err != nil {
-			return nil, usageErrorf("--plan %s: %v", path, err)
-		}
-	}
-	return &p, nil
+	return repair.BackendOf(b), nil
 }
 
-// repairState is what --apply saves before it writes, and --undo reads.
-type repairState struct {
-	APIVersion string            `json:"apiVersion"`
-	Kind       string            `json:"kind"`
-	Time       time.Time         `json:"time"`
-	Status     string            `json:"status"`
-	Backend    ipread.Backend    `json:"backend"`
-	Plan       *trace.RepairPlan `json:"plan"`
-	// IPVSUndo reverses the IPVS operations that were done, in order.
-	IPVSUndo []trace.IPVSOp `json:"ipvsUndo,omitempty"`
-	Deferred []string       `json:"deferred,omitempty"`
-}
-
-func (s *repairState) save(path string) error {
-	data, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-// pause is a test hook: SVCTRACE_REPAIR_PAUSE=STEP stops before that step ("write", "verify")
-// long enough for a test to kill the process there.
-func pause(streams genericiooptions.IOStreams, step string) {
-	if os.Getenv("SVCTRACE_REPAIR_PAUSE") == step {
-		fmt.Fprintf(streams.ErrOut, "paused before %s\n", step)
-		time.Sleep(time.Minute)
-	}
-}
-
-// touched lists each table's touched chains.
-func touched(p *trace.RepairPlan) map[string][]string {
-	out := map[string][]string{}
-	for _, t := range p.IPTables {
-		for _, c := range t.Before {
-			out[t.Table] = append(out[t.Table], c.Chain)
-		}
-	}
-	return out
-}
-
-// applyPlan writes the plan, verifies it and rolls it back if the result is not the plan's.
-func (o *RepairOptions) applyPlan(ctx context.Context, plan *trace.RepairPlan) error {
-	local := dpexec.Local{}
-	state := &repairState{APIVersion: trace.APIVersion, Kind: "RepairState", Time: time.Now().UTC(), Status: "writing", Plan: plan}
-	if len(plan.IPTables) > 0 {
-		b, err := ipread.DetectBackend(ctx, local, false)
-		if err != nil {
-			return err
-		}
-		if err := ambiguous(b); err != nil {
-			return err
-		}
-		state.Backend = b
-		now, err := ipread.ReadChains(ctx, local, b, touched(plan))
-		if err != nil {
-			return err
-		}
-		if diff := ipread.Differences(now, plan.IPTables, false); len(diff) > 0 {
-			return &ExitError{Code: ExitUsage, Err: fmt.Errorf("the node changed since the plan was made (is kube-proxy running?): %s; nothing was written", strings.Join(diff, "; "))}
-		}
-		var all strings.Builder
-		for _, t := range plan.IPTables {
-			all.WriteString(t.Input)
-		}
-		if _, err := local.RunInput([]byte(all.String()), b.Restore(), "--test", "--noflush", "--wait", "10"); err != nil {
-			return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%s --test did not accept the plan's input, so nothing was written: %w", b.Restore(), err)}
-		}
-	}
-	var ipvsBefore map[string]int
-	if len(plan.IPVS) > 0 {
-		tab, err := ipvsread.ReadNetlink()
-		if err != nil {
-			return err
-		}
-		ipvsBefore = map[string]int{}
-		for _, vs := range tab.Services {
-			for _, rs := range vs.Reals {
-				ipvsBefore[vs.Protocol+" "+vs.Addr.String()+" "+rs.Addr.String()] = rs.Weight
-			}
-		}
-	}
-	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
-		return fmt.Errorf("cannot create --state-dir: %w", err)
-	}
-	path := filepath.Join(o.stateDir, fmt.Sprintf("repair-%s-%s.json", plan.Node, state.Time.Format("20060102T150405.000Z")))
-	if err := state.save(path); err != nil {
-		return fmt.Errorf("cannot save the current state, nothing was written: %w", err)
-	}
-	fmt.Fprintf(o.streams.ErrOut, "saved the state being replaced to %s\n", path)
-
-	pause(o.streams, "write")
-	if len(plan.IPTables) > 0 {
-		var all strings.Builder
-		for _, t := range plan.IPTables {
-			all.WriteString(t.Input)
-		}
-		if err := ipread.Restore(local, state.Backend, all.String()); err != nil {
-			// Each table commits on its own: put back whatever part went in.
-			if rerr := o.rollbackTables(ctx, state); rerr != nil {
-				return fmt.Errorf("writing failed (%v) and so did putting the old rules back (%v): restore them with: kubectl svctrace repair --undo %s --force", err, rerr, path)
-			}
-			state.Status = "failed"
-			_ = state.save(path)
-			return fmt.Errorf("writing failed, the old rules are in place: %w", err)
-		}
-	}
-	var deferred []string
-	if len(plan.IPVS) > 0 {
-		results, err := ipvsread.Apply(plan.IPVS)
-		for _, r := range results {
-			if r.Done {
-				before, had := ipvsBefore[r.Op.Protocol+" "+r.Op.Virtual+" "+r.Op.Real]
-				if !had {
-					before = -1
-				}
-				if u, ok := r.Op.Undo(before); ok {
-					state.IPVSUndo = append([]trace.IPVSOp{u}, state.IPVSUndo...)
-				}
-			}
-			if r.Deferred != "" {
-				deferred = append(deferred, r.Deferred)
-			}
-		}
-		state.Deferred = deferred
-		_ = state.save(path)
-		if err != nil {
-			o.rollback(ctx, state)
-			return fmt.Errorf("IPVS: %w; what was done is undone", err)
-		}
-	}
-
-	pause(o.streams, "verify")
-	if problems := o.verify(ctx, state, deferred); len(problems) > 0 {
-		o.rollback(ctx, state)
-		state.Status = "rolled back"
-		_ = state.save(path)
-		return &ExitError{Code: ExitFindings, Err: fmt.Errorf("the repaired dataplane is not what was planned (%s): rolled back", strings.Join(problems, "; "))}
-	}
-	for _, f := range plan.Conntrack {
-		if err := conntrack.Delete(ctx, local, f); err != nil {
-			fmt.Fprintf(o.streams.ErrOut, "warning: %v\n", err)
-		}
-	}
-	state.Status = "applied"
-	if err := state.save(path); err != nil {
-		fmt.Fprintf(o.streams.ErrOut, "warning: could not update %s: %v\n", path, err)
-	}
-	fmt.Fprintf(o.streams.ErrOut, "repaired %d service port(s) on %s and verified by tracing them: %s\n", len(plan.Services), plan.Node, strings.Join(plan.Services, ", "))
-	for _, d := range deferred {
-		fmt.Fprintf(o.streams.ErrOut, "note: %s\n", d)
-	}
-	fmt.Fprintf(o.streams.ErrOut, "undo with: kubectl svctrace repair --undo %s\n", path)
-	fmt.Fprintln(o.streams.ErrOut, "kube-proxy owns these rules: on its next sync it writes them from the API again.")
-	return nil
-}
-
-// verify re-reads the node: the touched chains must hold what the plan wrote, IPVS must have the
-// planned real servers, and a check of the repaired Services must find them right.
-func (o *RepairOptions) verify(ctx context.Context, s *repairState, deferred []string) []string {
-	var problems []string
-	local := dpexec.Local{}
-	if len(s.Plan.IPTables) > 0 {
-		now, err := ipread.ReadChains(ctx, local, s.Backend, touched(s.Plan))
-		if err != nil {
-			return []string{err.Error()}
-		}
-		problems = append(problems, ipread.Differences(now, s.Plan.IPTables, true)...)
-	}
-	if len(problems) > 0 {
-		return problems
-	}
+// verifyTrace reads the node and the API again and checks the repaired Service ports: what is
+// still wrong with them. A real server left at weight 0 until its connections end is still
+// reported stale by a trace; that is expected when a deletion was deferred.
+func (o *RepairOptions) verifyTrace(ctx context.Context, plan *trace.RepairPlan, deferred []string) ([]string, error) {
 	in, err := o.Input.Resolve(ctx, o.config, o.streams)
 	if err != nil {
-		return []string{"re-reading the node: " + err.Error()}
+		return nil, fmt.Errorf("re-reading the node: %w", err)
 	}
-	if o.planFile != "" || in.Cluster == nil {
-		return nil // an applied plan file is verified against its own text only
+	if in.Cluster == nil {
+		return nil, repair.ErrNotTraced
 	}
-	res, err := trace.Check(in.Dataplane, in.Cluster, in.Node, o.scope)
+	res, err := trace.Check(in.Dataplane, in.Cluster, in.Node, trace.CheckScope{})
 	if err != nil {
-		return []string{err.Error()}
+		return nil, err
 	}
 	repaired := map[string]bool{}
-	for _, n := range s.Plan.Services {
+	for _, n := range plan.Services {
 		repaired[n] = true
 	}
+	var problems []string
 	for _, f := range res.Findings {
 		switch f.Kind {
 		case trace.StaleEndpoint, trace.MissingEndpoint, trace.StaleService, trace.MissingService, trace.WrongShare:
@@ -543,82 +385,56 @@ func (o *RepairOptions) verify(ctx context.Context, s *repairState, deferred []s
 			problems = append(problems, fmt.Sprintf("%s %s", f.Kind, f.Service))
 		}
 	}
-	return problems
-}
-
-// rollback puts back what the state's plan changed.
-func (o *RepairOptions) rollback(ctx context.Context, s *repairState) {
-	if len(s.Plan.IPTables) > 0 {
-		if err := o.rollbackTables(ctx, s); err != nil {
-			fmt.Fprintf(o.streams.ErrOut, "error: putting the old rules back failed: %v\n", err)
-		}
-	}
-	if len(s.IPVSUndo) > 0 {
-		if _, err := ipvsread.Apply(s.IPVSUndo); err != nil {
-			fmt.Fprintf(o.streams.ErrOut, "error: undoing the IPVS changes failed: %v\n", err)
-		}
-	}
-}
-
-func (o *RepairOptions) rollbackTables(ctx context.Context, s *repairState) error {
-	local := dpexec.Local{}
-	now, err := ipread.ReadChains(ctx, local, s.Backend, touched(s.Plan))
-	if err != nil {
-		return err
-	}
-	if len(ipread.Differences(now, s.Plan.IPTables, false)) == 0 {
-		return nil // nothing went in
-	}
-	var in strings.Builder
-	for _, t := range s.Plan.IPTables {
-		in.WriteString(ipread.RollbackInput(t, now[t.Table]))
-	}
-	if err := ipread.Restore(local, s.Backend, in.String()); err != nil {
-		return err
-	}
-	now, err = ipread.ReadChains(ctx, local, s.Backend, touched(s.Plan))
-	if err != nil {
-		return err
-	}
-	if diff := ipread.Differences(now, s.Plan.IPTables, false); len(diff) > 0 {
-		return errors.New(strings.Join(diff, "; "))
-	}
-	return nil
+	return problems, nil
 }
 
 // undo puts back the state an earlier --apply saved.
 func (o *RepairOptions) undo(ctx context.Context) error {
-	data, err := os.ReadFile(o.undoFile)
+	data, err := readBounded(o.undoFile)
 	if err != nil {
 		return fmt.Errorf("cannot read --undo: %w", err)
 	}
-	var s repairState
-	if err := json.Unmarshal(data, &s); err != nil || s.Kind != "RepairState" || s.Plan == nil {
-		return usageErrorf("--undo %s is not a state file written by repair --apply", o.undoFile)
+	s, err := repair.DecodeState(data)
+	if err != nil {
+		return usageErrorf("--undo %s: %v", o.undoFile, err)
 	}
-	if len(s.Plan.IPTables) > 0 {
-		now, err := ipread.ReadChains(ctx, dpexec.Local{}, s.Backend, touched(s.Plan))
-		if err != nil {
-			return err
-		}
-		if diff := ipread.Differences(now, s.Plan.IPTables, true); len(diff) > 0 && !o.force {
-			return &ExitError{Code: ExitUsage, Err: fmt.Errorf("the chains changed since the repair (kube-proxy synced them?): %s; undoing would overwrite that; add --force to undo anyway", strings.Join(diff, "; "))}
-		}
+	return o.report(o.engine().Undo(ctx, s, o.undoFile, o.nodeName(), o.force))
+}
+
+// loadPlan reads and validates a --plan file.
+func loadPlan(path string) (*trace.RepairPlan, error) {
+	data, err := readBounded(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read --plan: %w", err)
 	}
-	o.rollback(ctx, &s)
-	if len(s.Plan.IPTables) > 0 {
-		now, err := ipread.ReadChains(ctx, dpexec.Local{}, s.Backend, touched(s.Plan))
-		if err != nil {
-			return err
-		}
-		if diff := ipread.Differences(now, s.Plan.IPTables, false); len(diff) > 0 {
-			return fmt.Errorf("undo did not restore every chain: %s", strings.Join(diff, "; "))
-		}
+	p, err := repair.DecodePlan(data)
+	if err != nil {
+		return nil, usageErrorf("--plan %s: %v", path, err)
 	}
-	s.Status = "undone"
-	if err := s.save(o.undoFile); err != nil {
-		fmt.Fprintf(o.streams.ErrOut, "warning: could not update %s: %v\n", o.undoFile, err)
+	return p, nil
+}
+
+// readBounded reads a regular file of at most 256 MiB (a plan or a state file).
+func readBounded(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
 	}
-	fmt.Fprintf(o.streams.ErrOut, "restored the state saved in %s (%d service port(s))\n", o.undoFile, len(s.Plan.Services))
-	return nil
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	const limit = 256 << 20
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > limit {
+		return nil, fmt.Errorf("%s is larger than 256 MiB", path)
+	}
+	return data, nil
 }

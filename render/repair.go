@@ -56,3 +56,42 @@ func Repair(w io.Writer, p *trace.RepairPlan, o Options) error {
 	_, err := io.WriteString(w, b.String())
 	return err
 }
+
+// RepairInput prints a plan read from a file as exactly what applying it writes: each table's
+// iptables-restore input line by line, the IPVS operations and the conntrack deletions, from the
+// fields that are written, not from the plan's description of itself (which a file may not match).
+func RepairInput(w io.Writer, p *trace.RepairPlan, o Options) error {
+	if o.Format == JSON || o.Format == YAML {
+		return Machine(w, p, o.Format)
+	}
+	s := newStyles(w, o.Color)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s  %s\n", s.title.Render("repair plan from a file"), s.dim.Render(fmt.Sprintf("node %s, %s mode; what applying it writes:", p.Node, p.Mode)))
+	if p.Empty() {
+		fmt.Fprintf(&b, "%s\n", s.ok.Render("nothing"))
+	}
+	for _, t := range p.IPTables {
+		fmt.Fprintf(&b, "\n%s\n", s.title.Render(fmt.Sprintf("iptables-restore --noflush, %s table:", t.Table)))
+		for _, l := range strings.Split(strings.TrimRight(t.Input, "\n"), "\n") {
+			fmt.Fprintf(&b, "  %s\n", l)
+		}
+	}
+	if len(p.IPVS) > 0 {
+		fmt.Fprintf(&b, "\n%s\n", s.title.Render("IPVS over netlink:"))
+		for _, op := range p.IPVS {
+			idle := ""
+			if op.WhenIdle {
+				idle = " (once it has no connections)"
+			}
+			fmt.Fprintf(&b, "  %s %s %s real %s weight %d%s\n", op.Op, op.Protocol, op.Virtual, op.Real, op.Weight, idle)
+		}
+	}
+	if len(p.Conntrack) > 0 {
+		fmt.Fprintf(&b, "\n%s\n", s.title.Render("conntrack entries deleted:"))
+		for _, f := range p.Conntrack {
+			fmt.Fprintf(&b, "  %s to %s answered by %s\n", f.Protocol, f.Dst, f.Backend)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}

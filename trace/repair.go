@@ -84,21 +84,3 @@ type ConntrackFlush struct {
 	// Backend is the removed endpoint's IP.
 	Backend string `json:"backend"`
 }
-
-// Undo is the reverse of an IPVS operation, given the real server's weight before it (-1 when it
-// did not exist).
-func (op IPVSOp) Undo(before int) (IPVSOp, bool) {
-	u := op
-	u.WhenIdle = false
-	switch {
-	case op.Op == "add-real":
-		u.Op = "delete-real"
-	case before < 0:
-		return u, false
-	case op.Op == "delete-real":
-		u.Op, u.Weight = "add-real", before
-	default:
-		u.Op, u.Weight = "set-weight", before
-	}
-	return u, true
-}

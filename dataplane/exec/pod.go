@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -38,7 +39,12 @@ func (p Pod) Run(ctx context.Context, argv ...string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	ex, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool { return true })
+	// Fall back to SPDY only when the WebSocket upgrade itself failed (an older API server, or a
+	// proxy that cannot upgrade), as kubectl does: any other error, a command's non-zero exit
+	// above all, came from a command that ran, and running it again would run it twice.
+	ex, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
+		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	})
 	if err != nil {
 		return nil, err
 	}

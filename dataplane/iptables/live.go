@@ -52,15 +52,24 @@ func DetectBackend(ctx context.Context, r dpexec.Runner, ipv6 bool) (Backend, er
 	// big nat table is never read here. Only when neither variant has them there (kube-proxy
 	// versions without a canary) is filter read, for KUBE-SERVICES. Each read is an exec when the
 	// node is remote, so a fleet run pays for every one.
+	var failed error
 	look := func(table string) {
 		for i := range variants {
-			if table == "filter" && !present[i] {
+			if table == "filter" && !present[i] || failed != nil {
 				continue
 			}
 			out, err := r.Run(ctx, variants[i].Save, "-t", table)
-			if errors.Is(err, dpexec.ErrNotFound) {
+			var exited *dpexec.Error
+			switch {
+			case errors.Is(err, dpexec.ErrNotFound):
+				continue // not installed
+			case err != nil && !errors.As(err, &exited):
+				// Not an answer from the tool (interrupted, the exec stream broke, no
+				// permission): the node's backend is unknown, not absent.
+				failed = fmt.Errorf("cannot tell which iptables backend kube-proxy uses: %w", err)
 				continue
 			}
+			// Installed; a table it cannot list (exit status) holds no markers.
 			present[i] = true
 			for _, m := range kubeMarkers {
 				variants[i].KubeRules = variants[i].KubeRules || bytes.Contains(out, []byte(m))
@@ -79,6 +88,9 @@ func DetectBackend(ctx context.Context, r dpexec.Runner, ipv6 bool) (Backend, er
 	look("mangle")
 	if len(withRules()) == 0 {
 		look("filter")
+	}
+	if failed != nil {
+		return Backend{}, failed
 	}
 	var found []Backend
 	for i, b := range variants {

@@ -131,3 +131,40 @@ func TestReadDefaultOnlyWhenTheAnswerSettlesTheBackend(t *testing.T) {
 		}
 	}
 }
+
+// brokenRunner fails one command as an exec stream or a timeout does, not as the tool would.
+type brokenRunner struct {
+	fakeRunner
+	broken string
+	err    error
+}
+
+func (b *brokenRunner) Run(ctx context.Context, argv ...string) ([]byte, error) {
+	if strings.Join(argv, " ") == b.broken {
+		return nil, b.err
+	}
+	return b.fakeRunner.Run(ctx, argv...)
+}
+
+// TestDetectBackendReturnsRealErrors: a read that failed for another reason than the tool's own
+// answer (the exec stream broke, the context ended) leaves the backend unknown: an error, never a
+// guess that the variant is present without kube-proxy's chains.
+func TestDetectBackendReturnsRealErrors(t *testing.T) {
+	out := map[string]string{
+		"iptables --version":             "iptables v1.8.9 (nf_tables)",
+		"iptables-nft-save":              "",
+		"iptables-nft-save -t mangle":    "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n",
+		"iptables-legacy-save":           "",
+		"iptables-legacy-save -t mangle": "*mangle\nCOMMIT\n",
+	}
+	for _, err := range []error{context.DeadlineExceeded, fmt.Errorf("error dialing backend: EOF")} {
+		r := &brokenRunner{fakeRunner: fakeRunner{out: out}, broken: "iptables-legacy-save -t mangle", err: err}
+		if b, got := DetectBackend(context.Background(), r, false); got == nil || !strings.Contains(got.Error(), "cannot tell which iptables backend") {
+			t.Errorf("%v: backend %+v, error %v", err, b, got)
+		}
+	}
+	// The same node read whole: the nf_tables variant.
+	if b, err := DetectBackend(context.Background(), &fakeRunner{out: out}, false); err != nil || b.Save != "iptables-nft-save" || b.Ambiguous {
+		t.Errorf("backend %+v, error %v", b, err)
+	}
+}

@@ -79,8 +79,8 @@ type parser struct {
 }
 
 func (p *parser) line(n int, l string) error {
-	if l == "" {
-		return nil
+	if l == "" || strings.TrimLeft(l, " \t") == "" {
+		return nil // blank lines are skipped, as by iptables-restore
 	}
 	switch l[0] {
 	case '#':

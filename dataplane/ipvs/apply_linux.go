@@ -11,52 +11,46 @@ import (
 	"github.com/svctrace/svctrace/trace"
 )
 
-// Apply runs the operations over netlink, in order. It never flushes and never touches a virtual
-// server or real server the operations do not name. It stops at the first failure.
-func Apply(ops []trace.IPVSOp) ([]ApplyResult, error) {
+// ApplyOp runs one operation over netlink. It never flushes and never touches a virtual server
+// or real server the operation does not name. A delete of a real server that still has
+// connections (WhenIdle) is not done: the real server stays at weight 0, and the returned
+// sentence says so.
+func ApplyOp(op trace.IPVSOp) (string, error) {
 	h, err := mobyipvs.New("")
 	if err != nil {
-		return nil, fmt.Errorf("cannot talk to IPVS over netlink (is the ip_vs module loaded?): %w", err)
+		return "", fmt.Errorf("cannot talk to IPVS over netlink (is the ip_vs module loaded?): %w", err)
 	}
 	defer h.Close()
-	var out []ApplyResult
-	for _, op := range ops {
-		svc, dest, err := target(op)
-		if err != nil {
-			return out, err
-		}
-		if svc, err = h.GetService(svc); err != nil {
-			return out, fmt.Errorf("virtual server %s %s: %w", op.Protocol, op.Virtual, err)
-		}
-		res := ApplyResult{Op: op}
-		switch op.Op {
-		case "add-real":
-			err = h.NewDestination(svc, dest)
-		case "set-weight":
-			err = h.UpdateDestination(svc, dest)
-		case "delete-real":
-			if op.WhenIdle {
-				busy, berr := connections(h, svc, dest)
-				if berr != nil {
-					return out, berr
-				}
-				if busy > 0 {
-					res.Deferred = fmt.Sprintf("real server %s of %s %s still has %d connection(s): left at weight 0, receiving no new ones; run repair again to delete it", op.Real, op.Protocol, op.Virtual, busy)
-					out = append(out, res)
-					continue
-				}
-			}
-			err = h.DelDestination(svc, dest)
-		default:
-			err = fmt.Errorf("unknown IPVS operation %q", op.Op)
-		}
-		if err != nil {
-			return out, fmt.Errorf("%s %s on %s %s: %w", op.Op, op.Real, op.Protocol, op.Virtual, err)
-		}
-		res.Done = true
-		out = append(out, res)
+	svc, dest, err := target(op)
+	if err != nil {
+		return "", err
 	}
-	return out, nil
+	if svc, err = h.GetService(svc); err != nil {
+		return "", fmt.Errorf("virtual server %s %s: %w", op.Protocol, op.Virtual, err)
+	}
+	switch op.Op {
+	case "add-real":
+		err = h.NewDestination(svc, dest)
+	case "set-weight":
+		err = h.UpdateDestination(svc, dest)
+	case "delete-real":
+		if op.WhenIdle {
+			busy, berr := connections(h, svc, dest)
+			if berr != nil {
+				return "", berr
+			}
+			if busy > 0 {
+				return fmt.Sprintf("real server %s of %s %s still has %d connection(s): left at weight 0, receiving no new ones; run repair again to delete it", op.Real, op.Protocol, op.Virtual, busy), nil
+			}
+		}
+		err = h.DelDestination(svc, dest)
+	default:
+		err = fmt.Errorf("unknown IPVS operation %q", op.Op)
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s %s on %s %s: %w", op.Op, op.Real, op.Protocol, op.Virtual, err)
+	}
+	return "", nil
 }
 
 func connections(h *mobyipvs.Handle, svc *mobyipvs.Service, dest *mobyipvs.Destination) (int, error) {

@@ -8,7 +8,7 @@ import (
 	"github.com/svctrace/svctrace/trace"
 )
 
-// Apply needs Linux.
-func Apply(ops []trace.IPVSOp) ([]ApplyResult, error) {
-	return nil, errors.New("IPVS can only be changed on a Linux node")
+// ApplyOp needs Linux.
+func ApplyOp(trace.IPVSOp) (string, error) {
+	return "", errors.New("IPVS can only be changed on a Linux node")
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -10,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/svctrace/svctrace/dataplane/exec"
 	"github.com/svctrace/svctrace/test/e2e/harness"
 	"github.com/svctrace/svctrace/trace"
 )
@@ -29,6 +33,23 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cluster.StopProcess("kwok")
+	// A command that fails runs once: the WebSocket executor falls back to SPDY only when the
+	// upgrade fails, never because the command exited non-zero (it ran, and its output counts).
+	cfg, err := clientcmd.BuildConfigFromFlags("", cluster.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counter := filepath.Join(t.TempDir(), "runs")
+	pod := exec.Pod{Client: cluster.Client, Config: cfg, Namespace: "kube-system", Name: harness.KubeProxyPod}
+	out, err := pod.Run(ctx, "sh", "-c", "echo run >> "+counter+"; echo out; exit 1")
+	var failed *exec.Error
+	if !errors.As(err, &failed) || failed.ExitStatus != 1 || string(out) != "out\n" {
+		t.Fatalf("a command exiting 1: %v, output %q", err, out)
+	}
+	if runs, _ := os.ReadFile(counter); string(runs) != "run\n" {
+		t.Fatalf("a command exiting 1 ran %d times through the exec stream, want once", strings.Count(string(runs), "run"))
+	}
+
 	args := []string{"svctrace", "trace", "default/hostnames", "--from", "pod/default/client", "-o", "json"}
 	local, err := kubectlInNode(t, append(args, "--node", harness.NodeName)...)
 	if err != nil {

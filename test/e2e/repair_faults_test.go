@@ -35,15 +35,12 @@ func TestRepairFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// nfacct objects do not exist in a fresh namespace: drop the rules that count into them.
-	var lines []string
-	for _, l := range strings.Split(string(dump), "\n") {
-		if !strings.Contains(l, "-m nfacct") {
-			lines = append(lines, l)
-		}
-	}
+	// nfacct objects do not exist in a fresh namespace, and kube-proxy writes its nfacct matches
+	// only where they do: the node is loaded as kube-proxy writes it there, without them. repair
+	// must then write none either.
+	noAcct := strings.NewReplacer(" -m nfacct --nfacct-name  localhost_nps_accepted_pkts", "", " -m nfacct --nfacct-name  ct_state_invalid_dropped_pkts", "").Replace(string(dump))
 	rules := filepath.Join(dir, "rules")
-	if err := os.WriteFile(rules, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+	if err := os.WriteFile(rules, []byte(noAcct), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := harness.NS(repairNS, "iptables-legacy-restore", rules); err != nil {
@@ -77,9 +74,16 @@ func TestRepairFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	stateDir := filepath.Join(dir, "state")
+	resume := filepath.Join(dir, "resume")
+	// svctrace runs the shipped binary; with a pause step, the one built with the test hooks
+	// (-tags svctrace_testhooks), which stops before that step until the resume file exists.
 	svctrace := func(pause string, args ...string) *exec.Cmd {
-		argv := append([]string{"netns", "exec", repairNS, "env", "SVCTRACE_REPAIR_PAUSE=" + pause, "KUBECONFIG=/nonexistent",
-			filepath.Join(os.Getenv("SVCTRACE_PLUGIN_DIR"), "kubectl-svctrace")}, args...)
+		bin := filepath.Join(os.Getenv("SVCTRACE_PLUGIN_DIR"), "kubectl-svctrace")
+		if pause != "" {
+			bin = os.Getenv("SVCTRACE_TESTHOOKS_BIN")
+		}
+		argv := append([]string{"netns", "exec", repairNS, "env", "SVCTRACE_REPAIR_PAUSE=" + pause, "SVCTRACE_REPAIR_RESUME=" + resume,
+			"KUBECONFIG=/nonexistent", bin}, args...)
 		return exec.Command("ip", argv...)
 	}
 	run := func(args ...string) (string, string, int) {
@@ -96,6 +100,9 @@ func TestRepairFaults(t *testing.T) {
 		return stdout.String(), stderr.String(), 0
 	}
 	repair := []string{"repair", "-A", "--objects", objPath, "--node", "node1", "--state-dir", stateDir}
+	applyPlan := func(p string) []string {
+		return []string{"repair", "--plan", p, "--apply", "--objects", objPath, "--node", "node1", "--state-dir", stateDir}
+	}
 	unchanged := func(what string) {
 		t.Helper()
 		if now := save(); now != orig {
@@ -109,6 +116,9 @@ func TestRepairFaults(t *testing.T) {
 	}
 	unchanged("dry run")
 	planJSON, _, _ := run(append(repair, "-o", "json")...)
+	if strings.Contains(planJSON, "nfacct") || !strings.Contains(planJSON, "10.244.1.15:9376") {
+		t.Fatalf("the plan for a node without nfacct writes nfacct matches, or misses the new endpoint:\n%s", planJSON)
+	}
 
 	t.Run("malformed plan", func(t *testing.T) {
 		// A rule the kernel does not accept, in the restore input of an otherwise valid plan.
@@ -126,7 +136,7 @@ func TestRepairFaults(t *testing.T) {
 		if err := os.WriteFile(p, bad, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		_, stderr, code := run("repair", "--plan", p, "--apply", "--state-dir", stateDir)
+		_, stderr, code := run(applyPlan(p)...)
 		if code != 2 || !strings.Contains(stderr, "nothing was written") {
 			t.Fatalf("exit %d %q", code, stderr)
 		}
@@ -144,7 +154,7 @@ func TestRepairFaults(t *testing.T) {
 			t.Fatalf("%v %s", err, out)
 		}
 		changed := save()
-		_, stderr, code := run("repair", "--plan", p, "--apply", "--state-dir", stateDir)
+		_, stderr, code := run(applyPlan(p)...)
 		if code != 2 || !strings.Contains(stderr, "the node changed since the plan was made") || !strings.Contains(stderr, "KUBE-SVC-ODX2UBAZM7RQWOIU") {
 			t.Fatalf("exit %d %q", code, stderr)
 		}
@@ -172,11 +182,86 @@ func TestRepairFaults(t *testing.T) {
 		if err := os.WriteFile(p, edited, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		_, stderr, code := run("repair", "--plan", p, "--apply", "--state-dir", stateDir)
-		if code != 1 || !strings.Contains(stderr, "is not what was planned") || !strings.Contains(stderr, "rolled back") {
+		_, stderr, code := run(applyPlan(p)...)
+		if code != 4 || !strings.Contains(stderr, "is not what was planned") || !strings.Contains(stderr, "rolled back: the touched chains and real servers were read back as they were before") {
 			t.Fatalf("exit %d %q", code, stderr)
 		}
 		unchanged("rolled back")
+	})
+
+	t.Run("a rollback that fails is said loudly", func(t *testing.T) {
+		// The write succeeds, the result is not the plan's, and another writer takes the xtables
+		// lock between the write and the rollback: the rollback cannot write. repair must say
+		// so with its own exit code and name the state file, which --undo then restores from.
+		var plan trace.RepairPlan
+		if err := json.Unmarshal([]byte(planJSON), &plan); err != nil {
+			t.Fatal(err)
+		}
+		last := &plan.IPTables[len(plan.IPTables)-1]
+		last.After[0].Rules = append(last.After[0].Rules, "-A "+last.After[0].Chain+" -j RETURN")
+		edited, _ := json.Marshal(plan)
+		p := filepath.Join(dir, "unexpected-locked.json")
+		if err := os.WriteFile(p, edited, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_ = os.Remove(resume)
+		cmd := svctrace("verify", applyPlan(p)...)
+		var stderr strings.Builder
+		pipe, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			stderr.WriteString(sc.Text() + "\n")
+			if sc.Text() == "paused before verify" {
+				break
+			}
+		}
+		holder := exec.Command("flock", "--no-fork", "-x", "/run/xtables.lock", "sleep", "40")
+		if err := holder.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = holder.Process.Kill(); _ = holder.Wait() }()
+		time.Sleep(300 * time.Millisecond)
+		if err := os.WriteFile(resume, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for sc.Scan() {
+			stderr.WriteString(sc.Text() + "\n")
+		}
+		err = cmd.Wait()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		out := stderr.String()
+		state := ""
+		for _, l := range strings.Split(out, "\n") {
+			if s, ok := strings.CutPrefix(l, "saved the state being replaced to "); ok {
+				state = s
+			}
+		}
+		if code != 5 || !strings.Contains(out, "ROLLBACK FAILED") || state == "" || !strings.Contains(out, "repair --undo "+state+" --force") {
+			t.Fatalf("exit %d (want 5), state %q:\n%s", code, state, out)
+		}
+		var s struct{ Status string }
+		data, _ := os.ReadFile(state)
+		if err := json.Unmarshal(data, &s); err != nil || s.Status != "rollback failed" {
+			t.Fatalf("state file %s: %v %s", state, err, data)
+		}
+		if save() == orig {
+			t.Fatal("the node is as before although the rollback failed: the write did not happen")
+		}
+		_ = holder.Process.Kill()
+		_ = holder.Wait()
+		if _, stderr, code := run("repair", "--undo", state, "--node", "node1", "--force"); code != 0 {
+			t.Fatalf("undo: exit %d %q", code, stderr)
+		}
+		unchanged("after undo of a failed rollback")
 	})
 
 	t.Run("another writer holds the xtables lock", func(t *testing.T) {
@@ -209,6 +294,7 @@ func TestRepairFaults(t *testing.T) {
 	// killedAt starts --apply paused before a step, kills it there with SIGKILL and returns the
 	// state file it saved.
 	killedAt := func(t *testing.T, step string) string {
+		_ = os.Remove(resume)
 		cmd := svctrace(step, append(repair, "--apply")...)
 		pipe, err := cmd.StderrPipe()
 		if err != nil {
@@ -257,7 +343,7 @@ func TestRepairFaults(t *testing.T) {
 		if out, stderr, code := run(repair...); code != 0 || !strings.Contains(out, "nothing to repair") {
 			t.Fatalf("after the write: exit %d %s %s", code, out, stderr)
 		}
-		if _, stderr, code := run("repair", "--undo", state); code != 0 {
+		if _, stderr, code := run("repair", "--undo", state, "--node", "node1"); code != 0 {
 			t.Fatalf("undo: exit %d %q", code, stderr)
 		}
 		unchanged("after undo")
@@ -265,7 +351,7 @@ func TestRepairFaults(t *testing.T) {
 
 	t.Run("apply, verify, undo", func(t *testing.T) {
 		_, stderr, code := run(append(repair, "--apply")...)
-		if code != 0 || !strings.Contains(stderr, "verified by tracing them") || !strings.Contains(stderr, "kube-proxy owns these rules") {
+		if code != 0 || !strings.Contains(stderr, "read back as planned and traced clean") || !strings.Contains(stderr, "kube-proxy owns these rules") {
 			t.Fatalf("apply: exit %d %q", code, stderr)
 		}
 		now := save()
@@ -290,7 +376,7 @@ func TestRepairFaults(t *testing.T) {
 				undo = s
 			}
 		}
-		if _, stderr, code := run("repair", "--undo", undo); code != 0 {
+		if _, stderr, code := run("repair", "--undo", undo, "--node", "node1"); code != 0 {
 			t.Fatalf("undo %q: exit %d %q", undo, code, stderr)
 		}
 		unchanged("after undo")

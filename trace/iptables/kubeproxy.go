@@ -97,8 +97,11 @@ type Layout struct {
 	LocalCIDR netip.Prefix
 	// MasqueradeAll is --masquerade-all.
 	MasqueradeAll bool
-	// LocalhostNodePorts adds the 127.0.0.0/8 node-port rules (with their nfacct counter).
+	// LocalhostNodePorts adds the 127.0.0.0/8 node-port rules.
 	LocalhostNodePorts bool
+	// NFAcct adds kube-proxy's nfacct counter match to them: kube-proxy does only where the
+	// kernel has nfacct and the counters exist, which its own rules show.
+	NFAcct bool
 	// NodeIP is the node's primary address (loadBalancerSourceRanges that contain it let the
 	// node reach the LB IP).
 	NodeIP netip.Addr
@@ -220,7 +223,11 @@ func KubeProxyRules(s *KPServicePort, l Layout) *KPRules {
 		np := "--dport " + strconv.Itoa(s.NodePort)
 		if s.HasEndpoints {
 			if l.LocalhostNodePorts && s.ClusterIP.Is4() {
-				k.add(k.Nat, "KUBE-NODEPORTS", "-d 127.0.0.0/8", proto, comment(s.Name), mproto, np, "-m nfacct --nfacct-name  localhost_nps_accepted_pkts", "-j "+s.EXT())
+				acct := ""
+				if l.NFAcct {
+					acct = "-m nfacct --nfacct-name  localhost_nps_accepted_pkts"
+				}
+				k.add(k.Nat, "KUBE-NODEPORTS", "-d 127.0.0.0/8", proto, comment(s.Name), mproto, np, acct, "-j "+s.EXT())
 			}
 			k.add(k.Nat, "KUBE-NODEPORTS", proto, comment(s.Name), mproto, np, "-j "+s.EXT())
 		}

@@ -87,13 +87,26 @@ func DetectLayout(rs *Ruleset, cl *trace.Cluster, node *trace.NodeContext) (Layo
 			l.LocalCIDR = p
 		}
 	}
+	// nfacct: kube-proxy counts into nfacct objects only where the kernel has them. Its rules say
+	// which: the localhost node-port rules, or else the INVALID drop in filter's KUBE-FORWARD,
+	// carry the match or not.
+	acct, sawAcct := false, false
 	if np := nat.Chains["KUBE-NODEPORTS"]; np != nil {
 		for _, r := range np.Rules {
 			if strings.Contains(r.Text, " -d 127.0.0.0/8 ") {
 				l.LocalhostNodePorts = true
+				acct, sawAcct = acct || strings.Contains(r.Text, " -m nfacct "), true
 			}
 		}
 	}
+	if f := rs.Tables["filter"]; !sawAcct && f != nil && f.Chains["KUBE-FORWARD"] != nil {
+		for _, r := range f.Chains["KUBE-FORWARD"].Rules {
+			if strings.Contains(r.Text, "--ctstate INVALID") {
+				acct = acct || strings.Contains(r.Text, " -m nfacct ")
+			}
+		}
+	}
+	l.NFAcct = acct
 	for _, a := range node.Local {
 		if a.Is4() && !a.IsLoopback() {
 			l.NodeIP = a

@@ -156,3 +156,39 @@ func TestRepairRefusesAnOldLayout(t *testing.T) {
 		t.Fatalf("old layout: %v", err)
 	}
 }
+
+// TestRepairFollowsTheNodesNFAcct: kube-proxy adds its nfacct matches only where the kernel has
+// nfacct. The recorded node with those matches taken out (what kube-proxy writes on such a kernel)
+// plans empty too, and a plan that rewrites a localhost node-port rule writes it without the match.
+func TestRepairFollowsTheNodesNFAcct(t *testing.T) {
+	dump, err := os.ReadFile("../../dataplane/snapshot/demo/iptables-save.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	without := strings.NewReplacer(" -m nfacct --nfacct-name  localhost_nps_accepted_pkts", "", " -m nfacct --nfacct-name  ct_state_invalid_dropped_pkts", "").Replace(string(dump))
+	if without == string(dump) || strings.Contains(without, "nfacct") {
+		t.Fatal("the recorded node has no nfacct matches to take out")
+	}
+	rs, err := ipread.Parse([]byte(without))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cl := loadScenario(t, "../../dataplane/snapshot/demo")
+	for _, tc := range []struct {
+		name string
+		cl   *trace.Cluster
+	}{{"synced", cl}, {"a node port Service gone", tt.WithoutService(cl, "web-nodeport")}} {
+		plan, err := xt.PlanRepair(&xt.Dataplane{V4: rs}, tc.cl, tc.cl.NodeContextFor("node1", nil), trace.CheckScope{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tr := range plan.IPTables {
+			if strings.Contains(tr.Input, "nfacct") {
+				t.Errorf("%s: the plan writes an nfacct match on a node without them:\n%s", tc.name, tr.Input)
+			}
+		}
+		if empty := plan.Empty(); empty != (tc.name == "synced") {
+			t.Errorf("%s: plan empty %v", tc.name, empty)
+		}
+	}
+}
