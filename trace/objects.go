@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 )
 
@@ -54,6 +56,9 @@ func DecodeObjects(data []byte) (*Cluster, error) {
 			nodes = append(nodes, n)
 		case head.Kind == "":
 			return fmt.Errorf("%s: not a Kubernetes object (no kind)", where)
+		}
+		if err == nil {
+			err = validObject(head.Kind, svcs, slices, pods, nodes)
 		}
 		if err != nil {
 			return fmt.Errorf("%s (%s): %w", where, head.Kind, err)
@@ -138,4 +143,121 @@ func EncodeObjects(cl *Cluster) ([]byte, error) {
 		}
 	}
 	return json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
+}
+
+// validObject checks the values of the object just decoded (the last of its kind) that the engine
+// turns into addresses, ports and rule text, as the API server's validation would: a file is
+// untrusted, and a value the API server would refuse is refused here with the object named.
+func validObject(kind string, svcs []*corev1.Service, slices []*discoveryv1.EndpointSlice, pods []*corev1.Pod, nodes []*corev1.Node) error {
+	name := func(ns, n string) error {
+		if ns != "" {
+			if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+				return fmt.Errorf("namespace %q: %s", ns, errs[0])
+			}
+		}
+		if errs := validation.IsDNS1123Subdomain(n); len(errs) > 0 {
+			return fmt.Errorf("name %q: %s", n, errs[0])
+		}
+		return nil
+	}
+	ip := func(what, a string) error {
+		if _, err := netip.ParseAddr(a); err != nil {
+			return fmt.Errorf("%s %q is not an IP address", what, a)
+		}
+		return nil
+	}
+	portName := func(who, p string) error {
+		if p == "" {
+			return nil
+		}
+		if errs := validation.IsValidPortName(p); len(errs) > 0 {
+			return fmt.Errorf("%s: port name %q: %s", who, p, errs[0])
+		}
+		return nil
+	}
+	switch kind {
+	case "Service":
+		s := svcs[len(svcs)-1]
+		who := "Service " + s.Namespace + "/" + s.Name
+		if err := name(s.Namespace, s.Name); err != nil {
+			return err
+		}
+		for _, c := range append([]string{s.Spec.ClusterIP}, s.Spec.ClusterIPs...) {
+			if c != "" && c != corev1.ClusterIPNone {
+				if err := ip(who+": cluster IP", c); err != nil {
+					return err
+				}
+			}
+		}
+		for _, e := range s.Spec.ExternalIPs {
+			if err := ip(who+": external IP", e); err != nil {
+				return err
+			}
+		}
+		for _, in := range s.Status.LoadBalancer.Ingress {
+			if in.IP != "" {
+				if err := ip(who+": load balancer IP", in.IP); err != nil {
+					return err
+				}
+			}
+		}
+		for _, r := range s.Spec.LoadBalancerSourceRanges {
+			if _, err := netip.ParsePrefix(strings.TrimSpace(r)); err != nil {
+				return fmt.Errorf("%s: loadBalancerSourceRanges %q is not a CIDR", who, r)
+			}
+		}
+		for _, p := range s.Spec.Ports {
+			if err := portName(who, p.Name); err != nil {
+				return err
+			}
+			if p.Port < 1 || p.Port > 65535 || p.NodePort < 0 || p.NodePort > 65535 {
+				return fmt.Errorf("%s: port %d (node port %d) is not between 1 and 65535", who, p.Port, p.NodePort)
+			}
+		}
+		if hc := s.Spec.HealthCheckNodePort; hc < 0 || hc > 65535 {
+			return fmt.Errorf("%s: health check node port %d is not between 1 and 65535", who, hc)
+		}
+	case "EndpointSlice":
+		e := slices[len(slices)-1]
+		who := "EndpointSlice " + e.Namespace + "/" + e.Name
+		if err := name(e.Namespace, e.Name); err != nil {
+			return err
+		}
+		for _, p := range e.Ports {
+			if p.Name != nil {
+				if err := portName(who, *p.Name); err != nil {
+					return err
+				}
+			}
+			if p.Port != nil && (*p.Port < 1 || *p.Port > 65535) {
+				return fmt.Errorf("%s: port %d is not between 1 and 65535", who, *p.Port)
+			}
+		}
+		for _, ep := range e.Endpoints {
+			for _, a := range ep.Addresses {
+				if e.AddressType != discoveryv1.AddressTypeFQDN {
+					if err := ip(who+": endpoint address", a); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	case "Pod":
+		p := pods[len(pods)-1]
+		for _, a := range p.Status.PodIPs {
+			if err := ip("Pod "+p.Namespace+"/"+p.Name+": pod IP", a.IP); err != nil {
+				return err
+			}
+		}
+	case "Node":
+		n := nodes[len(nodes)-1]
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP || a.Type == corev1.NodeExternalIP {
+				if err := ip("Node "+n.Name+": address", a.Address); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }

@@ -457,7 +457,7 @@ func parseModuleOption(r *xt.Rule, module, opt string, neg bool, i *int, toks []
 			return err
 		}
 		p, err := strconv.ParseFloat(v, 64)
-		if err != nil || p < 0 || p > 1 {
+		if err != nil || !(p >= 0 && p <= 1) { // NaN too
 			return fmt.Errorf("probability %q is not a number between 0 and 1", v)
 		}
 		stat(r).Probability = p

@@ -98,6 +98,7 @@ func TestParseErrorsNameTheLine(t *testing.T) {
 		{"unterminated quote", "*nat\n:P ACCEPT [0:0]\n-A P -m comment --comment \"abc\nCOMMIT\n", "line 3: unterminated quote"},
 		{"bad address", "*nat\n:P ACCEPT [0:0]\n-A P -s 10.0.0.300 -j ACCEPT\nCOMMIT\n", "line 3: bad address"},
 		{"bad probability", "*nat\n:P ACCEPT [0:0]\n-A P -m statistic --mode random --probability 2 -j ACCEPT\nCOMMIT\n", "line 3: probability"},
+		{"NaN probability", "*nat\n:P ACCEPT [0:0]\n-A P -m statistic --mode random --probability NaN -j ACCEPT\nCOMMIT\n", "line 3: probability"},
 		{"jump to missing KUBE chain", "*nat\n:P ACCEPT [0:0]\n-A P -j KUBE-SVC-X\nCOMMIT\n", "line 3: jump to chain KUBE-SVC-X"},
 		{"truncated", "*nat\n:P ACCEPT [0:0]\n", "no COMMIT"},
 		{"not a dump", "hello world\n", "line 1: unrecognised line"},
