@@ -10,13 +10,17 @@ BIN := bin/kubectl-svctrace
 DEPS := iptables nftables etcd-server conntrack ipset iproute2 qemu-system-x86 busybox-static ipvsadm cpio kmod
 DEP_CMDS := iptables-legacy-save iptables-nft-save nft etcd conntrack ipset ip qemu-system-x86_64 busybox ipvsadm cpio depmod
 
-.PHONY: cover-repair bench-fleet record-kube-proxy-version all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean dist krew-tools validate-krew-manifest
+.PHONY: help cover-repair bench-fleet record-kube-proxy-version all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean dist krew-tools validate-krew-manifest
 # Release archives: krew wants a semver version.
 DIST_VERSION ?= $(shell git describe --tags --match 'v*' 2>/dev/null || echo v0.1.0-dev)
 PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 KREW_DIR := $(CACHE)/krew-v0.4.4
 
 all: build
+
+## help: list the targets
+help:
+	@awk '/^## / { sub(/^## /, ""); if ($$0 ~ /^[a-z0-9-]+:/) { split($$0, a, ":"); printf "  %-28s%s\n", a[1], substr($$0, length(a[1]) + 3) } else printf "  %-28s%s\n", "", $$0 }' $(MAKEFILE_LIST)
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/kubectl-svctrace
@@ -81,9 +85,10 @@ bench-dump:
 	SVCTRACE_CACHE=$(CACHE) hack/bench-dump.sh
 
 ## record-kube-proxy-version: record the scenario as another kube-proxy version programs it
-## (VERSION=v1.33.13), for checking repair's rule text against it (root)
+## (KUBE_PROXY_VERSION=v1.33.13), for checking repair's rule text against it (root)
 record-kube-proxy-version:
-	SVCTRACE_CACHE=$(CACHE) hack/record-kube-proxy-version.sh $(VERSION)
+	@[ -n "$(KUBE_PROXY_VERSION)" ] || { echo "usage: make record-kube-proxy-version KUBE_PROXY_VERSION=v1.33.13"; exit 2; }
+	SVCTRACE_CACHE=$(CACHE) hack/record-kube-proxy-version.sh $(KUBE_PROXY_VERSION)
 
 ## bench-fleet: time check --all-nodes on 5,000 kwok-simulated nodes against the real API server
 ## (root; NODES=... PARALLEL=16,64)
@@ -94,6 +99,7 @@ bench-fleet:
 record-fixtures:
 	SVCTRACE_CACHE=$(CACHE) hack/record-fixtures.sh
 
+## fuzz: run each fuzz target for a minute
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/iptables/
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/nftables/

@@ -104,21 +104,58 @@ func TestRepairWithKubeProxyStopped(t *testing.T) {
 		t.Fatalf("planned services: %s", got)
 	}
 
-	// UDP flows through the stale rules (to both rep-udp pods) and to an unrelated Service.
+	// UDP flows through the stale rules (to both rep-udp pods) and to an unrelated Service. A
+	// UDP entry that saw one answer expires 30 s after its last packet, which a slow run can
+	// outlast (entries of earlier tests did, and once looked like an over-broad delete: 180
+	// before, 30 after — exactly this test's own). So the node's UDP timeout is raised for the
+	// test, earlier entries to these addresses are cleared first, and the entries are compared
+	// one by one, not counted.
 	client := cluster.Pod("default", harness.ClientPod).NetNS
+	timeout, err := harness.NS(harness.NodeNS, "sysctl", "-n", "net.netfilter.nf_conntrack_udp_timeout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := harness.NS(harness.NodeNS, "sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=600"); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_, _ = harness.NS(harness.NodeNS, "sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout="+strings.TrimSpace(string(timeout)))
+		_, _ = harness.NS(harness.NodeNS, "conntrack", "-D", "-p", "udp", "--orig-dst", "10.96.10.53")
+	}()
+	for _, dst := range []string{vip["rep-udp"], "10.96.10.53"} {
+		_, _ = harness.NS(harness.NodeNS, "conntrack", "-D", "-p", "udp", "--orig-dst", dst)
+	}
 	for _, target := range []string{vip["rep-udp"] + ":53", "10.96.10.53:53"} {
 		if _, err := harness.NS(client, cluster.Netprobe, "probe", "-udp", "-n", "30", target); err != nil {
 			t.Fatal(err)
 		}
 	}
-	udpEntries := func(dst, replySrc string) int {
+	// udpFlows lists the entries from dst answered by replySrc, as their tuples (no timers).
+	udpFlows := func(dst, replySrc string) []string {
 		out, _ := harness.NS(harness.NodeNS, "conntrack", "-L", "-p", "udp", "--orig-dst", dst, "--reply-src", replySrc)
-		return strings.Count(string(out), "udp ")
+		var flows []string
+		for _, l := range strings.Split(string(out), "\n") {
+			var keep []string
+			for _, f := range strings.Fields(l) {
+				if strings.Contains(f, "=") && !strings.HasPrefix(f, "packets=") && !strings.HasPrefix(f, "bytes=") {
+					keep = append(keep, f)
+				}
+			}
+			if len(keep) > 0 {
+				flows = append(flows, strings.Join(keep, " "))
+			}
+		}
+		sort.Strings(flows)
+		return flows
 	}
+	udpEntries := func(dst, replySrc string) int { return len(udpFlows(dst, replySrc)) }
 	if udpEntries(vip["rep-udp"], "10.244.1.78") == 0 || udpEntries(vip["rep-udp"], "10.244.1.77") == 0 {
 		t.Fatal("the UDP probes left no conntrack entries to both rep-udp pods")
 	}
-	dnsBefore := udpEntries("10.96.10.53", "10.244.1.51") + udpEntries("10.96.10.53", "10.244.2.52")
+	dnsBefore := append(udpFlows("10.96.10.53", "10.244.1.51"), udpFlows("10.96.10.53", "10.244.2.52")...)
+	if len(dnsBefore) == 0 {
+		t.Fatal("the UDP probes to the dns Service left no conntrack entries")
+	}
 
 	// Connections keep going through the Service while the repair runs.
 	during := make(chan probeResult, 1)
@@ -133,14 +170,39 @@ func TestRepairWithKubeProxyStopped(t *testing.T) {
 		}
 		during <- r
 	}()
+	stale := natTable(t, false)
 	time.Sleep(time.Second)
-	_, stderr, code := kubectl(t, true, "svctrace", "repair", "-n", "default", "--node", harness.NodeName, "--apply", "--state-dir", filepath.Join(t.TempDir(), "state"))
+	stateDir := filepath.Join(t.TempDir(), "state")
+	apply := []string{"svctrace", "repair", "-A", "--node", harness.NodeName, "--apply", "--state-dir", stateDir}
+	_, stderr, code := kubectl(t, true, apply...)
 	if code != 0 {
 		t.Fatalf("repair --apply: exit %d\n%s", code, stderr)
 	}
 	r := <-during
 	if len(r.Failures) > 0 {
 		t.Errorf("connections failed while the repair ran: %v (answers %v)", r.Failures, r.Backends)
+	}
+	repairedNat := natTable(t, false)
+
+	// --undo of the saved state brings back the stale table exactly; repairing again gives the
+	// same table as the first repair.
+	undo := ""
+	for _, l := range strings.Split(string(stderr), "\n") {
+		if s, ok := strings.CutPrefix(l, "undo with: kubectl svctrace repair --undo "); ok {
+			undo = s
+		}
+	}
+	if _, stderr, code := kubectl(t, true, "svctrace", "repair", "--undo", undo, "--node", harness.NodeName); code != 0 {
+		t.Fatalf("repair --undo %q: exit %d\n%s", undo, code, stderr)
+	}
+	if now := natTable(t, false); now != stale {
+		t.Fatalf("after --undo the nat table is not the stale one:\n%s", lineDiff(stale, now))
+	}
+	if _, stderr, code := kubectl(t, true, apply...); code != 0 {
+		t.Fatalf("repair --apply again: exit %d\n%s", code, stderr)
+	}
+	if now := natTable(t, false); now != repairedNat {
+		t.Fatalf("the second repair wrote another nat table than the first:\n%s", lineDiff(repairedNat, now))
 	}
 
 	// Afterwards: exactly the API's endpoints.
@@ -159,8 +221,8 @@ func TestRepairWithKubeProxyStopped(t *testing.T) {
 	if udpEntries(vip["rep-udp"], "10.244.1.77") == 0 {
 		t.Error("the repair deleted the UDP conntrack entries of the remaining endpoint")
 	}
-	if n := udpEntries("10.96.10.53", "10.244.1.51") + udpEntries("10.96.10.53", "10.244.2.52"); n != dnsBefore {
-		t.Errorf("unrelated UDP conntrack entries changed: %d, were %d", n, dnsBefore)
+	if now := append(udpFlows("10.96.10.53", "10.244.1.51"), udpFlows("10.96.10.53", "10.244.2.52")...); strings.Join(now, "\n") != strings.Join(dnsBefore, "\n") {
+		t.Errorf("unrelated UDP conntrack entries changed: %d now, %d before\nnow:\n%s\nbefore:\n%s", len(now), len(dnsBefore), strings.Join(now, "\n"), strings.Join(dnsBefore, "\n"))
 	}
 	if out, code := checkInNode(t, "-n", "default", "-o", "json"); code != 0 {
 		t.Errorf("check after the repair: exit %d, findings %v", code, checkFindings(t, out))
@@ -182,6 +244,81 @@ func TestRepairWithKubeProxyStopped(t *testing.T) {
 	if again := chainsOf(t, plan); again != repaired {
 		t.Errorf("kube-proxy's sync changed the repaired chains\nrepaired:\n%s\nkube-proxy:\n%s", repaired, again)
 	}
+	// The whole nat table, chain by chain, is what kube-proxy itself writes (KUBE-SERVICES and
+	// KUBE-NODEPORTS compared as sets: kube-proxy writes Services in map order).
+	if byKubeProxy, byRepair := natTable(t, true), sortShared(repairedNat); byKubeProxy != byRepair {
+		t.Errorf("the repaired nat table is not the one kube-proxy writes:\n%s", lineDiff(byRepair, byKubeProxy))
+	}
+}
+
+// natTable is the node's nat table as iptables-save prints it without counters, chain by chain
+// (declarations without their counters); with shared, KUBE-SERVICES and KUBE-NODEPORTS sorted.
+func natTable(t *testing.T, shared bool) string {
+	t.Helper()
+	out, err := harness.NS(harness.NodeNS, harness.IptablesSave, "-t", "nat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	for _, l := range strings.Split(string(out), "\n") {
+		switch {
+		case strings.HasPrefix(l, "#"), l == "":
+		case strings.HasPrefix(l, ":"):
+			keep = append(keep, strings.Fields(l)[0])
+		default:
+			keep = append(keep, l)
+		}
+	}
+	table := strings.Join(keep, "\n")
+	if shared {
+		return sortShared(table)
+	}
+	return table
+}
+
+// sortShared sorts the rules of KUBE-SERVICES and KUBE-NODEPORTS in a natTable listing.
+func sortShared(table string) string {
+	lines := strings.Split(table, "\n")
+	for _, c := range []string{"KUBE-SERVICES", "KUBE-NODEPORTS"} {
+		var idx []int
+		var rules []string
+		for i, l := range lines {
+			if strings.HasPrefix(l, "-A "+c+" ") {
+				idx = append(idx, i)
+				rules = append(rules, l)
+			}
+		}
+		sort.Strings(rules)
+		for k, i := range idx {
+			lines[i] = rules[k]
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// lineDiff lists the lines only in a (-) and only in b (+).
+func lineDiff(a, b string) string {
+	count := map[string]int{}
+	for _, l := range strings.Split(a, "\n") {
+		count[l]++
+	}
+	for _, l := range strings.Split(b, "\n") {
+		count[l]--
+	}
+	var out []string
+	for l, n := range count {
+		switch {
+		case n > 0:
+			out = append(out, "- "+l)
+		case n < 0:
+			out = append(out, "+ "+l)
+		}
+	}
+	sort.Strings(out)
+	if len(out) == 0 {
+		return "(the same lines, in another order)"
+	}
+	return strings.Join(out, "\n")
 }
 
 func kubeProxyLog(t *testing.T) string {
