@@ -43,9 +43,9 @@ k8s-binaries:
 
 ## vet: go vet, gofmt and staticcheck (pinned; fetched from the Go module proxy)
 vet:
-	$(GO) vet ./...
+	$(GO) vet -tags e2e ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0 ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0 -tags e2e ./...
 
 ## test: the whole suite: vet, unit tests, fuzz seeds, the e2e tests against a real cluster
 ## (including kube-proxy in IPVS mode inside a QEMU guest) and the krew packaging test (root);
@@ -63,7 +63,7 @@ test: deps vet cover-repair build dist krew-tools
 	SVCTRACE_TESTHOOKS_BIN=$(CURDIR)/bin/testhooks/kubectl-svctrace \
 	SVCTRACE_VM_KERNEL=$$kernel SVCTRACE_VM_BIN=$(CURDIR)/bin/vm SVCTRACE_KWOK=$$kwok \
 	SVCTRACE_DIST=$(CURDIR)/dist SVCTRACE_DIST_VERSION=$(DIST_VERSION) SVCTRACE_KREW_DIR=$(KREW_DIR) \
-		$(GO) test -count=1 -timeout 40m $(if $(RUN),-run '$(RUN)' ./test/e2e/,./...)
+		$(GO) test -tags e2e -count=1 -timeout 40m $(if $(RUN),-run '$(RUN)' ./test/e2e/,./...)
 
 ## cover-repair: the repair engine's apply, verify, rollback and undo code (engine.go) must be
 ## covered at least 90% by its unit tests alone (the fault table over a fake node)
@@ -71,7 +71,8 @@ cover-repair:
 	@$(GO) test -count=1 -coverprofile=bin/repair.cover ./dataplane/repair/ >/dev/null && \
 	awk '$$1 ~ /repair\/engine.go/ { n += $$2; if ($$3 > 0) c += $$2 } END { p = 100 * c / n; printf "repair engine (engine.go): %.1f%% of %d statements covered by unit tests\n", p, n; exit p < 90 }' bin/repair.cover
 
-## unit: the tests that need neither root nor a cluster
+## unit: the tests that need neither root nor a cluster (the e2e and krew tests are behind the
+## e2e build tag, which make test sets)
 unit:
 	$(GO) test ./...
 

@@ -1,3 +1,5 @@
+//go:build e2e
+
 // Package e2e runs svctrace against a real cluster: etcd, kube-apiserver,
 // kube-controller-manager and kube-proxy from the k8s.io/kubernetes module, with pods as network
 // namespaces answering real connections. It runs when SVCTRACE_E2E=1 (make test sets it) and

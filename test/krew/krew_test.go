@@ -1,3 +1,5 @@
+//go:build e2e
+
 // Package krew tests the plugin's packaging with the real krew v0.4.4: the manifest rendered for
 // the release archives passes krew's validator, and `kubectl krew install` from it gives a
 // working `kubectl svctrace`. The archives are served from this process on loopback. It runs
