@@ -68,7 +68,7 @@ test: deps vet cover-repair build dist krew-tools
 ## cover-repair: the repair engine's apply, verify, rollback and undo code (engine.go) must be
 ## covered at least 90% by its unit tests alone (the fault table over a fake node)
 cover-repair:
-	@$(GO) test -count=1 -coverprofile=bin/repair.cover ./dataplane/repair/ >/dev/null && \
+	@mkdir -p bin && $(GO) test -count=1 -coverprofile=bin/repair.cover ./dataplane/repair/ >/dev/null && \
 	awk '$$1 ~ /repair\/engine.go/ { n += $$2; if ($$3 > 0) c += $$2 } END { p = 100 * c / n; printf "repair engine (engine.go): %.1f%% of %d statements covered by unit tests\n", p, n; exit p < 90 }' bin/repair.cover
 
 ## unit: the tests that need neither root nor a cluster (the e2e and krew tests are behind the
