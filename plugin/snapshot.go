@@ -3,7 +3,6 @@ package plugin
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -117,8 +116,8 @@ func nodeKubeProxyVersion(cl *trace.Cluster, node string) string {
 // writeBundle writes one node's bundle into dir: its dumps, the objects when given, conntrack
 // (read through r) when asked for, and the manifest. It returns the files written.
 func (o *SnapshotOptions) writeBundle(ctx context.Context, dir, node, mode string, dumps map[string][]byte, r dpexec.Runner, objects []byte, kpVersion string) ([]string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("cannot create %s: %w", dir, err)
+	if err := snapshot.PrepareDir(dir); err != nil {
+		return nil, fmt.Errorf("cannot write the snapshot: %w", err)
 	}
 	m := snapshot.Manifest{APIVersion: trace.APIVersion, Kind: "Snapshot", Node: node, Mode: mode,
 		RecordedBy: "kubectl-svctrace snapshot " + version, KubeProxyVersion: kpVersion}
@@ -128,13 +127,13 @@ func (o *SnapshotOptions) writeBundle(ctx context.Context, dir, node, mode strin
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		if err := os.WriteFile(filepath.Join(dir, name), dumps[name], 0o644); err != nil {
+		if err := snapshot.WriteFile(dir, name, dumps[name]); err != nil {
 			return nil, err
 		}
 		m.Dataplane = append(m.Dataplane, name)
 	}
 	if objects != nil {
-		if err := os.WriteFile(filepath.Join(dir, "objects.json"), objects, 0o644); err != nil {
+		if err := snapshot.WriteFile(dir, "objects.json", objects); err != nil {
 			return nil, err
 		}
 		m.Objects = "objects.json"
@@ -144,7 +143,7 @@ func (o *SnapshotOptions) writeBundle(ctx context.Context, dir, node, mode strin
 		if err != nil {
 			fmt.Fprintf(o.streams.ErrOut, "warning: node %s: conntrack not saved: %v\n", node, err)
 		} else if _, err := conntrack.Parse(out); err == nil {
-			if err := os.WriteFile(filepath.Join(dir, "conntrack.txt"), out, 0o644); err != nil {
+			if err := snapshot.WriteFile(dir, "conntrack.txt", out); err != nil {
 				return nil, err
 			}
 			m.Conntrack = "conntrack.txt"
@@ -154,7 +153,7 @@ func (o *SnapshotOptions) writeBundle(ctx context.Context, dir, node, mode strin
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, snapshot.ManifestName), raw, 0o644); err != nil {
+	if err := snapshot.WriteFile(dir, snapshot.ManifestName, raw); err != nil {
 		return nil, err
 	}
 	files := append([]string{snapshot.ManifestName}, m.Dataplane...)
@@ -175,19 +174,25 @@ func (o *SnapshotOptions) runAllNodes(ctx context.Context, dir string) error {
 		return err
 	}
 	defer stop()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("cannot create %s: %w", dir, err)
+	if err := snapshot.PrepareDir(dir); err != nil {
+		return fmt.Errorf("cannot write the snapshot: %w", err)
+	}
+	if err := snapshot.PrepareDir(filepath.Join(dir, "nodes")); err != nil {
+		return fmt.Errorf("cannot write the snapshot: %w", err)
 	}
 	objects, err := trace.EncodeObjects(f.cluster)
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "objects.json"), objects, 0o644); err != nil {
+	if err := snapshot.WriteFile(dir, "objects.json", objects); err != nil {
 		return err
 	}
 	failures := f.each(ctx, "saved", nil, func(ctx context.Context, _ int, name string, r dpexec.Runner) error {
 		dp, _, dumps, _, err := readNode(ctx, o.streams, r, true, o.Input.Mode)
 		if err != nil {
+			return err
+		}
+		if err := snapshot.ValidName(name); err != nil {
 			return err
 		}
 		_, err = o.writeBundle(ctx, snapshot.NodeDir(dir, name), name, dp.Mode(), dumps, r, nil, nodeKubeProxyVersion(f.cluster, name))
@@ -204,7 +209,7 @@ func (o *SnapshotOptions) runAllNodes(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, snapshot.ManifestName), raw, 0o644); err != nil {
+	if err := snapshot.WriteFile(dir, snapshot.ManifestName, raw); err != nil {
 		return err
 	}
 	fmt.Fprintf(o.streams.Out, "wrote %d node(s) and the API objects to %s; read one with --snapshot %s --node NAME, or check them all with check -A --snapshot %s\n", len(set.Nodes), dir, dir, dir)

@@ -5,10 +5,14 @@ package snapshot
 
 import (
 	"embed"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
+	"regexp"
 
 	"sigs.k8s.io/yaml"
 )
@@ -53,20 +57,60 @@ func Demo() (*Bundle, error) {
 	return Load(sub)
 }
 
-// LoadDir reads a bundle from a directory.
+// LoadDir reads a bundle from a directory. Every read stays inside it: a link that leads out is
+// refused, and so is anything that is not a regular file or is larger than MaxFileBytes.
 func LoadDir(dir string) (*Bundle, error) {
-	b, err := Load(os.DirFS(dir))
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
+	}
+	defer root.Close()
+	b, err := Load(root.FS())
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
 	}
 	return b, nil
 }
 
+// MaxFileBytes bounds one file of a bundle (the recorded 10,000-Service node's dump is 35 MB).
+const MaxFileBytes = 1 << 30
+
+// readFile reads one file of a bundle: a regular file, within MaxFileBytes, by a relative name
+// that stays inside the bundle.
+func readFile(fsys fs.FS, name string) ([]byte, error) {
+	clean := path.Clean(name)
+	if !fs.ValidPath(clean) || clean == "." {
+		return nil, fmt.Errorf("%q is not a file name inside the snapshot", name)
+	}
+	fi, err := fs.Stat(fsys, clean)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", name)
+	}
+	if fi.Size() > MaxFileBytes {
+		return nil, fmt.Errorf("%s is larger than %d MiB", name, MaxFileBytes>>20)
+	}
+	f, err := fsys.Open(clean)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err == nil && len(data) > MaxFileBytes {
+		err = fmt.Errorf("%s is larger than %d MiB", name, MaxFileBytes>>20)
+	}
+	return data, err
+}
+
 // Load reads a bundle from a file system rooted at the bundle.
 func Load(fsys fs.FS) (*Bundle, error) {
-	raw, err := fs.ReadFile(fsys, ManifestName)
-	if err != nil {
+	raw, err := readFile(fsys, ManifestName)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("no %s: not a svctrace snapshot", ManifestName)
+	} else if err != nil {
+		return nil, err
 	}
 	b := &Bundle{Dataplane: map[string][]byte{}}
 	if err := yaml.UnmarshalStrict(raw, &b.Manifest); err != nil {
@@ -79,19 +123,19 @@ func Load(fsys fs.FS) (*Bundle, error) {
 		return nil, fmt.Errorf("%s lists no dataplane files", ManifestName)
 	}
 	for _, f := range b.Manifest.Dataplane {
-		data, err := fs.ReadFile(fsys, path.Clean(f))
+		data, err := readFile(fsys, f)
 		if err != nil {
 			return nil, fmt.Errorf("dataplane file: %w", err)
 		}
 		b.Dataplane[f] = data
 	}
 	if b.Manifest.Objects != "" {
-		if b.Objects, err = fs.ReadFile(fsys, path.Clean(b.Manifest.Objects)); err != nil {
+		if b.Objects, err = readFile(fsys, b.Manifest.Objects); err != nil {
 			return nil, fmt.Errorf("objects file: %w", err)
 		}
 	}
 	if b.Manifest.Conntrack != "" {
-		if b.Conntrack, err = fs.ReadFile(fsys, path.Clean(b.Manifest.Conntrack)); err != nil {
+		if b.Conntrack, err = readFile(fsys, b.Manifest.Conntrack); err != nil {
 			return nil, fmt.Errorf("conntrack file: %w", err)
 		}
 	}
@@ -116,9 +160,16 @@ func NodeDir(dir, node string) string { return path.Join(dir, "nodes", node) }
 
 // ReadSet reads dir's manifest when it is a several-node set; ok is false for a one-node bundle.
 func ReadSet(dir string) (m *SetManifest, ok bool, err error) {
-	raw, err := os.ReadFile(path.Join(dir, ManifestName))
+	root, err := os.OpenRoot(dir)
 	if err != nil {
+		return nil, false, fmt.Errorf("snapshot %s: %w", dir, err)
+	}
+	defer root.Close()
+	raw, err := readFile(root.FS(), ManifestName)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false, fmt.Errorf("snapshot %s: no %s: not a svctrace snapshot", dir, ManifestName)
+	} else if err != nil {
+		return nil, false, fmt.Errorf("snapshot %s: %w", dir, err)
 	}
 	var kind struct{ Kind string }
 	if err := yaml.Unmarshal(raw, &kind); err != nil || kind.Kind != SetManifestKind {
@@ -127,6 +178,11 @@ func ReadSet(dir string) (m *SetManifest, ok bool, err error) {
 	m = &SetManifest{}
 	if err := yaml.UnmarshalStrict(raw, m); err != nil {
 		return nil, false, fmt.Errorf("snapshot %s: %w", dir, err)
+	}
+	for _, n := range m.Nodes {
+		if err := ValidName(n); err != nil {
+			return nil, false, fmt.Errorf("snapshot %s: %w", dir, err)
+		}
 	}
 	return m, true, nil
 }
@@ -145,9 +201,80 @@ func LoadNode(dir string, m *SetManifest, node string) (*Bundle, error) {
 		return nil, err
 	}
 	if m.Objects != "" && b.Objects == nil {
-		if b.Objects, err = os.ReadFile(path.Join(dir, path.Clean(m.Objects))); err != nil {
+		root, err := os.OpenRoot(dir)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", dir, err)
+		}
+		defer root.Close()
+		if b.Objects, err = readFile(root.FS(), m.Objects); err != nil {
 			return nil, fmt.Errorf("snapshot %s: objects file: %w", dir, err)
 		}
 	}
 	return b, nil
+}
+
+// nodeName is a Node object's name: a DNS subdomain (it becomes a directory name in a set).
+var nodeName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+
+// ValidName checks a node name that becomes a directory of a set.
+func ValidName(n string) error {
+	if len(n) == 0 || len(n) > 253 || !nodeName.MatchString(n) {
+		return fmt.Errorf("node name %q is not a valid Kubernetes node name", n)
+	}
+	return nil
+}
+
+// PrepareDir makes dir ready to hold a bundle: created 0700 when missing; an existing one must be
+// a directory (not a link to one) that is empty or already a snapshot, so that saving never
+// writes into a directory of something else.
+func PrepareDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return os.MkdirAll(dir, 0o700)
+	case err != nil:
+		return err
+	case !fi.IsDir():
+		return fmt.Errorf("%s exists and is not a directory (a link is not followed)", dir)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Name() == ManifestName {
+			return nil
+		}
+	}
+	if len(entries) > 0 {
+		return fmt.Errorf("%s is not empty and not a snapshot: choose a new directory", dir)
+	}
+	return nil
+}
+
+// WriteFile writes one file of a bundle in dir, 0600 (snapshots hold Pod specs, environment
+// values included). It never writes through a link: an existing regular file is replaced, any
+// other kind of file is refused.
+func WriteFile(dir, name string, data []byte) error {
+	if name != path.Base(name) || name == "." || name == ".." {
+		return fmt.Errorf("%q is not a file name", name)
+	}
+	p := filepath.Join(dir, name)
+	if fi, err := os.Lstat(p); err == nil {
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s exists and is not a regular file (a link is not followed)", p)
+		}
+		if err := os.Remove(p); err != nil {
+			return err
+		}
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
