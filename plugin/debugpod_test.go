@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	authv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -33,5 +35,32 @@ func TestDebugPodFallsBackOnMissingPodOrDeniedExec(t *testing.T) {
 	if p.Namespace != "ops" || c.Image != "img" || p.Spec.NodeName != "n1" || !p.Spec.HostNetwork || *c.SecurityContext.Privileged ||
 		len(c.SecurityContext.Capabilities.Add) != 2 || p.Spec.ActiveDeadlineSeconds == nil {
 		t.Errorf("debug pod: %+v", p.Spec)
+	}
+}
+
+// TestOnlyKubeProxysOwnPodsAreRead: a pod that merely carries kube-proxy's label is never exec'd
+// into; DaemonSet pods and static mirror pods are.
+func TestOnlyKubeProxysOwnPodsAreRead(t *testing.T) {
+	yes := true
+	pod := func(name, node string, owner string, mirror bool) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: name},
+			Spec:   corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "kube-proxy"}}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+		if owner != "" {
+			p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: owner, Name: "kube-proxy", Controller: &yes}}
+		}
+		if mirror {
+			p.Annotations = map[string]string{corev1.MirrorPodAnnotationKey: "x"}
+		}
+		return p
+	}
+	got, err := pickKubeProxyPods([]corev1.Pod{pod("kube-proxy-a", "n1", "DaemonSet", false), pod("kube-proxy-n2", "n2", "", true)})
+	if err != nil || got["n1"] == nil || got["n1"].Name != "kube-proxy-a" || got["n2"] == nil {
+		t.Fatalf("%v %v", got, err)
+	}
+	for _, bad := range []corev1.Pod{pod("planted", "n1", "", false), pod("replica", "n1", "ReplicaSet", false)} {
+		if _, err := pickKubeProxyPods([]corev1.Pod{pod("kube-proxy-a", "n1", "DaemonSet", false), bad}); err == nil || !strings.Contains(err.Error(), "pod kube-system/"+bad.Name) {
+			t.Errorf("%s: %v", bad.Name, err)
+		}
 	}
 }

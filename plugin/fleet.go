@@ -122,7 +122,7 @@ func openFleet(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams 
 		cancel()
 		return nil, nil, nil, err
 	}
-	pods, err := kubeProxyPods(ctx, cfg)
+	pods, err := kubeProxyPods(ctx, cfg, in.kubeProxyNamespace())
 	if err != nil && debug.Enabled && fallsBackToDebugPod(err) {
 		fmt.Fprintf(streams.ErrOut, "%v; reading every node from a debug pod instead\n", err)
 		pods, err = map[string]dpexec.Pod{}, nil

@@ -40,6 +40,8 @@ type InputFlags struct {
 	Mode string
 	// Remote reads the node through its kube-proxy pod (exec via the API server).
 	Remote bool
+	// KubeProxyNamespace is where kube-proxy's pods run (default kube-system).
+	KubeProxyNamespace string
 	// Debug is the debug-pod fallback for remote reads.
 	Debug DebugPodFlags
 
@@ -67,7 +69,7 @@ func (f *InputFlags) nodeRunner(ctx context.Context, cfg *genericclioptions.Conf
 	if f.live != nil {
 		return f.live, nil
 	}
-	r, err := kubeProxyPod(ctx, cfg, node)
+	r, err := kubeProxyPod(ctx, cfg, f.kubeProxyNamespace(), node)
 	if err != nil && f.Debug.Enabled && fallsBackToDebugPod(err) {
 		fmt.Fprintf(streams.ErrOut, "%v; reading it from a debug pod instead\n", err)
 		r, f.cleanup, err = startDebugPod(ctx, cfg, streams, f.Debug, node)
@@ -77,6 +79,14 @@ func (f *InputFlags) nodeRunner(ctx context.Context, cfg *genericclioptions.Conf
 	}
 	f.live = r
 	return r, nil
+}
+
+// kubeProxyNamespace is --kube-proxy-namespace, kube-system when unset.
+func (f *InputFlags) kubeProxyNamespace() string {
+	if f.KubeProxyNamespace == "" {
+		return "kube-system"
+	}
+	return f.KubeProxyNamespace
 }
 
 // AddFlags binds the input flags.
@@ -90,6 +100,7 @@ func (f *InputFlags) AddFlags(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.NodeIPs, "node-ip", nil, "an address of the node, in addition to those in its Node object (repeatable)")
 	fl.BoolVar(&f.NoAPI, "no-api", false, "do not contact the API server (trace the dataplane alone)")
 	fl.StringVar(&f.Mode, "mode", "", "kube-proxy mode of the live node: iptables, nftables or ipvs (default: detected)")
+	fl.StringVar(&f.KubeProxyNamespace, "kube-proxy-namespace", "kube-system", "the namespace of kube-proxy's pods (remote reads exec only into pods there that a DaemonSet runs, or static pods)")
 	fl.BoolVar(&f.Remote, "remote", false, "read --node's dataplane from a laptop: exec (argv, no shell) into the node's kube-proxy pod through the API server (default when not root and --node is set)")
 	f.Debug.addFlags(fl)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
@@ -17,8 +18,8 @@ const kubeProxyLabel = "k8s-app=kube-proxy"
 
 // kubeProxyPod finds the kube-proxy pod on the node and returns a Runner that execs in it,
 // after checking that the user may.
-func kubeProxyPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, node string) (dpexec.Runner, error) {
-	pods, err := kubeProxyPods(ctx, cfg)
+func kubeProxyPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, namespace, node string) (dpexec.Runner, error) {
+	pods, err := kubeProxyPods(ctx, cfg, namespace)
 	if err != nil {
 		return nil, err
 	}
@@ -29,8 +30,11 @@ func kubeProxyPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, node 
 }
 
 // kubeProxyPods lists the running kube-proxy pods, one list call for the whole cluster, by node,
-// each a Runner that execs in it, after checking the user may exec in their namespaces.
-func kubeProxyPods(ctx context.Context, cfg *genericclioptions.ConfigFlags) (map[string]dpexec.Pod, error) {
+// each a Runner that execs in it, after checking the user may exec in their namespace. Only pods
+// in kube-proxy's namespace that a DaemonSet runs (or static mirror pods) count: what svctrace
+// reads from them is trusted as the node's rules, so a pod that only carries the label, in a
+// namespace a tenant controls, must not be exec'd into.
+func kubeProxyPods(ctx context.Context, cfg *genericclioptions.ConfigFlags, namespace string) (map[string]dpexec.Pod, error) {
 	rc, err := cfg.ToRESTConfig()
 	if err != nil {
 		return nil, err
@@ -42,23 +46,55 @@ func kubeProxyPods(ctx context.Context, cfg *genericclioptions.ConfigFlags) (map
 	}
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	pods, err := cs.CoreV1().Pods("").List(lctx, metav1.ListOptions{LabelSelector: kubeProxyLabel})
+	pods, err := cs.CoreV1().Pods(namespace).List(lctx, metav1.ListOptions{LabelSelector: kubeProxyLabel})
 	if err != nil {
-		return nil, fmt.Errorf("finding kube-proxy pods: %w", err)
+		return nil, fmt.Errorf("finding kube-proxy pods in namespace %s: %w", namespace, err)
+	}
+	picked, err := pickKubeProxyPods(pods.Items)
+	if err != nil {
+		return nil, err
 	}
 	out := map[string]dpexec.Pod{}
-	checked := map[string]bool{}
-	for _, p := range pods.Items {
-		if p.Status.Phase != "Running" || len(p.Spec.Containers) == 0 || p.Spec.NodeName == "" {
-			continue
+	if len(picked) > 0 {
+		if err := checkExec(lctx, cs, namespace); err != nil {
+			return nil, err
 		}
-		if !checked[p.Namespace] {
-			if err := checkExec(lctx, cs, p.Namespace); err != nil {
-				return nil, err
-			}
-			checked[p.Namespace] = true
-		}
-		out[p.Spec.NodeName] = dpexec.Pod{Client: cs, Config: rc, Namespace: p.Namespace, Name: p.Name, Container: p.Spec.Containers[0].Name}
+	}
+	for node, p := range picked {
+		out[node] = dpexec.Pod{Client: cs, Config: rc, Namespace: p.Namespace, Name: p.Name, Container: p.Spec.Containers[0].Name}
 	}
 	return out, nil
+}
+
+// pickKubeProxyPods chooses, per node, the running kube-proxy pod to read. A pod with the label
+// that no DaemonSet runs and that is no static pod is refused by name: it could be anyone's.
+func pickKubeProxyPods(pods []corev1.Pod) (map[string]*corev1.Pod, error) {
+	out := map[string]*corev1.Pod{}
+	for i := range pods {
+		p := &pods[i]
+		if p.Status.Phase != corev1.PodRunning || len(p.Spec.Containers) == 0 || p.Spec.NodeName == "" {
+			continue
+		}
+		if !runByDaemonSetOrNode(p) {
+			return nil, fmt.Errorf("pod %s/%s on node %s carries kube-proxy's label %s but is neither run by a DaemonSet nor a static pod: svctrace does not read a node through it", p.Namespace, p.Name, p.Spec.NodeName, kubeProxyLabel)
+		}
+		if prev := out[p.Spec.NodeName]; prev == nil || p.Name < prev.Name {
+			out[p.Spec.NodeName] = p
+		}
+	}
+	return out, nil
+}
+
+// runByDaemonSetOrNode reports whether a DaemonSet controls the pod, or the kubelet runs it as a
+// static pod (its API object is a mirror).
+func runByDaemonSetOrNode(p *corev1.Pod) bool {
+	if _, mirror := p.Annotations[corev1.MirrorPodAnnotationKey]; mirror {
+		return true
+	}
+	for _, o := range p.OwnerReferences {
+		if o.Controller != nil && *o.Controller && o.Kind == "DaemonSet" && o.APIVersion == "apps/v1" {
+			return true
+		}
+	}
+	return false
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/svctrace/svctrace/dataplane/exec"
@@ -74,6 +76,33 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 	if !reflect.DeepEqual(a.Backends, b.Backends) || !reflect.DeepEqual(a.Verdicts, b.Verdicts) || !reflect.DeepEqual(a.Hops, b.Hops) || len(b.Backends) != 3 {
 		t.Fatalf("remote read differs from the node-side one\nnode-side: %s\nremote: %s", local, remote)
 	}
+
+	// A pod that only carries kube-proxy's label is never read through: in a tenant's namespace
+	// it is not looked at, in kube-system (not run by a DaemonSet) it is refused by name.
+	planted := func(ns string) func() {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "planted", Labels: map[string]string{"k8s-app": "kube-proxy"}},
+			Spec: corev1.PodSpec{NodeName: harness.KwokNode, Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+				Containers: []corev1.Container{{Name: "x", Image: "registry.k8s.io/pause:3.10"}}}}
+		created, err := cluster.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		created.Status.Phase = corev1.PodRunning
+		if _, err := cluster.Client.CoreV1().Pods(ns).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return func() { _ = cluster.Client.CoreV1().Pods(ns).Delete(ctx, "planted", metav1.DeleteOptions{}) }
+	}
+	remove := planted("default")
+	if again, err := runKubectl(t, append(args, "--node", harness.KwokNode, "--remote")...); err != nil || string(again) == "" {
+		t.Fatalf("with a labelled pod in another namespace: %v %s", err, again)
+	}
+	remove()
+	remove = planted("kube-system")
+	if _, stderr, code := kubectl(t, false, append(args, "--node", harness.KwokNode, "--remote")...); code != 2 || !strings.Contains(string(stderr), "pod kube-system/planted on node "+harness.KwokNode+" carries kube-proxy's label") {
+		t.Fatalf("a planted pod in kube-system: exit %d %s", code, stderr)
+	}
+	remove()
 
 	// A snapshot from the laptop side holds the node's rules and its conntrack, read through the
 	// pod: it must show a connection made in node1's namespace just before (this machine's own

@@ -34,7 +34,7 @@ func (c *Cluster) StartKwok(ctx context.Context, kwok string) error {
 		return err
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: KubeProxyPod, Labels: map[string]string{"k8s-app": "kube-proxy"}},
+		ObjectMeta: KubeProxyPodMeta(KubeProxyPod),
 		Spec: corev1.PodSpec{NodeName: KwokNode, Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 			Containers: []corev1.Container{{Name: "kube-proxy", Image: "registry.k8s.io/kube-proxy:v1.36.3"}}},
 	}
@@ -88,7 +88,7 @@ func (c *Cluster) AddKwokNode(ctx context.Context, name string, withKubeProxy bo
 		return nil
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-proxy-" + name, Labels: map[string]string{"k8s-app": "kube-proxy"}},
+		ObjectMeta: KubeProxyPodMeta("kube-proxy-" + name),
 		Spec: corev1.PodSpec{NodeName: name, Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 			Containers: []corev1.Container{{Name: "kube-proxy", Image: "registry.k8s.io/kube-proxy:v1.36.3"}}},
 	}
@@ -96,4 +96,13 @@ func (c *Cluster) AddKwokNode(ctx context.Context, name string, withKubeProxy bo
 		return fmt.Errorf("create pod %s: %w", pod.Name, err)
 	}
 	return nil
+}
+
+// KubeProxyPodMeta is a kube-proxy pod's metadata as its DaemonSet makes it: in kube-system,
+// labelled k8s-app=kube-proxy, controlled by the DaemonSet (svctrace reads nodes only through
+// such pods). No garbage collector runs in the harness, so the owner need not exist.
+func KubeProxyPodMeta(name string) metav1.ObjectMeta {
+	yes := true
+	return metav1.ObjectMeta{Namespace: "kube-system", Name: name, Labels: map[string]string{"k8s-app": "kube-proxy"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "kube-proxy", UID: "00000000-0000-0000-0000-00000000c0de", Controller: &yes}}}
 }

@@ -131,7 +131,7 @@ func addFleetNode(ctx context.Context, cs kubernetes.Interface, name string) err
 		return err
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-proxy-" + name, Labels: map[string]string{"k8s-app": "kube-proxy"}},
+		ObjectMeta: harness.KubeProxyPodMeta("kube-proxy-" + name),
 		Spec: corev1.PodSpec{NodeName: name, Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 			Containers: []corev1.Container{{Name: "kube-proxy", Image: "registry.k8s.io/kube-proxy:v1.36.3"}}},
 	}
