@@ -9,6 +9,15 @@ import (
 // this means a pathological ruleset, and the walk stops rather than exhaust memory.
 const MaxPaths = 1 << 17
 
+// MaxWork bounds the rules one evaluation looks at, over all its branches: a real packet passes a
+// few dozen per endpoint (and big chains are indexed), so a ruleset that needs more, such as a
+// loop that splits on every turn, stops the walk in well under a second instead of running for
+// minutes and writing a tree of hundreds of megabytes.
+const MaxWork = 1_000_000
+
+// ErrTooMuchWork is returned when an evaluation passes MaxWork rules.
+var ErrTooMuchWork = fmt.Errorf("evaluating this packet takes more than %d rule steps (the rules loop or split without end); refusing to go on", MaxWork)
+
 // Fate is the state every dataplane walker tracks for one branch of a packet: where it is
 // addressed now, its mark, its share of traffic, the steps it took and how it ended.
 type Fate struct {

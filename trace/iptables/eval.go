@@ -74,6 +74,13 @@ type branch struct {
 	stack    []frame
 }
 
+// fork clones a branch for a split, charging the steps it copies to the work budget: a walk that
+// splits on every turn of a loop copies ever longer histories.
+func (w *walker) fork(b *branch) *branch {
+	w.work += len(b.Steps) + len(b.stack)
+	return b.clone()
+}
+
 func (b *branch) clone() *branch {
 	c := *b
 	c.stack = append([]frame(nil), b.stack...)
@@ -90,6 +97,8 @@ type walker struct {
 	node  *trace.NodeContext
 	paths []trace.Path
 	notes trace.Notes
+	// work counts the rules looked at, over all branches (trace.MaxWork).
+	work int
 }
 
 // Walk implements trace.Dataplane: it returns every path the packet can take and its probability.
@@ -128,6 +137,9 @@ func (w *walker) note(s string) { w.notes.Add(s) }
 func (w *walker) run(b *branch) ([]*branch, error) {
 	var forks []*branch
 	for b.Verdict == nil && b.hook != done {
+		if w.work++; w.work > trace.MaxWork {
+			return nil, trace.ErrTooMuchWork
+		}
 		if len(b.stack) > maxDepth || len(b.Steps) > maxSteps {
 			// The kernel refuses rulesets that loop; a dump edited by hand may still have one.
 			w.note("the rules loop (jumps or gotos that never end); evaluation of that path stopped")
@@ -163,7 +175,7 @@ func (w *walker) run(b *branch) ([]*branch, error) {
 				continue
 			}
 			if p < 1 {
-				taken := b.clone()
+				taken := w.fork(b)
 				taken.Prob *= p
 				w.apply(taken, r, p)
 				forks = append(forks, taken)
@@ -592,7 +604,7 @@ func (w *walker) toIPVS(b *branch) {
 	// Clone before changing anything: the clones must not inherit the first real server's step.
 	targets := []*branch{b}
 	for range live[1:] {
-		c := b.clone()
+		c := w.fork(b)
 		w.forks = append(w.forks, c)
 		targets = append(targets, c)
 	}

@@ -31,6 +31,13 @@ type branch struct {
 	reason string
 }
 
+// fork clones a branch for a split, charging the steps it copies to the work budget: a walk that
+// splits on every turn of a loop copies ever longer histories.
+func (w *walker) fork(b *branch) *branch {
+	w.work += len(b.Steps) + len(b.stack)
+	return b.clone()
+}
+
 func (b *branch) clone() *branch {
 	c := *b
 	c.stack = append([]frame(nil), b.stack...)
@@ -47,6 +54,8 @@ type walker struct {
 	paths  []trace.Path
 	notes  trace.Notes
 	forks  []*branch
+	// work counts the rules looked at, over all branches (trace.MaxWork).
+	work int
 }
 
 // Walk implements trace.Dataplane.
@@ -82,6 +91,9 @@ func (d *Dataplane) Walk(p trace.Packet, node *trace.NodeContext) (*trace.Walk, 
 	err := trace.Explore(start, func(b *branch) ([]*branch, error) {
 		w.forks = nil
 		w.run(b)
+		if w.work > trace.MaxWork {
+			return nil, trace.ErrTooMuchWork
+		}
 		return w.forks, nil
 	}, func() int { return len(w.paths) })
 	if err != nil {
@@ -94,6 +106,9 @@ func (w *walker) note(s string) { w.notes.Add(s) }
 
 func (w *walker) run(b *branch) {
 	for b.Verdict == nil && b.hook != "" {
+		if w.work++; w.work > trace.MaxWork {
+			return
+		}
 		if len(b.stack) > maxDepth || len(b.Steps) > maxSteps {
 			// The kernel refuses rulesets that loop; a dump edited by hand may still have one.
 			w.note("the rules loop (jumps or gotos that never end); evaluation of that path stopped")
@@ -385,7 +400,7 @@ func (w *walker) splitN(b *branch, n int, elems []Elem, apply func(*branch, Elem
 		}
 		target := b
 		if len(targets) > 0 {
-			target = b.clone()
+			target = w.fork(b)
 			w.forks = append(w.forks, target)
 		}
 		targets = append(targets, target)
@@ -393,7 +408,7 @@ func (w *walker) splitN(b *branch, n int, elems []Elem, apply func(*branch, Elem
 	}
 	if missing > 0 {
 		// The values the map lacks fall through to the next rule, on a branch of their own.
-		rest := b.clone()
+		rest := w.fork(b)
 		rest.Prob = total * float64(missing) / float64(n)
 		w.forks = append(w.forks, rest)
 		if len(targets) == 0 {

@@ -1,0 +1,40 @@
+package iptables_test
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	"github.com/svctrace/svctrace/trace"
+	xt "github.com/svctrace/svctrace/trace/iptables"
+)
+
+// TestASplittingLoopIsBounded: three rules that goto each other, one of them splitting on every
+// turn, once ran for ten minutes and wrote 150 MB of tree. The walk now stops at trace.MaxWork
+// rule steps with an error that says so.
+func TestASplittingLoopIsBounded(t *testing.T) {
+	rs, err := ipread.Parse([]byte(`*nat
+:PREROUTING ACCEPT [0:0]
+:KUBE-A - [0:0]
+:KUBE-B - [0:0]
+:KUBE-C - [0:0]
+-A PREROUTING -j KUBE-A
+-A KUBE-A -m statistic --mode random --probability 0.5 -g KUBE-B
+-A KUBE-A -g KUBE-C
+-A KUBE-B -g KUBE-C
+-A KUBE-C -g KUBE-A
+COMMIT
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = (&xt.Dataplane{V4: rs}).Walk(trace.Packet{Src: netip.MustParseAddr("10.244.1.5"), Dst: netip.MustParseAddr("10.96.0.1"), DstPort: 80, Protocol: trace.TCP},
+		&trace.NodeContext{Name: "n"})
+	if !errors.Is(err, trace.ErrTooMuchWork) {
+		t.Fatalf("walk: %v", err)
+	}
+	t.Logf("stopped after %s", time.Since(start))
+}
