@@ -168,7 +168,7 @@ func tableName(c *Chain) string { return c.Table.Family + " " + c.Table.Name }
 // service decision happens in the nat chains; callers clear Detail for verdicts.
 func (w *walker) step(b *branch, r *Rule, action string, p float64) *trace.Step {
 	base := b.stack[0].chain
-	b.Steps = append(b.Steps, trace.Step{Table: tableName(base), Chain: r.Chain, Rule: fmt.Sprintf("%s # handle %d", r.Text, r.Handle),
+	b.Steps = append(b.Steps, trace.Step{Table: tableName(base), Chain: r.Chain, Rule: r.Shown(),
 		Action: action, Branch: p, Detail: base.Type != "nat" || b.hook == "postrouting"})
 	return &b.Steps[len(b.Steps)-1]
 }

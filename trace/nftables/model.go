@@ -3,6 +3,11 @@
 // maps, named and anonymous sets, and `numgen random mod N` splits into exact 1/N shares.
 package nftables
 
+import (
+	"fmt"
+	"sync/atomic"
+)
+
 // Ruleset is a node's nftables ruleset.
 type Ruleset struct {
 	Tables []*Table
@@ -38,6 +43,20 @@ type Rule struct {
 	Exprs []map[string]any
 	// Text is the rule as nft would print it (close to `nft list ruleset`).
 	Text string
+	// shown is Text with the handle, as steps show it: made once and shared by every branch
+	// that passes the rule (a numgen map of 10,000 endpoints is a rule of a megabyte, and
+	// 10,000 branches pass it).
+	shown atomic.Pointer[string]
+}
+
+// Shown is the rule as a step shows it: its text and handle.
+func (r *Rule) Shown() string {
+	if p := r.shown.Load(); p != nil {
+		return *p
+	}
+	s := fmt.Sprintf("%s # handle %d", r.Text, r.Handle)
+	r.shown.Store(&s)
+	return s
 }
 
 // Set is a named set or map.
