@@ -46,11 +46,23 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 	pod := exec.Pod{Client: cluster.Client, Config: cfg, Namespace: "kube-system", Name: harness.KubeProxyPod}
 	// (kwok reports a failed command as an internal error, without its exit status, where a
 	// kubelet sends the status; either way it is an error, and the command ran once.)
-	if out, err := pod.Run(ctx, "sh", "-c", "echo run >> "+counter+"; echo out; exit 1"); err == nil {
+	// kwok serves exec for the pod a moment after it reports it running: wait for a command
+	// that succeeds first.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, err := pod.Run(ctx, "true")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("exec through kwok never worked: %v", err)
+		}
+	}
+	out, err := pod.Run(ctx, "sh", "-c", "echo run >> "+counter+"; echo out; exit 1")
+	if err == nil {
 		t.Fatalf("a command exiting 1 succeeded: %q", out)
 	}
 	if runs, _ := os.ReadFile(counter); string(runs) != "run\n" {
-		t.Fatalf("a command exiting 1 ran %d times through the exec stream, want once", strings.Count(string(runs), "run"))
+		t.Fatalf("a command exiting 1 ran %d times through the exec stream, want once (its error: %v)", strings.Count(string(runs), "run"), err)
 	}
 
 	args := []string{"svctrace", "trace", "default/hostnames", "--from", "pod/default/client", "-o", "json"}
