@@ -228,6 +228,21 @@ func newFake(plan *trace.RepairPlan) *fakeNode {
 	return f
 }
 
+// setup is a fault case's plan (iptables or IPVS), its fake node, and that node's real servers as
+// they are before anything runs.
+func setup(t *testing.T, ipvs bool) (*trace.RepairPlan, *fakeNode, map[RealKey]int) {
+	plan := demoPlan(t)
+	if ipvs {
+		plan = ipvsPlan()
+	}
+	f := newFake(plan)
+	before := map[RealKey]int{}
+	for k, v := range f.reals {
+		before[k] = v
+	}
+	return plan, f, before
+}
+
 // nodeEquals says how the fake's chains and real servers differ from a plan's before or after.
 func nodeEquals(f *fakeNode, plan *trace.RepairPlan, after bool, realsBefore map[RealKey]int) string {
 	got := map[string]map[string]trace.ChainRules{}
@@ -293,15 +308,7 @@ func TestApplyFaults(t *testing.T) {
 				continue
 			}
 			t.Run(tc.name+" ("+how+")", func(t *testing.T) {
-				plan := demoPlan(t)
-				if tc.ipvs {
-					plan = ipvsPlan()
-				}
-				f := newFake(plan)
-				realsBefore := map[RealKey]int{}
-				for k, v := range f.reals {
-					realsBefore[k] = v
-				}
+				plan, f, realsBefore := setup(t, tc.ipvs)
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
 				f.failAt, f.fail, f.cancel, f.corrupt = tc.failAt, how, cancel, tc.corrupt
@@ -430,15 +437,7 @@ func TestUndo(t *testing.T) {
 		{name: "marking the state undone", failAt: "SaveState#1", want: Undone, message: "restored the state"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			plan := demoPlan(t)
-			if tc.ipvs {
-				plan = ipvsPlan()
-			}
-			f := newFake(plan)
-			realsBefore := map[RealKey]int{}
-			for k, v := range f.reals {
-				realsBefore[k] = v
-			}
+			plan, f, realsBefore := setup(t, tc.ipvs)
 			e := &Engine{Node: f, StateDir: t.TempDir()}
 			applied := e.Apply(context.Background(), plan, "node1", "iptables-legacy")
 			if applied.Outcome != Applied {

@@ -169,10 +169,9 @@ func TestRepairFaults(t *testing.T) {
 		unchanged("after putting the other writer's rule back")
 	})
 
-	t.Run("a result that is not the plan's is rolled back", func(t *testing.T) {
-		// The plan expects a chain to end up with a rule its input does not write (a hand-edited
-		// plan, or an iptables that prints rules differently): the write succeeds, the check of
-		// the result fails, and everything goes back.
+	// unexpected writes the dry run's plan edited to expect a rule its input does not write (a
+	// hand-edited plan, or an iptables that prints rules differently) and returns its path.
+	unexpected := func(t *testing.T, name string) string {
 		var plan trace.RepairPlan
 		if err := json.Unmarshal([]byte(planJSON), &plan); err != nil {
 			t.Fatal(err)
@@ -180,11 +179,18 @@ func TestRepairFaults(t *testing.T) {
 		last := &plan.IPTables[len(plan.IPTables)-1]
 		last.After[0].Rules = append(last.After[0].Rules, "-A "+last.After[0].Chain+" -j RETURN")
 		edited, _ := json.Marshal(plan)
-		p := filepath.Join(dir, "unexpected.json")
+		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, edited, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		_, stderr, code := run(applyPlan(p)...)
+		return p
+	}
+
+	t.Run("a result that is not the plan's is rolled back", func(t *testing.T) {
+		// The plan expects a chain to end up with a rule its input does not write (a hand-edited
+		// plan, or an iptables that prints rules differently): the write succeeds, the check of
+		// the result fails, and everything goes back.
+		_, stderr, code := run(applyPlan(unexpected(t, "unexpected.json"))...)
 		if code != 4 || !strings.Contains(stderr, "is not what was planned") || !strings.Contains(stderr, "rolled back: the touched chains and real servers were read back as they were before") {
 			t.Fatalf("exit %d %q", code, stderr)
 		}
@@ -195,19 +201,8 @@ func TestRepairFaults(t *testing.T) {
 		// The write succeeds, the result is not the plan's, and another writer takes the xtables
 		// lock between the write and the rollback: the rollback cannot write. repair must say
 		// so with its own exit code and name the state file, which --undo then restores from.
-		var plan trace.RepairPlan
-		if err := json.Unmarshal([]byte(planJSON), &plan); err != nil {
-			t.Fatal(err)
-		}
-		last := &plan.IPTables[len(plan.IPTables)-1]
-		last.After[0].Rules = append(last.After[0].Rules, "-A "+last.After[0].Chain+" -j RETURN")
-		edited, _ := json.Marshal(plan)
-		p := filepath.Join(dir, "unexpected-locked.json")
-		if err := os.WriteFile(p, edited, 0o644); err != nil {
-			t.Fatal(err)
-		}
 		_ = os.Remove(resume)
-		cmd := svctrace("verify", applyPlan(p)...)
+		cmd := svctrace("verify", applyPlan(unexpected(t, "unexpected-locked.json"))...)
 		var stderr strings.Builder
 		pipe, err := cmd.StderrPipe()
 		if err != nil {
