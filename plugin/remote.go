@@ -72,8 +72,8 @@ func pickKubeProxyPods(pods []corev1.Pod) (map[string]*corev1.Pod, error) {
 	out := map[string]*corev1.Pod{}
 	for i := range pods {
 		p := &pods[i]
-		if p.Status.Phase != corev1.PodRunning || len(p.Spec.Containers) == 0 || p.Spec.NodeName == "" {
-			continue
+		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil || len(p.Spec.Containers) == 0 || p.Spec.NodeName == "" {
+			continue // not running, or on its way out
 		}
 		if !runByDaemonSetOrNode(p) {
 			return nil, fmt.Errorf("pod %s/%s on node %s carries kube-proxy's label %s but is neither run by a DaemonSet nor a static pod: svctrace does not read a node through it", p.Namespace, p.Name, p.Spec.NodeName, kubeProxyLabel)

@@ -141,7 +141,7 @@ func TestIPVSModeInVM(t *testing.T) {
 			t.Fatalf("plan ops: %s\nwant %s", strings.Join(ops, "; "), want)
 		}
 		apply := sec["zz-repair-2-apply"]
-		if !strings.Contains(apply, "exit=0") || !strings.Contains(apply, "verified by tracing them") {
+		if !strings.Contains(apply, "exit=0") || !strings.Contains(apply, "read back as planned and traced clean") {
 			t.Fatalf("apply:\n%s", apply)
 		}
 		// New connections reach exactly the API's endpoints: vm-c is drained (weight 0, or

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -103,7 +104,16 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 		if _, err := cluster.Client.CoreV1().Pods(ns).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		return func() { _ = cluster.Client.CoreV1().Pods(ns).Delete(ctx, "planted", metav1.DeleteOptions{}) }
+		return func() {
+			zero := int64(0)
+			_ = cluster.Client.CoreV1().Pods(ns).Delete(ctx, "planted", metav1.DeleteOptions{GracePeriodSeconds: &zero})
+			for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+				if _, err := cluster.Client.CoreV1().Pods(ns).Get(ctx, "planted", metav1.GetOptions{}); apierrors.IsNotFound(err) {
+					return
+				}
+			}
+			t.Fatal("the planted pod was not deleted")
+		}
 	}
 	remove := planted("default")
 	if again, err := runKubectl(t, append(args, "--node", harness.KwokNode, "--remote")...); err != nil || string(again) == "" {
