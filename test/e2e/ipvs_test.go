@@ -74,9 +74,13 @@ func TestIPVSModeInVM(t *testing.T) {
 	// publishes them from its rate estimator, every 2 seconds (6.1). The connections stay open
 	// until balance has read conntrack: IPVS deletes a closed connection's conntrack entry when
 	// its own entry expires (10 to 60 s after the close), which a slow emulated run outlasted
-	// ("counters 20, conntrack 8").
-	extra["balance"] = "sysctl -qw net.netfilter.nf_conntrack_acct=1; ip netns exec pvmclient /bin/netprobe probe -n 60 -hold 600s -timeout 2s " +
-		harness.VMClusterIPs["vmweb-np"] + ":80 >/tmp/held.json & held=$!; for i in $(seq 60); do ipvsadm -Ln --stats -t " + harness.VMClusterIPs["vmweb-np"] + ":80 | grep -q ' 60 ' && break; sleep 1; done; /bin/kubectl-svctrace balance ipvs/vmweb-np --node vm1 --objects /objects.yaml --duration 0 -o json; kill $held"
+	// ("counters 20, conntrack 8"). balance starts once the probe has printed its result (every
+	// connection answered) and the virtual server's Conns column reads 60.
+	vip := harness.VMClusterIPs["vmweb-np"] + ":80"
+	extra["balance"] = "sysctl -qw net.netfilter.nf_conntrack_acct=1; rm -f /tmp/held.json; ip netns exec pvmclient /bin/netprobe probe -n 60 -hold 600s -timeout 2s " +
+		vip + " >/tmp/held.json & held=$!; for i in $(seq 120); do [ -s /tmp/held.json ] && break; sleep 1; done; " +
+		"for i in $(seq 60); do ipvsadm -Ln --stats -t " + vip + " | awk '$1 == \"TCP\" && $3 == 60 { found = 1 } END { exit !found }' && break; sleep 1; done; " +
+		"/bin/kubectl-svctrace balance ipvs/vmweb-np --node vm1 --objects /objects.yaml --duration 0 -o json; kill $held"
 	objects := filepath.Join(cluster.Dir, "ipvs-objects.yaml")
 	out, err := runKubectl(t, "get", "svc,endpointslices,pods,nodes", "-A", "-o", "yaml")
 	if err != nil {
