@@ -71,16 +71,21 @@ func TestIPVSModeInVM(t *testing.T) {
 	}
 	// balance on IPVS: the real servers' connection counters come over netlink. vmweb-np's cluster
 	// IP gets no other traffic, so its counters hold exactly these 60 connections. The kernel
-	// publishes them from its rate estimator, every 2 seconds (6.1). The connections stay open
-	// until balance has read conntrack: IPVS deletes a closed connection's conntrack entry when
-	// its own entry expires (10 to 60 s after the close), which a slow emulated run outlasted
-	// ("counters 20, conntrack 8"). balance starts once the probe has printed its result (every
-	// connection answered) and the virtual server's Conns column reads 60.
+	// publishes them from its rate estimator, every 2 seconds (6.1): balance starts once the
+	// virtual server's Conns column reads 60. Conntrack tracks nothing in a network namespace
+	// until something there needs it: here, kube-proxy's nat table, which it writes after the
+	// virtual servers and ipsets. A slow emulated run probed before that, so conntrack held no
+	// entry, or only those of the connections made after kube-proxy's iptables-restore
+	// ("counters 20, conntrack 8"; balance-debug showed "0 flow entries" in the whole table).
+	// The probe now waits for kube-proxy's nat rules.
 	vip := harness.VMClusterIPs["vmweb-np"] + ":80"
-	extra["balance"] = "sysctl -qw net.netfilter.nf_conntrack_acct=1; rm -f /tmp/held.json; ip netns exec pvmclient /bin/netprobe probe -n 60 -hold 600s -timeout 2s " +
-		vip + " >/tmp/held.json & held=$!; for i in $(seq 120); do [ -s /tmp/held.json ] && break; sleep 1; done; " +
+	extra["balance"] = "for i in $(seq 120); do iptables-save -t nat | grep -q -- '-A KUBE-POSTROUTING' && break; sleep 1; done; " +
+		"sysctl -qw net.netfilter.nf_conntrack_acct=1; ip netns exec pvmclient /bin/netprobe probe -n 60 -timeout 2s " + vip + " >/tmp/probe.json; " +
 		"for i in $(seq 60); do ipvsadm -Ln --stats -t " + vip + " | awk '$1 == \"TCP\" && $3 == 60 { found = 1 } END { exit !found }' && break; sleep 1; done; " +
-		"/bin/kubectl-svctrace balance ipvs/vmweb-np --node vm1 --objects /objects.yaml --duration 0 -o json; kill $held"
+		"(date; cat /tmp/probe.json; ipvsadm -Ln --stats -t " + vip + "; conntrack -L -o extended 2>&1 | grep -c 'dst=" + harness.VMClusterIPs["vmweb-np"] + " '; conntrack -L 2>&1 | tail -1) > /tmp/balance-debug.txt 2>&1; " +
+		"/bin/kubectl-svctrace balance ipvs/vmweb-np --node vm1 --objects /objects.yaml --duration 0 -o json 2>>/tmp/balance-debug.txt"
+	// What the node held when balance read it, shown when the balance check fails.
+	extra["balance-debug"] = "cat /tmp/balance-debug.txt"
 	objects := filepath.Join(cluster.Dir, "ipvs-objects.yaml")
 	out, err := runKubectl(t, "get", "svc,endpointslices,pods,nodes", "-A", "-o", "yaml")
 	if err != nil {
@@ -119,7 +124,7 @@ func TestIPVSModeInVM(t *testing.T) {
 			t.Fatalf("balance output: %v\n%s", err, sec["balance"])
 		}
 		if res.Diagnosis != trace.Balanced || len(res.Backends) != 3 {
-			t.Fatalf("balance: %s: %s (%d backends)", res.Diagnosis, res.Message, len(res.Backends))
+			t.Fatalf("balance: %s: %s (%d backends); the node then:\n%s", res.Diagnosis, res.Message, len(res.Backends), sec["balance-debug"])
 		}
 		for _, b := range res.Backends {
 			// Round robin over three real servers: 20 connections each, in both counts.

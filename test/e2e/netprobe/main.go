@@ -89,7 +89,7 @@ func handle(name string, c net.Conn) {
 	}
 	r := bufio.NewReader(c)
 	for {
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Minute))
+		_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
 		if _, err := r.ReadString('\n'); err != nil {
 			return
 		}
@@ -115,7 +115,6 @@ func probe(args []string) {
 	timeout := fs.Duration("timeout", 2*time.Second, "timeout per connection")
 	src := fs.String("src", "", "local address to send from")
 	interval := fs.Duration("interval", 0, "pause between connections")
-	hold := fs.Duration("hold", 0, "keep every TCP connection open, and close them all this long after the last one (their conntrack entries then stay until read)")
 	_ = fs.Parse(args)
 	if fs.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "probe needs one ADDR:PORT")
@@ -123,7 +122,6 @@ func probe(args []string) {
 	}
 	target := fs.Arg(0)
 	res := Result{Backends: map[string]int{}, Failures: map[string]int{}}
-	var held []net.Conn
 	for i := 0; i < *n; i++ {
 		d := net.Dialer{Timeout: *timeout}
 		if *src != "" {
@@ -133,10 +131,7 @@ func probe(args []string) {
 				d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(*src)}
 			}
 		}
-		answers, c, err := once(d, target, *udp, *requests, *timeout, *hold > 0)
-		if c != nil {
-			held = append(held, c)
-		}
+		answers, err := once(d, target, *udp, *requests, *timeout)
 		for _, a := range answers {
 			res.Backends[a]++
 		}
@@ -152,51 +147,37 @@ func probe(args []string) {
 		}
 	}
 	_ = json.NewEncoder(os.Stdout).Encode(res)
-	if len(held) > 0 {
-		os.Stdout.Sync()
-		time.Sleep(*hold)
-		for _, c := range held {
-			c.Close()
-		}
-	}
 }
 
-// once makes one connection; with keep, a TCP connection that answered is returned open.
-func once(d net.Dialer, target string, udp bool, requests int, timeout time.Duration, keep bool) (answers []string, open net.Conn, err error) {
+func once(d net.Dialer, target string, udp bool, requests int, timeout time.Duration) ([]string, error) {
 	network := "tcp"
 	if udp {
 		network = "udp"
 	}
 	c, err := d.Dial(network, target)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	defer func() {
-		if keep && !udp && err == nil {
-			_ = c.SetDeadline(time.Time{})
-			open = c
-			return
-		}
-		c.Close()
-	}()
+	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(timeout + time.Duration(requests)*10*time.Millisecond))
 	r := bufio.NewReader(c)
+	var answers []string
 	if udp {
 		if _, err := c.Write([]byte("hello\n")); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	for i := 0; i < requests; i++ {
 		if i > 0 {
 			if _, err := c.Write([]byte("again\n")); err != nil {
-				return answers, nil, err
+				return answers, err
 			}
 		}
 		line, err := r.ReadString('\n')
 		if err != nil {
-			return answers, nil, err
+			return answers, err
 		}
 		answers = append(answers, strings.TrimSpace(line))
 	}
-	return answers, nil, nil
+	return answers, nil
 }
