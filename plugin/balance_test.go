@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	tt "github.com/svctrace/svctrace/test/tracetest"
 )
 
 // conntrackFile writes `conntrack -L -o extended` lines for the demo's hostnames Service: 60 short
@@ -45,16 +47,7 @@ func TestBalanceOffline(t *testing.T) {
 // none. The fixture is the recorded nftables demo with counters added to its endpoint rules.
 func TestBalanceReadsNftCounters(t *testing.T) {
 	const fixture = "../dataplane/snapshot/demo-nftables"
-	data, err := os.ReadFile(fixture + "/nft.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Nftables []map[string]any `json:"nftables"`
-	}
-	if err := json.Unmarshal(data, &doc); err != nil {
-		t.Fatal(err)
-	}
+	doc := tt.ReadNftDump(t, fixture+"/nft.json")
 	counted := 0
 	for _, o := range doc.Nftables {
 		r, ok := o["rule"].(map[string]any)
@@ -71,7 +64,7 @@ func TestBalanceReadsNftCounters(t *testing.T) {
 			}
 		}
 	}
-	out, _ := json.Marshal(doc)
+	out := doc.Encode(t)
 	path := filepath.Join(t.TempDir(), "nft.json")
 	if err := os.WriteFile(path, out, 0o644); err != nil {
 		t.Fatal(err)

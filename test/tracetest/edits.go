@@ -1,6 +1,8 @@
 package tracetest
 
 import (
+	"encoding/json"
+	"os"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -51,4 +53,34 @@ func StaleDemo(t testing.TB, dir string) *trace.Cluster {
 	cl := LoadObjects(t, dir+"/objects.yaml")
 	cl = EditEndpoints(cl, "hostnames", map[string]string{"10.244.1.13": "10.244.1.15"})
 	return WithoutService(cl, "multi")
+}
+
+// NftDump is a recorded `nft -j list ruleset`, decoded into generic objects for tests that edit
+// it (add counters, grow a map) and encode it again with Encode.
+type NftDump struct {
+	Nftables []map[string]any `json:"nftables"`
+}
+
+// ReadNftDump reads and decodes the nft JSON at path.
+func ReadNftDump(t testing.TB, path string) *NftDump {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d NftDump
+	if err := json.Unmarshal(data, &d); err != nil {
+		t.Fatal(err)
+	}
+	return &d
+}
+
+// Encode is the dump as nft -j prints it again.
+func (d *NftDump) Encode(t testing.TB) []byte {
+	t.Helper()
+	out, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

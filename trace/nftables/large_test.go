@@ -1,16 +1,15 @@
 package nftables_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	nftread "github.com/svctrace/svctrace/dataplane/nftables"
+	tt "github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 	nft "github.com/svctrace/svctrace/trace/nftables"
 )
@@ -20,16 +19,7 @@ import (
 // with n endpoints.
 func bigService(t testing.TB, n int) *nft.Dataplane {
 	t.Helper()
-	data, err := os.ReadFile(fixture + "/nft.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Nftables []map[string]any `json:"nftables"`
-	}
-	if err := json.Unmarshal(data, &doc); err != nil {
-		t.Fatal(err)
-	}
+	doc := tt.ReadNftDump(t, fixture+"/nft.json")
 	grown := false
 	for _, it := range doc.Nftables {
 		r, ok := it["rule"].(map[string]any)
@@ -54,11 +44,7 @@ func bigService(t testing.TB, n int) *nft.Dataplane {
 	if !grown {
 		t.Fatal("the recorded node has no numgen DNAT rule for default/dns")
 	}
-	out, err := json.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := nftread.Parse(out)
+	rs, err := nftread.Parse(doc.Encode(t))
 	if err != nil {
 		t.Fatal(err)
 	}
