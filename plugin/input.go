@@ -257,6 +257,7 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		in.Warnings = append(in.Warnings, warn...)
 		if node == "" {
 			node, _ = os.Hostname()
+			node = strings.ToLower(strings.TrimSpace(node)) // as kube-proxy names its node
 		}
 	}
 

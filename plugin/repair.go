@@ -339,7 +339,7 @@ func (o *RepairOptions) nodeName() string {
 		return o.Input.Node
 	}
 	h, _ := os.Hostname()
-	return strings.ToLower(h)
+	return strings.ToLower(strings.TrimSpace(h)) // as kube-proxy and Resolve name the node
 }
 
 // liveBackend is the iptables family kube-proxy writes to on this node; an unclear one is refused
