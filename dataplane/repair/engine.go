@@ -512,19 +512,28 @@ func (e *Engine) Undo(ctx context.Context, s *State, path, node string, force bo
 		}
 	}
 	var parts, failed []string
+	wrote := false
 	if len(s.Plan.IPTables) > 0 {
-		if _, err := e.restoreTables(ctx, s); err != nil {
+		changed, err := e.restoreTables(ctx, s)
+		wrote = wrote || changed
+		if err != nil {
 			failed = append(failed, "iptables: "+err.Error())
 		} else {
 			parts = append(parts, fmt.Sprintf("%d chain(s)", len(touched(s.Plan)["nat"])+len(touched(s.Plan)["filter"])))
 		}
 	}
 	if len(s.IPVSBefore) > 0 {
-		if _, err := e.restoreReals(ctx, s); err != nil {
+		changed, err := e.restoreReals(ctx, s)
+		wrote = wrote || changed
+		if err != nil {
 			failed = append(failed, "IPVS: "+err.Error())
 		} else {
 			parts = append(parts, fmt.Sprintf("%d real server(s)", len(s.IPVSBefore)))
 		}
+	}
+	if len(failed) > 0 && !wrote {
+		// Every part failed before anything was written: not partial, nothing.
+		return Result{Outcome: NothingWritten, StatePath: path, Message: fmt.Sprintf("could not undo %s: %s; nothing was written", path, strings.Join(failed, "; "))}
 	}
 	if len(failed) > 0 {
 		done := "nothing of it was read back as before"

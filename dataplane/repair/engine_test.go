@@ -430,6 +430,7 @@ func TestUndo(t *testing.T) {
 		{name: "kube-proxy rewrote the chains", synced: true, want: NothingWritten, message: "add --force to undo anyway"},
 		{name: "kube-proxy rewrote the chains, forced", synced: true, force: true, want: Undone, message: "read back as before"},
 		{name: "reading the chains", failAt: "ReadChains#1", want: NothingWritten, message: "could not read the chains"},
+		{name: "reading the chains, forced", failAt: "ReadChains#1", synced: true, force: true, want: NothingWritten, message: "could not undo"},
 		{name: "writing the old chains", failAt: "Restore#1", want: UndoPartial, message: "writing the old filter chains failed"},
 		{name: "reading them back", failAt: "ReadChains#3", want: UndoPartial, message: "reading the chains back failed"},
 		{name: "ipvs: an operation", ipvs: true, failAt: "IPVS#2", want: UndoPartial, message: "IPVS: "},
