@@ -116,3 +116,32 @@ func TestKubeProxyVersionFromItsPod(t *testing.T) {
 		t.Errorf("d: %q", note)
 	}
 }
+
+// A plan file is shown as the lines applying it writes, not as its own description of itself
+// (which an edited file need not match).
+func TestRepairShowsAPlanFileAsItsInput(t *testing.T) {
+	objects := editedDemoObjects(t)
+	out, _, _ := run(t, "repair", "-A", "--dataplane", "../dataplane/snapshot/demo/iptables-save.txt", "--objects", objects, "--node", "node1", "-o", "json")
+	var plan trace.RepairPlan
+	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+		t.Fatal(err)
+	}
+	plan.Changes = []trace.RepairChange{{Op: "add-rule", Detail: "a harmless-looking description"}}
+	data, _ := json.Marshal(plan)
+	p := filepath.Join(t.TempDir(), "plan.json")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	shown, stderr, code := run(t, "repair", "--plan", p)
+	if code != ExitFindings || !strings.Contains(stderr, "dry run: nothing was changed") {
+		t.Fatalf("exit %d %q", code, stderr)
+	}
+	for _, want := range []string{"iptables-restore --noflush, nat table:", "  -X KUBE-SEP-FE4RJF6KYHPNKSHY", "--to-destination 10.244.1.15:9376"} {
+		if !strings.Contains(shown, want) {
+			t.Errorf("the review lacks %q:\n%s", want, shown)
+		}
+	}
+	if strings.Contains(shown, "harmless-looking") {
+		t.Errorf("the review shows the file's description instead of what it writes:\n%s", shown)
+	}
+}
