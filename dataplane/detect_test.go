@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"os"
 	"strings"
 	"testing"
@@ -57,7 +58,7 @@ func TestLoadModes(t *testing.T) {
 			for _, f := range tc.files {
 				files[f] = read(f)
 			}
-			dp, err := Load(files)
+			dp, _, err := Load(files)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("error %v, want %q", err, tc.err)
@@ -79,7 +80,7 @@ func TestDumpsAsPeopleSaveThem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := Load(map[string][]byte{"a": data})
+	want, _, err := Load(map[string][]byte{"a": data})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +95,7 @@ func TestDumpsAsPeopleSaveThem(t *testing.T) {
 			t.Errorf("%s: detected as %s", name, f)
 			continue
 		}
-		got, err := Load(map[string][]byte{"a": []byte(edited)})
+		got, _, err := Load(map[string][]byte{"a": []byte(edited)})
 		if err != nil {
 			t.Errorf("%s: %v", name, err)
 			continue
@@ -119,4 +120,30 @@ func rulesOf(dp trace.Dataplane) string {
 		}
 	}
 	return b.String()
+}
+
+// TestLoadWarnsOfCutDumps: a dump cut after a COMMIT still parses, and once traced as "no
+// Service rule matched" without a word; one cut mid-line may parse too. Both now warn.
+func TestLoadWarnsOfCutDumps(t *testing.T) {
+	data, err := os.ReadFile("snapshot/demo/iptables-save.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, warn, err := Load(map[string][]byte{"whole": data})
+	if err != nil || len(warn) != 0 {
+		t.Fatalf("the recorded dump: warnings %q, error %v", warn, err)
+	}
+	natStart := bytes.Index(data, []byte("*nat"))
+	if natStart < 0 {
+		t.Fatal("the recorded dump has no nat table")
+	}
+	cut := data[:bytes.LastIndex(data[:natStart], []byte("COMMIT\n"))+len("COMMIT\n")]
+	_, warn, err = Load(map[string][]byte{"cut": cut})
+	if err != nil || len(warn) != 2 || !strings.Contains(warn[0], "cut short") || !strings.Contains(warn[1], "no nat table") {
+		t.Errorf("a dump cut after filter's COMMIT: warnings %q, error %v", warn, err)
+	}
+	mid := data[:len(data)-10]
+	if _, warn, err = Load(map[string][]byte{"mid": mid}); err == nil && (len(warn) == 0 || !strings.Contains(warn[0], "newline")) {
+		t.Errorf("a dump cut mid-line: warnings %q", warn)
+	}
 }

@@ -19,7 +19,7 @@ func (o *CheckOptions) runAllNodes(ctx context.Context) error {
 	failures := f.each(ctx, "checked", nil, func(ctx context.Context, i int, name string, r dpexec.Runner) error {
 		dp, _, _, _, err := readNode(ctx, o.streams, r, true, o.Input.Mode)
 		if err == nil {
-			results[i], err = trace.Check(dp, f.cluster, f.cluster.NodeContextFor(name, nil), o.scope)
+			results[i], err = trace.Check(ctx, dp, f.cluster, f.cluster.NodeContextFor(name, nil), o.scope)
 		}
 		return err
 	})

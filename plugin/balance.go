@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/svctrace/svctrace/dataplane"
 	"github.com/svctrace/svctrace/dataplane/conntrack"
 	"github.com/svctrace/svctrace/render"
 	"github.com/svctrace/svctrace/trace"
@@ -112,7 +112,7 @@ func (o *BalanceOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tr, err := trace.Run(in.Dataplane, in.Cluster, q)
+	tr, err := trace.Run(ctx, in.Dataplane, in.Cluster, q)
 	if err != nil {
 		return err
 	}
@@ -149,11 +149,15 @@ func (o *BalanceOptions) connections(ctx context.Context, in *Inputs) ([]trace.C
 		return conntrack.Parse(in.Conntrack) // the snapshot bundle's
 	}
 	if o.conntrack != "" {
-		data, err := os.ReadFile(o.conntrack)
+		data, err := dataplane.ReadFile(o.conntrack, dataplane.MaxFileBytes)
 		if err != nil {
 			return nil, fmt.Errorf("cannot read --conntrack: %w", err)
 		}
-		return conntrack.Parse(data)
+		conns, err := conntrack.Parse(data)
+		if err != nil {
+			return nil, fmt.Errorf("--conntrack %s: %w", o.conntrack, err)
+		}
+		return conns, nil
 	}
 	if o.trace.Input.Offline() {
 		return nil, usageErrorf("offline input needs --conntrack FILE (`conntrack -L -o extended` from the node), or a snapshot taken with its conntrack")

@@ -43,7 +43,7 @@ func (o *BalanceOptions) runAllNodes(ctx context.Context) error {
 			return err
 		}
 		n := &nodes[i]
-		if n.trace, err = trace.Run(dp, f.cluster, q); err != nil {
+		if n.trace, err = trace.Run(ctx, dp, f.cluster, q); err != nil {
 			return err
 		}
 		n.counters = newConnections(dp, n.trace)

@@ -116,7 +116,7 @@ func (o *CheckOptions) Run(ctx context.Context) error {
 			return o.runSet(ctx, set)
 		}
 	}
-	_, in, stop, err := o.Input.start(ctx, o.config, o.streams)
+	ctx, in, stop, err := o.Input.start(ctx, o.config, o.streams)
 	if err != nil {
 		return err
 	}
@@ -127,7 +127,7 @@ func (o *CheckOptions) Run(ctx context.Context) error {
 	if o.scope.Name != "" && in.Cluster.Service(o.scope.Namespace, o.scope.Name) == nil {
 		return usageErrorf("service %s/%s not found", o.scope.Namespace, o.scope.Name)
 	}
-	res, err := trace.Check(in.Dataplane, in.Cluster, in.Node, o.scope)
+	res, err := trace.Check(ctx, in.Dataplane, in.Cluster, in.Node, o.scope)
 	if err != nil {
 		return err
 	}
@@ -183,7 +183,7 @@ func (o *CheckOptions) runSet(ctx context.Context, set *snapshot.SetManifest) er
 		if r.Cluster == nil {
 			return usageErrorf("snapshot %s has no API objects to compare with", o.Input.Snapshot)
 		}
-		res, err := trace.Check(r.Dataplane, r.Cluster, r.Node, o.scope)
+		res, err := trace.Check(ctx, r.Dataplane, r.Cluster, r.Node, o.scope)
 		if err != nil {
 			return fmt.Errorf("node %s: %w", node, err)
 		}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -215,16 +214,16 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		}
 	case len(f.Dataplane) > 0:
 		for _, p := range f.Dataplane {
-			data, err := os.ReadFile(p)
+			data, err := dataplane.ReadFile(p, dataplane.MaxFileBytes)
 			if err != nil {
 				return nil, fmt.Errorf("cannot read --dataplane: %w", err)
 			}
-			files[filepath.Base(p)+"#"+p] = data
+			files[p] = data
 		}
 		in.Source = "files"
 	}
 	if f.Objects != "" {
-		data, err := os.ReadFile(f.Objects)
+		data, err := dataplane.ReadFile(f.Objects, dataplane.MaxFileBytes)
 		if err != nil {
 			return nil, fmt.Errorf("cannot read --objects: %w", err)
 		}
@@ -232,11 +231,12 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 	}
 
 	if len(files) > 0 {
-		dp, err := dataplane.Load(files)
+		dp, warn, err := dataplane.Load(files)
 		if err != nil {
 			return nil, err
 		}
 		in.Dataplane = dp
+		in.Warnings = append(in.Warnings, warn...)
 	} else {
 		var r dpexec.Runner = dpexec.Local{}
 		remote := f.remote()

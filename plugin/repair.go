@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 
@@ -12,6 +11,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/svctrace/svctrace/dataplane"
 	"github.com/svctrace/svctrace/dataplane/exec"
 	"github.com/svctrace/svctrace/dataplane/iptables"
 	"github.com/svctrace/svctrace/dataplane/nftables"
@@ -197,7 +197,7 @@ func (o *RepairOptions) Run(ctx context.Context) error {
 		}
 		defer stop()
 		ctx = ctx2
-		if plan, err = o.plan(in); err != nil {
+		if plan, err = o.plan(ctx, in); err != nil {
 			return err
 		}
 		if err := render.Repair(o.streams.Out, plan, opts); err != nil {
@@ -230,7 +230,7 @@ func (o *RepairOptions) Run(ctx context.Context) error {
 }
 
 // plan computes the plan for the inputs' dataplane.
-func (o *RepairOptions) plan(in *Inputs) (*trace.RepairPlan, error) {
+func (o *RepairOptions) plan(ctx context.Context, in *Inputs) (*trace.RepairPlan, error) {
 	if in.Cluster == nil {
 		return nil, usageErrorf("repair computes the dataplane from the API: reach the API server, or pass --objects FILE")
 	}
@@ -243,7 +243,7 @@ func (o *RepairOptions) plan(in *Inputs) (*trace.RepairPlan, error) {
 	switch dp := in.Dataplane.(type) {
 	case *nft.Dataplane:
 		plan := &trace.RepairPlan{APIVersion: trace.APIVersion, Kind: "RepairPlan", Node: in.Node.Name, Mode: dp.Mode(), Changes: []trace.RepairChange{}, Services: []string{}}
-		res, err := trace.Check(dp, in.Cluster, in.Node, o.scope)
+		res, err := trace.Check(ctx, dp, in.Cluster, in.Node, o.scope)
 		if err != nil {
 			return nil, err
 		}
@@ -366,7 +366,7 @@ func (o *RepairOptions) verifyTrace(ctx context.Context, plan *trace.RepairPlan,
 	if in.Cluster == nil {
 		return nil, repair.ErrNotTraced
 	}
-	res, err := trace.Check(in.Dataplane, in.Cluster, in.Node, trace.CheckScope{})
+	res, err := trace.Check(ctx, in.Dataplane, in.Cluster, in.Node, trace.CheckScope{})
 	if err != nil {
 		return nil, err
 	}
@@ -414,27 +414,5 @@ func loadPlan(path string) (*trace.RepairPlan, error) {
 	return p, nil
 }
 
-// readBounded reads a regular file of at most 256 MiB (a plan or a state file).
-func readBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	const limit = 256 << 20
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > limit {
-		return nil, fmt.Errorf("%s is larger than 256 MiB", path)
-	}
-	return data, nil
-}
+// readBounded reads a plan or a state file: a regular file of at most 256 MiB.
+func readBounded(path string) ([]byte, error) { return dataplane.ReadFile(path, 256<<20) }

@@ -3,6 +3,7 @@
 package plugin
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -23,6 +24,8 @@ const (
 	ExitOK       = 0
 	ExitFindings = 1
 	ExitUsage    = 2
+	// ExitInterrupted is a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+	ExitInterrupted = 130
 )
 
 // ExitError carries an exit code with its message.
@@ -98,7 +101,11 @@ func newCmdVersion(streams genericiooptions.IOStreams) *cobra.Command {
 // Execute runs the command line and returns the process exit code. Errors are printed as one
 // sentence on stderr.
 func Execute() (code int) {
-	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
+	// Ctrl-C, SIGTERM and SIGHUP cancel the context every command runs with: the walk stops
+	// within a second, output stops at its next write, and deferred clean-up (a debug pod) runs.
+	ctx, cancel := interruptible(context.Background())
+	defer cancel()
+	streams := genericiooptions.IOStreams{In: os.Stdin, Out: &ctxWriter{ctx: ctx, f: os.Stdout}, ErrOut: os.Stderr}
 	defer func() {
 		// A bug must still end in one sentence, not a Go stack.
 		if r := recover(); r != nil {
@@ -107,7 +114,7 @@ func Execute() (code int) {
 		}
 	}()
 	root := NewRootCommand(streams)
-	err := root.Execute()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK
 	}
@@ -121,6 +128,28 @@ func Execute() (code int) {
 			return code
 		}
 	}
+	if ctx.Err() != nil && ee == nil && errors.Is(err, context.Canceled) {
+		// Interrupted before the command had anything else to say: say that, as a shell does.
+		fmt.Fprintln(streams.ErrOut, "error: interrupted")
+		return ExitInterrupted
+	}
 	fmt.Fprintf(streams.ErrOut, "error: %v\n", err)
 	return code
 }
+
+// ctxWriter is standard output that refuses writes once the command's context is cancelled, so
+// that rendering a long result stops at Ctrl-C. Fd lets render see whether it is a terminal.
+type ctxWriter struct {
+	ctx context.Context
+	f   *os.File
+}
+
+func (w *ctxWriter) Write(p []byte) (int, error) {
+	if err := w.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return w.f.Write(p)
+}
+
+// Fd is the file descriptor of the output.
+func (w *ctxWriter) Fd() uintptr { return w.f.Fd() }

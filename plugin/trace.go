@@ -135,7 +135,7 @@ func (o *TraceOptions) Validate() error {
 
 // Run reads the inputs, traces and prints.
 func (o *TraceOptions) Run(ctx context.Context) error {
-	_, in, stop, err := o.Input.start(ctx, o.config, o.streams)
+	ctx, in, stop, err := o.Input.start(ctx, o.config, o.streams)
 	if err != nil {
 		return err
 	}
@@ -144,7 +144,7 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	res, err := trace.Run(in.Dataplane, in.Cluster, q)
+	res, err := trace.Run(ctx, in.Dataplane, in.Cluster, q)
 	if err != nil {
 		return err
 	}

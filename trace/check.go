@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"net/netip"
@@ -93,7 +94,7 @@ func usable(eps []Endpoint, node string, local bool) []Endpoint {
 // Check compares what the node's dataplane does with what the API says it should do: for every
 // Service port in scope, which backends its cluster IP and node port reach, with what shares;
 // then the dataplane's own entries for Services the API does not have.
-func Check(dp Dataplane, cl *Cluster, node *NodeContext, scope CheckScope) (*CheckResult, error) {
+func Check(ctx context.Context, dp Dataplane, cl *Cluster, node *NodeContext, scope CheckScope) (*CheckResult, error) {
 	res := &CheckResult{Node: node.Name, Mode: dp.Mode(), Findings: []Finding{}}
 	podSrc, ok := cl.PodCIDR(node.Name)
 	src := netip.MustParseAddr("10.244.255.254")
@@ -143,7 +144,7 @@ func Check(dp Dataplane, cl *Cluster, node *NodeContext, scope CheckScope) (*Che
 			itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
 			want := Usable(eps, node.Name, zone, itpLocal)
 			q := Query{Node: node, Packet: Packet{Src: src, Dst: vip, DstPort: uint16(sp.Port), Protocol: protoOf(sp.Protocol)}}
-			if err := compare(res, dp, cl, q, ref, eps, want, itpLocal, "cluster IP"); err != nil {
+			if err := compare(ctx, res, dp, cl, q, ref, eps, want, itpLocal, "cluster IP"); err != nil {
 				return nil, err
 			}
 			if sp.NodePort != 0 && nodeIP.IsValid() {
@@ -152,7 +153,7 @@ func Check(dp Dataplane, cl *Cluster, node *NodeContext, scope CheckScope) (*Che
 				q := Query{Node: node, Packet: Packet{Src: external, Dst: nodeIP, DstPort: uint16(sp.NodePort), Protocol: protoOf(sp.Protocol)}}
 				nref := *ref
 				nref.Type = string(NodePortAddr)
-				if err := compare(res, dp, cl, q, &nref, eps, want, etpLocal, "node port"); err != nil {
+				if err := compare(ctx, res, dp, cl, q, &nref, eps, want, etpLocal, "node port"); err != nil {
 					return nil, err
 				}
 			}
@@ -238,8 +239,8 @@ func lastUsable(p netip.Prefix) netip.Addr {
 
 // compare walks one Service address and turns every difference from the API into a finding. It
 // uses the paths directly, not the rendered trace: a full-node check walks 10,000 of them.
-func compare(res *CheckResult, dp Dataplane, cl *Cluster, q Query, ref *ServiceRef, eps, want []Endpoint, local bool, what string) error {
-	w, err := dp.Walk(q.Packet, q.Node)
+func compare(ctx context.Context, res *CheckResult, dp Dataplane, cl *Cluster, q Query, ref *ServiceRef, eps, want []Endpoint, local bool, what string) error {
+	w, err := dp.Walk(ctx, q.Packet, q.Node)
 	if err != nil {
 		return err
 	}

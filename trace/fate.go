@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 )
@@ -81,11 +82,41 @@ func (n *Notes) Add(s string) {
 	n.List = append(n.List, s)
 }
 
+// Budget is the work one evaluation may do: MaxWork rule steps over all its branches, and no more
+// once its context is cancelled (Ctrl-C, a deadline). Walkers call Spend for every rule they
+// look at and Charge for the steps a fork copies.
+type Budget struct {
+	ctx  context.Context
+	work int
+}
+
+// NewBudget returns a budget that ends with ctx.
+func NewBudget(ctx context.Context) *Budget { return &Budget{ctx: ctx} }
+
+// Charge adds n units of work without checking; the next Spend reports an overrun.
+func (b *Budget) Charge(n int) { b.work += n }
+
+// Spend counts one rule step. It returns ErrTooMuchWork past MaxWork and the context's error once
+// it is cancelled (looked at every 1,024 steps, well under a millisecond of walking).
+func (b *Budget) Spend() error {
+	b.work++
+	if b.work > MaxWork {
+		return ErrTooMuchWork
+	}
+	if b.work&1023 == 0 {
+		return b.ctx.Err()
+	}
+	return nil
+}
+
 // Explore runs branches to their ends: run advances one branch and returns the branches it split
-// off on the way; ended reports how many paths have ended so far.
-func Explore[B any](start B, run func(B) ([]B, error), ended func() int) error {
+// off on the way; ended reports how many paths have ended so far. It stops when ctx is cancelled.
+func Explore[B any](ctx context.Context, start B, run func(B) ([]B, error), ended func() int) error {
 	work := []B{start}
 	for len(work) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		b := work[len(work)-1]
 		work = work[:len(work)-1]
 		forks, err := run(b)

@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -138,8 +139,8 @@ type Query struct {
 }
 
 // Run walks the packet through the dataplane and joins the paths with the cluster (nil for none).
-func Run(dp Dataplane, cl *Cluster, q Query) (*Result, error) {
-	w, err := dp.Walk(q.Packet, q.Node)
+func Run(ctx context.Context, dp Dataplane, cl *Cluster, q Query) (*Result, error) {
+	w, err := dp.Walk(ctx, q.Packet, q.Node)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 )
@@ -80,8 +81,9 @@ type Walk struct {
 type Dataplane interface {
 	// Mode names the kube-proxy mode the state belongs to: "iptables", "nftables" or "ipvs".
 	Mode() string
-	// Walk evaluates the packet on the node and returns every path it can take.
-	Walk(p Packet, node *NodeContext) (*Walk, error)
+	// Walk evaluates the packet on the node and returns every path it can take. It stops, with
+	// ctx's error, soon after ctx is cancelled.
+	Walk(ctx context.Context, p Packet, node *NodeContext) (*Walk, error)
 }
 
 // Entry is a Service address:port a node's dataplane handles, as `check` compares it with the API.

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -31,13 +32,16 @@ func Parse(data []byte) ([]trace.Conn, error) {
 		}
 		if f[0] == "ipv4" || f[0] == "ipv6" {
 			if len(f) < 3 {
-				return nil, fmt.Errorf("conntrack, line %d: too short (%q)", n, line)
+				return nil, fmt.Errorf("conntrack, line %d: too short (%q)", n, clip(line))
 			}
 			f = f[2:]
 		}
 		proto, err := trace.ParseProtocol(f[0])
 		if err != nil {
-			continue // icmp and friends: not Service traffic
+			if otherProtocols[f[0]] {
+				continue // icmp and friends: not Service traffic
+			}
+			return nil, fmt.Errorf("conntrack, line %d: not a connection (%q)", n, clip(line))
 		}
 		c := trace.Conn{Protocol: proto}
 		tuple := 0
@@ -70,14 +74,17 @@ func Parse(data []byte) ([]trace.Conn, error) {
 			case "packets", "bytes":
 				var x uint64
 				x, err = strconv.ParseUint(v, 10, 64)
+				sum := &c.Bytes
 				if k == "packets" {
-					c.Packets += x
-				} else {
-					c.Bytes += x
+					sum = &c.Packets
 				}
+				if *sum+x < *sum {
+					return nil, fmt.Errorf("conntrack, line %d: the %s counters add up past 2^64 (%q)", n, k, clip(line))
+				}
+				*sum += x
 			}
 			if err != nil {
-				return nil, fmt.Errorf("conntrack, line %d: bad %s (%q)", n, kv, line)
+				return nil, fmt.Errorf("conntrack, line %d: bad %s (%q)", n, clip(kv), clip(line))
 			}
 			if k == "dport" && tuple == 0 {
 				c.Client, c.ClientPort, c.Dst = src, sport, netip.AddrPortFrom(dst, dport)
@@ -88,11 +95,33 @@ func Parse(data []byte) ([]trace.Conn, error) {
 			}
 		}
 		if !c.Client.IsValid() || !c.Backend.IsValid() {
-			return nil, fmt.Errorf("conntrack, line %d: no original and reply tuple (%q)", n, line)
+			return nil, fmt.Errorf("conntrack, line %d: no original and reply tuple (%q)", n, clip(line))
 		}
 		out = append(out, c)
 	}
-	return out, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("conntrack, line %d: %w", n+1, lineError(err))
+	}
+	return out, nil
+}
+
+// otherProtocols are the protocols conntrack tracks that no Service uses; their lines are skipped.
+var otherProtocols = map[string]bool{"icmp": true, "icmpv6": true, "igmp": true, "gre": true, "dccp": true, "udplite": true, "unknown": true}
+
+// clip shortens a line quoted in an error to what a person can read.
+func clip(s string) string {
+	if len(s) > 120 {
+		return s[:120] + "..."
+	}
+	return s
+}
+
+// lineError says what a scanner error means for the file.
+func lineError(err error) error {
+	if errors.Is(err, bufio.ErrTooLong) {
+		return errors.New("a line longer than 1 MiB (conntrack lines are a few hundred bytes)")
+	}
+	return err
 }
 
 // ReadLive runs `conntrack -L -o extended` on the node.

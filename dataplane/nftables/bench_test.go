@@ -1,6 +1,7 @@
 package nftables
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 
@@ -44,7 +45,7 @@ func BenchmarkTraceWarmNft(b *testing.B) {
 	pkt := trace.Packet{Src: netip.MustParseAddr("10.244.1.254"), Dst: vip, DstPort: 80, Protocol: trace.TCP}
 	b.ReportAllocs()
 	for b.Loop() {
-		w, err := dp.Walk(pkt, node)
+		w, err := dp.Walk(context.Background(), pkt, node)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -3,6 +3,7 @@
 package tracetest
 
 import (
+	"context"
 	"math"
 	"net/netip"
 	"os"
@@ -82,7 +83,7 @@ func RunOnNode(t *testing.T, dp trace.Dataplane, cl *trace.Cluster, nodeName str
 			}
 			pkt := trace.Packet{Src: netip.MustParseAddr(tc.SourceIP), Dst: netip.MustParseAddr(tc.DestIP),
 				DstPort: tc.DestPort, Protocol: proto, Origin: tc.Origin}
-			res, err := trace.Run(dp, cl, trace.Query{Packet: pkt, Node: node})
+			res, err := trace.Run(context.Background(), dp, cl, trace.Query{Packet: pkt, Node: node})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,6 +1,7 @@
 package iptables_test
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 	"testing"
@@ -31,7 +32,7 @@ func BenchmarkTraceWarm(b *testing.B) {
 	pkt := trace.Packet{Src: netip.MustParseAddr("10.244.1.254"), Dst: vip, DstPort: port, Protocol: trace.TCP}
 	b.ReportAllocs()
 	for b.Loop() {
-		res, err := trace.Run(dp, nil, trace.Query{Packet: pkt, Node: node})
+		res, err := trace.Run(context.Background(), dp, nil, trace.Query{Packet: pkt, Node: node})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -47,7 +48,7 @@ func BenchmarkCheckFullNode(b *testing.B) {
 	dp, cl, node := benchNode(b)
 	b.ResetTimer()
 	for b.Loop() {
-		res, err := trace.Check(dp, cl, node, trace.CheckScope{})
+		res, err := trace.Check(context.Background(), dp, cl, node, trace.CheckScope{})
 		if err != nil {
 			b.Fatal(err)
 		}

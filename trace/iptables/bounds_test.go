@@ -1,12 +1,14 @@
 package iptables_test
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"testing"
 	"time"
 
 	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	tt "github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 	xt "github.com/svctrace/svctrace/trace/iptables"
 )
@@ -31,10 +33,25 @@ COMMIT
 		t.Fatal(err)
 	}
 	start := time.Now()
-	_, err = (&xt.Dataplane{V4: rs}).Walk(trace.Packet{Src: netip.MustParseAddr("10.244.1.5"), Dst: netip.MustParseAddr("10.96.0.1"), DstPort: 80, Protocol: trace.TCP},
+	_, err = (&xt.Dataplane{V4: rs}).Walk(context.Background(), trace.Packet{Src: netip.MustParseAddr("10.244.1.5"), Dst: netip.MustParseAddr("10.96.0.1"), DstPort: 80, Protocol: trace.TCP},
 		&trace.NodeContext{Name: "n"})
 	if !errors.Is(err, trace.ErrTooMuchWork) {
 		t.Fatalf("walk: %v", err)
 	}
 	t.Logf("stopped after %s", time.Since(start))
+}
+
+// TestACancelledWalkStops: Ctrl-C cancels the context, and the walk returns its error instead of
+// running to the end of its budget.
+func TestACancelledWalkStops(t *testing.T) {
+	pkt, node := bigPacket("10.96.10.10", 80)
+	dp := bigIptablesService(t, 10000)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := dp.Walk(ctx, pkt, node); !errors.Is(err, context.Canceled) {
+		t.Fatalf("walk with a cancelled context: %v", err)
+	}
+	if _, err := trace.Check(ctx, dp, tt.LoadObjects(t, "../../dataplane/snapshot/demo/objects.yaml"), node, trace.CheckScope{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("check with a cancelled context: %v", err)
+	}
 }

@@ -1,6 +1,7 @@
 package iptables_test
 
 import (
+	"context"
 	"sort"
 	"strings"
 	"testing"
@@ -23,7 +24,7 @@ func kinds(res *trace.CheckResult, min trace.Severity) []string {
 // TestCheckRecordedNodeIsClean: what the real kube-proxy programmed agrees with the API it read.
 func TestCheckRecordedNodeIsClean(t *testing.T) {
 	dp, cl := loadScenario(t, "../../dataplane/snapshot/demo")
-	res, err := trace.Check(dp, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
+	res, err := trace.Check(context.Background(), dp, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func TestCheckRecordedNodeIsClean(t *testing.T) {
 func TestCheckFindsWhatChangedInTheAPI(t *testing.T) {
 	dp, _ := loadScenario(t, "../../dataplane/snapshot/demo")
 	edited := tt.StaleDemo(t, "../../dataplane/snapshot/demo")
-	res, err := trace.Check(dp, edited, edited.NodeContextFor("node1", nil), trace.CheckScope{})
+	res, err := trace.Check(context.Background(), dp, edited, edited.NodeContextFor("node1", nil), trace.CheckScope{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -77,7 +78,7 @@ type branch struct {
 // fork clones a branch for a split, charging the steps it copies to the work budget: a walk that
 // splits on every turn of a loop copies ever longer histories.
 func (w *walker) fork(b *branch) *branch {
-	w.work += len(b.Steps) + len(b.stack)
+	w.budget.Charge(len(b.Steps) + len(b.stack))
 	return b.clone()
 }
 
@@ -97,12 +98,12 @@ type walker struct {
 	node  *trace.NodeContext
 	paths []trace.Path
 	notes trace.Notes
-	// work counts the rules looked at, over all branches (trace.MaxWork).
-	work int
+	// budget counts the rules looked at, over all branches (trace.MaxWork).
+	budget *trace.Budget
 }
 
 // Walk implements trace.Dataplane: it returns every path the packet can take and its probability.
-func (d *Dataplane) Walk(p trace.Packet, node *trace.NodeContext) (*trace.Walk, error) {
+func (d *Dataplane) Walk(ctx context.Context, p trace.Packet, node *trace.NodeContext) (*trace.Walk, error) {
 	rs := d.V4
 	if p.Dst.Is6() && !p.Dst.Is4In6() {
 		rs = d.V6
@@ -114,7 +115,7 @@ func (d *Dataplane) Walk(p trace.Packet, node *trace.NodeContext) (*trace.Walk, 
 		}
 		return nil, fmt.Errorf("no %s iptables rules were given for %s", fam, p.Dst)
 	}
-	w := &walker{rs: rs, pkt: p, node: node, sets: d.Sets, ipvs: d.IPVS}
+	w := &walker{rs: rs, pkt: p, node: node, sets: d.Sets, ipvs: d.IPVS, budget: trace.NewBudget(ctx)}
 	if d.IPVS != nil {
 		// kube-proxy binds every virtual server address to kube-ipvs0: they are local.
 		local := *node
@@ -125,7 +126,7 @@ func (d *Dataplane) Walk(p trace.Packet, node *trace.NodeContext) (*trace.Walk, 
 	if p.Origin == trace.FromLocalProcess {
 		start.hook = output
 	}
-	if err := trace.Explore(start, w.run, func() int { return len(w.paths) }); err != nil {
+	if err := trace.Explore(ctx, start, w.run, func() int { return len(w.paths) }); err != nil {
 		return nil, err
 	}
 	return &trace.Walk{Paths: w.paths, Notes: w.notes.List}, nil
@@ -137,8 +138,8 @@ func (w *walker) note(s string) { w.notes.Add(s) }
 func (w *walker) run(b *branch) ([]*branch, error) {
 	var forks []*branch
 	for b.Verdict == nil && b.hook != done {
-		if w.work++; w.work > trace.MaxWork {
-			return nil, trace.ErrTooMuchWork
+		if err := w.budget.Spend(); err != nil {
+			return nil, err
 		}
 		if len(b.stack) > maxDepth || len(b.Steps) > maxSteps {
 			// The kernel refuses rulesets that loop; a dump edited by hand may still have one.

@@ -2,6 +2,7 @@ package iptables_test
 
 import (
 	"bytes"
+	"context"
 	"net/netip"
 	"os"
 	"regexp"
@@ -68,7 +69,7 @@ func TestPacketFlowsWithoutComments(t *testing.T) {
 	_, cl := loadScenario(t, "../../dataplane/snapshot/demo")
 	runScenarioFlows(t, &xt.Dataplane{V4: rs}, cl)
 	node := cl.NodeContextFor("node1", nil)
-	res, err := trace.Run(&xt.Dataplane{V4: rs}, cl, trace.Query{Node: node, Packet: trace.Packet{
+	res, err := trace.Run(context.Background(), &xt.Dataplane{V4: rs}, cl, trace.Query{Node: node, Packet: trace.Packet{
 		Src: netip.MustParseAddr(clientPodIP), Dst: netip.MustParseAddr(clusterIP(t, cl, "hostnames")), DstPort: 80, Protocol: trace.TCP}})
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package iptables_test
 
 import (
+	"context"
 	"os"
 	"testing"
 
@@ -87,7 +88,7 @@ func TestPacketFlowsRecordedIPVS(t *testing.T) {
 // server (kube-proxy's IPVS mode does this); everything else agrees with the API.
 func TestCheckIPVSFindsTheLocalPolicyBlackhole(t *testing.T) {
 	dp, cl := loadIPVS(t, "ipvsadm-Ln.txt")
-	res, err := trace.Check(dp, cl, cl.NodeContextFor("vm1", nil), trace.CheckScope{Namespace: "ipvs"})
+	res, err := trace.Check(context.Background(), dp, cl, cl.NodeContextFor("vm1", nil), trace.CheckScope{Namespace: "ipvs"})
 	if err != nil {
 		t.Fatal(err)
 	}

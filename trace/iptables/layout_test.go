@@ -1,6 +1,7 @@
 package iptables_test
 
 import (
+	"context"
 	"math"
 	"net/netip"
 	"os"
@@ -33,7 +34,7 @@ func walkOld(t *testing.T, pkt trace.Packet, local ...string) *trace.Walk {
 	for _, l := range local {
 		node.Local = append(node.Local, netip.MustParseAddr(l))
 	}
-	w, err := (&xt.Dataplane{V4: rs}).Walk(pkt, node)
+	w, err := (&xt.Dataplane{V4: rs}).Walk(context.Background(), pkt, node)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +134,7 @@ func TestLoopingRulesStopWithANote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := (&xt.Dataplane{V4: rs}).Walk(trace.Packet{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), DstPort: 80, Protocol: trace.TCP}, &trace.NodeContext{})
+	w, err := (&xt.Dataplane{V4: rs}).Walk(context.Background(), trace.Packet{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), DstPort: 80, Protocol: trace.TCP}, &trace.NodeContext{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package iptables_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 
@@ -86,7 +87,7 @@ func TestRepairPlanFollowsTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	repaired := &xt.Dataplane{V4: rs}
-	res, err := trace.Check(repaired, edited, node, trace.CheckScope{})
+	res, err := trace.Check(context.Background(), repaired, edited, node, trace.CheckScope{})
 	if err != nil {
 		t.Fatal(err)
 	}

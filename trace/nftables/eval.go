@@ -1,6 +1,7 @@
 package nftables
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -34,7 +35,7 @@ type branch struct {
 // fork clones a branch for a split, charging the steps it copies to the work budget: a walk that
 // splits on every turn of a loop copies ever longer histories.
 func (w *walker) fork(b *branch) *branch {
-	w.work += len(b.Steps) + len(b.stack)
+	w.budget.Charge(len(b.Steps) + len(b.stack))
 	return b.clone()
 }
 
@@ -54,17 +55,18 @@ type walker struct {
 	paths  []trace.Path
 	notes  trace.Notes
 	forks  []*branch
-	// work counts the rules looked at, over all branches (trace.MaxWork).
-	work int
+	// budget counts the rules looked at, over all branches (trace.MaxWork); err is why it ran out.
+	budget *trace.Budget
+	err    error
 }
 
 // Walk implements trace.Dataplane.
-func (d *Dataplane) Walk(p trace.Packet, node *trace.NodeContext) (*trace.Walk, error) {
+func (d *Dataplane) Walk(ctx context.Context, p trace.Packet, node *trace.NodeContext) (*trace.Walk, error) {
 	family := "ip"
 	if p.Dst.Is6() && !p.Dst.Is4In6() {
 		family = "ip6"
 	}
-	w := &walker{rs: d.Rules, family: family, pkt: p, node: node, bases: map[string][]*Chain{}}
+	w := &walker{rs: d.Rules, family: family, pkt: p, node: node, bases: map[string][]*Chain{}, budget: trace.NewBudget(ctx)}
 	for _, t := range d.Rules.Tables {
 		if t.Family != family && t.Family != "inet" {
 			continue
@@ -88,11 +90,11 @@ func (d *Dataplane) Walk(p trace.Packet, node *trace.NodeContext) (*trace.Walk, 
 	if p.Origin == trace.FromLocalProcess {
 		start.hook = "output"
 	}
-	err := trace.Explore(start, func(b *branch) ([]*branch, error) {
+	err := trace.Explore(ctx, start, func(b *branch) ([]*branch, error) {
 		w.forks = nil
 		w.run(b)
-		if w.work > trace.MaxWork {
-			return nil, trace.ErrTooMuchWork
+		if w.err != nil {
+			return nil, w.err
 		}
 		return w.forks, nil
 	}, func() int { return len(w.paths) })
@@ -106,7 +108,7 @@ func (w *walker) note(s string) { w.notes.Add(s) }
 
 func (w *walker) run(b *branch) {
 	for b.Verdict == nil && b.hook != "" {
-		if w.work++; w.work > trace.MaxWork {
+		if w.err = w.budget.Spend(); w.err != nil {
 			return
 		}
 		if len(b.stack) > maxDepth || len(b.Steps) > maxSteps {

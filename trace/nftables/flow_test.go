@@ -1,6 +1,7 @@
 package nftables_test
 
 import (
+	"context"
 	"os"
 	"testing"
 
@@ -75,7 +76,7 @@ func TestPacketFlowsRecordedNftables(t *testing.T) {
 // TestCheckRecordedNodeIsClean: what kube-proxy programmed in nftables mode agrees with the API.
 func TestCheckRecordedNodeIsClean(t *testing.T) {
 	dp, cl := load(t)
-	res, err := trace.Check(dp, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
+	res, err := trace.Check(context.Background(), dp, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
 	if err != nil {
 		t.Fatal(err)
 	}

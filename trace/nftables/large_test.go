@@ -1,6 +1,7 @@
 package nftables_test
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -66,7 +67,7 @@ func TestTenThousandEndpointsNftables(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	start := time.Now()
-	w, err := dp.Walk(pkt, node)
+	w, err := dp.Walk(context.Background(), pkt, node)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +94,7 @@ func BenchmarkTraceTenThousandEndpointsNft(b *testing.B) {
 	pkt, node := dnsPacket()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := dp.Walk(pkt, node); err != nil {
+		if _, err := dp.Walk(context.Background(), pkt, node); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,0 +1,41 @@
+package dataplane
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+)
+
+// MaxFileBytes bounds one input file: a dump, an objects file, a conntrack table, a snapshot's
+// file. The recorded 10,000-Service node's dump is 35 MB; a gigabyte is far past any real node.
+const MaxFileBytes = 1 << 30
+
+// ReadFile reads a file a user named (--dataplane, --objects, --conntrack, --plan, --undo): a
+// regular file of at most limit bytes. It never blocks on a FIFO or reads a device: the file is
+// opened without blocking and refused unless fstat says it is regular.
+func ReadFile(path string, limit int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%s is larger than %d MiB", path, limit>>20)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d MiB", path, limit>>20)
+	}
+	return data, nil
+}
