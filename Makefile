@@ -60,7 +60,7 @@ test: deps vet cover-repair build dist krew-tools
 	cp $(BIN) bin/plugin/kubectl-svctrace && cp krew/kubectl_complete-svctrace bin/plugin/ && \
 	cp $(BIN) $(CACHE)/netprobe $$bin/kube-proxy bin/vm/ && \
 	SVCTRACE_E2E=1 SVCTRACE_K8S_BIN=$$bin SVCTRACE_NETPROBE=$(CACHE)/netprobe SVCTRACE_PLUGIN_DIR=$(CURDIR)/bin/plugin \
-	SVCTRACE_TESTHOOKS_BIN=$(CURDIR)/bin/testhooks/kubectl-svctrace \
+	SVCTRACE_TESTHOOKS_BIN=$(CURDIR)/bin/testhooks/kubectl-svctrace SVCTRACE_BIN=$(CURDIR)/$(BIN) \
 	SVCTRACE_VM_KERNEL=$$kernel SVCTRACE_VM_BIN=$(CURDIR)/bin/vm SVCTRACE_KWOK=$$kwok \
 	SVCTRACE_DIST=$(CURDIR)/dist SVCTRACE_DIST_VERSION=$(DIST_VERSION) SVCTRACE_KREW_DIR=$(KREW_DIR) \
 		$(GO) test -tags e2e -count=1 -timeout 40m $(if $(RUN),-run '$(RUN)' ./test/e2e/,./...)

@@ -114,7 +114,7 @@ func (o *BalanceOptions) Run(ctx context.Context) error {
 	}
 	tr, err := trace.Run(ctx, in.Dataplane, in.Cluster, q)
 	if err != nil {
-		return err
+		return in.walkError(err)
 	}
 	before := newConnections(in.Dataplane, tr)
 	conns, err := o.connections(ctx, in)

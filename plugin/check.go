@@ -129,7 +129,7 @@ func (o *CheckOptions) Run(ctx context.Context) error {
 	}
 	res, err := trace.Check(ctx, in.Dataplane, in.Cluster, in.Node, o.scope)
 	if err != nil {
-		return err
+		return in.walkError(err)
 	}
 	return o.report([]*trace.CheckResult{res})
 }

@@ -220,7 +220,7 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 			}
 			files[p] = data
 		}
-		in.Source = "files"
+		in.Source = strings.Join(f.Dataplane, ", ")
 	}
 	if f.Objects != "" {
 		data, err := dataplane.ReadFile(f.Objects, dataplane.MaxFileBytes)
@@ -400,4 +400,12 @@ func (f *InputFlags) start(ctx context.Context, cfg *genericclioptions.ConfigFla
 		fmt.Fprintf(streams.ErrOut, "warning: %s\n", w)
 	}
 	return ctx, in, stop, nil
+}
+
+// walkError names the input a walk failed on (a loop in a dump file, a cancelled walk aside).
+func (in *Inputs) walkError(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) || in.Source == "" {
+		return err
+	}
+	return fmt.Errorf("%s: %w", in.Source, err)
 }

@@ -245,7 +245,7 @@ func (o *RepairOptions) plan(ctx context.Context, in *Inputs) (*trace.RepairPlan
 		plan := &trace.RepairPlan{APIVersion: trace.APIVersion, Kind: "RepairPlan", Node: in.Node.Name, Mode: dp.Mode(), Changes: []trace.RepairChange{}, Services: []string{}}
 		res, err := trace.Check(ctx, dp, in.Cluster, in.Node, o.scope)
 		if err != nil {
-			return nil, err
+			return nil, in.walkError(err)
 		}
 		for _, f := range res.Findings {
 			if f.Severity.Rank() >= trace.SeverityWarning.Rank() {

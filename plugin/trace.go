@@ -146,7 +146,7 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 	}
 	res, err := trace.Run(ctx, in.Dataplane, in.Cluster, q)
 	if err != nil {
-		return err
+		return in.walkError(err)
 	}
 	if err := render.Trace(o.streams.Out, res, render.Options{Format: o.format, Details: o.details, Color: render.ColorFor(o.streams.Out)}); err != nil {
 		return err

@@ -2,6 +2,8 @@ package iptables
 
 import (
 	"errors"
+	tt "github.com/svctrace/svctrace/test/tracetest"
+	xt "github.com/svctrace/svctrace/trace/iptables"
 	"os"
 	"strings"
 	"testing"
@@ -140,6 +142,11 @@ func FuzzParse(f *testing.F) {
 				}
 			}
 		}
+		dp := &xt.Dataplane{V4: rs}
+		if rs.IPv6 {
+			dp = &xt.Dataplane{V6: rs}
+		}
+		tt.WalkInvariants(t, dp)
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -94,7 +95,7 @@ func ParseSave(data []byte) (*ipvs.Table, error) {
 		}
 		vs.Reals = append(vs.Reals, rs)
 	}
-	return t, sc.Err()
+	return t, scanError(sc.Err(), "ipvsadm -Sn", n)
 }
 
 func serviceOf(flag, value string) (string, netip.AddrPort, error) {
@@ -173,7 +174,7 @@ func ParseList(data []byte) (*ipvs.Table, error) {
 			return nil, bad("unrecognised line")
 		}
 	}
-	return t, sc.Err()
+	return t, scanError(sc.Err(), "IPVS table", n)
 }
 
 // addrPort reads "10.96.0.1:443", "[fd00::1]:443" or /proc's "0A600001:01BB".
@@ -223,7 +224,7 @@ func ParseIPSet(data []byte) (ipvs.Sets, error) {
 			return nil, fmt.Errorf("ipset save, line %d: unrecognised line (%q)", n, sc.Text())
 		}
 	}
-	return sets, sc.Err()
+	return sets, scanError(sc.Err(), "ipset save", n)
 }
 
 func parseIPSetList(data []byte) (ipvs.Sets, error) {
@@ -254,7 +255,18 @@ func parseIPSetList(data []byte) (ipvs.Sets, error) {
 			cur.List = append(cur.List, strings.Split(m, ","))
 		}
 	}
-	return sets, sc.Err()
+	return sets, scanError(sc.Err(), "ipset list", n)
+}
+
+// scanError names the line a scanner stopped at: one longer than lines allows.
+func scanError(err error, what string, n int) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, bufio.ErrTooLong) {
+		return fmt.Errorf("%s, line %d: longer than 1 MiB, which no %s line is", what, n+1, what)
+	}
+	return fmt.Errorf("%s, line %d: %w", what, n+1, err)
 }
 
 // lines scans text line by line, allowing lines up to 1 MiB.

@@ -1,6 +1,9 @@
 package ipvs
 
 import (
+	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	tt "github.com/svctrace/svctrace/test/tracetest"
+	xt "github.com/svctrace/svctrace/trace/iptables"
 	"net/netip"
 	"os"
 	"strings"
@@ -125,16 +128,35 @@ func FuzzParseIPVS(f *testing.F) {
 			f.Add(data)
 		}
 	}
+	// The recorded node's iptables rules and sets, to walk each parsed IPVS table with.
+	rules, err := os.ReadFile(fixture + "iptables-save.txt")
+	if err != nil {
+		f.Fatal(err)
+	}
+	rs, err := ipread.Parse(rules)
+	if err != nil {
+		f.Fatal(err)
+	}
+	setsData, err := os.ReadFile(fixture + "ipset-save.txt")
+	if err != nil {
+		f.Fatal(err)
+	}
+	recordedSets, err := ParseIPSet(setsData)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if tab, err := ParseSave(data); err == nil {
 			for _, s := range tab.Services {
 				s.Share()
 			}
+			tt.WalkInvariants(t, &xt.Dataplane{V4: rs, Sets: recordedSets, IPVS: tab})
 		}
 		if tab, err := ParseList(data); err == nil {
 			for _, s := range tab.Services {
 				s.Share()
 			}
+			tt.WalkInvariants(t, &xt.Dataplane{V4: rs, Sets: recordedSets, IPVS: tab})
 		}
 		if sets, err := ParseIPSet(data); err == nil {
 			for _, s := range sets {

@@ -3,6 +3,7 @@ package nftables
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -38,6 +39,10 @@ type jsonSet struct {
 func Parse(data []byte) (*nft.Ruleset, error) {
 	var doc document
 	if err := json.Unmarshal(data, &doc); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) {
+			return nil, fmt.Errorf("nft JSON, byte %d: %w", syn.Offset, err)
+		}
 		return nil, fmt.Errorf("nft JSON: %w", err)
 	}
 	if doc.Nftables == nil {

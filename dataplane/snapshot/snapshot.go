@@ -122,6 +122,16 @@ func Load(fsys fs.FS) (*Bundle, error) {
 	if len(b.Manifest.Dataplane) == 0 {
 		return nil, fmt.Errorf("%s lists no dataplane files", ManifestName)
 	}
+	if b.Manifest.Node != "" {
+		if err := ValidName(b.Manifest.Node); err != nil {
+			return nil, fmt.Errorf("%s: %w", ManifestName, err)
+		}
+	}
+	switch b.Manifest.Mode {
+	case "", "iptables", "nftables", "ipvs":
+	default:
+		return nil, fmt.Errorf("%s: mode %q is not iptables, nftables or ipvs", ManifestName, b.Manifest.Mode)
+	}
 	for _, f := range b.Manifest.Dataplane {
 		data, err := readFile(fsys, f)
 		if err != nil {

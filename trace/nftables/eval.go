@@ -3,6 +3,7 @@ package nftables
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/netip"
 	"sort"
 	"strconv"
@@ -304,7 +305,7 @@ func numgen(e any) (int, bool) {
 	}
 	mod, _ := ng["mod"].(float64)
 	off, _ := ng["offset"].(float64)
-	if mod < 1 || off != 0 {
+	if mod < 1 || mod > math.MaxUint32 || off != 0 {
 		return 0, false
 	}
 	return int(mod), true
@@ -382,31 +383,33 @@ func asMap(v any) map[string]any {
 // splitN forks the branch into n equal shares, one per numgen value; values the map lacks fall
 // through to the next rule.
 func (w *walker) splitN(b *branch, n int, elems []Elem, apply func(*branch, Elem, float64)) {
+	// Only the values the map has are visited, in order: the modulus can be anything a file says
+	// (a numgen mod 10^12 once spun here value by value).
 	byIndex := map[int]Elem{}
 	for _, e := range elems {
-		if f, ok := e.Key.(float64); ok {
+		if f, ok := e.Key.(float64); ok && f >= 0 && f < float64(n) && f == float64(int(f)) {
 			byIndex[int(f)] = e
 		}
 	}
+	indexes := make([]int, 0, len(byIndex))
+	for i := range byIndex {
+		indexes = append(indexes, i)
+	}
+	sort.Ints(indexes)
 	total := b.Prob
 	p := 1 / float64(n)
-	missing := 0
+	missing := n - len(indexes)
 	// Clone before applying anything: applying changes the branch the clones copy.
 	var targets []*branch
 	var chosen []Elem
-	for i := 0; i < n; i++ {
-		e, ok := byIndex[i]
-		if !ok {
-			missing++
-			continue
-		}
+	for _, i := range indexes {
 		target := b
 		if len(targets) > 0 {
 			target = w.fork(b)
 			w.forks = append(w.forks, target)
 		}
 		targets = append(targets, target)
-		chosen = append(chosen, e)
+		chosen = append(chosen, byIndex[i])
 	}
 	if missing > 0 {
 		// The values the map lacks fall through to the next rule, on a branch of their own.

@@ -140,10 +140,18 @@ func FormatExpr(v any) string {
 	return fmt.Sprint(v)
 }
 
+// shownElements is how many elements of an anonymous set or map a rule's text shows: a Service
+// with 10,000 endpoints is one numgen map of 10,000, and every one of its paths shows the rule.
+const shownElements = 8
+
 func formatSet(a any) string {
 	items, _ := a.([]any)
-	parts := make([]string, 0, len(items))
-	for _, it := range items {
+	parts := make([]string, 0, min(len(items), shownElements)+1)
+	for i, it := range items {
+		if i == shownElements {
+			parts = append(parts, fmt.Sprintf("… (%d elements in all)", len(items)))
+			break
+		}
 		if pair, ok := it.([]any); ok && len(pair) == 2 {
 			parts = append(parts, FormatExpr(pair[0])+" : "+FormatExpr(pair[1]))
 			continue
