@@ -37,7 +37,7 @@ func (d *DebugPodFlags) addFlags(fl interface {
 }) {
 	fl.BoolVar(&d.Enabled, "debug-pod", false, "when --node has no kube-proxy pod svctrace may exec into, read it from a short-lived debug pod on that node (hostNetwork, only NET_ADMIN and NET_RAW, the xtables lock mounted), deleted when done, also on Ctrl-C; needs krew/rbac/svctrace-debug-pod.yaml")
 	fl.StringVar(&d.Namespace, "debug-namespace", "kube-system", "namespace for --debug-pod (its Pod Security level must allow hostNetwork and NET_ADMIN)")
-	fl.StringVar(&d.Image, "debug-image", "nicolaka/netshoot:v0.13", "image for --debug-pod: it needs iptables-save (legacy and nft), nft, ipset, ipvsadm, conntrack and sleep")
+	fl.StringVar(&d.Image, "debug-image", DefaultDebugImage, "image for --debug-pod, best pinned by digest: it needs iptables-save (legacy and nft), nft, ipset, ipvsadm, conntrack and sleep")
 }
 
 // noKubeProxyError says the node runs no kube-proxy pod.
@@ -191,3 +191,8 @@ func fallsBackToDebugPod(err error) bool {
 	var denied *execDeniedError
 	return errors.As(err, &none) || errors.As(err, &denied)
 }
+
+// DefaultDebugImage is the --debug-pod image, pinned by the digest of nicolaka/netshoot v0.13's
+// multi-architecture index, so that a re-pushed tag cannot change what runs on a node with
+// NET_ADMIN.
+const DefaultDebugImage = "nicolaka/netshoot:v0.13@sha256:a20c2531bf35436ed3766cd6cfe89d352b050ccc4d7005ce6400adf97503da1b"

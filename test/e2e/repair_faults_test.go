@@ -288,6 +288,135 @@ func TestRepairFaults(t *testing.T) {
 		unchanged("ambiguous backend")
 	})
 
+	t.Run("tampered files are refused: nothing written, nothing run", func(t *testing.T) {
+		// Each file an attacker could hand a root user is refused before anything is written or
+		// run. The marker shows a named program never ran; save() that no rule changed.
+		marker := filepath.Join(dir, "ran")
+		evil := filepath.Join(dir, "evil")
+		if err := os.WriteFile(evil, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		var plan map[string]any
+		if err := json.Unmarshal([]byte(planJSON), &plan); err != nil {
+			t.Fatal(err)
+		}
+		clone := func(v map[string]any) map[string]any {
+			b, _ := json.Marshal(v)
+			var c map[string]any
+			_ = json.Unmarshal(b, &c)
+			return c
+		}
+		write := func(name string, v any) string {
+			b, _ := json.Marshal(v)
+			p := filepath.Join(dir, name)
+			if err := os.WriteFile(p, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		firstTable := func(p map[string]any) map[string]any {
+			return p["iptables"].([]any)[0].(map[string]any)
+		}
+		// A state file as --apply writes it, for the plan of the dry run.
+		state := func() map[string]any {
+			return map[string]any{"apiVersion": "svctrace/v1", "kind": "RepairState", "time": "2026-11-30T00:00:00Z", "status": "applied",
+				"node": "node1", "mode": "iptables", "backend": "iptables-legacy", "plan": clone(plan)}
+		}
+		smuggled := "-A PREROUTING -p tcp -j DNAT --to-destination 6.6.6.6:80"
+		for _, c := range []struct {
+			name, want string
+			args       func() []string
+		}{
+			{"state naming a program as its backend", "backend", func() []string {
+				s := state()
+				s["backend"] = evil
+				return []string{"repair", "--undo", write("s1.json", s), "--node", "node1", "--force"}
+			}},
+			{"state putting back a rule in a chain that is not kube-proxy's", "PREROUTING", func() []string {
+				s := state()
+				tb := firstTable(s["plan"].(map[string]any))
+				tb["before"] = append(tb["before"].([]any), map[string]any{"chain": "PREROUTING", "exists": true, "rules": []any{smuggled}})
+				return []string{"repair", "--undo", write("s2.json", s), "--node", "node1", "--force"}
+			}},
+			{"state for a node name that leaves the state directory", "node", func() []string {
+				s := state()
+				s["node"] = "../../etc"
+				s["plan"].(map[string]any)["node"] = "../../etc"
+				return []string{"repair", "--undo", write("s3.json", s), "--node", "node1", "--force"}
+			}},
+			{"plan writing a chain it does not list", "PREROUTING", func() []string {
+				p := clone(plan)
+				tb := firstTable(p)
+				tb["input"] = strings.Replace(tb["input"].(string), "COMMIT", smuggled+"\nCOMMIT", 1)
+				return applyPlan(write("p1.json", p))
+			}},
+			{"plan for a node name that leaves the state directory", "node", func() []string {
+				p := clone(plan)
+				p["node"] = "../x"
+				return applyPlan(write("p2.json", p))
+			}},
+			{"plan flushing conntrack with a shell command as protocol", "protocol", func() []string {
+				p := clone(plan)
+				p["conntrack"] = []any{map[string]any{"protocol": "udp; " + evil, "dst": "10.96.10.53:53", "backend": "10.244.1.51"}}
+				return applyPlan(write("p3.json", p))
+			}},
+			{"objects carrying iptables-restore lines in a port name", "port name", func() []string {
+				obj, err := os.ReadFile(objPath)
+				if err != nil {
+					t.Fatal(err)
+				}
+				bad := strings.Replace(string(obj), `"name":"default"`, `"name":"x\" -j ACCEPT\n`+smuggled+`\n#"`, 1)
+				if bad == string(obj) {
+					t.Fatal("no port named default in the objects")
+				}
+				p := filepath.Join(dir, "bad-objects.json")
+				if err := os.WriteFile(p, []byte(bad), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				return []string{"repair", "-A", "--apply", "--objects", p, "--node", "node1", "--state-dir", stateDir}
+			}},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				before, _ := os.ReadDir(stateDir)
+				_, stderr, code := run(c.args()...)
+				if code != 2 || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+					t.Fatalf("exit %d (want 2, one sentence naming %q): %q", code, c.want, stderr)
+				}
+				t.Logf("refused: %s", strings.TrimSpace(stderr))
+				unchanged(c.name)
+				if _, err := os.Stat(marker); err == nil {
+					t.Fatal("a program named by the file ran")
+				}
+				if after, _ := os.ReadDir(stateDir); len(after) != len(before) {
+					t.Fatalf("a state file was saved for a refused input (%d files, were %d)", len(after), len(before))
+				}
+			})
+		}
+		t.Run("snapshot into a directory with a planted link", func(t *testing.T) {
+			victim := filepath.Join(dir, "victim")
+			if err := os.WriteFile(victim, []byte("keep"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			snap := filepath.Join(dir, "snap")
+			if err := os.MkdirAll(snap, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(snap, "snapshot.yaml"), []byte("apiVersion: svctrace/v1\nkind: Snapshot\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(victim, filepath.Join(snap, "iptables-save.txt")); err != nil {
+				t.Fatal(err)
+			}
+			_, stderr, code := run("snapshot", snap, "--objects", objPath, "--node", "node1")
+			if code != 2 || !strings.Contains(stderr, "link") {
+				t.Fatalf("exit %d %q", code, stderr)
+			}
+			if data, _ := os.ReadFile(victim); string(data) != "keep" {
+				t.Fatalf("the link's target was written: %q", data)
+			}
+		})
+	})
+
 	// killedAt starts --apply paused before a step, kills it there with SIGKILL and returns the
 	// state file it saved.
 	killedAt := func(t *testing.T, step string) string {
