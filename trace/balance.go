@@ -105,7 +105,13 @@ func balance(tr *Result, cl *Cluster, conns []Conn, newConns map[string]uint64, 
 	}
 	clients := map[netip.Addr]*BalanceClient{}
 	var flows []Conn
+	// Byte counts are summed as floats for the shares: a counter near 2^64 (a wrapped or forged
+	// one) would overflow a uint64 sum and make every backend 100%. The uint64 totals shown
+	// saturate instead of wrapping.
 	var totalBytes uint64
+	var totalF float64
+	backendF := make([]float64, len(res.Backends))
+	clientF := map[netip.Addr]float64{}
 	total := 0
 	for _, c := range conns {
 		if c.Protocol != proto || c.Dst != dst {
@@ -117,8 +123,11 @@ func balance(tr *Result, cl *Cluster, conns []Conn, newConns map[string]uint64, 
 			continue
 		}
 		res.Backends[i].Connections++
-		res.Backends[i].Bytes += c.Bytes
-		totalBytes += c.Bytes
+		res.Backends[i].Bytes = addSat(res.Backends[i].Bytes, c.Bytes)
+		totalBytes = addSat(totalBytes, c.Bytes)
+		backendF[i] += float64(c.Bytes)
+		totalF += float64(c.Bytes)
+		clientF[c.Client] += float64(c.Bytes)
 		total++
 		flows = append(flows, c)
 		cli := clients[c.Client]
@@ -133,7 +142,7 @@ func balance(tr *Result, cl *Cluster, conns []Conn, newConns map[string]uint64, 
 			clients[c.Client] = cli
 		}
 		cli.Connections++
-		cli.Bytes += c.Bytes
+		cli.Bytes = addSat(cli.Bytes, c.Bytes)
 		if !slices.Contains(cli.Backends, c.Backend.String()) {
 			cli.Backends = append(cli.Backends, c.Backend.String())
 		}
@@ -147,13 +156,13 @@ func balance(tr *Result, cl *Cluster, conns []Conn, newConns map[string]uint64, 
 		if total > 0 {
 			res.Backends[i].ConnectionShare = float64(res.Backends[i].Connections) / float64(total)
 		}
-		if totalBytes > 0 {
-			res.Backends[i].ByteShare = float64(res.Backends[i].Bytes) / float64(totalBytes)
+		if totalF > 0 {
+			res.Backends[i].ByteShare = backendF[i] / totalF
 		}
 	}
 	for _, c := range clients {
-		if totalBytes > 0 {
-			c.ByteShare = float64(c.Bytes) / float64(totalBytes)
+		if totalF > 0 {
+			c.ByteShare = clientF[netip.MustParseAddr(c.IP)] / totalF
 		}
 		res.Clients = append(res.Clients, *c)
 	}
@@ -213,14 +222,14 @@ func balance(tr *Result, cl *Cluster, conns []Conn, newConns map[string]uint64, 
 	}
 	// The heaviest few connections: do they carry most of the traffic?
 	sort.Slice(flows, func(i, j int) bool { return flows[i].Bytes > flows[j].Bytes })
-	var top uint64
+	top := 0.0
 	k := min(3, len(flows))
 	for _, f := range flows[:k] {
-		top += f.Bytes
+		top += float64(f.Bytes)
 	}
 	topShare := 0.0
-	if totalBytes > 0 {
-		topShare = float64(top) / float64(totalBytes)
+	if totalF > 0 {
+		topShare = top / totalF
 	}
 	switch {
 	case total == 0 || totalBytes == 0:
@@ -359,7 +368,7 @@ func BalanceNodes(cl *Cluster, windows []NodeWindow) *BalanceAcrossNodes {
 		nb := NodeBalance{Node: w.Trace.Node, Diagnosis: r.Diagnosis, MaxOverMean: r.MaxOverMean, Message: r.Message}
 		for _, b := range r.Backends {
 			nb.Connections += b.Connections
-			nb.Bytes += b.Bytes
+			nb.Bytes = addSat(nb.Bytes, b.Bytes)
 		}
 		out.Nodes = append(out.Nodes, nb)
 		for _, b := range w.Trace.Backends {
@@ -386,4 +395,12 @@ func BalanceNodes(cl *Cluster, windows []NodeWindow) *BalanceAcrossNodes {
 	}
 	out.Overall = balance(&merged, cl, conns, counters, true)
 	return out
+}
+
+// addSat adds without wrapping: a sum past 2^64 stays at its maximum.
+func addSat(a, b uint64) uint64 {
+	if a+b < a {
+		return math.MaxUint64
+	}
+	return a + b
 }

@@ -132,3 +132,25 @@ func TestBalanceNodesMergesWindows(t *testing.T) {
 		t.Errorf("overall: %s: %s", o.Diagnosis, o.Message)
 	}
 }
+
+// TestBalanceHugeCounters: byte counts near 2^64 (a wrapped or forged conntrack table) once
+// overflowed the total and showed every backend at 100%. The shares still sum to 1.
+func TestBalanceHugeCounters(t *testing.T) {
+	conns := []Conn{conn("10.244.1.41", 0, math.MaxUint64), conn("10.244.1.42", 1, math.MaxUint64), conn("10.244.1.43", 2, math.MaxUint64-5)}
+	r := Balance(threeBackends(), nil, conns, nil)
+	sum := 0.0
+	for _, b := range r.Backends {
+		if b.ByteShare > 0.34 || b.ByteShare < 0.33 {
+			t.Errorf("backend %s has byte share %v, want a third", b.Backend, b.ByteShare)
+		}
+		sum += b.ByteShare
+	}
+	for _, c := range r.Clients {
+		if c.ByteShare > 0.34 {
+			t.Errorf("client %s has byte share %v", c.IP, c.ByteShare)
+		}
+	}
+	if math.Abs(sum-1) > 1e-9 {
+		t.Errorf("byte shares sum to %v", sum)
+	}
+}
