@@ -12,7 +12,10 @@ import (
 
 // Trace prints a trace result.
 func Trace(w io.Writer, res *trace.Result, o Options) error {
-	if o.Format == JSON || o.Format == YAML {
+	if o.Format == JSON {
+		return traceJSON(w, res)
+	}
+	if o.Format == YAML {
 		return Machine(w, res, o.Format)
 	}
 	s := newStyles(w, o.Color)
