@@ -10,11 +10,12 @@ BIN := bin/kubectl-svctrace
 DEPS := iptables nftables etcd-server conntrack ipset iproute2 qemu-system-x86 busybox-static ipvsadm cpio kmod
 DEP_CMDS := iptables-legacy-save iptables-nft-save nft etcd conntrack ipset ip qemu-system-x86_64 busybox ipvsadm cpio depmod
 
-.PHONY: help cover-repair bench-fleet record-kube-proxy-version all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean dist krew-tools validate-krew-manifest
+.PHONY: dist-host help cover-repair bench-fleet record-kube-proxy-version all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean dist krew-tools validate-krew-manifest
 # Release archives: krew wants a semver version.
 DIST_VERSION ?= $(shell git describe --tags --match 'v*' 2>/dev/null || echo v0.1.0-dev)
 PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 KREW_DIR := $(CACHE)/krew-v0.4.4
+KREW_PARTIAL ?= 0
 
 all: build
 
@@ -50,7 +51,7 @@ vet:
 ## test: the whole suite: vet, unit tests, fuzz seeds, the e2e tests against a real cluster
 ## (including kube-proxy in IPVS mode inside a QEMU guest) and the krew packaging test (root);
 ## RUN=REGEX runs only the matching e2e tests
-test: deps vet cover-repair build dist krew-tools
+test: deps vet cover-repair build dist-host krew-tools
 	@bin=$$(SVCTRACE_CACHE=$(CACHE) hack/k8s-binaries.sh) && \
 	kernel=$$(SVCTRACE_CACHE=$(CACHE) hack/ipvs-vm/kernel.sh) && \
 	kwok=$$(SVCTRACE_CACHE=$(CACHE) hack/kwok-binary.sh) && \
@@ -121,7 +122,12 @@ dist:
 		tar -C $$d -czf dist/kubectl-svctrace_$(DIST_VERSION)_$${os}_$${arch}.tar.gz $$exe LICENSE $$extra; \
 		rm -rf $$d; \
 	done
-	hack/krew-manifest.sh dist $(DIST_VERSION) $${KREW_BASE_URL:-file://$(CURDIR)/dist}
+	KREW_PARTIAL=$(KREW_PARTIAL) hack/krew-manifest.sh dist $(DIST_VERSION) $${KREW_BASE_URL:-file://$(CURDIR)/dist}
+
+## dist-host: the release archive of this machine's platform only, and a krew manifest naming
+## just it: what the krew test installs (make dist builds all six)
+dist-host:
+	$(MAKE) dist PLATFORMS=$$($(GO) env GOOS)/$$($(GO) env GOARCH) KREW_PARTIAL=1
 
 ## krew-tools: build krew and validate-krew-manifest v0.4.4 once into $(CACHE)
 krew-tools:
