@@ -8,6 +8,7 @@ package hostile
 import (
 	"bytes"
 	"fmt"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -215,7 +216,7 @@ func (g *gen) crafted() error {
 		data []byte
 		c    Case
 	}{
-		{"goto-loop.txt", []byte(gotoLoop), Case{Args: dp(), Refuse: true, Names: "FILE", Want: steps}},
+		{"goto-loop.txt", []byte(tracetest.GotoLoop), Case{Args: dp(), Refuse: true, Names: "FILE", Want: steps}},
 		{"nan-probability.txt", bytes.Replace(dump, []byte("--probability 0.50000000000"), []byte("--probability NaN"), 1),
 			Case{Args: dp(), Refuse: true, Names: "FILE", Want: "probability"}},
 		{"nft-numgen-huge.json", bytes.Replace(nftJSON, []byte(`"mod": 3`), []byte(`"mod": 1000000000000`), 1),
@@ -338,21 +339,6 @@ func copyDir(from, to string) error {
 	}
 	return nil
 }
-
-// gotoLoop is three chains that goto each other, one splitting on every turn: it once ran for
-// ten minutes and wrote 150 MB.
-const gotoLoop = `*nat
-:PREROUTING ACCEPT [0:0]
-:KUBE-A - [0:0]
-:KUBE-B - [0:0]
-:KUBE-C - [0:0]
--A PREROUTING -j KUBE-A
--A KUBE-A -m statistic --mode random --probability 0.5 -g KUBE-B
--A KUBE-A -g KUBE-C
--A KUBE-B -g KUBE-C
--A KUBE-C -g KUBE-A
-COMMIT
-`
 
 // aliasBomb expands to 10^9 strings if a YAML decoder follows every alias.
 const aliasBomb = `a: &a ["x","x","x","x","x","x","x","x","x","x"]

@@ -17,18 +17,7 @@ import (
 // turn, once ran for ten minutes and wrote 150 MB of tree. The walk now stops at trace.MaxWork
 // rule steps with an error that says so.
 func TestASplittingLoopIsBounded(t *testing.T) {
-	rs, err := ipread.Parse([]byte(`*nat
-:PREROUTING ACCEPT [0:0]
-:KUBE-A - [0:0]
-:KUBE-B - [0:0]
-:KUBE-C - [0:0]
--A PREROUTING -j KUBE-A
--A KUBE-A -m statistic --mode random --probability 0.5 -g KUBE-B
--A KUBE-A -g KUBE-C
--A KUBE-B -g KUBE-C
--A KUBE-C -g KUBE-A
-COMMIT
-`))
+	rs, err := ipread.Parse([]byte(tt.GotoLoop))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package iptables_test
 
 import (
 	"context"
-	"os"
 	"testing"
 
 	ipread "github.com/svctrace/svctrace/dataplane/iptables"
@@ -18,13 +17,7 @@ const ipvsFixture = "../../dataplane/snapshot/demo-ipvs"
 
 func loadIPVS(t *testing.T, table string) (*xt.Dataplane, *trace.Cluster) {
 	t.Helper()
-	read := func(name string) []byte {
-		data, err := os.ReadFile(ipvsFixture + "/" + name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return data
-	}
+	read := func(name string) []byte { return tt.ReadFixture(t, ipvsFixture, name) }
 	rs, err := ipread.Parse(read("iptables-save.txt"))
 	if err != nil {
 		t.Fatal(err)

@@ -3,13 +3,12 @@ package iptables_test
 import (
 	"context"
 	"fmt"
+	tt "github.com/svctrace/svctrace/test/tracetest"
 	"math"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	ipread "github.com/svctrace/svctrace/dataplane/iptables"
 	ipvsread "github.com/svctrace/svctrace/dataplane/ipvs"
@@ -70,13 +69,7 @@ func bigIptablesService(t testing.TB, n int) *xt.Dataplane {
 // server 10.96.30.10:80 given n real servers in `ipvsadm -Ln` form.
 func bigIPVSService(t testing.TB, n int) *xt.Dataplane {
 	t.Helper()
-	read := func(name string) []byte {
-		data, err := os.ReadFile(ipvsFixture + "/" + name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return data
-	}
+	read := func(name string) []byte { return tt.ReadFixture(t, ipvsFixture, name) }
 	var out strings.Builder
 	in := false
 	for _, line := range strings.SplitAfter(string(read("ipvsadm-Ln.txt")), "\n") {
@@ -112,28 +105,12 @@ func bigPacket(dst string, port uint16) (trace.Packet, *trace.NodeContext) {
 		&trace.NodeContext{Name: "node1", Local: []netip.Addr{netip.MustParseAddr("172.31.250.2")}}
 }
 
-// walkMeasured walks and returns the walk, the time it took and the MiB it allocated.
-func walkMeasured(t *testing.T, dp trace.Dataplane, pkt trace.Packet, node *trace.NodeContext) (*trace.Walk, time.Duration, uint64) {
-	t.Helper()
-	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	start := time.Now()
-	w, err := dp.Walk(context.Background(), pkt, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	took := time.Since(start)
-	runtime.ReadMemStats(&after)
-	return w, took, (after.TotalAlloc - before.TotalAlloc) >> 20
-}
-
 // TestTenThousandEndpointsIptables: a Service with 10,000 endpoints (one statistic rule each)
 // splits into 10,000 DNAT paths whose shares are 1/10,000 each, as far as iptables' 31-bit
 // probabilities allow, and sum to 1, in bounded memory.
 func TestTenThousandEndpointsIptables(t *testing.T) {
 	pkt, node := bigPacket("10.96.10.10", 80)
-	w, took, alloc := walkMeasured(t, bigIptablesService(t, 10000), pkt, node)
+	w, took, alloc := tt.MeasuredWalk(t, bigIptablesService(t, 10000), pkt, node)
 	seen := map[netip.AddrPort]bool{}
 	sum := 0.0
 	for _, p := range w.Paths {
@@ -158,7 +135,7 @@ func TestTenThousandEndpointsIptables(t *testing.T) {
 // TestTenThousandEndpointsIPVS: a virtual server with 10,000 real servers of equal weight.
 func TestTenThousandEndpointsIPVS(t *testing.T) {
 	pkt, node := bigPacket("10.96.30.10", 80)
-	w, took, alloc := walkMeasured(t, bigIPVSService(t, 10000), pkt, node)
+	w, took, alloc := tt.MeasuredWalk(t, bigIPVSService(t, 10000), pkt, node)
 	seen := map[netip.AddrPort]bool{}
 	for _, p := range w.Paths {
 		if p.Verdict.Kind != trace.DNAT || p.Probability != 1.0/10000 {

@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	nftread "github.com/svctrace/svctrace/dataplane/nftables"
 	tt "github.com/svctrace/svctrace/test/tracetest"
@@ -63,16 +61,7 @@ func dnsPacket() (trace.Packet, *trace.NodeContext) {
 func TestTenThousandEndpointsNftables(t *testing.T) {
 	dp := bigService(t, 10000)
 	pkt, node := dnsPacket()
-	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	start := time.Now()
-	w, err := dp.Walk(context.Background(), pkt, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	took := time.Since(start)
-	runtime.ReadMemStats(&after)
+	w, took, alloc := tt.MeasuredWalk(t, dp, pkt, node)
 	if len(w.Paths) != 10000 {
 		t.Fatalf("%d paths, want 10000", len(w.Paths))
 	}
@@ -81,7 +70,6 @@ func TestTenThousandEndpointsNftables(t *testing.T) {
 			t.Fatalf("a path with share %v", p.Probability)
 		}
 	}
-	alloc := (after.TotalAlloc - before.TotalAlloc) >> 20
 	t.Logf("10,000 endpoints: walked in %s, %d MiB allocated", took, alloc)
 	if alloc > 300 {
 		t.Errorf("the walk allocated %d MiB for 10,000 endpoints", alloc)
