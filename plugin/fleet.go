@@ -3,12 +3,9 @@ package plugin
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -41,12 +38,6 @@ func (f *fleetFlags) validate(allNodes bool) error {
 		return usageErrorf("--node-selector: %v", err)
 	}
 	return nil
-}
-
-// interruptible returns ctx cancelled also by Ctrl-C, SIGTERM and SIGHUP, so that a command
-// returns through its deferred clean-up (a debug pod deleted) instead of dying.
-func interruptible(ctx context.Context) (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 }
 
 // fleet is the set of nodes an --all-nodes run reads: every node with a running kube-proxy pod,
@@ -108,15 +99,15 @@ func (f *fleet) runner(ctx context.Context, name string) (r dpexec.Runner, done 
 	return r, func() {}, nil
 }
 
-// openFleet starts an --all-nodes run: the input flags checked, a context that Ctrl-C, SIGTERM and
-// SIGHUP cancel, the API objects and the kube-proxy pods read once. stop deletes any debug pods
-// kept and releases the signals; call it when done.
+// openFleet starts an --all-nodes run: the input flags checked, the API objects and the
+// kube-proxy pods read once. stop deletes any debug pods kept; call it when done (Ctrl-C cancels
+// ctx, Execute's, and the command returns through stop).
 func openFleet(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, flags fleetFlags, in *InputFlags) (context.Context, *fleet, func(), error) {
 	if err := allNodesConflict(in); err != nil {
 		return nil, nil, nil, err
 	}
 	debug := in.Debug
-	ctx, cancel := interruptible(ctx)
+	ctx, cancel := context.WithCancel(ctx)
 	cl, err := fetchCluster(ctx, cfg)
 	if err != nil {
 		cancel()

@@ -378,15 +378,15 @@ func readIPVS(ctx context.Context, r dpexec.Runner, remote bool, dp *xt.Dataplan
 	return dp, fmt.Sprintf("live (%s, ipset save, %s)", how, b.Save), files, warnings, nil
 }
 
-// start is the common beginning of every command's Run: a context that Ctrl-C cancels, the
-// inputs read, and their warnings printed on stderr. Call stop when done.
+// start is the common beginning of every command's Run: the inputs read, and their warnings
+// printed on stderr. Call stop when done.
 func (f *InputFlags) start(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) (context.Context, *Inputs, func(), error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	// Ctrl-C and termination cancel the context; the command then returns through its deferred
-	// stop, which deletes a debug pod if one was started.
-	ctx, cancel := interruptible(ctx)
+	// Ctrl-C and termination cancel Execute's context; the command then returns through its
+	// deferred stop, which deletes a debug pod if one was started.
+	ctx, cancel := context.WithCancel(ctx)
 	stop := func() {
 		f.Close()
 		cancel()

@@ -168,8 +168,6 @@ func (o *RepairOptions) Validate() error {
 
 // Run plans, and applies or undoes.
 func (o *RepairOptions) Run(ctx context.Context) error {
-	ctx, cancel := interruptible(ctx)
-	defer cancel()
 	if o.undoFile != "" {
 		return o.undo(ctx)
 	}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -102,7 +104,8 @@ func newCmdVersion(streams genericiooptions.IOStreams) *cobra.Command {
 // sentence on stderr.
 func Execute() (code int) {
 	// Ctrl-C, SIGTERM and SIGHUP cancel the context every command runs with: the walk stops
-	// within a second, output stops at its next write, and deferred clean-up (a debug pod) runs.
+	// within milliseconds, output stops at its next write, and deferred clean-up (a debug pod)
+	// runs.
 	ctx, cancel := interruptible(context.Background())
 	defer cancel()
 	streams := genericiooptions.IOStreams{In: os.Stdin, Out: &ctxWriter{ctx: ctx, f: os.Stdout}, ErrOut: os.Stderr}
@@ -135,6 +138,13 @@ func Execute() (code int) {
 	}
 	fmt.Fprintf(streams.ErrOut, "error: %v\n", err)
 	return code
+}
+
+// interruptible returns ctx cancelled also by Ctrl-C, SIGTERM and SIGHUP, so that a command
+// returns through its deferred clean-up (a debug pod deleted, a repair rolled back) instead of
+// dying. Execute wraps every command's context in it, once.
+func interruptible(ctx context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 }
 
 // ctxWriter is standard output that refuses writes once the command's context is cancelled, so
