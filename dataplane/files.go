@@ -3,6 +3,7 @@ package dataplane
 import (
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"syscall"
 )
@@ -20,22 +21,28 @@ func ReadFile(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return ReadOpened(f, path, limit)
+}
+
+// ReadOpened reads a file already opened (without blocking: a FIFO must not be opened for reading
+// the ordinary way): refused unless fstat says it is a regular file, and bounded by limit.
+func ReadOpened(f fs.File, name string, limit int64) ([]byte, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
+		return nil, fmt.Errorf("%s is not a regular file", name)
 	}
 	if fi.Size() > limit {
-		return nil, fmt.Errorf("%s is larger than %d MiB", path, limit>>20)
+		return nil, fmt.Errorf("%s is larger than %d MiB", name, limit>>20)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
+		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d MiB", path, limit>>20)
+		return nil, fmt.Errorf("%s is larger than %d MiB", name, limit>>20)
 	}
 	return data, nil
 }

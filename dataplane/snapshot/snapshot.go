@@ -7,7 +7,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -15,6 +14,8 @@ import (
 	"regexp"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/svctrace/svctrace/dataplane"
 )
 
 // ManifestName is the manifest's file name inside a bundle.
@@ -72,8 +73,9 @@ func LoadDir(dir string) (*Bundle, error) {
 	return b, nil
 }
 
-// MaxFileBytes bounds one file of a bundle (the recorded 10,000-Service node's dump is 35 MB).
-const MaxFileBytes = 1 << 30
+// MaxFileBytes bounds one file of a bundle, as any input file (the recorded 10,000-Service
+// node's dump is 35 MB).
+const MaxFileBytes = dataplane.MaxFileBytes
 
 // readFile reads one file of a bundle: a regular file, within MaxFileBytes, by a relative name
 // that stays inside the bundle.
@@ -87,21 +89,15 @@ func readFile(fsys fs.FS, name string) ([]byte, error) {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
+		// Checked before opening: opening a FIFO for reading blocks.
 		return nil, fmt.Errorf("%s is not a regular file", name)
-	}
-	if fi.Size() > MaxFileBytes {
-		return nil, fmt.Errorf("%s is larger than %d MiB", name, MaxFileBytes>>20)
 	}
 	f, err := fsys.Open(clean)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
-	if err == nil && len(data) > MaxFileBytes {
-		err = fmt.Errorf("%s is larger than %d MiB", name, MaxFileBytes>>20)
-	}
-	return data, err
+	return dataplane.ReadOpened(f, name, MaxFileBytes)
 }
 
 // Load reads a bundle from a file system rooted at the bundle.
