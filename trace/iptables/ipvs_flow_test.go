@@ -17,25 +17,30 @@ const ipvsFixture = "../../dataplane/snapshot/demo-ipvs"
 
 func loadIPVS(t *testing.T, table string) (*xt.Dataplane, *trace.Cluster) {
 	t.Helper()
-	read := func(name string) []byte { return tt.ReadFixture(t, ipvsFixture, name) }
-	rs, err := ipread.Parse(read("iptables-save.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sets, err := ipvsread.ParseIPSet(read("ipset-save.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tab *ipvs.Table
+	data := tt.ReadFixture(t, ipvsFixture, table)
+	parse := ipvsread.ParseList
 	if table == "ipvsadm-Sn.txt" {
-		tab, err = ipvsread.ParseSave(read(table))
-	} else {
-		tab, err = ipvsread.ParseList(read(table))
+		parse = ipvsread.ParseSave
 	}
+	tab, err := parse(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &xt.Dataplane{V4: rs, Sets: sets, IPVS: tab}, tt.LoadObjects(t, ipvsFixture+"/objects.yaml")
+	return ipvsNode(t, tab), tt.LoadObjects(t, ipvsFixture+"/objects.yaml")
+}
+
+// ipvsNode is the recorded IPVS node's iptables rules and sets with the given IPVS table.
+func ipvsNode(t testing.TB, tab *ipvs.Table) *xt.Dataplane {
+	t.Helper()
+	rs, err := ipread.Parse(tt.ReadFixture(t, ipvsFixture, "iptables-save.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets, err := ipvsread.ParseIPSet(tt.ReadFixture(t, ipvsFixture, "ipset-save.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &xt.Dataplane{V4: rs, Sets: sets, IPVS: tab}
 }
 
 func TestPacketFlowsRecordedIPVS(t *testing.T) {

@@ -69,10 +69,9 @@ func bigIptablesService(t testing.TB, n int) *xt.Dataplane {
 // server 10.96.30.10:80 given n real servers in `ipvsadm -Ln` form.
 func bigIPVSService(t testing.TB, n int) *xt.Dataplane {
 	t.Helper()
-	read := func(name string) []byte { return tt.ReadFixture(t, ipvsFixture, name) }
 	var out strings.Builder
 	in := false
-	for _, line := range strings.SplitAfter(string(read("ipvsadm-Ln.txt")), "\n") {
+	for _, line := range strings.SplitAfter(string(tt.ReadFixture(t, ipvsFixture, "ipvsadm-Ln.txt")), "\n") {
 		if in && strings.HasPrefix(line, "  ->") {
 			continue
 		}
@@ -85,19 +84,11 @@ func bigIPVSService(t testing.TB, n int) *xt.Dataplane {
 			}
 		}
 	}
-	rs, err := ipread.Parse(read("iptables-save.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sets, err := ipvsread.ParseIPSet(read("ipset-save.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	tab, err := ipvsread.ParseList([]byte(out.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &xt.Dataplane{V4: rs, Sets: sets, IPVS: tab}
+	return ipvsNode(t, tab)
 }
 
 func bigPacket(dst string, port uint16) (trace.Packet, *trace.NodeContext) {
