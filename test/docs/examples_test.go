@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/svctrace/svctrace/test/tracetest"
 )
 
 // example is one command of a console block and the output shown under it.
@@ -110,14 +112,9 @@ func TestDocumentedExamplesRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := os.Getenv("SVCTRACE_BIN")
-	if bin == "" {
-		bin = filepath.Join(t.TempDir(), "kubectl-svctrace")
-		build := exec.Command("go", "build", "-o", bin, "github.com/svctrace/svctrace/cmd/kubectl-svctrace")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("building: %v\n%s", err, out)
-		}
+	bin, err := tracetest.Binary(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	files := []string{"README.md"}
 	docs, _ := filepath.Glob(filepath.Join(repo, "docs", "*.md"))

@@ -8,12 +8,13 @@ package hostile
 import (
 	"bytes"
 	"fmt"
-	"github.com/svctrace/svctrace/test/tracetest"
 	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/svctrace/svctrace/test/tracetest"
 )
 
 // Case is one hostile input and the command that reads it.

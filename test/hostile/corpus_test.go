@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/svctrace/svctrace/test/tracetest"
 )
 
 // Caps per input, from the issue that asked for the corpus: an input that needs more is a hang
@@ -26,25 +28,17 @@ const (
 var binary string
 
 func TestMain(m *testing.M) {
-	binary = os.Getenv("SVCTRACE_BIN")
-	if binary == "" {
-		dir, err := os.MkdirTemp("", "svctrace-hostile-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		binary = filepath.Join(dir, "kubectl-svctrace")
-		build := exec.Command("go", "build", "-o", binary, "github.com/svctrace/svctrace/cmd/kubectl-svctrace")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "building the binary: %v\n%s", err, out)
-			os.Exit(1)
-		}
-		code := m.Run()
-		os.RemoveAll(dir)
-		os.Exit(code)
+	dir, err := os.MkdirTemp("", "svctrace-hostile-")
+	if err == nil {
+		binary, err = tracetest.Binary(dir)
 	}
-	os.Exit(m.Run())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // result is how one run of the binary ended.
