@@ -41,6 +41,21 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// TestParseRefuses: lines that are not connections (once skipped, so any file gave "0
+// connections") and counters whose sum passes 2^64 (once wrapped to small numbers) are errors
+// naming the line.
+func TestParseRefuses(t *testing.T) {
+	for input, want := range map[string]string{
+		"hello world\n": "line 1: not a connection",
+		"tcp 6 10 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=1 dport=80 packets=18446744073709551615 bytes=1 src=10.0.0.3 dst=10.0.0.1 sport=80 dport=1 packets=1 bytes=1\n": "line 1: the packets counters add up past 2^64",
+		strings.Repeat("x", 2<<20) + "\n": "line 1: a line longer than 1 MiB",
+	} {
+		if _, err := Parse([]byte(input)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%.40q: %v, want %q", input, err, want)
+		}
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(sample))
 	f.Fuzz(func(t *testing.T, data []byte) {

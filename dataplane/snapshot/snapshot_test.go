@@ -88,6 +88,8 @@ func TestReadStaysInside(t *testing.T) {
 		{"an absolute path", "kind: Snapshot\ndataplane: [/etc/passwd]\n", nil, "dataplane file"},
 		{"a link out of the bundle", "kind: Snapshot\ndataplane: [dump]\n", map[string]string{"dump": secret}, "dataplane file"},
 		{"a link to a device", "kind: Snapshot\ndataplane: [dump]\n", map[string]string{"dump": "/dev/zero"}, "dataplane file"},
+		{"a node name that is a path", "kind: Snapshot\nnode: ../../etc\ndataplane: [dump]\n", nil, "not a valid Kubernetes node name"},
+		{"an unknown mode", "kind: Snapshot\nnode: node1\nmode: userspace\ndataplane: [dump]\n", nil, "is not iptables, nftables or ipvs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := LoadDir(bundle(t, tc.manifest, tc.links))

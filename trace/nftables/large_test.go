@@ -62,6 +62,16 @@ func TestTenThousandEndpointsNftables(t *testing.T) {
 	dp := bigService(t, 10000)
 	pkt, node := dnsPacket()
 	w, took, alloc := tt.MeasuredWalk(t, dp, pkt, node)
+	// Each path shows the DNAT rule; its text names a few elements and the count, not 10,000
+	// (a whole trace once printed gigabytes).
+	for _, st := range w.Paths[0].Steps {
+		if len(st.Rule) > 2000 {
+			t.Fatalf("a step's rule text is %d bytes: %.200s", len(st.Rule), st.Rule)
+		}
+	}
+	if last := w.Paths[0].Steps[len(w.Paths[0].Steps)-1]; !strings.Contains(fmt.Sprint(w.Paths[0].Steps), "(10000 elements in all)") {
+		t.Errorf("no step shows the map's size; the last: %s", last.Rule)
+	}
 	if len(w.Paths) != 10000 {
 		t.Fatalf("%d paths, want 10000", len(w.Paths))
 	}
