@@ -353,8 +353,9 @@ h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g,*g]
 i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h,*h]
 `
 
-// conntrackSample is `conntrack -L -o extended` as conntrack-tools 1.4.7 prints it, for the
-// demo's hostnames Service.
+// conntrackSample is hand-written in the format conntrack-tools 1.4.7 prints for `conntrack -L -o
+// extended` (the lines of dataplane/conntrack's test sample, more of them), for the demo's
+// hostnames Service: the base the corpus cuts and corrupts.
 const conntrackSample = `ipv4     2 tcp      6 117 TIME_WAIT src=10.244.1.99 dst=10.96.10.10 sport=40312 dport=80 packets=6 bytes=345 src=10.244.1.12 dst=10.244.1.99 sport=9376 dport=40312 packets=4 bytes=262 [ASSURED] mark=0 use=1
 ipv4     2 tcp      6 431999 ESTABLISHED src=10.244.1.41 dst=10.96.10.10 sport=51000 dport=80 packets=1200 bytes=80000 src=10.244.1.11 dst=10.244.1.41 sport=9376 dport=51000 packets=1200 bytes=90000 [ASSURED] mark=0 use=1
 ipv4     2 tcp      6 431999 ESTABLISHED src=10.244.1.42 dst=10.96.10.10 sport=51001 dport=80 packets=12 bytes=800 src=10.244.1.13 dst=10.244.1.42 sport=9376 dport=51001 packets=12 bytes=900 [ASSURED] mark=0 use=1
