@@ -79,7 +79,7 @@ unit:
 
 ## bench: parse and trace benchmarks on the recorded 10,000 x 10 dump (make bench-dump first)
 bench:
-	$(GO) test -run XXX -bench . -benchmem -cpu 1 ./dataplane/iptables/ ./trace/iptables/ ./dataplane/nftables/ ./dataplane/ipvs/
+	$(GO) test -run XXX -bench . -benchmem -cpu 1 ./dataplane/xtables/ ./trace/iptables/ ./dataplane/nftjson/ ./dataplane/ipvsadm/
 
 ## bench-dump: record the 10,000 Services x 10 endpoints dump with the real kube-proxy, and time
 ## svctrace against iptables-save side by side (root; about three minutes)
@@ -103,9 +103,9 @@ record-fixtures:
 
 ## fuzz: run each fuzz target for a minute
 fuzz:
-	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/iptables/
-	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/nftables/
-	$(GO) test -run XXX -fuzz FuzzParseIPVS -fuzztime 60s -fuzzminimizetime 5s ./dataplane/ipvs/
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/xtables/
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/nftjson/
+	$(GO) test -run XXX -fuzz FuzzParseIPVS -fuzztime 60s -fuzzminimizetime 5s ./dataplane/ipvsadm/
 
 ## dist: archives per OS/arch with LICENSE (dist/kubectl-svctrace_VERSION_OS_ARCH.tar.gz) and the
 ## krew manifest rendered for them (dist/svctrace.yaml, file:// URIs unless KREW_BASE_URL is set)

@@ -8,13 +8,13 @@ import (
 	"regexp"
 	"sort"
 
-	ipread "github.com/svctrace/svctrace/dataplane/iptables"
-	ipvsread "github.com/svctrace/svctrace/dataplane/ipvs"
-	nftread "github.com/svctrace/svctrace/dataplane/nftables"
+	"github.com/svctrace/svctrace/dataplane/ipvsadm"
+	"github.com/svctrace/svctrace/dataplane/nftjson"
+	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/trace"
-	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/iptables"
 	"github.com/svctrace/svctrace/trace/ipvs"
-	nft "github.com/svctrace/svctrace/trace/nftables"
+	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 // Format is a dump format svctrace recognises.
@@ -142,13 +142,13 @@ func sortedNames(files map[string][]byte) []string {
 
 func load(files map[string][]byte) (trace.Dataplane, error) {
 	names := sortedNames(files)
-	dp := &xt.Dataplane{}
-	var nf *nft.Dataplane
+	dp := &iptables.Dataplane{}
+	var nf *nftables.Dataplane
 	for _, name := range names {
 		data := bytes.TrimPrefix(files[name], bom)
 		switch f := Detect(data); f {
 		case IptablesSave:
-			rs, err := ipread.Parse(data)
+			rs, err := xtables.Parse(data)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}
@@ -161,21 +161,21 @@ func load(files map[string][]byte) (trace.Dataplane, error) {
 			}
 			*slot = rs
 		case NftJSON:
-			rs, err := nftread.Parse(data)
+			rs, err := nftjson.Parse(data)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}
 			if nf != nil {
 				return nil, fmt.Errorf("%s: a second nft ruleset for the same node; give one", name)
 			}
-			nf = &nft.Dataplane{Rules: rs}
+			nf = &nftables.Dataplane{Rules: rs}
 		case IPVSAdm, IPVSProc:
 			var t *ipvs.Table
 			var err error
 			if bytes.HasPrefix(bytes.TrimSpace(data), []byte("-A")) {
-				t, err = ipvsread.ParseSave(data)
+				t, err = ipvsadm.ParseSave(data)
 			} else {
-				t, err = ipvsread.ParseList(data)
+				t, err = ipvsadm.ParseList(data)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
@@ -185,7 +185,7 @@ func load(files map[string][]byte) (trace.Dataplane, error) {
 			}
 			dp.IPVS = t
 		case IPSet:
-			sets, err := ipvsread.ParseIPSet(data)
+			sets, err := ipvsadm.ParseIPSet(data)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/svctrace/svctrace/trace"
-	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/iptables"
 )
 
 func TestDetectRecordedDumps(t *testing.T) {
@@ -109,7 +109,7 @@ func TestDumpsAsPeopleSaveThem(t *testing.T) {
 // rulesOf lists an iptables dataplane's rules, table by table and chain by chain.
 func rulesOf(dp trace.Dataplane) string {
 	var b strings.Builder
-	rs := dp.(*xt.Dataplane).V4
+	rs := dp.(*iptables.Dataplane).V4
 	for _, name := range []string{"filter", "nat", "mangle", "raw"} {
 		if tab := rs.Tables[name]; tab != nil {
 			for _, c := range tab.Order {

@@ -3,7 +3,7 @@ package plugin
 import (
 	"context"
 
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
+	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace"
 )
 
@@ -16,7 +16,7 @@ func (o *CheckOptions) runAllNodes(ctx context.Context) error {
 	}
 	defer stop()
 	results := make([]*trace.CheckResult, len(f.names))
-	failures := f.each(ctx, "checked", nil, func(ctx context.Context, i int, name string, r dpexec.Runner) error {
+	failures := f.each(ctx, "checked", nil, func(ctx context.Context, i int, name string, r noderun.Runner) error {
 		dp, _, _, _, err := readNode(ctx, o.streams, r, true, o.Input.Mode)
 		if err == nil {
 			results[i], err = trace.Check(ctx, dp, f.cluster, f.cluster.NodeContextFor(name, nil), o.scope)

@@ -15,7 +15,7 @@ import (
 	"github.com/svctrace/svctrace/dataplane/conntrack"
 	"github.com/svctrace/svctrace/render"
 	"github.com/svctrace/svctrace/trace"
-	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/iptables"
 )
 
 // BalanceOptions holds everything `balance` needs.
@@ -225,7 +225,7 @@ func counterGrowth(before, now map[string]uint64) map[string]uint64 {
 // counter statements. nil when the dataplane has no counters (kube-proxy's nftables rules,
 // ipvsadm text, a dump without -c).
 func newConnections(dp trace.Dataplane, tr *trace.Result) map[string]uint64 {
-	if x, ok := dp.(*xt.Dataplane); ok && x.IPVS != nil {
+	if x, ok := dp.(*iptables.Dataplane); ok && x.IPVS != nil {
 		proto, _ := trace.ParseProtocol(tr.Packet.Protocol)
 		dst, err := netip.ParseAddr(tr.Packet.Dst)
 		vs := x.IPVS.Find(proto.String(), netip.AddrPortFrom(dst, tr.Packet.Port))

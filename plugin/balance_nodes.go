@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/svctrace/svctrace/dataplane/conntrack"
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
+	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/render"
 	"github.com/svctrace/svctrace/trace"
 )
@@ -32,7 +32,7 @@ func (o *BalanceOptions) runAllNodes(ctx context.Context) error {
 	}
 	nodes := make([]node, len(f.names))
 	t.from = "pod"
-	failures := f.each(ctx, "read", nil, func(ctx context.Context, i int, name string, r dpexec.Runner) error {
+	failures := f.each(ctx, "read", nil, func(ctx context.Context, i int, name string, r noderun.Runner) error {
 		dp, _, _, _, err := readNode(ctx, t.streams, r, true, t.Input.Mode)
 		if err != nil {
 			return err
@@ -61,7 +61,7 @@ func (o *BalanceOptions) runAllNodes(ctx context.Context) error {
 		case <-time.After(o.duration):
 		}
 	}
-	second := f.each(ctx, "read", failures, func(ctx context.Context, i int, name string, r dpexec.Runner) error {
+	second := f.each(ctx, "read", failures, func(ctx context.Context, i int, name string, r noderun.Runner) error {
 		n := &nodes[i]
 		if o.duration == 0 {
 			n.conn = n.before

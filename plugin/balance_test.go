@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	tt "github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/test/tracetest"
 )
 
 // conntrackFile writes `conntrack -L -o extended` lines for the demo's hostnames Service: 60 short
@@ -47,7 +47,7 @@ func TestBalanceOffline(t *testing.T) {
 // none. The fixture is the recorded nftables demo with counters added to its endpoint rules.
 func TestBalanceReadsNftCounters(t *testing.T) {
 	const fixture = "../dataplane/snapshot/demo-nftables"
-	doc := tt.ReadNftDump(t, fixture+"/nft.json")
+	doc := tracetest.ReadNftDump(t, fixture+"/nft.json")
 	counted := 0
 	for _, o := range doc.Nftables {
 		r, ok := o["rule"].(map[string]any)

@@ -14,7 +14,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
 
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
+	"github.com/svctrace/svctrace/dataplane/noderun"
 )
 
 // debugPodLabel marks svctrace's debug pods (so that an operator can find any left behind).
@@ -65,7 +65,7 @@ var debugPodAccess = []authv1.ResourceAttributes{
 // startDebugPod creates the debug pod on node, waits until it runs, and returns a Runner that
 // execs in it and the function that deletes it (call it on every exit path; it uses its own
 // context, so a cancelled one still cleans up).
-func startDebugPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, d DebugPodFlags, node string) (dpexec.Runner, func(), error) {
+func startDebugPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, d DebugPodFlags, node string) (noderun.Runner, func(), error) {
 	rc, err := cfg.ToRESTConfig()
 	if err != nil {
 		return nil, nil, err
@@ -119,7 +119,7 @@ func startDebugPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, stre
 			cleanup()
 			return nil, nil, fmt.Errorf("waiting for debug pod %s/%s: %w", d.Namespace, name, err)
 		case p.Status.Phase == corev1.PodRunning:
-			return dpexec.Pod{Client: cs, Config: rc, Namespace: d.Namespace, Name: name, Container: "debug"}, cleanup, nil
+			return noderun.Pod{Client: cs, Config: rc, Namespace: d.Namespace, Name: name, Container: "debug"}, cleanup, nil
 		case p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded:
 			cleanup()
 			return nil, nil, fmt.Errorf("debug pod %s/%s ended (%s): %s", d.Namespace, name, p.Status.Phase, p.Status.Message)

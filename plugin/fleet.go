@@ -13,7 +13,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
+	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace"
 )
 
@@ -48,7 +48,7 @@ type fleet struct {
 	config  *genericclioptions.ConfigFlags
 	streams genericiooptions.IOStreams
 	cluster *trace.Cluster
-	pods    map[string]dpexec.Pod
+	pods    map[string]noderun.Pod
 	// names are the nodes to read, sorted; skipped run no kube-proxy pod.
 	names, skipped []string
 
@@ -56,7 +56,7 @@ type fleet struct {
 	// twice); close deletes them.
 	keepDebugPods bool
 	mu            sync.Mutex
-	debugPods     map[string]dpexec.Runner
+	debugPods     map[string]noderun.Runner
 	cleanups      []func()
 }
 
@@ -72,7 +72,7 @@ func (f *fleet) close() {
 
 // runner returns how to run commands on a node: its kube-proxy pod, or a debug pod (deleted by
 // done, unless kept for a later read).
-func (f *fleet) runner(ctx context.Context, name string) (r dpexec.Runner, done func(), err error) {
+func (f *fleet) runner(ctx context.Context, name string) (r noderun.Runner, done func(), err error) {
 	if p, ok := f.pods[name]; ok {
 		return p, func() {}, nil
 	}
@@ -91,7 +91,7 @@ func (f *fleet) runner(ctx context.Context, name string) (r dpexec.Runner, done 
 	}
 	f.mu.Lock()
 	if f.debugPods == nil {
-		f.debugPods = map[string]dpexec.Runner{}
+		f.debugPods = map[string]noderun.Runner{}
 	}
 	f.debugPods[name] = r
 	f.cleanups = append(f.cleanups, cleanup)
@@ -116,7 +116,7 @@ func openFleet(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams 
 	pods, err := kubeProxyPods(ctx, cfg, in.kubeProxyNamespace())
 	if err != nil && debug.Enabled && fallsBackToDebugPod(err) {
 		fmt.Fprintf(streams.ErrOut, "%v; reading every node from a debug pod instead\n", err)
-		pods, err = map[string]dpexec.Pod{}, nil
+		pods, err = map[string]noderun.Pod{}, nil
 	}
 	if err != nil {
 		cancel()
@@ -144,7 +144,7 @@ func openFleet(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams 
 // each runs fn for every node, --parallel at a time, each bounded by --node-timeout, with a
 // progress line on stderr ("VERB i/n nodes"). It returns each node's error (nil when it worked).
 // Nodes that already failed (earlier[i] != nil) are not read again and keep their error.
-func (f *fleet) each(ctx context.Context, verb string, earlier []error, fn func(ctx context.Context, i int, node string, r dpexec.Runner) error) []error {
+func (f *fleet) each(ctx context.Context, verb string, earlier []error, fn func(ctx context.Context, i int, node string, r noderun.Runner) error) []error {
 	failures := make([]error, len(f.names))
 	var done atomic.Int64
 	var wg sync.WaitGroup

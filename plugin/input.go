@@ -15,14 +15,14 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/svctrace/svctrace/dataplane"
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
-	ipread "github.com/svctrace/svctrace/dataplane/iptables"
-	ipvsread "github.com/svctrace/svctrace/dataplane/ipvs"
-	nftread "github.com/svctrace/svctrace/dataplane/nftables"
+	"github.com/svctrace/svctrace/dataplane/ipvsadm"
+	"github.com/svctrace/svctrace/dataplane/nftjson"
+	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/dataplane/snapshot"
+	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/trace"
-	xt "github.com/svctrace/svctrace/trace/iptables"
-	nft "github.com/svctrace/svctrace/trace/nftables"
+	"github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 // InputFlags choose where the dataplane and the API objects come from. Every command that reads a
@@ -46,7 +46,7 @@ type InputFlags struct {
 
 	// live is the remote node's runner once found (a kube-proxy pod, or a debug pod that close
 	// deletes): later reads in the same command reuse it.
-	live    dpexec.Runner
+	live    noderun.Runner
 	cleanup func()
 	// decoded are API objects already decoded for an earlier node of the same input (a set's
 	// nodes share one objects file): used instead of decoding them again.
@@ -64,7 +64,7 @@ func (f *InputFlags) Close() {
 
 // nodeRunner finds how to run commands on a remote node: its kube-proxy pod, or, when that is
 // not possible and --debug-pod allows it, a debug pod.
-func (f *InputFlags) nodeRunner(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, node string) (dpexec.Runner, error) {
+func (f *InputFlags) nodeRunner(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, node string) (noderun.Runner, error) {
 	if f.live != nil {
 		return f.live, nil
 	}
@@ -118,7 +118,7 @@ type Inputs struct {
 	// Conntrack is a snapshot bundle's conntrack table, when it has one.
 	Conntrack []byte
 	// Runner runs commands on the live node (this machine, or its kube-proxy pod); nil offline.
-	Runner dpexec.Runner
+	Runner noderun.Runner
 }
 
 // firstN returns at most n of list, with "..." when there are more.
@@ -238,7 +238,7 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		in.Dataplane = dp
 		in.Warnings = append(in.Warnings, warn...)
 	} else {
-		var r dpexec.Runner = dpexec.Local{}
+		var r noderun.Runner = noderun.Local{}
 		remote := f.remote()
 		if remote {
 			pod, err := f.nodeRunner(ctx, cfg, streams, node)
@@ -301,7 +301,7 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 // kube-proxy pod): nftables when kube-proxy's nftables table exists, else iptables from the
 // backend kube-proxy writes to, plus the IPVS table (netlink here, `ipvsadm -Ln` or
 // /proc/net/ip_vs remotely) and ipsets in IPVS mode. It returns the raw dumps too.
-func readNode(ctx context.Context, streams genericiooptions.IOStreams, r dpexec.Runner, remote bool, mode string) (trace.Dataplane, string, map[string][]byte, []string, error) {
+func readNode(ctx context.Context, streams genericiooptions.IOStreams, r noderun.Runner, remote bool, mode string) (trace.Dataplane, string, map[string][]byte, []string, error) {
 	var warnings []string
 	start := time.Now()
 	progress := func(what string, n int) {
@@ -309,32 +309,32 @@ func readNode(ctx context.Context, streams genericiooptions.IOStreams, r dpexec.
 			fmt.Fprintf(streams.ErrOut, "read %d MB of %s in %.1fs\n", n>>20, what, d.Seconds())
 		}
 	}
-	hasNft := mode == "nftables" || mode == "" && nftread.HasKubeProxyTable(ctx, r)
+	hasNft := mode == "nftables" || mode == "" && nftjson.HasKubeProxyTable(ctx, r)
 	if remote && !hasNft {
 		// Through the API server every command is an exec: one call settles the common case.
-		if rs, raw, b, ok := ipread.ReadDefault(ctx, r, false); ok {
+		if rs, raw, b, ok := xtables.ReadDefault(ctx, r, false); ok {
 			progress(b.Mode+" iptables rules", len(raw))
 			files := map[string][]byte{"iptables-save.txt": raw}
-			dp := &xt.Dataplane{V4: rs}
+			dp := &iptables.Dataplane{V4: rs}
 			if mode == "ipvs" || mode == "" && bytes.Contains(raw, []byte(":KUBE-IPVS-")) {
 				return readIPVS(ctx, r, remote, dp, files, b, warnings)
 			}
 			return dp, fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode), files, warnings, nil
 		}
 	}
-	b, berr := ipread.DetectBackend(ctx, r, false)
+	b, berr := xtables.DetectBackend(ctx, r, false)
 	if hasNft {
 		if mode == "" && berr == nil && b.KubeRules {
 			warnings = append(warnings, "this node has kube-proxy rules in both nftables and iptables (a mode switch in progress, or leftovers); reading nftables, pass --mode iptables for the other")
 		}
-		rs, raw, err := nftread.ReadLive(ctx, r)
+		rs, raw, err := nftjson.ReadLive(ctx, r)
 		if err != nil {
 			return nil, "", nil, nil, err
 		}
 		progress("nftables rules", len(raw))
-		return &nft.Dataplane{Rules: rs}, "live (nft -j list ruleset)", map[string][]byte{"nft.json": raw}, warnings, nil
+		return &nftables.Dataplane{Rules: rs}, "live (nft -j list ruleset)", map[string][]byte{"nft.json": raw}, warnings, nil
 	}
-	ipvsMode := mode == "ipvs" || mode == "" && ipvsread.HasKubeIPVS(ctx, r)
+	ipvsMode := mode == "ipvs" || mode == "" && ipvsadm.HasKubeIPVS(ctx, r)
 	if berr != nil {
 		return nil, "", nil, nil, berr
 	}
@@ -342,13 +342,13 @@ func readNode(ctx context.Context, streams genericiooptions.IOStreams, r dpexec.
 		warnings = append(warnings, fmt.Sprintf("both iptables backends (legacy and nf_tables), or neither, hold kube-proxy's chains; reading %s, this node's default", b.Mode))
 	}
 	var err error
-	rs, raw, err := ipread.ReadLive(ctx, r, b)
+	rs, raw, err := xtables.ReadLive(ctx, r, b)
 	if err != nil {
 		return nil, "", nil, nil, err
 	}
 	progress(b.Mode+" iptables rules", len(raw))
 	files := map[string][]byte{"iptables-save.txt": raw}
-	dp := &xt.Dataplane{V4: rs}
+	dp := &iptables.Dataplane{V4: rs}
 	if !ipvsMode {
 		return dp, fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode), files, warnings, nil
 	}
@@ -356,21 +356,21 @@ func readNode(ctx context.Context, streams genericiooptions.IOStreams, r dpexec.
 }
 
 // readIPVS adds the IPVS table and the ipsets to an iptables read.
-func readIPVS(ctx context.Context, r dpexec.Runner, remote bool, dp *xt.Dataplane, files map[string][]byte, b ipread.Backend, warnings []string) (trace.Dataplane, string, map[string][]byte, []string, error) {
+func readIPVS(ctx context.Context, r noderun.Runner, remote bool, dp *iptables.Dataplane, files map[string][]byte, b xtables.Backend, warnings []string) (trace.Dataplane, string, map[string][]byte, []string, error) {
 	var err error
 	var sets []byte
-	if dp.Sets, sets, err = ipvsread.ReadIPSets(ctx, r); err != nil {
+	if dp.Sets, sets, err = ipvsadm.ReadIPSets(ctx, r); err != nil {
 		return nil, "", nil, nil, fmt.Errorf("IPVS mode: %w", err)
 	}
 	if remote {
-		dp.IPVS, err = ipvsread.ReadRemote(ctx, r)
+		dp.IPVS, err = ipvsadm.ReadRemote(ctx, r)
 	} else {
-		dp.IPVS, err = ipvsread.ReadNetlink()
+		dp.IPVS, err = ipvsadm.ReadNetlink()
 	}
 	if err != nil {
 		return nil, "", nil, nil, err
 	}
-	files["ipset-save.txt"], files["ipvsadm-Ln.txt"] = sets, ipvsread.FormatList(dp.IPVS)
+	files["ipset-save.txt"], files["ipvsadm-Ln.txt"] = sets, ipvsadm.FormatList(dp.IPVS)
 	how := "IPVS over netlink"
 	if remote {
 		how = "ipvsadm -Ln"

@@ -10,7 +10,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
 
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
+	"github.com/svctrace/svctrace/dataplane/noderun"
 )
 
 // kubeProxyLabel selects kube-proxy's pods (kubeadm and most distributions).
@@ -18,7 +18,7 @@ const kubeProxyLabel = "k8s-app=kube-proxy"
 
 // kubeProxyPod finds the kube-proxy pod on the node and returns a Runner that execs in it,
 // after checking that the user may.
-func kubeProxyPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, namespace, node string) (dpexec.Runner, error) {
+func kubeProxyPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, namespace, node string) (noderun.Runner, error) {
 	pods, err := kubeProxyPods(ctx, cfg, namespace)
 	if err != nil {
 		return nil, err
@@ -34,7 +34,7 @@ func kubeProxyPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, names
 // in kube-proxy's namespace that a DaemonSet runs (or static mirror pods) count: what svctrace
 // reads from them is trusted as the node's rules, so a pod that only carries the label, in a
 // namespace a tenant controls, must not be exec'd into.
-func kubeProxyPods(ctx context.Context, cfg *genericclioptions.ConfigFlags, namespace string) (map[string]dpexec.Pod, error) {
+func kubeProxyPods(ctx context.Context, cfg *genericclioptions.ConfigFlags, namespace string) (map[string]noderun.Pod, error) {
 	rc, err := cfg.ToRESTConfig()
 	if err != nil {
 		return nil, err
@@ -54,14 +54,14 @@ func kubeProxyPods(ctx context.Context, cfg *genericclioptions.ConfigFlags, name
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]dpexec.Pod{}
+	out := map[string]noderun.Pod{}
 	if len(picked) > 0 {
 		if err := checkExec(lctx, cs, namespace); err != nil {
 			return nil, err
 		}
 	}
 	for node, p := range picked {
-		out[node] = dpexec.Pod{Client: cs, Config: rc, Namespace: p.Namespace, Name: p.Name, Container: p.Spec.Containers[0].Name}
+		out[node] = noderun.Pod{Client: cs, Config: rc, Namespace: p.Namespace, Name: p.Name, Container: p.Spec.Containers[0].Name}
 	}
 	return out, nil
 }

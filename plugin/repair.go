@@ -12,14 +12,14 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/svctrace/svctrace/dataplane"
-	"github.com/svctrace/svctrace/dataplane/exec"
-	"github.com/svctrace/svctrace/dataplane/iptables"
-	"github.com/svctrace/svctrace/dataplane/nftables"
+	"github.com/svctrace/svctrace/dataplane/nftjson"
+	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/dataplane/repair"
+	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/render"
 	"github.com/svctrace/svctrace/trace"
-	xt "github.com/svctrace/svctrace/trace/iptables"
-	nft "github.com/svctrace/svctrace/trace/nftables"
+	"github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 // RepairOptions holds everything `repair` needs.
@@ -184,7 +184,7 @@ func (o *RepairOptions) Run(ctx context.Context) error {
 			return err
 		}
 	} else {
-		if o.apply && !nftables.HasKubeProxyTable(ctx, exec.Local{}) {
+		if o.apply && !nftjson.HasKubeProxyTable(ctx, noderun.Local{}) {
 			if backend, err = liveBackend(ctx); err != nil {
 				return err
 			}
@@ -239,7 +239,7 @@ func (o *RepairOptions) plan(ctx context.Context, in *Inputs) (*trace.RepairPlan
 		}
 	}
 	switch dp := in.Dataplane.(type) {
-	case *nft.Dataplane:
+	case *nftables.Dataplane:
 		plan := &trace.RepairPlan{APIVersion: trace.APIVersion, Kind: "RepairPlan", Node: in.Node.Name, Mode: dp.Mode(), Changes: []trace.RepairChange{}, Services: []string{}}
 		res, err := trace.Check(ctx, dp, in.Cluster, in.Node, o.scope)
 		if err != nil {
@@ -254,7 +254,7 @@ func (o *RepairOptions) plan(ctx context.Context, in *Inputs) (*trace.RepairPlan
 			plan.Notes = append([]string{"refused: kube-proxy's nftables table belongs to kube-proxy (it replaces the whole table on every sync); svctrace does not write it. What is wrong:"}, plan.Notes...)
 		}
 		return plan, nil
-	case *xt.Dataplane:
+	case *iptables.Dataplane:
 		version, note := kubeProxyVersion(in.Cluster, in.Node.Name)
 		if version.major == 1 && version.minor > 0 && version.minor < 24 {
 			return nil, usageErrorf("kube-proxy on %s is %s: repair writes the rules of kube-proxy 1.30-1.36 and would fight an older layout; restart or upgrade kube-proxy instead", in.Node.Name, version.text)
@@ -262,9 +262,9 @@ func (o *RepairOptions) plan(ctx context.Context, in *Inputs) (*trace.RepairPlan
 		var plan *trace.RepairPlan
 		var err error
 		if dp.IPVS != nil {
-			plan, err = xt.PlanIPVSRepair(dp, in.Cluster, in.Node, o.scope)
+			plan, err = iptables.PlanIPVSRepair(dp, in.Cluster, in.Node, o.scope)
 		} else {
-			plan, err = xt.PlanRepair(dp, in.Cluster, in.Node, o.scope)
+			plan, err = iptables.PlanRepair(dp, in.Cluster, in.Node, o.scope)
 		}
 		if err == nil && note != "" && !plan.Empty() {
 			plan.Notes = append(plan.Notes, note)
@@ -343,7 +343,7 @@ func (o *RepairOptions) nodeName() string {
 // liveBackend is the iptables family kube-proxy writes to on this node; an unclear one is refused
 // (it would be read, planned against and written at random).
 func liveBackend(ctx context.Context) (string, error) {
-	b, err := iptables.DetectBackend(ctx, exec.Local{}, false)
+	b, err := xtables.DetectBackend(ctx, noderun.Local{}, false)
 	if err != nil {
 		return "", err
 	}

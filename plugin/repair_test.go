@@ -10,14 +10,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	tt "github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 )
 
 // editedDemoObjects writes the demo's API objects with the multi Service deleted and hostnames-c
 // replaced by a new pod address: what a node whose kube-proxy stopped would disagree with.
 func editedDemoObjects(t *testing.T) string {
-	data, err := trace.EncodeObjects(tt.StaleDemo(t, "../dataplane/snapshot/demo"))
+	data, err := trace.EncodeObjects(tracetest.StaleDemo(t, "../dataplane/snapshot/demo"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/svctrace/svctrace/dataplane/conntrack"
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
+	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/dataplane/snapshot"
 	"github.com/svctrace/svctrace/trace"
 )
@@ -115,7 +115,7 @@ func nodeKubeProxyVersion(cl *trace.Cluster, node string) string {
 
 // writeBundle writes one node's bundle into dir: its dumps, the objects when given, conntrack
 // (read through r) when asked for, and the manifest. It returns the files written.
-func (o *SnapshotOptions) writeBundle(ctx context.Context, dir, node, mode string, dumps map[string][]byte, r dpexec.Runner, objects []byte, kpVersion string) ([]string, error) {
+func (o *SnapshotOptions) writeBundle(ctx context.Context, dir, node, mode string, dumps map[string][]byte, r noderun.Runner, objects []byte, kpVersion string) ([]string, error) {
 	if err := snapshot.PrepareDir(dir); err != nil {
 		return nil, fmt.Errorf("cannot write the snapshot: %w", err)
 	}
@@ -187,7 +187,7 @@ func (o *SnapshotOptions) runAllNodes(ctx context.Context, dir string) error {
 	if err := snapshot.WriteFile(dir, "objects.json", objects); err != nil {
 		return err
 	}
-	failures := f.each(ctx, "saved", nil, func(ctx context.Context, _ int, name string, r dpexec.Runner) error {
+	failures := f.each(ctx, "saved", nil, func(ctx context.Context, _ int, name string, r noderun.Runner) error {
 		dp, _, dumps, _, err := readNode(ctx, o.streams, r, true, o.Input.Mode)
 		if err != nil {
 			return err

@@ -7,14 +7,14 @@ import (
 	"net/netip"
 	"strings"
 
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
+	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace"
 )
 
 // Delete removes the conntrack entries of one flush: protocol, original destination (address and
 // port, or any address with "*:PORT") and the backend the reply comes from. Entries of other
 // services, ports or backends are not touched. Finding none is not an error.
-func Delete(ctx context.Context, r dpexec.Runner, f trace.ConntrackFlush) error {
+func Delete(ctx context.Context, r noderun.Runner, f trace.ConntrackFlush) error {
 	argv := []string{"conntrack", "-D", "-p", f.Protocol}
 	host, port, ok := strings.Cut(f.Dst, ":")
 	if ap, err := netip.ParseAddrPort(f.Dst); err == nil {
@@ -29,7 +29,7 @@ func Delete(ctx context.Context, r dpexec.Runner, f trace.ConntrackFlush) error 
 	}
 	argv = append(argv, "--reply-src", f.Backend)
 	_, err := r.Run(ctx, argv...)
-	var ee *dpexec.Error
+	var ee *noderun.Error
 	if errors.As(err, &ee) && ee.ExitStatus == 1 && strings.Contains(ee.Stderr, "0 flow entries") {
 		return nil
 	}

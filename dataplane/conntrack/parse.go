@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
+	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace"
 )
 
@@ -125,7 +125,7 @@ func lineError(err error) error {
 }
 
 // ReadLive runs `conntrack -L -o extended` on the node.
-func ReadLive(ctx context.Context, r dpexec.Runner) ([]trace.Conn, error) {
+func ReadLive(ctx context.Context, r noderun.Runner) ([]trace.Conn, error) {
 	out, err := r.Run(ctx, "conntrack", "-L", "-o", "extended")
 	if err != nil {
 		return nil, fmt.Errorf("reading conntrack: %w", err)

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/svctrace/svctrace/dataplane/iptables"
+	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/trace"
 )
 
@@ -188,7 +188,7 @@ func (e *Engine) Apply(ctx context.Context, plan *trace.RepairPlan, node, backen
 		if err != nil {
 			return refuse("could not read the chains the plan touches: %v", err)
 		}
-		if diff := iptables.Differences(now, plan.IPTables, false); len(diff) > 0 {
+		if diff := xtables.Differences(now, plan.IPTables, false); len(diff) > 0 {
 			return refuse("the node changed since the plan was made (is kube-proxy running?): %s", strings.Join(diff, "; "))
 		}
 		if err := e.Node.TestRestore(ctx, backend, joinInputs(plan)); err != nil {
@@ -311,7 +311,7 @@ func (e *Engine) verify(ctx context.Context, s *State) ([]string, bool) {
 		if err != nil {
 			return []string{"reading the chains back failed: " + err.Error()}, false
 		}
-		if diff := iptables.Differences(now, plan.IPTables, true); len(diff) > 0 {
+		if diff := xtables.Differences(now, plan.IPTables, true); len(diff) > 0 {
 			return diff, false
 		}
 	}
@@ -421,11 +421,11 @@ func (e *Engine) restoreTables(ctx context.Context, s *State) (bool, error) {
 	}
 	changed := false
 	for _, t := range s.Plan.IPTables {
-		if len(iptables.Differences(now, []trace.TableRestore{t}, false)) == 0 {
+		if len(xtables.Differences(now, []trace.TableRestore{t}, false)) == 0 {
 			continue
 		}
 		changed = true
-		if err := e.Node.Restore(ctx, s.Backend, iptables.RollbackInput(t, now[t.Table])); err != nil {
+		if err := e.Node.Restore(ctx, s.Backend, xtables.RollbackInput(t, now[t.Table])); err != nil {
 			return true, fmt.Errorf("writing the old %s chains failed: %w", t.Table, err)
 		}
 	}
@@ -436,7 +436,7 @@ func (e *Engine) restoreTables(ctx context.Context, s *State) (bool, error) {
 	if err != nil {
 		return true, fmt.Errorf("reading the chains back failed: %w", err)
 	}
-	if diff := iptables.Differences(now, s.Plan.IPTables, false); len(diff) > 0 {
+	if diff := xtables.Differences(now, s.Plan.IPTables, false); len(diff) > 0 {
 		return true, fmt.Errorf("read back, not as before: %s", strings.Join(diff, "; "))
 	}
 	return true, nil
@@ -507,7 +507,7 @@ func (e *Engine) Undo(ctx context.Context, s *State, path, node string, force bo
 		if err != nil {
 			return Result{Outcome: NothingWritten, Message: fmt.Sprintf("could not read the chains the repair touched: %v; nothing was written", err)}
 		}
-		if diff := iptables.Differences(now, s.Plan.IPTables, true); len(diff) > 0 && len(iptables.Differences(now, s.Plan.IPTables, false)) > 0 {
+		if diff := xtables.Differences(now, s.Plan.IPTables, true); len(diff) > 0 && len(xtables.Differences(now, s.Plan.IPTables, false)) > 0 {
 			return Result{Outcome: NothingWritten, Message: fmt.Sprintf("the chains changed since the repair (kube-proxy synced them?): %s; undoing would overwrite that, so nothing was written; add --force to undo anyway", strings.Join(diff, "; "))}
 		}
 	}

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/svctrace/svctrace/dataplane/iptables"
+	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
-	rules "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/iptables"
 )
 
 // fakeNode is a node in memory: chains per table, IPVS real servers' weights, and saved files. Any
@@ -178,12 +178,12 @@ func demoPlan(t *testing.T) *trace.RepairPlan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := iptables.Parse(dump)
+	rs, err := xtables.Parse(dump)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cl := tracetest.StaleDemo(t, "../snapshot/demo")
-	plan, err := rules.PlanRepair(&rules.Dataplane{V4: rs}, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
+	plan, err := iptables.PlanRepair(&iptables.Dataplane{V4: rs}, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func nodeEquals(f *fakeNode, plan *trace.RepairPlan, after bool, realsBefore map
 	for table, cs := range f.chains {
 		got[table] = cs
 	}
-	if d := iptables.Differences(got, plan.IPTables, after); len(d) > 0 {
+	if d := xtables.Differences(got, plan.IPTables, after); len(d) > 0 {
 		return strings.Join(d, "; ")
 	}
 	if !after && realsBefore != nil && fmt.Sprint(f.reals) != fmt.Sprint(realsBefore) {

@@ -8,16 +8,16 @@ import (
 	"path/filepath"
 
 	"github.com/svctrace/svctrace/dataplane/conntrack"
-	"github.com/svctrace/svctrace/dataplane/exec"
-	"github.com/svctrace/svctrace/dataplane/iptables"
-	"github.com/svctrace/svctrace/dataplane/ipvs"
+	"github.com/svctrace/svctrace/dataplane/ipvsadm"
+	"github.com/svctrace/svctrace/dataplane/noderun"
+	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/trace"
 )
 
 // Local is this machine: the node repair runs on, as root.
 type Local struct{}
 
-var local exec.Local
+var local noderun.Local
 
 // lockWaitSeconds bounds how long a write waits for another writer's xtables lock.
 const lockWaitSeconds = "10"
@@ -35,7 +35,7 @@ func (Local) ReadChains(ctx context.Context, backend string, want map[string][]s
 	if err != nil {
 		return nil, err
 	}
-	return iptables.ReadChains(ctx, local, iptables.Backend{Save: save}, want)
+	return xtables.ReadChains(ctx, local, xtables.Backend{Save: save}, want)
 }
 
 // TestRestore implements Node.
@@ -44,7 +44,7 @@ func (Local) TestRestore(_ context.Context, backend, input string) error {
 	if err != nil {
 		return err
 	}
-	_, err = local.RunInput([]byte(input), iptables.Backend{Save: save}.Restore(), "--test", "--noflush", "--wait", lockWaitSeconds)
+	_, err = local.RunInput([]byte(input), xtables.Backend{Save: save}.Restore(), "--test", "--noflush", "--wait", lockWaitSeconds)
 	return err
 }
 
@@ -55,13 +55,13 @@ func (Local) Restore(_ context.Context, backend, input string) error {
 	if err != nil {
 		return err
 	}
-	_, err = local.RunInput([]byte(input), iptables.Backend{Save: save}.Restore(), "--noflush", "--wait", lockWaitSeconds)
+	_, err = local.RunInput([]byte(input), xtables.Backend{Save: save}.Restore(), "--noflush", "--wait", lockWaitSeconds)
 	return err
 }
 
 // IPVSWeights implements Node.
 func (Local) IPVSWeights(_ context.Context, keys []RealKey) (map[RealKey]int, error) {
-	tab, err := ipvs.ReadNetlink()
+	tab, err := ipvsadm.ReadNetlink()
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +82,7 @@ func (Local) IPVSWeights(_ context.Context, keys []RealKey) (map[RealKey]int, er
 }
 
 // IPVS implements Node.
-func (Local) IPVS(_ context.Context, op trace.IPVSOp) (string, error) { return ipvs.ApplyOp(op) }
+func (Local) IPVS(_ context.Context, op trace.IPVSOp) (string, error) { return ipvsadm.ApplyOp(op) }
 
 // DeleteConntrack implements Node.
 func (Local) DeleteConntrack(ctx context.Context, f trace.ConntrackFlush) error {

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/svctrace/svctrace/dataplane/iptables"
+	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/trace"
 )
 
@@ -19,7 +19,7 @@ import (
 var Backends = map[string]bool{"iptables": true, "iptables-legacy": true, "iptables-nft": true}
 
 // BackendOf is the family of a detected backend ("iptables-legacy" for iptables-legacy-save).
-func BackendOf(b iptables.Backend) string { return strings.TrimSuffix(b.Save, "-save") }
+func BackendOf(b xtables.Backend) string { return strings.TrimSuffix(b.Save, "-save") }
 
 // State is what --apply saves before it writes anything, and what --undo reads back. It is data:
 // the node, the mode, the backend family and the touched chains' rules before and after, and the
@@ -154,7 +154,7 @@ func ValidatePlan(p *trace.RepairPlan) error {
 			return fmt.Errorf("the plan has the %s table twice", t.Table)
 		}
 		seen[t.Table] = true
-		if err := iptables.ValidateInput(t); err != nil {
+		if err := xtables.ValidateInput(t); err != nil {
 			return err
 		}
 		for _, list := range [][]trace.ChainRules{t.Before, t.After} {
@@ -162,7 +162,7 @@ func ValidatePlan(p *trace.RepairPlan) error {
 				return err
 			}
 		}
-		if err := iptables.ValidateInput(trace.TableRestore{Table: t.Table, Before: t.Before, Input: iptables.RollbackInput(t, nil)}); err != nil {
+		if err := xtables.ValidateInput(trace.TableRestore{Table: t.Table, Before: t.Before, Input: xtables.RollbackInput(t, nil)}); err != nil {
 			return fmt.Errorf("the rules it would put back: %v", err)
 		}
 	}

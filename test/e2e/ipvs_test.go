@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/svctrace/svctrace/test/e2e/harness"
-	tt "github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 )
 
@@ -227,7 +227,7 @@ func writeRepairObjects(objects []byte, path string) error {
 	if err != nil {
 		return err
 	}
-	data, err := trace.EncodeObjects(tt.EditEndpoints(cl, "vmweb", map[string]string{"10.244.3.13": "10.244.3.14"}))
+	data, err := trace.EncodeObjects(tracetest.EditEndpoints(cl, "vmweb", map[string]string{"10.244.3.13": "10.244.3.14"}))
 	if err != nil {
 		return err
 	}

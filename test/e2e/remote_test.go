@@ -17,7 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/svctrace/svctrace/dataplane/exec"
+	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/test/e2e/harness"
 	"github.com/svctrace/svctrace/trace"
 )
@@ -44,7 +44,7 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	counter := filepath.Join(t.TempDir(), "runs")
-	pod := exec.Pod{Client: cluster.Client, Config: cfg, Namespace: "kube-system", Name: harness.KubeProxyPod}
+	pod := noderun.Pod{Client: cluster.Client, Config: cfg, Namespace: "kube-system", Name: harness.KubeProxyPod}
 	// (kwok reports a failed command as an internal error, without its exit status, where a
 	// kubelet sends the status; either way it is an error, and the command ran once.)
 	// kwok serves exec for the pod a moment after it reports it running: wait for a command

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/svctrace/svctrace/test/e2e/harness"
-	tt "github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 )
 
@@ -67,7 +67,7 @@ func TestRepairFaults(t *testing.T) {
 	}
 	orig := save()
 
-	objects, err := trace.EncodeObjects(tt.StaleDemo(t, "../../dataplane/snapshot/demo"))
+	objects, err := trace.EncodeObjects(tracetest.StaleDemo(t, "../../dataplane/snapshot/demo"))
 	if err != nil {
 		t.Fatal(err)
 	}

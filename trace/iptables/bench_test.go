@@ -6,20 +6,20 @@ import (
 	"strings"
 	"testing"
 
-	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
-	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/iptables"
 )
 
 // BenchmarkTraceWarm traces one Service of the 10,000 x 10 dump (hack/bench-dump.sh) once the
 // ruleset is parsed: what a second trace costs.
 func BenchmarkTraceWarm(b *testing.B) {
-	rs, err := ipread.Parse(tracetest.BenchFile(b, "iptables-10000x10/iptables-save.txt"))
+	rs, err := xtables.Parse(tracetest.BenchFile(b, "iptables-10000x10/iptables-save.txt"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	dp := &xt.Dataplane{V4: rs}
+	dp := &iptables.Dataplane{V4: rs}
 	// The last Service rule in KUBE-SERVICES (the worst case before big chains were indexed).
 	var vip netip.Addr
 	var port uint16
@@ -70,7 +70,7 @@ func BenchmarkRepairPlanFullNode(b *testing.B) {
 	dp, cl, node := benchNode(b)
 	b.ResetTimer()
 	for b.Loop() {
-		plan, err := xt.PlanRepair(dp, cl, node, trace.CheckScope{})
+		plan, err := iptables.PlanRepair(dp, cl, node, trace.CheckScope{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -81,9 +81,9 @@ func BenchmarkRepairPlanFullNode(b *testing.B) {
 }
 
 // benchNode loads the recorded 10,000 x 10 node and its API objects (hack/bench-dump.sh).
-func benchNode(b *testing.B) (*xt.Dataplane, *trace.Cluster, *trace.NodeContext) {
+func benchNode(b *testing.B) (*iptables.Dataplane, *trace.Cluster, *trace.NodeContext) {
 	b.Helper()
-	rs, err := ipread.Parse(tracetest.BenchFile(b, "iptables-10000x10/iptables-save.txt"))
+	rs, err := xtables.Parse(tracetest.BenchFile(b, "iptables-10000x10/iptables-save.txt"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func benchNode(b *testing.B) (*xt.Dataplane, *trace.Cluster, *trace.NodeContext)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &xt.Dataplane{V4: rs}, cl, cl.NodeContextFor("node1", nil)
+	return &iptables.Dataplane{V4: rs}, cl, cl.NodeContextFor("node1", nil)
 }
 
 // BenchmarkRepairPlanOneServiceGone plans the whole 10,000 x 10 node after one Service left the
@@ -103,7 +103,7 @@ func BenchmarkRepairPlanOneServiceGone(b *testing.B) {
 	cl = tracetest.WithoutService(cl, gone.Name)
 	b.ResetTimer()
 	for b.Loop() {
-		plan, err := xt.PlanRepair(dp, cl, node, trace.CheckScope{})
+		plan, err := iptables.PlanRepair(dp, cl, node, trace.CheckScope{})
 		if err != nil {
 			b.Fatal(err)
 		}

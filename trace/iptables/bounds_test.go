@@ -7,22 +7,22 @@ import (
 	"testing"
 	"time"
 
-	ipread "github.com/svctrace/svctrace/dataplane/iptables"
-	tt "github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/dataplane/xtables"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
-	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/iptables"
 )
 
 // TestASplittingLoopIsBounded: three rules that goto each other, one of them splitting on every
 // turn, once ran for ten minutes and wrote 150 MB of tree. The walk now stops at trace.MaxWork
 // rule steps with an error that says so.
 func TestASplittingLoopIsBounded(t *testing.T) {
-	rs, err := ipread.Parse([]byte(tt.GotoLoop))
+	rs, err := xtables.Parse([]byte(tracetest.GotoLoop))
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	_, err = (&xt.Dataplane{V4: rs}).Walk(context.Background(), trace.Packet{Src: netip.MustParseAddr("10.244.1.5"), Dst: netip.MustParseAddr("10.96.0.1"), DstPort: 80, Protocol: trace.TCP},
+	_, err = (&iptables.Dataplane{V4: rs}).Walk(context.Background(), trace.Packet{Src: netip.MustParseAddr("10.244.1.5"), Dst: netip.MustParseAddr("10.96.0.1"), DstPort: 80, Protocol: trace.TCP},
 		&trace.NodeContext{Name: "n"})
 	if !errors.Is(err, trace.ErrTooMuchWork) {
 		t.Fatalf("walk: %v", err)
@@ -40,7 +40,7 @@ func TestACancelledWalkStops(t *testing.T) {
 	if _, err := dp.Walk(ctx, pkt, node); !errors.Is(err, context.Canceled) {
 		t.Fatalf("walk with a cancelled context: %v", err)
 	}
-	if _, err := trace.Check(ctx, dp, tt.LoadObjects(t, "../../dataplane/snapshot/demo/objects.yaml"), node, trace.CheckScope{}); !errors.Is(err, context.Canceled) {
+	if _, err := trace.Check(ctx, dp, tracetest.LoadObjects(t, "../../dataplane/snapshot/demo/objects.yaml"), node, trace.CheckScope{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("check with a cancelled context: %v", err)
 	}
 }

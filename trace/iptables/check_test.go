@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	tt "github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 )
 
@@ -46,7 +46,7 @@ func TestCheckRecordedNodeIsClean(t *testing.T) {
 // edits the live cluster: a pod gone from the slice, a new pod in it, a Service deleted.
 func TestCheckFindsWhatChangedInTheAPI(t *testing.T) {
 	dp, _ := loadScenario(t, "../../dataplane/snapshot/demo")
-	edited := tt.StaleDemo(t, "../../dataplane/snapshot/demo")
+	edited := tracetest.StaleDemo(t, "../../dataplane/snapshot/demo")
 	res, err := trace.Check(context.Background(), dp, edited, edited.NodeContextFor("node1", nil), trace.CheckScope{})
 	if err != nil {
 		t.Fatal(err)

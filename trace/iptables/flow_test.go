@@ -8,25 +8,25 @@ import (
 	"regexp"
 	"testing"
 
-	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
-	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/iptables"
 )
 
 // loadScenario reads a dump and the API objects recorded from the real kube-proxy by
 // test/e2e/record (see dataplane/snapshot/demo/README.md).
-func loadScenario(t testing.TB, dir string) (*xt.Dataplane, *trace.Cluster) {
+func loadScenario(t testing.TB, dir string) (*iptables.Dataplane, *trace.Cluster) {
 	t.Helper()
 	dump, err := os.ReadFile(dir + "/iptables-save.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := ipread.Parse(dump)
+	rs, err := xtables.Parse(dump)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &xt.Dataplane{V4: rs}, tracetest.LoadObjects(t, dir+"/objects.yaml")
+	return &iptables.Dataplane{V4: rs}, tracetest.LoadObjects(t, dir+"/objects.yaml")
 }
 
 func clusterIP(t *testing.T, cl *trace.Cluster, name string) string {
@@ -62,14 +62,14 @@ func TestPacketFlowsWithoutComments(t *testing.T) {
 	if bytes.Contains(stripped, []byte("--comment")) {
 		t.Fatal("comments left in the dump")
 	}
-	rs, err := ipread.Parse(stripped)
+	rs, err := xtables.Parse(stripped)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, cl := loadScenario(t, "../../dataplane/snapshot/demo")
-	runScenarioFlows(t, &xt.Dataplane{V4: rs}, cl)
+	runScenarioFlows(t, &iptables.Dataplane{V4: rs}, cl)
 	node := cl.NodeContextFor("node1", nil)
-	res, err := trace.Run(context.Background(), &xt.Dataplane{V4: rs}, cl, trace.Query{Node: node, Packet: trace.Packet{
+	res, err := trace.Run(context.Background(), &iptables.Dataplane{V4: rs}, cl, trace.Query{Node: node, Packet: trace.Packet{
 		Src: netip.MustParseAddr(clientPodIP), Dst: netip.MustParseAddr(clusterIP(t, cl, "hostnames")), DstPort: 80, Protocol: trace.TCP}})
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +79,7 @@ func TestPacketFlowsWithoutComments(t *testing.T) {
 	}
 }
 
-func runScenarioFlows(t *testing.T, dp *xt.Dataplane, cl *trace.Cluster) {
+func runScenarioFlows(t *testing.T, dp *iptables.Dataplane, cl *trace.Cluster) {
 	hostnames := "10.244.1.11:9376, 10.244.1.12:9376, 10.244.1.13:9376"
 	web := "10.244.1.21:8080, 10.244.2.21:8080"
 	tracetest.Run(t, dp, cl, []packetFlowTest{

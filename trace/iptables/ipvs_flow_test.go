@@ -4,43 +4,43 @@ import (
 	"context"
 	"testing"
 
-	ipread "github.com/svctrace/svctrace/dataplane/iptables"
-	ipvsread "github.com/svctrace/svctrace/dataplane/ipvs"
-	tt "github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/dataplane/ipvsadm"
+	"github.com/svctrace/svctrace/dataplane/xtables"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
-	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/iptables"
 	"github.com/svctrace/svctrace/trace/ipvs"
 )
 
 // ipvsFixture is kube-proxy v1.36.3 in IPVS mode inside the QEMU guest (see its README).
 const ipvsFixture = "../../dataplane/snapshot/demo-ipvs"
 
-func loadIPVS(t *testing.T, table string) (*xt.Dataplane, *trace.Cluster) {
+func loadIPVS(t *testing.T, table string) (*iptables.Dataplane, *trace.Cluster) {
 	t.Helper()
-	data := tt.ReadFixture(t, ipvsFixture, table)
-	parse := ipvsread.ParseList
+	data := tracetest.ReadFixture(t, ipvsFixture, table)
+	parse := ipvsadm.ParseList
 	if table == "ipvsadm-Sn.txt" {
-		parse = ipvsread.ParseSave
+		parse = ipvsadm.ParseSave
 	}
 	tab, err := parse(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ipvsNode(t, tab), tt.LoadObjects(t, ipvsFixture+"/objects.yaml")
+	return ipvsNode(t, tab), tracetest.LoadObjects(t, ipvsFixture+"/objects.yaml")
 }
 
 // ipvsNode is the recorded IPVS node's iptables rules and sets with the given IPVS table.
-func ipvsNode(t testing.TB, tab *ipvs.Table) *xt.Dataplane {
+func ipvsNode(t testing.TB, tab *ipvs.Table) *iptables.Dataplane {
 	t.Helper()
-	rs, err := ipread.Parse(tt.ReadFixture(t, ipvsFixture, "iptables-save.txt"))
+	rs, err := xtables.Parse(tracetest.ReadFixture(t, ipvsFixture, "iptables-save.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sets, err := ipvsread.ParseIPSet(tt.ReadFixture(t, ipvsFixture, "ipset-save.txt"))
+	sets, err := ipvsadm.ParseIPSet(tracetest.ReadFixture(t, ipvsFixture, "ipset-save.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &xt.Dataplane{V4: rs, Sets: sets, IPVS: tab}
+	return &iptables.Dataplane{V4: rs, Sets: sets, IPVS: tab}
 }
 
 func TestPacketFlowsRecordedIPVS(t *testing.T) {
@@ -54,7 +54,7 @@ func TestPacketFlowsRecordedIPVS(t *testing.T) {
 			if table == "proc-net-ip_vs.txt" {
 				affinity = 0 // /proc prints the persistence timeout in jiffies: persistent, timeout unknown
 			}
-			tests := []tt.FlowTest{
+			tests := []tracetest.FlowTest{
 				{Name: "pod to cluster IP: rr over three real servers, source kept",
 					SourceIP: client, DestIP: "10.96.30.10", DestPort: 80, Output: web, Equal: true},
 				{Name: "node to cluster IP is masqueraded",
@@ -73,10 +73,10 @@ func TestPacketFlowsRecordedIPVS(t *testing.T) {
 					SourceIP: "10.244.3.11", DestIP: "10.96.30.10", DestPort: 80, Output: web, Hairpin: "10.244.3.11", Equal: true},
 			}
 			if affinity > 0 {
-				tests = append(tests, tt.FlowTest{Name: "persistence is session affinity",
+				tests = append(tests, tracetest.FlowTest{Name: "persistence is session affinity",
 					SourceIP: client, DestIP: "10.96.30.40", DestPort: 80, Output: web, Equal: true, Affinity: affinity})
 			}
-			tt.RunOnNode(t, dp, cl, "vm1", tests)
+			tracetest.RunOnNode(t, dp, cl, "vm1", tests)
 		})
 	}
 }

@@ -3,24 +3,24 @@ package iptables_test
 import (
 	"context"
 	"fmt"
-	tt "github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"math"
 	"net/netip"
 	"os"
 	"strings"
 	"testing"
 
-	ipread "github.com/svctrace/svctrace/dataplane/iptables"
-	ipvsread "github.com/svctrace/svctrace/dataplane/ipvs"
+	"github.com/svctrace/svctrace/dataplane/ipvsadm"
+	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/trace"
-	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/iptables"
 )
 
 // bigIptablesService is the recorded iptables node (dataplane/snapshot/demo, kube-proxy v1.36.3)
 // with default/hostnames' service chain grown to n endpoints, written as kube-proxy writes them:
 // one statistic rule per endpoint with probability 1/(n-i), the last without, each jumping to
 // an endpoint chain that marks hairpin traffic and DNATs.
-func bigIptablesService(t testing.TB, n int) *xt.Dataplane {
+func bigIptablesService(t testing.TB, n int) *iptables.Dataplane {
 	t.Helper()
 	data, err := os.ReadFile("../../dataplane/snapshot/demo/iptables-save.txt")
 	if err != nil {
@@ -39,7 +39,7 @@ func bigIptablesService(t testing.TB, n int) *xt.Dataplane {
 				ep := fmt.Sprintf("10.%d.%d.%d:9376", 100+i/65536, i/256%256, i%256)
 				stat := ""
 				if i < n-1 {
-					stat = " -m statistic --mode random --probability " + xt.Probability(n-i)
+					stat = " -m statistic --mode random --probability " + iptables.Probability(n-i)
 				}
 				fmt.Fprintf(&out, "[0:0] -A %s -m comment --comment \"default/hostnames:default -> %s\"%s -j KUBE-SEP-BIG%06d\n", svc, ep, stat, i)
 			}
@@ -58,20 +58,20 @@ func bigIptablesService(t testing.TB, n int) *xt.Dataplane {
 	if !grown {
 		t.Fatal("the recorded node has no endpoint rules for default/hostnames")
 	}
-	rs, err := ipread.Parse([]byte(out.String()))
+	rs, err := xtables.Parse([]byte(out.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &xt.Dataplane{V4: rs}
+	return &iptables.Dataplane{V4: rs}
 }
 
 // bigIPVSService is the recorded IPVS node (dataplane/snapshot/demo-ipvs) with the virtual
 // server 10.96.30.10:80 given n real servers in `ipvsadm -Ln` form.
-func bigIPVSService(t testing.TB, n int) *xt.Dataplane {
+func bigIPVSService(t testing.TB, n int) *iptables.Dataplane {
 	t.Helper()
 	var out strings.Builder
 	in := false
-	for _, line := range strings.SplitAfter(string(tt.ReadFixture(t, ipvsFixture, "ipvsadm-Ln.txt")), "\n") {
+	for _, line := range strings.SplitAfter(string(tracetest.ReadFixture(t, ipvsFixture, "ipvsadm-Ln.txt")), "\n") {
 		if in && strings.HasPrefix(line, "  ->") {
 			continue
 		}
@@ -84,7 +84,7 @@ func bigIPVSService(t testing.TB, n int) *xt.Dataplane {
 			}
 		}
 	}
-	tab, err := ipvsread.ParseList([]byte(out.String()))
+	tab, err := ipvsadm.ParseList([]byte(out.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func bigPacket(dst string, port uint16) (trace.Packet, *trace.NodeContext) {
 // probabilities allow, and sum to 1, in bounded memory.
 func TestTenThousandEndpointsIptables(t *testing.T) {
 	pkt, node := bigPacket("10.96.10.10", 80)
-	w, took, alloc := tt.MeasuredWalk(t, bigIptablesService(t, 10000), pkt, node)
+	w, took, alloc := tracetest.MeasuredWalk(t, bigIptablesService(t, 10000), pkt, node)
 	seen := map[netip.AddrPort]bool{}
 	sum := 0.0
 	for _, p := range w.Paths {
@@ -126,7 +126,7 @@ func TestTenThousandEndpointsIptables(t *testing.T) {
 // TestTenThousandEndpointsIPVS: a virtual server with 10,000 real servers of equal weight.
 func TestTenThousandEndpointsIPVS(t *testing.T) {
 	pkt, node := bigPacket("10.96.30.10", 80)
-	w, took, alloc := tt.MeasuredWalk(t, bigIPVSService(t, 10000), pkt, node)
+	w, took, alloc := tracetest.MeasuredWalk(t, bigIPVSService(t, 10000), pkt, node)
 	seen := map[netip.AddrPort]bool{}
 	for _, p := range w.Paths {
 		if p.Verdict.Kind != trace.DNAT || p.Probability != 1.0/10000 {
@@ -148,7 +148,7 @@ func TestTenThousandEndpointsIPVS(t *testing.T) {
 func BenchmarkTraceTenThousandEndpoints(b *testing.B) {
 	for _, c := range []struct {
 		name string
-		dp   func(testing.TB, int) *xt.Dataplane
+		dp   func(testing.TB, int) *iptables.Dataplane
 		dst  string
 	}{{"iptables", bigIptablesService, "10.96.10.10"}, {"ipvs", bigIPVSService, "10.96.30.10"}} {
 		b.Run(c.name, func(b *testing.B) {

@@ -8,19 +8,19 @@ import (
 	"strings"
 	"testing"
 
-	ipread "github.com/svctrace/svctrace/dataplane/iptables"
+	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/trace"
-	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/iptables"
 )
 
 // oldLayout reads the hand-written v1.20-layout fixture (origin in testdata/README.md).
-func oldLayout(t *testing.T) *xt.Ruleset {
+func oldLayout(t *testing.T) *iptables.Ruleset {
 	t.Helper()
 	data, err := os.ReadFile("testdata/v1.20-layout.iptables")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := ipread.Parse(data)
+	rs, err := xtables.Parse(data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func walkOld(t *testing.T, pkt trace.Packet, local ...string) *trace.Walk {
 	for _, l := range local {
 		node.Local = append(node.Local, netip.MustParseAddr(l))
 	}
-	w, err := (&xt.Dataplane{V4: rs}).Walk(context.Background(), pkt, node)
+	w, err := (&iptables.Dataplane{V4: rs}).Walk(context.Background(), pkt, node)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,11 +130,11 @@ func TestOutputHookFromTheNodeIsMasqueradedForClusterIP(t *testing.T) {
 
 func TestLoopingRulesStopWithANote(t *testing.T) {
 	dump := "*nat\n:PREROUTING ACCEPT [0:0]\n:A - [0:0]\n:B - [0:0]\n-A PREROUTING -j A\n-A A -j B\n-A B -g A\nCOMMIT\n"
-	rs, err := ipread.Parse([]byte(dump))
+	rs, err := xtables.Parse([]byte(dump))
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := (&xt.Dataplane{V4: rs}).Walk(context.Background(), trace.Packet{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), DstPort: 80, Protocol: trace.TCP}, &trace.NodeContext{})
+	w, err := (&iptables.Dataplane{V4: rs}).Walk(context.Background(), trace.Packet{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), DstPort: 80, Protocol: trace.TCP}, &trace.NodeContext{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"os"
 
-	ipread "github.com/svctrace/svctrace/dataplane/iptables"
-	tt "github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/dataplane/xtables"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"strings"
 	"testing"
 
 	"github.com/svctrace/svctrace/trace"
-	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/iptables"
 )
 
 // TestRepairPlanIsEmptyOnTheRecordedNode: the rules svctrace writes for every Service port are the
@@ -25,7 +25,7 @@ import (
 func TestRepairPlanIsEmptyOnTheRecordedNode(t *testing.T) {
 	for _, dir := range []string{"../../dataplane/snapshot/demo", "testdata/kube-proxy-v1.33.13", "testdata/kube-proxy-v1.30.14"} {
 		dp, cl := loadScenario(t, dir)
-		plan, err := xt.PlanRepair(dp, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
+		plan, err := iptables.PlanRepair(dp, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -50,9 +50,9 @@ func TestRepairPlanFollowsTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	dp, _ := loadScenario(t, "../../dataplane/snapshot/demo")
-	edited := tt.EditEndpoints(tt.StaleDemo(t, "../../dataplane/snapshot/demo"), "dns", map[string]string{"10.244.2.52": ""})
+	edited := tracetest.EditEndpoints(tracetest.StaleDemo(t, "../../dataplane/snapshot/demo"), "dns", map[string]string{"10.244.2.52": ""})
 	node := edited.NodeContextFor("node1", nil)
-	plan, err := xt.PlanRepair(dp, edited, node, trace.CheckScope{})
+	plan, err := iptables.PlanRepair(dp, edited, node, trace.CheckScope{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestRepairPlanFollowsTheAPI(t *testing.T) {
 			f := strings.Fields(l)
 			switch {
 			case strings.HasPrefix(l, ":"):
-				if c := f[0][1:]; !xt.IsServiceChain(c) && c != "KUBE-SERVICES" && c != "KUBE-NODEPORTS" && c != "KUBE-EXTERNAL-SERVICES" && c != "KUBE-PROXY-FIREWALL" {
+				if c := f[0][1:]; !iptables.IsServiceChain(c) && c != "KUBE-SERVICES" && c != "KUBE-NODEPORTS" && c != "KUBE-EXTERNAL-SERVICES" && c != "KUBE-PROXY-FIREWALL" {
 					t.Errorf("plan writes chain %s", c)
 				}
 			case strings.HasPrefix(l, "-X "):
@@ -78,15 +78,15 @@ func TestRepairPlanFollowsTheAPI(t *testing.T) {
 				t.Errorf("a rule after a chain deletion: %s", l)
 			}
 		}
-		if after, err = tt.ApplyRestore(after, tr.Input); err != nil {
+		if after, err = tracetest.ApplyRestore(after, tr.Input); err != nil {
 			t.Fatalf("%s: %v\n%s", tr.Table, err, tr.Input)
 		}
 	}
-	rs, err := ipread.Parse(after)
+	rs, err := xtables.Parse(after)
 	if err != nil {
 		t.Fatal(err)
 	}
-	repaired := &xt.Dataplane{V4: rs}
+	repaired := &iptables.Dataplane{V4: rs}
 	res, err := trace.Check(context.Background(), repaired, edited, node, trace.CheckScope{})
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +94,7 @@ func TestRepairPlanFollowsTheAPI(t *testing.T) {
 	if got := kinds(res, trace.SeverityWarning); len(got) != 0 {
 		t.Errorf("findings after the repair: %v", got)
 	}
-	if again, err := xt.PlanRepair(repaired, edited, node, trace.CheckScope{}); err != nil || !again.Empty() {
+	if again, err := iptables.PlanRepair(repaired, edited, node, trace.CheckScope{}); err != nil || !again.Empty() {
 		t.Errorf("a second plan is not empty (%v): %+v", err, again.Changes)
 	}
 	// The multi Service's chains are gone; hostnames' new endpoint has its own chain.
@@ -108,7 +108,7 @@ func TestRepairPlanFollowsTheAPI(t *testing.T) {
 	}
 
 	// Scope: only hostnames is planned when only hostnames is asked for.
-	one, err := xt.PlanRepair(dp, edited, node, trace.CheckScope{Namespace: "default", Name: "hostnames"})
+	one, err := iptables.PlanRepair(dp, edited, node, trace.CheckScope{Namespace: "default", Name: "hostnames"})
 	if err != nil || strings.Join(one.Services, " ") != "default/hostnames:default" || len(one.Conntrack) != 0 {
 		t.Errorf("scoped plan: %v %v %+v", err, one.Services, one.Conntrack)
 	}
@@ -122,15 +122,15 @@ func TestRepairPlanFollowsTheAPI(t *testing.T) {
 func TestIPVSRepairPlan(t *testing.T) {
 	dp, cl := loadIPVS(t, "ipvsadm-Ln.txt")
 	node := cl.NodeContextFor("vm1", dp.IPVS.Addresses())
-	plan, err := xt.PlanIPVSRepair(dp, cl, node, trace.CheckScope{})
+	plan, err := iptables.PlanIPVSRepair(dp, cl, node, trace.CheckScope{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !plan.Empty() {
 		t.Fatalf("plan on the synced node: %+v", plan.Changes)
 	}
-	edited := tt.EditEndpoints(cl, "vmweb", map[string]string{"10.244.3.13": "10.244.3.14"})
-	plan, err = xt.PlanIPVSRepair(dp, edited, node, trace.CheckScope{Namespace: "ipvs"})
+	edited := tracetest.EditEndpoints(cl, "vmweb", map[string]string{"10.244.3.13": "10.244.3.14"})
+	plan, err = iptables.PlanIPVSRepair(dp, edited, node, trace.CheckScope{Namespace: "ipvs"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestIPVSRepairPlan(t *testing.T) {
 // refused rather than overwritten with the new one.
 func TestRepairRefusesAnOldLayout(t *testing.T) {
 	cl := trace.NewCluster(nil, nil, nil, nil)
-	_, err := xt.PlanRepair(&xt.Dataplane{V4: oldLayout(t)}, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
+	_, err := iptables.PlanRepair(&iptables.Dataplane{V4: oldLayout(t)}, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
 	if err == nil || !strings.Contains(err.Error(), "before 1.24") {
 		t.Fatalf("old layout: %v", err)
 	}
@@ -170,7 +170,7 @@ func TestRepairFollowsTheNodesNFAcct(t *testing.T) {
 	if without == string(dump) || strings.Contains(without, "nfacct") {
 		t.Fatal("the recorded node has no nfacct matches to take out")
 	}
-	rs, err := ipread.Parse([]byte(without))
+	rs, err := xtables.Parse([]byte(without))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,8 +178,8 @@ func TestRepairFollowsTheNodesNFAcct(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		cl   *trace.Cluster
-	}{{"synced", cl}, {"a node port Service gone", tt.WithoutService(cl, "web-nodeport")}} {
-		plan, err := xt.PlanRepair(&xt.Dataplane{V4: rs}, tc.cl, tc.cl.NodeContextFor("node1", nil), trace.CheckScope{})
+	}{{"synced", cl}, {"a node port Service gone", tracetest.WithoutService(cl, "web-nodeport")}} {
+		plan, err := iptables.PlanRepair(&iptables.Dataplane{V4: rs}, tc.cl, tc.cl.NodeContextFor("node1", nil), trace.CheckScope{})
 		if err != nil {
 			t.Fatal(err)
 		}

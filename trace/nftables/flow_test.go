@@ -5,71 +5,71 @@ import (
 	"os"
 	"testing"
 
-	nftread "github.com/svctrace/svctrace/dataplane/nftables"
-	tt "github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/dataplane/nftjson"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
-	nft "github.com/svctrace/svctrace/trace/nftables"
+	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 // The fixture: kube-proxy v1.36.3 in nftables mode after syncing the standard scenario, recorded
 // by test/e2e/record (see dataplane/snapshot/demo-nftables/README.md).
 const fixture = "../../dataplane/snapshot/demo-nftables"
 
-func load(t testing.TB) (*nft.Dataplane, *trace.Cluster) {
+func load(t testing.TB) (*nftables.Dataplane, *trace.Cluster) {
 	t.Helper()
 	data, err := os.ReadFile(fixture + "/nft.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := nftread.Parse(data)
+	rs, err := nftjson.Parse(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &nft.Dataplane{Rules: rs}, tt.LoadObjects(t, fixture+"/objects.yaml")
+	return &nftables.Dataplane{Rules: rs}, tracetest.LoadObjects(t, fixture+"/objects.yaml")
 }
 
 func TestPacketFlowsRecordedNftables(t *testing.T) {
 	dp, cl := load(t)
-	ip := func(name string) string { return tt.ClusterIP(t, cl, name) }
+	ip := func(name string) string { return tracetest.ClusterIP(t, cl, name) }
 	hostnames := "10.244.1.11:9376, 10.244.1.12:9376, 10.244.1.13:9376"
 	web := "10.244.1.21:8080, 10.244.2.21:8080"
-	tt.Run(t, dp, cl, []tt.FlowTest{
+	tracetest.Run(t, dp, cl, []tracetest.FlowTest{
 		{Name: "pod to cluster IP: numgen random mod 3 gives exact thirds, source kept",
-			SourceIP: tt.ClientPodIP, DestIP: ip("hostnames"), DestPort: 80, Output: hostnames, Equal: true},
+			SourceIP: tracetest.ClientPodIP, DestIP: ip("hostnames"), DestPort: 80, Output: hostnames, Equal: true},
 		{Name: "node to cluster IP is masqueraded (source outside the cluster CIDR)",
-			SourceIP: tt.NodeIP, Origin: trace.FromLocalProcess, DestIP: ip("hostnames"), DestPort: 80, Output: hostnames, Masq: true},
+			SourceIP: tracetest.NodeIP, Origin: trace.FromLocalProcess, DestIP: ip("hostnames"), DestPort: 80, Output: hostnames, Masq: true},
 		{Name: "wrong port on a cluster IP is rejected: nftables mode rejects unknown ports on cluster IPs",
-			SourceIP: tt.ClientPodIP, DestIP: ip("hostnames"), DestPort: 81, Output: "REJECT"},
+			SourceIP: tracetest.ClientPodIP, DestIP: ip("hostnames"), DestPort: 81, Output: "REJECT"},
 		{Name: "external to node port with Cluster policy reaches both nodes' pods, masqueraded",
-			SourceIP: tt.ExternalIP, DestIP: tt.NodeIP, DestPort: 30080, Output: web, Masq: true, Equal: true},
+			SourceIP: tracetest.ExternalIP, DestIP: tracetest.NodeIP, DestPort: 30080, Output: web, Masq: true, Equal: true},
 		{Name: "nftables mode accepts node ports only on the primary node IP",
-			SourceIP: tt.ExternalIP, DestIP: tt.NodeExtIP, DestPort: 30080, Output: "ACCEPT"},
+			SourceIP: tracetest.ExternalIP, DestIP: tracetest.NodeExtIP, DestPort: 30080, Output: "ACCEPT"},
 		{Name: "external to node port with Local policy reaches only the local pod, source kept",
-			SourceIP: tt.ExternalIP, DestIP: tt.NodeIP, DestPort: 30081, Output: "10.244.1.21:8080"},
+			SourceIP: tracetest.ExternalIP, DestIP: tracetest.NodeIP, DestPort: 30081, Output: "10.244.1.21:8080"},
 		{Name: "node-local to node port with Local policy is masqueraded and uses all endpoints",
-			SourceIP: tt.NodeIP, Origin: trace.FromLocalProcess, DestIP: tt.NodeIP, DestPort: 30081, Output: web, Masq: true},
+			SourceIP: tracetest.NodeIP, Origin: trace.FromLocalProcess, DestIP: tracetest.NodeIP, DestPort: 30081, Output: web, Masq: true},
 		{Name: "pod to node port with Local policy is short-circuited to the cluster-wide endpoints",
-			SourceIP: tt.ClientPodIP, DestIP: tt.NodeIP, DestPort: 30081, Output: web},
+			SourceIP: tracetest.ClientPodIP, DestIP: tracetest.NodeIP, DestPort: 30081, Output: web},
 		{Name: "allowed source to the load balancer IP is DNAT'ed and masqueraded",
-			SourceIP: tt.ExternalIP, DestIP: tt.LBIP, DestPort: 80, Output: web, Masq: true},
+			SourceIP: tracetest.ExternalIP, DestIP: tracetest.LBIP, DestPort: 80, Output: web, Masq: true},
 		{Name: "source outside loadBalancerSourceRanges is dropped",
-			SourceIP: "198.51.100.11", DestIP: tt.LBIP, DestPort: 80, Output: "DROP"},
+			SourceIP: "198.51.100.11", DestIP: tracetest.LBIP, DestPort: 80, Output: "DROP"},
 		{Name: "cluster IP without endpoints is rejected",
-			SourceIP: tt.ClientPodIP, DestIP: ip("empty"), DestPort: 80, Output: "REJECT"},
+			SourceIP: tracetest.ClientPodIP, DestIP: ip("empty"), DestPort: 80, Output: "REJECT"},
 		{Name: "node port without endpoints is rejected",
-			SourceIP: tt.ExternalIP, DestIP: tt.NodeIP, DestPort: 30090, Output: "REJECT"},
+			SourceIP: tracetest.ExternalIP, DestIP: tracetest.NodeIP, DestPort: 30090, Output: "REJECT"},
 		{Name: "Local policy node port without local endpoints drops external traffic",
-			SourceIP: tt.ExternalIP, DestIP: tt.NodeIP, DestPort: 30083, Output: "DROP"},
+			SourceIP: tracetest.ExternalIP, DestIP: tracetest.NodeIP, DestPort: 30083, Output: "DROP"},
 		{Name: "internalTrafficPolicy Local without local endpoints drops cluster IP traffic",
-			SourceIP: tt.ClientPodIP, DestIP: ip("remote-itp"), DestPort: 80, Output: "DROP"},
+			SourceIP: tracetest.ClientPodIP, DestIP: ip("remote-itp"), DestPort: 80, Output: "DROP"},
 		{Name: "session affinity: first connections split equally, later ones stick",
-			SourceIP: tt.ClientPodIP, DestIP: ip("sticky"), DestPort: 80, Output: hostnames, Equal: true, Affinity: 10800},
+			SourceIP: tracetest.ClientPodIP, DestIP: ip("sticky"), DestPort: 80, Output: hostnames, Equal: true, Affinity: 10800},
 		{Name: "hairpin: the hairpin-connections set masquerades a pod reaching itself",
 			SourceIP: "10.244.1.41", DestIP: ip("multi"), DestPort: 9090, Output: "10.244.1.41:9090, 10.244.1.42:9090", Hairpin: "10.244.1.41"},
 		{Name: "second port of a multi-port service has its own endpoints",
-			SourceIP: tt.ClientPodIP, DestIP: ip("multi"), DestPort: 80, Output: "10.244.1.41:8080, 10.244.1.42:8080", Equal: true},
+			SourceIP: tracetest.ClientPodIP, DestIP: ip("multi"), DestPort: 80, Output: "10.244.1.41:8080, 10.244.1.42:8080", Equal: true},
 		{Name: "UDP service",
-			SourceIP: tt.ClientPodIP, DestIP: ip("dns"), DestPort: 53, Proto: trace.UDP, Output: "10.244.1.51:5353, 10.244.2.52:5353", Equal: true},
+			SourceIP: tracetest.ClientPodIP, DestIP: ip("dns"), DestPort: 53, Proto: trace.UDP, Output: "10.244.1.51:5353, 10.244.2.52:5353", Equal: true},
 	})
 }
 

@@ -7,18 +7,18 @@ import (
 	"strings"
 	"testing"
 
-	nftread "github.com/svctrace/svctrace/dataplane/nftables"
-	tt "github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/dataplane/nftjson"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
-	nft "github.com/svctrace/svctrace/trace/nftables"
+	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 // bigService is the recorded nftables node with the dns Service's numgen map (the rule that
 // DNATs to one of its endpoints) grown to n endpoints: the shape kube-proxy writes for a Service
 // with n endpoints.
-func bigService(t testing.TB, n int) *nft.Dataplane {
+func bigService(t testing.TB, n int) *nftables.Dataplane {
 	t.Helper()
-	doc := tt.ReadNftDump(t, fixture+"/nft.json")
+	doc := tracetest.ReadNftDump(t, fixture+"/nft.json")
 	grown := false
 	for _, it := range doc.Nftables {
 		r, ok := it["rule"].(map[string]any)
@@ -43,11 +43,11 @@ func bigService(t testing.TB, n int) *nft.Dataplane {
 	if !grown {
 		t.Fatal("the recorded node has no numgen DNAT rule for default/dns")
 	}
-	rs, err := nftread.Parse(doc.Encode(t))
+	rs, err := nftjson.Parse(doc.Encode(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &nft.Dataplane{Rules: rs}
+	return &nftables.Dataplane{Rules: rs}
 }
 
 func dnsPacket() (trace.Packet, *trace.NodeContext) {
@@ -61,7 +61,7 @@ func dnsPacket() (trace.Packet, *trace.NodeContext) {
 func TestTenThousandEndpointsNftables(t *testing.T) {
 	dp := bigService(t, 10000)
 	pkt, node := dnsPacket()
-	w, took, alloc := tt.MeasuredWalk(t, dp, pkt, node)
+	w, took, alloc := tracetest.MeasuredWalk(t, dp, pkt, node)
 	// Each path shows the DNAT rule; its text names a few elements and the count, not 10,000
 	// (a whole trace once printed gigabytes).
 	for _, st := range w.Paths[0].Steps {

@@ -1,7 +1,7 @@
-// Package iptables reads iptables state: iptables-save text (with or without -c counters, from the
+// Package xtables reads iptables state: iptables-save text (with or without -c counters, from the
 // legacy or the nf_tables variant), live from the node, and hands it to the engine as a
 // trace/iptables Ruleset.
-package iptables
+package xtables
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 	"strings"
 	"unsafe"
 
-	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/iptables"
 )
 
 // ParseError is a malformed line in an iptables-save dump.
@@ -32,15 +32,15 @@ func (e *ParseError) Error() string {
 // Parse reads iptables-save (or ip6tables-save) output. Every rule's text, chain name and comment
 // point into data rather than copies of it, so a 35 MB dump costs little more than its own size:
 // the caller must not modify data afterwards.
-func Parse(data []byte) (*xt.Ruleset, error) {
+func Parse(data []byte) (*iptables.Ruleset, error) {
 	text := ""
 	if len(data) > 0 {
 		text = unsafe.String(&data[0], len(data))
 	}
-	p := &parser{rs: &xt.Ruleset{Tables: map[string]*xt.Table{}}}
+	p := &parser{rs: &iptables.Ruleset{Tables: map[string]*iptables.Table{}}}
 	// Rules never move once placed: chains keep pointers into this slab.
-	p.rs.Rules = make([]xt.Rule, 0, bytes.Count(data, []byte("-A "))+1)
-	p.ptrs = make([]*xt.Rule, 0, cap(p.rs.Rules))
+	p.rs.Rules = make([]iptables.Rule, 0, bytes.Count(data, []byte("-A "))+1)
+	p.ptrs = make([]*iptables.Rule, 0, cap(p.rs.Rules))
 	p.toks = make([]string, 0, 64)
 	line := 0
 	for len(text) > 0 {
@@ -68,13 +68,13 @@ func Parse(data []byte) (*xt.Ruleset, error) {
 }
 
 type parser struct {
-	rs    *xt.Ruleset
-	table *xt.Table
+	rs    *iptables.Ruleset
+	table *iptables.Table
 	toks  []string
 	// ptrs is the shared slab of rule pointers; last is the chain whose rules end it, start
 	// where they begin.
-	ptrs  []*xt.Rule
-	last  *xt.Chain
+	ptrs  []*iptables.Rule
+	last  *iptables.Chain
 	start int
 }
 
@@ -106,7 +106,7 @@ func (p *parser) line(n int, l string) error {
 		}
 		t := p.rs.Tables[name]
 		if t == nil {
-			t = &xt.Table{Name: name, Chains: map[string]*xt.Chain{}}
+			t = &iptables.Table{Name: name, Chains: map[string]*iptables.Chain{}}
 			p.rs.Tables[name] = t
 		}
 		p.table = t
@@ -122,7 +122,7 @@ func (p *parser) line(n int, l string) error {
 		}
 		c := p.table.Chains[name]
 		if c == nil {
-			c = &xt.Chain{Name: name}
+			c = &iptables.Chain{Name: name}
 			p.table.Chains[name] = c
 			p.table.Order = append(p.table.Order, c)
 		}
@@ -150,7 +150,7 @@ func (p *parser) rule(n int, l string) error {
 		// Chains point into the slab; growing it would leave them pointing at stale copies.
 		return &ParseError{Line: n, Text: l, Msg: "more rules than -A lines counted"}
 	}
-	p.rs.Rules = append(p.rs.Rules, xt.Rule{Line: int32(n)})
+	p.rs.Rules = append(p.rs.Rules, iptables.Rule{Line: int32(n)})
 	r := &p.rs.Rules[len(p.rs.Rules)-1]
 	if l[0] == '[' {
 		end := strings.IndexByte(l, ']')
@@ -195,7 +195,7 @@ func (p *parser) rule(n int, l string) error {
 // addRule appends r to c. iptables-save prints a chain's rules together, so chains share one
 // slab of pointers (a sub-slice each) instead of growing 100,000 small slices; a chain whose
 // rules are interleaved with another's gets its own copy.
-func (p *parser) addRule(c *xt.Chain, r *xt.Rule) {
+func (p *parser) addRule(c *iptables.Chain, r *iptables.Rule) {
 	if len(c.Rules) > 0 && p.last != c {
 		// Slab sub-slices have no spare capacity, so this append copies; it never writes
 		// into the slab.
@@ -302,7 +302,7 @@ var knownModules = map[string]bool{
 	"nfacct": true,
 }
 
-func parseArgs(r *xt.Rule, toks []string) error {
+func parseArgs(r *iptables.Rule, toks []string) error {
 	module := ""
 	neg := false
 	for i := 0; i < len(toks); i++ {
@@ -352,7 +352,7 @@ func parseArgs(r *xt.Rule, toks []string) error {
 			if t[1] == 'o' || t == "--out-interface" {
 				m = &ext(r).OutIface
 			}
-			*m = xt.IfaceMatch{Set: true, Neg: neg, Name: v}
+			*m = iptables.IfaceMatch{Set: true, Neg: neg, Name: v}
 		case "-f", "--fragment":
 			ext(r).Unknown = append(ext(r).Unknown, "fragment")
 		case "-m", "--match":
@@ -388,7 +388,7 @@ func parseArgs(r *xt.Rule, toks []string) error {
 	return nil
 }
 
-func parseModuleOption(r *xt.Rule, module, opt string, neg bool, i *int, toks []string) error {
+func parseModuleOption(r *iptables.Rule, module, opt string, neg bool, i *int, toks []string) error {
 	val := func() (string, error) {
 		if *i+1 >= len(toks) {
 			return "", fmt.Errorf("%s needs a value", opt)
@@ -414,7 +414,7 @@ func parseModuleOption(r *xt.Rule, module, opt string, neg bool, i *int, toks []
 		if v, err = val(); err != nil {
 			return err
 		}
-		var list []xt.PortRange
+		var list []iptables.PortRange
 		for _, part := range strings.Split(v, ",") {
 			pr, err := parsePortRange(part)
 			if err != nil {
@@ -488,7 +488,7 @@ func parseModuleOption(r *xt.Rule, module, opt string, neg bool, i *int, toks []
 		if err != nil {
 			return err
 		}
-		ext(r).Mark = &xt.MarkMatch{Neg: neg, Value: val, Mask: mask}
+		ext(r).Mark = &iptables.MarkMatch{Neg: neg, Value: val, Mask: mask}
 		return nil
 	case "--set", "--rcheck", "--update", "--remove":
 		rc := recent(r)
@@ -521,7 +521,7 @@ func parseModuleOption(r *xt.Rule, module, opt string, neg bool, i *int, toks []
 		if v, err = val(); err != nil {
 			return err
 		}
-		ext(r).CtState = &xt.StateMatch{Neg: neg, States: strings.Split(v, ",")}
+		ext(r).CtState = &iptables.StateMatch{Neg: neg, States: strings.Split(v, ",")}
 		return nil
 	case "--match-set":
 		name, err := val()
@@ -531,7 +531,7 @@ func parseModuleOption(r *xt.Rule, module, opt string, neg bool, i *int, toks []
 		if v, err = val(); err != nil {
 			return err
 		}
-		ext(r).Sets = append(ext(r).Sets, xt.SetMatch{Neg: neg, Name: name, Flags: strings.Split(v, ",")})
+		ext(r).Sets = append(ext(r).Sets, iptables.SetMatch{Neg: neg, Name: name, Flags: strings.Split(v, ",")})
 		return nil
 	case "--nfacct-name":
 		ext(r).NFAcct, err = val()
@@ -545,22 +545,22 @@ func parseModuleOption(r *xt.Rule, module, opt string, neg bool, i *int, toks []
 	return nil
 }
 
-func stat(r *xt.Rule) *xt.StatisticMatch {
+func stat(r *iptables.Rule) *iptables.StatisticMatch {
 	if r.Statistic == nil {
-		r.Statistic = &xt.StatisticMatch{}
+		r.Statistic = &iptables.StatisticMatch{}
 	}
 	return r.Statistic
 }
 
-func recent(r *xt.Rule) *xt.RecentMatch {
+func recent(r *iptables.Rule) *iptables.RecentMatch {
 	x := ext(r)
 	if x.Recent == nil {
-		x.Recent = &xt.RecentMatch{}
+		x.Recent = &iptables.RecentMatch{}
 	}
 	return x.Recent
 }
 
-func parseTarget(r *xt.Rule, toks []string) error {
+func parseTarget(r *iptables.Rule, toks []string) error {
 	for i := 0; i < len(toks); i++ {
 		opt := toks[i]
 		next := func() (string, error) {
@@ -599,9 +599,9 @@ func parseTarget(r *xt.Rule, toks []string) error {
 }
 
 // ext returns the rule's Extra, allocating it on first use.
-func ext(r *xt.Rule) *xt.RuleExtra {
+func ext(r *iptables.Rule) *iptables.RuleExtra {
 	if r.Extra == nil {
-		r.Extra = &xt.RuleExtra{}
+		r.Extra = &iptables.RuleExtra{}
 	}
 	return r.Extra
 }
@@ -659,23 +659,23 @@ func parseProto(s string) (uint8, error) {
 	return uint8(n), nil
 }
 
-func parsePortRange(s string) (xt.PortRange, error) {
+func parsePortRange(s string) (iptables.PortRange, error) {
 	lo, hi, isRange := strings.Cut(s, ":")
 	a, err := parsePort(lo)
 	if err != nil {
-		return xt.PortRange{}, err
+		return iptables.PortRange{}, err
 	}
 	if !isRange {
-		return xt.PortRange{Lo: a, Hi: a}, nil
+		return iptables.PortRange{Lo: a, Hi: a}, nil
 	}
 	b, err := parsePort(hi)
 	if err != nil {
-		return xt.PortRange{}, err
+		return iptables.PortRange{}, err
 	}
 	if b < a {
-		return xt.PortRange{}, fmt.Errorf("port range %q runs backwards", s)
+		return iptables.PortRange{}, fmt.Errorf("port range %q runs backwards", s)
 	}
-	return xt.PortRange{Lo: a, Hi: b}, nil
+	return iptables.PortRange{Lo: a, Hi: b}, nil
 }
 
 func parsePort(s string) (uint16, error) {

@@ -1,6 +1,6 @@
-// Package ipvs reads kube-proxy's IPVS-mode state: `ipvsadm -Sn` and `ipvsadm -Ln` text,
+// Package ipvsadm reads kube-proxy's IPVS-mode state: `ipvsadm -Sn` and `ipvsadm -Ln` text,
 // /proc/net/ip_vs (hexadecimal addresses), live virtual servers over netlink, and `ipset save`.
-package ipvs
+package ipvsadm
 
 import (
 	"bufio"

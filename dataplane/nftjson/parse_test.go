@@ -1,12 +1,12 @@
-package nftables
+package nftjson
 
 import (
-	tt "github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"os"
 	"strings"
 	"testing"
 
-	nft "github.com/svctrace/svctrace/trace/nftables"
+	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 const fixture = "../snapshot/demo-nftables/nft.json"
@@ -89,6 +89,6 @@ func FuzzParse(f *testing.F) {
 		}
 		// Whatever the ruleset says, walking a packet through it must not panic, and what the
 		// walk says must add up.
-		tt.WalkInvariants(t, &nft.Dataplane{Rules: rs})
+		tracetest.WalkInvariants(t, &nftables.Dataplane{Rules: rs})
 	})
 }

@@ -1,17 +1,17 @@
-package nftables
+package nftjson
 
 import (
 	"bytes"
 	"context"
 	"errors"
 
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
-	nft "github.com/svctrace/svctrace/trace/nftables"
+	"github.com/svctrace/svctrace/dataplane/noderun"
+	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 // HasKubeProxyTable reports whether kube-proxy runs in nftables mode on this node: its
 // `kube-proxy` table exists. `nft list tables` is cheap, whatever the size of the ruleset.
-func HasKubeProxyTable(ctx context.Context, r dpexec.Runner) bool {
+func HasKubeProxyTable(ctx context.Context, r noderun.Runner) bool {
 	out, err := r.Run(ctx, "nft", "list", "tables")
 	if err != nil {
 		return false
@@ -20,10 +20,10 @@ func HasKubeProxyTable(ctx context.Context, r dpexec.Runner) bool {
 }
 
 // ReadLive reads the whole ruleset as JSON (`nft -j list ruleset`) and parses it.
-func ReadLive(ctx context.Context, r dpexec.Runner) (*nft.Ruleset, []byte, error) {
+func ReadLive(ctx context.Context, r noderun.Runner) (*nftables.Ruleset, []byte, error) {
 	out, err := r.Run(ctx, "nft", "-j", "list", "ruleset")
 	if err != nil {
-		if errors.Is(err, dpexec.ErrNotFound) {
+		if errors.Is(err, noderun.ErrNotFound) {
 			return nil, nil, errors.New("nft is not installed on this node: install nftables, or pass --dataplane FILE")
 		}
 		return nil, nil, err

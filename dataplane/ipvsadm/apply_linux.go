@@ -1,4 +1,4 @@
-package ipvs
+package ipvsadm
 
 import (
 	"fmt"
@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"syscall"
 
-	mobyipvs "github.com/moby/ipvs"
+	"github.com/moby/ipvs"
 
 	"github.com/svctrace/svctrace/trace"
 )
@@ -16,7 +16,7 @@ import (
 // connections (WhenIdle) is not done: the real server stays at weight 0, and the returned
 // sentence says so.
 func ApplyOp(op trace.IPVSOp) (string, error) {
-	h, err := mobyipvs.New("")
+	h, err := ipvs.New("")
 	if err != nil {
 		return "", fmt.Errorf("cannot talk to IPVS over netlink (is the ip_vs module loaded?): %w", err)
 	}
@@ -53,7 +53,7 @@ func ApplyOp(op trace.IPVSOp) (string, error) {
 	return "", nil
 }
 
-func connections(h *mobyipvs.Handle, svc *mobyipvs.Service, dest *mobyipvs.Destination) (int, error) {
+func connections(h *ipvs.Handle, svc *ipvs.Service, dest *ipvs.Destination) (int, error) {
 	dests, err := h.GetDestinations(svc)
 	if err != nil {
 		return 0, err
@@ -66,7 +66,7 @@ func connections(h *mobyipvs.Handle, svc *mobyipvs.Service, dest *mobyipvs.Desti
 	return 0, nil
 }
 
-func target(op trace.IPVSOp) (*mobyipvs.Service, *mobyipvs.Destination, error) {
+func target(op trace.IPVSOp) (*ipvs.Service, *ipvs.Destination, error) {
 	vip, err := netip.ParseAddrPort(op.Virtual)
 	if err != nil {
 		return nil, nil, fmt.Errorf("virtual server %q: %w", op.Virtual, err)
@@ -83,8 +83,8 @@ func target(op trace.IPVSOp) (*mobyipvs.Service, *mobyipvs.Destination, error) {
 	if vip.Addr().Is6() {
 		family = syscall.AF_INET6
 	}
-	svc := &mobyipvs.Service{Address: net.IP(vip.Addr().AsSlice()), Port: vip.Port(), Protocol: proto, AddressFamily: family}
-	dest := &mobyipvs.Destination{Address: net.IP(real.Addr().AsSlice()), Port: real.Port(), Weight: op.Weight,
-		ConnectionFlags: mobyipvs.ConnectionFlagMasq, AddressFamily: family}
+	svc := &ipvs.Service{Address: net.IP(vip.Addr().AsSlice()), Port: vip.Port(), Protocol: proto, AddressFamily: family}
+	dest := &ipvs.Destination{Address: net.IP(real.Addr().AsSlice()), Port: real.Port(), Weight: op.Weight,
+		ConnectionFlags: ipvs.ConnectionFlagMasq, AddressFamily: family}
 	return svc, dest, nil
 }

@@ -1,18 +1,18 @@
-package iptables
+package xtables
 
 import (
 	"fmt"
 
-	goipt "github.com/coreos/go-iptables/iptables"
+	"github.com/coreos/go-iptables/iptables"
 )
 
 // localVersion asks go-iptables for this machine's iptables version ("v1.8.9").
 func localVersion(ipv6 bool) string {
-	family := goipt.ProtocolIPv4
+	family := iptables.ProtocolIPv4
 	if ipv6 {
-		family = goipt.ProtocolIPv6
+		family = iptables.ProtocolIPv6
 	}
-	ipt, err := goipt.New(goipt.IPFamily(family))
+	ipt, err := iptables.New(iptables.IPFamily(family))
 	if err != nil {
 		return ""
 	}

@@ -1,4 +1,4 @@
-package nftables
+package nftjson
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 
 	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
-	nft "github.com/svctrace/svctrace/trace/nftables"
+	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 // benchRuleset is `nft -j list ruleset` of 10,000 Services x 10 endpoints programmed by the real
@@ -32,7 +32,7 @@ func BenchmarkTraceWarmNft(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	dp := &nft.Dataplane{Rules: rs}
+	dp := &nftables.Dataplane{Rules: rs}
 	node := &trace.NodeContext{Name: "node1", Local: []netip.Addr{netip.MustParseAddr("172.31.250.2")}}
 	// A service in the middle of the map: svc-05000 is the 5001st cluster IP allocated... any
 	// member of service-ips will do; take one from the map.

@@ -1,4 +1,4 @@
-package iptables
+package xtables
 
 import (
 	"bytes"
@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"strings"
 
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
-	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/dataplane/noderun"
+	"github.com/svctrace/svctrace/trace/iptables"
 )
 
 // Backend is one iptables variant installed on the node.
@@ -37,13 +37,13 @@ var kubeMarkers = []string{":KUBE-IPTABLES-HINT", ":KUBE-PROXY-CANARY", ":KUBE-K
 // DetectBackend picks the iptables variant kube-proxy uses on this node, the way
 // kubernetes-sigs/iptables-wrappers does: the variant whose mangle/nat tables hold kube-proxy's
 // chains. It prefers the default `iptables` command's mode when both or neither have them.
-func DetectBackend(ctx context.Context, r dpexec.Runner, ipv6 bool) (Backend, error) {
+func DetectBackend(ctx context.Context, r noderun.Runner, ipv6 bool) (Backend, error) {
 	prefix := "iptables"
 	if ipv6 {
 		prefix = "ip6tables"
 	}
 	version := ""
-	if _, local := r.(dpexec.Local); local {
+	if _, local := r.(noderun.Local); local {
 		version = localVersion(ipv6)
 	}
 	variants := []Backend{{Save: prefix + "-nft-save", Mode: "nf_tables", Version: version}, {Save: prefix + "-legacy-save", Mode: "legacy", Version: version}}
@@ -59,9 +59,9 @@ func DetectBackend(ctx context.Context, r dpexec.Runner, ipv6 bool) (Backend, er
 				continue
 			}
 			out, err := r.Run(ctx, variants[i].Save, "-t", table)
-			var exited *dpexec.Error
+			var exited *noderun.Error
 			switch {
-			case errors.Is(err, dpexec.ErrNotFound):
+			case errors.Is(err, noderun.ErrNotFound):
 				continue // not installed
 			case err != nil && !errors.As(err, &exited):
 				// Not an answer from the tool (interrupted, the exec stream broke, no
@@ -120,7 +120,7 @@ func DetectBackend(ctx context.Context, r dpexec.Runner, ipv6 bool) (Backend, er
 	return found[0], nil
 }
 
-func modeOf(ctx context.Context, r dpexec.Runner, prefix string) string {
+func modeOf(ctx context.Context, r noderun.Runner, prefix string) string {
 	out, err := r.Run(ctx, prefix, "--version")
 	if err != nil {
 		return ""
@@ -136,7 +136,7 @@ func modeOf(ctx context.Context, r dpexec.Runner, prefix string) string {
 
 // ReadLive dumps all of the backend's tables with counters in one call (one exec on a remote
 // node) and parses them.
-func ReadLive(ctx context.Context, r dpexec.Runner, b Backend) (*xt.Ruleset, []byte, error) {
+func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (*iptables.Ruleset, []byte, error) {
 	all, err := r.Run(ctx, b.Save, "-c")
 	if err != nil {
 		return nil, nil, err
@@ -161,7 +161,7 @@ var legacyPresent = []byte("iptables-legacy tables present")
 // API server: `iptables-save -c` of the default command. It is used (ok) only when that answer
 // settles the backend by itself: the nf_tables variant, holding kube-proxy's chains, and saying
 // that the legacy backend has no tables. Otherwise the caller detects the backend as usual.
-func ReadDefault(ctx context.Context, r dpexec.Runner, ipv6 bool) (*xt.Ruleset, []byte, Backend, bool) {
+func ReadDefault(ctx context.Context, r noderun.Runner, ipv6 bool) (*iptables.Ruleset, []byte, Backend, bool) {
 	save := "iptables-save"
 	if ipv6 {
 		save = "ip6tables-save"

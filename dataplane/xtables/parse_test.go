@@ -1,9 +1,9 @@
-package iptables
+package xtables
 
 import (
 	"errors"
-	tt "github.com/svctrace/svctrace/test/tracetest"
-	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/trace/iptables"
 	"os"
 	"strings"
 	"testing"
@@ -142,11 +142,11 @@ func FuzzParse(f *testing.F) {
 				}
 			}
 		}
-		dp := &xt.Dataplane{V4: rs}
+		dp := &iptables.Dataplane{V4: rs}
 		if rs.IPv6 {
-			dp = &xt.Dataplane{V6: rs}
+			dp = &iptables.Dataplane{V6: rs}
 		}
-		tt.WalkInvariants(t, dp)
+		tracetest.WalkInvariants(t, dp)
 	})
 }
 

@@ -1,4 +1,4 @@
-package iptables
+package xtables
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
+	"github.com/svctrace/svctrace/dataplane/noderun"
 )
 
 // fakeRunner answers commands from a table; unknown commands are "not installed".
@@ -23,9 +23,9 @@ func (f *fakeRunner) Run(_ context.Context, argv ...string) ([]byte, error) {
 		return []byte(out), nil
 	}
 	if _, installed := f.out[argv[0]]; installed {
-		return nil, &dpexec.Error{Argv: argv, ExitStatus: 1, Stderr: "table does not exist"}
+		return nil, &noderun.Error{Argv: argv, ExitStatus: 1, Stderr: "table does not exist"}
 	}
-	return nil, fmt.Errorf("%s: %w", argv[0], dpexec.ErrNotFound)
+	return nil, fmt.Errorf("%s: %w", argv[0], noderun.ErrNotFound)
 }
 
 func TestDetectBackendPicksTheVariantWithKubeProxyChains(t *testing.T) {

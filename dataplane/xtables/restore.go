@@ -1,13 +1,13 @@
-package iptables
+package xtables
 
 import (
 	"context"
 	"fmt"
 	"strings"
 
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
+	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace"
-	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/iptables"
 )
 
 // InputRunner runs a command with standard input: this machine (dpexec.Local).
@@ -30,7 +30,7 @@ func Restore(r InputRunner, b Backend, input string) error {
 }
 
 // ReadChains reads the tables' current rules for the named chains, one save call per table.
-func ReadChains(ctx context.Context, r dpexec.Runner, b Backend, want map[string][]string) (map[string]map[string]trace.ChainRules, error) {
+func ReadChains(ctx context.Context, r noderun.Runner, b Backend, want map[string][]string) (map[string]map[string]trace.ChainRules, error) {
 	out := map[string]map[string]trace.ChainRules{}
 	for table, chains := range want {
 		data, err := r.Run(ctx, b.Save, "-t", table)
@@ -87,7 +87,7 @@ func Differences(got map[string]map[string]trace.ChainRules, want []trace.TableR
 func ValidateInput(tr trace.TableRestore) error {
 	declared := map[string]bool{}
 	for _, c := range tr.Before {
-		if !xt.Repairable(tr.Table, c.Chain) {
+		if !iptables.Repairable(tr.Table, c.Chain) {
 			return fmt.Errorf("the plan writes chain %s in %s, which is not one of kube-proxy's service chains", c.Chain, tr.Table)
 		}
 		declared[c.Chain] = true

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package iptables
+package xtables
 
 // localVersion is empty off Linux: there is no iptables to ask.
 func localVersion(bool) string { return "" }

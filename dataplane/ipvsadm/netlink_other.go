@@ -1,6 +1,6 @@
 //go:build !linux
 
-package ipvs
+package ipvsadm
 
 import (
 	"errors"

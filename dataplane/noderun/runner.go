@@ -1,6 +1,6 @@
-// Package exec runs the node tools svctrace reads the dataplane with (iptables-save, nft, ipset,
+// Package noderun runs the node tools svctrace reads the dataplane with (iptables-save, nft, ipset,
 // conntrack), always with an argument vector and never through a shell.
-package exec
+package noderun
 
 import (
 	"bytes"

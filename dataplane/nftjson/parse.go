@@ -1,5 +1,5 @@
-// Package nftables reads `nft -j list ruleset` output into a trace/nftables Ruleset.
-package nftables
+// Package nftjson reads `nft -j list ruleset` output into a trace/nftables Ruleset.
+package nftjson
 
 import (
 	"encoding/json"
@@ -8,7 +8,7 @@ import (
 	"sort"
 	"strings"
 
-	nft "github.com/svctrace/svctrace/trace/nftables"
+	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 type document struct {
@@ -36,7 +36,7 @@ type jsonSet struct {
 
 // Parse reads nft's JSON. Objects of kinds it does not need (flowtables, counters, quotas) are
 // skipped.
-func Parse(data []byte) (*nft.Ruleset, error) {
+func Parse(data []byte) (*nftables.Ruleset, error) {
 	var doc document
 	if err := json.Unmarshal(data, &doc); err != nil {
 		var syn *json.SyntaxError
@@ -48,13 +48,13 @@ func Parse(data []byte) (*nft.Ruleset, error) {
 	if doc.Nftables == nil {
 		return nil, fmt.Errorf("nft JSON: no \"nftables\" array: this is not `nft -j list ruleset` output")
 	}
-	rs := &nft.Ruleset{}
-	tables := map[string]*nft.Table{}
-	table := func(family, name string) *nft.Table {
+	rs := &nftables.Ruleset{}
+	tables := map[string]*nftables.Table{}
+	table := func(family, name string) *nftables.Table {
 		k := family + " " + name
 		t := tables[k]
 		if t == nil {
-			t = &nft.Table{Family: family, Name: name, Chains: map[string]*nft.Chain{}, Sets: map[string]*nft.Set{}}
+			t = &nftables.Table{Family: family, Name: name, Chains: map[string]*nftables.Chain{}, Sets: map[string]*nftables.Set{}}
 			tables[k] = t
 			rs.Tables = append(rs.Tables, t)
 		}
@@ -85,8 +85,8 @@ func Parse(data []byte) (*nft.Ruleset, error) {
 				}
 				t := table(r.Family, r.Table)
 				ch := chain(t, r.Chain)
-				rule := &nft.Rule{Chain: r.Chain, Handle: r.Handle, Exprs: r.Expr}
-				rule.Text = nft.FormatRule(rule)
+				rule := &nftables.Rule{Chain: r.Chain, Handle: r.Handle, Exprs: r.Expr}
+				rule.Text = nftables.FormatRule(rule)
 				if r.Comment != "" {
 					rule.Text += fmt.Sprintf(" comment %q", r.Comment)
 				}
@@ -96,7 +96,7 @@ func Parse(data []byte) (*nft.Ruleset, error) {
 				if err := json.Unmarshal(raw, &s); err != nil {
 					return nil, fmt.Errorf("%s: %w", where, err)
 				}
-				set := &nft.Set{Name: s.Name, Timeout: s.Timeout}
+				set := &nftables.Set{Name: s.Name, Timeout: s.Timeout}
 				if m, ok := s.Map.(string); ok {
 					set.Map = m
 				}
@@ -120,18 +120,18 @@ func Parse(data []byte) (*nft.Ruleset, error) {
 	return rs, nil
 }
 
-func chain(t *nft.Table, name string) *nft.Chain {
+func chain(t *nftables.Table, name string) *nftables.Chain {
 	c := t.Chains[name]
 	if c == nil {
-		c = &nft.Chain{Name: name, Table: t}
+		c = &nftables.Chain{Name: name, Table: t}
 		t.Chains[name] = c
 	}
 	return c
 }
 
 // element unwraps {"elem": {"val": V, "comment": C}} and map pairs [key, data].
-func element(e any, isMap bool) nft.Elem {
-	var out nft.Elem
+func element(e any, isMap bool) nftables.Elem {
+	var out nftables.Elem
 	if isMap {
 		if pair, ok := e.([]any); ok && len(pair) == 2 {
 			e, out.Data = pair[0], pair[1]
@@ -149,7 +149,7 @@ func element(e any, isMap bool) nft.Elem {
 }
 
 // checkTargets makes sure every jump and goto names a chain of the table.
-func checkTargets(t *nft.Table, r *nft.Rule) error {
+func checkTargets(t *nftables.Table, r *nftables.Rule) error {
 	var missing string
 	var walk func(v any)
 	walk = func(v any) {

@@ -1,22 +1,22 @@
-package ipvs
+package ipvsadm
 
 import (
 	"context"
 	"fmt"
 	"strings"
 
-	dpexec "github.com/svctrace/svctrace/dataplane/exec"
+	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace/ipvs"
 )
 
 // HasKubeIPVS reports whether kube-proxy runs in IPVS mode here: its kube-ipvs0 interface exists.
-func HasKubeIPVS(ctx context.Context, r dpexec.Runner) bool {
+func HasKubeIPVS(ctx context.Context, r noderun.Runner) bool {
 	out, err := r.Run(ctx, "ip", "-o", "link", "show", "kube-ipvs0")
 	return err == nil && strings.Contains(string(out), "kube-ipvs0")
 }
 
 // ReadIPSets runs `ipset save` and parses it; it returns the text too, for snapshots.
-func ReadIPSets(ctx context.Context, r dpexec.Runner) (ipvs.Sets, []byte, error) {
+func ReadIPSets(ctx context.Context, r noderun.Runner) (ipvs.Sets, []byte, error) {
 	out, err := r.Run(ctx, "ipset", "save")
 	if err != nil {
 		return nil, nil, err
@@ -49,7 +49,7 @@ func FormatList(t *ipvs.Table) []byte {
 
 // ReadRemote reads the IPVS table where netlink is out of reach (through a pod exec): `ipvsadm
 // -Ln` when the image has it, else /proc/net/ip_vs.
-func ReadRemote(ctx context.Context, r dpexec.Runner) (*ipvs.Table, error) {
+func ReadRemote(ctx context.Context, r noderun.Runner) (*ipvs.Table, error) {
 	out, err := r.Run(ctx, "ipvsadm", "-Ln")
 	if err != nil {
 		if out, err = r.Run(ctx, "cat", "/proc/net/ip_vs"); err != nil {

@@ -1,9 +1,9 @@
-package ipvs
+package ipvsadm
 
 import (
-	ipread "github.com/svctrace/svctrace/dataplane/iptables"
-	tt "github.com/svctrace/svctrace/test/tracetest"
-	xt "github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/dataplane/xtables"
+	"github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/trace/iptables"
 	"net/netip"
 	"os"
 	"strings"
@@ -133,7 +133,7 @@ func FuzzParseIPVS(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	rs, err := ipread.Parse(rules)
+	rs, err := xtables.Parse(rules)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -150,13 +150,13 @@ func FuzzParseIPVS(f *testing.F) {
 			for _, s := range tab.Services {
 				s.Share()
 			}
-			tt.WalkInvariants(t, &xt.Dataplane{V4: rs, Sets: recordedSets, IPVS: tab})
+			tracetest.WalkInvariants(t, &iptables.Dataplane{V4: rs, Sets: recordedSets, IPVS: tab})
 		}
 		if tab, err := ParseList(data); err == nil {
 			for _, s := range tab.Services {
 				s.Share()
 			}
-			tt.WalkInvariants(t, &xt.Dataplane{V4: rs, Sets: recordedSets, IPVS: tab})
+			tracetest.WalkInvariants(t, &iptables.Dataplane{V4: rs, Sets: recordedSets, IPVS: tab})
 		}
 		if sets, err := ParseIPSet(data); err == nil {
 			for _, s := range sets {
