@@ -87,14 +87,14 @@ func Detect(data []byte) Format {
 
 // Load assembles one node's dataplane from dump files (name → content): an IPv4 and an IPv6
 // iptables-save dump; for IPVS mode, those plus the IPVS table (ipvsadm -Sn, ipvsadm -Ln or
-// /proc/net/ip_vs) and `ipset save`; or one nft JSON ruleset. The warnings name files that look
+// /proc/net/ip_vs) and `ipset save`; or one nft JSON ruleset. Its warnings name files that look
 // cut short or that cannot hold a Service rule.
-func Load(files map[string][]byte) (trace.Dataplane, []string, error) {
+func Load(files map[string][]byte) (*Node, error) {
 	dp, err := load(files)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return dp, truncationWarnings(files), nil
+	return &Node{Dataplane: dp, Files: files, Warnings: truncationWarnings(files)}, nil
 }
 
 // truncationWarnings names the files that look cut short: every tool svctrace reads ends its

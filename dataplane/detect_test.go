@@ -58,15 +58,15 @@ func TestLoadModes(t *testing.T) {
 			for _, f := range tc.files {
 				files[f] = read(f)
 			}
-			dp, _, err := Load(files)
+			n, err := Load(files)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("error %v, want %q", err, tc.err)
 				}
 				return
 			}
-			if err != nil || dp.Mode() != tc.mode {
-				t.Fatalf("mode %v err %v, want %s", dp, err, tc.mode)
+			if err != nil || n.Dataplane.Mode() != tc.mode {
+				t.Fatalf("node %v err %v, want mode %s", n, err, tc.mode)
 			}
 		})
 	}
@@ -80,7 +80,7 @@ func TestDumpsAsPeopleSaveThem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _, err := Load(map[string][]byte{"a": data})
+	wantNode, err := Load(map[string][]byte{"a": data})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,12 +95,12 @@ func TestDumpsAsPeopleSaveThem(t *testing.T) {
 			t.Errorf("%s: detected as %s", name, f)
 			continue
 		}
-		got, _, err := Load(map[string][]byte{"a": []byte(edited)})
+		gotNode, err := Load(map[string][]byte{"a": []byte(edited)})
 		if err != nil {
 			t.Errorf("%s: %v", name, err)
 			continue
 		}
-		if a, b := rulesOf(got), rulesOf(want); a != b || len(a) < 1000 {
+		if a, b := rulesOf(gotNode.Dataplane), rulesOf(wantNode.Dataplane); a != b || len(a) < 1000 {
 			t.Errorf("%s: the rules differ from the recorded dump's", name)
 		}
 	}
@@ -129,21 +129,21 @@ func TestLoadWarnsOfCutDumps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, warn, err := Load(map[string][]byte{"whole": data})
-	if err != nil || len(warn) != 0 {
-		t.Fatalf("the recorded dump: warnings %q, error %v", warn, err)
+	n, err := Load(map[string][]byte{"whole": data})
+	if err != nil || len(n.Warnings) != 0 {
+		t.Fatalf("the recorded dump: node %+v, error %v", n, err)
 	}
 	natStart := bytes.Index(data, []byte("*nat"))
 	if natStart < 0 {
 		t.Fatal("the recorded dump has no nat table")
 	}
 	cut := data[:bytes.LastIndex(data[:natStart], []byte("COMMIT\n"))+len("COMMIT\n")]
-	_, warn, err = Load(map[string][]byte{"cut": cut})
-	if err != nil || len(warn) != 2 || !strings.Contains(warn[0], "cut short") || !strings.Contains(warn[1], "no nat table") {
-		t.Errorf("a dump cut after filter's COMMIT: warnings %q, error %v", warn, err)
+	n, err = Load(map[string][]byte{"cut": cut})
+	if err != nil || len(n.Warnings) != 2 || !strings.Contains(n.Warnings[0], "cut short") || !strings.Contains(n.Warnings[1], "no nat table") {
+		t.Errorf("a dump cut after filter's COMMIT: node %+v, error %v", n, err)
 	}
 	mid := data[:len(data)-10]
-	if _, warn, err = Load(map[string][]byte{"mid": mid}); err == nil && (len(warn) == 0 || !strings.Contains(warn[0], "newline")) {
-		t.Errorf("a dump cut mid-line: warnings %q", warn)
+	if n, err = Load(map[string][]byte{"mid": mid}); err == nil && (len(n.Warnings) == 0 || !strings.Contains(n.Warnings[0], "newline")) {
+		t.Errorf("a dump cut mid-line: warnings %q", n.Warnings)
 	}
 }

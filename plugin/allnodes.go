@@ -17,9 +17,9 @@ func (o *CheckOptions) runAllNodes(ctx context.Context) error {
 	defer stop()
 	results := make([]*trace.CheckResult, len(f.names))
 	failures := f.each(ctx, "checked", nil, func(ctx context.Context, i int, name string, r noderun.Runner) error {
-		dp, _, _, _, err := readNode(ctx, o.streams, r, true, o.Input.Mode)
+		n, err := f.read(ctx, name, r, o.Input.Mode)
 		if err == nil {
-			results[i], err = trace.Check(ctx, dp, f.cluster, f.cluster.NodeContextFor(name, nil), o.scope)
+			results[i], err = trace.Check(ctx, n.Dataplane, f.cluster, f.cluster.NodeContextFor(name, nil), o.scope)
 		}
 		return err
 	})

@@ -33,10 +33,11 @@ func (o *BalanceOptions) runAllNodes(ctx context.Context) error {
 	nodes := make([]node, len(f.names))
 	t.from = "pod"
 	failures := f.each(ctx, "read", nil, func(ctx context.Context, i int, name string, r noderun.Runner) error {
-		dp, _, _, _, err := readNode(ctx, t.streams, r, true, t.Input.Mode)
+		read, err := f.read(ctx, name, r, t.Input.Mode)
 		if err != nil {
 			return err
 		}
+		dp := read.Dataplane
 		in := &Inputs{Dataplane: dp, Cluster: f.cluster, Node: f.cluster.NodeContextFor(name, nil)}
 		q, err := t.query(in)
 		if err != nil {
@@ -73,11 +74,11 @@ func (o *BalanceOptions) runAllNodes(ctx context.Context) error {
 		}
 		n.conn = conntrackWindow(n.before, after)
 		if n.counters != nil {
-			dp, _, _, _, err := readNode(ctx, t.streams, r, true, t.Input.Mode)
+			again, err := f.read(ctx, name, r, t.Input.Mode)
 			if err != nil {
 				return err
 			}
-			if now := newConnections(dp, n.trace); now != nil {
+			if now := newConnections(again.Dataplane, n.trace); now != nil {
 				n.counters = counterGrowth(n.counters, now)
 			}
 		}

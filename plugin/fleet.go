@@ -13,6 +13,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/svctrace/svctrace/dataplane"
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace"
 )
@@ -237,4 +238,18 @@ func (f *fleetFlags) addFlags(cmd *cobra.Command, all *bool, what string) {
 	fl.IntVar(&f.parallel, "parallel", 16, "with --all-nodes: how many nodes to read at once")
 	fl.DurationVar(&f.nodeTimeout, "node-timeout", 2*time.Minute, "with --all-nodes: give up on a node that has not answered in this long (it is reported, the others go on)")
 	fl.StringVar(&f.nodeSelector, "node-selector", "", "with --all-nodes: only the nodes with these labels (e.g. node-pool=blue)")
+}
+
+// read reads one node of the fleet through r and prints its warnings, named by node, on stderr.
+func (f *fleet) read(ctx context.Context, node string, r noderun.Runner, mode string) (*dataplane.Node, error) {
+	n, err := dataplane.Read(ctx, r, dataplane.ReadOptions{Mode: mode, Remote: true, Progress: f.streams.ErrOut})
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, w := range n.Warnings {
+		fmt.Fprintf(f.streams.ErrOut, "warning: node %s: %s\n", node, w)
+	}
+	return n, nil
 }

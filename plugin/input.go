@@ -1,28 +1,21 @@
 package plugin
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/svctrace/svctrace/dataplane"
-	"github.com/svctrace/svctrace/dataplane/ipvsadm"
-	"github.com/svctrace/svctrace/dataplane/nftjson"
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/dataplane/snapshot"
-	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/trace"
-	"github.com/svctrace/svctrace/trace/iptables"
-	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 // InputFlags choose where the dataplane and the API objects come from. Every command that reads a
@@ -231,12 +224,12 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 	}
 
 	if len(files) > 0 {
-		dp, warn, err := dataplane.Load(files)
+		n, err := dataplane.Load(files)
 		if err != nil {
 			return nil, err
 		}
-		in.Dataplane = dp
-		in.Warnings = append(in.Warnings, warn...)
+		in.Dataplane = n.Dataplane
+		in.Warnings = append(in.Warnings, n.Warnings...)
 	} else {
 		var r noderun.Runner = noderun.Local{}
 		remote := f.remote()
@@ -249,12 +242,12 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		} else if os.Geteuid() != 0 {
 			return nil, fmt.Errorf("reading this node's dataplane needs root (run with sudo); from a laptop, name the node with --node; or pass --dataplane FILE, --snapshot DIR or --demo")
 		}
-		dp, src, raw, warn, err := readNode(ctx, streams, r, remote, f.Mode)
+		n, err := dataplane.Read(ctx, r, dataplane.ReadOptions{Mode: f.Mode, Remote: remote, Progress: streams.ErrOut})
 		if err != nil {
 			return nil, err
 		}
-		in.Dataplane, in.Source, in.Files, in.Runner = dp, src, raw, r
-		in.Warnings = append(in.Warnings, warn...)
+		in.Dataplane, in.Source, in.Files, in.Runner = n.Dataplane, n.Source, n.Files, r
+		in.Warnings = append(in.Warnings, n.Warnings...)
 		if node == "" {
 			node, _ = os.Hostname()
 			node = strings.ToLower(strings.TrimSpace(node)) // as kube-proxy names its node
@@ -295,87 +288,6 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		in.Warnings = append(in.Warnings, fmt.Sprintf("the API objects have no node %q; its addresses are unknown (use --node or --node-ip)", node))
 	}
 	return in, nil
-}
-
-// readNode reads a node's kube-proxy rules through r (this machine as root, or the node's
-// kube-proxy pod): nftables when kube-proxy's nftables table exists, else iptables from the
-// backend kube-proxy writes to, plus the IPVS table (netlink here, `ipvsadm -Ln` or
-// /proc/net/ip_vs remotely) and ipsets in IPVS mode. It returns the raw dumps too.
-func readNode(ctx context.Context, streams genericiooptions.IOStreams, r noderun.Runner, remote bool, mode string) (trace.Dataplane, string, map[string][]byte, []string, error) {
-	var warnings []string
-	start := time.Now()
-	progress := func(what string, n int) {
-		if d := time.Since(start); d > time.Second {
-			fmt.Fprintf(streams.ErrOut, "read %d MB of %s in %.1fs\n", n>>20, what, d.Seconds())
-		}
-	}
-	hasNft := mode == "nftables" || mode == "" && nftjson.HasKubeProxyTable(ctx, r)
-	if remote && !hasNft {
-		// Through the API server every command is an exec: one call settles the common case.
-		if rs, raw, b, ok := xtables.ReadDefault(ctx, r, false); ok {
-			progress(b.Mode+" iptables rules", len(raw))
-			files := map[string][]byte{"iptables-save.txt": raw}
-			dp := &iptables.Dataplane{V4: rs}
-			if mode == "ipvs" || mode == "" && bytes.Contains(raw, []byte(":KUBE-IPVS-")) {
-				return readIPVS(ctx, r, remote, dp, files, b, warnings)
-			}
-			return dp, fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode), files, warnings, nil
-		}
-	}
-	b, berr := xtables.DetectBackend(ctx, r, false)
-	if hasNft {
-		if mode == "" && berr == nil && b.KubeRules {
-			warnings = append(warnings, "this node has kube-proxy rules in both nftables and iptables (a mode switch in progress, or leftovers); reading nftables, pass --mode iptables for the other")
-		}
-		rs, raw, err := nftjson.ReadLive(ctx, r)
-		if err != nil {
-			return nil, "", nil, nil, err
-		}
-		progress("nftables rules", len(raw))
-		return &nftables.Dataplane{Rules: rs}, "live (nft -j list ruleset)", map[string][]byte{"nft.json": raw}, warnings, nil
-	}
-	ipvsMode := mode == "ipvs" || mode == "" && ipvsadm.HasKubeIPVS(ctx, r)
-	if berr != nil {
-		return nil, "", nil, nil, berr
-	}
-	if b.Ambiguous {
-		warnings = append(warnings, fmt.Sprintf("both iptables backends (legacy and nf_tables), or neither, hold kube-proxy's chains; reading %s, this node's default", b.Mode))
-	}
-	var err error
-	rs, raw, err := xtables.ReadLive(ctx, r, b)
-	if err != nil {
-		return nil, "", nil, nil, err
-	}
-	progress(b.Mode+" iptables rules", len(raw))
-	files := map[string][]byte{"iptables-save.txt": raw}
-	dp := &iptables.Dataplane{V4: rs}
-	if !ipvsMode {
-		return dp, fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode), files, warnings, nil
-	}
-	return readIPVS(ctx, r, remote, dp, files, b, warnings)
-}
-
-// readIPVS adds the IPVS table and the ipsets to an iptables read.
-func readIPVS(ctx context.Context, r noderun.Runner, remote bool, dp *iptables.Dataplane, files map[string][]byte, b xtables.Backend, warnings []string) (trace.Dataplane, string, map[string][]byte, []string, error) {
-	var err error
-	var sets []byte
-	if dp.Sets, sets, err = ipvsadm.ReadIPSets(ctx, r); err != nil {
-		return nil, "", nil, nil, fmt.Errorf("IPVS mode: %w", err)
-	}
-	if remote {
-		dp.IPVS, err = ipvsadm.ReadRemote(ctx, r)
-	} else {
-		dp.IPVS, err = ipvsadm.ReadNetlink()
-	}
-	if err != nil {
-		return nil, "", nil, nil, err
-	}
-	files["ipset-save.txt"], files["ipvsadm-Ln.txt"] = sets, ipvsadm.FormatList(dp.IPVS)
-	how := "IPVS over netlink"
-	if remote {
-		how = "ipvsadm -Ln"
-	}
-	return dp, fmt.Sprintf("live (%s, ipset save, %s)", how, b.Save), files, warnings, nil
 }
 
 // start is the common beginning of every command's Run: the inputs read, and their warnings

@@ -188,10 +188,11 @@ func (o *SnapshotOptions) runAllNodes(ctx context.Context, dir string) error {
 		return err
 	}
 	failures := f.each(ctx, "saved", nil, func(ctx context.Context, _ int, name string, r noderun.Runner) error {
-		dp, _, dumps, _, err := readNode(ctx, o.streams, r, true, o.Input.Mode)
+		read, err := f.read(ctx, name, r, o.Input.Mode)
 		if err != nil {
 			return err
 		}
+		dp, dumps := read.Dataplane, read.Files
 		if err := snapshot.ValidName(name); err != nil {
 			return err
 		}

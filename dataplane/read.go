@@ -1,0 +1,117 @@
+package dataplane
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/svctrace/svctrace/dataplane/ipvsadm"
+	"github.com/svctrace/svctrace/dataplane/nftjson"
+	"github.com/svctrace/svctrace/dataplane/noderun"
+	"github.com/svctrace/svctrace/dataplane/xtables"
+	"github.com/svctrace/svctrace/trace"
+	"github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/nftables"
+)
+
+// Node is one node's dataplane as read, live or from files.
+type Node struct {
+	// Dataplane is what the engine walks; its Mode says the kube-proxy mode.
+	Dataplane trace.Dataplane
+	// Backend is the iptables command family read ("iptables-legacy-save"), empty for nftables
+	// and for files.
+	Backend string
+	// Source says, for people, where it came from ("live (iptables-nft-save, iptables nf_tables)").
+	Source string
+	// Files are the dumps as read (name → content), which a snapshot writes.
+	Files map[string][]byte
+	// Warnings are what the reader should know: cut dumps, a mode switch in progress.
+	Warnings []string
+}
+
+// ReadOptions says how to read a node.
+type ReadOptions struct {
+	// Mode is iptables, nftables or ipvs; empty detects it.
+	Mode string
+	// Remote is true when every command is an exec through the API server (a kube-proxy or
+	// debug pod): one call settles the common case, and IPVS is read with ipvsadm, not netlink.
+	Remote bool
+	// Progress, when set, is told the size of reads that took over a second.
+	Progress io.Writer
+}
+
+// Read reads a node's dataplane through r: the kube-proxy mode detected (or opts.Mode), the
+// iptables backend kube-proxy writes to, and for IPVS mode the IPVS table and the ipsets too.
+func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error) {
+	start := time.Now()
+	progress := func(what string, n int) {
+		if d := time.Since(start); d > time.Second && opts.Progress != nil {
+			fmt.Fprintf(opts.Progress, "read %d MB of %s in %.1fs\n", n>>20, what, d.Seconds())
+		}
+	}
+	mode := opts.Mode
+	n := &Node{}
+	hasNft := mode == "nftables" || mode == "" && nftjson.HasKubeProxyTable(ctx, r)
+	if opts.Remote && !hasNft {
+		if rs, raw, b, ok := xtables.ReadDefault(ctx, r, false); ok {
+			progress(b.Mode+" iptables rules", len(raw))
+			return n.iptables(ctx, r, opts, rs, raw, b, mode == "ipvs" || mode == "" && bytes.Contains(raw, []byte(":KUBE-IPVS-")))
+		}
+	}
+	b, berr := xtables.DetectBackend(ctx, r, false)
+	if hasNft {
+		if mode == "" && berr == nil && b.KubeRules {
+			n.Warnings = append(n.Warnings, "this node has kube-proxy rules in both nftables and iptables (a mode switch in progress, or leftovers); reading nftables, pass --mode iptables for the other")
+		}
+		rs, raw, err := nftjson.ReadLive(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		progress("nftables rules", len(raw))
+		n.Dataplane, n.Source, n.Files = &nftables.Dataplane{Rules: rs}, "live (nft -j list ruleset)", map[string][]byte{"nft.json": raw}
+		return n, nil
+	}
+	ipvsMode := mode == "ipvs" || mode == "" && ipvsadm.HasKubeIPVS(ctx, r)
+	if berr != nil {
+		return nil, berr
+	}
+	if b.Ambiguous {
+		n.Warnings = append(n.Warnings, fmt.Sprintf("both iptables backends (legacy and nf_tables), or neither, hold kube-proxy's chains; reading %s, this node's default", b.Mode))
+	}
+	rs, raw, err := xtables.ReadLive(ctx, r, b)
+	if err != nil {
+		return nil, err
+	}
+	progress(b.Mode+" iptables rules", len(raw))
+	return n.iptables(ctx, r, opts, rs, raw, b, ipvsMode)
+}
+
+// iptables completes a read in iptables mode, or in IPVS mode with the IPVS table and ipsets.
+func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions, rs *iptables.Ruleset, raw []byte, b xtables.Backend, ipvsMode bool) (*Node, error) {
+	dp := &iptables.Dataplane{V4: rs}
+	n.Dataplane, n.Backend, n.Files = dp, b.Save, map[string][]byte{"iptables-save.txt": raw}
+	n.Source = fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode)
+	if !ipvsMode {
+		return n, nil
+	}
+	var err error
+	var sets []byte
+	if dp.Sets, sets, err = ipvsadm.ReadIPSets(ctx, r); err != nil {
+		return nil, fmt.Errorf("IPVS mode: %w", err)
+	}
+	how := "IPVS over netlink"
+	if opts.Remote {
+		how = "ipvsadm -Ln"
+		dp.IPVS, err = ipvsadm.ReadRemote(ctx, r)
+	} else {
+		dp.IPVS, err = ipvsadm.ReadNetlink()
+	}
+	if err != nil {
+		return nil, err
+	}
+	n.Files["ipset-save.txt"], n.Files["ipvsadm-Ln.txt"] = sets, ipvsadm.FormatList(dp.IPVS)
+	n.Source = fmt.Sprintf("live (%s, ipset save, %s)", how, b.Save)
+	return n, nil
+}
