@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # record-kube-proxy-version.sh VERSION records the standard e2e scenario as kube-proxy VERSION (e.g.
-# v1.33.13) programs it in iptables mode, into trace/iptables/testdata/kube-proxy-VERSION, so that
-# repair's rule text can be checked against that version (trace/iptables/repair_test.go). The
+# v1.33.13) programs it in iptables mode, into trace/kubeproxy/testdata/kube-proxy-VERSION, so that
+# repair's rule text can be checked against that version (trace/kubeproxy/plan_test.go). The
 # kube-proxy is built from k8s.io/kubernetes@VERSION on the Go module proxy into the cache, next to
 # the harness's own v1.36.3 components. Root; a few minutes the first time.
 set -euo pipefail
@@ -36,7 +36,7 @@ if [ ! -x "$bin/kube-proxy" ]; then
 	mv "$work/kube-proxy" "$bin/kube-proxy"
 fi
 CGO_ENABLED=0 go build -o "$cache/netprobe" ./test/e2e/netprobe
-out="$repo/trace/iptables/testdata/kube-proxy-$version"
+out="$repo/trace/kubeproxy/testdata/kube-proxy-$version"
 go run ./test/e2e/record -mode iptables -bin "$bin" -netprobe "$cache/netprobe" -out "$out"
 rm -f "$out/snapshot.yaml"
 echo "recorded $out; add it to TestRepairPlanIsEmptyOnTheRecordedNode and write its README"

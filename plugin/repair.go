@@ -19,6 +19,7 @@ import (
 	"github.com/svctrace/svctrace/render"
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/kubeproxy"
 	"github.com/svctrace/svctrace/trace/nftables"
 )
 
@@ -238,40 +239,25 @@ func (o *RepairOptions) plan(ctx context.Context, in *Inputs) (*trace.RepairPlan
 			return nil, usageErrorf("service %s/%s not found", o.scope.Namespace, o.scope.Name)
 		}
 	}
-	switch dp := in.Dataplane.(type) {
-	case *nftables.Dataplane:
-		plan := &trace.RepairPlan{APIVersion: trace.APIVersion, Kind: "RepairPlan", Node: in.Node.Name, Mode: dp.Mode(), Changes: []trace.RepairChange{}, Services: []string{}}
-		res, err := trace.Check(ctx, dp, in.Cluster, in.Node, o.scope)
-		if err != nil {
-			return nil, in.walkError(err)
-		}
-		for _, f := range res.Findings {
-			if f.Severity.Rank() >= trace.SeverityWarning.Rank() {
-				plan.Notes = append(plan.Notes, fmt.Sprintf("%s %s: %s", f.Kind, f.Service, f.Message))
-			}
-		}
-		if len(plan.Notes) > 0 {
-			plan.Notes = append([]string{"refused: kube-proxy's nftables table belongs to kube-proxy (it replaces the whole table on every sync); svctrace does not write it. What is wrong:"}, plan.Notes...)
-		}
-		return plan, nil
-	case *iptables.Dataplane:
-		version, note := kubeProxyVersion(in.Cluster, in.Node.Name)
+	note := ""
+	if _, isIPTables := in.Dataplane.(*iptables.Dataplane); isIPTables {
+		var version kpVersion
+		version, note = kubeProxyVersion(in.Cluster, in.Node.Name)
 		if version.major == 1 && version.minor > 0 && version.minor < 24 {
 			return nil, usageErrorf("kube-proxy on %s is %s: repair writes the rules of kube-proxy 1.30-1.36 and would fight an older layout; restart or upgrade kube-proxy instead", in.Node.Name, version.text)
 		}
-		var plan *trace.RepairPlan
-		var err error
-		if dp.IPVS != nil {
-			plan, err = iptables.PlanIPVSRepair(dp, in.Cluster, in.Node, o.scope)
-		} else {
-			plan, err = iptables.PlanRepair(dp, in.Cluster, in.Node, o.scope)
-		}
-		if err == nil && note != "" && !plan.Empty() {
-			plan.Notes = append(plan.Notes, note)
-		}
-		return plan, err
 	}
-	return nil, fmt.Errorf("repair does not know this dataplane (%s)", in.Dataplane.Mode())
+	plan, err := kubeproxy.Plan(ctx, in.Dataplane, in.Cluster, in.Node, o.scope)
+	if err != nil {
+		if _, walked := in.Dataplane.(*nftables.Dataplane); walked {
+			err = in.walkError(err) // the nftables plan is a check: a walk that failed
+		}
+		return nil, err
+	}
+	if note != "" && !plan.Empty() {
+		plan.Notes = append(plan.Notes, note)
+	}
+	return plan, nil
 }
 
 type kpVersion struct {

@@ -16,6 +16,7 @@ import (
 	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/kubeproxy"
 )
 
 // fakeNode is a node in memory: chains per table, IPVS real servers' weights, and saved files. Any
@@ -183,7 +184,7 @@ func demoPlan(t *testing.T) *trace.RepairPlan {
 		t.Fatal(err)
 	}
 	cl := tracetest.StaleDemo(t, "../snapshot/demo")
-	plan, err := iptables.PlanRepair(&iptables.Dataplane{V4: rs}, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
+	plan, err := kubeproxy.PlanIPTables(&iptables.Dataplane{V4: rs}, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace"
-	"github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/kubeproxy"
 )
 
 // InputRunner runs a command with standard input: this machine (dpexec.Local).
@@ -87,7 +87,7 @@ func Differences(got map[string]map[string]trace.ChainRules, want []trace.TableR
 func ValidateInput(tr trace.TableRestore) error {
 	declared := map[string]bool{}
 	for _, c := range tr.Before {
-		if !iptables.Repairable(tr.Table, c.Chain) {
+		if !kubeproxy.Repairable(tr.Table, c.Chain) {
 			return fmt.Errorf("the plan writes chain %s in %s, which is not one of kube-proxy's service chains", c.Chain, tr.Table)
 		}
 		declared[c.Chain] = true

@@ -121,3 +121,15 @@ func RunOnNode(t *testing.T, dp trace.Dataplane, cl *trace.Cluster, nodeName str
 		})
 	}
 }
+
+// FindingKinds lists a check's findings at or above min as "Kind service", sorted.
+func FindingKinds(res *trace.CheckResult, min trace.Severity) []string {
+	var out []string
+	for _, f := range res.Findings {
+		if f.Severity.Rank() >= min.Rank() {
+			out = append(out, f.Kind+" "+f.Service)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/kubeproxy"
 )
 
 // BenchmarkTraceWarm traces one Service of the 10,000 x 10 dump (hack/bench-dump.sh) once the
@@ -70,7 +71,7 @@ func BenchmarkRepairPlanFullNode(b *testing.B) {
 	dp, cl, node := benchNode(b)
 	b.ResetTimer()
 	for b.Loop() {
-		plan, err := iptables.PlanRepair(dp, cl, node, trace.CheckScope{})
+		plan, err := kubeproxy.PlanIPTables(dp, cl, node, trace.CheckScope{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -103,7 +104,7 @@ func BenchmarkRepairPlanOneServiceGone(b *testing.B) {
 	cl = tracetest.WithoutService(cl, gone.Name)
 	b.ResetTimer()
 	for b.Loop() {
-		plan, err := iptables.PlanRepair(dp, cl, node, trace.CheckScope{})
+		plan, err := kubeproxy.PlanIPTables(dp, cl, node, trace.CheckScope{})
 		if err != nil {
 			b.Fatal(err)
 		}

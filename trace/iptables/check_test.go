@@ -2,39 +2,28 @@ package iptables_test
 
 import (
 	"context"
-	"sort"
 	"strings"
 	"testing"
 
+	"github.com/svctrace/svctrace/test/recorded"
 	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 )
 
-func kinds(res *trace.CheckResult, min trace.Severity) []string {
-	var out []string
-	for _, f := range res.Findings {
-		if f.Severity.Rank() >= min.Rank() {
-			out = append(out, f.Kind+" "+f.Service)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
 // TestCheckRecordedNodeIsClean: what the real kube-proxy programmed agrees with the API it read.
 func TestCheckRecordedNodeIsClean(t *testing.T) {
-	dp, cl := loadScenario(t, "../../dataplane/snapshot/demo")
+	dp, cl := recorded.IPTables(t, "../../dataplane/snapshot/demo")
 	res, err := trace.Check(context.Background(), dp, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := kinds(res, trace.SeverityWarning); len(got) != 0 {
+	if got := tracetest.FindingKinds(res, trace.SeverityWarning); len(got) != 0 {
 		t.Fatalf("findings on a freshly synced node: %v", got)
 	}
 	if res.Checked < 12 {
 		t.Errorf("checked %d service ports", res.Checked)
 	}
-	infos := strings.Join(kinds(res, trace.SeverityInfo), "; ")
+	infos := strings.Join(tracetest.FindingKinds(res, trace.SeverityInfo), "; ")
 	for _, want := range []string{"NoEndpoints default/empty:http", "NoEndpoints default/remote-itp:http"} {
 		if !strings.Contains(infos, want) {
 			t.Errorf("infos %q lack %q", infos, want)
@@ -45,13 +34,13 @@ func TestCheckRecordedNodeIsClean(t *testing.T) {
 // TestCheckFindsWhatChangedInTheAPI: the same dump against API objects edited the way the e2e test
 // edits the live cluster: a pod gone from the slice, a new pod in it, a Service deleted.
 func TestCheckFindsWhatChangedInTheAPI(t *testing.T) {
-	dp, _ := loadScenario(t, "../../dataplane/snapshot/demo")
+	dp, _ := recorded.IPTables(t, "../../dataplane/snapshot/demo")
 	edited := tracetest.StaleDemo(t, "../../dataplane/snapshot/demo")
 	res, err := trace.Check(context.Background(), dp, edited, edited.NodeContextFor("node1", nil), trace.CheckScope{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := strings.Join(kinds(res, trace.SeverityError), "; ")
+	got := strings.Join(tracetest.FindingKinds(res, trace.SeverityError), "; ")
 	want := "MissingEndpoint default/hostnames:default; StaleEndpoint default/hostnames:default; StaleService default/multi:http; StaleService default/multi:metrics"
 	if got != want {
 		t.Fatalf("findings\n got %s\nwant %s", got, want)

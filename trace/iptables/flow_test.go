@@ -9,25 +9,11 @@ import (
 	"testing"
 
 	"github.com/svctrace/svctrace/dataplane/xtables"
+	"github.com/svctrace/svctrace/test/recorded"
 	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/iptables"
 )
-
-// loadScenario reads a dump and the API objects recorded from the real kube-proxy by
-// test/e2e/record (see dataplane/snapshot/demo/README.md).
-func loadScenario(t testing.TB, dir string) (*iptables.Dataplane, *trace.Cluster) {
-	t.Helper()
-	dump, err := os.ReadFile(dir + "/iptables-save.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := xtables.Parse(dump)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &iptables.Dataplane{V4: rs}, tracetest.LoadObjects(t, dir+"/objects.yaml")
-}
 
 func clusterIP(t *testing.T, cl *trace.Cluster, name string) string {
 	return tracetest.ClusterIP(t, cl, name)
@@ -44,7 +30,7 @@ const (
 type packetFlowTest = tracetest.FlowTest
 
 func TestPacketFlowsRecordedIptables(t *testing.T) {
-	dp, cl := loadScenario(t, "../../dataplane/snapshot/demo")
+	dp, cl := recorded.IPTables(t, "../../dataplane/snapshot/demo")
 	runScenarioFlows(t, dp, cl)
 }
 
@@ -66,7 +52,7 @@ func TestPacketFlowsWithoutComments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, cl := loadScenario(t, "../../dataplane/snapshot/demo")
+	_, cl := recorded.IPTables(t, "../../dataplane/snapshot/demo")
 	runScenarioFlows(t, &iptables.Dataplane{V4: rs}, cl)
 	node := cl.NodeContextFor("node1", nil)
 	res, err := trace.Run(context.Background(), &iptables.Dataplane{V4: rs}, cl, trace.Query{Node: node, Packet: trace.Packet{

@@ -4,50 +4,16 @@ import (
 	"context"
 	"testing"
 
-	"github.com/svctrace/svctrace/dataplane/ipvsadm"
-	"github.com/svctrace/svctrace/dataplane/xtables"
+	"github.com/svctrace/svctrace/test/recorded"
 	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
-	"github.com/svctrace/svctrace/trace/iptables"
-	"github.com/svctrace/svctrace/trace/ipvs"
 )
-
-// ipvsFixture is kube-proxy v1.36.3 in IPVS mode inside the QEMU guest (see its README).
-const ipvsFixture = "../../dataplane/snapshot/demo-ipvs"
-
-func loadIPVS(t *testing.T, table string) (*iptables.Dataplane, *trace.Cluster) {
-	t.Helper()
-	data := tracetest.ReadFixture(t, ipvsFixture, table)
-	parse := ipvsadm.ParseList
-	if table == "ipvsadm-Sn.txt" {
-		parse = ipvsadm.ParseSave
-	}
-	tab, err := parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ipvsNode(t, tab), tracetest.LoadObjects(t, ipvsFixture+"/objects.yaml")
-}
-
-// ipvsNode is the recorded IPVS node's iptables rules and sets with the given IPVS table.
-func ipvsNode(t testing.TB, tab *ipvs.Table) *iptables.Dataplane {
-	t.Helper()
-	rs, err := xtables.Parse(tracetest.ReadFixture(t, ipvsFixture, "iptables-save.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sets, err := ipvsadm.ParseIPSet(tracetest.ReadFixture(t, ipvsFixture, "ipset-save.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &iptables.Dataplane{V4: rs, Sets: sets, IPVS: tab}
-}
 
 func TestPacketFlowsRecordedIPVS(t *testing.T) {
 	// The three forms of the IPVS table must give the same answers.
 	for _, table := range []string{"ipvsadm-Sn.txt", "ipvsadm-Ln.txt", "proc-net-ip_vs.txt"} {
 		t.Run(table, func(t *testing.T) {
-			dp, cl := loadIPVS(t, table)
+			dp, cl := recorded.IPVS(t, table)
 			web := "10.244.3.11:8080, 10.244.3.12:8080, 10.244.3.13:8080"
 			const vmIP, client, ext = "10.0.2.15", "10.244.3.99", "198.51.100.10"
 			affinity := 10800
@@ -85,7 +51,7 @@ func TestPacketFlowsRecordedIPVS(t *testing.T) {
 // port of a Service whose only endpoint is on another node still lists that endpoint as a real
 // server (kube-proxy's IPVS mode does this); everything else agrees with the API.
 func TestCheckIPVSFindsTheLocalPolicyBlackhole(t *testing.T) {
-	dp, cl := loadIPVS(t, "ipvsadm-Ln.txt")
+	dp, cl := recorded.IPVS(t, "ipvsadm-Ln.txt")
 	res, err := trace.Check(context.Background(), dp, cl, cl.NodeContextFor("vm1", nil), trace.CheckScope{Namespace: "ipvs"})
 	if err != nil {
 		t.Fatal(err)

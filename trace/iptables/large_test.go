@@ -12,8 +12,10 @@ import (
 
 	"github.com/svctrace/svctrace/dataplane/ipvsadm"
 	"github.com/svctrace/svctrace/dataplane/xtables"
+	"github.com/svctrace/svctrace/test/recorded"
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/kubeproxy"
 )
 
 // bigIptablesService is the recorded iptables node (dataplane/snapshot/demo, kube-proxy v1.36.3)
@@ -39,7 +41,7 @@ func bigIptablesService(t testing.TB, n int) *iptables.Dataplane {
 				ep := fmt.Sprintf("10.%d.%d.%d:9376", 100+i/65536, i/256%256, i%256)
 				stat := ""
 				if i < n-1 {
-					stat = " -m statistic --mode random --probability " + iptables.Probability(n-i)
+					stat = " -m statistic --mode random --probability " + kubeproxy.Probability(n-i)
 				}
 				fmt.Fprintf(&out, "[0:0] -A %s -m comment --comment \"default/hostnames:default -> %s\"%s -j KUBE-SEP-BIG%06d\n", svc, ep, stat, i)
 			}
@@ -71,7 +73,7 @@ func bigIPVSService(t testing.TB, n int) *iptables.Dataplane {
 	t.Helper()
 	var out strings.Builder
 	in := false
-	for _, line := range strings.SplitAfter(string(tracetest.ReadFixture(t, ipvsFixture, "ipvsadm-Ln.txt")), "\n") {
+	for _, line := range strings.SplitAfter(string(tracetest.ReadFixture(t, recorded.IPVSDir(), "ipvsadm-Ln.txt")), "\n") {
 		if in && strings.HasPrefix(line, "  ->") {
 			continue
 		}
@@ -88,7 +90,7 @@ func bigIPVSService(t testing.TB, n int) *iptables.Dataplane {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ipvsNode(t, tab)
+	return recorded.IPVSNode(t, tab)
 }
 
 func bigPacket(dst string, port uint16) (trace.Packet, *trace.NodeContext) {

@@ -4,32 +4,18 @@ import (
 	"context"
 	"math"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/svctrace/svctrace/dataplane/xtables"
+	"github.com/svctrace/svctrace/test/recorded"
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/iptables"
 )
 
-// oldLayout reads the hand-written v1.20-layout fixture (origin in testdata/README.md).
-func oldLayout(t *testing.T) *iptables.Ruleset {
-	t.Helper()
-	data, err := os.ReadFile("testdata/v1.20-layout.iptables")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := xtables.Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rs
-}
-
 func walkOld(t *testing.T, pkt trace.Packet, local ...string) *trace.Walk {
 	t.Helper()
-	rs := oldLayout(t)
+	rs := recorded.OldLayout(t)
 	node := &trace.NodeContext{Name: "old"}
 	for _, l := range local {
 		node.Local = append(node.Local, netip.MustParseAddr(l))

@@ -1,7 +1,8 @@
-package iptables
+package kubeproxy
 
 import (
 	"fmt"
+	"github.com/svctrace/svctrace/trace/iptables"
 	"net/netip"
 	"sort"
 	"strings"
@@ -10,26 +11,26 @@ import (
 	"github.com/svctrace/svctrace/trace/ipvs"
 )
 
-// PlanIPVSRepair computes the netlink operations that make the real servers of the node's virtual
+// PlanIPVS computes the netlink operations that make the real servers of the node's virtual
 // servers those kube-proxy's IPVS mode would choose now, for the Services in scope: a stale real
 // server goes to weight 0 (no new connections) and is deleted once idle (UDP at once), missing
 // ones are added with weight 1, wrong weights are set. Virtual servers of Services the API no
 // longer has lose their real servers the same way (scope: everything). Nothing is flushed and no
 // virtual server is created or deleted: those also need kube-ipvs0 addresses and ipset entries,
 // which are kube-proxy's.
-func PlanIPVSRepair(d *Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope trace.CheckScope) (*trace.RepairPlan, error) {
+func PlanIPVS(d *iptables.Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope trace.CheckScope) (*trace.RepairPlan, error) {
 	plan := &trace.RepairPlan{APIVersion: trace.APIVersion, Kind: "RepairPlan", Node: node.Name, Mode: d.Mode(), Changes: []trace.RepairChange{}, Services: []string{}}
 	if d.IPVS == nil {
-		return nil, fmt.Errorf("internal: PlanIPVSRepair is for IPVS mode")
+		return nil, fmt.Errorf("internal: PlanIPVS is for IPVS mode")
 	}
 	type owner struct {
-		port     *KPServicePort
+		port     *ServicePort
 		external bool
 	}
 	owners := map[string]owner{}
 	key := func(proto string, a netip.AddrPort) string { return proto + " " + a.String() }
 	nodePorts := map[string]owner{}
-	for _, p := range KPServicePorts(cl, node.Name) {
+	for _, p := range ServicePorts(cl, node.Name) {
 		owners[key(p.Protocol, netip.AddrPortFrom(p.ClusterIP, uint16(p.Port)))] = owner{p, false}
 		for _, a := range append(append([]netip.Addr(nil), p.ExternalIPs...), p.LoadBalancerIPs...) {
 			owners[key(p.Protocol, netip.AddrPortFrom(a, uint16(p.Port)))] = owner{p, true}

@@ -1,4 +1,4 @@
-package iptables
+package kubeproxy
 
 import (
 	"crypto/sha256"
@@ -45,8 +45,8 @@ func portProtoHash(s string) string {
 	return base32.StdEncoding.EncodeToString(h[:])[:16]
 }
 
-// KPServicePort is one Service port as kube-proxy sees it on one node.
-type KPServicePort struct {
+// ServicePort is one Service port as kube-proxy sees it on one node.
+type ServicePort struct {
 	// Name is kube-proxy's service port name: "namespace/name" or "namespace/name:port".
 	Name string
 	// Protocol is "tcp", "udp" or "sctp".
@@ -71,20 +71,20 @@ type KPServicePort struct {
 }
 
 // Chain names of the service port.
-func (s *KPServicePort) hash() string { return portProtoHash(s.Name + s.Protocol) }
-func (s *KPServicePort) SVC() string  { return svcPrefix + s.hash() }
-func (s *KPServicePort) SVL() string  { return svlPrefix + s.hash() }
-func (s *KPServicePort) EXT() string  { return extPrefix + s.hash() }
-func (s *KPServicePort) FW() string   { return fwPrefix + s.hash() }
-func (s *KPServicePort) SEP(ep string) string {
+func (s *ServicePort) hash() string { return portProtoHash(s.Name + s.Protocol) }
+func (s *ServicePort) SVC() string  { return svcPrefix + s.hash() }
+func (s *ServicePort) SVL() string  { return svlPrefix + s.hash() }
+func (s *ServicePort) EXT() string  { return extPrefix + s.hash() }
+func (s *ServicePort) FW() string   { return fwPrefix + s.hash() }
+func (s *ServicePort) SEP(ep string) string {
 	return sepPrefix + portProtoHash(s.Name+s.Protocol+ep)
 }
 
 // Key identifies the service port across the API and the rules: "ns/name:port/proto".
-func (s *KPServicePort) Key() string { return s.Name + "/" + s.Protocol }
+func (s *ServicePort) Key() string { return s.Name + "/" + s.Protocol }
 
 // externallyAccessible is kube-proxy's ExternallyAccessible: node port, external IPs or LB IPs.
-func (s *KPServicePort) externallyAccessible() bool {
+func (s *ServicePort) externallyAccessible() bool {
 	return s.NodePort != 0 || len(s.ExternalIPs) > 0 || len(s.LoadBalancerIPs) > 0
 }
 
@@ -107,20 +107,20 @@ type Layout struct {
 	NodeIP netip.Addr
 }
 
-// KPRules are the rules of one service port, by table and chain, as iptables-save prints them
+// TableRules are the rules of one service port, by table and chain, as iptables-save prints them
 // ("-A CHAIN ..."). Top-level chains (KUBE-SERVICES, KUBE-NODEPORTS, ...) hold only this port's
 // rules; per-service chains are complete.
-type KPRules struct {
+type TableRules struct {
 	Nat, Filter map[string][]string
 	// Chains are the per-service nat chains, in the order kube-proxy declares them.
 	Chains []string
 }
 
-func (k *KPRules) add(table map[string][]string, chain string, parts ...string) {
+func (k *TableRules) add(table map[string][]string, chain string, parts ...string) {
 	table[chain] = append(table[chain], "-A "+chain+" "+strings.Join(nonEmpty(parts), " "))
 }
 
-func (k *KPRules) chain(name string) {
+func (k *TableRules) chain(name string) {
 	k.Chains = append(k.Chains, name)
 	if k.Nat[name] == nil {
 		k.Nat[name] = []string{}
@@ -151,9 +151,9 @@ func Probability(n int) string {
 // SortEndpoints orders endpoints as kube-proxy does: by their "ip:port" string.
 func SortEndpoints(eps []string) { sort.Strings(eps) }
 
-// KubeProxyRules writes the service port's rules.
-func KubeProxyRules(s *KPServicePort, l Layout) *KPRules {
-	k := &KPRules{Nat: map[string][]string{}, Filter: map[string][]string{}}
+// IPTablesRules writes the service port's rules.
+func IPTablesRules(s *ServicePort, l Layout) *TableRules {
+	k := &TableRules{Nat: map[string][]string{}, Filter: map[string][]string{}}
 	p := s.Protocol
 	proto := "-p " + p
 	mproto := "-m " + p

@@ -1,4 +1,4 @@
-package iptables
+package kubeproxy
 
 import (
 	"net/netip"
@@ -12,11 +12,11 @@ import (
 // defaultAffinitySeconds is the API's default ClientIP affinity timeout.
 const defaultAffinitySeconds = 10800
 
-// KPServicePorts lists the IPv4 Service ports of the cluster as kube-proxy on node sees them:
+// ServicePorts lists the IPv4 Service ports of the cluster as kube-proxy on node sees them:
 // policies, addresses and the endpoints it would use there (every Service, in scope or not).
-func KPServicePorts(cl *trace.Cluster, node string) []*KPServicePort {
+func ServicePorts(cl *trace.Cluster, node string) []*ServicePort {
 	zone := cl.Zone(node)
-	var out []*KPServicePort
+	var out []*ServicePort
 	for _, svc := range cl.Services {
 		if svc.Spec.Type == corev1.ServiceTypeExternalName {
 			continue
@@ -73,7 +73,7 @@ func KPServicePorts(cl *trace.Cluster, node string) []*KPServicePort {
 			if proto == "" {
 				proto = "tcp"
 			}
-			s := &KPServicePort{Name: name, Protocol: proto, ClusterIP: vip, Port: int(sp.Port), ExternalIPs: ext, LoadBalancerIPs: lbs,
+			s := &ServicePort{Name: name, Protocol: proto, ClusterIP: vip, Port: int(sp.Port), ExternalIPs: ext, LoadBalancerIPs: lbs,
 				SourceRanges: ranges, InternalLocal: intLocal, ExternalLocal: extLocal, AffinitySeconds: affinity}
 			if svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
 				s.NodePort = int(sp.NodePort)

@@ -1,4 +1,4 @@
-package iptables_test
+package kubeproxy_test
 
 import (
 	"context"
@@ -10,8 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/svctrace/svctrace/test/recorded"
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/kubeproxy"
 )
 
 // TestRepairPlanIsEmptyOnTheRecordedNode: the rules svctrace writes for every Service port are the
@@ -24,8 +26,8 @@ import (
 // way with those versions' kube-proxy).
 func TestRepairPlanIsEmptyOnTheRecordedNode(t *testing.T) {
 	for _, dir := range []string{"../../dataplane/snapshot/demo", "testdata/kube-proxy-v1.33.13", "testdata/kube-proxy-v1.30.14"} {
-		dp, cl := loadScenario(t, dir)
-		plan, err := iptables.PlanRepair(dp, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
+		dp, cl := recorded.IPTables(t, dir)
+		plan, err := kubeproxy.PlanIPTables(dp, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,10 +51,10 @@ func TestRepairPlanFollowsTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dp, _ := loadScenario(t, "../../dataplane/snapshot/demo")
+	dp, _ := recorded.IPTables(t, "../../dataplane/snapshot/demo")
 	edited := tracetest.EditEndpoints(tracetest.StaleDemo(t, "../../dataplane/snapshot/demo"), "dns", map[string]string{"10.244.2.52": ""})
 	node := edited.NodeContextFor("node1", nil)
-	plan, err := iptables.PlanRepair(dp, edited, node, trace.CheckScope{})
+	plan, err := kubeproxy.PlanIPTables(dp, edited, node, trace.CheckScope{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +71,7 @@ func TestRepairPlanFollowsTheAPI(t *testing.T) {
 			f := strings.Fields(l)
 			switch {
 			case strings.HasPrefix(l, ":"):
-				if c := f[0][1:]; !iptables.IsServiceChain(c) && c != "KUBE-SERVICES" && c != "KUBE-NODEPORTS" && c != "KUBE-EXTERNAL-SERVICES" && c != "KUBE-PROXY-FIREWALL" {
+				if c := f[0][1:]; !kubeproxy.IsServiceChain(c) && c != "KUBE-SERVICES" && c != "KUBE-NODEPORTS" && c != "KUBE-EXTERNAL-SERVICES" && c != "KUBE-PROXY-FIREWALL" {
 					t.Errorf("plan writes chain %s", c)
 				}
 			case strings.HasPrefix(l, "-X "):
@@ -91,10 +93,10 @@ func TestRepairPlanFollowsTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := kinds(res, trace.SeverityWarning); len(got) != 0 {
+	if got := tracetest.FindingKinds(res, trace.SeverityWarning); len(got) != 0 {
 		t.Errorf("findings after the repair: %v", got)
 	}
-	if again, err := iptables.PlanRepair(repaired, edited, node, trace.CheckScope{}); err != nil || !again.Empty() {
+	if again, err := kubeproxy.PlanIPTables(repaired, edited, node, trace.CheckScope{}); err != nil || !again.Empty() {
 		t.Errorf("a second plan is not empty (%v): %+v", err, again.Changes)
 	}
 	// The multi Service's chains are gone; hostnames' new endpoint has its own chain.
@@ -108,7 +110,7 @@ func TestRepairPlanFollowsTheAPI(t *testing.T) {
 	}
 
 	// Scope: only hostnames is planned when only hostnames is asked for.
-	one, err := iptables.PlanRepair(dp, edited, node, trace.CheckScope{Namespace: "default", Name: "hostnames"})
+	one, err := kubeproxy.PlanIPTables(dp, edited, node, trace.CheckScope{Namespace: "default", Name: "hostnames"})
 	if err != nil || strings.Join(one.Services, " ") != "default/hostnames:default" || len(one.Conntrack) != 0 {
 		t.Errorf("scoped plan: %v %v %+v", err, one.Services, one.Conntrack)
 	}
@@ -120,9 +122,9 @@ func TestRepairPlanFollowsTheAPI(t *testing.T) {
 // plan drains vm-c (weight 0, deleted once idle) and adds the new one on every virtual server of
 // the Service; nothing else.
 func TestIPVSRepairPlan(t *testing.T) {
-	dp, cl := loadIPVS(t, "ipvsadm-Ln.txt")
+	dp, cl := recorded.IPVS(t, "ipvsadm-Ln.txt")
 	node := cl.NodeContextFor("vm1", dp.IPVS.Addresses())
-	plan, err := iptables.PlanIPVSRepair(dp, cl, node, trace.CheckScope{})
+	plan, err := kubeproxy.PlanIPVS(dp, cl, node, trace.CheckScope{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +132,7 @@ func TestIPVSRepairPlan(t *testing.T) {
 		t.Fatalf("plan on the synced node: %+v", plan.Changes)
 	}
 	edited := tracetest.EditEndpoints(cl, "vmweb", map[string]string{"10.244.3.13": "10.244.3.14"})
-	plan, err = iptables.PlanIPVSRepair(dp, edited, node, trace.CheckScope{Namespace: "ipvs"})
+	plan, err = kubeproxy.PlanIPVS(dp, edited, node, trace.CheckScope{Namespace: "ipvs"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +154,7 @@ func TestIPVSRepairPlan(t *testing.T) {
 // refused rather than overwritten with the new one.
 func TestRepairRefusesAnOldLayout(t *testing.T) {
 	cl := trace.NewCluster(nil, nil, nil, nil)
-	_, err := iptables.PlanRepair(&iptables.Dataplane{V4: oldLayout(t)}, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
+	_, err := kubeproxy.PlanIPTables(&iptables.Dataplane{V4: recorded.OldLayout(t)}, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
 	if err == nil || !strings.Contains(err.Error(), "before 1.24") {
 		t.Fatalf("old layout: %v", err)
 	}
@@ -174,12 +176,12 @@ func TestRepairFollowsTheNodesNFAcct(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, cl := loadScenario(t, "../../dataplane/snapshot/demo")
+	_, cl := recorded.IPTables(t, "../../dataplane/snapshot/demo")
 	for _, tc := range []struct {
 		name string
 		cl   *trace.Cluster
 	}{{"synced", cl}, {"a node port Service gone", tracetest.WithoutService(cl, "web-nodeport")}} {
-		plan, err := iptables.PlanRepair(&iptables.Dataplane{V4: rs}, tc.cl, tc.cl.NodeContextFor("node1", nil), trace.CheckScope{})
+		plan, err := kubeproxy.PlanIPTables(&iptables.Dataplane{V4: rs}, tc.cl, tc.cl.NodeContextFor("node1", nil), trace.CheckScope{})
 		if err != nil {
 			t.Fatal(err)
 		}

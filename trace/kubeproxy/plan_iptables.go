@@ -1,7 +1,8 @@
-package iptables
+package kubeproxy
 
 import (
 	"fmt"
+	"github.com/svctrace/svctrace/trace/iptables"
 	"net/netip"
 	"slices"
 	"sort"
@@ -32,7 +33,7 @@ func Repairable(table, chain string) bool {
 // ownerName is the service port a top-level rule belongs to, from its comment: kube-proxy starts
 // every such comment with the port's name ("ns/name:port cluster IP", "ns/name:port has no
 // endpoints", ...). "" for rules of no Service (the node-ports jump).
-func ownerName(r *Rule) string {
+func ownerName(r *iptables.Rule) string {
 	name, _, _ := strings.Cut(r.Comment, " ")
 	if !strings.Contains(name, "/") {
 		return ""
@@ -42,7 +43,7 @@ func ownerName(r *Rule) string {
 
 // DetectLayout reads kube-proxy's flags and the cluster-size mode off the node's own rules, and
 // refuses what repair cannot reproduce.
-func DetectLayout(rs *Ruleset, cl *trace.Cluster, node *trace.NodeContext) (Layout, []string, error) {
+func DetectLayout(rs *iptables.Ruleset, cl *trace.Cluster, node *trace.NodeContext) (Layout, []string, error) {
 	var l Layout
 	var notes []string
 	nat := rs.Tables["nat"]
@@ -76,14 +77,14 @@ func DetectLayout(rs *Ruleset, cl *trace.Cluster, node *trace.NodeContext) (Layo
 		l.LargeCluster = !sawComment
 	} else if cl != nil {
 		total := 0
-		for _, p := range KPServicePorts(cl, node.Name) {
+		for _, p := range ServicePorts(cl, node.Name) {
 			total += len(p.Reachable)
 		}
 		l.LargeCluster = total > 1000
 		notes = append(notes, "no endpoint rules to learn the comment style from; assumed from the API's endpoint count")
 	}
 	if !sawMasq {
-		if p, ok := (&Dataplane{V4: rs}).ClusterCIDR(); ok {
+		if p, ok := (&iptables.Dataplane{V4: rs}).ClusterCIDR(); ok {
 			l.LocalCIDR = p
 		}
 	}
@@ -117,7 +118,7 @@ func DetectLayout(rs *Ruleset, cl *trace.Cluster, node *trace.NodeContext) (Layo
 }
 
 // chainRules returns a chain's rule texts, and whether it exists.
-func chainRules(t *Table, name string) ([]string, bool) {
+func chainRules(t *iptables.Table, name string) ([]string, bool) {
 	if t == nil {
 		return nil, false
 	}
@@ -132,13 +133,13 @@ func chainRules(t *Table, name string) ([]string, bool) {
 	return out, true
 }
 
-// PlanRepair computes the minimal change that makes the node's iptables rules for the Services in
+// PlanIPTables computes the minimal change that makes the node's iptables rules for the Services in
 // scope what kube-proxy would write for them now, plus the removal of rules for Services (or
 // ports) the API no longer has. Only IPv4 rules are repaired.
-func PlanRepair(d *Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope trace.CheckScope) (*trace.RepairPlan, error) {
+func PlanIPTables(d *iptables.Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope trace.CheckScope) (*trace.RepairPlan, error) {
 	plan := &trace.RepairPlan{APIVersion: trace.APIVersion, Kind: "RepairPlan", Node: node.Name, Mode: d.Mode(), Changes: []trace.RepairChange{}, Services: []string{}}
 	if d.IPVS != nil {
-		return nil, fmt.Errorf("internal: PlanRepair is for iptables mode")
+		return nil, fmt.Errorf("internal: PlanIPTables is for iptables mode")
 	}
 	rs := d.V4
 	if rs == nil || rs.Tables["nat"] == nil || rs.Tables["filter"] == nil {
@@ -167,10 +168,10 @@ func PlanRepair(d *Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope 
 
 	// The API's ports: those in scope are written, every one is known (not stale).
 	apiNames := map[string]bool{}
-	desired := map[string]*KPRules{}
-	ports := map[string]*KPServicePort{}
+	desired := map[string]*TableRules{}
+	ports := map[string]*ServicePort{}
 	var names []string
-	for _, p := range KPServicePorts(cl, node.Name) {
+	for _, p := range ServicePorts(cl, node.Name) {
 		apiNames[p.Name] = true
 		ns, rest, _ := strings.Cut(p.Name, "/")
 		svc, _, _ := strings.Cut(rest, ":")
@@ -178,7 +179,7 @@ func PlanRepair(d *Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope 
 			continue
 		}
 		ports[p.Name] = p
-		desired[p.Name] = KubeProxyRules(p, layout)
+		desired[p.Name] = IPTablesRules(p, layout)
 		names = append(names, p.Name)
 	}
 	// Stale ports: named by top-level rules, in scope, unknown to the API. Their protocol comes
@@ -305,7 +306,7 @@ func PlanRepair(d *Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope 
 	oldBackends := map[string][]string{}
 	for _, n := range append(append([]string(nil), names...), staleNames...) {
 		proto := stale[n]
-		var want *KPRules
+		var want *TableRules
 		if p := ports[n]; p != nil {
 			proto, want = p.Protocol, desired[n]
 		}
@@ -421,7 +422,7 @@ func PlanRepair(d *Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope 
 
 // udpAddresses are the addresses a UDP port's clients use, as conntrack's original destination:
 // the cluster IP, external and LB IPs with the port, and "*:nodePort".
-func udpAddresses(p *KPServicePort, name string, rs *Ruleset) []string {
+func udpAddresses(p *ServicePort, name string, rs *iptables.Ruleset) []string {
 	if p == nil {
 		// A stale port: its addresses from its old top-level rules.
 		var out []string
