@@ -27,9 +27,14 @@ type BalanceOptions struct {
 	fleet     fleetFlags
 }
 
+// NewBalanceOptions returns balance's options with their defaults.
+func NewBalanceOptions(streams genericiooptions.IOStreams, cfg *genericclioptions.ConfigFlags) *BalanceOptions {
+	return &BalanceOptions{trace: NewTraceOptions(streams, cfg), duration: 30 * time.Second}
+}
+
 // NewCmdBalance builds `balance`.
 func NewCmdBalance(streams genericiooptions.IOStreams, cfg *genericclioptions.ConfigFlags) *cobra.Command {
-	o := &BalanceOptions{trace: NewTraceOptions(streams, cfg), duration: 30 * time.Second}
+	o := NewBalanceOptions(streams, cfg)
 	o.trace.output = "table"
 	cmd := &cobra.Command{
 		Use:   "balance [NAMESPACE/]SERVICE",
@@ -65,28 +70,7 @@ Exit codes: 0 Balanced (or too little traffic to judge), 1 an imbalance, 2 usage
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.trace.Complete(args); err != nil {
-				return err
-			}
-			if err := o.trace.Validate(); err != nil {
-				return err
-			}
-			if o.duration < 0 {
-				return usageErrorf("--duration must not be negative")
-			}
-			if err := o.fleet.validate(o.allNodes); err != nil {
-				return err
-			}
-			if o.allNodes {
-				ctx := cmd.Context()
-				if ctx == nil {
-					ctx = context.Background()
-				}
-				return o.runAllNodes(ctx)
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runOptions(o),
 	}
 	o.trace.Input.AddFlags(cmd)
 	fl := cmd.Flags()
@@ -99,8 +83,25 @@ Exit codes: 0 Balanced (or too little traffic to judge), 1 an imbalance, 2 usage
 	return cmd
 }
 
-// Run measures and prints.
+// Complete turns flags into typed values.
+func (o *BalanceOptions) Complete(args []string) error { return o.trace.Complete(args) }
+
+// Validate checks what can be checked before reading anything.
+func (o *BalanceOptions) Validate() error {
+	if err := o.trace.Validate(); err != nil {
+		return err
+	}
+	if o.duration < 0 {
+		return usageErrorf("--duration must not be negative")
+	}
+	return o.fleet.validate(o.allNodes)
+}
+
+// Run measures and prints: on one node, or with --all-nodes on every node.
 func (o *BalanceOptions) Run(ctx context.Context) error {
+	if o.allNodes {
+		return o.runAllNodes(ctx)
+	}
 	t := o.trace
 	ctx, in, stop, err := t.Input.start(ctx, t.config, t.streams)
 	if err != nil {

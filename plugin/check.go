@@ -31,9 +31,14 @@ type CheckOptions struct {
 	failRank int
 }
 
+// NewCheckOptions returns check's options with their defaults.
+func NewCheckOptions(streams genericiooptions.IOStreams, cfg *genericclioptions.ConfigFlags) *CheckOptions {
+	return &CheckOptions{config: cfg, streams: streams, output: "table", failOn: "error"}
+}
+
 // NewCmdCheck builds `check`.
 func NewCmdCheck(streams genericiooptions.IOStreams, cfg *genericclioptions.ConfigFlags) *cobra.Command {
-	o := &CheckOptions{config: cfg, streams: streams, output: "table", failOn: "error"}
+	o := NewCheckOptions(streams, cfg)
 	cmd := &cobra.Command{
 		Use:   "check [NAMESPACE/]SERVICE",
 		Short: "Find stale and missing rules: where a node's dataplane disagrees with the API",
@@ -62,18 +67,7 @@ Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or access problem
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(args); err != nil {
-				return err
-			}
-			if err := o.Input.Validate(); err != nil {
-				return err
-			}
-			if err := o.fleet.validate(o.allNodes); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runOptions(o),
 	}
 	o.Input.AddFlags(cmd)
 	fl := cmd.Flags()
@@ -99,6 +93,14 @@ func (o *CheckOptions) Complete(args []string) error {
 	}
 	o.scope, err = serviceScope(o.config, &o.Input, o.allNamespaces, args)
 	return err
+}
+
+// Validate checks what can be checked before reading anything.
+func (o *CheckOptions) Validate() error {
+	if err := o.Input.Validate(); err != nil {
+		return err
+	}
+	return o.fleet.validate(o.allNodes)
 }
 
 // Run reads the inputs, checks and prints.

@@ -41,9 +41,14 @@ type RepairOptions struct {
 	format render.Format
 }
 
+// NewRepairOptions returns repair's options with their defaults.
+func NewRepairOptions(streams genericiooptions.IOStreams, cfg *genericclioptions.ConfigFlags) *RepairOptions {
+	return &RepairOptions{config: cfg, streams: streams, output: "table", stateDir: "/var/lib/svctrace"}
+}
+
 // NewCmdRepair builds `repair`.
 func NewCmdRepair(streams genericiooptions.IOStreams, cfg *genericclioptions.ConfigFlags) *cobra.Command {
-	o := &RepairOptions{config: cfg, streams: streams, output: "table", stateDir: "/var/lib/svctrace"}
+	o := NewRepairOptions(streams, cfg)
 	cmd := &cobra.Command{
 		Use:   "repair [NAMESPACE/]SERVICE",
 		Short: "Make a node's dataplane do what the API says now (dry-run unless --apply; on the node, as root)",
@@ -105,19 +110,7 @@ back only part of the state.`,
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(args); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			if ctx == nil {
-				ctx = context.Background()
-			}
-			return o.Run(ctx)
-		},
+		RunE: runOptions(o),
 	}
 	o.Input.AddFlags(cmd)
 	fl := cmd.Flags()

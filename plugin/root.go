@@ -140,6 +140,40 @@ func Execute() (code int) {
 	return code
 }
 
+// options is what every command is: its flags turned into typed values (Complete), checked before
+// anything is read (Validate), then run with the command's context (Run).
+type options interface {
+	Complete(args []string) error
+	Validate() error
+	Run(ctx context.Context) error
+}
+
+// Every command is one.
+var (
+	_ options = (*TraceOptions)(nil)
+	_ options = (*CheckOptions)(nil)
+	_ options = (*BalanceOptions)(nil)
+	_ options = (*RepairOptions)(nil)
+	_ options = (*SnapshotOptions)(nil)
+)
+
+// runOptions is every command's RunE.
+func runOptions(o options) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := o.Complete(args); err != nil {
+			return err
+		}
+		if err := o.Validate(); err != nil {
+			return err
+		}
+		ctx := cmd.Context()
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		return o.Run(ctx)
+	}
+}
+
 // interruptible returns ctx cancelled also by Ctrl-C, SIGTERM and SIGHUP, so that a command
 // returns through its deferred clean-up (a debug pod deleted, a repair rolled back) instead of
 // dying. Execute wraps every command's context in it, once.

@@ -26,11 +26,18 @@ type SnapshotOptions struct {
 	conntrack bool
 	allNodes  bool
 	fleet     fleetFlags
+	// dir is where the bundle is written (the argument).
+	dir string
+}
+
+// NewSnapshotOptions returns snapshot's options with their defaults.
+func NewSnapshotOptions(streams genericiooptions.IOStreams, cfg *genericclioptions.ConfigFlags) *SnapshotOptions {
+	return &SnapshotOptions{config: cfg, streams: streams, conntrack: true}
 }
 
 // NewCmdSnapshot builds `snapshot`.
 func NewCmdSnapshot(streams genericiooptions.IOStreams, cfg *genericclioptions.ConfigFlags) *cobra.Command {
-	o := &SnapshotOptions{config: cfg, streams: streams, conntrack: true}
+	o := NewSnapshotOptions(streams, cfg)
 	cmd := &cobra.Command{
 		Use:   "snapshot DIR",
 		Short: "Save a node's dataplane and the API objects as a bundle every command reads offline",
@@ -57,18 +64,7 @@ with --snapshot DIR --node NAME, and check without --node checks them all.`,
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if o.Input.Offline() {
-				return usageErrorf("snapshot reads the live node; --dataplane, --snapshot and --demo are for reading bundles")
-			}
-			if err := o.Input.Validate(); err != nil {
-				return err
-			}
-			if err := o.fleet.validate(o.allNodes); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context(), args[0])
-		},
+		RunE: runOptions(o),
 	}
 	o.Input.AddFlags(cmd)
 	cmd.Flags().BoolVar(&o.conntrack, "conntrack", o.conntrack, "include `conntrack -L -o extended` (for balance)")
@@ -76,11 +72,26 @@ with --snapshot DIR --node NAME, and check without --node checks them all.`,
 	return cmd
 }
 
-// Run reads the node (or every node) and writes the bundle.
-func (o *SnapshotOptions) Run(ctx context.Context, dir string) error {
-	if ctx == nil {
-		ctx = context.Background()
+// Complete takes the bundle's directory.
+func (o *SnapshotOptions) Complete(args []string) error {
+	o.dir = args[0]
+	return nil
+}
+
+// Validate checks what can be checked before reading anything.
+func (o *SnapshotOptions) Validate() error {
+	if o.Input.Offline() {
+		return usageErrorf("snapshot reads the live node; --dataplane, --snapshot and --demo are for reading bundles")
 	}
+	if err := o.Input.Validate(); err != nil {
+		return err
+	}
+	return o.fleet.validate(o.allNodes)
+}
+
+// Run reads the node (or every node) and writes the bundle.
+func (o *SnapshotOptions) Run(ctx context.Context) error {
+	dir := o.dir
 	if o.allNodes {
 		return o.runAllNodes(ctx, dir)
 	}

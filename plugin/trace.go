@@ -80,15 +80,7 @@ load balancer and external IPs), pod/NAMESPACE/NAME, or any IP address.`,
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(args); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runOptions(o),
 	}
 	o.Input.AddFlags(cmd)
 	fl := cmd.Flags()
