@@ -575,51 +575,36 @@ func (w *walker) inSet(sm SetMatch, b *branch) (bool, string) {
 	return set.Contains(vals), ""
 }
 
-// toIPVS hands a packet that reached INPUT to IPVS: a virtual server for its destination picks a
-// real server (splitting by the scheduler's shares), and the packet leaves through POSTROUTING.
+// toIPVS hands a packet that reached INPUT to IPVS (trace/ipvs decides: a virtual server for its
+// destination picks a real server by the scheduler's shares); each pick is a branch, which leaves
+// through POSTROUTING.
 func (w *walker) toIPVS(b *branch) {
-	vs := w.ipvs.Find(w.pkt.Protocol.String(), netip.AddrPortFrom(b.Dst, b.DPort))
-	if vs == nil {
+	c := w.ipvs.Choose(w.pkt.Protocol.String(), netip.AddrPortFrom(b.Dst, b.DPort))
+	if c == nil {
 		return
 	}
-	where := fmt.Sprintf("%s %s %s", strings.ToUpper(vs.Protocol), vs.Addr, vs.Scheduler)
-	if vs.Persistent > 0 && b.Affinity == 0 {
-		b.Affinity = vs.Persistent
+	if c.Persistent > 0 && b.Affinity == 0 {
+		b.Affinity = c.Persistent
 	}
-	shares, exact := vs.Share()
-	if !exact {
-		w.note(fmt.Sprintf("IPVS %s: scheduler %s chooses by %s; the shares shown are the weights", where, vs.Scheduler, ipvs.DependsOn(vs.Scheduler)))
-	}
-	var live []int
-	for i, s := range shares {
-		if s > 0 {
-			live = append(live, i)
-		}
-	}
-	if len(live) == 0 {
-		b.Steps = append(b.Steps, trace.Step{Table: "ipvs", Chain: where, Branch: 1, Action: "no real server to choose"})
-		b.Verdict = &trace.Verdict{Kind: trace.Reject, Reason: fmt.Sprintf("IPVS virtual server %s has no real servers (or only draining ones, weight 0)", vs.Addr)}
+	w.note(c.Note)
+	if len(c.Picks) == 0 {
+		b.Steps = append(b.Steps, trace.Step{Table: "ipvs", Chain: c.Where, Branch: 1, Action: "no real server to choose"})
+		b.Verdict = &trace.Verdict{Kind: trace.Reject, Reason: fmt.Sprintf("IPVS virtual server %s has no real servers (or only draining ones, weight 0)", c.Addr)}
 		return
 	}
 	total := b.Prob
 	// Clone before changing anything: the clones must not inherit the first real server's step.
 	targets := []*branch{b}
-	for range live[1:] {
-		c := w.fork(b)
-		w.forks = append(w.forks, c)
-		targets = append(targets, c)
+	for range c.Picks[1:] {
+		f := w.fork(b)
+		w.forks = append(w.forks, f)
+		targets = append(targets, f)
 	}
-	for n, i := range live {
+	for n, p := range c.Picks {
 		target := targets[n]
-		rs := vs.Reals[i]
-		target.Prob = total * shares[i]
-		target.Dst, target.DPort, target.DNAT = rs.Addr.Addr(), rs.Addr.Port(), true
-		st := trace.Step{Table: "ipvs", Chain: where, Branch: shares[i],
-			Action: fmt.Sprintf("DNAT to %s (%s, weight %d)", rs.Addr, rs.Forward, rs.Weight)}
-		if rs.ActiveConn+rs.InActConn > 0 {
-			st.Note = fmt.Sprintf("%d active, %d inactive connections now", rs.ActiveConn, rs.InActConn)
-		}
-		target.Steps = append(target.Steps, st)
+		target.Prob = total * p.Share
+		target.Dst, target.DPort, target.DNAT = p.Real.Addr.Addr(), p.Real.Addr.Port(), true
+		target.Steps = append(target.Steps, trace.Step{Table: "ipvs", Chain: c.Where, Branch: p.Share, Action: p.Action, Note: p.Note})
 		target.hook = postrouting
 	}
 }

@@ -165,3 +165,50 @@ func Value(dim string, addr netip.Addr, proto string, port uint16, bitmap bool) 
 	}
 	return addr.String()
 }
+
+// Choice is what IPVS does with a new connection to a virtual server: where it is, how long a
+// client sticks to its real server, and each real server it may pick with its share.
+type Choice struct {
+	// Where names the virtual server as a step shows it ("TCP 10.96.30.10:80 rr"); Addr is its
+	// address alone.
+	Where, Addr string
+	// Persistent is the persistence timeout in seconds, 0 for none.
+	Persistent int
+	// Note says what the shares depend on when they are not exact; empty when they are.
+	Note string
+	// Picks are the real servers with a share above zero; none means the connection is refused.
+	Picks []Pick
+}
+
+// Pick is one real server a connection may go to.
+type Pick struct {
+	Real  *RealServer
+	Share float64
+	// Action and Note are the step's words for it.
+	Action, Note string
+}
+
+// Choose is IPVS's decision for a new connection to addr: nil when no virtual server has it.
+func (t *Table) Choose(proto string, addr netip.AddrPort) *Choice {
+	vs := t.Find(proto, addr)
+	if vs == nil {
+		return nil
+	}
+	c := &Choice{Where: fmt.Sprintf("%s %s %s", strings.ToUpper(vs.Protocol), vs.Addr, vs.Scheduler), Addr: fmt.Sprint(vs.Addr), Persistent: vs.Persistent}
+	shares, exact := vs.Share()
+	if !exact {
+		c.Note = fmt.Sprintf("IPVS %s: scheduler %s chooses by %s; the shares shown are the weights", c.Where, vs.Scheduler, DependsOn(vs.Scheduler))
+	}
+	for i, s := range shares {
+		if s <= 0 {
+			continue
+		}
+		rs := vs.Reals[i]
+		p := Pick{Real: rs, Share: s, Action: fmt.Sprintf("DNAT to %s (%s, weight %d)", rs.Addr, rs.Forward, rs.Weight)}
+		if rs.ActiveConn+rs.InActConn > 0 {
+			p.Note = fmt.Sprintf("%d active, %d inactive connections now", rs.ActiveConn, rs.InActConn)
+		}
+		c.Picks = append(c.Picks, p)
+	}
+	return c
+}
