@@ -1,14 +1,14 @@
 package ipvsadm
 
 import (
-	"github.com/svctrace/svctrace/dataplane/xtables"
-	"github.com/svctrace/svctrace/test/tracetest"
-	"github.com/svctrace/svctrace/trace/iptables"
 	"net/netip"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/svctrace/svctrace/dataplane/xtables"
+	"github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/trace/iptables"
 	"github.com/svctrace/svctrace/trace/ipvs"
 )
 

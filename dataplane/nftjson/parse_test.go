@@ -1,11 +1,11 @@
 package nftjson
 
 import (
-	"github.com/svctrace/svctrace/test/tracetest"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace/nftables"
 )
 

@@ -2,11 +2,12 @@ package xtables
 
 import (
 	"errors"
-	"github.com/svctrace/svctrace/test/tracetest"
-	"github.com/svctrace/svctrace/trace/iptables"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/trace/iptables"
 )
 
 const demoDump = "../snapshot/demo/iptables-save.txt"

@@ -3,7 +3,6 @@ package iptables_test
 import (
 	"context"
 	"fmt"
-	"github.com/svctrace/svctrace/test/tracetest"
 	"math"
 	"net/netip"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"github.com/svctrace/svctrace/dataplane/ipvsadm"
 	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/test/recorded"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/iptables"
 	"github.com/svctrace/svctrace/trace/kubeproxy"

@@ -2,13 +2,13 @@ package kubeproxy
 
 import (
 	"fmt"
-	"github.com/svctrace/svctrace/trace/iptables"
 	"net/netip"
 	"slices"
 	"sort"
 	"strings"
 
 	"github.com/svctrace/svctrace/trace"
+	"github.com/svctrace/svctrace/trace/iptables"
 )
 
 // topChains are kube-proxy's shared chains that hold rules of every Service port: repair rewrites

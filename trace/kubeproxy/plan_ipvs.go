@@ -2,12 +2,12 @@ package kubeproxy
 
 import (
 	"fmt"
-	"github.com/svctrace/svctrace/trace/iptables"
 	"net/netip"
 	"sort"
 	"strings"
 
 	"github.com/svctrace/svctrace/trace"
+	"github.com/svctrace/svctrace/trace/iptables"
 	"github.com/svctrace/svctrace/trace/ipvs"
 )
 

@@ -4,13 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-
-	"github.com/svctrace/svctrace/dataplane/xtables"
-	"github.com/svctrace/svctrace/test/tracetest"
 	"strings"
 	"testing"
 
+	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/test/recorded"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/iptables"
 	"github.com/svctrace/svctrace/trace/kubeproxy"
