@@ -8,6 +8,7 @@ import (
 	"github.com/charmbracelet/lipgloss/tree"
 
 	"github.com/svctrace/svctrace/trace"
+	"github.com/svctrace/svctrace/trace/kubeproxy/naming"
 )
 
 // Trace prints a trace result.
@@ -163,7 +164,7 @@ func hopLabel(h *trace.Hop, showShare bool, s *styles) string {
 		loc += fmt.Sprintf(":%d", h.Line)
 	}
 	label := share + s.rule.Render(loc) + " " + h.Action
-	if c := trace.RuleComment(h.Rule); c != "" {
+	if c := naming.RuleComment(h.Rule); c != "" {
 		label += s.dim.Render(fmt.Sprintf("  %q", c))
 	} else if h.Line == 0 && h.Rule != "" {
 		// nftables rules carry no comments; their own text says what they match.

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+
+	"github.com/svctrace/svctrace/trace/kubeproxy/naming"
 )
 
 // APIVersion is the version of the machine-readable output contract.
@@ -240,7 +242,7 @@ func serviceFromComments(paths []Path, local bool) *ServiceRef {
 			if s.Chain != "KUBE-SERVICES" && s.Chain != "KUBE-NODEPORTS" {
 				continue
 			}
-			c := RuleComment(s.Rule)
+			c := naming.RuleComment(s.Rule)
 			if c == "" {
 				continue
 			}
@@ -261,45 +263,13 @@ func serviceFromComments(paths []Path, local bool) *ServiceRef {
 	return nil
 }
 
-// ServiceFromNftChain reads the Service port out of kube-proxy's nftables chain names:
-// service-HASH-NS/NAME/PROTO/PORT, external-…, local-…, firewall-…, endpoint-…__IP/PORT.
+// ServiceFromNftChain is the Service port a kube-proxy nftables chain is named for, or nil.
 func ServiceFromNftChain(chain string) *ServiceRef {
-	kind, rest, ok := strings.Cut(chain, "-")
-	switch kind {
-	case "service", "external", "local", "firewall", "endpoint":
-	default:
-		return nil
-	}
+	ns, name, port, ok := naming.NftChainService(chain)
 	if !ok {
 		return nil
 	}
-	_, rest, ok = strings.Cut(rest, "-")
-	if !ok {
-		return nil
-	}
-	rest, _, _ = strings.Cut(rest, "__")
-	parts := strings.Split(rest, "/")
-	if len(parts) != 4 {
-		return nil
-	}
-	return &ServiceRef{Namespace: parts[0], Name: parts[1], Port: parts[3]}
-}
-
-// RuleComment returns a rule's `--comment` text as iptables-save prints it (quoted or not), or "".
-func RuleComment(rule string) string {
-	i := strings.Index(rule, "--comment ")
-	if i < 0 {
-		return ""
-	}
-	rest := rule[i+len("--comment "):]
-	if strings.HasPrefix(rest, "\"") {
-		if j := strings.IndexByte(rest[1:], '"'); j >= 0 {
-			return rest[1 : j+1]
-		}
-		return ""
-	}
-	rest, _, _ = strings.Cut(rest, " ")
-	return rest
+	return &ServiceRef{Namespace: ns, Name: name, Port: port}
 }
 
 // buildTree merges the paths into a tree: paths that share their first steps share hops.

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/svctrace/svctrace/trace"
+	"github.com/svctrace/svctrace/trace/kubeproxy/naming"
 )
 
 // Entries implements trace.Lister: the destination address and port of every KUBE-SERVICES rule
@@ -36,7 +37,7 @@ func (d *Dataplane) Entries() []trace.Entry {
 				if !r.Dst.Set || r.Dst.Neg || !r.DPort.Set || r.DPort.Lo != r.DPort.Hi || r.Proto == 0 || r.Dst.Prefix.Bits() != r.Dst.Prefix.Addr().BitLen() {
 					continue
 				}
-				name := trace.RuleComment(r.Text)
+				name := naming.RuleComment(r.Text)
 				for _, suffix := range []string{" cluster IP", " external IP", " loadbalancer IP", " has no endpoints", " has no local endpoints"} {
 					name = strings.TrimSuffix(name, suffix)
 				}
@@ -48,8 +49,9 @@ func (d *Dataplane) Entries() []trace.Entry {
 	return out
 }
 
-// serviceChainPrefixes are the chains kube-proxy creates per Service port or endpoint.
-var serviceChainPrefixes = []string{"KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-", "KUBE-XLB-"}
+// serviceChainPrefixes are the chains kube-proxy creates per Service port or endpoint, in any
+// layout it ever wrote.
+var serviceChainPrefixes = append(append([]string(nil), naming.ServiceChainPrefixes...), naming.OldLocalChainPrefix)
 
 // OrphanChains lists kube-proxy's per-service chains in the nat table that no rule jumps to:
 // left over from deleted Services or endpoints until kube-proxy's next cleanup.

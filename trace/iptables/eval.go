@@ -9,6 +9,7 @@ import (
 
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/ipvs"
+	"github.com/svctrace/svctrace/trace/kubeproxy/naming"
 )
 
 // Dataplane evaluates a node's iptables rulesets (IPv4 and, if present, IPv6). In IPVS mode it
@@ -508,7 +509,7 @@ func describe(s trace.Step) string {
 	if s.Rule == "" {
 		return s.Chain
 	}
-	if c := trace.RuleComment(s.Rule); c != "" {
+	if c := naming.RuleComment(s.Rule); c != "" {
 		return fmt.Sprintf("%q", c)
 	}
 	return s.Chain

@@ -26,19 +26,6 @@ const (
 	sepPrefix = "KUBE-SEP-"
 )
 
-// ServiceChainPrefixes are the prefixes of the chains kube-proxy writes per Service port.
-var ServiceChainPrefixes = []string{svcPrefix, svlPrefix, extPrefix, fwPrefix, sepPrefix}
-
-// IsServiceChain reports whether a chain is one of kube-proxy's per-Service-port chains.
-func IsServiceChain(name string) bool {
-	for _, p := range ServiceChainPrefixes {
-		if strings.HasPrefix(name, p) {
-			return true
-		}
-	}
-	return false
-}
-
 // portProtoHash is kube-proxy's chain-name hash of a service port name and protocol.
 func portProtoHash(s string) string {
 	h := sha256.Sum256([]byte(s))

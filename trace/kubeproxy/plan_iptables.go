@@ -9,6 +9,7 @@ import (
 
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/kubeproxy/naming"
 )
 
 // topChains are kube-proxy's shared chains that hold rules of every Service port: repair rewrites
@@ -27,7 +28,7 @@ func Repairable(table, chain string) bool {
 			return true
 		}
 	}
-	return table == "nat" && IsServiceChain(chain)
+	return table == "nat" && naming.IsServiceChain(chain)
 }
 
 // ownerName is the service port a top-level rule belongs to, from its comment: kube-proxy starts

@@ -13,6 +13,7 @@ import (
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/iptables"
 	"github.com/svctrace/svctrace/trace/kubeproxy"
+	"github.com/svctrace/svctrace/trace/kubeproxy/naming"
 )
 
 // TestRepairPlanIsEmptyOnTheRecordedNode: the rules svctrace writes for every Service port are the
@@ -70,7 +71,7 @@ func TestRepairPlanFollowsTheAPI(t *testing.T) {
 			f := strings.Fields(l)
 			switch {
 			case strings.HasPrefix(l, ":"):
-				if c := f[0][1:]; !kubeproxy.IsServiceChain(c) && c != "KUBE-SERVICES" && c != "KUBE-NODEPORTS" && c != "KUBE-EXTERNAL-SERVICES" && c != "KUBE-PROXY-FIREWALL" {
+				if c := f[0][1:]; !naming.IsServiceChain(c) && c != "KUBE-SERVICES" && c != "KUBE-NODEPORTS" && c != "KUBE-EXTERNAL-SERVICES" && c != "KUBE-PROXY-FIREWALL" {
 					t.Errorf("plan writes chain %s", c)
 				}
 			case strings.HasPrefix(l, "-X "):
