@@ -64,6 +64,16 @@ func TestBalanceDiagnoses(t *testing.T) {
 	}
 }
 
+// nodeHinted gives each endpoint the node hint the EndpointSlice controller sets for
+// trafficDistribution PreferSameNode: its own node.
+func nodeHinted(eps []Endpoint) []Endpoint {
+	out := append([]Endpoint(nil), eps...)
+	for i := range out {
+		out[i].Nodes = []string{out[i].NodeName}
+	}
+	return out
+}
+
 func TestUsableFollowsKubeProxy(t *testing.T) {
 	ep := func(ip, node string, ready, serving, terminating bool, zones ...string) Endpoint {
 		return Endpoint{Addr: netip.MustParseAddrPort(ip + ":80"), NodeName: node, Ready: ready, Serving: serving, Terminating: terminating, Zones: zones}
@@ -88,6 +98,10 @@ func TestUsableFollowsKubeProxy(t *testing.T) {
 		{"hints for no endpoint in the zone are ignored", "n1", "c", false, eps, "10.0.0.1,10.0.0.2"},
 		{"serving terminating ones when none is ready", "n1", "", false, eps[2:], "10.0.0.3"},
 		{"not hinted everywhere: hints ignored", "n1", "a", false, append([]Endpoint{ep("10.0.0.4", "n3", true, true, false)}, eps[:2]...), "10.0.0.4,10.0.0.1,10.0.0.2"},
+		// trafficDistribution PreferSameNode: node hints win over zone hints (kube-proxy 1.34+).
+		{"node hints for this node", "n2", "a", false, nodeHinted(eps), "10.0.0.2"},
+		{"node hints for no endpoint on this node: zone hints", "n9", "a", false, nodeHinted(eps), "10.0.0.1"},
+		{"node hints on some endpoints only: ignored", "n2", "", false, append(nodeHinted(eps[:1]), eps[1]), "10.0.0.1,10.0.0.2"},
 	} {
 		if got := names(Usable(tc.eps, tc.node, tc.zone, tc.local)); got != tc.want {
 			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -47,32 +48,69 @@ type CheckResult struct {
 	Findings []Finding `json:"findings"`
 }
 
-// Usable returns the endpoints kube-proxy sends new connections to, as it decides for a node:
-// the ready ones, or, when none is ready, those still serving while terminating. local keeps
-// only the node's own (internal or external traffic policy Local). For cluster-wide traffic,
-// topology hints apply as kube-proxy applies them: when every usable endpoint has zone hints
-// and some are for the node's zone, only those.
+// Usable returns the endpoints kube-proxy sends new connections to, as it decides for a node
+// (pkg/proxy/topology.go, CategorizeEndpoints): the ready ones, or, when none is ready, those still
+// serving while terminating. local keeps only the node's own (internal or external traffic policy
+// Local). For cluster-wide traffic, topology hints narrow the ready endpoints as kube-proxy 1.34+
+// does: node hints (trafficDistribution PreferSameNode) when every ready endpoint has them and
+// one is for this node; otherwise zone hints (PreferClose, topology-aware routing) when every
+// ready endpoint has them and one is for the node's zone.
 func Usable(eps []Endpoint, node, zone string, local bool) []Endpoint {
-	out := usable(eps, node, local)
-	if local || zone == "" || len(out) == 0 {
+	if local {
+		return usable(eps, node, true)
+	}
+	hint := topologyHint(eps, node, zone)
+	var out []Endpoint
+	for _, e := range eps {
+		if e.Ready && (hint == nil || hint(e)) {
+			out = append(out, e)
+		}
+	}
+	if len(out) > 0 {
 		return out
 	}
-	var hinted []Endpoint
-	for _, e := range out {
+	return usable(eps, node, false) // none ready: the serving-terminating ones, hints aside
+}
+
+// topologyHint returns which ready endpoints the hints keep for this node, nil for all.
+func topologyHint(eps []Endpoint, node, zone string) func(Endpoint) bool {
+	ready, allNode, forNode, allZone, forZone := false, true, false, true, false
+	for _, e := range eps {
+		if !e.Ready {
+			continue
+		}
+		ready = true
+		if len(e.Nodes) == 0 {
+			allNode = false
+		} else if slices.Contains(e.Nodes, node) {
+			forNode = true
+		}
 		if len(e.Zones) == 0 {
-			return out // hints are used only when every endpoint has them
-		}
-		for _, z := range e.Zones {
-			if z == zone {
-				hinted = append(hinted, e)
-				break
-			}
+			allZone = false
+		} else if zone != "" && slices.Contains(e.Zones, zone) {
+			forZone = true
 		}
 	}
-	if len(hinted) == 0 {
-		return out
+	switch {
+	case !ready:
+		return nil
+	case allNode && forNode:
+		return func(e Endpoint) bool { return slices.Contains(e.Nodes, node) }
+	case allZone && forZone:
+		return func(e Endpoint) bool { return slices.Contains(e.Zones, zone) }
 	}
-	return hinted
+	return nil
+}
+
+// sameFamily keeps the endpoints of addr's address family.
+func sameFamily(eps []Endpoint, addr netip.Addr) []Endpoint {
+	var out []Endpoint
+	for _, e := range eps {
+		if e.Addr.Addr().Is4() == addr.Is4() {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func usable(eps []Endpoint, node string, local bool) []Endpoint {
@@ -140,7 +178,9 @@ func Check(ctx context.Context, dp Dataplane, cl *Cluster, node *NodeContext, sc
 		for _, sp := range svc.Spec.Ports {
 			res.Checked++
 			ref := &ServiceRef{Namespace: svc.Namespace, Name: svc.Name, Port: sp.Name, Type: string(ClusterIPAddr)}
-			eps := cl.Endpoints(svc, sp)
+			// Each address family has its own proxier in kube-proxy, which sees only that family's
+			// EndpointSlices: a dual-stack Service's IPv6 endpoints are not the IPv4 address's.
+			eps := sameFamily(cl.Endpoints(svc, sp), vip)
 			itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
 			want := Usable(eps, node.Name, zone, itpLocal)
 			q := Query{Node: node, Packet: Packet{Src: src, Dst: vip, DstPort: uint16(sp.Port), Protocol: protoOf(sp.Protocol)}}

@@ -174,8 +174,9 @@ type Endpoint struct {
 	Ready, Serving, Terminating bool
 	NodeName                    string
 	Pod                         *corev1.Pod
-	// Zones are the topology hints (forZones) the EndpointSlice controller set, if any.
-	Zones []string
+	// Zones and Nodes are the topology hints (forZones, forNodes) the EndpointSlice controller
+	// set, if any.
+	Zones, Nodes []string
 }
 
 // Endpoints lists the API's endpoints of a Service port, sorted by address.
@@ -226,6 +227,9 @@ func (c *Cluster) Endpoints(svc *corev1.Service, sp corev1.ServicePort) []Endpoi
 				if ep.Hints != nil {
 					for _, z := range ep.Hints.ForZones {
 						e.Zones = append(e.Zones, z.Name)
+					}
+					for _, n := range ep.Hints.ForNodes {
+						e.Nodes = append(e.Nodes, n.Name)
 					}
 				}
 				e.Pod = c.podByIP[ip]

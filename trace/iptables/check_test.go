@@ -2,8 +2,11 @@ package iptables_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/svctrace/svctrace/test/recorded"
 	"github.com/svctrace/svctrace/test/tracetest"
@@ -44,5 +47,36 @@ func TestCheckFindsWhatChangedInTheAPI(t *testing.T) {
 	want := "MissingEndpoint default/hostnames:default; StaleEndpoint default/hostnames:default; StaleService default/multi:http; StaleService default/multi:metrics"
 	if got != want {
 		t.Fatalf("findings\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestCheckDualStackEndpointsBelongToTheirFamily: a dual-stack Service's IPv6 EndpointSlice is
+// not the IPv4 cluster IP's; kube-proxy's IPv4 proxier never sees it. check once reported each
+// IPv6 endpoint as a MissingEndpoint error of the IPv4 cluster IP and node port.
+func TestCheckDualStackEndpointsBelongToTheirFamily(t *testing.T) {
+	dp, cl := recorded.IPTables(t, "../../dataplane/snapshot/demo")
+	var v6 []*discoveryv1.EndpointSlice
+	for _, sl := range cl.Slices {
+		if sl.Labels["kubernetes.io/service-name"] != "hostnames" {
+			continue
+		}
+		c := sl.DeepCopy()
+		c.Name += "-v6"
+		c.AddressType = discoveryv1.AddressTypeIPv6
+		for i := range c.Endpoints {
+			c.Endpoints[i].Addresses = []string{fmt.Sprintf("fd00:10:244:1::%d", 11+i)}
+		}
+		v6 = append(v6, c)
+	}
+	if len(v6) == 0 {
+		t.Fatal("the recorded objects have no EndpointSlice for hostnames")
+	}
+	dual := trace.NewCluster(cl.Services, append(cl.Slices, v6...), cl.Pods, cl.Nodes)
+	res, err := trace.Check(context.Background(), dp, dual, dual.NodeContextFor("node1", nil), trace.CheckScope{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tracetest.FindingKinds(res, trace.SeverityWarning); len(got) != 0 {
+		t.Errorf("findings on a synced node with a second address family: %v", got)
 	}
 }
