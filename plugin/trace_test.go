@@ -196,3 +196,17 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("exit %d %q", code, out)
 	}
 }
+
+// TestLoopbackNodePortInNftablesMode: kube-proxy's nftables mode does not serve node ports on
+// 127.0.0.1 by design; a trace says so (info) instead of reporting the Service missing (error).
+// iptables mode does serve them.
+func TestLoopbackNodePortInNftablesMode(t *testing.T) {
+	out, stderr, code := run(t, "trace", "127.0.0.1:30080", "--from", "node", "--snapshot", "../dataplane/snapshot/demo-nftables")
+	if code != 0 || !strings.Contains(out, "LoopbackNodePort") || strings.Contains(out, "MissingService") {
+		t.Fatalf("nftables: exit %d %s %s", code, out, stderr)
+	}
+	out, stderr, code = run(t, "trace", "127.0.0.1:30080", "--from", "node", "--demo")
+	if code != 0 || !strings.Contains(out, "DNAT") || strings.Contains(out, "LoopbackNodePort") {
+		t.Fatalf("iptables: exit %d %s %s", code, out, stderr)
+	}
+}

@@ -372,7 +372,10 @@ func traceFindings(res *Result, cl *Cluster, match *ServicePortMatch, endpoints 
 				ready++
 			}
 		}
-		if !dnat && ready > 0 && len(res.Verdicts) > 0 && res.Verdicts[0].Verdict == Accept {
+		loopbackNodePort := res.Mode == "nftables" && match != nil && match.Kind == NodePortAddr && netip.MustParseAddr(res.Packet.Dst).IsLoopback()
+		if !dnat && ready > 0 && len(res.Verdicts) > 0 && res.Verdicts[0].Verdict == Accept && loopbackNodePort {
+			add("LoopbackNodePort", SeverityInfo, fmt.Sprintf("kube-proxy's nftables mode does not serve node ports on localhost (by design, unlike iptables mode): %s:%d reaches no Service on node %s; use a node address", res.Packet.Dst, res.Packet.Port, res.Node))
+		} else if !dnat && ready > 0 && len(res.Verdicts) > 0 && res.Verdicts[0].Verdict == Accept {
 			add("MissingService", SeverityError, fmt.Sprintf("the API has %d ready endpoints for %s, but no rule on node %s handles %s:%d", ready, svc, res.Node, res.Packet.Dst, res.Packet.Port))
 		}
 	} else if res.Service != nil {
