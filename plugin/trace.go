@@ -176,7 +176,15 @@ func (o *TraceOptions) query(in *Inputs) (trace.Query, error) {
 		case p.Dst.IsLoopback():
 			p.Src = p.Dst
 		case len(in.Node.Local) > 0:
+			// The node's first address of the destination's family, as the kernel would pick a
+			// source (an IPv6 cluster IP is reached from the node's IPv6 address).
 			p.Src = in.Node.Local[0]
+			for _, a := range in.Node.Local {
+				if a.Is4() == p.Dst.Is4() && !a.IsLoopback() {
+					p.Src = a
+					break
+				}
+			}
 		default:
 			return q, usageErrorf("--from node needs the node's address: give --node-ip, or API objects with the Node")
 		}

@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
 
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/svctrace/svctrace/trace"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -208,5 +211,21 @@ func TestLoopbackNodePortInNftablesMode(t *testing.T) {
 	out, stderr, code = run(t, "trace", "127.0.0.1:30080", "--from", "node", "--demo")
 	if code != 0 || !strings.Contains(out, "DNAT") || strings.Contains(out, "LoopbackNodePort") {
 		t.Fatalf("iptables: exit %d %s %s", code, out, stderr)
+	}
+}
+
+// TestFromNodeTakesTheDestinationsFamily: --from node to an IPv6 address uses the node's IPv6
+// address as the source, not its first (IPv4) one (the walk once stopped: "different address
+// families").
+func TestFromNodeTakesTheDestinationsFamily(t *testing.T) {
+	o := NewTraceOptions(genericiooptions.NewTestIOStreamsDiscard(), nil)
+	o.from = "node"
+	if err := o.Complete([]string{"[fd00:96::10]:80"}); err != nil {
+		t.Fatal(err)
+	}
+	in := &Inputs{Node: &trace.NodeContext{Name: "node1", Local: []netip.Addr{netip.MustParseAddr("172.31.250.2"), netip.MustParseAddr("fd00:10::2")}}}
+	q, err := o.query(in)
+	if err != nil || q.Packet.Src != netip.MustParseAddr("fd00:10::2") {
+		t.Fatalf("source %s, %v; want the node's IPv6 address", q.Packet.Src, err)
 	}
 }
