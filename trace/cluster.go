@@ -261,6 +261,15 @@ func (c *Cluster) NodeContextFor(name string, extra []netip.Addr) *NodeContext {
 				n.Local = append(n.Local, ip)
 			}
 		}
+		cidrs := node.Spec.PodCIDRs
+		if len(cidrs) == 0 && node.Spec.PodCIDR != "" {
+			cidrs = []string{node.Spec.PodCIDR}
+		}
+		for _, c := range cidrs {
+			if p, err := netip.ParsePrefix(c); err == nil {
+				n.PodCIDRs = append(n.PodCIDRs, p.Masked())
+			}
+		}
 	}
 	return n
 }

@@ -81,6 +81,20 @@ type NodeContext struct {
 	// Local holds the node's local addresses (what `-m addrtype --dst-type LOCAL` matches).
 	// Loopback is always local and need not be listed.
 	Local []netip.Addr
+	// PodCIDRs are the node's pod address ranges (from its Node object), when known: a packet
+	// from one of them comes from a pod on this node, through a pod interface.
+	PodCIDRs []netip.Prefix
+}
+
+// FromLocalPod reports whether a is the address of a pod on this node; known is false when the
+// node's pod ranges are not.
+func (n *NodeContext) FromLocalPod(a netip.Addr) (local, known bool) {
+	for _, p := range n.PodCIDRs {
+		if p.Contains(a) {
+			return true, true
+		}
+	}
+	return false, len(n.PodCIDRs) > 0
 }
 
 // IsLocal reports whether a is an address of the node.

@@ -324,9 +324,19 @@ func (w *walker) matchExtra(r *Rule, x *RuleExtra, b *branch) (bool, string) {
 			return false, ""
 		}
 		if pkt.InInterface == "" {
-			return false, fmt.Sprintf("line %d matches the input interface (%s); none was given (--in-interface), so it was assumed not to match", r.Line, x.InIface.Name)
-		}
-		if ifaceMatches(x.InIface.Name, pkt.InInterface) == x.InIface.Neg {
+			// kube-proxy matches input interfaces to tell pod traffic (detectLocalMode
+			// InterfaceNamePrefix or BridgeInterface): a packet from a pod on this node arrives
+			// on a pod interface, any other does not. Without the node's pod ranges, assume no.
+			fromPod, known := w.node.FromLocalPod(b.Src)
+			if !known {
+				return false, fmt.Sprintf("line %d matches the input interface (%s); none was given (--in-interface) and the node's pod ranges are unknown, so it was assumed not to match", r.Line, x.InIface.Name)
+			}
+			note := fmt.Sprintf("line %d matches the input interface (%s): a packet from a pod on this node was taken to arrive on a pod interface, any other not (--in-interface says which)", r.Line, x.InIface.Name)
+			if fromPod == x.InIface.Neg {
+				return false, note
+			}
+			w.note(note)
+		} else if ifaceMatches(x.InIface.Name, pkt.InInterface) == x.InIface.Neg {
 			return false, ""
 		}
 	}

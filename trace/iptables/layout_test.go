@@ -4,6 +4,8 @@ import (
 	"context"
 	"math"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -126,5 +128,38 @@ func TestLoopingRulesStopWithANote(t *testing.T) {
 	}
 	if len(w.Paths) != 1 || w.Paths[0].Verdict.Reason != "the rules loop" || len(w.Notes) == 0 {
 		t.Fatalf("paths %+v notes %v", w.Paths, w.Notes)
+	}
+}
+
+// TestInterfaceNamePrefixDetectorDecidesBySource: with kube-proxy's detectLocalMode
+// InterfaceNamePrefix the masquerade rule reads `! -i veth+` instead of `! -s CLUSTER-CIDR`. With
+// no --in-interface, a packet from a pod on this node is taken to arrive on a pod interface
+// (source kept) and any other not (masqueraded), as real connections are; the walk once assumed
+// the match failed for every source and predicted "source kept" for outside clients.
+func TestInterfaceNamePrefixDetectorDecidesBySource(t *testing.T) {
+	dump, err := os.ReadFile(filepath.Join(recorded.Root(), "dataplane/snapshot/demo/iptables-save.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(dump), "-A KUBE-SVC-ODX2UBAZM7RQWOIU ! -s 10.244.0.0/16 -d 10.96.10.10/32", "-A KUBE-SVC-ODX2UBAZM7RQWOIU ! -i veth+ -d 10.96.10.10/32", 1)
+	if edited == string(dump) {
+		t.Fatal("the recorded node has no cluster-CIDR masquerade rule for hostnames")
+	}
+	rs, err := xtables.Parse([]byte(edited))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cl := recorded.IPTables(t, filepath.Join(recorded.Root(), "dataplane/snapshot/demo"))
+	node := cl.NodeContextFor("node1", nil)
+	for src, wantMasq := range map[string]bool{"10.244.1.99": false, "10.244.2.7": true, "192.0.2.10": true} {
+		w, err := (&iptables.Dataplane{V4: rs}).Walk(context.Background(), trace.Packet{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr("10.96.10.10"), DstPort: 80, Protocol: trace.TCP}, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range w.Paths {
+			if p.Masquerade != wantMasq {
+				t.Errorf("from %s: masquerade %v, want %v (%s)", src, p.Masquerade, wantMasq, p.MasqueradeReason)
+			}
+		}
 	}
 }
