@@ -11,11 +11,13 @@ import (
 	"testing"
 
 	"github.com/svctrace/svctrace/dataplane/ipvsadm"
+	"github.com/svctrace/svctrace/dataplane/nftjson"
 	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/iptables"
 	"github.com/svctrace/svctrace/trace/ipvs"
+	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 // Root is the repository's directory.
@@ -83,4 +85,14 @@ func OldLayout(t testing.TB) *iptables.Ruleset {
 		t.Fatal(err)
 	}
 	return rs
+}
+
+// Nftables loads a recorded nftables-mode node: dir's nft.json and objects.yaml.
+func Nftables(t testing.TB, dir string) (*nftables.Dataplane, *trace.Cluster) {
+	t.Helper()
+	rs, err := nftjson.Parse(read(t, filepath.Join(dir, "nft.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &nftables.Dataplane{Rules: rs}, tracetest.LoadObjects(t, filepath.Join(dir, "objects.yaml"))
 }
