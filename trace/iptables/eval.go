@@ -321,17 +321,20 @@ func (w *walker) matchExtra(r *Rule, x *RuleExtra, b *branch) (bool, string) {
 	}
 	if x.InIface.Set {
 		if b.hook == output || b.hook == postrouting && pkt.Origin == trace.FromLocalProcess {
-			return false, ""
-		}
-		if pkt.InInterface == "" {
+			// A packet a process on the node sends has no input interface: `-i X` fails and
+			// `! -i X` matches (kube-proxy's interface detectors count the node as not a pod).
+			if !x.InIface.Neg {
+				return false, ""
+			}
+		} else if pkt.InInterface == "" {
 			// kube-proxy matches input interfaces to tell pod traffic (detectLocalMode
 			// InterfaceNamePrefix or BridgeInterface): a packet from a pod on this node arrives
 			// on a pod interface, any other does not. Without the node's pod ranges, assume no.
 			fromPod, known := w.node.FromLocalPod(b.Src)
-			if !known {
-				return false, fmt.Sprintf("line %d matches the input interface (%s); none was given (--in-interface) and the node's pod ranges are unknown, so it was assumed not to match", r.Line, x.InIface.Name)
-			}
 			note := fmt.Sprintf("line %d matches the input interface (%s): a packet from a pod on this node was taken to arrive on a pod interface, any other not (--in-interface says which)", r.Line, x.InIface.Name)
+			if !known {
+				note = fmt.Sprintf("line %d matches the input interface (%s); none was given (--in-interface) and the node's pod ranges are unknown, so the packet was taken not to come from a pod interface", r.Line, x.InIface.Name)
+			}
 			if fromPod == x.InIface.Neg {
 				return false, note
 			}

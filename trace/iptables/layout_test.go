@@ -162,4 +162,27 @@ func TestInterfaceNamePrefixDetectorDecidesBySource(t *testing.T) {
 			}
 		}
 	}
+	// A process on the node sends with no input interface: `! -i veth+` matches (masquerade);
+	// and without the node's pod ranges a packet is taken not to come from a pod interface.
+	for name, tc := range map[string]struct {
+		pkt  trace.Packet
+		node *trace.NodeContext
+	}{
+		"from the node":        {trace.Packet{Src: netip.MustParseAddr("172.31.250.2"), Origin: trace.FromLocalProcess}, node},
+		"pod ranges not known": {trace.Packet{Src: netip.MustParseAddr("10.244.1.99")}, cl.NodeContextFor("node1", nil)},
+	} {
+		if name == "pod ranges not known" {
+			tc.node.PodCIDRs = nil
+		}
+		tc.pkt.Dst, tc.pkt.DstPort, tc.pkt.Protocol = netip.MustParseAddr("10.96.10.10"), 80, trace.TCP
+		w, err := (&iptables.Dataplane{V4: rs}).Walk(context.Background(), tc.pkt, tc.node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range w.Paths {
+			if !p.Masquerade {
+				t.Errorf("%s: not masqueraded (%s)", name, p.MasqueradeReason)
+			}
+		}
+	}
 }

@@ -538,10 +538,23 @@ func (w *walker) value(b *branch, e any) (any, bool) {
 			case "mark":
 				return uint64(b.Mark), true
 			case "iifname":
-				if w.pkt.InInterface == "" || b.hook == "output" {
-					return nil, false
+				if b.hook == "output" || b.hook == "postrouting" && w.pkt.Origin == trace.FromLocalProcess {
+					// A packet a process on the node sends has no input interface.
+					return "", true
 				}
-				return w.pkt.InInterface, true
+				if w.pkt.InInterface != "" {
+					return w.pkt.InInterface, true
+				}
+				// kube-proxy matches input interfaces to tell pod traffic (detectLocalMode
+				// InterfaceNamePrefix or BridgeInterface): a packet from a pod on this node
+				// arrives on a pod interface, any other does not.
+				fromPod, known := w.node.FromLocalPod(b.Src)
+				if known {
+					w.note("a rule matches the input interface: a packet from a pod on this node was taken to arrive on a pod interface, any other not (--in-interface says which)")
+				} else {
+					w.note("a rule matches the input interface; none was given (--in-interface) and the node's pod ranges are unknown, so the packet was taken not to come from a pod interface")
+				}
+				return podInterface(fromPod), true
 			case "nfproto":
 				return map[bool]string{true: "ipv6", false: "ipv4"}[w.family == "ip6"], true
 			}
@@ -642,8 +655,15 @@ func eq(v any, e any) bool {
 				return float64(x) >= lo && float64(x) <= hi
 			}
 		}
+	case podInterface:
+		// Whatever the pattern, it is taken to name the pod interfaces.
+		_, ok := e.(string)
+		return ok && bool(x)
 	case string:
 		y, ok := e.(string)
+		if pre, wild := strings.CutSuffix(y, "*"); ok && wild && !strings.HasSuffix(pre, `\`) {
+			return strings.HasPrefix(x, pre)
+		}
 		return ok && strings.EqualFold(x, y)
 	case []any:
 		m, _ := e.(map[string]any)
@@ -660,6 +680,9 @@ func eq(v any, e any) bool {
 	}
 	return false
 }
+
+// podInterface is an unknown input interface, taken to be a pod interface or not.
+type podInterface bool
 
 func (w *walker) finish(b *branch) { w.paths = append(w.paths, b.Path(w.node)) }
 

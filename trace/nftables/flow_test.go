@@ -3,6 +3,7 @@ package nftables_test
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/svctrace/svctrace/dataplane/nftjson"
@@ -85,4 +86,34 @@ func TestCheckRecordedNodeIsClean(t *testing.T) {
 			t.Errorf("%s %s: %s", f.Kind, f.Service, f.Message)
 		}
 	}
+}
+
+// TestInterfaceDetectorDecidesBySource: with detectLocalMode InterfaceNamePrefix kube-proxy's
+// masquerade rule reads `iifname != "vp*"` instead of `ip saddr != CLUSTER-CIDR`. With no
+// --in-interface, a packet from a pod on this node is taken to arrive on a pod interface (source
+// kept), an outside one not, and one a process on the node sends has no input interface (both
+// masqueraded); the walk once left every such rule unmatched.
+func TestInterfaceDetectorDecidesBySource(t *testing.T) {
+	data, err := os.ReadFile(fixture + "/nft.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cidr := `{"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "10.244.0.0", "len": 16}}`
+	edited := strings.Replace(string(data), cidr, `{"meta": {"key": "iifname"}}, "right": "vp*"`, 1)
+	if edited == string(data) {
+		t.Fatal("the recorded node has no cluster-CIDR masquerade rule")
+	}
+	rs, err := nftjson.Parse([]byte(edited))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cl := load(t)
+	ip := tracetest.ClusterIP(t, cl, "hostnames")
+	hostnames := "10.244.1.11:9376, 10.244.1.12:9376, 10.244.1.13:9376"
+	tracetest.Run(t, &nftables.Dataplane{Rules: rs}, cl, []tracetest.FlowTest{
+		{Name: "a pod on this node: source kept", SourceIP: tracetest.ClientPodIP, DestIP: ip, DestPort: 80, Output: hostnames},
+		{Name: "a pod on another node (routed in, not on a pod interface here): masqueraded", SourceIP: "10.244.2.7", DestIP: ip, DestPort: 80, Output: hostnames, Masq: true},
+		{Name: "outside the cluster: masqueraded", SourceIP: tracetest.ExternalIP, DestIP: ip, DestPort: 80, Output: hostnames, Masq: true},
+		{Name: "a process on the node: masqueraded", SourceIP: tracetest.NodeIP, Origin: trace.FromLocalProcess, DestIP: ip, DestPort: 80, Output: hostnames, Masq: true},
+	})
 }
