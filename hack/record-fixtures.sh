@@ -12,3 +12,6 @@ go run ./test/e2e/record -mode iptables -bin "$bin" -netprobe "$cache/netprobe" 
 go run ./test/e2e/record -mode nftables -bin "$bin" -netprobe "$cache/netprobe" -out dataplane/snapshot/demo-nftables
 # IPVS mode runs in a QEMU guest with Debian's cloud kernel (make vm-deps).
 go run ./test/e2e/record -mode ipvs -bin "$bin" -netprobe "$cache/netprobe" -kernel "$(hack/ipvs-vm/kernel.sh)" -out dataplane/snapshot/demo-ipvs
+# iptables mode with other local-traffic detectors (the repair planner's and check's tests).
+go run ./test/e2e/record -mode iptables -bin "$bin" -netprobe "$cache/netprobe" -detect-local-mode InterfaceNamePrefix -pod-interface-name-prefix vp -out trace/kubeproxy/testdata/kube-proxy-v1.36.3-interface-name-prefix
+go run ./test/e2e/record -mode iptables -bin "$bin" -netprobe "$cache/netprobe" -masquerade-all -detect-local-mode BridgeInterface -pod-bridge-interface cbr0 -out trace/kubeproxy/testdata/kube-proxy-v1.36.3-masquerade-all-bridge

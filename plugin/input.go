@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -175,6 +176,7 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 	var objects []byte
 	objectsFrom := ""
 	node := f.Node
+	byHostname := false // node is this machine's hostname, not named by the user
 	switch {
 	case f.Demo || f.Snapshot != "":
 		var b *snapshot.Bundle
@@ -251,6 +253,7 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		if node == "" {
 			node, _ = os.Hostname()
 			node = strings.ToLower(strings.TrimSpace(node)) // as kube-proxy names its node
+			byHostname = true
 		}
 	}
 
@@ -276,6 +279,14 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 			in.Cluster = cl
 		}
 	}
+	if byHostname && in.Cluster != nil && in.Cluster.Node(node) == nil {
+		// kube-proxy may run with --hostname-override: the Node that has one of this
+		// machine's addresses is this node.
+		if name, addr, ok := in.Cluster.NodeWithAddress(machineAddrs()); ok {
+			in.Warnings = append(in.Warnings, fmt.Sprintf("this machine's hostname %q is not a Node in the API; it was taken to be node %s, whose address %s it has (--node names another)", node, name, addr))
+			node = name
+		}
+	}
 	if node == "" {
 		node = "unknown"
 	}
@@ -288,6 +299,21 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		in.Warnings = append(in.Warnings, fmt.Sprintf("the API objects have no node %q; its addresses are unknown (use --node or --node-ip)", node))
 	}
 	return in, nil
+}
+
+// machineAddrs are this machine's interface addresses (in its network namespace).
+func machineAddrs() []netip.Addr {
+	ifAddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range ifAddrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr())
+		}
+	}
+	return out
 }
 
 // start is the common beginning of every command's Run: the inputs read, and their warnings

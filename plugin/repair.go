@@ -28,6 +28,8 @@ type RepairOptions struct {
 	config  *genericclioptions.ConfigFlags
 	streams genericiooptions.IOStreams
 	Input   InputFlags
+	// node is the node the inputs were read for, once they are.
+	node string
 
 	allNamespaces bool
 	apply         bool
@@ -189,6 +191,7 @@ func (o *RepairOptions) Run(ctx context.Context) error {
 		}
 		defer stop()
 		ctx = ctx2
+		o.node = in.Node.Name
 		if plan, err = o.plan(ctx, in); err != nil {
 			return err
 		}
@@ -310,8 +313,12 @@ func (o *RepairOptions) report(res repair.Result) error {
 	return &ExitError{Code: res.Outcome.ExitCode(), Err: errors.New(res.Message)}
 }
 
-// nodeName is the name of this node: --node, or the hostname (as kube-proxy defaults it).
+// nodeName is the name of this node: the one the inputs were read for, --node, or the hostname
+// (as kube-proxy defaults it).
 func (o *RepairOptions) nodeName() string {
+	if o.node != "" {
+		return o.node
+	}
 	if o.Input.Node != "" {
 		return o.Input.Node
 	}

@@ -117,6 +117,34 @@ func (c *Cluster) Node(name string) *corev1.Node {
 	return c.nodeByName[name]
 }
 
+// NodeWithAddress returns the one Node whose InternalIP or ExternalIP is among addrs (a
+// machine's own addresses), with that address; ok is false when none or several are.
+func (c *Cluster) NodeWithAddress(addrs []netip.Addr) (name string, addr netip.Addr, ok bool) {
+	if c == nil {
+		return "", netip.Addr{}, false
+	}
+	mine := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		if !a.IsLoopback() {
+			mine[a.Unmap()] = true
+		}
+	}
+	for _, n := range c.Nodes {
+		for _, na := range n.Status.Addresses {
+			if na.Type != corev1.NodeInternalIP && na.Type != corev1.NodeExternalIP {
+				continue
+			}
+			if a, err := netip.ParseAddr(na.Address); err == nil && mine[a] {
+				if name != "" && name != n.Name {
+					return "", netip.Addr{}, false
+				}
+				name, addr = n.Name, a
+			}
+		}
+	}
+	return name, addr, name != ""
+}
+
 // PodByIP returns the (non-hostNetwork) pod that owns the address.
 func (c *Cluster) PodByIP(a netip.Addr) *corev1.Pod {
 	if c == nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
 	"strings"
 
@@ -90,7 +91,22 @@ func DecodeObjects(data []byte) (*Cluster, error) {
 func splitYAML(data []byte) [][]byte {
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
-		return [][]byte{trimmed}
+		// JSON: one value, or several one after another (outputs of several `kubectl get -o
+		// json`). Whatever does not decode is left as it is, for the caller to refuse: never
+		// dropped.
+		var docs [][]byte
+		dec := json.NewDecoder(bytes.NewReader(trimmed))
+		for {
+			var v json.RawMessage
+			err := dec.Decode(&v)
+			if err == io.EOF {
+				return docs
+			}
+			if err != nil {
+				return append(docs, trimmed[dec.InputOffset():])
+			}
+			docs = append(docs, v)
+		}
 	}
 	var docs [][]byte
 	for _, d := range bytes.Split(data, []byte("\n---")) {

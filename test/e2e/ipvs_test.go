@@ -39,6 +39,13 @@ var ipvsFlows = []ipvsFlow{
 	{"session affinity (persistence)", "10.96.30.40:80 --from pod/ipvs/vmclient", "pvmclient", "10.96.30.40:80", "DNAT", []string{"vm-a", "vm-b", "vm-c"}, true},
 }
 
+// ipvsMasqAllFlows run again after kube-proxy restarted with --masquerade-all: a pod's traffic to
+// a cluster IP is masqueraded there (the trace must say so, and the pods see the node's address).
+var ipvsMasqAllFlows = []ipvsFlow{
+	{"ClusterIP from a pod", "10.96.30.10:80 --from pod/ipvs/vmclient", "pvmclient", "10.96.30.10:80", "DNAT", []string{"vm-a", "vm-b", "vm-c"}, false},
+	{"NodePort with Local policy from outside", harness.VMNodeIP + ":30201 --from " + harness.VMExternalIP, "ext", harness.VMNodeIP + ":30201", "DNAT", []string{"vm-a"}, false},
+}
+
 // TestIPVSModeInVM boots Debian's cloud kernel under QEMU (this kernel has no IPVS), runs the real
 // kube-proxy in IPVS mode there as node vm1 of the harness's cluster, and compares what
 // kubectl-svctrace predicts on that node with real connections inside the guest.
@@ -84,6 +91,14 @@ func TestIPVSModeInVM(t *testing.T) {
 		"for i in $(seq 60); do ipvsadm -Ln --stats -t " + vip + " | awk '$1 == \"TCP\" && $3 == 60 { found = 1 } END { exit !found }' && break; sleep 1; done; " +
 		"(date; cat /tmp/probe.json; ipvsadm -Ln --stats -t " + vip + "; conntrack -L -o extended 2>&1 | grep -c 'dst=" + harness.VMClusterIPs["vmweb-np"] + " '; conntrack -L 2>&1 | tail -1) > /tmp/balance-debug.txt 2>&1; " +
 		"/bin/kubectl-svctrace balance ipvs/vmweb-np --node vm1 --objects /objects.yaml --duration 0 -o json 2>>/tmp/balance-debug.txt"
+	// kube-proxy restarted with --masquerade-all (after the flows and balance, before the
+	// repair): traffic from a pod to a cluster IP is masqueraded now, and check stays clean.
+	extra["y-masqall-0-restart"] = harness.IPVSRestartWithMasqueradeAll()
+	for i, f := range ipvsMasqAllFlows {
+		extra[fmt.Sprintf("y-masqall-1-trace-%d", i)] = "/bin/kubectl-svctrace trace " + f.traceArgs + " --node vm1 --objects /objects.yaml -o json"
+		extra[fmt.Sprintf("y-masqall-2-probe-%d", i)] = fmt.Sprintf("ip netns exec %s /bin/netprobe probe -n 45 -timeout 2s %s", f.clientNS, f.addr)
+	}
+	extra["y-masqall-3-check"] = "/bin/kubectl-svctrace check -A --node vm1 --objects /objects.yaml -o json; echo exit=$?"
 	// What the node held when balance read it, shown when the balance check fails.
 	extra["balance-debug"] = "cat /tmp/balance-debug.txt"
 	objects := filepath.Join(cluster.Dir, "ipvs-objects.yaml")
@@ -181,26 +196,46 @@ func TestIPVSModeInVM(t *testing.T) {
 		}
 	})
 	nodeAddrs := map[string]bool{harness.VMNodeIP: true, "198.51.100.1": true}
+	t.Run("masqueradeAll", func(t *testing.T) {
+		if !strings.Contains(sec["y-masqall-0-restart"], "KUBE-MARK-MASQ") {
+			t.Fatalf("kube-proxy with --masquerade-all did not write its rule:\n%s", sec["y-masqall-0-restart"])
+		}
+		for i, f := range ipvsMasqAllFlows {
+			t.Run(f.name, func(t *testing.T) {
+				compareIPVSFlow(t, f, sec[fmt.Sprintf("y-masqall-1-trace-%d", i)], sec[fmt.Sprintf("y-masqall-2-probe-%d", i)], nodeAddrs)
+			})
+		}
+		// Errors only: vm1 has no local endpoint of node1's Local-policy Services, which check
+		// warns about (LocalPolicyBlackhole), rightly.
+		out, code, _ := strings.Cut(sec["y-masqall-3-check"], "exit=")
+		if got := checkErrors(t, []byte(out)); strings.TrimSpace(code) != "0" || len(got) > 0 {
+			t.Errorf("check -A with --masquerade-all: exit %s, errors %v", code, got)
+		}
+	})
 	for i, f := range ipvsFlows {
 		t.Run(f.name, func(t *testing.T) {
-			var res trace.Result
-			if err := json.Unmarshal([]byte(sec[fmt.Sprintf("trace-%d", i)]), &res); err != nil {
-				t.Fatalf("trace output: %v\n%s", err, sec[fmt.Sprintf("trace-%d", i)])
-			}
-			if res.Mode != "ipvs" {
-				t.Fatalf("svctrace read the VM as %s mode", res.Mode)
-			}
-			want := expectation{verdict: f.wantVerdict, pods: f.wantPods, sticky: f.sticky, nodeAddrs: nodeAddrs}
-			masq := checkPrediction(t, &res, want)
-			var got probeResult
-			// The console interleaves kernel messages (IPVS logs "no destination available"):
-			// the probe's answer is its JSON line.
-			if err := json.Unmarshal([]byte(jsonLine(sec[fmt.Sprintf("probe-%d", i)])), &got); err != nil {
-				t.Fatalf("probe output: %v\n%s", err, sec[fmt.Sprintf("probe-%d", i)])
-			}
-			checkConnections(t, &res, masq, got, want)
+			compareIPVSFlow(t, f, sec[fmt.Sprintf("trace-%d", i)], sec[fmt.Sprintf("probe-%d", i)], nodeAddrs)
 		})
 	}
+}
+
+// compareIPVSFlow checks one flow's trace output and probe output from the guest.
+func compareIPVSFlow(t *testing.T, f ipvsFlow, traceOut, probeOut string, nodeAddrs map[string]bool) {
+	t.Helper()
+	var res trace.Result
+	if err := json.Unmarshal([]byte(traceOut), &res); err != nil {
+		t.Fatalf("trace output: %v\n%s", err, traceOut)
+	}
+	if res.Mode != "ipvs" {
+		t.Fatalf("svctrace read the VM as %s mode", res.Mode)
+	}
+	want := expectation{verdict: f.wantVerdict, pods: f.wantPods, sticky: f.sticky, nodeAddrs: nodeAddrs}
+	masq := checkPrediction(t, &res, want)
+	var got probeResult
+	if err := json.Unmarshal([]byte(jsonLine(probeOut)), &got); err != nil {
+		t.Fatalf("probe output: %v\n%s", err, probeOut)
+	}
+	checkConnections(t, &res, masq, got, want)
 }
 
 func lastLines(s string, n int) string {

@@ -100,29 +100,32 @@ func TestTracePredictsRealConnections(t *testing.T) {
 
 // checkFlows traces every flow with kubectl svctrace and compares it with real connections.
 func checkFlows(t *testing.T, mode string) {
-	nodeAddrs := map[string]bool{harness.NodeIP: true, harness.NodeExtIP: true}
 	for _, f := range flows() {
-		t.Run(f.name, func(t *testing.T) {
-			out, err := kubectlInNode(t, append([]string{"svctrace", "trace", "-o", "json", "--node", harness.NodeName}, f.traceArgs...)...)
-			if err != nil {
-				t.Fatalf("kubectl svctrace trace: %v", err)
-			}
-			var res trace.Result
-			if err := json.Unmarshal(out, &res); err != nil {
-				t.Fatalf("%v: %s", err, out)
-			}
-			if res.Mode != mode {
-				t.Fatalf("svctrace read the node as %s mode, want %s", res.Mode, mode)
-			}
-			want := expectation{verdict: f.wantVerdict, pods: f.wantPods, sticky: f.sticky, nodeAddrs: nodeAddrs}
-			masq := checkPrediction(t, &res, want)
-			n := 150
-			if f.wantVerdict != "DNAT" {
-				n = 3
-			}
-			checkConnections(t, &res, masq, probe(t, f, n), want)
-		})
+		t.Run(f.name, func(t *testing.T) { traceAndProbe(t, f, mode, 150) })
 	}
+}
+
+// traceAndProbe traces one flow node-side and compares the prediction with n real connections
+// (3 when the prediction is that none gets through).
+func traceAndProbe(t *testing.T, f flow, mode string, n int) {
+	t.Helper()
+	out, err := kubectlInNode(t, append([]string{"svctrace", "trace", "-o", "json", "--node", harness.NodeName}, f.traceArgs...)...)
+	if err != nil {
+		t.Fatalf("kubectl svctrace trace: %v", err)
+	}
+	var res trace.Result
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if res.Mode != mode {
+		t.Fatalf("svctrace read the node as %s mode, want %s", res.Mode, mode)
+	}
+	want := expectation{verdict: f.wantVerdict, pods: f.wantPods, sticky: f.sticky, nodeAddrs: map[string]bool{harness.NodeIP: true, harness.NodeExtIP: true}}
+	masq := checkPrediction(t, &res, want)
+	if f.wantVerdict != "DNAT" {
+		n = 3
+	}
+	checkConnections(t, &res, masq, probe(t, f, n), want)
 }
 
 // TestPluginDiscoveryAndDemo runs the plugin from the root namespace the way a laptop user would.

@@ -80,8 +80,11 @@ func (s *ServicePort) externallyAccessible() bool {
 type Layout struct {
 	// LargeCluster drops the per-endpoint comments (more than 1000 endpoints in the cluster).
 	LargeCluster bool
-	// LocalCIDR is the cluster CIDR of the local-traffic detector (invalid: none).
-	LocalCIDR netip.Prefix
+	// LocalCIDR is the pod range of the local-traffic detector (detectLocalMode ClusterCIDR or
+	// NodeCIDR), LocalIface its input interface (BridgeInterface "cbr0", InterfaceNamePrefix
+	// "veth+"); neither set: no detector.
+	LocalCIDR  netip.Prefix
+	LocalIface string
 	// MasqueradeAll is --masquerade-all.
 	MasqueradeAll bool
 	// LocalhostNodePorts adds the 127.0.0.0/8 node-port rules.
@@ -235,6 +238,8 @@ func IPTablesRules(s *ServicePort, l Layout) *TableRules {
 			masq = []string{"-d " + host(s.ClusterIP), proto, comment(s.Name + " cluster IP"), mproto, port, "-j KUBE-MARK-MASQ"}
 		case l.LocalCIDR.IsValid():
 			masq = []string{"! -s " + l.LocalCIDR.String(), "-d " + host(s.ClusterIP), proto, comment(s.Name + " cluster IP"), mproto, port, "-j KUBE-MARK-MASQ"}
+		case l.LocalIface != "":
+			masq = []string{"-d " + host(s.ClusterIP), "! -i " + l.LocalIface, proto, comment(s.Name + " cluster IP"), mproto, port, "-j KUBE-MARK-MASQ"}
 		}
 	}
 	svcRules := map[string][]string{}
@@ -247,8 +252,11 @@ func IPTablesRules(s *ServicePort, l Layout) *TableRules {
 		if !s.ExternalLocal {
 			k.add(k.Nat, e, comment("masquerade traffic for "+s.Name+" external destinations"), "-j KUBE-MARK-MASQ")
 		} else {
-			if l.LocalCIDR.IsValid() {
+			switch {
+			case l.LocalCIDR.IsValid():
 				k.add(k.Nat, e, "-s "+l.LocalCIDR.String(), comment("pod traffic for "+s.Name+" external destinations"), "-j "+s.SVC())
+			case l.LocalIface != "":
+				k.add(k.Nat, e, "-i "+l.LocalIface, comment("pod traffic for "+s.Name+" external destinations"), "-j "+s.SVC())
 			}
 			k.add(k.Nat, e, comment("masquerade LOCAL traffic for "+s.Name+" external destinations"), "-m addrtype --src-type LOCAL", "-j KUBE-MARK-MASQ")
 			k.add(k.Nat, e, comment("route LOCAL traffic for "+s.Name+" external destinations"), "-m addrtype --src-type LOCAL", "-j "+s.SVC())

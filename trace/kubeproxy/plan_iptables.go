@@ -51,8 +51,33 @@ func DetectLayout(rs *iptables.Ruleset, cl *trace.Cluster, node *trace.NodeConte
 	if nat == nil {
 		return l, nil, fmt.Errorf("the dump has no nat table")
 	}
-	sawSplit, sawComment, sawMasq := false, false, false
+	// The local-traffic detector shows in two places: the cluster IP's masquerade rule
+	// (`! -s CIDR`, `! -i IFACE`, or no condition at all with --masquerade-all) and the "pod
+	// traffic" rule of a Local-policy service's KUBE-EXT chain (`-s CIDR`, `-i IFACE`).
+	sawSplit, sawComment, sawMasq, sawDetector := false, false, false, false
+	detector := func(r *iptables.Rule, neg bool) bool {
+		switch {
+		case r.Src.Set && r.Src.Neg == neg:
+			l.LocalCIDR = r.Src.Prefix
+		case r.Extra != nil && r.Extra.InIface.Set && r.Extra.InIface.Neg == neg:
+			l.LocalIface = r.Extra.InIface.Name
+		default:
+			return false
+		}
+		return true
+	}
 	for _, c := range nat.Order {
+		if strings.HasPrefix(c.Name, extPrefix) {
+			for _, r := range c.Rules {
+				if !sawDetector && strings.HasPrefix(r.Comment, "pod traffic for ") {
+					if !detector(r, false) {
+						return l, nil, fmt.Errorf("this kube-proxy detects local traffic in a way svctrace cannot reproduce (%q)", r.Text)
+					}
+					sawDetector = true
+				}
+			}
+			continue
+		}
 		if !strings.HasPrefix(c.Name, svcPrefix) && !strings.HasPrefix(c.Name, svlPrefix) {
 			continue
 		}
@@ -64,12 +89,12 @@ func DetectLayout(rs *iptables.Ruleset, cl *trace.Cluster, node *trace.NodeConte
 			case r.Target == "KUBE-MARK-MASQ" && !sawMasq:
 				sawMasq = true
 				switch {
-				case r.Src.Set && r.Src.Neg:
-					l.LocalCIDR = r.Src.Prefix
-				case !r.Src.Set && !strings.Contains(r.Text, " -i ") && !strings.Contains(r.Text, " -o "):
+				case detector(r, true):
+					sawDetector = true
+				case !r.Src.Set && (r.Extra == nil || !r.Extra.InIface.Set && !r.Extra.OutIface.Set):
 					l.MasqueradeAll = true
 				default:
-					return l, nil, fmt.Errorf("this kube-proxy detects local traffic in a way svctrace cannot reproduce (%q); repair supports the cluster-CIDR detector and --masquerade-all", r.Text)
+					return l, nil, fmt.Errorf("this kube-proxy detects local traffic in a way svctrace cannot reproduce (%q); repair supports the ClusterCIDR, NodeCIDR, BridgeInterface and InterfaceNamePrefix detectors and --masquerade-all", r.Text)
 				}
 			}
 		}
@@ -84,7 +109,7 @@ func DetectLayout(rs *iptables.Ruleset, cl *trace.Cluster, node *trace.NodeConte
 		l.LargeCluster = total > 1000
 		notes = append(notes, "no endpoint rules to learn the comment style from; assumed from the API's endpoint count")
 	}
-	if !sawMasq {
+	if !sawDetector {
 		if p, ok := (&iptables.Dataplane{V4: rs}).ClusterCIDR(); ok {
 			l.LocalCIDR = p
 		}

@@ -23,9 +23,10 @@ import (
 // UDP. Any difference in a rule's text or order would show as a change here.
 //
 // The same holds for kube-proxy v1.33.13 and v1.30.14 (testdata/kube-proxy-v*, recorded the same
-// way with those versions' kube-proxy).
+// way with those versions' kube-proxy), and for v1.36.3 with the interface local-traffic
+// detectors (InterfaceNamePrefix; BridgeInterface with --masquerade-all).
 func TestRepairPlanIsEmptyOnTheRecordedNode(t *testing.T) {
-	for _, dir := range []string{"../../dataplane/snapshot/demo", "testdata/kube-proxy-v1.33.13", "testdata/kube-proxy-v1.30.14"} {
+	for _, dir := range append([]string{"../../dataplane/snapshot/demo"}, recordedIPTablesNodes...) {
 		dp, cl := recorded.IPTables(t, dir)
 		plan, err := kubeproxy.PlanIPTables(dp, cl, cl.NodeContextFor("node1", nil), trace.CheckScope{})
 		if err != nil {

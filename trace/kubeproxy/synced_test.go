@@ -3,6 +3,7 @@ package kubeproxy_test
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/svctrace/svctrace/test/recorded"
@@ -10,9 +11,18 @@ import (
 	"github.com/svctrace/svctrace/trace"
 )
 
+// recordedIPTablesNodes are the iptables-mode nodes in testdata, each recorded from a real, synced
+// kube-proxy (see its README): other versions, and v1.36.3 with other local-traffic detectors.
+var recordedIPTablesNodes = []string{
+	"testdata/kube-proxy-v1.33.13",
+	"testdata/kube-proxy-v1.30.14",
+	"testdata/kube-proxy-v1.36.3-interface-name-prefix",
+	"testdata/kube-proxy-v1.36.3-masquerade-all-bridge",
+}
+
 // TestRecordedSyncedNodesCheckClean: every node recorded from a real, synced kube-proxy (v1.36.3
-// in each mode, v1.33.13 and v1.30.14 in iptables mode) agrees with the API objects recorded with
-// it: check reports no error on any.
+// in each mode and with other detectors, v1.33.13 and v1.30.14 in iptables mode) agrees with the
+// API objects recorded with it: check reports no error on any.
 func TestRecordedSyncedNodesCheckClean(t *testing.T) {
 	snap := filepath.Join(recorded.Root(), "dataplane/snapshot")
 	type node struct {
@@ -27,14 +37,12 @@ func TestRecordedSyncedNodesCheckClean(t *testing.T) {
 			return node{dp, cl, "node1"}
 		},
 		"v1.36.3 ipvs": func() node { dp, cl := recorded.IPVS(t, "ipvsadm-Ln.txt"); return node{dp, cl, "vm1"} },
-		"v1.33.13 iptables": func() node {
-			dp, cl := recorded.IPTables(t, "testdata/kube-proxy-v1.33.13")
+	}
+	for _, dir := range recordedIPTablesNodes {
+		nodes[strings.TrimPrefix(dir, "testdata/kube-proxy-")+" iptables"] = func() node {
+			dp, cl := recorded.IPTables(t, dir)
 			return node{dp, cl, "node1"}
-		},
-		"v1.30.14 iptables": func() node {
-			dp, cl := recorded.IPTables(t, "testdata/kube-proxy-v1.30.14")
-			return node{dp, cl, "node1"}
-		},
+		}
 	}
 	for name, load := range nodes {
 		t.Run(name, func(t *testing.T) {

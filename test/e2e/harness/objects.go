@@ -20,32 +20,49 @@ import (
 // namespace (so they are reachable), but kube-proxy on node1 sees them as remote endpoints.
 const Node2Name = "node2"
 
+// Node1Zone is node1's topology.kubernetes.io/zone (node2 is in zone-b).
+const Node1Zone = "zone-a"
+
 func (c *Cluster) createNodes(ctx context.Context) error {
 	t := time.Now()
-	nodes := []struct{ name, ip, cidr string }{
-		{NodeName, NodeIP, Node1PodCIDR},
-		{Node2Name, "172.31.250.6", Node2PodCIDR},
+	// Each node in its own zone, for topology-aware routing (trafficDistribution).
+	if err := c.AddNode(ctx, NodeName, NodeIP, Node1PodCIDR, Node1Zone); err != nil {
+		return err
 	}
-	for _, n := range nodes {
-		node := &corev1.Node{
-			ObjectMeta: metav1.ObjectMeta{Name: n.name, Labels: map[string]string{"kubernetes.io/hostname": n.name}},
-			Spec:       corev1.NodeSpec{PodCIDR: n.cidr, PodCIDRs: []string{n.cidr}},
-		}
-		created, err := c.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
-		if err != nil {
-			return fmt.Errorf("create node %s: %w", n.name, err)
-		}
-		created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.ip}, {Type: corev1.NodeHostName, Address: n.name}}
-		if n.name == NodeName {
-			created.Status.Addresses = append(created.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: NodeExtIP})
-		}
-		created.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(), Reason: "E2E", Message: "harness node"}}
-		if _, err := c.Client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-			return fmt.Errorf("node %s status: %w", n.name, err)
-		}
+	if err := c.AddNode(ctx, Node2Name, "172.31.250.6", Node2PodCIDR, "zone-b"); err != nil {
+		return err
 	}
 	c.Phase("node objects", t)
 	return nil
+}
+
+// AddNode creates a ready Node object (node1 also gets its external address). Nodes other than
+// node1 exist only in the API: their pods are wired into node1's namespace.
+func (c *Cluster) AddNode(ctx context.Context, name, ip, podCIDR, zone string) error {
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name, corev1.LabelTopologyZone: zone}},
+		Spec:       corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}},
+	}
+	created, err := c.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("create node %s: %w", name, err)
+	}
+	created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeHostName, Address: name}}
+	if name == NodeName {
+		created.Status.Addresses = append(created.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: NodeExtIP})
+	}
+	created.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(), Reason: "E2E", Message: "harness node"}}
+	if _, err := c.Client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("node %s status: %w", name, err)
+	}
+	return nil
+}
+
+// CleanupKubeProxyRules runs `kube-proxy --cleanup` in the node namespace: kube-proxy removes its
+// rules of every mode, so that the next kube-proxy's first sync is the only one a dump shows.
+func (c *Cluster) CleanupKubeProxyRules() error {
+	_, err := NS(NodeNS, filepath.Join(c.BinDir, "kube-proxy"), "--cleanup", "--v=0")
+	return err
 }
 
 // PodSpec describes a pod the harness wires up.
@@ -58,6 +75,10 @@ type PodSpec struct {
 	Ports []string
 	// NotReady leaves the pod's Ready condition false.
 	NotReady bool
+	// Bridge, when set, puts the pod's host-side interface into this bridge in the node
+	// namespace (created on first use), the way bridge CNIs such as kubenet wire pods; otherwise
+	// the pod has its own routed veth.
+	Bridge string
 }
 
 // AddPod creates the pod's network namespace and server, and its Pod object with a running,
@@ -72,20 +93,32 @@ func (c *Cluster) AddPod(ctx context.Context, s PodSpec) (*Pod, error) {
 		return nil, err
 	}
 	c.netns = append(c.netns, p.NetNS)
-	err := runAll([][]string{
+	hostIf := p.hostVeth
+	if s.Bridge != "" {
+		hostIf = s.Bridge
+		if err := c.ensureBridge(s.Bridge); err != nil {
+			return nil, err
+		}
+	}
+	cmds := [][]string{
 		{"ip", "link", "add", p.hostVeth, "netns", NodeNS, "type", "veth", "peer", "name", "eth0", "netns", p.NetNS},
 		{"ip", "netns", "exec", p.NetNS, "ip", "link", "set", "lo", "up"},
 		{"ip", "netns", "exec", p.NetNS, "ip", "addr", "add", s.IP + "/32", "dev", "eth0"},
 		{"ip", "netns", "exec", p.NetNS, "ip", "link", "set", "eth0", "up"},
 		{"ip", "netns", "exec", p.NetNS, "ip", "route", "add", "169.254.1.1", "dev", "eth0"},
 		{"ip", "netns", "exec", p.NetNS, "ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"},
-		{"ip", "netns", "exec", NodeNS, "ip", "link", "set", p.hostVeth, "up"},
-		{"ip", "netns", "exec", NodeNS, "sysctl", "-qw", "net.ipv4.conf." + p.hostVeth + ".proxy_arp=1"},
+	}
+	if s.Bridge != "" {
+		cmds = append(cmds, []string{"ip", "netns", "exec", NodeNS, "ip", "link", "set", p.hostVeth, "master", s.Bridge})
+	}
+	cmds = append(cmds,
+		[]string{"ip", "netns", "exec", NodeNS, "ip", "link", "set", p.hostVeth, "up"},
+		[]string{"ip", "netns", "exec", NodeNS, "sysctl", "-qw", "net.ipv4.conf." + hostIf + ".proxy_arp=1"},
 		// Answer proxy ARP at once (the default waits up to 0.8s, longer than a probe's patience).
-		{"ip", "netns", "exec", NodeNS, "sysctl", "-qw", "net.ipv4.neigh." + p.hostVeth + ".proxy_delay=0"},
-		{"ip", "netns", "exec", NodeNS, "ip", "route", "add", s.IP + "/32", "dev", p.hostVeth},
-	})
-	if err != nil {
+		[]string{"ip", "netns", "exec", NodeNS, "sysctl", "-qw", "net.ipv4.neigh." + hostIf + ".proxy_delay=0"},
+		[]string{"ip", "netns", "exec", NodeNS, "ip", "route", "add", s.IP + "/32", "dev", hostIf},
+	)
+	if err := runAll(cmds); err != nil {
 		return nil, err
 	}
 	if err := c.spawn("pod-"+s.Namespace+"-"+s.Name, p.NetNS, c.Netprobe, append([]string{"serve", s.Name}, s.Ports...)...); err != nil {
@@ -163,6 +196,23 @@ func (c *Cluster) DeletePod(ctx context.Context, ns, name string) error {
 	return nil
 }
 
+// ensureBridge creates a pod bridge in the node namespace once.
+func (c *Cluster) ensureBridge(name string) error {
+	if _, err := NS(NodeNS, "ip", "link", "show", name); err == nil {
+		return nil
+	}
+	return runAll([][]string{
+		{"ip", "netns", "exec", NodeNS, "ip", "link", "add", name, "type", "bridge"},
+		{"ip", "netns", "exec", NodeNS, "ip", "link", "set", name, "up"},
+	})
+}
+
+// DeletePodGracefully deletes the Pod object with its grace period: with no kubelet to confirm,
+// it stays terminating (its endpoint serving but not ready) until DeletePod.
+func (c *Cluster) DeletePodGracefully(ctx context.Context, ns, name string) error {
+	return c.Client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{})
+}
+
 // Pod returns a pod the harness wired.
 func (c *Cluster) Pod(ns, name string) *Pod { return c.pods[ns+"/"+name] }
 
@@ -219,20 +269,59 @@ func TCPPort(name string, port, target int32) corev1.ServicePort {
 	return corev1.ServicePort{Name: name, Port: port, TargetPort: intstr.FromInt32(target), Protocol: corev1.ProtocolTCP}
 }
 
-// StartKubeProxy runs kube-proxy in the node namespace in the given mode (iptables or nftables).
+// KubeProxyConfig is a kube-proxy configuration the harness can run. The zero value but Mode is
+// the harness's default: the ClusterCIDR local-traffic detector, node ports on every local
+// address, localhost node ports in iptables mode.
+type KubeProxyConfig struct {
+	Mode          string // iptables or nftables
+	MasqueradeAll bool
+	// DetectLocalMode is ClusterCIDR (""), NodeCIDR, BridgeInterface or InterfaceNamePrefix; the
+	// last two use PodBridge and PodInterfacePrefix.
+	DetectLocalMode, PodBridge, PodInterfacePrefix string
+	// NodePortAddresses is --nodeport-addresses: CIDRs or "primary".
+	NodePortAddresses []string
+	// NoLocalhostNodePorts is --iptables-localhost-nodeports=false.
+	NoLocalhostNodePorts bool
+}
+
+// StartKubeProxy runs kube-proxy in the node namespace in the given mode (iptables or nftables)
+// with the harness's default configuration.
 func (c *Cluster) StartKubeProxy(mode string) error {
+	return c.StartKubeProxyWith(KubeProxyConfig{Mode: mode})
+}
+
+// StartKubeProxyWith runs kube-proxy in the node namespace with the configuration.
+func (c *Cluster) StartKubeProxyWith(cfg KubeProxyConfig) error {
 	// One kube-proxy per node: a second one would be orphaned here and keep syncing behind
 	// the tests' back.
 	c.StopKubeProxy()
 	args := []string{
-		"--kubeconfig=" + c.Kubeconfig, "--hostname-override=" + NodeName, "--proxy-mode=" + mode,
+		"--kubeconfig=" + c.Kubeconfig, "--hostname-override=" + NodeName, "--proxy-mode=" + cfg.Mode,
 		"--cluster-cidr=" + ClusterCIDR, "--conntrack-max-per-core=0",
 		"--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=127.0.0.1:10256",
 		"--v=2",
 	}
-	if mode == "iptables" {
+	if cfg.Mode == "iptables" {
 		// nftables mode has no such flag; its default minimum (1s) is short enough.
 		args = append(args, "--iptables-min-sync-period=0s")
+	}
+	if cfg.MasqueradeAll {
+		args = append(args, "--masquerade-all")
+	}
+	if cfg.DetectLocalMode != "" {
+		args = append(args, "--detect-local-mode="+cfg.DetectLocalMode)
+	}
+	if cfg.PodBridge != "" {
+		args = append(args, "--pod-bridge-interface="+cfg.PodBridge)
+	}
+	if cfg.PodInterfacePrefix != "" {
+		args = append(args, "--pod-interface-name-prefix="+cfg.PodInterfacePrefix)
+	}
+	if len(cfg.NodePortAddresses) > 0 {
+		args = append(args, "--nodeport-addresses="+strings.Join(cfg.NodePortAddresses, ","))
+	}
+	if cfg.NoLocalhostNodePorts {
+		args = append(args, "--iptables-localhost-nodeports=false")
 	}
 	return c.spawn("kube-proxy", NodeNS, filepath.Join(c.BinDir, "kube-proxy"), args...)
 }

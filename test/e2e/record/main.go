@@ -40,6 +40,10 @@ func main() {
 	flag.IntVar(&fleetFlags.nodes, "fleet", 0, "instead of recording, time check --all-nodes (the -compare binary) on this many kwok nodes with kube-proxy pods")
 	flag.StringVar(&fleetFlags.parallel, "fleet-parallel", "16,64", "with -fleet: the --parallel values to time")
 	flag.StringVar(&fleetFlags.kwok, "kwok", "", "with -fleet: the kwok binary (hack/kwok-binary.sh)")
+	flag.BoolVar(&proxyFlags.MasqueradeAll, "masquerade-all", false, "run kube-proxy with --masquerade-all")
+	flag.StringVar(&proxyFlags.DetectLocalMode, "detect-local-mode", "", "kube-proxy's --detect-local-mode (ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix)")
+	flag.StringVar(&proxyFlags.PodInterfacePrefix, "pod-interface-name-prefix", "", "kube-proxy's --pod-interface-name-prefix (the harness's pod interfaces are vpN)")
+	flag.StringVar(&proxyFlags.PodBridge, "pod-bridge-interface", "", "kube-proxy's --pod-bridge-interface")
 	flag.Parse()
 	if err := record(*mode, *out, *bin, *netprobe, *hold); err != nil {
 		fmt.Fprintln(os.Stderr, "record:", err)
@@ -48,6 +52,9 @@ func main() {
 }
 
 var vmFlags struct{ kernel string }
+
+// proxyFlags is the kube-proxy configuration to record under (its Mode is -mode).
+var proxyFlags harness.KubeProxyConfig
 
 var scale struct {
 	services, endpoints int
@@ -89,7 +96,8 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 		}
 	}
 	t := time.Now()
-	if err := c.StartKubeProxy(mode); err != nil {
+	proxyFlags.Mode = mode
+	if err := c.StartKubeProxyWith(proxyFlags); err != nil {
 		return err
 	}
 	dump, err := c.WaitDump(ctx, mode, programmed)
