@@ -266,7 +266,7 @@ func TestKubeProxyOptions(t *testing.T) {
 				for _, f := range optionFlows(pc, mode) {
 					t.Run(f.name, func(t *testing.T) { traceAndProbe(t, f, mode, 40) })
 				}
-				out, code := checkInNode(t, "-A", "-o", "json")
+				out, code := checkInNode(t, "-A", "-o", "json", "--node", harness.NodeName)
 				if got := checkFindings(t, out); code != 0 || len(got) > 0 {
 					t.Errorf("check -A on the synced node: exit %d, findings %v\n%s", code, got, out)
 				}
