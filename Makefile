@@ -7,8 +7,8 @@ LDFLAGS := -s -w -X github.com/svctrace/svctrace/plugin.version=$(VERSION) -X gi
 CACHE ?= /var/cache/svctrace
 BIN := bin/kubectl-svctrace
 # Debian packages the e2e harness and the node-side readers need.
-DEPS := iptables nftables etcd-server conntrack ipset iproute2 qemu-system-x86 busybox-static ipvsadm cpio kmod
-DEP_CMDS := iptables-legacy-save iptables-nft-save nft etcd conntrack ipset ip qemu-system-x86_64 busybox ipvsadm cpio depmod
+DEPS := iptables nftables etcd-server conntrack ipset iproute2 qemu-system-x86 busybox-static ipvsadm cpio kmod prometheus
+DEP_CMDS := iptables-legacy-save iptables-nft-save nft etcd conntrack ipset ip qemu-system-x86_64 busybox ipvsadm cpio depmod prometheus promtool
 
 .PHONY: dist-host help cover-repair bench-fleet record-kube-proxy-version all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean dist krew-tools validate-krew-manifest
 # Release archives: krew wants a semver version.

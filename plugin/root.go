@@ -77,6 +77,7 @@ snapshot bundle (--snapshot, written by snapshot) or from the embedded demo snap
 		root.AddCommand(c)
 	}
 	root.AddCommand(NewCmdSnapshot(streams, cfg))
+	root.AddCommand(NewCmdAgent(streams, cfg))
 	root.AddCommand(newCmdVersion(streams))
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -390,4 +391,42 @@ func (c *Cluster) WaitEndpointIPs(ctx context.Context, ns, name string, ips ...s
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// SpawnInNode starts a process in the node namespace (stopped with the harness, or by
+// StopProcess(name)); its output goes to the harness's NAME.log, which LogTail shows.
+func (c *Cluster) SpawnInNode(name, bin string, args ...string) error {
+	return c.spawn(name, NodeNS, bin, args...)
+}
+
+// LogTail is the end of a process's log.
+func (c *Cluster) LogTail(name string) string { return c.logTail(name) }
+
+// KubeconfigFor writes a kubeconfig for the API server that authenticates with token.
+func (c *Cluster) KubeconfigFor(name, token string) (string, error) {
+	path := filepath.Join(c.Dir, name+".kubeconfig")
+	kc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster:
+    server: https://%s:%s
+    insecure-skip-tls-verify: true
+users:
+- name: %[3]s
+  user:
+    token: %[4]s
+contexts:
+- name: e2e
+  context:
+    cluster: e2e
+    user: %[3]s
+current-context: e2e
+`, APIHostAddr, apiPort, name, token)
+	return path, os.WriteFile(path, []byte(kc), 0o600)
+}
+
+// Spawn starts a process in the root namespace, stopped with the harness.
+func (c *Cluster) Spawn(name, bin string, args ...string) error {
+	return c.spawn(name, "", bin, args...)
 }
