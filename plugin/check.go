@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -23,8 +24,12 @@ type CheckOptions struct {
 	allNamespaces bool
 	allNodes      bool
 	fleet         fleetFlags
-	output        string
-	failOn        string
+	// noAgents reads every node with --all-nodes, whatever their agents report; agentMaxAge
+	// is how recent an agent's condition must be to be believed.
+	noAgents    bool
+	agentMaxAge time.Duration
+	output      string
+	failOn      string
 
 	scope    trace.CheckScope
 	format   render.Format
@@ -33,7 +38,7 @@ type CheckOptions struct {
 
 // NewCheckOptions returns check's options with their defaults.
 func NewCheckOptions(streams genericiooptions.IOStreams, cfg *genericclioptions.ConfigFlags) *CheckOptions {
-	return &CheckOptions{config: cfg, streams: streams, output: "table", failOn: "error"}
+	return &CheckOptions{config: cfg, streams: streams, output: "table", failOn: "error", agentMaxAge: 6 * time.Minute}
 }
 
 // NewCmdCheck builds `check`.
@@ -51,6 +56,11 @@ modes (iptables, nftables, IPVS) and without rule comments.
 
 Findings: StaleEndpoint, MissingEndpoint, StaleService, MissingService, WrongShare,
 NotReadyEndpoint, LocalPolicyBlackhole (warnings and errors); NoEndpoints, OrphanChain (info).
+
+With --all-nodes, a node whose svctrace agent (kubectl svctrace agent --help) reports it healthy
+through the Node condition ServiceDataplaneHealthy, renewed within --agent-max-age, is not read;
+unhealthy, silent and agent-less nodes are read through their kube-proxy pods. --no-agents reads
+every node.
 
 Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or access problems.`,
 		Example: fmt.Sprintf(`  # On a node, as root: everything this node programs
@@ -73,6 +83,8 @@ Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or access problem
 	fl := cmd.Flags()
 	fl.BoolVarP(&o.allNamespaces, "all-namespaces", "A", false, "check the Services of every namespace")
 	o.fleet.addFlags(cmd, &o.allNodes, "check")
+	fl.BoolVar(&o.noAgents, "no-agents", false, "with --all-nodes: read every node, also those whose svctrace agent reports them healthy")
+	fl.DurationVar(&o.agentMaxAge, "agent-max-age", o.agentMaxAge, "with --all-nodes: an agent's Node condition renewed longer ago than this counts as silent, and the node is read")
 	fl.StringVarP(&o.output, "output", "o", o.output, "output format: table, json, yaml or junit")
 	fl.StringVar(&o.failOn, "fail-on", o.failOn, "exit 1 when a finding has at least this severity: error, warning, info or none")
 	return cmd
@@ -99,6 +111,12 @@ func (o *CheckOptions) Complete(args []string) error {
 func (o *CheckOptions) Validate() error {
 	if err := o.Input.Validate(); err != nil {
 		return err
+	}
+	if o.noAgents && !o.allNodes {
+		return usageErrorf("--no-agents goes with --all-nodes")
+	}
+	if o.agentMaxAge <= 0 {
+		return usageErrorf("--agent-max-age must be positive")
 	}
 	return o.fleet.validate(o.allNodes)
 }

@@ -28,13 +28,15 @@ type CheckNode struct {
 	Node    string `json:"node"`
 	Mode    string `json:"mode"`
 	Checked int    `json:"checked"`
+	// ReportedBy is "agent" for a node not read because its svctrace agent reports it healthy.
+	ReportedBy string `json:"reportedBy,omitempty"`
 }
 
 // NewCheckReport merges the nodes' results.
 func NewCheckReport(results []*trace.CheckResult) *CheckReport {
 	r := &CheckReport{APIVersion: trace.APIVersion, Kind: "Check", Nodes: []CheckNode{}, Findings: []trace.Finding{}, Summary: map[string]int{}, results: results}
 	for _, res := range results {
-		r.Nodes = append(r.Nodes, CheckNode{Node: res.Node, Mode: res.Mode, Checked: res.Checked})
+		r.Nodes = append(r.Nodes, CheckNode{Node: res.Node, Mode: res.Mode, Checked: res.Checked, ReportedBy: res.ReportedBy})
 		r.Findings = append(r.Findings, res.Findings...)
 		for _, f := range res.Findings {
 			r.Summary[string(f.Severity)]++
@@ -64,7 +66,11 @@ func Check(w io.Writer, r *CheckReport, o Options) error {
 	s := newStyles(w, o.Color)
 	var b strings.Builder
 	for _, n := range r.Nodes {
-		fmt.Fprintf(&b, "%s\n", s.dim.Render(fmt.Sprintf("node %s (%s mode): %d Service ports checked", n.Node, n.Mode, n.Checked)))
+		line := fmt.Sprintf("node %s (%s mode): %d Service ports checked", n.Node, n.Mode, n.Checked)
+		if n.ReportedBy == "agent" {
+			line = fmt.Sprintf("node %s: healthy, as its svctrace agent reports (not read)", n.Node)
+		}
+		fmt.Fprintf(&b, "%s\n", s.dim.Render(line))
 	}
 	if len(r.Findings) == 0 {
 		b.WriteString(s.ok.Render("no findings: the dataplane does what the API says") + "\n")
@@ -145,7 +151,11 @@ func junit(w io.Writer, r *CheckReport) error {
 			suite.Cases = append(suite.Cases, *cases[name])
 			suite.Failures++
 		}
-		suite.Cases = append(suite.Cases, junitCase{Class: "svctrace." + res.Node, Name: fmt.Sprintf("the other Service ports of the %d checked agree with the API", res.Checked)})
+		rest := fmt.Sprintf("the other Service ports of the %d checked agree with the API", res.Checked)
+		if res.ReportedBy == "agent" {
+			rest = "its svctrace agent reports the dataplane agrees with the API"
+		}
+		suite.Cases = append(suite.Cases, junitCase{Class: "svctrace." + res.Node, Name: rest})
 		suite.Tests = len(suite.Cases)
 		out.Suites = append(out.Suites, suite)
 	}

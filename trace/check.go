@@ -44,8 +44,11 @@ type CheckResult struct {
 	Node string `json:"node"`
 	Mode string `json:"mode"`
 	// Checked counts the Service ports compared.
-	Checked  int       `json:"checked"`
-	Findings []Finding `json:"findings"`
+	Checked int `json:"checked"`
+	// ReportedBy is "agent" when the node was not read: its svctrace agent's Node condition
+	// said it is healthy (check --all-nodes).
+	ReportedBy string    `json:"reportedBy,omitempty"`
+	Findings   []Finding `json:"findings"`
 }
 
 // Usable returns the endpoints kube-proxy sends new connections to, as it decides for a node

@@ -27,14 +27,7 @@ import (
 )
 
 // ConditionType is the Node condition the agent keeps.
-const ConditionType corev1.NodeConditionType = "ServiceDataplaneHealthy"
-
-// Condition reasons.
-const (
-	ReasonAgrees     = "DataplaneAgrees"
-	ReasonStale      = "StaleDataplane"
-	ReasonReadFailed = "DataplaneUnreadable"
-)
+const ConditionType = watch.ConditionType
 
 // Config is how an agent runs.
 type Config struct {
@@ -297,7 +290,7 @@ func (a *Agent) check(ctx context.Context, scope watch.Scope) *watch.Update {
 		a.metrics.readErrors.Inc()
 		a.metrics.checks.WithLabelValues(kind, "error").Inc()
 		a.logf("reading the dataplane failed: %v", err)
-		a.report.condition(ctx, corev1.ConditionUnknown, ReasonReadFailed, "svctrace could not read this node's dataplane: "+err.Error(), a.nodeObject())
+		a.report.condition(ctx, corev1.ConditionUnknown, watch.ReasonReadFailed, "svctrace could not read this node's dataplane: "+err.Error(), a.nodeObject())
 		return nil
 	}
 	cl := a.cluster()
@@ -369,13 +362,13 @@ func conditionFor(active []trace.Finding, checked int, full bool) (corev1.Condit
 		if full {
 			msg += fmt.Sprintf(" (%d Service ports checked)", checked)
 		}
-		return corev1.ConditionTrue, ReasonAgrees, msg
+		return corev1.ConditionTrue, watch.ReasonAgrees, msg
 	}
 	msg := fmt.Sprintf("%d stale or missing: %s", len(bad), strings.Join(bad[:min(len(bad), 5)], ", "))
 	if len(bad) > 5 {
 		msg += ", …"
 	}
-	return corev1.ConditionFalse, ReasonStale, msg + "; see kubectl svctrace check"
+	return corev1.ConditionFalse, watch.ReasonStale, msg + "; see kubectl svctrace check"
 }
 
 func sortedKeys(m map[string]bool) []string {

@@ -89,12 +89,14 @@ func (r *reporter) endCheck(node *corev1.Node) {
 // change is also an Event on the Node.
 func (r *reporter) condition(ctx context.Context, status corev1.ConditionStatus, reason, message string, node *corev1.Node) {
 	defer r.endCheck(node)
-	now := metav1.Now()
 	same := r.written != nil && r.written.Status == status && r.written.Reason == reason && r.written.Message == message
 	if same && time.Since(r.writtenAt) < r.heartbeat {
 		return
 	}
-	cond := corev1.NodeCondition{Type: ConditionType, Status: status, Reason: reason, Message: truncate(message, 1000), LastHeartbeatTime: now, LastTransitionTime: now}
+	cond, err := WriteCondition(ctx, r.client, r.node, node, status, reason, message)
+	if err != nil {
+		return // the next check tries again (written stays as it was)
+	}
 	var previous *corev1.NodeCondition
 	if node != nil {
 		for i := range node.Status.Conditions {
@@ -103,16 +105,6 @@ func (r *reporter) condition(ctx context.Context, status corev1.ConditionStatus,
 			}
 		}
 	}
-	if previous != nil && previous.Status == status {
-		cond.LastTransitionTime = previous.LastTransitionTime
-	}
-	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{cond}}})
-	if err != nil {
-		return
-	}
-	if _, err := r.client.CoreV1().Nodes().PatchStatus(ctx, r.node, patch); err != nil {
-		return // the next check tries again (written stays as it was)
-	}
 	if (previous == nil || previous.Status != status) && node != nil {
 		kind := corev1.EventTypeNormal
 		if status != corev1.ConditionTrue {
@@ -120,7 +112,30 @@ func (r *reporter) condition(ctx context.Context, status corev1.ConditionStatus,
 		}
 		r.recorder.Eventf(node, nil, kind, reason, "Check", "%s", truncate(message, 900))
 	}
-	r.written, r.writtenAt = &cond, time.Now()
+	r.written, r.writtenAt = cond, time.Now()
+}
+
+// WriteCondition sets the agent's condition on the Node by a strategic-merge patch of its status
+// (the other conditions stay), renewing its heartbeat; the transition time is kept while the
+// status stays what current (the Node as last seen, may be nil) had.
+func WriteCondition(ctx context.Context, client kubernetes.Interface, name string, current *corev1.Node, status corev1.ConditionStatus, reason, message string) (*corev1.NodeCondition, error) {
+	now := metav1.Now()
+	cond := corev1.NodeCondition{Type: ConditionType, Status: status, Reason: reason, Message: truncate(message, 1000), LastHeartbeatTime: now, LastTransitionTime: now}
+	if current != nil {
+		for _, c := range current.Status.Conditions {
+			if c.Type == ConditionType && c.Status == status {
+				cond.LastTransitionTime = c.LastTransitionTime
+			}
+		}
+	}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{cond}}})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := client.CoreV1().Nodes().PatchStatus(ctx, name, patch); err != nil {
+		return nil, err
+	}
+	return &cond, nil
 }
 
 func truncate(s string, n int) string {

@@ -18,8 +18,10 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/svctrace/svctrace/dataplane/noderun"
+	"github.com/svctrace/svctrace/plugin/agent"
 	"github.com/svctrace/svctrace/test/e2e/harness"
 	"github.com/svctrace/svctrace/trace"
+	"github.com/svctrace/svctrace/trace/watch"
 )
 
 // TestRemoteReadThroughKubeProxyPod reads node1's rules the way a laptop does: kubectl svctrace
@@ -157,6 +159,40 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 	}
 	if len(rep.Nodes) != 1 || rep.Nodes[0].Node != harness.KwokNode || !strings.Contains(errOut, "checked 1/1 nodes") || !strings.Contains(errOut, "run no kube-proxy pod") {
 		t.Fatalf("check --all-nodes: nodes %+v, stderr %q", rep.Nodes, errOut)
+	}
+
+	// With the node's svctrace agent reporting it healthy (its condition written by the agent's
+	// own code), check --all-nodes takes its word and does not read it; unhealthy, it reads it;
+	// --no-agents reads it whatever the agent says.
+	type agentRun struct {
+		Nodes []struct {
+			Node, Mode, ReportedBy string
+			Checked                int
+		}
+	}
+	allNodes := func(extra ...string) (agentRun, string) {
+		t.Helper()
+		out, errOut, code := kubectl(t, false, append([]string{"svctrace", "check", "-A", "--all-nodes", "-o", "json"}, extra...)...)
+		var r agentRun
+		if err := json.Unmarshal(out, &r); err != nil || code != 0 || len(r.Nodes) != 1 {
+			t.Fatalf("check --all-nodes %v: exit %d %v\n%s\n%s", extra, code, err, out, errOut)
+		}
+		return r, errOut
+	}
+	if _, err := agent.WriteCondition(ctx, cluster.Client, harness.KwokNode, nil, corev1.ConditionTrue, watch.ReasonAgrees, "kube-proxy's rules on this node agree with the API"); err != nil {
+		t.Fatal(err)
+	}
+	if r, errOut := allNodes(); r.Nodes[0].ReportedBy != "agent" || r.Nodes[0].Checked != 0 || !strings.Contains(errOut, "1 of 1 nodes: healthy as their svctrace agent reports") {
+		t.Errorf("agent healthy: %+v, stderr %q", r.Nodes, errOut)
+	}
+	if r, errOut := allNodes("--no-agents"); r.Nodes[0].ReportedBy != "" || r.Nodes[0].Checked == 0 {
+		t.Errorf("--no-agents: %+v, stderr %q", r.Nodes, errOut)
+	}
+	if _, err := agent.WriteCondition(ctx, cluster.Client, harness.KwokNode, nil, corev1.ConditionFalse, watch.ReasonStale, "1 stale or missing: StaleEndpoint default/x:http"); err != nil {
+		t.Fatal(err)
+	}
+	if r, errOut := allNodes(); r.Nodes[0].ReportedBy != "" || r.Nodes[0].Checked == 0 || !strings.Contains(errOut, "reading 1 (1 unhealthy") {
+		t.Errorf("agent unhealthy: %+v, stderr %q", r.Nodes, errOut)
 	}
 
 	// balance --all-nodes over a window: the nodes' conntrack and DNAT counters are read through

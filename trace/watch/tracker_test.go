@@ -4,6 +4,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/svctrace/svctrace/trace"
 )
 
@@ -47,5 +50,29 @@ func TestTrackerReportsWhatOutlastsTheGracePeriod(t *testing.T) {
 	}
 	if u = tr.Observe(at(30), all, nil); len(u.Cleared) != 1 || len(tr.Active()) != 0 || len(u.Latencies) != 1 || u.Latencies[0] != 12*time.Second {
 		t.Fatalf("cleared: %+v", u)
+	}
+}
+
+func TestStateOf(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	node := func(status corev1.ConditionStatus, age time.Duration) *corev1.Node {
+		n := &corev1.Node{}
+		n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue},
+			{Type: ConditionType, Status: status, LastHeartbeatTime: metav1.NewTime(now.Add(-age))}}
+		return n
+	}
+	for _, tc := range []struct {
+		n    *corev1.Node
+		want AgentState
+	}{
+		{node(corev1.ConditionTrue, time.Minute), AgentHealthy},
+		{node(corev1.ConditionFalse, time.Minute), AgentUnhealthy},
+		{node(corev1.ConditionUnknown, time.Minute), AgentUnhealthy},
+		{node(corev1.ConditionTrue, 7*time.Minute), AgentSilent},
+		{&corev1.Node{}, AgentAbsent},
+	} {
+		if got := StateOf(tc.n, now, 6*time.Minute); got != tc.want {
+			t.Errorf("%+v: %s, want %s", tc.n.Status.Conditions, got, tc.want)
+		}
 	}
 }
