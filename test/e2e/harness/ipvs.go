@@ -163,13 +163,14 @@ func vmKubeProxy(flags ...string) string {
 		"--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=127.0.0.1:10256", "--v=2"}, flags...), " ")
 }
 
-// IPVSRestartWithMasqueradeAll is a guest step: kube-proxy restarted with --masquerade-all, and
-// waited for until its iptables rules masquerade every cluster IP's traffic.
-func IPVSRestartWithMasqueradeAll() string {
+// IPVSRestart is a guest step: kube-proxy restarted with extra flags, and waited for until its
+// nat rules pass the shell test ready (which reads them from stdin); the step prints the rules
+// the test looked at.
+func IPVSRestart(flags []string, ready string) string {
 	return "kill $(pidof kube-proxy); while pidof kube-proxy >/dev/null; do sleep 0.2; done; " +
-		vmKubeProxy("--masquerade-all") + " >/tmp/kube-proxy-masq.log 2>&1 & " +
-		"for i in $(seq 120); do iptables-save -t nat | grep -- 'KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ' | grep -qv -- '! -s' && break; sleep 1; done; " +
-		"sleep 2; iptables-save -t nat | grep -- 'KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ'"
+		vmKubeProxy(flags...) + " >/tmp/kube-proxy-restarted.log 2>&1 & " +
+		"for i in $(seq 120); do iptables-save -t nat | " + ready + " && break; sleep 1; done; " +
+		"sleep 2; iptables-save -t nat | grep -- 'KUBE-MARK-MASQ' | grep -- 'KUBE-CLUSTER-IP'"
 }
 
 func vmVIPs() []string {

@@ -15,7 +15,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/svctrace/svctrace/plugin/agent"
 	"github.com/svctrace/svctrace/test/e2e/harness"
+	"github.com/svctrace/svctrace/trace/watch"
 )
 
 var fleetFlags struct {
@@ -122,6 +124,84 @@ func recordFleet(ctx context.Context, c *harness.Cluster, svctrace string) error
 		fmt.Printf("| --parallel %s | %.1fs | %d MiB | %d | %d | %d |\n", p, wall.Seconds(), rss/1024, checked,
 			after["exec"]-before["exec"], after["other"]-before["other"])
 	}
+	return agentFleet(ctx, c, cs, svctrace)
+}
+
+// agentFleet writes the svctrace agent's Node condition on every node with the agent's own code
+// (True, and False on every 500th: unhealthy nodes that must still be read), then times check
+// --all-nodes again: in the same run as the exec fan-out above.
+func agentFleet(ctx context.Context, c *harness.Cluster, cs kubernetes.Interface, svctrace string) error {
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: harness.KwokLabel})
+	if err != nil {
+		return err
+	}
+	t := time.Now()
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	unhealthy := 0
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				status, reason := corev1.ConditionTrue, watch.ReasonAgrees
+				if i%500 == 499 {
+					status, reason = corev1.ConditionFalse, watch.ReasonStale
+				}
+				if _, err := agent.WriteCondition(ctx, cs, nodes.Items[i].Name, nil, status, reason, "written by the fleet benchmark"); err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := range nodes.Items {
+		if i%500 == 499 {
+			unhealthy++
+		}
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	c.Phase(fmt.Sprintf("agent conditions on %d nodes (%d unhealthy)", len(nodes.Items), unhealthy), t)
+	before, err := requestCounts(ctx, cs)
+	if err != nil {
+		return err
+	}
+	var stdout, stderr strings.Builder
+	cmd := exec.CommandContext(ctx, "/usr/bin/time", "-f", "maxrss=%M", svctrace, "check", "-A", "--all-nodes", "--parallel", "64", "-o", "json", "--kubeconfig", c.Kubeconfig)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	runErr := cmd.Run()
+	wall := time.Since(start)
+	after, err := requestCounts(ctx, cs)
+	if err != nil {
+		return err
+	}
+	if runErr != nil && !strings.Contains(runErr.Error(), "exit status 1") {
+		return fmt.Errorf("check --all-nodes with agents: %v: %s", runErr, tail(stderr.String(), 20))
+	}
+	var rss int64
+	if i := strings.LastIndex(stderr.String(), "maxrss="); i >= 0 {
+		fmt.Sscanf(stderr.String()[i:], "maxrss=%d", &rss)
+	}
+	var report struct{ Nodes []struct{ Node, ReportedBy string } }
+	_ = json.Unmarshal([]byte(stdout.String()), &report)
+	read := 0
+	for _, n := range report.Nodes {
+		if n.ReportedBy == "" {
+			read++
+		}
+	}
+	fmt.Printf("| --parallel 64, agent conditions on every node (%d unhealthy) | %.1fs | %d MiB | %d (%d read) | %d | %d |\n", unhealthy, wall.Seconds(), rss/1024,
+		len(report.Nodes), read, after["exec"]-before["exec"], after["other"]-before["other"])
+	fmt.Fprintln(os.Stderr, tail(stderr.String(), 3))
 	return nil
 }
 
