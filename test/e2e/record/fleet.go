@@ -191,7 +191,9 @@ func agentFleet(ctx context.Context, c *harness.Cluster, cs kubernetes.Interface
 	if i := strings.LastIndex(stderr.String(), "maxrss="); i >= 0 {
 		fmt.Sscanf(stderr.String()[i:], "maxrss=%d", &rss)
 	}
-	var report struct{ Nodes []struct{ Node, ReportedBy string } }
+	var report struct {
+		Nodes []struct{ Node, ReportedBy string }
+	}
 	_ = json.Unmarshal([]byte(stdout.String()), &report)
 	read := 0
 	for _, n := range report.Nodes {
