@@ -55,8 +55,8 @@ func TestAgentReportsAndClears(t *testing.T) {
 
 	app := map[string]string{"app": "agent"}
 	for _, p := range []harness.PodSpec{
-		{Namespace: "default", Name: "agent-1", IP: "10.244.1.71", Labels: app, Ports: []string{"8080"}},
-		{Namespace: "default", Name: "agent-2", IP: "10.244.1.72", Labels: app, Ports: []string{"8080"}},
+		{Namespace: "default", Name: "agent-1", IP: "10.244.1.91", Labels: app, Ports: []string{"8080"}},
+		{Namespace: "default", Name: "agent-2", IP: "10.244.1.92", Labels: app, Ports: []string{"8080"}},
 	} {
 		if _, err := cluster.AddPod(ctx, p); err != nil {
 			t.Fatal(err)
@@ -72,7 +72,7 @@ func TestAgentReportsAndClears(t *testing.T) {
 		_ = cluster.DeletePod(context.Background(), "default", "agent-2")
 	})
 	if _, err := cluster.WaitDump(ctx, "iptables", func(d string) bool {
-		return strings.Contains(d, "10.244.1.71:8080") && strings.Contains(d, "10.244.1.72:8080")
+		return strings.Contains(d, "10.244.1.91:8080") && strings.Contains(d, "10.244.1.92:8080")
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ scrape_configs:
 		return ok, fmt.Sprintf("metric %v, condition %+v, event %q; agent log:\n%s", staleMetric.MatchString(m), c, ev, cluster.LogTail("svctrace-agent"))
 	})
 	t.Logf("reported %.1fs after the change", time.Since(changed).Seconds())
-	if ev := serviceEvents(ctx, t, "StaleEndpoint"); !strings.Contains(ev, "10.244.1.71:8080") || !strings.Contains(ev, "svctrace.io/agent") || !strings.Contains(ev, "related=Node/node1") {
+	if ev := serviceEvents(ctx, t, "StaleEndpoint"); !strings.Contains(ev, "10.244.1.91:8080") || !strings.Contains(ev, "svctrace.io/agent") || !strings.Contains(ev, "related=Node/node1") {
 		t.Errorf("the Event does not name the stale endpoint, the controller and the node: %s", ev)
 	}
 
