@@ -184,25 +184,7 @@ func (c *Cluster) writeCredentials() error {
 		"sa.pub":     pub,
 		"tokens.csv": []byte("svctrace-admin-token,admin,admin,system:masters\nsvctrace-viewer-token,viewer,viewer,\n"),
 	}
-	kubeconfig := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: e2e
-  cluster:
-    server: https://%s:%s
-    insecure-skip-tls-verify: true
-users:
-- name: admin
-  user:
-    token: svctrace-admin-token
-contexts:
-- name: e2e
-  context:
-    cluster: e2e
-    user: admin
-    namespace: default
-current-context: e2e
-`, APIHostAddr, apiPort)
+	kubeconfig := kubeconfigText("admin", "svctrace-admin-token")
 	files["kubeconfig"] = []byte(kubeconfig)
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(c.Dir, name), data, 0o600); err != nil {

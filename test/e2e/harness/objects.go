@@ -405,7 +405,13 @@ func (c *Cluster) LogTail(name string) string { return c.logTail(name) }
 // KubeconfigFor writes a kubeconfig for the API server that authenticates with token.
 func (c *Cluster) KubeconfigFor(name, token string) (string, error) {
 	path := filepath.Join(c.Dir, name+".kubeconfig")
-	kc := fmt.Sprintf(`apiVersion: v1
+	return path, os.WriteFile(path, []byte(kubeconfigText(name, token)), 0o600)
+}
+
+// kubeconfigText is a kubeconfig for the harness's API server as user with token (namespace
+// default).
+func kubeconfigText(user, token string) string {
+	return fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
 - name: e2e
@@ -421,9 +427,9 @@ contexts:
   context:
     cluster: e2e
     user: %[3]s
+    namespace: default
 current-context: e2e
-`, APIHostAddr, apiPort, name, token)
-	return path, os.WriteFile(path, []byte(kc), 0o600)
+`, APIHostAddr, apiPort, user, token)
 }
 
 // Spawn starts a process in the root namespace, stopped with the harness.

@@ -42,30 +42,8 @@ func recordFleet(ctx context.Context, c *harness.Cluster, svctrace string) error
 		return err
 	}
 	t := time.Now()
-	work := make(chan int)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	for w := 0; w < 32; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				if err := addFleetNode(ctx, cs, fmt.Sprintf("fleet-%05d", i)); err != nil {
-					mu.Lock()
-					firstErr = err
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for i := 0; i < fleetFlags.nodes; i++ {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
+	if err := parallel(fleetFlags.nodes, func(i int) error { return addFleetNode(ctx, cs, fmt.Sprintf("fleet-%05d", i)) }); err != nil {
+		return err
 	}
 	c.Phase(fmt.Sprintf("created %d kwok nodes with kube-proxy pods", fleetFlags.nodes), t)
 	t = time.Now()
@@ -136,38 +114,17 @@ func agentFleet(ctx context.Context, c *harness.Cluster, cs kubernetes.Interface
 		return err
 	}
 	t := time.Now()
-	work := make(chan int)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	unhealthy := 0
-	for w := 0; w < 32; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				status, reason := corev1.ConditionTrue, watch.ReasonAgrees
-				if i%500 == 499 {
-					status, reason = corev1.ConditionFalse, watch.ReasonStale
-				}
-				if _, err := agent.WriteCondition(ctx, cs, nodes.Items[i].Name, nil, status, reason, "written by the fleet benchmark"); err != nil {
-					mu.Lock()
-					firstErr = err
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for i := range nodes.Items {
+	unhealthy := len(nodes.Items) / 500
+	err = parallel(len(nodes.Items), func(i int) error {
+		status, reason := corev1.ConditionTrue, watch.ReasonAgrees
 		if i%500 == 499 {
-			unhealthy++
+			status, reason = corev1.ConditionFalse, watch.ReasonStale
 		}
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
+		_, err := agent.WriteCondition(ctx, cs, nodes.Items[i].Name, nil, status, reason, "written by the fleet benchmark")
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	c.Phase(fmt.Sprintf("agent conditions on %d nodes (%d unhealthy)", len(nodes.Items), unhealthy), t)
 	before, err := requestCounts(ctx, cs)
@@ -205,6 +162,33 @@ func agentFleet(ctx context.Context, c *harness.Cluster, cs kubernetes.Interface
 		len(report.Nodes), read, after["exec"]-before["exec"], after["other"]-before["other"])
 	fmt.Fprintln(os.Stderr, tail(stderr.String(), 3))
 	return nil
+}
+
+// parallel runs fn(0..n-1) on 32 workers and returns one of the errors.
+func parallel(n int, fn func(i int) error) error {
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				if err := fn(i); err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return firstErr
 }
 
 func addFleetNode(ctx context.Context, cs kubernetes.Interface, name string) error {
