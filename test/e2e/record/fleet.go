@@ -75,32 +75,17 @@ func recordFleet(ctx context.Context, c *harness.Cluster, svctrace string) error
 
 	fmt.Printf("| `check -A --all-nodes` on %d nodes | wall time | peak RSS | nodes checked | exec requests | other API requests |\n|---|---|---|---|---|---|\n", fleetFlags.nodes+1)
 	for _, p := range strings.Split(fleetFlags.parallel, ",") {
-		before, err := requestCounts(ctx, cs)
+		run, err := timedCheck(ctx, c, cs, svctrace, p)
 		if err != nil {
 			return err
-		}
-		var stdout, stderr strings.Builder
-		cmd := exec.CommandContext(ctx, "/usr/bin/time", "-f", "maxrss=%M", svctrace, "check", "-A", "--all-nodes", "--parallel", p, "-o", "json", "--kubeconfig", c.Kubeconfig)
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		start := time.Now()
-		runErr := cmd.Run()
-		wall := time.Since(start)
-		after, err := requestCounts(ctx, cs)
-		if err != nil {
-			return err
-		}
-		var rss int64
-		if i := strings.LastIndex(stderr.String(), "maxrss="); i >= 0 {
-			fmt.Sscanf(stderr.String()[i:], "maxrss=%d", &rss)
 		}
 		var report struct{ Nodes []struct{ Node string } }
-		_ = json.Unmarshal([]byte(stdout.String()), &report)
-		checked := len(report.Nodes)
-		if runErr != nil && !strings.Contains(runErr.Error(), "exit status 1") {
-			return fmt.Errorf("check --all-nodes --parallel %s: %v: %s", p, runErr, tail(stderr.String(), 20))
+		_ = json.Unmarshal([]byte(run.stdout), &report)
+		if run.err != nil && !strings.Contains(run.err.Error(), "exit status 1") {
+			return fmt.Errorf("check --all-nodes --parallel %s: %v: %s", p, run.err, tail(run.stderr, 20))
 		}
-		fmt.Printf("| --parallel %s | %.1fs | %d MiB | %d | %d | %d |\n", p, wall.Seconds(), rss/1024, checked,
-			after["exec"]-before["exec"], after["other"]-before["other"])
+		fmt.Printf("| --parallel %s | %.1fs | %d MiB | %d | %d | %d |\n", p, run.wall.Seconds(), run.rss/1024, len(report.Nodes),
+			run.after["exec"]-run.before["exec"], run.after["other"]-run.before["other"])
 	}
 	return agentFleet(ctx, c, cs, svctrace)
 }
@@ -127,41 +112,57 @@ func agentFleet(ctx context.Context, c *harness.Cluster, cs kubernetes.Interface
 		return err
 	}
 	c.Phase(fmt.Sprintf("agent conditions on %d nodes (%d unhealthy)", len(nodes.Items), unhealthy), t)
-	before, err := requestCounts(ctx, cs)
+	run, err := timedCheck(ctx, c, cs, svctrace, "64")
 	if err != nil {
 		return err
 	}
-	var stdout, stderr strings.Builder
-	cmd := exec.CommandContext(ctx, "/usr/bin/time", "-f", "maxrss=%M", svctrace, "check", "-A", "--all-nodes", "--parallel", "64", "-o", "json", "--kubeconfig", c.Kubeconfig)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	runErr := cmd.Run()
-	wall := time.Since(start)
-	after, err := requestCounts(ctx, cs)
-	if err != nil {
-		return err
-	}
-	if runErr != nil && !strings.Contains(runErr.Error(), "exit status 1") {
-		return fmt.Errorf("check --all-nodes with agents: %v: %s", runErr, tail(stderr.String(), 20))
-	}
-	var rss int64
-	if i := strings.LastIndex(stderr.String(), "maxrss="); i >= 0 {
-		fmt.Sscanf(stderr.String()[i:], "maxrss=%d", &rss)
+	if run.err != nil && !strings.Contains(run.err.Error(), "exit status 1") {
+		return fmt.Errorf("check --all-nodes with agents: %v: %s", run.err, tail(run.stderr, 20))
 	}
 	var report struct {
 		Nodes []struct{ Node, ReportedBy string }
 	}
-	_ = json.Unmarshal([]byte(stdout.String()), &report)
+	_ = json.Unmarshal([]byte(run.stdout), &report)
 	read := 0
 	for _, n := range report.Nodes {
 		if n.ReportedBy == "" {
 			read++
 		}
 	}
-	fmt.Printf("| --parallel 64, agent conditions on every node (%d unhealthy) | %.1fs | %d MiB | %d (%d read) | %d | %d |\n", unhealthy, wall.Seconds(), rss/1024,
-		len(report.Nodes), read, after["exec"]-before["exec"], after["other"]-before["other"])
-	fmt.Fprintln(os.Stderr, tail(stderr.String(), 3))
+	fmt.Printf("| --parallel 64, agent conditions on every node (%d unhealthy) | %.1fs | %d MiB | %d (%d read) | %d | %d |\n", unhealthy, run.wall.Seconds(), run.rss/1024,
+		len(report.Nodes), read, run.after["exec"]-run.before["exec"], run.after["other"]-run.before["other"])
+	fmt.Fprintln(os.Stderr, tail(run.stderr, 3))
 	return nil
+}
+
+// checkRun is one timed `check -A --all-nodes` and the API server's request counts around it.
+type checkRun struct {
+	stdout, stderr string
+	err            error
+	wall           time.Duration
+	rss            int64 // KiB
+	before, after  map[string]int64
+}
+
+// timedCheck runs `check -A --all-nodes --parallel P` under GNU time.
+func timedCheck(ctx context.Context, c *harness.Cluster, cs kubernetes.Interface, svctrace, parallel string) (*checkRun, error) {
+	before, err := requestCounts(ctx, cs)
+	if err != nil {
+		return nil, err
+	}
+	var stdout, stderr strings.Builder
+	cmd := exec.CommandContext(ctx, "/usr/bin/time", "-f", "maxrss=%M", svctrace, "check", "-A", "--all-nodes", "--parallel", parallel, "-o", "json", "--kubeconfig", c.Kubeconfig)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	runErr := cmd.Run()
+	r := &checkRun{stdout: stdout.String(), stderr: stderr.String(), err: runErr, wall: time.Since(start), before: before}
+	if r.after, err = requestCounts(ctx, cs); err != nil {
+		return nil, err
+	}
+	if i := strings.LastIndex(r.stderr, "maxrss="); i >= 0 {
+		fmt.Sscanf(r.stderr[i:], "maxrss=%d", &r.rss)
+	}
+	return r, nil
 }
 
 // parallel runs fn(0..n-1) on 32 workers and returns one of the errors.
