@@ -26,6 +26,17 @@ func checkInNode(t *testing.T, args ...string) ([]byte, int) {
 // checkFindings are check's findings above info, as "KIND SERVICE", sorted.
 func checkFindings(t *testing.T, out []byte) []string {
 	t.Helper()
+	return findingsAtLeast(t, out, "warning")
+}
+
+// checkErrors are check's error findings, as "KIND SERVICE", sorted.
+func checkErrors(t *testing.T, out []byte) []string {
+	t.Helper()
+	return findingsAtLeast(t, out, "error")
+}
+
+func findingsAtLeast(t *testing.T, out []byte, severity string) []string {
+	t.Helper()
 	var doc struct {
 		Findings []struct{ Kind, Severity, Service string }
 	}
@@ -34,7 +45,7 @@ func checkFindings(t *testing.T, out []byte) []string {
 	}
 	var got []string
 	for _, f := range doc.Findings {
-		if f.Severity != "info" {
+		if f.Severity == "error" || severity == "warning" && f.Severity == "warning" {
 			got = append(got, f.Kind+" "+f.Service)
 		}
 	}

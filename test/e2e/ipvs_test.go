@@ -39,6 +39,52 @@ var ipvsFlows = []ipvsFlow{
 	{"session affinity (persistence)", "10.96.30.40:80 --from pod/ipvs/vmclient", "pvmclient", "10.96.30.40:80", "DNAT", []string{"vm-a", "vm-b", "vm-c"}, true},
 }
 
+// ipvsVariants are the kube-proxy configurations the VM's kube-proxy is restarted with, in turn:
+// its flags, a shell test of its nat rules that says it synced, and the one masquerade rule for
+// cluster IPs it must then hold: the rule contains match and, with no detector, no negated match
+// at all (masquerade everything).
+var ipvsVariants = []struct {
+	name         string
+	flags        []string
+	ready, match string
+}{
+	{"masqueradeAll", []string{"--masquerade-all"},
+		"grep -- 'KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ' | grep -qv -- '! -s'", ""},
+	{"detectLocalMode InterfaceNamePrefix", []string{"--detect-local-mode=InterfaceNamePrefix", "--pod-interface-name-prefix=vp"},
+		"grep -q -- '! -i vp+'", "! -i vp+"},
+	{"detectLocalMode NodeCIDR", []string{"--detect-local-mode=NodeCIDR"},
+		"grep -q -- '! -s " + harness.VMPodCIDR + "'", "! -s " + harness.VMPodCIDR},
+}
+
+// ipvsMasqRule checks the restart step's output: exactly one rule marks cluster-IP traffic for
+// masquerade, and it is the variant's.
+func ipvsMasqRule(out, match string) error {
+	var rules []string
+	for _, l := range strings.Split(out, "\n") {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "-A ") && strings.Contains(l, "--match-set KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ") {
+			rules = append(rules, l)
+		}
+	}
+	switch {
+	case len(rules) != 1:
+		return fmt.Errorf("want one cluster-IP masquerade rule, got %d", len(rules))
+	case match == "" && strings.Contains(rules[0], "! -"):
+		return fmt.Errorf("the rule masquerades only some traffic: %s", rules[0])
+	case match != "" && !strings.Contains(rules[0], match):
+		return fmt.Errorf("the rule does not match %q: %s", match, rules[0])
+	}
+	return nil
+}
+
+// ipvsVariantFlows run under each variant: whether a pod's and an outside client's traffic to a
+// cluster IP is masqueraded depends on it (the trace must say so, and the pods see the node's
+// address exactly then); a Local-policy node port keeps the source under all.
+var ipvsVariantFlows = []ipvsFlow{
+	{"ClusterIP from a pod", "10.96.30.10:80 --from pod/ipvs/vmclient", "pvmclient", "10.96.30.10:80", "DNAT", []string{"vm-a", "vm-b", "vm-c"}, false},
+	{"ClusterIP from outside the cluster", "10.96.30.10:80 --from " + harness.VMExternalIP, "ext", "10.96.30.10:80", "DNAT", []string{"vm-a", "vm-b", "vm-c"}, false},
+	{"NodePort with Local policy from outside", harness.VMNodeIP + ":30201 --from " + harness.VMExternalIP, "ext", harness.VMNodeIP + ":30201", "DNAT", []string{"vm-a"}, false},
+}
+
 // TestIPVSModeInVM boots Debian's cloud kernel under QEMU (this kernel has no IPVS), runs the real
 // kube-proxy in IPVS mode there as node vm1 of the harness's cluster, and compares what
 // kubectl-svctrace predicts on that node with real connections inside the guest.
@@ -84,6 +130,20 @@ func TestIPVSModeInVM(t *testing.T) {
 		"for i in $(seq 60); do ipvsadm -Ln --stats -t " + vip + " | awk '$1 == \"TCP\" && $3 == 60 { found = 1 } END { exit !found }' && break; sleep 1; done; " +
 		"(date; cat /tmp/probe.json; ipvsadm -Ln --stats -t " + vip + "; conntrack -L -o extended 2>&1 | grep -c 'dst=" + harness.VMClusterIPs["vmweb-np"] + " '; conntrack -L 2>&1 | tail -1) > /tmp/balance-debug.txt 2>&1; " +
 		"/bin/kubectl-svctrace balance ipvs/vmweb-np --node vm1 --objects /objects.yaml --duration 0 -o json 2>>/tmp/balance-debug.txt"
+	// kube-proxy restarted with each other configuration in turn (after the flows and balance,
+	// before the repair): the masquerade of a pod's and an outside client's traffic to a
+	// cluster IP follows the configuration, and check stays clean.
+	for i, v := range ipvsVariants {
+		p := fmt.Sprintf("y-%d-", i)
+		extra[p+"0-restart"] = harness.IPVSRestart(v.flags, v.ready)
+		for j, f := range ipvsVariantFlows {
+			extra[fmt.Sprintf("%s1-trace-%d", p, j)] = "/bin/kubectl-svctrace trace " + f.traceArgs + " --node vm1 --objects /objects.yaml -o json"
+			extra[fmt.Sprintf("%s2-probe-%d", p, j)] = fmt.Sprintf("ip netns exec %s /bin/netprobe probe -n 45 -timeout 2s %s", f.clientNS, f.addr)
+		}
+		extra[p+"3-check"] = "/bin/kubectl-svctrace check -A --node vm1 --objects /objects.yaml -o json; echo exit=$?"
+	}
+	// Back to the default configuration for the repair steps.
+	extra["y-z-restore"] = harness.IPVSRestart(nil, "grep -q -- '! -s "+harness.ClusterCIDR+"'")
 	// What the node held when balance read it, shown when the balance check fails.
 	extra["balance-debug"] = "cat /tmp/balance-debug.txt"
 	objects := filepath.Join(cluster.Dir, "ipvs-objects.yaml")
@@ -181,26 +241,52 @@ func TestIPVSModeInVM(t *testing.T) {
 		}
 	})
 	nodeAddrs := map[string]bool{harness.VMNodeIP: true, "198.51.100.1": true}
-	for i, f := range ipvsFlows {
-		t.Run(f.name, func(t *testing.T) {
-			var res trace.Result
-			if err := json.Unmarshal([]byte(sec[fmt.Sprintf("trace-%d", i)]), &res); err != nil {
-				t.Fatalf("trace output: %v\n%s", err, sec[fmt.Sprintf("trace-%d", i)])
+	for i, v := range ipvsVariants {
+		p := fmt.Sprintf("y-%d-", i)
+		t.Run(v.name, func(t *testing.T) {
+			if err := ipvsMasqRule(sec[p+"0-restart"], v.match); err != nil {
+				t.Fatalf("kube-proxy restarted with %v: %v\n%s", v.flags, err, sec[p+"0-restart"])
 			}
-			if res.Mode != "ipvs" {
-				t.Fatalf("svctrace read the VM as %s mode", res.Mode)
+			for j, f := range ipvsVariantFlows {
+				t.Run(f.name, func(t *testing.T) {
+					compareIPVSFlow(t, f, sec[fmt.Sprintf("%s1-trace-%d", p, j)], sec[fmt.Sprintf("%s2-probe-%d", p, j)], nodeAddrs)
+				})
 			}
-			want := expectation{verdict: f.wantVerdict, pods: f.wantPods, sticky: f.sticky, nodeAddrs: nodeAddrs}
-			masq := checkPrediction(t, &res, want)
-			var got probeResult
-			// The console interleaves kernel messages (IPVS logs "no destination available"):
-			// the probe's answer is its JSON line.
-			if err := json.Unmarshal([]byte(jsonLine(sec[fmt.Sprintf("probe-%d", i)])), &got); err != nil {
-				t.Fatalf("probe output: %v\n%s", err, sec[fmt.Sprintf("probe-%d", i)])
+			// Errors only: vm1 has no local endpoint of node1's Local-policy Services, which
+			// check warns about (LocalPolicyBlackhole), rightly.
+			out, code, _ := strings.Cut(sec[p+"3-check"], "exit=")
+			if got := checkErrors(t, []byte(out)); strings.TrimSpace(code) != "0" || len(got) > 0 {
+				t.Errorf("check -A: exit %s, errors %v", code, got)
 			}
-			checkConnections(t, &res, masq, got, want)
 		})
 	}
+	if err := ipvsMasqRule(sec["y-z-restore"], "! -s "+harness.ClusterCIDR); err != nil {
+		t.Errorf("kube-proxy restarted with the defaults: %v\n%s", err, sec["y-z-restore"])
+	}
+	for i, f := range ipvsFlows {
+		t.Run(f.name, func(t *testing.T) {
+			compareIPVSFlow(t, f, sec[fmt.Sprintf("trace-%d", i)], sec[fmt.Sprintf("probe-%d", i)], nodeAddrs)
+		})
+	}
+}
+
+// compareIPVSFlow checks one flow's trace output and probe output from the guest.
+func compareIPVSFlow(t *testing.T, f ipvsFlow, traceOut, probeOut string, nodeAddrs map[string]bool) {
+	t.Helper()
+	var res trace.Result
+	if err := json.Unmarshal([]byte(traceOut), &res); err != nil {
+		t.Fatalf("trace output: %v\n%s", err, traceOut)
+	}
+	if res.Mode != "ipvs" {
+		t.Fatalf("svctrace read the VM as %s mode", res.Mode)
+	}
+	want := expectation{verdict: f.wantVerdict, pods: f.wantPods, sticky: f.sticky, nodeAddrs: nodeAddrs}
+	masq := checkPrediction(t, &res, want)
+	var got probeResult
+	if err := json.Unmarshal([]byte(jsonLine(probeOut)), &got); err != nil {
+		t.Fatalf("probe output: %v\n%s", err, probeOut)
+	}
+	checkConnections(t, &res, masq, got, want)
 }
 
 func lastLines(s string, n int) string {

@@ -121,9 +121,7 @@ ip -n ext link set lo up
 ip -n ext addr add %[1]s/24 dev eth0
 ip -n ext link set eth0 up
 ip -n ext route add default via 198.51.100.1
-/bin/kube-proxy --kubeconfig=/kubeconfig --hostname-override=%[2]s --proxy-mode=ipvs --cluster-cidr=%[3]s \
-	--conntrack-max-per-core=0 --ipvs-min-sync-period=0s --metrics-bind-address=127.0.0.1:10249 \
-	--healthz-bind-address=127.0.0.1:10256 --v=2 >/tmp/kube-proxy.log 2>&1 &
+%[7]s >/tmp/kube-proxy.log 2>&1 &
 # One listing per round: under TCG, ipvsadm takes seconds at 10,000 services.
 for i in $(seq 1 900); do
 	ipvsadm -Sn >/tmp/ipvs.txt 2>/dev/null
@@ -145,7 +143,7 @@ echo "==BEGIN ipvsadm-Sn==";  ipvsadm -Sn; echo "==END ipvsadm-Sn=="
 echo "==BEGIN ipvsadm-Ln==";  ipvsadm -Ln; echo "==END ipvsadm-Ln=="
 echo "==BEGIN proc-net-ip_vs==";  cat /proc/net/ip_vs; echo "==END proc-net-ip_vs=="
 echo "==BEGIN kube-proxy-log==";  tail -20 /tmp/kube-proxy.log; echo "==END kube-proxy-log=="
-`, VMExternalIP, VMNodeName, ClusterCIDR, strings.Join(vmVIPs(), " "), len(VMClusterIPs), scale)
+`, VMExternalIP, VMNodeName, ClusterCIDR, strings.Join(vmVIPs(), " "), len(VMClusterIPs), scale, vmKubeProxy())
 	// In name order: a test can make steps run last (after the probes) by their names.
 	names := make([]string, 0, len(extra))
 	for name := range extra {
@@ -156,6 +154,23 @@ echo "==BEGIN kube-proxy-log==";  tail -20 /tmp/kube-proxy.log; echo "==END kube
 		fmt.Fprintf(&b, "echo \"==BEGIN %s==\"; %s; echo \"==END %s==\"\n", name, extra[name], name)
 	}
 	return b.String()
+}
+
+// vmKubeProxy is the guest's kube-proxy command line, with extra flags.
+func vmKubeProxy(flags ...string) string {
+	return strings.Join(append([]string{"/bin/kube-proxy", "--kubeconfig=/kubeconfig", "--hostname-override=" + VMNodeName,
+		"--proxy-mode=ipvs", "--cluster-cidr=" + ClusterCIDR, "--conntrack-max-per-core=0", "--ipvs-min-sync-period=0s",
+		"--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=127.0.0.1:10256", "--v=2"}, flags...), " ")
+}
+
+// IPVSRestart is a guest step: kube-proxy restarted with extra flags, and waited for until its
+// nat rules pass the shell test ready (which reads them from stdin); the step prints the rules
+// the test looked at.
+func IPVSRestart(flags []string, ready string) string {
+	return "kill $(pidof kube-proxy); while pidof kube-proxy >/dev/null; do sleep 0.2; done; " +
+		vmKubeProxy(flags...) + " >/tmp/kube-proxy-restarted.log 2>&1 & " +
+		"for i in $(seq 120); do iptables-save -t nat | " + ready + " && break; sleep 1; done; " +
+		"sleep 2; iptables-save -t nat | grep -- 'KUBE-MARK-MASQ' | grep -- 'KUBE-CLUSTER-IP'"
 }
 
 func vmVIPs() []string {

@@ -104,11 +104,14 @@ func (vm *VM) Run(ctx context.Context, c *Cluster, script string, timeout time.D
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// -accel tcg: KVM hangs on this machine. restrict=on: the guest reaches nothing but the API
-	// server, through guestfwd.
+	// server, through guestfwd. Its target is a command (netprobe relay), which QEMU starts for
+	// each guest connection: a chardev target ("tcp:HOST:PORT") is one host connection for the
+	// VM's whole life, so only the guest's first connection to the API server ever worked (a
+	// restarted kube-proxy's TLS handshakes timed out).
 	qemu := exec.CommandContext(runCtx, "qemu-system-x86_64", "-accel", "tcg", "-m", "3072", "-smp", "2",
 		"-kernel", kernels[0], "-initrd", initrd, "-append", "console=ttyS0 quiet panic=-1",
 		"-nographic", "-no-reboot",
-		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,guestfwd=tcp:%s:%s-tcp:%s:%s", vmAPIAddr, apiPort, APIHostAddr, apiPort),
+		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,guestfwd=tcp:%s:%s-cmd:%s relay %s:%s", vmAPIAddr, apiPort, c.Netprobe, APIHostAddr, apiPort),
 		"-device", "virtio-net-pci,netdev=n0")
 	out, err := qemu.CombinedOutput()
 	c.Phase("VM boot, scenario and power-off", t)

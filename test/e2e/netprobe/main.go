@@ -2,8 +2,11 @@
 //
 //	netprobe serve NAME PORT[/udp] ...   answer every TCP connection or UDP datagram with "NAME CLIENT-IP\n"
 //	netprobe probe [flags] ADDR:PORT     open connections and print how many each backend answered, as JSON
+//	netprobe relay ADDR:PORT             copy stdin to one TCP connection and the connection to stdout
 //
-// It runs inside the harness's network namespaces; it never talks to anything else.
+// It runs inside the harness's network namespaces; it never talks to anything else. relay is
+// QEMU's guestfwd command for the IPVS VM: QEMU starts one per guest connection, so each of the
+// guest's connections to the API server is a connection of its own.
 package main
 
 import (
@@ -11,6 +14,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -20,7 +24,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: netprobe serve NAME PORT[/udp]... | netprobe probe [flags] ADDR:PORT")
+		fmt.Fprintln(os.Stderr, "usage: netprobe serve NAME PORT[/udp]... | netprobe probe [flags] ADDR:PORT | netprobe relay ADDR:PORT")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -28,6 +32,15 @@ func main() {
 		serve(os.Args[2], os.Args[3:])
 	case "probe":
 		probe(os.Args[2:])
+	case "relay":
+		if len(os.Args) != 3 {
+			fmt.Fprintln(os.Stderr, "usage: netprobe relay ADDR:PORT")
+			os.Exit(2)
+		}
+		if err := relay(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "netprobe relay:", err)
+			os.Exit(1)
+		}
 	default:
 		fmt.Fprintf(os.Stderr, "netprobe: unknown command %q\n", os.Args[1])
 		os.Exit(2)
@@ -180,4 +193,32 @@ func once(d net.Dialer, target string, udp bool, requests int, timeout time.Dura
 		answers = append(answers, strings.TrimSpace(line))
 	}
 	return answers, nil
+}
+
+// relay joins stdin and stdout to one TCP connection to addr until either side closes.
+func relay(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	done := make(chan error, 2)
+	go func() {
+		_, err := io.Copy(c, os.Stdin)
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		done <- err
+	}()
+	go func() {
+		_, err := io.Copy(os.Stdout, c)
+		done <- err
+	}()
+	// The guest closing its side ends stdin; the server closing ends the copy to stdout: either
+	// way the connection is over once the server side is done.
+	err = <-done
+	if err == nil {
+		err = <-done
+	}
+	return err
 }
