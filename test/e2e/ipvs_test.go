@@ -40,20 +40,51 @@ var ipvsFlows = []ipvsFlow{
 }
 
 // ipvsVariants are the kube-proxy configurations the VM's kube-proxy is restarted with, in turn:
-// its flags, a shell test of its nat rules that says it synced, and the one masquerade rule for
-// cluster IPs it must then hold: the rule contains match and, with no detector, no negated match
-// at all (masquerade everything).
+// its flags, a shell test that says it synced, and what shows the configuration took effect:
+// the one masquerade rule for cluster IPs must contain match (with no match, no negated match at
+// all: masquerade everything), or, with nodePort, the node port's virtual servers are exactly
+// on these addresses. flows replaces ipvsVariantFlows when the clients differ.
 var ipvsVariants = []struct {
 	name         string
 	flags        []string
 	ready, match string
+	nodePort     []string
+	flows        []ipvsFlow
 }{
-	{"masqueradeAll", []string{"--masquerade-all"},
-		"grep -- 'KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ' | grep -qv -- '! -s'", ""},
-	{"detectLocalMode InterfaceNamePrefix", []string{"--detect-local-mode=InterfaceNamePrefix", "--pod-interface-name-prefix=vp"},
-		"grep -q -- '! -i vp+'", "! -i vp+"},
-	{"detectLocalMode NodeCIDR", []string{"--detect-local-mode=NodeCIDR"},
-		"grep -q -- '! -s " + harness.VMPodCIDR + "'", "! -s " + harness.VMPodCIDR},
+	{name: "masqueradeAll", flags: []string{"--masquerade-all"},
+		ready: masqRules + " | grep -qv -- '! -s'"},
+	{name: "detectLocalMode InterfaceNamePrefix", flags: []string{"--detect-local-mode=InterfaceNamePrefix", "--pod-interface-name-prefix=vp"},
+		ready: masqRules + " | grep -q -- '! -i vp+'", match: "! -i vp+"},
+	{name: "detectLocalMode NodeCIDR", flags: []string{"--detect-local-mode=NodeCIDR"},
+		ready: masqRules + " | grep -q -- '! -s " + harness.VMPodCIDR + "'", match: "! -s " + harness.VMPodCIDR},
+	{name: "detectLocalMode BridgeInterface", flags: []string{"--detect-local-mode=BridgeInterface", "--pod-bridge-interface=" + harness.VMBridge},
+		ready: masqRules + " | grep -q -- '! -i " + harness.VMBridge + "'", match: "! -i " + harness.VMBridge,
+		flows: []ipvsFlow{
+			{"ClusterIP from a pod on the bridge", "10.96.30.10:80 --from " + harness.VMBridgedClient, "bclient", "10.96.30.10:80", "DNAT", []string{"vm-a", "vm-b", "vm-c"}, false},
+			ipvsVariantFlows[1], ipvsVariantFlows[2],
+		}},
+	{name: "nodePortAddresses CIDR", flags: []string{"--nodeport-addresses=" + harness.VMNodeIP + "/32"},
+		ready: "! ipvsadm -Ln | grep -v '^TCP  " + harness.VMNodeIP + ":30201 ' | grep -q ':30201 '", nodePort: []string{harness.VMNodeIP}},
+}
+
+// masqRules lists the guest's cluster-IP masquerade rules.
+const masqRules = "iptables-save -t nat | grep -- 'KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ'"
+
+// ipvsNodePortServers checks the restart step's `ipvsadm -Ln` lines for node port 30201: one
+// virtual server on each address of want, and no other.
+func ipvsNodePortServers(out string, want []string) error {
+	var got []string
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == "TCP" && strings.HasSuffix(f[1], ":30201") {
+			got = append(got, strings.TrimSuffix(f[1], ":30201"))
+		}
+	}
+	sort.Strings(got)
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		return fmt.Errorf("node port 30201 has virtual servers on %v, want %v", got, want)
+	}
+	return nil
 }
 
 // ipvsMasqRule checks the restart step's output: exactly one rule marks cluster-IP traffic for
@@ -135,15 +166,23 @@ func TestIPVSModeInVM(t *testing.T) {
 	// cluster IP follows the configuration, and check stays clean.
 	for i, v := range ipvsVariants {
 		p := fmt.Sprintf("y-%d-", i)
-		extra[p+"0-restart"] = harness.IPVSRestart(v.flags, v.ready)
-		for j, f := range ipvsVariantFlows {
+		show := masqRules
+		if v.nodePort != nil {
+			show = "ipvsadm -Ln | grep ':30201 '"
+		}
+		extra[p+"0-restart"] = harness.IPVSRestart(v.flags, v.ready, show)
+		flows := ipvsVariantFlows
+		if v.flows != nil {
+			flows = v.flows
+		}
+		for j, f := range flows {
 			extra[fmt.Sprintf("%s1-trace-%d", p, j)] = "/bin/kubectl-svctrace trace " + f.traceArgs + " --node vm1 --objects /objects.yaml -o json"
 			extra[fmt.Sprintf("%s2-probe-%d", p, j)] = fmt.Sprintf("ip netns exec %s /bin/netprobe probe -n 45 -timeout 2s %s", f.clientNS, f.addr)
 		}
 		extra[p+"3-check"] = "/bin/kubectl-svctrace check -A --node vm1 --objects /objects.yaml -o json; echo exit=$?"
 	}
 	// Back to the default configuration for the repair steps.
-	extra["y-z-restore"] = harness.IPVSRestart(nil, "grep -q -- '! -s "+harness.ClusterCIDR+"'")
+	extra["y-z-restore"] = harness.IPVSRestart(nil, masqRules+" | grep -q -- '! -s "+harness.ClusterCIDR+"'", masqRules)
 	// What the node held when balance read it, shown when the balance check fails.
 	extra["balance-debug"] = "cat /tmp/balance-debug.txt"
 	objects := filepath.Join(cluster.Dir, "ipvs-objects.yaml")
@@ -244,10 +283,18 @@ func TestIPVSModeInVM(t *testing.T) {
 	for i, v := range ipvsVariants {
 		p := fmt.Sprintf("y-%d-", i)
 		t.Run(v.name, func(t *testing.T) {
-			if err := ipvsMasqRule(sec[p+"0-restart"], v.match); err != nil {
-				t.Fatalf("kube-proxy restarted with %v: %v\n%s", v.flags, err, sec[p+"0-restart"])
+			check := ipvsMasqRule(sec[p+"0-restart"], v.match)
+			if v.nodePort != nil {
+				check = ipvsNodePortServers(sec[p+"0-restart"], v.nodePort)
 			}
-			for j, f := range ipvsVariantFlows {
+			if check != nil {
+				t.Fatalf("kube-proxy restarted with %v: %v\n%s", v.flags, check, sec[p+"0-restart"])
+			}
+			flows := ipvsVariantFlows
+			if v.flows != nil {
+				flows = v.flows
+			}
+			for j, f := range flows {
 				t.Run(f.name, func(t *testing.T) {
 					compareIPVSFlow(t, f, sec[fmt.Sprintf("%s1-trace-%d", p, j)], sec[fmt.Sprintf("%s2-probe-%d", p, j)], nodeAddrs)
 				})

@@ -121,6 +121,16 @@ ip -n ext link set lo up
 ip -n ext addr add %[1]s/24 dev eth0
 ip -n ext link set eth0 up
 ip -n ext route add default via 198.51.100.1
+ip link add %[8]s type bridge
+ip addr add 10.244.3.254/24 dev %[8]s
+ip link set %[8]s up
+ip netns add bclient
+ip link add vb0 type veth peer name eth0 netns bclient
+ip link set vb0 master %[8]s up
+ip -n bclient link set lo up
+ip -n bclient addr add %[9]s/24 dev eth0
+ip -n bclient link set eth0 up
+ip -n bclient route add default via 10.244.3.254
 %[7]s >/tmp/kube-proxy.log 2>&1 &
 # One listing per round: under TCG, ipvsadm takes seconds at 10,000 services.
 for i in $(seq 1 900); do
@@ -143,7 +153,7 @@ echo "==BEGIN ipvsadm-Sn==";  ipvsadm -Sn; echo "==END ipvsadm-Sn=="
 echo "==BEGIN ipvsadm-Ln==";  ipvsadm -Ln; echo "==END ipvsadm-Ln=="
 echo "==BEGIN proc-net-ip_vs==";  cat /proc/net/ip_vs; echo "==END proc-net-ip_vs=="
 echo "==BEGIN kube-proxy-log==";  tail -20 /tmp/kube-proxy.log; echo "==END kube-proxy-log=="
-`, VMExternalIP, VMNodeName, ClusterCIDR, strings.Join(vmVIPs(), " "), len(VMClusterIPs), scale, vmKubeProxy())
+`, VMExternalIP, VMNodeName, ClusterCIDR, strings.Join(vmVIPs(), " "), len(VMClusterIPs), scale, vmKubeProxy(), VMBridge, VMBridgedClient)
 	// In name order: a test can make steps run last (after the probes) by their names.
 	names := make([]string, 0, len(extra))
 	for name := range extra {
@@ -163,15 +173,21 @@ func vmKubeProxy(flags ...string) string {
 		"--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=127.0.0.1:10256", "--v=2"}, flags...), " ")
 }
 
-// IPVSRestart is a guest step: kube-proxy restarted with extra flags, and waited for until its
-// nat rules pass the shell test ready (which reads them from stdin); the step prints the rules
-// the test looked at.
-func IPVSRestart(flags []string, ready string) string {
+// IPVSRestart is a guest step: kube-proxy restarted with extra flags, and waited for until the
+// shell test ready passes; the step then prints what the shell command show prints (the rules or
+// virtual servers the test looks at).
+func IPVSRestart(flags []string, ready, show string) string {
 	return "kill $(pidof kube-proxy); while pidof kube-proxy >/dev/null; do sleep 0.2; done; " +
 		vmKubeProxy(flags...) + " >/tmp/kube-proxy-restarted.log 2>&1 & " +
-		"for i in $(seq 120); do iptables-save -t nat | " + ready + " && break; sleep 1; done; " +
-		"sleep 2; iptables-save -t nat | grep -- 'KUBE-MARK-MASQ' | grep -- 'KUBE-CLUSTER-IP'"
+		"for i in $(seq 120); do " + ready + " && break; sleep 1; done; sleep 2; " + show
 }
+
+// VMBridge and VMBridgedClient: a client namespace wired through a bridge, as bridge CNIs wire
+// pods (kube-proxy's BridgeInterface detector).
+const (
+	VMBridge        = "svctbr0"
+	VMBridgedClient = "10.244.3.98"
+)
 
 func vmVIPs() []string {
 	var out []string
