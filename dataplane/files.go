@@ -37,7 +37,24 @@ func ReadOpened(f fs.File, name string, limit int64) ([]byte, error) {
 	if fi.Size() > limit {
 		return nil, fmt.Errorf("%s is larger than %d MiB", name, limit>>20)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	// Read into a buffer of the file's size plus one byte (to see it grow meanwhile), not one
+	// grown by doubling: a 17 MB dump would otherwise cost 34 MB of fresh pages.
+	data := make([]byte, 0, fi.Size()+1)
+	r := io.LimitReader(f, limit+1)
+	for {
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)]
+		}
+		n, rerr := r.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			err = rerr
+			break
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}

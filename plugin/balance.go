@@ -11,7 +11,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/svctrace/svctrace/dataplane"
 	"github.com/svctrace/svctrace/dataplane/conntrack"
 	"github.com/svctrace/svctrace/render"
 	"github.com/svctrace/svctrace/trace"
@@ -146,19 +145,9 @@ func (o *BalanceOptions) Run(ctx context.Context) error {
 // connections returns the connections of the window: from the file, one snapshot, or the
 // difference of two snapshots --duration apart (bytes counted since the first).
 func (o *BalanceOptions) connections(ctx context.Context, in *Inputs) ([]trace.Conn, error) {
-	if o.conntrack == "" && in.Conntrack != nil {
-		return conntrack.Parse(in.Conntrack) // the snapshot bundle's
-	}
-	if o.conntrack != "" {
-		data, err := dataplane.ReadFile(o.conntrack, dataplane.MaxFileBytes)
-		if err != nil {
-			return nil, fmt.Errorf("cannot read --conntrack: %w", err)
-		}
-		conns, err := conntrack.Parse(data)
-		if err != nil {
-			return nil, fmt.Errorf("--conntrack %s: %w", o.conntrack, err)
-		}
-		return conns, nil
+	if o.conntrack != "" || in.Conntrack != nil {
+		conns, _, err := in.conntrackTable(ctx, o.conntrack) // the file, or the snapshot bundle's
+		return conns, err
 	}
 	if o.trace.Input.Offline() {
 		return nil, usageErrorf("offline input needs --conntrack FILE (`conntrack -L -o extended` from the node), or a snapshot taken with its conntrack")

@@ -30,6 +30,8 @@ type CheckOptions struct {
 	agentMaxAge time.Duration
 	output      string
 	failOn      string
+	// conntrack is a saved `conntrack -L -o extended` of the node, for stale flows offline.
+	conntrack string
 
 	scope    trace.CheckScope
 	format   render.Format
@@ -54,8 +56,15 @@ IP and the node port and compares the backends and their shares; then it lists w
 handles that the API does not have. It works semantically, so it holds across kube-proxy versions,
 modes (iptables, nftables, IPVS) and without rule comments.
 
-Findings: StaleEndpoint, MissingEndpoint, StaleService, MissingService, WrongShare,
-NotReadyEndpoint, LocalPolicyBlackhole (warnings and errors); NoEndpoints, OrphanChain (info).
+Then it joins the node's conntrack table with the API (read with the dataplane: on the node, through
+its kube-proxy pod, from a snapshot, or --conntrack FILE offline): connections still translated to
+a backend that is no longer a serving endpoint of their Service port are StaleFlow findings (UDP
+flows stay pinned to a dead pod as long as the client keeps sending; see kubernetes#139628).
+Entries to a backend the rules still send new connections to are StaleEndpoint's business.
+
+Findings: StaleEndpoint, MissingEndpoint, StaleService, MissingService, StaleFlow, WrongShare,
+NotReadyEndpoint, LocalPolicyBlackhole (warnings and errors); NoEndpoints, OrphanChain, StaleFlow of
+closing TCP connections (info).
 
 With --all-nodes, a node whose svctrace agent (kubectl svctrace agent --help) reports it healthy
 through the Node condition ServiceDataplaneHealthy, renewed within --agent-max-age, is not read;
@@ -66,8 +75,8 @@ Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or access problem
 		Example: fmt.Sprintf(`  # On a node, as root: everything this node programs
   sudo kubectl-svctrace check -A
 
-  # One Service, from saved dumps
-  %[1]s check default/web --dataplane node1.iptables --objects objects.yaml --node node1
+  # One Service, from saved dumps (with the node's conntrack table for stale flows)
+  %[1]s check default/web --dataplane node1.iptables --objects objects.yaml --node node1 --conntrack node1.conntrack
 
   # From a laptop or CI: every node, through its kube-proxy pod; JUnit for the CI system
   %[1]s check -A --all-nodes --fail-on error -o junit > svctrace.xml`, commandName()),
@@ -87,6 +96,7 @@ Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or access problem
 	fl.DurationVar(&o.agentMaxAge, "agent-max-age", o.agentMaxAge, "with --all-nodes: an agent's Node condition renewed longer ago than this counts as silent, and the node is read")
 	fl.StringVarP(&o.output, "output", "o", o.output, "output format: table, json, yaml or junit")
 	fl.StringVar(&o.failOn, "fail-on", o.failOn, "exit 1 when a finding has at least this severity: error, warning, info or none")
+	fl.StringVar(&o.conntrack, "conntrack", "", "with offline input: the node's `conntrack -L -o extended` output, for stale flows")
 	return cmd
 }
 
@@ -111,6 +121,9 @@ func (o *CheckOptions) Complete(args []string) error {
 func (o *CheckOptions) Validate() error {
 	if err := o.Input.Validate(); err != nil {
 		return err
+	}
+	if o.conntrack != "" && (o.allNodes || !o.Input.Offline()) {
+		return usageErrorf("--conntrack goes with offline input (--dataplane or --snapshot); live, the node's own table is read")
 	}
 	if o.noAgents && !o.allNodes {
 		return usageErrorf("--no-agents goes with --all-nodes")
@@ -151,6 +164,11 @@ func (o *CheckOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return in.walkError(err)
 	}
+	flows, err := in.staleFlows(ctx, o.conntrack, o.scope, o.streams.ErrOut)
+	if err != nil {
+		return err
+	}
+	res.Findings = append(res.Findings, flows...)
 	return o.report([]*trace.CheckResult{res})
 }
 
@@ -207,6 +225,11 @@ func (o *CheckOptions) runSet(ctx context.Context, set *snapshot.SetManifest) er
 		if err != nil {
 			return fmt.Errorf("node %s: %w", node, err)
 		}
+		flows, err := r.staleFlows(ctx, "", o.scope, o.streams.ErrOut)
+		if err != nil {
+			return fmt.Errorf("node %s: %w", node, err)
+		}
+		res.Findings = append(res.Findings, flows...)
 		results = append(results, res)
 	}
 	return o.report(results)

@@ -38,6 +38,9 @@ type RepairOptions struct {
 	stateDir      string
 	force         bool
 	output        string
+	// conntrack is a saved conntrack table (offline plans); staleTCP also deletes stale TCP flows.
+	conntrack string
+	staleTCP  bool
 
 	scope  trace.CheckScope
 	format render.Format
@@ -56,9 +59,11 @@ func NewCmdRepair(streams genericiooptions.IOStreams, cfg *genericclioptions.Con
 		Short: "Make a node's dataplane do what the API says now (dry-run unless --apply; on the node, as root)",
 		Long: `Compute what kube-proxy would program on this node for the Services in scope, from the API, and
 the smallest change from what the node has: rules and chains to add and remove (iptables mode),
-real servers to drain, add or re-weight (IPVS mode), UDP conntrack entries of removed endpoints.
-Use it when kube-proxy has missed updates or is wedged and a node keeps sending connections to
-dead pods.
+real servers to drain, add or re-weight (IPVS mode), UDP conntrack entries of removed endpoints,
+and the stale flows check reports (conntrack entries still translated to a backend that is no
+longer a serving endpoint: UDP and SCTP; TCP only with --stale-tcp, since deleting a TCP entry
+breaks that connection). Use it when kube-proxy has missed updates or is wedged and a node keeps
+sending connections to dead pods.
 
 Dry-run is the default: the plan is printed (-o json includes the exact iptables-restore input
 per table, or the netlink operations) and nothing is changed. With --apply, on the node as root:
@@ -77,7 +82,9 @@ per table, or the netlink operations) and nothing is changed. With --apply, on t
   4. the touched chains and real servers are read back and must be what was planned, and the
      repaired Services are traced against the API; otherwise everything is put back and read
      back again (the rollback runs to its end even after Ctrl-C)
-  5. UDP conntrack entries to removed endpoints are deleted (those of that service port only)
+  5. UDP conntrack entries to removed endpoints and the stale flows are deleted (those of that
+     service address and backend only, in their zone), each counted before and after: an entry
+     left after the deletion is reported (exit 6)
 
 A plan file (--plan) is data: it is validated, shown as exactly the lines it writes, checked
 against this node's name and current chains, and verified like any other apply. A state file
@@ -85,7 +92,7 @@ against this node's name and current chains, and verified like any other apply. 
 
 kube-proxy owns these rules: its next sync rewrites them from the API, and with the same API it
 writes the same. In nftables mode kube-proxy replaces its whole table on every sync, so repair
-reports what is wrong and refuses to write.
+reports what is wrong with the rules and refuses to write them; stale flows it deletes.
 
 Exit codes: 0 nothing to repair, repaired and verified, or undone; 1 a dry run found something to
 repair; 2 usage, access or refusal: nothing was written; 4 the result was not what was planned
@@ -123,6 +130,8 @@ back only part of the state.`,
 	fl.StringVar(&o.stateDir, "state-dir", o.stateDir, "where --apply saves the state it replaces")
 	fl.BoolVar(&o.force, "force", false, "with --undo: undo even if the chains changed since the repair (kube-proxy synced them)")
 	fl.StringVarP(&o.output, "output", "o", o.output, "output format: table, json or yaml")
+	fl.StringVar(&o.conntrack, "conntrack", "", "with offline input: the node's `conntrack -L -o extended` output, to plan the deletion of stale flows")
+	fl.BoolVar(&o.staleTCP, "stale-tcp", false, "also delete stale TCP flows (their connections break; by default only UDP and SCTP ones go)")
 	return cmd
 }
 
@@ -150,6 +159,12 @@ func (o *RepairOptions) Validate() error {
 		return usageErrorf("--force is for --undo")
 	}
 	writes := o.apply || o.undoFile != ""
+	if o.conntrack != "" && !o.Input.Offline() {
+		return usageErrorf("--conntrack goes with offline input (--dataplane or --snapshot); live, the node's own table is read")
+	}
+	if (o.conntrack != "" || o.staleTCP) && (o.planFile != "" || o.undoFile != "") {
+		return usageErrorf("--conntrack and --stale-tcp shape a new plan: not with --plan or --undo")
+	}
 	if writes && o.Input.Offline() {
 		return usageErrorf("offline input (--dataplane, --snapshot, --demo) can only plan: --apply and --undo change the live node")
 	}
@@ -200,11 +215,24 @@ func (o *RepairOptions) Run(ctx context.Context) error {
 		}
 	}
 	if plan.Mode == "nftables" {
-		// Never written; its notes are what check found wrong.
-		if o.apply {
+		// The rules are never written (the notes are what check found wrong with them); stale
+		// flows are deleted.
+		rulesWrong := len(plan.Notes) > len(staleTCPNotes(plan))
+		if o.apply && len(plan.Conntrack) > 0 {
+			res := o.engine().Apply(ctx, plan, o.nodeName(), "")
+			if rulesWrong && res.Outcome == repair.Applied {
+				res.Outcome = repair.AppliedCleanupFailed
+				res.Message += "; the rules were not repaired (nftables mode): restart kube-proxy on this node"
+			}
+			return o.report(res)
+		}
+		if o.apply && rulesWrong {
 			return &ExitError{Code: ExitUsage, Err: errors.New("refusing to write nftables mode's rules: kube-proxy replaces its whole nftables table on every sync, so a change made beside it would race it; restart kube-proxy on this node instead")}
 		}
-		if len(plan.Notes) > 0 {
+		if len(plan.Notes) > 0 || len(plan.Conntrack) > 0 {
+			if !o.apply {
+				fmt.Fprintln(o.streams.ErrOut, "dry run: nothing was changed")
+			}
 			return errFindings
 		}
 		return nil
@@ -250,6 +278,11 @@ func (o *RepairOptions) plan(ctx context.Context, in *Inputs) (*trace.RepairPlan
 		}
 		return nil, err
 	}
+	flows, err := in.staleFlows(ctx, o.conntrack, o.scope, o.streams.ErrOut)
+	if err != nil {
+		return nil, err
+	}
+	plan.AddStaleFlows(flows, o.staleTCP)
 	if note != "" && !plan.Empty() {
 		plan.Notes = append(plan.Notes, note)
 	}
@@ -400,3 +433,14 @@ func loadPlan(path string) (*trace.RepairPlan, error) {
 
 // readBounded reads a plan or a state file: a regular file of at most 256 MiB.
 func readBounded(path string) ([]byte, error) { return dataplane.ReadFile(path, 256<<20) }
+
+// staleTCPNotes are the plan's notes about stale TCP flows left alone (not rule problems).
+func staleTCPNotes(plan *trace.RepairPlan) []string {
+	var out []string
+	for _, n := range plan.Notes {
+		if strings.HasPrefix(n, trace.StaleTCPNote) {
+			out = append(out, n)
+		}
+	}
+	return out
+}

@@ -21,6 +21,8 @@ type Conn struct {
 	Packets uint64
 	Bytes   uint64
 	State   string
+	// Zone is the conntrack zone (0, the default, unless a CT --zone rule set one).
+	Zone uint16
 }
 
 // Diagnoses of `balance`.

@@ -75,12 +75,18 @@ type IPVSOp struct {
 	WhenIdle bool `json:"whenIdle,omitempty"`
 }
 
-// ConntrackFlush deletes the UDP conntrack entries of one service address that point at a removed
-// endpoint.
+// ConntrackFlush deletes the conntrack entries of one service address that point at a removed
+// endpoint: UDP entries of endpoints a repair removes, and the stale flows check reports.
 type ConntrackFlush struct {
 	Protocol string `json:"protocol"`
 	// Dst is the Service address and port the client used (cluster IP, node port, ...).
 	Dst string `json:"dst"`
-	// Backend is the removed endpoint's IP.
-	Backend string `json:"backend"`
+	// Backend is the removed endpoint's IP; BackendPort its port, when only that port's entries
+	// go (0: any).
+	Backend     string `json:"backend"`
+	BackendPort uint16 `json:"backendPort,omitempty"`
+	// Zone limits the deletion to one conntrack zone (nil: any zone).
+	Zone *uint16 `json:"zone,omitempty"`
+	// Entries is how many entries matched when the plan was made (stale flows; 0 when not counted).
+	Entries int `json:"entries,omitempty"`
 }

@@ -130,6 +130,8 @@ type Finding struct {
 	Node     string   `json:"node"`
 	Message  string   `json:"message"`
 	Evidence []string `json:"evidence"`
+	// Flows details a StaleFlow finding.
+	Flows *StaleFlows `json:"flows,omitempty"`
 }
 
 // Query is one trace request.

@@ -3,14 +3,13 @@
 package conntrack
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace"
@@ -19,14 +18,29 @@ import (
 // Parse reads `conntrack -L [-o extended]` output. Lines for protocols other than TCP, UDP and
 // SCTP are skipped; a malformed line is an error naming it.
 func Parse(data []byte) ([]trace.Conn, error) {
-	var out []trace.Conn
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	// One allocation for the result and one reused field slice: a node's table can hold
+	// hundreds of thousands of entries.
+	out := make([]trace.Conn, 0, bytes.Count(data, []byte{'\n'})+1)
+	var f []string
 	n := 0
-	for sc.Scan() {
+	for rest := data; len(rest) > 0; {
 		n++
-		line := sc.Text()
-		f := strings.Fields(line)
+		b := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			b, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		if len(b) > 1<<20 {
+			return nil, fmt.Errorf("conntrack, line %d: a line longer than 1 MiB (conntrack lines are a few hundred bytes)", n)
+		}
+		if len(b) == 0 {
+			continue
+		}
+		// The line is read in place: nothing parsed from it keeps a reference (the state is
+		// one of the constant names below).
+		line := unsafe.String(&b[0], len(b))
+		f = appendFields(f[:0], line)
 		if len(f) == 0 || strings.HasPrefix(line, "conntrack v") {
 			continue
 		}
@@ -50,8 +64,8 @@ func Parse(data []byte) ([]trace.Conn, error) {
 		for _, kv := range f[1:] {
 			k, v, ok := strings.Cut(kv, "=")
 			if !ok {
-				if tuple == 0 && (kv == "ESTABLISHED" || kv == "TIME_WAIT" || kv == "SYN_SENT" || kv == "SYN_RECV" || kv == "CLOSE" || kv == "CLOSE_WAIT" || kv == "FIN_WAIT" || kv == "LAST_ACK") {
-					c.State = kv
+				if state, known := tcpStates[kv]; known && tuple == 0 {
+					c.State = state
 				}
 				continue
 			}
@@ -71,6 +85,10 @@ func Parse(data []byte) ([]trace.Conn, error) {
 				} else {
 					dport = uint16(p)
 				}
+			case "zone":
+				var z uint64
+				z, err = strconv.ParseUint(v, 10, 16)
+				c.Zone = uint16(z)
 			case "packets", "bytes":
 				var x uint64
 				x, err = strconv.ParseUint(v, 10, 64)
@@ -99,11 +117,13 @@ func Parse(data []byte) ([]trace.Conn, error) {
 		}
 		out = append(out, c)
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("conntrack, line %d: %w", n+1, lineError(err))
-	}
 	return out, nil
 }
+
+// tcpStates maps the TCP states conntrack prints to constant strings (a Conn keeps no part of
+// the line).
+var tcpStates = map[string]string{"ESTABLISHED": "ESTABLISHED", "TIME_WAIT": "TIME_WAIT", "SYN_SENT": "SYN_SENT",
+	"SYN_RECV": "SYN_RECV", "CLOSE": "CLOSE", "CLOSE_WAIT": "CLOSE_WAIT", "FIN_WAIT": "FIN_WAIT", "LAST_ACK": "LAST_ACK"}
 
 // otherProtocols are the protocols conntrack tracks that no Service uses; their lines are skipped.
 var otherProtocols = map[string]bool{"icmp": true, "icmpv6": true, "igmp": true, "gre": true, "dccp": true, "udplite": true, "unknown": true}
@@ -116,14 +136,6 @@ func clip(s string) string {
 	return s
 }
 
-// lineError says what a scanner error means for the file.
-func lineError(err error) error {
-	if errors.Is(err, bufio.ErrTooLong) {
-		return errors.New("a line longer than 1 MiB (conntrack lines are a few hundred bytes)")
-	}
-	return err
-}
-
 // ReadLive runs `conntrack -L -o extended` on the node.
 func ReadLive(ctx context.Context, r noderun.Runner) ([]trace.Conn, error) {
 	out, err := r.Run(ctx, "conntrack", "-L", "-o", "extended")
@@ -131,4 +143,24 @@ func ReadLive(ctx context.Context, r noderun.Runner) ([]trace.Conn, error) {
 		return nil, fmt.Errorf("reading conntrack: %w", err)
 	}
 	return Parse(out)
+}
+
+// appendFields appends line's space-separated fields to f (strings.Fields without its
+// allocation).
+func appendFields(f []string, line string) []string {
+	start := -1
+	for i := 0; i < len(line); i++ {
+		if line[i] == ' ' || line[i] == '\t' {
+			if start >= 0 {
+				f = append(f, line[start:i])
+				start = -1
+			}
+		} else if start < 0 {
+			start = i
+		}
+	}
+	if start >= 0 {
+		f = append(f, line[start:])
+	}
+	return f
 }

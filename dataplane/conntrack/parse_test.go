@@ -1,6 +1,7 @@
 package conntrack
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -69,4 +70,51 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestParseRecorded reads real `conntrack -L -o extended` output (testdata/README.md): both
+// families, translated and untranslated entries, TCP states and a zone.
+func TestParseRecorded(t *testing.T) {
+	data, err := os.ReadFile("testdata/extended.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(conns) != 9 {
+		t.Fatalf("%d connections, want 9", len(conns))
+	}
+	var v6, zoned, translated, established, timeWait int
+	for _, c := range conns {
+		if c.Client.Is6() {
+			v6++
+			if c.Dst.String() != "[fd00:96::10]:53" || c.Backend.String() != "[fd00:250::2]:5353" {
+				t.Errorf("IPv6 entry: %+v", c)
+			}
+		}
+		if c.Zone == 5 {
+			zoned++
+		}
+		if c.Dst != c.Backend {
+			translated++
+		}
+		switch c.State {
+		case "ESTABLISHED":
+			established++
+		case "TIME_WAIT":
+			timeWait++
+		}
+	}
+	// Translated: 3 UDP to 10.96.99.10 / fd00:96::10 and 3 TCP; the zone 5 flow and its
+	// counterpart and the direct UDP flow are not.
+	if v6 != 1 || zoned != 1 || translated != 6 || established != 1 || timeWait != 2 {
+		t.Errorf("v6 %d zoned %d translated %d established %d time-wait %d", v6, zoned, translated, established, timeWait)
+	}
+	// A garbage line among real ones is an error naming its line.
+	bad := strings.Replace(string(data), "mark=0 zone=5", "mark=0 zone=five", 1)
+	if _, err := Parse([]byte(bad)); err == nil || !strings.Contains(err.Error(), "line 4") {
+		t.Errorf("a bad zone: %v", err)
+	}
 }

@@ -34,6 +34,8 @@ type Node interface {
 	IPVS(ctx context.Context, op trace.IPVSOp) (deferred string, err error)
 	// DeleteConntrack deletes one flush's conntrack entries.
 	DeleteConntrack(ctx context.Context, f trace.ConntrackFlush) error
+	// CountConntrack counts the conntrack entries a flush matches.
+	CountConntrack(ctx context.Context, f trace.ConntrackFlush) (int, error)
 	// SaveState writes a state file durably: the file and its directory are synced before it
 	// returns, so a write that follows can always be undone from it.
 	SaveState(path string, data []byte) error
@@ -172,11 +174,25 @@ func (e *Engine) Apply(ctx context.Context, plan *trace.RepairPlan, node, backen
 	if plan.Node != node {
 		return refuse("refusing to write: the plan is for node %s, this is node %s", plan.Node, node)
 	}
-	if plan.Mode == "nftables" {
+	flowsOnly := len(plan.IPTables) == 0 && len(plan.IPVS) == 0
+	if plan.Mode == "nftables" && !flowsOnly {
 		return refuse("refusing to write nftables mode's rules: kube-proxy replaces its whole nftables table on every sync, so a change made beside it would race it; restart kube-proxy on this node instead")
 	}
 	if err := ValidatePlan(plan); err != nil {
 		return refuse("refusing to write: the plan is not valid: %v", err)
+	}
+	if flowsOnly {
+		// Only conntrack entries: nothing to save or roll back (a deleted entry cannot be put
+		// back; the client's next packet creates a new one through the rules).
+		done, failed := e.deleteFlows(ctx, plan.Conntrack)
+		msg := fmt.Sprintf("deleted stale conntrack entries on %s: %s", node, strings.Join(done, "; "))
+		if len(done) == 0 {
+			msg = fmt.Sprintf("deleted no conntrack entries on %s", node)
+		}
+		if len(failed) > 0 {
+			return Result{Outcome: AppliedCleanupFailed, Message: msg + fmt.Sprintf("; but %d of %d conntrack deletion(s) failed: %s", len(failed), len(plan.Conntrack), strings.Join(failed, "; "))}
+		}
+		return Result{Outcome: Applied, Message: msg}
 	}
 	if len(plan.IPTables) > 0 && !Backends[backend] {
 		return refuse("refusing to write: the iptables backend %q is not clear", backend)
@@ -249,12 +265,7 @@ func (e *Engine) Apply(ctx context.Context, plan *trace.RepairPlan, node, backen
 	if len(problems) > 0 {
 		return e.recover(ctx, state, path, "the repaired dataplane is not what was planned: "+strings.Join(problems, "; "), true)
 	}
-	var failed []string
-	for _, f := range plan.Conntrack {
-		if err := e.Node.DeleteConntrack(ctx, f); err != nil {
-			failed = append(failed, fmt.Sprintf("%s to %s via %s: %v", f.Protocol, f.Dst, f.Backend, err))
-		}
-	}
+	flushed, failed := e.deleteFlows(ctx, plan.Conntrack)
 	state.Status = "applied"
 	var notes []string
 	if err := e.save(path, state); err != nil {
@@ -267,6 +278,9 @@ func (e *Engine) Apply(ctx context.Context, plan *trace.RepairPlan, node, backen
 		verified = "read back as planned (not traced against the API, which could not be reached)"
 	}
 	msg := fmt.Sprintf("repaired %d service port(s) on %s, %s: %s", len(plan.Services), node, verified, strings.Join(plan.Services, ", "))
+	if len(flushed) > 0 {
+		msg += "; deleted conntrack entries: " + strings.Join(flushed, "; ")
+	}
 	if len(failed) > 0 {
 		return Result{Outcome: AppliedCleanupFailed, StatePath: path, Notes: notes,
 			Message: msg + fmt.Sprintf("; but %d of %d conntrack deletion(s) failed, so flows to removed endpoints may persist: %s", len(failed), len(plan.Conntrack), strings.Join(failed, "; "))}
@@ -548,4 +562,38 @@ func (e *Engine) Undo(ctx context.Context, s *State, path, node string, force bo
 		notes = append(notes, fmt.Sprintf("warning: could not mark %s as undone: %v", path, err))
 	}
 	return Result{Outcome: Undone, StatePath: path, Notes: notes, Message: fmt.Sprintf("restored the state saved in %s (%s read back as before)", path, strings.Join(parts, " and "))}
+}
+
+// deleteFlows deletes each flush's conntrack entries, counting the entries it matches before and
+// after: a flush is done when none is left. It returns a line per flush done and per failure.
+func (e *Engine) deleteFlows(ctx context.Context, flushes []trace.ConntrackFlush) (done, failed []string) {
+	for _, f := range flushes {
+		what := fmt.Sprintf("%s to %s via %s", f.Protocol, f.Dst, f.Backend)
+		if f.BackendPort != 0 {
+			what += fmt.Sprintf(":%d", f.BackendPort)
+		}
+		if f.Zone != nil {
+			what += fmt.Sprintf(" in zone %d", *f.Zone)
+		}
+		before, err := e.Node.CountConntrack(ctx, f)
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("%s: counting the entries: %v", what, err))
+			continue
+		}
+		if err := e.Node.DeleteConntrack(ctx, f); err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", what, err))
+			continue
+		}
+		after, err := e.Node.CountConntrack(ctx, f)
+		switch {
+		case err != nil:
+			failed = append(failed, fmt.Sprintf("%s: %d entries before; counting them after the deletion failed: %v", what, before, err))
+		case after > 0:
+			failed = append(failed, fmt.Sprintf("%s: %d entries before, %d after the deletion (the dataplane still sends new flows there)", what, before, after))
+		default:
+			done = append(done, fmt.Sprintf("%s: %d before, 0 after", what, before))
+			e.logf("deleted the conntrack entries %s: %d before, 0 after", what, before)
+		}
+	}
+	return done, failed
 }

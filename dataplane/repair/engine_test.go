@@ -36,6 +36,8 @@ type fakeNode struct {
 	// corrupt makes the first two restores (apply's) write one rule more than asked: a result
 	// that is not the plan's.
 	corrupt bool
+	// conntrack is how many entries each flush matches; a deletion leaves ctLeft of them.
+	conntrack, ctLeft int
 }
 
 var errBoom = errors.New("boom")
@@ -159,7 +161,15 @@ func (f *fakeNode) IPVS(ctx context.Context, op trace.IPVSOp) (string, error) {
 }
 
 func (f *fakeNode) DeleteConntrack(ctx context.Context, fl trace.ConntrackFlush) error {
-	return f.call(ctx, "DeleteConntrack")
+	if err := f.call(ctx, "DeleteConntrack"); err != nil {
+		return err
+	}
+	f.conntrack = f.ctLeft
+	return nil
+}
+
+func (f *fakeNode) CountConntrack(ctx context.Context, fl trace.ConntrackFlush) (int, error) {
+	return f.conntrack, f.call(ctx, "CountConntrack")
 }
 
 func (f *fakeNode) SaveState(path string, data []byte) error {
@@ -579,5 +589,39 @@ func TestVerificationSaysWhatRan(t *testing.T) {
 		if res.Outcome != tc.want || !strings.Contains(res.Message, tc.message) {
 			t.Errorf("%v: %s %q", tc.err, res.Outcome, res.Message)
 		}
+	}
+}
+
+// TestApplyFlowsOnly: a plan of stale flows only (also in nftables mode, whose rules are never
+// written) deletes them with no state saved and no chain read, and says how many entries matched
+// before and after; an entry still there after the deletion makes the run partial.
+func TestApplyFlowsOnly(t *testing.T) {
+	zone := uint16(0)
+	plan := &trace.RepairPlan{Node: "node1", Mode: "nftables", Conntrack: []trace.ConntrackFlush{
+		{Protocol: "udp", Dst: "10.96.10.53:53", Backend: "10.244.1.77", BackendPort: 5353, Zone: &zone, Entries: 3}}}
+	for _, tc := range []struct {
+		left    int
+		failAt  string
+		want    Outcome
+		message string
+	}{
+		{left: 0, want: Applied, message: "udp to 10.96.10.53:53 via 10.244.1.77:5353 in zone 0: 3 before, 0 after"},
+		{left: 1, want: AppliedCleanupFailed, message: "3 entries before, 1 after the deletion"},
+		{failAt: "DeleteConntrack#1", want: AppliedCleanupFailed, message: "1 of 1 conntrack deletion(s) failed"},
+		{failAt: "CountConntrack#2", want: AppliedCleanupFailed, message: "counting them after the deletion failed"},
+	} {
+		f := &fakeNode{files: map[string][]byte{}, conntrack: 3, ctLeft: tc.left, failAt: tc.failAt, fail: "error"}
+		e := &Engine{Node: f, StateDir: t.TempDir()}
+		res := e.Apply(context.Background(), plan, "node1", "")
+		if res.Outcome != tc.want || !strings.Contains(res.Message, tc.message) {
+			t.Errorf("%+v: %s: %s, want %s: %q", tc, res.Outcome, res.Message, tc.want, tc.message)
+		}
+		if len(f.files) != 0 || f.counts["ReadChains"] != 0 || f.counts["Restore"] != 0 {
+			t.Errorf("%+v: a flows-only plan saved state or touched chains: %v", tc, f.calls)
+		}
+	}
+	plan.IPTables = []trace.TableRestore{{Table: "nat", Input: "*nat\nCOMMIT\n"}}
+	if res := (&Engine{Node: &fakeNode{}}).Apply(context.Background(), plan, "node1", "iptables-legacy"); res.Outcome != NothingWritten || !strings.Contains(res.Message, "refusing to write nftables") {
+		t.Errorf("an nftables plan with rules: %s %s", res.Outcome, res.Message)
 	}
 }

@@ -89,6 +89,11 @@ func (Local) DeleteConntrack(ctx context.Context, f trace.ConntrackFlush) error 
 	return conntrack.Delete(ctx, local, f)
 }
 
+// CountConntrack implements Node.
+func (Local) CountConntrack(ctx context.Context, f trace.ConntrackFlush) (int, error) {
+	return conntrack.Count(ctx, local, f)
+}
+
 // SaveState implements Node: the directory is created 0700, the file written 0600 next to its
 // final name without following links, synced, renamed over it, and the directory synced.
 func (Local) SaveState(path string, data []byte) error {

@@ -393,6 +393,18 @@ func (c *Cluster) WaitEndpointIPs(ctx context.Context, ns, name string, ips ...s
 	}
 }
 
+// SpawnInPod starts a process in a pod's network namespace (stopped with the harness, or by
+// StopProcess(name)); its output goes to the harness's NAME.log, which ReadLog returns.
+func (c *Cluster) SpawnInPod(pod *Pod, name, bin string, args ...string) error {
+	return c.spawn(name, pod.NetNS, bin, args...)
+}
+
+// ReadLog returns what a process the harness started has written so far.
+func (c *Cluster) ReadLog(name string) string {
+	b, _ := os.ReadFile(filepath.Join(c.Dir, name+".log"))
+	return string(b)
+}
+
 // SpawnInNode starts a process in the node namespace (stopped with the harness, or by
 // StopProcess(name)); its output goes to the harness's NAME.log, which LogTail shows.
 func (c *Cluster) SpawnInNode(name, bin string, args ...string) error {

@@ -3,6 +3,8 @@
 //	netprobe serve NAME PORT[/udp] ...   answer every TCP connection or UDP datagram with "NAME CLIENT-IP\n"
 //	netprobe probe [flags] ADDR:PORT     open connections and print how many each backend answered, as JSON
 //	netprobe relay ADDR:PORT             copy stdin to one TCP connection and the connection to stdout
+//	netprobe stream [flags] ADDR:PORT    keep one flow open (a UDP source port, or a TCP connection),
+//	                                     send every -interval and print each answer with its time
 //
 // It runs inside the harness's network namespaces; it never talks to anything else. relay is
 // QEMU's guestfwd command for the IPVS VM: QEMU starts one per guest connection, so each of the
@@ -32,6 +34,8 @@ func main() {
 		serve(os.Args[2], os.Args[3:])
 	case "probe":
 		probe(os.Args[2:])
+	case "stream":
+		stream(os.Args[2:])
 	case "relay":
 		if len(os.Args) != 3 {
 			fmt.Fprintln(os.Stderr, "usage: netprobe relay ADDR:PORT")
@@ -221,4 +225,76 @@ func relay(addr string) error {
 		err = <-done
 	}
 	return err
+}
+
+// stream keeps one flow to addr alive the way a DNS or statsd client (UDP: one source port) or
+// an HTTP/2 client (TCP: one connection) does, sending a line every interval, and prints
+// "UNIX-NANOS ANSWER" for every answer. Send errors (a port unreachable after the backend went
+// away) are ignored: the client keeps sending, as real ones do.
+func stream(args []string) {
+	fs := flag.NewFlagSet("stream", flag.ExitOnError)
+	udp := fs.Bool("udp", false, "UDP datagrams from one source port instead of one TCP connection")
+	sport := fs.Int("sport", 0, "UDP source port (0: any, fixed for the flow's life)")
+	interval := fs.Duration("interval", 100*time.Millisecond, "pause between sends")
+	_ = fs.Parse(args)
+	if fs.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "usage: netprobe stream [-udp] [-sport N] [-interval D] ADDR:PORT")
+		os.Exit(2)
+	}
+	out := bufio.NewWriter(os.Stdout)
+	var mu sync.Mutex
+	report := func(answer string) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(out, "%d %s\n", time.Now().UnixNano(), strings.TrimSpace(answer))
+		_ = out.Flush()
+	}
+	if *udp {
+		dst, err := net.ResolveUDPAddr("udp", fs.Arg(0))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		c, err := net.ListenUDP("udp", &net.UDPAddr{Port: *sport})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		go func() {
+			buf := make([]byte, 1500)
+			for {
+				n, _, err := c.ReadFrom(buf)
+				if err == nil {
+					report(string(buf[:n]))
+				}
+			}
+		}()
+		for {
+			_, _ = c.WriteTo([]byte("ping\n"), dst)
+			time.Sleep(*interval)
+		}
+	}
+	c, err := net.DialTimeout("tcp", fs.Arg(0), 5*time.Second)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	go func() {
+		r := bufio.NewReader(c)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "connection ended:", err)
+				os.Exit(1)
+			}
+			report(line)
+		}
+	}()
+	for {
+		if _, err := c.Write([]byte("ping\n")); err != nil {
+			fmt.Fprintln(os.Stderr, "connection ended:", err)
+			os.Exit(1)
+		}
+		time.Sleep(*interval)
+	}
 }
