@@ -15,3 +15,5 @@ go run ./test/e2e/record -mode ipvs -bin "$bin" -netprobe "$cache/netprobe" -ker
 # iptables mode with other local-traffic detectors (the repair planner's and check's tests).
 go run ./test/e2e/record -mode iptables -bin "$bin" -netprobe "$cache/netprobe" -detect-local-mode InterfaceNamePrefix -pod-interface-name-prefix vp -out trace/kubeproxy/testdata/kube-proxy-v1.36.3-interface-name-prefix
 go run ./test/e2e/record -mode iptables -bin "$bin" -netprobe "$cache/netprobe" -masquerade-all -detect-local-mode BridgeInterface -pod-bridge-interface cbr0 -out trace/kubeproxy/testdata/kube-proxy-v1.36.3-masquerade-all-bridge
+# The conntrack parser's fixture (two throwaway namespaces, no cluster).
+hack/record-conntrack.sh dataplane/conntrack/testdata/extended.txt
