@@ -64,8 +64,13 @@ type Agent struct {
 
 // New builds an agent; Run starts it.
 func New(cfg Config, client kubernetes.Interface, m *Metrics) *Agent {
-	return &Agent{cfg: cfg, client: client, metrics: m, dirty: map[string]bool{}, tracker: watch.NewTracker(cfg.Grace), wake: make(chan struct{}, 1),
+	a := &Agent{cfg: cfg, client: client, metrics: m, dirty: map[string]bool{}, tracker: watch.NewTracker(cfg.Grace), wake: make(chan struct{}, 1),
 		report: newReporter(client, cfg.Node, cfg.Heartbeat)}
+	a.report.failed = func(err error) {
+		m.conditionErrors.Inc()
+		a.logf("writing the Node condition failed (the next check tries again): %v", err)
+	}
+	return a
 }
 
 func (a *Agent) logf(format string, args ...any) {

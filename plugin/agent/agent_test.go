@@ -1,17 +1,22 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/svctrace/svctrace/test/recorded"
 	"github.com/svctrace/svctrace/trace"
@@ -151,4 +156,55 @@ func TestConditionMessage(t *testing.T) {
 	if status, _, msg := conditionFor(active[6:], 10, true); status != corev1.ConditionTrue || !strings.Contains(msg, "10 Service ports checked") {
 		t.Errorf("warnings only: %s %q", status, msg)
 	}
+}
+
+// TestConditionWriteFailure: a Node condition the API server refuses is counted and logged (it
+// was dropped silently before), and the agent keeps checking.
+func TestConditionWriteFailure(t *testing.T) {
+	dp, cl := recorded.IPTables(t, filepath.Join(recorded.Root(), "dataplane/snapshot/demo"))
+	var objs []runtime.Object
+	for _, n := range cl.Nodes {
+		objs = append(objs, n)
+	}
+	client := fake.NewClientset(objs...)
+	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("nodes \"node1\" is forbidden")
+	})
+	var log syncBuffer
+	m := NewMetrics("node1")
+	a := New(Config{Node: "node1", Grace: time.Millisecond, Interval: 50 * time.Millisecond, Batch: 10 * time.Millisecond, Heartbeat: time.Hour, Log: &log,
+		Read: func(context.Context) (trace.Dataplane, error) { return dp, nil }}, client, m)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	for testutil.ToFloat64(m.conditionErrors) < 2 {
+		if ctx.Err() != nil {
+			t.Fatalf("no failed condition write counted; log:\n%s", log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if !strings.Contains(log.String(), "writing the Node condition failed (the next check tries again): nodes \"node1\" is forbidden") {
+		t.Errorf("the failure is not logged:\n%s", log.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the agent's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

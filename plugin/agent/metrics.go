@@ -17,6 +17,8 @@ type Metrics struct {
 	lastSuccess prometheus.Gauge
 	readErrors  prometheus.Counter
 	latency     prometheus.Histogram
+	// conditionErrors counts Node condition writes that failed.
+	conditionErrors prometheus.Counter
 }
 
 // NewMetrics registers the agent's metrics, labelled with the node.
@@ -35,11 +37,13 @@ func NewMetrics(node string) *Metrics {
 			Help: "When a check last succeeded (Unix time)."}),
 		readErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "svctrace_read_errors_total", ConstLabels: constant,
 			Help: "Dataplane reads that failed."}),
+		conditionErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "svctrace_condition_write_errors_total", ConstLabels: constant,
+			Help: "Node condition writes that failed (RBAC, API server unreachable); the next check tries again."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "svctrace_programming_latency_seconds", ConstLabels: constant,
 			Help:    "From an EndpointSlice change seen in the API to the first check that finds this node's dataplane agreeing with it (measured by svctrace, not kube-proxy).",
 			Buckets: []float64{0.5, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 300}}),
 	}
-	m.Registry.MustRegister(m.findings, m.checks, m.duration, m.lastSuccess, m.readErrors, m.latency,
+	m.Registry.MustRegister(m.findings, m.checks, m.duration, m.lastSuccess, m.readErrors, m.latency, m.conditionErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -35,6 +35,8 @@ type reporter struct {
 
 	written   *corev1.NodeCondition
 	writtenAt time.Time
+	// failed hears of a condition write that failed (counted and logged by the agent).
+	failed func(error)
 }
 
 func newReporter(client kubernetes.Interface, node string, heartbeat time.Duration) *reporter {
@@ -95,6 +97,9 @@ func (r *reporter) condition(ctx context.Context, status corev1.ConditionStatus,
 	}
 	cond, err := WriteCondition(ctx, r.client, r.node, node, status, reason, message)
 	if err != nil {
+		if r.failed != nil {
+			r.failed(err)
+		}
 		return // the next check tries again (written stays as it was)
 	}
 	var previous *corev1.NodeCondition
