@@ -272,4 +272,3 @@ func firstAnswer(t *testing.T, log, name string) time.Time {
 	t.Fatalf("no answer from %s in %s", name, lastLines(log, 5))
 	return time.Time{}
 }
-
