@@ -87,6 +87,11 @@ func ipvsNodePortServers(out string, want []string) error {
 	return nil
 }
 
+// guestStderr keeps a guest command's standard error out of the section the test parses (the
+// console carries both): under emulation a read can pass the second after which svctrace says on
+// stderr how long it took.
+const guestStderr = " 2>>/tmp/svctrace-stderr.txt"
+
 // ipvsMasqRule checks the restart step's output: exactly one rule marks cluster-IP traffic for
 // masquerade, and it is the variant's.
 func ipvsMasqRule(out, match string) error {
@@ -135,7 +140,7 @@ func TestIPVSModeInVM(t *testing.T) {
 		// Node-side: the live IPVS table over netlink, the live iptables and ipsets. The API
 		// objects come as a file: TLS to the API server from a TCG-emulated guest outlasts
 		// client-go's 10 s handshake timeout.
-		extra[fmt.Sprintf("trace-%d", i)] = "/bin/kubectl-svctrace trace " + f.traceArgs + " --node vm1 --objects /objects.yaml -o json"
+		extra[fmt.Sprintf("trace-%d", i)] = "/bin/kubectl-svctrace trace " + f.traceArgs + " --node vm1 --objects /objects.yaml -o json" + guestStderr
 		in := ""
 		if f.clientNS != "" {
 			in = "ip netns exec " + f.clientNS + " "
@@ -176,10 +181,10 @@ func TestIPVSModeInVM(t *testing.T) {
 			flows = v.flows
 		}
 		for j, f := range flows {
-			extra[fmt.Sprintf("%s1-trace-%d", p, j)] = "/bin/kubectl-svctrace trace " + f.traceArgs + " --node vm1 --objects /objects.yaml -o json"
+			extra[fmt.Sprintf("%s1-trace-%d", p, j)] = "/bin/kubectl-svctrace trace " + f.traceArgs + " --node vm1 --objects /objects.yaml -o json" + guestStderr
 			extra[fmt.Sprintf("%s2-probe-%d", p, j)] = fmt.Sprintf("ip netns exec %s /bin/netprobe probe -n 45 -timeout 2s %s", f.clientNS, f.addr)
 		}
-		extra[p+"3-check"] = "/bin/kubectl-svctrace check -A --node vm1 --objects /objects.yaml -o json; echo exit=$?"
+		extra[p+"3-check"] = "/bin/kubectl-svctrace check -A --node vm1 --objects /objects.yaml -o json" + guestStderr + "; echo exit=$?"
 	}
 	// Back to the default configuration for the repair steps.
 	extra["y-z-restore"] = harness.IPVSRestart(nil, masqRules+" | grep -q -- '! -s "+harness.ClusterCIDR+"'", masqRules)
