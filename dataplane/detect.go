@@ -94,7 +94,11 @@ func Load(files map[string][]byte) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Node{Dataplane: dp, Files: files, Warnings: truncationWarnings(files)}, nil
+	lazy := make(map[string]func() []byte, len(files))
+	for name, data := range files {
+		lazy[name] = func() []byte { return data }
+	}
+	return &Node{Dataplane: dp, Files: lazy, Warnings: truncationWarnings(files)}, nil
 }
 
 // truncationWarnings names the files that look cut short: every tool svctrace reads ends its

@@ -25,8 +25,9 @@ type Node struct {
 	Backend string
 	// Source says, for people, where it came from ("live (iptables-nft-save, iptables nf_tables)").
 	Source string
-	// Files are the dumps as read (name → content), which a snapshot writes.
-	Files map[string][]byte
+	// Files are the dumps as read (name → content), which a snapshot writes; each is joined
+	// only when asked for (a streamed read keeps the iptables dump in parts).
+	Files map[string]func() []byte
 	// Warnings are what the reader should know: cut dumps, a mode switch in progress.
 	Warnings []string
 }
@@ -57,7 +58,7 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 	if opts.Remote && !hasNft {
 		if rs, raw, b, ok := xtables.ReadDefault(ctx, r, false); ok {
 			progress(b.Mode+" iptables rules", len(raw))
-			return n.iptables(ctx, r, opts, rs, raw, b, mode == "ipvs" || mode == "" && bytes.Contains(raw, []byte(":KUBE-IPVS-")))
+			return n.iptables(ctx, r, opts, rs, func() []byte { return raw }, b, mode == "ipvs" || mode == "" && bytes.Contains(raw, []byte(":KUBE-IPVS-")))
 		}
 	}
 	b, berr := xtables.DetectBackend(ctx, r, false)
@@ -70,7 +71,7 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 			return nil, err
 		}
 		progress("nftables rules", len(raw))
-		n.Dataplane, n.Source, n.Files = &nftables.Dataplane{Rules: rs}, "live (nft -j list ruleset)", map[string][]byte{"nft.json": raw}
+		n.Dataplane, n.Source, n.Files = &nftables.Dataplane{Rules: rs}, "live (nft -j list ruleset)", map[string]func() []byte{"nft.json": func() []byte { return raw }}
 		return n, nil
 	}
 	ipvsMode := mode == "ipvs" || mode == "" && ipvsadm.HasKubeIPVS(ctx, r)
@@ -80,18 +81,18 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 	if b.Ambiguous {
 		n.Warnings = append(n.Warnings, fmt.Sprintf("both iptables backends (legacy and nf_tables), or neither, hold kube-proxy's chains; reading %s, this node's default", b.Mode))
 	}
-	rs, raw, err := xtables.ReadLive(ctx, r, b)
+	rs, raw, size, err := xtables.ReadLive(ctx, r, b)
 	if err != nil {
 		return nil, err
 	}
-	progress(b.Mode+" iptables rules", len(raw))
+	progress(b.Mode+" iptables rules", size)
 	return n.iptables(ctx, r, opts, rs, raw, b, ipvsMode)
 }
 
 // iptables completes a read in iptables mode, or in IPVS mode with the IPVS table and ipsets.
-func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions, rs *iptables.Ruleset, raw []byte, b xtables.Backend, ipvsMode bool) (*Node, error) {
+func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions, rs *iptables.Ruleset, raw func() []byte, b xtables.Backend, ipvsMode bool) (*Node, error) {
 	dp := &iptables.Dataplane{V4: rs}
-	n.Dataplane, n.Backend, n.Files = dp, b.Save, map[string][]byte{"iptables-save.txt": raw}
+	n.Dataplane, n.Backend, n.Files = dp, b.Save, map[string]func() []byte{"iptables-save.txt": raw}
 	n.Source = fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode)
 	if !ipvsMode {
 		return n, nil
@@ -111,7 +112,8 @@ func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions,
 	if err != nil {
 		return nil, err
 	}
-	n.Files["ipset-save.txt"], n.Files["ipvsadm-Ln.txt"] = sets, ipvsadm.FormatList(dp.IPVS)
+	list := ipvsadm.FormatList(dp.IPVS)
+	n.Files["ipset-save.txt"], n.Files["ipvsadm-Ln.txt"] = func() []byte { return sets }, func() []byte { return list }
 	n.Source = fmt.Sprintf("live (%s, ipset save, %s)", how, b.Save)
 	return n, nil
 }

@@ -108,7 +108,7 @@ type Inputs struct {
 	// Warnings are printed on stderr: degraded input the user should know about.
 	Warnings []string
 	// Files are the raw dumps read from the live node (file name → content), for snapshots.
-	Files map[string][]byte
+	Files map[string]func() []byte
 	// Conntrack is a snapshot bundle's conntrack table, when it has one.
 	Conntrack []byte
 	// Runner runs commands on the live node (this machine, or its kube-proxy pod); nil offline.

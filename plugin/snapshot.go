@@ -126,7 +126,7 @@ func nodeKubeProxyVersion(cl *trace.Cluster, node string) string {
 
 // writeBundle writes one node's bundle into dir: its dumps, the objects when given, conntrack
 // (read through r) when asked for, and the manifest. It returns the files written.
-func (o *SnapshotOptions) writeBundle(ctx context.Context, dir, node, mode string, dumps map[string][]byte, r noderun.Runner, objects []byte, kpVersion string) ([]string, error) {
+func (o *SnapshotOptions) writeBundle(ctx context.Context, dir, node, mode string, dumps map[string]func() []byte, r noderun.Runner, objects []byte, kpVersion string) ([]string, error) {
 	if err := snapshot.PrepareDir(dir); err != nil {
 		return nil, fmt.Errorf("cannot write the snapshot: %w", err)
 	}
@@ -138,7 +138,7 @@ func (o *SnapshotOptions) writeBundle(ctx context.Context, dir, node, mode strin
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		if err := snapshot.WriteFile(dir, name, dumps[name]); err != nil {
+		if err := snapshot.WriteFile(dir, name, dumps[name]()); err != nil {
 			return nil, err
 		}
 		m.Dataplane = append(m.Dataplane, name)

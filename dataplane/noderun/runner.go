@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	osexec "os/exec"
 	"strings"
 )
@@ -48,6 +49,47 @@ func (Local) Run(ctx context.Context, argv ...string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", argv[0], ErrNotFound)
 	}
 	return runLocal(osexec.CommandContext(ctx, argv[0], argv[1:]...), argv)
+}
+
+// Streamer is a Runner that can also hand a command's standard output to a consumer as it is
+// written, rather than once the command has ended.
+type Streamer interface {
+	Stream(ctx context.Context, consume func(io.Reader) error, argv ...string) error
+}
+
+// Stream implements Streamer: consume reads the command's standard output while it runs. When
+// consume fails the command is stopped; a command that fails is an *Error as with Run.
+func (Local) Stream(ctx context.Context, consume func(io.Reader) error, argv ...string) error {
+	if _, err := osexec.LookPath(argv[0]); err != nil {
+		return fmt.Errorf("%s: %w", argv[0], ErrNotFound)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmd := osexec.CommandContext(ctx, argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return &Error{Argv: argv, ExitStatus: -1, Err: err}
+	}
+	growPipe(out)
+	cerr := consume(out)
+	if cerr != nil {
+		cancel() // the command must not block on a pipe nobody reads
+	}
+	werr := cmd.Wait()
+	if werr != nil && cerr == nil {
+		status := -1
+		var ee *osexec.ExitError
+		if errors.As(werr, &ee) {
+			status = ee.ExitCode()
+		}
+		return &Error{Argv: argv, ExitStatus: status, Stderr: stderr.String(), Err: werr}
+	}
+	return cerr
 }
 
 // RunInput runs a command on this machine with stdin as its standard input. The command runs in

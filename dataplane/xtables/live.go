@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/svctrace/svctrace/dataplane/noderun"
@@ -136,23 +137,48 @@ func modeOf(ctx context.Context, r noderun.Runner, prefix string) string {
 
 // ReadLive dumps all of the backend's tables with counters in one call (one exec on a remote
 // node) and parses them.
-func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (*iptables.Ruleset, []byte, error) {
-	all, err := r.Run(ctx, b.Save, "-c")
-	if err != nil {
-		return nil, nil, err
+func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (rs *iptables.Ruleset, raw func() []byte, size int, err error) {
+	noNat := fmt.Errorf("%s printed no nat table: is kube-proxy running in iptables mode on this node?", b.Save)
+	if s, ok := r.(noderun.Streamer); ok {
+		// Parsed as iptables-save writes it: on a big node the parse then costs little more
+		// wall time than the save itself.
+		var d *Dump
+		err = s.Stream(ctx, func(out io.Reader) error {
+			var perr error
+			rs, d, perr = ParseReader(out, maxDump)
+			if perr != nil && d != nil && d.Len() == 0 {
+				return noNat
+			}
+			return perr
+		}, b.Save, "-c")
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		raw, size = d.Bytes, d.Len()
+	} else {
+		all, err := r.Run(ctx, b.Save, "-c")
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		if !bytes.Contains(all, []byte("*nat")) {
+			return nil, nil, 0, noNat
+		}
+		if rs, err = Parse(all); err != nil {
+			return nil, nil, 0, err
+		}
+		raw, size = func() []byte { return all }, len(all)
 	}
-	if !bytes.Contains(all, []byte("*nat")) {
-		return nil, nil, fmt.Errorf("%s printed no nat table: is kube-proxy running in iptables mode on this node?", b.Save)
-	}
-	rs, err := Parse(all)
-	if err != nil {
-		return nil, nil, err
+	if rs.Tables["nat"] == nil {
+		return nil, nil, 0, noNat
 	}
 	if rs.Variant == "" {
 		rs.Variant = b.Mode
 	}
-	return rs, all, nil
+	return rs, raw, size, nil
 }
+
+// maxDump bounds a live iptables-save read (the largest nodes print a few hundred MB).
+const maxDump = 1 << 30
 
 // legacyPresent is what iptables-nft-save prints when the legacy backend has tables too.
 var legacyPresent = []byte("iptables-legacy tables present")

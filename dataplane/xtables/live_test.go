@@ -1,8 +1,10 @@
 package xtables
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -92,7 +94,7 @@ func TestReadLiveReadsAllTablesInOneCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &fakeRunner{out: map[string]string{"iptables-legacy-save": "", "iptables-legacy-save -c": string(dump)}}
-	rs, _, err := ReadLive(context.Background(), r, Backend{Save: "iptables-legacy-save", Mode: "legacy"})
+	rs, _, _, err := ReadLive(context.Background(), r, Backend{Save: "iptables-legacy-save", Mode: "legacy"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,9 +102,35 @@ func TestReadLiveReadsAllTablesInOneCall(t *testing.T) {
 	if rs.Tables["nat"] == nil || rs.Tables["filter"] == nil || len(r.calls) != 1 {
 		t.Errorf("tables %d, calls %v", len(rs.Tables), r.calls)
 	}
-	if _, _, err := ReadLive(context.Background(), &fakeRunner{out: map[string]string{"iptables-legacy-save": "", "iptables-legacy-save -c": "*filter\nCOMMIT\n"}}, Backend{Save: "iptables-legacy-save"}); err == nil {
+	if _, _, _, err := ReadLive(context.Background(), &fakeRunner{out: map[string]string{"iptables-legacy-save": "", "iptables-legacy-save -c": "*filter\nCOMMIT\n"}}, Backend{Save: "iptables-legacy-save"}); err == nil {
 		t.Error("a node without a nat table must be an error")
 	}
+	// Streamed (this machine's runner): the same rules, the dump kept byte for byte, one call.
+	sr := &streamRunner{fakeRunner{out: map[string]string{"iptables-legacy-save -c": string(dump)}}}
+	srs, raw, size, err := ReadLive(context.Background(), sr, Backend{Save: "iptables-legacy-save", Mode: "legacy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if describe(srs) != describe(rs) || string(raw()) != string(dump) || size != len(dump) || len(sr.calls) != 1 {
+		t.Errorf("the streamed read differs: size %d, calls %v", size, sr.calls)
+	}
+	for out, want := range map[string]string{"": "printed no nat table", "*filter\nCOMMIT\n": "printed no nat table"} {
+		sr := &streamRunner{fakeRunner{out: map[string]string{"iptables-legacy-save -c": out}}}
+		if _, _, _, err := ReadLive(context.Background(), sr, Backend{Save: "iptables-legacy-save"}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("streamed %q: %v", out, err)
+		}
+	}
+}
+
+// streamRunner is a fakeRunner that also streams (as noderun.Local does).
+type streamRunner struct{ fakeRunner }
+
+func (s *streamRunner) Stream(ctx context.Context, consume func(io.Reader) error, argv ...string) error {
+	out, err := s.Run(ctx, argv...)
+	if err != nil {
+		return err
+	}
+	return consume(bytes.NewReader(out))
 }
 
 // ReadDefault settles a remote node in one exec only when the answer is unambiguous.

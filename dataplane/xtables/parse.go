@@ -6,6 +6,7 @@ package xtables
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -33,33 +34,51 @@ func (e *ParseError) Error() string {
 // point into data rather than copies of it, so a 35 MB dump costs little more than its own size:
 // the caller must not modify data afterwards.
 func Parse(data []byte) (*iptables.Ruleset, error) {
-	text := ""
+	p := newParser(bytes.Count(data, []byte("-A ")) + 1)
 	if len(data) > 0 {
-		text = unsafe.String(&data[0], len(data))
+		if err := p.lines(unsafe.String(&data[0], len(data))); err != nil {
+			return nil, err
+		}
 	}
-	p := &parser{rs: &iptables.Ruleset{Tables: map[string]*iptables.Table{}}}
-	// Rules never move once placed: chains keep pointers into this slab.
-	p.rs.Rules = make([]iptables.Rule, 0, bytes.Count(data, []byte("-A "))+1)
-	p.ptrs = make([]*iptables.Rule, 0, cap(p.rs.Rules))
+	return p.finish()
+}
+
+// newParser starts a parse; rules are placed in blocks of blockSize (the first one) and then of
+// ruleBlock.
+func newParser(blockSize int) *parser {
+	p := &parser{rs: &iptables.Ruleset{Tables: map[string]*iptables.Table{}}, blockSize: blockSize}
+	p.ptrs = make([]*iptables.Rule, 0, blockSize)
 	p.toks = make([]string, 0, 64)
-	line := 0
+	return p
+}
+
+// ruleBlock is the size of the rule blocks a streamed parse allocates after the first.
+const ruleBlock = 16384
+
+// lines parses complete lines (text ends with a newline, or is the end of the input).
+func (p *parser) lines(text string) error {
 	for len(text) > 0 {
-		line++
+		p.n++
 		var l string
 		if i := strings.IndexByte(text, '\n'); i >= 0 {
 			l, text = text[:i], text[i+1:]
 		} else {
 			l, text = text, ""
 		}
-		if err := p.line(line, strings.TrimRight(l, "\r")); err != nil {
-			return nil, err
+		if err := p.line(p.n, strings.TrimRight(l, "\r")); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// finish checks the dump is complete and resolves jumps.
+func (p *parser) finish() (*iptables.Ruleset, error) {
 	if p.table != nil {
-		return nil, &ParseError{Line: line, Msg: fmt.Sprintf("table %s has no COMMIT line: the dump is truncated", p.table.Name)}
+		return nil, &ParseError{Line: p.n, Msg: fmt.Sprintf("table %s has no COMMIT line: the dump is truncated", p.table.Name)}
 	}
 	if len(p.rs.Tables) == 0 {
-		return nil, &ParseError{Line: line, Msg: "no table found: this is not iptables-save output"}
+		return nil, &ParseError{Line: p.n, Msg: "no table found: this is not iptables-save output"}
 	}
 	if err := p.resolve(); err != nil {
 		return nil, err
@@ -67,10 +86,79 @@ func Parse(data []byte) (*iptables.Ruleset, error) {
 	return p.rs, nil
 }
 
+// ParseReader parses iptables-save output as it arrives from r (a pipe from iptables-save), so
+// that parsing overlaps the writer instead of following it, and without one growing buffer: the
+// text is read in chunks that the rules point into. It returns the dump as read, too (Dump.Bytes
+// joins it, for snapshots). limit bounds the input.
+func ParseReader(r io.Reader, limit int64) (*iptables.Ruleset, *Dump, error) {
+	return parseReader(r, limit, 1<<20)
+}
+
+// parseReader is ParseReader reading chunks of size bytes (tests use small ones).
+func parseReader(r io.Reader, limit int64, size int) (*iptables.Ruleset, *Dump, error) {
+	p := newParser(ruleBlock)
+	d := &Dump{}
+	var tail []byte
+	for eof := false; !eof; {
+		if len(tail) >= size/2 {
+			size *= 2 // a line longer than half a chunk: room for it
+		}
+		buf := make([]byte, size)
+		n := copy(buf, tail)
+		for n < len(buf) {
+			m, err := r.Read(buf[n:])
+			n += m
+			if err == io.EOF {
+				eof = true
+				break
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+		}
+		if d.size += int64(n - len(tail)); d.size > limit {
+			return nil, nil, fmt.Errorf("the dump is larger than %d MiB", limit>>20)
+		}
+		end := n
+		if !eof {
+			end = bytes.LastIndexByte(buf[:n], '\n') + 1
+		}
+		tail = buf[end:n]
+		if end > 0 {
+			d.parts = append(d.parts, buf[:end])
+			if err := p.lines(unsafe.String(&buf[0], end)); err != nil {
+				return nil, d, err
+			}
+		}
+	}
+	rs, err := p.finish()
+	if err != nil {
+		return nil, d, err
+	}
+	return rs, d, nil
+}
+
+// Dump is iptables-save output as ParseReader read it, in parts.
+type Dump struct {
+	parts [][]byte
+	size  int64
+}
+
+// Len is the dump's size in bytes.
+func (d *Dump) Len() int { return int(d.size) }
+
+// Bytes joins the dump into one copy.
+func (d *Dump) Bytes() []byte {
+	return bytes.Join(d.parts, nil)
+}
+
 type parser struct {
 	rs    *iptables.Ruleset
 	table *iptables.Table
 	toks  []string
+	// n is the line number; blockSize the size of the next rule block.
+	n         int
+	blockSize int
 	// ptrs is the shared slab of rule pointers; last is the chain whose rules end it, start
 	// where they begin.
 	ptrs  []*iptables.Rule
@@ -146,12 +234,16 @@ func (p *parser) rule(n int, l string) error {
 	if p.table == nil {
 		return &ParseError{Line: n, Text: l, Msg: "rule outside a table"}
 	}
-	if len(p.rs.Rules) == cap(p.rs.Rules) {
-		// Chains point into the slab; growing it would leave them pointing at stale copies.
-		return &ParseError{Line: n, Text: l, Msg: "more rules than -A lines counted"}
+	// Chains point into the blocks: a full block is never grown (that would leave them
+	// pointing at stale copies); a new one starts.
+	last := len(p.rs.Blocks) - 1
+	if last < 0 || len(p.rs.Blocks[last]) == cap(p.rs.Blocks[last]) {
+		p.rs.Blocks = append(p.rs.Blocks, make([]iptables.Rule, 0, p.blockSize))
+		p.blockSize = ruleBlock
+		last++
 	}
-	p.rs.Rules = append(p.rs.Rules, iptables.Rule{Line: int32(n)})
-	r := &p.rs.Rules[len(p.rs.Rules)-1]
+	p.rs.Blocks[last] = append(p.rs.Blocks[last], iptables.Rule{Line: int32(n)})
+	r := &p.rs.Blocks[last][len(p.rs.Blocks[last])-1]
 	if l[0] == '[' {
 		end := strings.IndexByte(l, ']')
 		if end < 0 {

@@ -44,8 +44,8 @@ func TestParseRecordedDump(t *testing.T) {
 			}
 		}
 	}
-	if n != len(rs.Rules) || n != strings.Count(string(data), "\n[") {
-		t.Errorf("%d rules in chains, %d in slab, %d lines with counters", n, len(rs.Rules), strings.Count(string(data), "\n["))
+	if n != rs.RuleCount() || n != strings.Count(string(data), "\n[") {
+		t.Errorf("%d rules in chains, %d in blocks, %d lines with counters", n, rs.RuleCount(), strings.Count(string(data), "\n["))
 	}
 }
 

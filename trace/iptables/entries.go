@@ -3,7 +3,6 @@ package iptables
 import (
 	"fmt"
 	"net/netip"
-	"sort"
 	"strings"
 
 	"github.com/svctrace/svctrace/trace"
@@ -88,10 +87,8 @@ func (d *Dataplane) RuleCounters(line int) (Counters, bool) {
 		if rs == nil || !rs.Counters {
 			continue
 		}
-		// Rules are in dump order, so lines ascend: binary search.
-		i := sort.Search(len(rs.Rules), func(i int) bool { return int(rs.Rules[i].Line) >= line })
-		if i < len(rs.Rules) && int(rs.Rules[i].Line) == line && rs.Rules[i].HasCounters {
-			return rs.Rules[i].Counters, true
+		if r, ok := rs.RuleAt(line); ok && r.HasCounters {
+			return r.Counters, true
 		}
 	}
 	return Counters{}, false

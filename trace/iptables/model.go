@@ -5,6 +5,7 @@ package iptables
 
 import (
 	"net/netip"
+	"sort"
 )
 
 // Ruleset is one address family's tables, e.g. the output of iptables-save.
@@ -16,8 +17,36 @@ type Ruleset struct {
 	Variant string
 	// Counters is true when the dump carried packet/byte counters (iptables-save -c).
 	Counters bool
-	// Rules holds every rule of every table in dump order; chains point into it.
-	Rules []Rule
+	// Blocks hold every rule of every table in dump order, in blocks that never move once
+	// allocated (chains point into them; a parse that streams cannot size one slab up front).
+	Blocks [][]Rule
+}
+
+// RuleCount is the number of rules in the ruleset.
+func (rs *Ruleset) RuleCount() int {
+	n := 0
+	for _, b := range rs.Blocks {
+		n += len(b)
+	}
+	return n
+}
+
+// RuleAt returns the rule on a dump line, if one is there.
+func (rs *Ruleset) RuleAt(line int) (*Rule, bool) {
+	// Lines ascend through the blocks and within each: binary search twice.
+	i := sort.Search(len(rs.Blocks), func(i int) bool {
+		b := rs.Blocks[i]
+		return len(b) > 0 && int(b[len(b)-1].Line) >= line
+	})
+	if i == len(rs.Blocks) {
+		return nil, false
+	}
+	b := rs.Blocks[i]
+	j := sort.Search(len(b), func(j int) bool { return int(b[j].Line) >= line })
+	if j < len(b) && int(b[j].Line) == line {
+		return &b[j], true
+	}
+	return nil, false
 }
 
 // Table is one iptables table (nat, filter, mangle, raw, security).

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package noderun
+
+import "io"
+
+func growPipe(io.Reader) {}
