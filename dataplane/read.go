@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/svctrace/svctrace/dataplane/ipvsadm"
@@ -54,14 +55,32 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 	}
 	mode := opts.Mode
 	n := &Node{}
-	hasNft := mode == "nftables" || mode == "" && nftjson.HasKubeProxyTable(ctx, r)
-	if opts.Remote && !hasNft {
-		if rs, raw, b, ok := xtables.ReadDefault(ctx, r, false); ok {
-			progress(b.Mode+" iptables rules", len(raw))
-			return n.iptables(ctx, r, opts, rs, func() []byte { return raw }, b, mode == "ipvs" || mode == "" && bytes.Contains(raw, []byte(":KUBE-IPVS-")))
+	var hasNft, hasIPVS bool
+	var b xtables.Backend
+	var berr error
+	if opts.Remote {
+		hasNft = mode == "nftables" || mode == "" && nftjson.HasKubeProxyTable(ctx, r)
+		if !hasNft {
+			if rs, raw, b, ok := xtables.ReadDefault(ctx, r, false); ok {
+				progress(b.Mode+" iptables rules", len(raw))
+				return n.iptables(ctx, r, opts, rs, func() []byte { return raw }, b, mode == "ipvs" || mode == "" && bytes.Contains(raw, []byte(":KUBE-IPVS-")))
+			}
 		}
+		b, berr = xtables.DetectBackend(ctx, r, false)
+		hasIPVS = mode == "" && !hasNft && ipvsadm.HasKubeIPVS(ctx, r)
+	} else {
+		// On this machine the small detection reads run side by side: each is a process of
+		// its own, and they come before the big read.
+		var wg sync.WaitGroup
+		wg.Add(3)
+		go func() {
+			defer wg.Done()
+			hasNft = mode == "nftables" || mode == "" && nftjson.HasKubeProxyTable(ctx, r)
+		}()
+		go func() { defer wg.Done(); b, berr = xtables.DetectBackend(ctx, r, false) }()
+		go func() { defer wg.Done(); hasIPVS = mode == "" && ipvsadm.HasKubeIPVS(ctx, r) }()
+		wg.Wait()
 	}
-	b, berr := xtables.DetectBackend(ctx, r, false)
 	if hasNft {
 		if mode == "" && berr == nil && b.KubeRules {
 			n.Warnings = append(n.Warnings, "this node has kube-proxy rules in both nftables and iptables (a mode switch in progress, or leftovers); reading nftables, pass --mode iptables for the other")
@@ -74,7 +93,7 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 		n.Dataplane, n.Source, n.Files = &nftables.Dataplane{Rules: rs}, "live (nft -j list ruleset)", map[string]func() []byte{"nft.json": func() []byte { return raw }}
 		return n, nil
 	}
-	ipvsMode := mode == "ipvs" || mode == "" && ipvsadm.HasKubeIPVS(ctx, r)
+	ipvsMode := mode == "ipvs" || hasIPVS
 	if berr != nil {
 		return nil, berr
 	}

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"io"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/svctrace/svctrace/dataplane"
 	"github.com/svctrace/svctrace/dataplane/noderun"
+	"github.com/svctrace/svctrace/render"
 	"github.com/svctrace/svctrace/trace"
 )
 
@@ -147,9 +149,10 @@ func openFleet(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams 
 // Nodes that already failed (earlier[i] != nil) are not read again and keep their error.
 func (f *fleet) each(ctx context.Context, verb string, earlier []error, fn func(ctx context.Context, i int, node string, r noderun.Runner) error) []error {
 	failures := make([]error, len(f.names))
-	var done atomic.Int64
+	var done, failed atomic.Int64
 	var wg sync.WaitGroup
 	var mu sync.Mutex
+	p := newProgress(f.streams.ErrOut, verb, len(f.names))
 	sem := make(chan struct{}, f.flags.parallel)
 	for i, name := range f.names {
 		wg.Add(1)
@@ -177,16 +180,64 @@ func (f *fleet) each(ctx context.Context, verb string, earlier []error, fn func(
 				err = fmt.Errorf("no answer within --node-timeout %s: %w", f.flags.nodeTimeout, err)
 			}
 			failures[i] = err
+			if err != nil {
+				failed.Add(1)
+			}
 			mu.Lock()
-			fmt.Fprintf(f.streams.ErrOut, "\r%s %d/%d nodes", verb, done.Add(1), len(f.names))
+			p.update(int(done.Add(1)), int(failed.Load()))
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	if done.Load() > 0 {
-		fmt.Fprintln(f.streams.ErrOut)
-	}
+	p.end(int(done.Load()), int(failed.Load()))
 	return failures
+}
+
+// progress reports a fleet run on stderr: on a terminal one line that rewrites itself; anywhere
+// else (a CI log) a line every few seconds and one at the end, never a carriage return.
+type progress struct {
+	w        io.Writer
+	verb     string
+	total    int
+	terminal bool
+	start    time.Time
+	last     time.Time
+}
+
+// progressEvery is how often a non-terminal progress line is written.
+const progressEvery = 5 * time.Second
+
+func newProgress(w io.Writer, verb string, total int) *progress {
+	now := time.Now()
+	return &progress{w: w, verb: verb, total: total, terminal: render.IsTerminal(w), start: now, last: now}
+}
+
+func (p *progress) line(done, failed int) string {
+	s := fmt.Sprintf("%s %d/%d nodes", p.verb, done, p.total)
+	if failed > 0 {
+		s += fmt.Sprintf(", %d failed", failed)
+	}
+	return s + fmt.Sprintf(", %s", time.Since(p.start).Round(100*time.Millisecond))
+}
+
+func (p *progress) update(done, failed int) {
+	switch {
+	case p.terminal:
+		fmt.Fprintf(p.w, "\r%s", p.line(done, failed))
+	case time.Since(p.last) >= progressEvery && done < p.total:
+		p.last = time.Now()
+		fmt.Fprintln(p.w, p.line(done, failed))
+	}
+}
+
+func (p *progress) end(done, failed int) {
+	switch {
+	case done == 0:
+	case p.terminal:
+		fmt.Fprintln(p.w)
+	default:
+		fmt.Fprintln(p.w, p.line(done, failed))
+	}
 }
 
 // warn prints the nodes that failed and those skipped, and returns how many failed.

@@ -28,7 +28,7 @@ func Balance(w io.Writer, r *trace.BalanceResult, o Options) error {
 		}
 		t.Row(be.Backend, pod, percent(be.Expected), fmt.Sprintf("%d (%s)", be.Connections, percent(be.ConnectionShare)), percent(be.ByteShare), bar(s, be.ByteShare, be.Expected))
 	}
-	b.WriteString(strings.TrimRight(t.String(), "\n") + "\n\n")
+	b.WriteString(tableText(t) + "\n")
 	fmt.Fprintf(&b, "%s\n", s.dim.Render(fmt.Sprintf("traffic: max/mean %.2f, min/mean %.2f, coefficient of variation %.2f; connections vs the dataplane's shares: chi-square %.1f, p=%.3g",
 		r.MaxOverMean, r.MinOverMean, r.CV, r.ChiSquare, r.ChiSquareP)))
 	st := s.ok
@@ -79,6 +79,6 @@ func BalanceNodes(w io.Writer, r *trace.BalanceAcrossNodes, o Options) error {
 		}
 		t.Row(n.Node, fmt.Sprint(n.Connections), fmt.Sprint(n.Bytes), fmt.Sprintf("%.2f", n.MaxOverMean), d)
 	}
-	_, err := io.WriteString(w, "\n"+t.String())
+	_, err := io.WriteString(w, "\n"+tableText(t))
 	return err
 }

@@ -92,7 +92,7 @@ func Check(w io.Writer, r *CheckReport, o Options) error {
 		}
 		t.Row(sev, f.Kind, svc, f.Node, f.Message)
 	}
-	b.WriteString(strings.TrimRight(t.String(), "\n") + "\n")
+	b.WriteString(tableText(t))
 	fmt.Fprintf(&b, "\n%d error(s), %d warning(s), %d info\n", r.Summary["error"], r.Summary["warning"], r.Summary["info"])
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/lipgloss/table"
@@ -52,6 +53,12 @@ func ColorFor(w io.Writer) bool {
 	if os.Getenv("NO_COLOR") != "" || os.Getenv("TERM") == "dumb" {
 		return false
 	}
+	f, ok := w.(interface{ Fd() uintptr })
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// IsTerminal reports whether w is a terminal (progress lines may then rewrite themselves).
+func IsTerminal(w io.Writer) bool {
 	f, ok := w.(interface{ Fd() uintptr })
 	return ok && term.IsTerminal(int(f.Fd()))
 }
@@ -107,6 +114,16 @@ func percent(p float64) string {
 		return fmt.Sprintf("%.3f%%", 100*p)
 	}
 	return fmt.Sprintf("%.1f%%", 100*p)
+}
+
+// tableText renders a table with no spaces at the ends of its lines (lipgloss pads every cell to
+// its column's width, the last one too), ending in one newline.
+func tableText(t *table.Table) string {
+	lines := strings.Split(strings.TrimRight(t.String(), "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " ")
+	}
+	return strings.Join(lines, "\n") + "\n"
 }
 
 // newTable is the borderless table every command prints, with a bold header row.

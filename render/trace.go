@@ -59,7 +59,7 @@ func Trace(w io.Writer, res *trace.Result, o Options) error {
 			}
 			t.Row(fmt.Sprintf("%s:%d", be.IP, be.Port), percent(be.Probability), pod, ready, node, src)
 		}
-		b.WriteString(strings.TrimRight(t.String(), "\n"))
+		b.WriteString(strings.TrimRight(tableText(t), "\n"))
 		b.WriteString("\n")
 	}
 	if len(res.Verdicts) > 0 {

@@ -238,26 +238,34 @@ func optionFlows(pc proxyConfig, mode string) []flow {
 // expectation is written here from the scenario (topo-1 and topo-3 share node1's zone, topo-2
 // does not), independently of svctrace's engine.
 func optsProgrammed(mode string) func(string) bool {
-	return func(dump string) bool {
-		if !harness.ScenarioProgrammed(dump) {
-			return false
-		}
-		for _, s := range optsServices() {
-			if !strings.Contains(dump, optsNS+"/"+s.Name+":") && !strings.Contains(dump, optsNS+"/"+s.Name+"/") {
-				return false
-			}
-		}
-		uses := func(ip string) bool {
-			return strings.Contains(dump, "\"opts/zonal:http -> "+ip+":8080\"")
-		}
-		if mode == "nftables" {
-			// kube-proxy's nftables service chain DNATs to the endpoints itself (a numgen map of
-			// address . port) unless the Service has session affinity.
-			rules := nftChainRules(dump, "-opts/zonal/tcp/http")
-			uses = func(ip string) bool { return strings.Contains(rules, "\""+ip+"\"") }
-		}
-		return uses("10.244.1.81") && uses("10.244.3.83") && !uses("10.244.2.82")
+	return func(dump string) bool { return optsState(mode, dump) == "" }
+}
+
+// optsState says what a dump still lacks for optsProgrammed ("" when nothing).
+func optsState(mode, dump string) string {
+	if !harness.ScenarioProgrammed(dump) {
+		return "the standard scenario is not programmed"
 	}
+	for _, s := range optsServices() {
+		if !strings.Contains(dump, optsNS+"/"+s.Name+":") && !strings.Contains(dump, optsNS+"/"+s.Name+"/") {
+			return "no rules for " + optsNS + "/" + s.Name
+		}
+	}
+	uses := func(ip string) bool {
+		return strings.Contains(dump, "\"opts/zonal:http -> "+ip+":8080\"")
+	}
+	rules := ""
+	if mode == "nftables" {
+		// kube-proxy's nftables service chain DNATs to the endpoints itself (a numgen map of
+		// address . port) unless the Service has session affinity.
+		rules = nftChainRules(dump, "-opts/zonal/tcp/http")
+		uses = func(ip string) bool { return strings.Contains(rules, "\""+ip+"\"") }
+	}
+	if !uses("10.244.1.81") || !uses("10.244.3.83") || uses("10.244.2.82") {
+		return fmt.Sprintf("zonal uses topo-1 %v, topo-3 %v, topo-2 %v (want true, true, false); its nftables rules: %s",
+			uses("10.244.1.81"), uses("10.244.3.83"), uses("10.244.2.82"), rules)
+	}
+	return ""
 }
 
 // nftChainRules returns the expressions of the rules, in an `nft -j list ruleset` dump, of the
@@ -333,9 +341,14 @@ func restartKubeProxy(t *testing.T, cfg harness.KubeProxyConfig, ok func(string)
 	if err := cluster.StartKubeProxyWith(cfg); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// Longer than WaitDump's own minute, whose error carries kube-proxy's log.
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	if _, err := cluster.WaitDump(ctx, cfg.Mode, ok); err != nil {
-		t.Fatal(err)
+	if dump, err := cluster.WaitDump(ctx, cfg.Mode, ok); err != nil {
+		why := ""
+		if cfg.Mode != "" && strings.Contains(dump, "opts/") {
+			why = "; " + optsState(cfg.Mode, dump)
+		}
+		t.Fatalf("%v%s", err, why)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/plugin/agent"
@@ -102,8 +103,19 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		created.Status.Phase = corev1.PodRunning
-		if _, err := cluster.Client.CoreV1().Pods(ns).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		// kwok plays the kubelet of its node and writes the pod's status too: on a conflict,
+		// the status is set again on the pod as it now is.
+		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			created.Status.Phase = corev1.PodRunning
+			_, err := cluster.Client.CoreV1().Pods(ns).UpdateStatus(ctx, created, metav1.UpdateOptions{})
+			if apierrors.IsConflict(err) {
+				if latest, gerr := cluster.Client.CoreV1().Pods(ns).Get(ctx, "planted", metav1.GetOptions{}); gerr == nil {
+					created = latest
+				}
+			}
+			return err
+		})
+		if err != nil {
 			t.Fatal(err)
 		}
 		return func() {
