@@ -34,7 +34,7 @@ func NewBalanceOptions(streams genericiooptions.IOStreams, cfg *genericclioption
 // NewCmdBalance builds `balance`.
 func NewCmdBalance(streams genericiooptions.IOStreams, cfg *genericclioptions.ConfigFlags) *cobra.Command {
 	o := NewBalanceOptions(streams, cfg)
-	o.trace.output = "table"
+	o.trace.output, o.trace.human = "table", "table"
 	cmd := &cobra.Command{
 		Use:   "balance [NAMESPACE/]SERVICE",
 		Short: "Measure how a Service's traffic is really spread over its backends, and why",

@@ -107,8 +107,8 @@ func (o *CheckOptions) Complete(args []string) error {
 		o.format = render.JUnit
 	} else if o.output == "table" {
 		o.format = render.Human
-	} else if o.format, err = render.ParseFormat(o.output); err != nil {
-		return usageErrorf("--output: %v (check also takes table and junit)", err)
+	} else if o.format, err = render.ParseFormat(o.output, "table"); err != nil {
+		return usageErrorf("--output: %v (check also takes junit)", err)
 	}
 	if o.failRank, err = parseFailOn(o.failOn); err != nil {
 		return err

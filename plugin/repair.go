@@ -140,8 +140,8 @@ func (o *RepairOptions) Complete(args []string) error {
 	var err error
 	if o.output == "table" {
 		o.format = render.Human
-	} else if o.format, err = render.ParseFormat(o.output); err != nil {
-		return usageErrorf("--output: %v (repair also takes table)", err)
+	} else if o.format, err = render.ParseFormat(o.output, "table"); err != nil {
+		return usageErrorf("--output: %v", err)
 	}
 	o.scope, err = serviceScope(o.config, &o.Input, o.allNamespaces, args)
 	return err

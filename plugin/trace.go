@@ -32,8 +32,10 @@ type TraceOptions struct {
 	from     string
 	inIface  string
 	output   string
-	details  bool
-	failOn   string
+	// human is the name of this command's human format for -o (tree; balance's is table).
+	human   string
+	details bool
+	failOn  string
 
 	// completed
 	proto    trace.Protocol
@@ -43,7 +45,7 @@ type TraceOptions struct {
 
 // NewTraceOptions returns options with defaults.
 func NewTraceOptions(streams genericiooptions.IOStreams, cfg *genericclioptions.ConfigFlags) *TraceOptions {
-	return &TraceOptions{config: cfg, streams: streams, protocol: "tcp", output: "tree", failOn: "none"}
+	return &TraceOptions{config: cfg, streams: streams, protocol: "tcp", output: "tree", human: "tree", failOn: "none"}
 }
 
 // NewCmdTrace builds `trace`.
@@ -101,7 +103,7 @@ func (o *TraceOptions) Complete(args []string) error {
 	if o.proto, err = trace.ParseProtocol(o.protocol); err != nil {
 		return usageErrorf("--protocol: %v", err)
 	}
-	if o.format, err = render.ParseFormat(o.output); err != nil {
+	if o.format, err = render.ParseFormat(o.output, o.human); err != nil {
 		return usageErrorf("--output: %v", err)
 	}
 	if o.failRank, err = parseFailOn(o.failOn); err != nil {

@@ -229,3 +229,28 @@ func TestFromNodeTakesTheDestinationsFamily(t *testing.T) {
 		t.Fatalf("source %s, %v; want the node's IPv6 address", q.Packet.Src, err)
 	}
 }
+
+// TestOutputFormatsRefused: kubectl's -o values this tool does not have are refused with one
+// sentence and exit 2, not taken for the default format (issue 18); each command's own human
+// format and json/yaml work.
+func TestOutputFormatsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"trace", "--demo", "default/hostnames", "-o", "wide"}, `unknown format "wide": use tree, json or yaml`},
+		{[]string{"trace", "--demo", "default/hostnames", "-o", "table"}, `unknown format "table": use tree, json or yaml`},
+		{[]string{"check", "--demo", "-A", "-o", "tree"}, `unknown format "tree": use table, json or yaml (check also takes junit)`},
+		{[]string{"repair", "--demo", "-A", "-o", "human"}, `unknown format "human": use table, json or yaml`},
+	} {
+		_, stderr, code := run(t, tc.args...)
+		if code != 2 || !strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+			t.Errorf("%v: exit %d, %q", tc.args, code, stderr)
+		}
+	}
+	for _, args := range [][]string{{"trace", "--demo", "default/hostnames", "-o", "tree"}, {"trace", "--demo", "default/hostnames", "-o", "yaml"}, {"check", "--demo", "-A", "-o", "table"}} {
+		if _, stderr, code := run(t, args...); code == 2 {
+			t.Errorf("%v refused: %s", args, stderr)
+		}
+	}
+}

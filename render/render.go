@@ -27,17 +27,19 @@ const (
 	YAML  Format = "yaml"
 )
 
-// ParseFormat accepts tree (or an empty string), json and yaml.
-func ParseFormat(s string) (Format, error) {
+// ParseFormat reads -o: json, yaml, or the command's own human format (human: tree for trace,
+// table for the others; empty means it too). Anything else is refused, not taken for the human
+// format (kubectl's wide or name are not formats here).
+func ParseFormat(s, human string) (Format, error) {
 	switch s {
-	case "", "tree", "table", "human", "wide":
-		return Human, nil
 	case "json":
 		return JSON, nil
 	case "yaml":
 		return YAML, nil
+	case "", human:
+		return Human, nil
 	}
-	return "", fmt.Errorf("unknown format %q: use tree, json or yaml", s)
+	return "", fmt.Errorf("unknown format %q: use %s, json or yaml", s, human)
 }
 
 // Options control human output.
