@@ -59,14 +59,19 @@ path it can take: the rules it passes, the share of connections each backend get
 source is masqueraded and why, and dead ends (REJECT for no endpoints, DROP for no local
 endpoints or load balancer source ranges, or no rule at all).
 
-TARGET is a Service (NAMESPACE/NAME, or NAME with -n), a VIP (IP or IP:PORT: a cluster IP,
-external IP or load balancer IP) or NODEIP:NODEPORT.
+TARGET is a Service (NAMESPACE/NAME, or NAME with -n; with :PORT, a port name or number, as
+svctrace prints Service ports; or its DNS name NAME.NAMESPACE.svc.cluster.local), a VIP (IP or
+IP:PORT: a cluster IP, external IP or load balancer IP) or NODEIP:NODEPORT.
 
 --from picks the source: pod (a pod address on the node, the default for cluster IPs),
 node (a process on the node itself), external (an outside client, the default for node ports,
 load balancer and external IPs), pod/NAMESPACE/NAME, or any IP address.`,
 		Example: fmt.Sprintf(`  # See it work on the embedded snapshot recorded from a real kube-proxy (no cluster needed)
   %[1]s trace --demo default/hostnames
+
+  # A Service port as svctrace prints it, or a Service by its DNS name
+  %[1]s trace --demo default/hostnames:default
+  %[1]s trace --demo hostnames.default.svc.cluster.local
 
   # On a node, as root (the binary itself): where does a pod's connection to this ClusterIP go?
   sudo kubectl-svctrace trace 10.96.0.10:53 --protocol udp
@@ -296,10 +301,24 @@ func (o *TraceOptions) resolveTarget(in *Inputs, p *trace.Packet) (trace.Address
 		p.DstPort = port
 		return o.kindOf(in, p), nil
 	}
-	// A Service name.
+	// A Service: NAME or NS/NAME, with :PORT (a port name or number) as svctrace prints
+	// Service ports, or its DNS name NAME.NS[.svc[.CLUSTER-DOMAIN]].
+	port := o.port
+	if i := strings.LastIndexByte(t, ':'); i >= 0 {
+		if o.port != "" {
+			return "", usageErrorf("the target %s already has a port; drop --port", o.target)
+		}
+		t, port = t[:i], t[i+1:]
+	}
 	ns, name, ok := strings.Cut(t, "/")
 	if !ok {
 		ns, name = o.namespace(), t
+		if parts := strings.Split(t, "."); len(parts) >= 2 {
+			if len(parts) > 2 && parts[2] != "svc" {
+				return "", usageErrorf("%s is not a Service's DNS name (NAME.NAMESPACE.svc.CLUSTER-DOMAIN)", o.target)
+			}
+			name, ns = parts[0], parts[1]
+		}
 	}
 	if in.Cluster == nil {
 		return "", usageErrorf("%s looks like a Service name, and finding its address needs API objects: pass --objects, reach the API server, or give the VIP:PORT", o.target)
@@ -308,7 +327,7 @@ func (o *TraceOptions) resolveTarget(in *Inputs, p *trace.Packet) (trace.Address
 	if svc == nil {
 		return "", usageErrorf("service %s/%s not found", ns, name)
 	}
-	sp, err := pickPort(svc, o.port, o.proto)
+	sp, err := pickPort(svc, port, o.proto)
 	if err != nil {
 		return "", err
 	}

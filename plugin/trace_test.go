@@ -254,3 +254,28 @@ func TestOutputFormatsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestTargetsAsPrinted: a Service is accepted as svctrace prints it (NS/NAME:PORT, a port name or
+// number) and as its DNS name, and traces the same as NS/NAME (issue 18).
+func TestTargetsAsPrinted(t *testing.T) {
+	want, _, code := run(t, "trace", "--demo", "default/hostnames", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, target := range []string{"default/hostnames:80", "default/hostnames:default", "hostnames.default.svc.cluster.local", "hostnames.default", "svc/default/hostnames:80"} {
+		got, stderr, code := run(t, "trace", "--demo", target, "-o", "json")
+		if code != 0 || got != want {
+			t.Errorf("%s: exit %d, %s", target, code, stderr)
+		}
+	}
+	for target, msg := range map[string]string{
+		"default/hostnames:81":                `has no tcp port "81"`,
+		"hostnames.default.pod.cluster.local": "is not a Service's DNS name",
+		"default/hostnames:80 --port 80":      "already has a port",
+	} {
+		args := append([]string{"trace", "--demo"}, strings.Fields(target)...)
+		if _, stderr, code := run(t, args...); code != 2 || !strings.Contains(stderr, msg) {
+			t.Errorf("%s: exit %d, %q", target, code, stderr)
+		}
+	}
+}
