@@ -28,7 +28,10 @@ type InputFlags struct {
 	Demo      bool
 	Node      string
 	NodeIPs   []string
-	NoAPI     bool
+	// TargetAddr is the address a command is about (trace's target), when it is one: offline
+	// without --node, the Node that has it is the node.
+	TargetAddr netip.Addr
+	NoAPI      bool
 	// Mode forces the live node's kube-proxy mode instead of detecting it.
 	Mode string
 	// Remote reads the node through its kube-proxy pod (exec via the API server).
@@ -284,6 +287,12 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		// machine's addresses is this node.
 		if name, addr, ok := in.Cluster.NodeWithAddress(machineAddrs()); ok {
 			in.Warnings = append(in.Warnings, fmt.Sprintf("this machine's hostname %q is not a Node in the API; it was taken to be node %s, whose address %s it has (--node names another)", node, name, addr))
+			node = name
+		}
+	}
+	if node == "" && in.Cluster != nil && f.TargetAddr.IsValid() {
+		if name, _, ok := in.Cluster.NodeWithAddress([]netip.Addr{f.TargetAddr}); ok {
+			in.Warnings = append(in.Warnings, fmt.Sprintf("no --node: taking node %s, whose address %s the target is", name, f.TargetAddr))
 			node = name
 		}
 	}

@@ -134,6 +134,11 @@ func (o *TraceOptions) Validate() error {
 
 // Run reads the inputs, traces and prints.
 func (o *TraceOptions) Run(ctx context.Context) error {
+	if ap, err := netip.ParseAddrPort(o.target); err == nil {
+		o.Input.TargetAddr = ap.Addr()
+	} else if a, err := netip.ParseAddr(strings.Trim(o.target, "[]")); err == nil {
+		o.Input.TargetAddr = a
+	}
 	ctx, in, stop, err := o.Input.start(ctx, o.config, o.streams)
 	if err != nil {
 		return err
@@ -217,6 +222,11 @@ func (o *TraceOptions) query(in *Inputs) (trace.Query, error) {
 		p.Src, p.Origin = ip, trace.FromNetwork
 		if pod.Spec.HostNetwork {
 			p.Origin = trace.FromLocalProcess
+		}
+		if pod.Spec.NodeName != "" && pod.Spec.NodeName != in.Node.Name {
+			// Its connections go through its own node's rules, not these.
+			fmt.Fprintf(o.streams.ErrOut, "warning: pod %s/%s runs on node %s, but this trace walks node %s's rules; trace it with --node %s\n",
+				pod.Namespace, pod.Name, pod.Spec.NodeName, in.Node.Name, pod.Spec.NodeName)
 		}
 	default:
 		ip, err := netip.ParseAddr(from)

@@ -279,3 +279,20 @@ func TestTargetsAsPrinted(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeChosenOrChecked: offline without --node, a NODEIP:NODEPORT target picks the Node that
+// has the address (it was "not a known Service address"); a --from pod on another node is traced
+// on this node's rules with a warning that says so (issue 18).
+func TestNodeChosenOrChecked(t *testing.T) {
+	out, stderr, code := run(t, "trace", "172.31.250.2:30080", "--dataplane", "../dataplane/snapshot/demo/iptables-save.txt", "--objects", "../dataplane/snapshot/demo/objects.yaml")
+	if code != 0 || !strings.Contains(out, "default/web-nodeport:http (NodePort), node node1") || !strings.Contains(stderr, "taking node node1, whose address 172.31.250.2") {
+		t.Errorf("node address target: exit %d\n%s\n%s", code, out, stderr)
+	}
+	_, stderr, code = run(t, "trace", "--demo", "default/hostnames", "--from", "pod/default/web-2")
+	if code != 0 || !strings.Contains(stderr, "pod default/web-2 runs on node node2, but this trace walks node node1's rules; trace it with --node node2") {
+		t.Errorf("pod on another node: exit %d, %q", code, stderr)
+	}
+	if _, stderr, _ := run(t, "trace", "--demo", "default/hostnames", "--from", "pod/default/hostnames-a"); strings.Contains(stderr, "runs on node") {
+		t.Errorf("a pod on this node is warned about: %q", stderr)
+	}
+}
