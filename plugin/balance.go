@@ -78,6 +78,7 @@ Exit codes: 0 Balanced (or too little traffic to judge), 1 an imbalance, 2 usage
 	fl.DurationVar(&o.duration, "duration", o.duration, "how long to watch live connections; 0 takes one snapshot now")
 	fl.StringVar(&o.conntrack, "conntrack", "", "read connections from this `conntrack -L -o extended` output instead of the node")
 	fl.StringVarP(&o.trace.output, "output", "o", o.trace.output, "output format: table, json or yaml")
+	fl.BoolVar(&o.trace.noHeaders, "no-headers", false, "print tables without their header row")
 	o.fleet.addFlags(cmd, &o.allNodes, "measure on")
 	return cmd
 }
@@ -133,7 +134,7 @@ func (o *BalanceOptions) Run(ctx context.Context) error {
 		}
 	}
 	res := trace.Balance(tr, in.Cluster, conns, counters)
-	if err := render.Balance(t.streams.Out, res, render.Options{Format: t.format, Color: render.ColorFor(t.streams.Out)}); err != nil {
+	if err := render.Balance(t.streams.Out, res, render.Options{Format: t.format, Color: render.ColorFor(t.streams.Out), NoHeaders: t.noHeaders}); err != nil {
 		return err
 	}
 	if imbalanced(res.Diagnosis) {

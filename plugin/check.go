@@ -32,6 +32,7 @@ type CheckOptions struct {
 	failOn      string
 	// conntrack is a saved `conntrack -L -o extended` of the node, for stale flows offline.
 	conntrack string
+	noHeaders bool
 
 	scope    trace.CheckScope
 	format   render.Format
@@ -96,6 +97,7 @@ Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or access problem
 	fl.DurationVar(&o.agentMaxAge, "agent-max-age", o.agentMaxAge, "with --all-nodes: an agent's Node condition renewed longer ago than this counts as silent, and the node is read")
 	fl.StringVarP(&o.output, "output", "o", o.output, "output format: table, json, yaml or junit")
 	fl.StringVar(&o.failOn, "fail-on", o.failOn, "exit 1 when a finding has at least this severity: error, warning, info or none")
+	fl.BoolVar(&o.noHeaders, "no-headers", false, "print the table without its header row")
 	fl.StringVar(&o.conntrack, "conntrack", "", "with offline input: the node's `conntrack -L -o extended` output, for stale flows")
 	return cmd
 }
@@ -194,7 +196,7 @@ func serviceScope(cfg *genericclioptions.ConfigFlags, in *InputFlags, allNamespa
 // report prints the nodes' merged findings and says whether any reaches --fail-on.
 func (o *CheckOptions) report(results []*trace.CheckResult) error {
 	report := render.NewCheckReport(results)
-	if err := render.Check(o.streams.Out, report, render.Options{Format: o.format, Color: render.ColorFor(o.streams.Out)}); err != nil {
+	if err := render.Check(o.streams.Out, report, render.Options{Format: o.format, Color: render.ColorFor(o.streams.Out), NoHeaders: o.noHeaders}); err != nil {
 		return err
 	}
 	for _, r := range results {

@@ -35,7 +35,9 @@ type TraceOptions struct {
 	// human is the name of this command's human format for -o (tree; balance's is table).
 	human   string
 	details bool
-	failOn  string
+	// noHeaders drops the header row of the tables (--no-headers).
+	noHeaders bool
+	failOn    string
 
 	// completed
 	proto    trace.Protocol
@@ -97,6 +99,7 @@ load balancer and external IPs), pod/NAMESPACE/NAME, or any IP address.`,
 	fl.StringVar(&o.inIface, "in-interface", "", "interface the packet arrives on, for rules that match one (default: a packet from a pod on this node arrives on a pod interface, any other does not)")
 	fl.StringVarP(&o.output, "output", "o", o.output, "output format: tree, json or yaml")
 	fl.BoolVar(&o.details, "details", false, "show every rule passed, including filter-table and postrouting bookkeeping")
+	fl.BoolVar(&o.noHeaders, "no-headers", false, "print tables without their header row")
 	fl.StringVar(&o.failOn, "fail-on", o.failOn, "exit 1 when a finding has at least this severity: error, warning, info or none")
 	return cmd
 }
@@ -152,7 +155,7 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return in.walkError(err)
 	}
-	if err := render.Trace(o.streams.Out, res, render.Options{Format: o.format, Details: o.details, Color: render.ColorFor(o.streams.Out)}); err != nil {
+	if err := render.Trace(o.streams.Out, res, render.Options{Format: o.format, Details: o.details, Color: render.ColorFor(o.streams.Out), NoHeaders: o.noHeaders}); err != nil {
 		return err
 	}
 	for _, f := range res.Findings {

@@ -296,3 +296,25 @@ func TestNodeChosenOrChecked(t *testing.T) {
 		t.Errorf("a pod on this node is warned about: %q", stderr)
 	}
 }
+
+// TestNoHeaders: --no-headers drops exactly the header row of the tables (issue 18), every data
+// row stays.
+func TestNoHeaders(t *testing.T) {
+	for _, args := range [][]string{{"check", "-A", "--demo"}, {"trace", "--demo", "default/hostnames"}} {
+		with, _, _ := run(t, args...)
+		without, _, _ := run(t, append(args, "--no-headers")...)
+		var dropped []string
+		have := map[string]bool{}
+		for _, l := range strings.Split(without, "\n") {
+			have[l] = true
+		}
+		for _, l := range strings.Split(with, "\n") {
+			if !have[l] {
+				dropped = append(dropped, l)
+			}
+		}
+		if len(dropped) != 1 || !strings.Contains(dropped[0], "NODE") || strings.Count(with, "\n") != strings.Count(without, "\n")+1 {
+			t.Errorf("%v --no-headers dropped %q", args, dropped)
+		}
+	}
+}

@@ -13,7 +13,7 @@ func Balance(w io.Writer, r *trace.BalanceResult, o Options) error {
 	if o.Format == JSON || o.Format == YAML {
 		return Machine(w, r, o.Format)
 	}
-	s := newStyles(w, o.Color)
+	s := newStyles(w, o)
 	var b strings.Builder
 	name := "?"
 	if r.Service != nil {
@@ -28,7 +28,7 @@ func Balance(w io.Writer, r *trace.BalanceResult, o Options) error {
 		}
 		t.Row(be.Backend, pod, percent(be.Expected), fmt.Sprintf("%d (%s)", be.Connections, percent(be.ConnectionShare)), percent(be.ByteShare), bar(s, be.ByteShare, be.Expected))
 	}
-	b.WriteString(tableText(t) + "\n")
+	b.WriteString(tableText(s, t) + "\n")
 	fmt.Fprintf(&b, "%s\n", s.dim.Render(fmt.Sprintf("traffic: max/mean %.2f, min/mean %.2f, coefficient of variation %.2f; connections vs the dataplane's shares: chi-square %.1f, p=%.3g",
 		r.MaxOverMean, r.MinOverMean, r.CV, r.ChiSquare, r.ChiSquareP)))
 	st := s.ok
@@ -67,7 +67,7 @@ func BalanceNodes(w io.Writer, r *trace.BalanceAcrossNodes, o Options) error {
 	if err := Balance(w, r.Overall, o); err != nil {
 		return err
 	}
-	s := newStyles(w, o.Color)
+	s := newStyles(w, o)
 	t := newTable(s, "NODE", "CONNS", "BYTES", "MAX/MEAN", "DIAGNOSIS")
 	for _, n := range r.Nodes {
 		d := s.ok.Render(n.Diagnosis)
@@ -79,6 +79,6 @@ func BalanceNodes(w io.Writer, r *trace.BalanceAcrossNodes, o Options) error {
 		}
 		t.Row(n.Node, fmt.Sprint(n.Connections), fmt.Sprint(n.Bytes), fmt.Sprintf("%.2f", n.MaxOverMean), d)
 	}
-	_, err := io.WriteString(w, "\n"+tableText(t))
+	_, err := io.WriteString(w, "\n"+tableText(s, t))
 	return err
 }

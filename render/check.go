@@ -63,7 +63,7 @@ func Check(w io.Writer, r *CheckReport, o Options) error {
 	case JUnit:
 		return junit(w, r)
 	}
-	s := newStyles(w, o.Color)
+	s := newStyles(w, o)
 	var b strings.Builder
 	for _, n := range r.Nodes {
 		line := fmt.Sprintf("node %s (%s mode): %d Service ports checked", n.Node, n.Mode, n.Checked)
@@ -92,7 +92,7 @@ func Check(w io.Writer, r *CheckReport, o Options) error {
 		}
 		t.Row(sev, f.Kind, svc, f.Node, f.Message)
 	}
-	b.WriteString(tableText(t))
+	b.WriteString(tableText(s, t))
 	fmt.Fprintf(&b, "\n%d error(s), %d warning(s), %d info\n", r.Summary["error"], r.Summary["warning"], r.Summary["info"])
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -47,6 +47,8 @@ type Options struct {
 	Format  Format
 	Details bool
 	Color   bool
+	// NoHeaders leaves tables without their header row (--no-headers, as kubectl).
+	NoHeaders bool
 }
 
 // ColorFor reports whether output to w may use colour: only on a terminal, never with NO_COLOR
@@ -86,9 +88,16 @@ func Machine(w io.Writer, v any, f Format) error {
 type styles struct {
 	r                                    *lipgloss.Renderer
 	title, dim, ok, bad, warn, rule, pct lipgloss.Style
+	noHeaders                            bool
 }
 
-func newStyles(w io.Writer, color bool) *styles {
+func newStyles(w io.Writer, o Options) *styles {
+	s := newColorStyles(w, o.Color)
+	s.noHeaders = o.NoHeaders
+	return s
+}
+
+func newColorStyles(w io.Writer, color bool) *styles {
 	r := lipgloss.NewRenderer(w)
 	if color {
 		r.SetColorProfile(termenv.ANSI256)
@@ -119,9 +128,13 @@ func percent(p float64) string {
 }
 
 // tableText renders a table with no spaces at the ends of its lines (lipgloss pads every cell to
-// its column's width, the last one too), ending in one newline.
-func tableText(t *table.Table) string {
+// its column's width, the last one too), ending in one newline; with --no-headers, without its
+// header row (cut from the text: lipgloss v1.1 drops a row of a table that has no headers).
+func tableText(s *styles, t *table.Table) string {
 	lines := strings.Split(strings.TrimRight(t.String(), "\n"), "\n")
+	if s.noHeaders && len(lines) > 0 {
+		lines = lines[1:]
+	}
 	for i, l := range lines {
 		lines[i] = strings.TrimRight(l, " ")
 	}

@@ -14,7 +14,7 @@ func Repair(w io.Writer, p *trace.RepairPlan, o Options) error {
 	if o.Format == JSON || o.Format == YAML {
 		return Machine(w, p, o.Format)
 	}
-	s := newStyles(w, o.Color)
+	s := newStyles(w, o)
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s  %s\n", s.title.Render("repair plan"), s.dim.Render(fmt.Sprintf("node %s, %s mode", p.Node, p.Mode)))
 	if len(p.Changes) == 0 {
@@ -64,7 +64,7 @@ func RepairInput(w io.Writer, p *trace.RepairPlan, o Options) error {
 	if o.Format == JSON || o.Format == YAML {
 		return Machine(w, p, o.Format)
 	}
-	s := newStyles(w, o.Color)
+	s := newStyles(w, o)
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s  %s\n", s.title.Render("repair plan from a file"), s.dim.Render(fmt.Sprintf("node %s, %s mode; what applying it writes:", p.Node, p.Mode)))
 	if p.Empty() {

@@ -19,7 +19,7 @@ func Trace(w io.Writer, res *trace.Result, o Options) error {
 	if o.Format == YAML {
 		return Machine(w, res, o.Format)
 	}
-	s := newStyles(w, o.Color)
+	s := newStyles(w, o)
 	var b strings.Builder
 	head := fmt.Sprintf("%s %s → %s:%d", res.Packet.Protocol, res.Packet.Src, res.Packet.Dst, res.Packet.Port)
 	what := "not a known Service address"
@@ -59,7 +59,7 @@ func Trace(w io.Writer, res *trace.Result, o Options) error {
 			}
 			t.Row(fmt.Sprintf("%s:%d", be.IP, be.Port), percent(be.Probability), pod, ready, node, src)
 		}
-		b.WriteString(strings.TrimRight(tableText(t), "\n"))
+		b.WriteString(strings.TrimRight(tableText(s, t), "\n"))
 		b.WriteString("\n")
 	}
 	if len(res.Verdicts) > 0 {
