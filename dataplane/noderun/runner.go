@@ -80,14 +80,8 @@ func (Local) Stream(ctx context.Context, consume func(io.Reader) error, argv ...
 	if cerr != nil {
 		cancel() // the command must not block on a pipe nobody reads
 	}
-	werr := cmd.Wait()
-	if werr != nil && cerr == nil {
-		status := -1
-		var ee *osexec.ExitError
-		if errors.As(werr, &ee) {
-			status = ee.ExitCode()
-		}
-		return &Error{Argv: argv, ExitStatus: status, Stderr: stderr.String(), Err: werr}
+	if werr := cmd.Wait(); werr != nil && cerr == nil {
+		return commandError(argv, werr, stderr.String())
 	}
 	return cerr
 }
@@ -112,12 +106,17 @@ func runLocal(cmd *osexec.Cmd, argv []string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		status := -1
-		var ee *osexec.ExitError
-		if errors.As(err, &ee) {
-			status = ee.ExitCode()
-		}
-		return stdout.Bytes(), &Error{Argv: argv, ExitStatus: status, Stderr: stderr.String(), Err: err}
+		return stdout.Bytes(), commandError(argv, err, stderr.String())
 	}
 	return stdout.Bytes(), nil
+}
+
+// commandError is a command that failed, with its exit status (-1 when it did not exit).
+func commandError(argv []string, err error, stderr string) *Error {
+	status := -1
+	var ee *osexec.ExitError
+	if errors.As(err, &ee) {
+		status = ee.ExitCode()
+	}
+	return &Error{Argv: argv, ExitStatus: status, Stderr: stderr, Err: err}
 }
