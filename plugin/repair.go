@@ -13,6 +13,7 @@ import (
 
 	"github.com/svctrace/svctrace/dataplane"
 	"github.com/svctrace/svctrace/dataplane/nftjson"
+	"github.com/svctrace/svctrace/dataplane/nftwrite"
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/dataplane/repair"
 	"github.com/svctrace/svctrace/dataplane/xtables"
@@ -20,7 +21,6 @@ import (
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/iptables"
 	"github.com/svctrace/svctrace/trace/kubeproxy"
-	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 // RepairOptions holds everything `repair` needs.
@@ -59,24 +59,27 @@ func NewCmdRepair(streams genericiooptions.IOStreams, cfg *genericclioptions.Con
 		Short: "Make a node's dataplane do what the API says now (dry-run unless --apply; on the node, as root)",
 		Long: `Compute what kube-proxy would program on this node for the Services in scope, from the API, and
 the smallest change from what the node has: rules and chains to add and remove (iptables mode),
-real servers to drain, add or re-weight (IPVS mode), UDP conntrack entries of removed endpoints,
+real servers to drain, add or re-weight (IPVS mode), per-Service chains, affinity sets and map
+and set elements to add, rewrite and delete (nftables mode), UDP conntrack entries of removed endpoints,
 and the stale flows check reports (conntrack entries still translated to a backend that is no
 longer a serving endpoint: UDP and SCTP; TCP only with --stale-tcp, since deleting a TCP entry
 breaks that connection). Use it when kube-proxy has missed updates or is wedged and a node keeps
 sending connections to dead pods.
 
 Dry-run is the default: the plan is printed (-o json includes the exact iptables-restore input
-per table, or the netlink operations) and nothing is changed. With --apply, on the node as root:
+per table, the netlink operations, or the nftables objects before and after) and nothing is changed. With --apply, on the node as root:
 
   1. the touched chains are read again and the run stops if they changed since the plan
      (kube-proxy wrote meanwhile); the iptables backend (legacy or nf_tables) must be clear;
-     the input is checked with iptables-restore --test
+     the input is checked with iptables-restore --test (nftables: the transaction with nft --check)
   2. their current state (and the touched IPVS real servers') is saved, synced to disk, to a
      0600 file in --state-dir; nothing is written unless that succeeded
   3. iptables: one "iptables-restore --noflush --wait" transaction per table, holding the complete
      rule list of every chain it touches; only kube-proxy's service chains are written, never
      KUBE-PROXY-CANARY, KUBE-IPTABLES-HINT or other chains; nfacct matches only where the node's
      own kube-proxy rules have them.
+     nftables: one nft transaction per kube-proxy table (ip, ip6), written with knftables as
+     kube-proxy writes it; chains it empties are deleted in a second one, as kube-proxy does.
      IPVS: a stale real server goes to weight 0 and is deleted once it has no connections
      (UDP at once); missing ones are added; nothing is flushed
   4. the touched chains and real servers are read back and must be what was planned, and the
@@ -88,11 +91,14 @@ per table, or the netlink operations) and nothing is changed. With --apply, on t
 
 A plan file (--plan) is data: it is validated, shown as exactly the lines it writes, checked
 against this node's name and current chains, and verified like any other apply. A state file
-(--undo) is data too: it names no command, only kube-proxy's chains in nat and filter.
+(--undo) is data too: it names no command, only kube-proxy's chains in nat and filter, or its
+per-Service objects in the kube-proxy nftables tables.
 
 kube-proxy owns these rules: its next sync rewrites them from the API, and with the same API it
-writes the same. In nftables mode kube-proxy replaces its whole table on every sync, so repair
-reports what is wrong with the rules and refuses to write them; stale flows it deletes.
+writes the same. In nftables mode repair writes kube-proxy's ip and ip6 kube-proxy tables the way
+kube-proxy does (sigs.k8s.io/knftables, one nft transaction per family, checked first with nft
+--check): per-Service chains, affinity sets and the elements of the shared sets and maps; the
+base chains and kube-proxy's own dispatch chains are left alone.
 
 Exit codes: 0 nothing to repair, repaired and verified, or undone; 1 a dry run found something to
 repair; 2 usage, access or refusal: nothing was written; 4 the result was not what was planned
@@ -191,7 +197,7 @@ func (o *RepairOptions) Run(ctx context.Context) error {
 			return err
 		}
 		// A plan file is shown as exactly what will be written, not as its own description.
-		if err := render.RepairInput(o.streams.Out, plan, opts); err != nil {
+		if err := render.RepairInput(o.streams.Out, plan, nftwrite.Script, opts); err != nil {
 			return err
 		}
 	} else {
@@ -213,29 +219,6 @@ func (o *RepairOptions) Run(ctx context.Context) error {
 		if err := render.Repair(o.streams.Out, plan, opts); err != nil {
 			return err
 		}
-	}
-	if plan.Mode == "nftables" {
-		// The rules are never written (the notes are what check found wrong with them); stale
-		// flows are deleted.
-		rulesWrong := len(plan.Notes) > len(staleTCPNotes(plan))
-		if o.apply && len(plan.Conntrack) > 0 {
-			res := o.engine().Apply(ctx, plan, o.nodeName(), "")
-			if rulesWrong && res.Outcome == repair.Applied {
-				res.Outcome = repair.AppliedCleanupFailed
-				res.Message += "; the rules were not repaired (nftables mode): restart kube-proxy on this node"
-			}
-			return o.report(res)
-		}
-		if o.apply && rulesWrong {
-			return &ExitError{Code: ExitUsage, Err: errors.New("refusing to write nftables mode's rules: kube-proxy replaces its whole nftables table on every sync, so a change made beside it would race it; restart kube-proxy on this node instead")}
-		}
-		if len(plan.Notes) > 0 || len(plan.Conntrack) > 0 {
-			if !o.apply {
-				fmt.Fprintln(o.streams.ErrOut, "dry run: nothing was changed")
-			}
-			return errFindings
-		}
-		return nil
 	}
 	if plan.Empty() {
 		return nil
@@ -273,9 +256,6 @@ func (o *RepairOptions) plan(ctx context.Context, in *Inputs) (*trace.RepairPlan
 	}
 	plan, err := kubeproxy.Plan(ctx, in.Dataplane, in.Cluster, in.Node, o.scope)
 	if err != nil {
-		if _, walked := in.Dataplane.(*nftables.Dataplane); walked {
-			err = in.walkError(err) // the nftables plan is a check: a walk that failed
-		}
 		return nil, err
 	}
 	flows, err := in.staleFlows(ctx, o.conntrack, o.scope, o.streams.ErrOut)
@@ -433,14 +413,3 @@ func loadPlan(path string) (*trace.RepairPlan, error) {
 
 // readBounded reads a plan or a state file: a regular file of at most 256 MiB.
 func readBounded(path string) ([]byte, error) { return dataplane.ReadFile(path, 256<<20) }
-
-// staleTCPNotes are the plan's notes about stale TCP flows left alone (not rule problems).
-func staleTCPNotes(plan *trace.RepairPlan) []string {
-	var out []string
-	for _, n := range plan.Notes {
-		if strings.HasPrefix(n, trace.StaleTCPNote) {
-			out = append(out, n)
-		}
-	}
-	return out
-}

@@ -87,10 +87,31 @@ func TestRepairRefusesMalformedPlans(t *testing.T) {
 			t.Errorf("%s: exit %d %q", tc.name, code, stderr)
 		}
 	}
-	// nftables mode: what is wrong is reported, writing is refused.
-	out, _, code := run(t, "repair", "-A", "--dataplane", "../dataplane/snapshot/demo-nftables/nft.json", "--objects", objects, "--node", "node1")
-	if code != ExitFindings || !strings.Contains(out, "refused: kube-proxy's nftables table belongs to kube-proxy") {
+	// nftables mode: the plan lists kube-proxy's objects to change; a plan file is shown as the
+	// nft transaction it writes, and one that names a chain not kube-proxy's per-Service kind, or a
+	// rule with a second command, is refused.
+	nft := "../dataplane/snapshot/demo-nftables/nft.json"
+	out, _, code := run(t, "repair", "-A", "--dataplane", nft, "--objects", objects, "--node", "node1")
+	if code != ExitFindings || !strings.Contains(out, "applied as one nft transaction per kube-proxy table (ip)") || !strings.Contains(out, "delete chain service-WORRPFDT-default/multi/tcp/http") {
 		t.Errorf("nftables: exit %d\n%s", code, out)
+	}
+	out, _, _ = run(t, "repair", "-A", "--dataplane", nft, "--objects", objects, "--node", "node1", "-o", "json")
+	shown, _, code := run(t, "repair", "--plan", write("nft.json", out))
+	if code != ExitFindings || !strings.Contains(shown, "nft -f -, ip kube-proxy table:") || !strings.Contains(shown, "delete element ip kube-proxy service-ips { 10.96.10.50 . tcp . 80 }") {
+		t.Errorf("nftables plan file: exit %d\n%s", code, shown)
+	}
+	for _, tc := range []struct{ name, old, new, want string }{
+		{"base chain", `"chain": "service-WORRPFDT-default/multi/tcp/http"`, `"chain": "filter-input"`, "is not one of kube-proxy's per-Service chains"},
+		{"second command", `"meta l4proto tcp dnat ip addr . port to numgen random mod 3 map { 0 : 10.244.1.11 . 9376, 1 : 10.244.1.12 . 9376, 2 : 10.244.1.15 . 9376 }"`, `"drop; flush ruleset"`, "holds characters"},
+	} {
+		edited := strings.ReplaceAll(out, tc.old, tc.new)
+		if edited == out {
+			t.Fatalf("%s: the edit did not apply", tc.name)
+		}
+		_, stderr, code := run(t, "repair", "--plan", write(tc.name+".json", edited))
+		if code != ExitUsage || !strings.Contains(stderr, tc.want) {
+			t.Errorf("nftables %s: exit %d %q", tc.name, code, stderr)
+		}
 	}
 }
 

@@ -35,9 +35,9 @@ func Repair(w io.Writer, p *trace.RepairPlan, o Options) error {
 			where = s.dim.Render(c.Table+" "+c.Chain) + "  "
 		}
 		switch c.Op {
-		case "delete-rule", "delete-chain", "delete-real":
+		case "delete-rule", "delete-chain", "delete-real", "delete-element", "delete-set":
 			fmt.Fprintf(&b, "  %s %s%s\n", s.bad.Render("-"), where, c.Detail)
-		case "add-rule", "add-chain", "add-real":
+		case "add-rule", "add-chain", "add-real", "add-element", "add-set":
 			fmt.Fprintf(&b, "  %s %s%s\n", s.ok.Render("+"), where, c.Detail)
 		default:
 			fmt.Fprintf(&b, "  %s %s%s\n", s.warn.Render("~"), where, c.Detail)
@@ -50,6 +50,13 @@ func Repair(w io.Writer, p *trace.RepairPlan, o Options) error {
 		}
 		fmt.Fprintf(&b, "\n%s\n", s.dim.Render(fmt.Sprintf("applied as one iptables-restore --noflush transaction per table (%s); -o json shows the exact input", strings.Join(tables, ", "))))
 	}
+	if len(p.Nftables) > 0 {
+		var families []string
+		for _, c := range p.Nftables {
+			families = append(families, c.Family)
+		}
+		fmt.Fprintf(&b, "\n%s\n", s.dim.Render(fmt.Sprintf("applied as one nft transaction per kube-proxy table (%s), checked first with nft --check; -o json shows the objects before and after", strings.Join(families, ", "))))
+	}
 	for _, n := range p.Notes {
 		fmt.Fprintf(&b, "%s\n", s.dim.Render("note: "+n))
 	}
@@ -60,7 +67,7 @@ func Repair(w io.Writer, p *trace.RepairPlan, o Options) error {
 // RepairInput prints a plan read from a file as exactly what applying it writes: each table's
 // iptables-restore input line by line, the IPVS operations and the conntrack deletions, from the
 // fields that are written, not from the plan's description of itself (which a file may not match).
-func RepairInput(w io.Writer, p *trace.RepairPlan, o Options) error {
+func RepairInput(w io.Writer, p *trace.RepairPlan, nftScript func(trace.NftChange) string, o Options) error {
 	if o.Format == JSON || o.Format == YAML {
 		return Machine(w, p, o.Format)
 	}
@@ -73,6 +80,12 @@ func RepairInput(w io.Writer, p *trace.RepairPlan, o Options) error {
 	for _, t := range p.IPTables {
 		fmt.Fprintf(&b, "\n%s\n", s.title.Render(fmt.Sprintf("iptables-restore --noflush, %s table:", t.Table)))
 		for _, l := range strings.Split(strings.TrimRight(t.Input, "\n"), "\n") {
+			fmt.Fprintf(&b, "  %s\n", l)
+		}
+	}
+	for _, c := range p.Nftables {
+		fmt.Fprintf(&b, "\n%s\n", s.title.Render(fmt.Sprintf("nft -f -, %s kube-proxy table:", c.Family)))
+		for _, l := range strings.Split(strings.TrimRight(nftScript(c), "\n"), "\n") {
 			fmt.Fprintf(&b, "  %s\n", l)
 		}
 	}

@@ -15,6 +15,8 @@ type RepairPlan struct {
 	IPTables []TableRestore `json:"iptables,omitempty"`
 	// IPVS are the netlink operations, in order.
 	IPVS []IPVSOp `json:"ipvs,omitempty"`
+	// Nftables holds one change per family of kube-proxy's nftables table (nftables mode).
+	Nftables []NftChange `json:"nftables,omitempty"`
 	// Conntrack are the UDP entries to delete once the rules no longer send traffic there.
 	Conntrack []ConntrackFlush `json:"conntrack,omitempty"`
 	// Services are the service ports the plan repairs ("ns/name:port/proto"); the verification
@@ -25,14 +27,50 @@ type RepairPlan struct {
 
 // Empty reports whether there is nothing to do.
 func (p *RepairPlan) Empty() bool {
-	return len(p.IPTables) == 0 && len(p.IPVS) == 0 && len(p.Conntrack) == 0
+	return len(p.IPTables) == 0 && len(p.IPVS) == 0 && len(p.Nftables) == 0 && len(p.Conntrack) == 0
+}
+
+// NftChange is the change to kube-proxy's nftables table of one family: the objects it touches
+// as they were when planned, and as they must be after. The transaction that turns one into the
+// other is derived from them when it is written; nothing in a plan is run as it stands.
+type NftChange struct {
+	// Family is "ip" or "ip6" (the table is always "kube-proxy").
+	Family string   `json:"family"`
+	Before NftState `json:"before"`
+	After  NftState `json:"after"`
+}
+
+// NftState is some of a kube-proxy table's objects: per-Service chains with their rules (in the
+// form nft reads), affinity sets, and elements of the shared sets and maps.
+type NftState struct {
+	Chains   []ChainRules `json:"chains"`
+	Sets     []NftSet     `json:"sets"`
+	Elements []NftElement `json:"elements"`
+}
+
+// NftSet is an affinity set: present with its timeout, or absent.
+type NftSet struct {
+	Name   string `json:"name"`
+	Exists bool   `json:"exists"`
+	// Timeout is the elements' timeout in seconds.
+	Timeout int `json:"timeout,omitempty"`
+}
+
+// NftElement is one element of a shared set or map: its key ("10.96.0.10 . udp . 53"), and its
+// value for maps ("goto service-…", "drop"), or its absence.
+type NftElement struct {
+	Set     string `json:"set"`
+	Key     string `json:"key"`
+	Exists  bool   `json:"exists"`
+	Value   string `json:"value,omitempty"`
+	Comment string `json:"comment,omitempty"`
 }
 
 // RepairChange is one change, for people.
 type RepairChange struct {
 	Service string `json:"service,omitempty"`
-	// Op is add-rule, delete-rule, add-chain, delete-chain, add-real, delete-real, set-weight,
-	// delete-virtual or flush-conntrack.
+	// Op is add-rule, delete-rule, add-chain, delete-chain, add-element, delete-element,
+	// add-set, delete-set, add-real, delete-real, set-weight, delete-virtual or flush-conntrack.
 	Op     string `json:"op"`
 	Table  string `json:"table,omitempty"`
 	Chain  string `json:"chain,omitempty"`

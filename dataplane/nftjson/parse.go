@@ -85,7 +85,7 @@ func Parse(data []byte) (*nftables.Ruleset, error) {
 				}
 				t := table(r.Family, r.Table)
 				ch := chain(t, r.Chain)
-				rule := &nftables.Rule{Chain: r.Chain, Handle: r.Handle, Exprs: r.Expr}
+				rule := &nftables.Rule{Chain: r.Chain, Handle: r.Handle, Exprs: r.Expr, Comment: r.Comment}
 				rule.Text = nftables.FormatRule(rule)
 				if r.Comment != "" {
 					rule.Text += fmt.Sprintf(" comment %q", r.Comment)

@@ -1,6 +1,8 @@
 package nftjson
 
 import (
+	"github.com/svctrace/svctrace/trace"
+	"github.com/svctrace/svctrace/trace/kubeproxy"
 	"os"
 	"strings"
 	"testing"
@@ -88,7 +90,20 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		// Whatever the ruleset says, walking a packet through it must not panic, and what the
-		// walk says must add up.
+		// walk says must add up; reading it as repair does (every rule and element in nft's
+		// syntax, kube-proxy's objects, its layout) must not panic either.
 		tracetest.WalkInvariants(t, &nftables.Dataplane{Rules: rs})
+		for _, tb := range rs.Tables {
+			for _, c := range tb.Chains {
+				for _, r := range c.Rules {
+					nftables.CanonRule(r)
+				}
+			}
+			for _, set := range tb.Sets {
+				nftables.SortedElems(set)
+			}
+			kubeproxy.NodeNftObjects(tb)
+			_, _ = kubeproxy.DetectNftLayout(tb, &trace.NodeContext{})
+		}
 	})
 }

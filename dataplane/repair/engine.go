@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/svctrace/svctrace/dataplane/nftwrite"
 	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/trace"
 )
@@ -36,6 +37,12 @@ type Node interface {
 	DeleteConntrack(ctx context.Context, f trace.ConntrackFlush) error
 	// CountConntrack counts the conntrack entries a flush matches.
 	CountConntrack(ctx context.Context, f trace.ConntrackFlush) (int, error)
+	// NftRead reads the objects want names in kube-proxy's nftables table of a family.
+	NftRead(ctx context.Context, family string, want trace.NftState) (trace.NftState, error)
+	// NftCheck checks the transaction that turns from into to (nft --check) without writing it.
+	NftCheck(ctx context.Context, family string, from, to trace.NftState) error
+	// NftWrite turns from into to: one transaction, then the deletion of emptied chains.
+	NftWrite(ctx context.Context, family string, from, to trace.NftState) error
 	// SaveState writes a state file durably: the file and its directory are synced before it
 	// returns, so a write that follows can always be undone from it.
 	SaveState(path string, data []byte) error
@@ -174,10 +181,7 @@ func (e *Engine) Apply(ctx context.Context, plan *trace.RepairPlan, node, backen
 	if plan.Node != node {
 		return refuse("refusing to write: the plan is for node %s, this is node %s", plan.Node, node)
 	}
-	flowsOnly := len(plan.IPTables) == 0 && len(plan.IPVS) == 0
-	if plan.Mode == "nftables" && !flowsOnly {
-		return refuse("refusing to write nftables mode's rules: kube-proxy replaces its whole nftables table on every sync, so a change made beside it would race it; restart kube-proxy on this node instead")
-	}
+	flowsOnly := len(plan.IPTables) == 0 && len(plan.IPVS) == 0 && len(plan.Nftables) == 0
 	if err := ValidatePlan(plan); err != nil {
 		return refuse("refusing to write: the plan is not valid: %v", err)
 	}
@@ -212,6 +216,19 @@ func (e *Engine) Apply(ctx context.Context, plan *trace.RepairPlan, node, backen
 		}
 		e.logf("the touched chains are as planned and %s-restore --test accepts the input", backend)
 	}
+	for _, c := range plan.Nftables {
+		now, err := e.Node.NftRead(ctx, c.Family, c.Before)
+		if err != nil {
+			return refuse("could not read the nftables objects the plan touches: %v", err)
+		}
+		if diff := nftwrite.Differences(now, c.Before); len(diff) > 0 {
+			return refuse("the node changed since the plan was made (is kube-proxy running?): %s", strings.Join(diff, "; "))
+		}
+		if err := e.Node.NftCheck(ctx, c.Family, c.Before, c.After); err != nil {
+			return refuse("nft --check did not accept the %s transaction: %v", c.Family, err)
+		}
+		e.logf("the touched %s kube-proxy objects are as planned and nft --check accepts the transaction", c.Family)
+	}
 	if keys := realKeys(plan); len(keys) > 0 {
 		w, err := e.Node.IPVSWeights(ctx, keys)
 		if err != nil {
@@ -245,6 +262,16 @@ func (e *Engine) Apply(ctx context.Context, plan *trace.RepairPlan, node, backen
 		}
 		wrote = true
 		e.logf("wrote the %s table (%d chain(s))", t.Table, len(t.Before))
+	}
+	for _, c := range plan.Nftables {
+		if err := ctx.Err(); err != nil {
+			return e.recover(ctx, state, path, fmt.Sprintf("interrupted while writing (%v)", err), wrote)
+		}
+		if err := e.Node.NftWrite(ctx, c.Family, c.Before, c.After); err != nil {
+			return e.recover(ctx, state, path, fmt.Sprintf("writing the %s kube-proxy table failed: %v", c.Family, err), wrote)
+		}
+		wrote = true
+		e.logf("wrote the %s kube-proxy table (%d chain(s), %d set(s), %d element(s))", c.Family, len(c.After.Chains), len(c.After.Sets), len(c.After.Elements))
 	}
 	for _, op := range plan.IPVS {
 		if err := ctx.Err(); err != nil {
@@ -288,6 +315,21 @@ func (e *Engine) Apply(ctx context.Context, plan *trace.RepairPlan, node, backen
 	return Result{Outcome: Applied, StatePath: path, Notes: notes, Message: msg}
 }
 
+// touchedWords names what a plan writes, for the rollback sentence.
+func touchedWords(p *trace.RepairPlan) string {
+	var w []string
+	if len(p.IPTables) > 0 {
+		w = append(w, "chains")
+	}
+	if len(p.Nftables) > 0 {
+		w = append(w, "nftables objects")
+	}
+	if len(p.IPVS) > 0 {
+		w = append(w, "real servers")
+	}
+	return strings.Join(w, " and ")
+}
+
 func (e *Engine) now() time.Time {
 	if e.Now != nil {
 		return e.Now().UTC()
@@ -326,6 +368,15 @@ func (e *Engine) verify(ctx context.Context, s *State) ([]string, bool) {
 			return []string{"reading the chains back failed: " + err.Error()}, false
 		}
 		if diff := xtables.Differences(now, plan.IPTables, true); len(diff) > 0 {
+			return diff, false
+		}
+	}
+	for _, c := range plan.Nftables {
+		now, err := e.Node.NftRead(ctx, c.Family, c.After)
+		if err != nil {
+			return []string{"reading the nftables objects back failed: " + err.Error()}, false
+		}
+		if diff := nftwrite.Differences(now, c.After); len(diff) > 0 {
 			return diff, false
 		}
 	}
@@ -400,7 +451,7 @@ func (e *Engine) recover(ctx context.Context, s *State, path, cause string, wrot
 	if err := e.save(path, s); err != nil {
 		note = append(note, fmt.Sprintf("warning: could not mark %s as rolled back: %v", path, err))
 	}
-	return Result{Outcome: RolledBack, StatePath: path, Notes: note, Message: cause + "; rolled back: the touched chains and real servers were read back as they were before"}
+	return Result{Outcome: RolledBack, StatePath: path, Notes: note, Message: cause + "; rolled back: the touched " + touchedWords(s.Plan) + " were read back as they were before"}
 }
 
 // restore puts the state's "before" back wherever the node differs from it, and reads it back. It
@@ -415,6 +466,13 @@ func (e *Engine) restore(ctx context.Context, s *State) (bool, error) {
 			failed = append(failed, err.Error())
 		}
 	}
+	if len(s.Plan.Nftables) > 0 {
+		c, err := e.restoreNft(ctx, s)
+		changed = changed || c
+		if err != nil {
+			failed = append(failed, err.Error())
+		}
+	}
 	if len(s.IPVSBefore) > 0 {
 		c, err := e.restoreReals(ctx, s)
 		changed = changed || c
@@ -424,6 +482,33 @@ func (e *Engine) restore(ctx context.Context, s *State) (bool, error) {
 	}
 	if len(failed) > 0 {
 		return changed, errors.New(strings.Join(failed, "; "))
+	}
+	return changed, nil
+}
+
+// restoreNft puts every touched nftables object back as it was before, from what the node has
+// now, and reads it back.
+func (e *Engine) restoreNft(ctx context.Context, s *State) (bool, error) {
+	changed := false
+	for _, c := range s.Plan.Nftables {
+		now, err := e.Node.NftRead(ctx, c.Family, c.Before)
+		if err != nil {
+			return changed, fmt.Errorf("reading the %s kube-proxy objects failed: %w", c.Family, err)
+		}
+		if len(nftwrite.Differences(now, c.Before)) == 0 {
+			continue
+		}
+		changed = true
+		if err := e.Node.NftWrite(ctx, c.Family, now, c.Before); err != nil {
+			return true, fmt.Errorf("writing the old %s kube-proxy objects failed: %w", c.Family, err)
+		}
+		now, err = e.Node.NftRead(ctx, c.Family, c.Before)
+		if err != nil {
+			return true, fmt.Errorf("reading the %s kube-proxy objects back failed: %w", c.Family, err)
+		}
+		if diff := nftwrite.Differences(now, c.Before); len(diff) > 0 {
+			return true, fmt.Errorf("%s kube-proxy objects read back, not as before: %s", c.Family, strings.Join(diff, "; "))
+		}
 	}
 	return changed, nil
 }
@@ -525,8 +610,32 @@ func (e *Engine) Undo(ctx context.Context, s *State, path, node string, force bo
 			return Result{Outcome: NothingWritten, Message: fmt.Sprintf("the chains changed since the repair (kube-proxy synced them?): %s; undoing would overwrite that, so nothing was written; add --force to undo anyway", strings.Join(diff, "; "))}
 		}
 	}
+	if !force {
+		for _, c := range s.Plan.Nftables {
+			now, err := e.Node.NftRead(ctx, c.Family, c.After)
+			if err != nil {
+				return Result{Outcome: NothingWritten, Message: fmt.Sprintf("could not read the nftables objects the repair touched: %v; nothing was written", err)}
+			}
+			if diff := nftwrite.Differences(now, c.After); len(diff) > 0 && len(nftwrite.Differences(now, c.Before)) > 0 {
+				return Result{Outcome: NothingWritten, Message: fmt.Sprintf("the %s kube-proxy objects changed since the repair (kube-proxy synced them?): %s; undoing would overwrite that, so nothing was written; add --force to undo anyway", c.Family, strings.Join(diff, "; "))}
+			}
+		}
+	}
 	var parts, failed []string
 	wrote := false
+	if len(s.Plan.Nftables) > 0 {
+		changed, err := e.restoreNft(ctx, s)
+		wrote = wrote || changed
+		if err != nil {
+			failed = append(failed, "nftables: "+err.Error())
+		} else {
+			n := 0
+			for _, c := range s.Plan.Nftables {
+				n += len(c.Before.Chains) + len(c.Before.Sets) + len(c.Before.Elements)
+			}
+			parts = append(parts, fmt.Sprintf("%d nftables object(s)", n))
+		}
+	}
 	if len(s.Plan.IPTables) > 0 {
 		changed, err := e.restoreTables(ctx, s)
 		wrote = wrote || changed

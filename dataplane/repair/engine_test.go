@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"sigs.k8s.io/knftables"
+
+	"github.com/svctrace/svctrace/dataplane/nftwrite"
 	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
@@ -38,6 +41,9 @@ type fakeNode struct {
 	corrupt bool
 	// conntrack is how many entries each flush matches; a deletion leaves ctLeft of them.
 	conntrack, ctLeft int
+	// nft is kube-proxy's table per family, in knftables' fake (which refuses, as nft does, to
+	// delete what is not there or create what is).
+	nft map[string]*knftables.Fake
 }
 
 var errBoom = errors.New("boom")
@@ -170,6 +176,74 @@ func (f *fakeNode) DeleteConntrack(ctx context.Context, fl trace.ConntrackFlush)
 
 func (f *fakeNode) CountConntrack(ctx context.Context, fl trace.ConntrackFlush) (int, error) {
 	return f.conntrack, f.call(ctx, "CountConntrack")
+}
+
+func (f *fakeNode) NftRead(ctx context.Context, family string, want trace.NftState) (trace.NftState, error) {
+	if err := f.call(ctx, "NftRead"); err != nil {
+		return trace.NftState{}, err
+	}
+	return fakeNftState(f.nft[family], want), nil
+}
+
+func (f *fakeNode) NftCheck(ctx context.Context, family string, from, to trace.NftState) error {
+	return f.call(ctx, "NftCheck")
+}
+
+func (f *fakeNode) NftWrite(ctx context.Context, family string, from, to trace.NftState) error {
+	if err := f.call(ctx, "NftWrite"); err != nil {
+		return err
+	}
+	fk := f.nft[family]
+	if err := nftwrite.Write(ctx, fk, family, from, to); err != nil {
+		return err
+	}
+	if f.corrupt && f.counts["NftWrite"] <= 1 {
+		for _, c := range to.Chains {
+			if c.Exists {
+				fk.Table.Chains[c.Chain].Rules = append(fk.Table.Chains[c.Chain].Rules, &knftables.Rule{Chain: c.Chain, Rule: "return"})
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// fakeNftState reads the objects want names from a fake table, as nftwrite.Read reads a node's.
+func fakeNftState(fk *knftables.Fake, want trace.NftState) trace.NftState {
+	var out trace.NftState
+	for _, c := range want.Chains {
+		cr := trace.ChainRules{Chain: c.Chain, Rules: []string{}}
+		if ch := fk.Table.Chains[c.Chain]; ch != nil {
+			cr.Exists = true
+			for _, r := range ch.Rules {
+				cr.Rules = append(cr.Rules, r.Rule)
+			}
+		}
+		out.Chains = append(out.Chains, cr)
+	}
+	for _, s := range want.Sets {
+		ns := trace.NftSet{Name: s.Name}
+		if set := fk.Table.Sets[s.Name]; set != nil {
+			ns.Exists, ns.Timeout = true, int(set.Timeout.Seconds())
+		}
+		out.Sets = append(out.Sets, ns)
+	}
+	for _, e := range want.Elements {
+		ne := trace.NftElement{Set: e.Set, Key: e.Key}
+		var elems []*knftables.Element
+		if m := fk.Table.Maps[e.Set]; m != nil {
+			elems = m.Elements
+		} else if s := fk.Table.Sets[e.Set]; s != nil {
+			elems = s.Elements
+		}
+		for _, el := range elems {
+			if strings.Join(el.Key, " . ") == e.Key {
+				ne.Exists, ne.Value = true, strings.Join(el.Value, " . ")
+			}
+		}
+		out.Elements = append(out.Elements, ne)
+	}
+	return out
 }
 
 func (f *fakeNode) SaveState(path string, data []byte) error {
@@ -390,7 +464,9 @@ func TestApplyRefuses(t *testing.T) {
 		{"a node name that is a path", func(p *trace.RepairPlan) { p.Node = "../../etc" }, "../../etc", "iptables-legacy", "is not a valid Kubernetes node name"},
 		{"an unclear backend", nil, "node1", "", "backend \"\" is not clear"},
 		{"a command for a backend", nil, "node1", "/tmp/evil", "backend \"/tmp/evil\" is not clear"},
-		{"nftables mode", func(p *trace.RepairPlan) { p.Mode = "nftables" }, "node1", "iptables-legacy", "refusing to write nftables mode's rules"},
+		{"nftables objects in iptables mode", func(p *trace.RepairPlan) {
+			p.Nftables = []trace.NftChange{{Family: "ip"}}
+		}, "node1", "iptables-legacy", "writes nftables objects in iptables mode"},
 		{"a foreign chain", func(p *trace.RepairPlan) {
 			p.IPTables[1].Input = strings.Replace(p.IPTables[1].Input, "COMMIT", "-A INPUT -j DROP\nCOMMIT", 1)
 		}, "node1", "iptables-legacy", "names chain INPUT"},
@@ -400,6 +476,7 @@ func TestApplyRefuses(t *testing.T) {
 		{"the mangle table", func(p *trace.RepairPlan) { p.IPTables[0].Table = "mangle" }, "node1", "iptables-legacy", "repair writes only nat and filter"},
 		{"a conntrack flush of anything", func(p *trace.RepairPlan) { p.Conntrack[0].Dst = "-F" }, "node1", "iptables-legacy", "is not ADDRESS:PORT"},
 		{"an IPVS op with a bad protocol", func(p *trace.RepairPlan) {
+			p.Mode = "ipvs"
 			p.IPVS = append(p.IPVS, trace.IPVSOp{Op: "add-real", Protocol: "icmp", Virtual: "10.0.0.1:80", Real: "10.0.0.2:80"})
 		}, "node1", "iptables-legacy", "protocol \"icmp\""},
 	} {
@@ -592,8 +669,7 @@ func TestVerificationSaysWhatRan(t *testing.T) {
 	}
 }
 
-// TestApplyFlowsOnly: a plan of stale flows only (also in nftables mode, whose rules are never
-// written) deletes them with no state saved and no chain read, and says how many entries matched
+// TestApplyFlowsOnly: a plan of stale flows only deletes them with no state saved and no chain read, and says how many entries matched
 // before and after; an entry still there after the deletion makes the run partial.
 func TestApplyFlowsOnly(t *testing.T) {
 	zone := uint16(0)
@@ -621,7 +697,7 @@ func TestApplyFlowsOnly(t *testing.T) {
 		}
 	}
 	plan.IPTables = []trace.TableRestore{{Table: "nat", Input: "*nat\nCOMMIT\n"}}
-	if res := (&Engine{Node: &fakeNode{}}).Apply(context.Background(), plan, "node1", "iptables-legacy"); res.Outcome != NothingWritten || !strings.Contains(res.Message, "refusing to write nftables") {
-		t.Errorf("an nftables plan with rules: %s %s", res.Outcome, res.Message)
+	if res := (&Engine{Node: &fakeNode{}}).Apply(context.Background(), plan, "node1", "iptables-legacy"); res.Outcome != NothingWritten || !strings.Contains(res.Message, "writes iptables rules in nftables mode") {
+		t.Errorf("an nftables plan with iptables rules: %s %s", res.Outcome, res.Message)
 	}
 }

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/svctrace/svctrace/dataplane/conntrack"
 	"github.com/svctrace/svctrace/dataplane/ipvsadm"
+	"github.com/svctrace/svctrace/dataplane/nftwrite"
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/trace"
@@ -92,6 +94,32 @@ func (Local) DeleteConntrack(ctx context.Context, f trace.ConntrackFlush) error 
 // CountConntrack implements Node.
 func (Local) CountConntrack(ctx context.Context, f trace.ConntrackFlush) (int, error) {
 	return conntrack.Count(ctx, local, f)
+}
+
+// NftRead implements Node.
+func (Local) NftRead(ctx context.Context, family string, want trace.NftState) (trace.NftState, error) {
+	return nftwrite.Read(ctx, local, family, want)
+}
+
+// NftCheck implements Node.
+func (Local) NftCheck(ctx context.Context, family string, from, to trace.NftState) error {
+	w, err := nftwrite.New(family)
+	if err != nil {
+		return err
+	}
+	return nftwrite.Check(ctx, w, family, from, to)
+}
+
+// NftWrite implements Node. The transaction runs to its end even when svctrace is interrupted:
+// nft commits it whole or not at all.
+func (Local) NftWrite(ctx context.Context, family string, from, to trace.NftState) error {
+	w, err := nftwrite.New(family)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	return nftwrite.Write(wctx, w, family, from, to)
 }
 
 // SaveState implements Node: the directory is created 0700, the file written 0600 next to its

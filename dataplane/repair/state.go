@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/svctrace/svctrace/dataplane/nftwrite"
 	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/trace"
 )
@@ -145,6 +146,9 @@ func ValidatePlan(p *trace.RepairPlan) error {
 	default:
 		return fmt.Errorf("mode %q is not iptables, ipvs or nftables", p.Mode)
 	}
+	if len(p.IPTables) > 0 && p.Mode == "nftables" || len(p.IPVS) > 0 && p.Mode != "ipvs" {
+		return fmt.Errorf("the plan writes iptables rules in nftables mode, or IPVS outside IPVS mode")
+	}
 	seen := map[string]bool{}
 	for _, t := range p.IPTables {
 		if t.Table != "nat" && t.Table != "filter" {
@@ -164,6 +168,19 @@ func ValidatePlan(p *trace.RepairPlan) error {
 		}
 		if err := xtables.ValidateInput(trace.TableRestore{Table: t.Table, Before: t.Before, Input: xtables.RollbackInput(t, nil)}); err != nil {
 			return fmt.Errorf("the rules it would put back: %v", err)
+		}
+	}
+	families := map[string]bool{}
+	for _, c := range p.Nftables {
+		if p.Mode != "nftables" {
+			return fmt.Errorf("the plan writes nftables objects in %s mode", p.Mode)
+		}
+		if families[c.Family] {
+			return fmt.Errorf("the plan has the %s kube-proxy table twice", c.Family)
+		}
+		families[c.Family] = true
+		if err := nftwrite.Validate(c); err != nil {
+			return err
 		}
 	}
 	for _, op := range p.IPVS {

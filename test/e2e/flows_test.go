@@ -30,8 +30,8 @@ const (
 	flowsWebVIP = "10.96.21.12"
 )
 
-// flowsPods are one mode's pods: the dns endpoint that goes (old), the one that comes (new,
-// iptables mode), the second UDP Service's, the TCP Service's and the client.
+// flowsPods are one mode's pods: the dns endpoint that goes (old), the one that comes (new),
+// the second UDP Service's, the TCP Service's and the client.
 type flowsPods struct{ old, new, udp, web, client harness.PodSpec }
 
 func flowsPodsFor(mode string) flowsPods {
@@ -72,10 +72,8 @@ func flowsServices(mode string) []*corev1.Service {
 // TestStaleFlows: check reports the UDP flow kube-proxy left pinned to a deleted pod (with its
 // client and old backend) and no other flow; repair --apply deletes exactly that flow, counted
 // before and after; the second UDP flow's and the TCP connection's conntrack entries are the same
-// before and after. In iptables mode (kube-proxy stopped, a new endpoint added meanwhile) repair
-// also programs the new endpoint and the client's next datagrams reach it within 1 s. In
-// nftables mode repair does not write rules (issue 17), so kube-proxy keeps running: the flow is
-// deleted and the client's datagrams are no longer sent to the dead pod.
+// before and after. In both modes kube-proxy is then stopped and a new endpoint added: repair
+// also programs the new endpoint and the client's next datagrams reach it within 1 s.
 func TestStaleFlows(t *testing.T) {
 	needCluster(t)
 	t.Cleanup(func() { restartKubeProxy(t, harness.KubeProxyConfig{Mode: "iptables"}, harness.ScenarioProgrammed) })
@@ -149,15 +147,13 @@ func staleFlows(t *testing.T, mode string) {
 	if c, ok := dnsFlow(before); !ok || c.Backend.Addr().String() != p.old.IP {
 		t.Fatalf("the client's flow is not pinned to the deleted pod after kube-proxy's sync (kubernetes#139628 fixed in this kube-proxy?): %+v %v", c, ok)
 	}
-	if mode == "iptables" {
-		// kube-proxy stops, and the API gets a new endpoint it does not program.
-		cluster.StopKubeProxy()
-		if _, err := cluster.AddPod(ctx, p.new); err != nil {
-			t.Fatal(err)
-		}
-		if err := cluster.WaitEndpointIPs(ctx, flowsNS, "dns", p.new.IP); err != nil {
-			t.Fatal(err)
-		}
+	// kube-proxy stops, and the API gets a new endpoint it does not program.
+	cluster.StopKubeProxy()
+	if _, err := cluster.AddPod(ctx, p.new); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.WaitEndpointIPs(ctx, flowsNS, "dns", p.new.IP); err != nil {
+		t.Fatal(err)
 	}
 
 	out, code := checkInNode(t, "-A", "-o", "json", "--node", harness.NodeName)
@@ -206,19 +202,15 @@ func staleFlows(t *testing.T, mode string) {
 	if rcode != 0 || !strings.Contains(string(rout)+rerr, "udp to "+flowsDNSVIP+":53 via "+p.old.IP+":5353 in zone 0: 1 before, 0 after") {
 		t.Fatalf("repair --apply: exit %d\n%s\n%s", rcode, rout, rerr)
 	}
-	if mode == "iptables" {
-		// The client's next datagrams go to the new endpoint (within 1 s of the repair).
-		eventually(t, ctx, 3*time.Second, "the dns client answered by "+p.new.Name, func() (bool, string) {
-			log := cluster.ReadLog(procs[0])
-			return strings.Contains(log, " "+p.new.Name+" "), lastLines(log, 3)
-		})
-		first := firstAnswer(t, cluster.ReadLog(procs[0]), p.new.Name)
-		t.Logf("first answer from %s %v after repair exited", p.new.Name, first.Sub(repaired))
-		if first.Sub(repaired) > time.Second {
-			t.Errorf("the first answer from %s came %v after the repair, want within 1s", p.new.Name, first.Sub(repaired))
-		}
-	} else {
-		time.Sleep(time.Second)
+	// The client's next datagrams go to the new endpoint (within 1 s of the repair).
+	eventually(t, ctx, 3*time.Second, "the dns client answered by "+p.new.Name, func() (bool, string) {
+		log := cluster.ReadLog(procs[0])
+		return strings.Contains(log, " "+p.new.Name+" "), lastLines(log, 3)
+	})
+	first := firstAnswer(t, cluster.ReadLog(procs[0]), p.new.Name)
+	t.Logf("first answer from %s %v after repair exited", p.new.Name, first.Sub(repaired))
+	if first.Sub(repaired) > time.Second {
+		t.Errorf("the first answer from %s came %v after the repair, want within 1s", p.new.Name, first.Sub(repaired))
 	}
 	after := flowTable(t)
 	if c, ok := dnsFlow(after); ok && c.Backend.Addr().String() == p.old.IP {

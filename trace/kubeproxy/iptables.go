@@ -55,6 +55,8 @@ type ServicePort struct {
 	// whether any endpoint is usable anywhere.
 	Cluster, Local, Reachable []string
 	HasEndpoints              bool
+	// OnNode are the reachable endpoints on this node (the nftables hairpin set holds them).
+	OnNode []string
 }
 
 // Chain names of the service port.

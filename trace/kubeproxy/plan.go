@@ -3,6 +3,7 @@ package kubeproxy
 import (
 	"context"
 	"fmt"
+	"sort"
 
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/iptables"
@@ -24,21 +25,37 @@ func Plan(ctx context.Context, dp trace.Dataplane, cl *trace.Cluster, node *trac
 	return nil, fmt.Errorf("repair does not know this dataplane (%s)", dp.Mode())
 }
 
-// PlanNftables lists what is wrong and writes nothing: kube-proxy's nftables table is kube-proxy's,
-// replaced whole on every sync, so a plan for it is only its notes.
+// PlanNftables computes, per family, the smallest change that makes kube-proxy's nftables table
+// hold what kube-proxy would write for the Services in scope now: per-Service chains rewritten,
+// created or deleted, affinity sets, and the elements of the shared sets and maps added or
+// deleted. kube-proxy's own chains (base chains, dispatch, masquerading) are left as they are.
 func PlanNftables(ctx context.Context, d *nftables.Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope trace.CheckScope) (*trace.RepairPlan, error) {
 	plan := &trace.RepairPlan{APIVersion: trace.APIVersion, Kind: "RepairPlan", Node: node.Name, Mode: d.Mode(), Changes: []trace.RepairChange{}, Services: []string{}}
-	res, err := trace.Check(ctx, d, cl, node, scope)
-	if err != nil {
-		return nil, err
-	}
-	for _, f := range res.Findings {
-		if f.Severity.Rank() >= trace.SeverityWarning.Rank() {
-			plan.Notes = append(plan.Notes, fmt.Sprintf("%s %s: %s", f.Kind, f.Service, f.Message))
+	found := false
+	for _, family := range []string{"ip", "ip6"} {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		var t *nftables.Table
+		for _, x := range d.Rules.Tables {
+			if x.Family == family && x.Name == "kube-proxy" {
+				t = x
+			}
+		}
+		if t == nil {
+			continue
+		}
+		found = true
+		if err := planNftFamily(plan, t, cl, node, scope); err != nil {
+			return nil, err
 		}
 	}
-	if len(plan.Notes) > 0 {
-		plan.Notes = append([]string{"refused: kube-proxy's nftables table belongs to kube-proxy (it replaces the whole table on every sync); svctrace does not write it. What is wrong:"}, plan.Notes...)
+	if !found {
+		return nil, fmt.Errorf("the node has no kube-proxy nftables table (ip or ip6): kube-proxy has not set this node up")
+	}
+	sort.Strings(plan.Services)
+	if !plan.Empty() {
+		plan.Notes = append(plan.Notes, "kube-proxy owns these objects: its next sync rewrites them from the API again (and, with the same API, writes the same)")
 	}
 	return plan, nil
 }

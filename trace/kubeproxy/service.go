@@ -14,8 +14,13 @@ const defaultAffinitySeconds = 10800
 
 // ServicePorts lists the IPv4 Service ports of the cluster as kube-proxy on node sees them:
 // policies, addresses and the endpoints it would use there (every Service, in scope or not).
-func ServicePorts(cl *trace.Cluster, node string) []*ServicePort {
+func ServicePorts(cl *trace.Cluster, node string) []*ServicePort { return FamilyPorts(cl, node, false) }
+
+// FamilyPorts is ServicePorts for one IP family: IPv6 when v6 (kube-proxy runs one proxier per
+// family, each seeing only its family's addresses and endpoints).
+func FamilyPorts(cl *trace.Cluster, node string, v6 bool) []*ServicePort {
 	zone := cl.Zone(node)
+	fam := func(a netip.Addr) bool { return a.Is4() != v6 && !a.Is4In6() }
 	var out []*ServicePort
 	for _, svc := range cl.Services {
 		if svc.Spec.Type == corev1.ServiceTypeExternalName {
@@ -23,13 +28,13 @@ func ServicePorts(cl *trace.Cluster, node string) []*ServicePort {
 		}
 		var vip netip.Addr
 		for _, ip := range append([]string{svc.Spec.ClusterIP}, svc.Spec.ClusterIPs...) {
-			if a, err := netip.ParseAddr(ip); err == nil && a.Is4() {
+			if a, err := netip.ParseAddr(ip); err == nil && fam(a) {
 				vip = a
 				break
 			}
 		}
 		if !vip.IsValid() {
-			continue // headless, or IPv6 only
+			continue // headless, or not of this family
 		}
 		accessible := svc.Spec.Type == corev1.ServiceTypeLoadBalancer || svc.Spec.Type == corev1.ServiceTypeNodePort ||
 			svc.Spec.Type == corev1.ServiceTypeClusterIP && len(svc.Spec.ExternalIPs) > 0
@@ -44,7 +49,7 @@ func ServicePorts(cl *trace.Cluster, node string) []*ServicePort {
 		}
 		var ext, lbs []netip.Addr
 		for _, ip := range svc.Spec.ExternalIPs {
-			if a, err := netip.ParseAddr(ip); err == nil && a.Is4() {
+			if a, err := netip.ParseAddr(ip); err == nil && fam(a) {
 				ext = append(ext, a)
 			}
 		}
@@ -54,12 +59,12 @@ func ServicePorts(cl *trace.Cluster, node string) []*ServicePort {
 				if in.IPMode != nil && *in.IPMode == corev1.LoadBalancerIPModeProxy {
 					continue
 				}
-				if a, err := netip.ParseAddr(in.IP); err == nil && a.Is4() {
+				if a, err := netip.ParseAddr(in.IP); err == nil && fam(a) {
 					lbs = append(lbs, a)
 				}
 			}
 			for _, r := range svc.Spec.LoadBalancerSourceRanges {
-				if p, err := netip.ParsePrefix(strings.TrimSpace(r)); err == nil && p.Addr().Is4() {
+				if p, err := netip.ParsePrefix(strings.TrimSpace(r)); err == nil && fam(p.Addr()) {
 					ranges = append(ranges, p.Masked())
 				}
 			}
@@ -83,7 +88,7 @@ func ServicePorts(cl *trace.Cluster, node string) []*ServicePort {
 			}
 			var eps []trace.Endpoint
 			for _, e := range cl.Endpoints(svc, sp) {
-				if e.Addr.Addr().Is4() {
+				if fam(e.Addr.Addr()) {
 					eps = append(eps, e)
 				}
 			}
@@ -99,6 +104,12 @@ func ServicePorts(cl *trace.Cluster, node string) []*ServicePort {
 					s.HasEndpoints = s.HasEndpoints || e.Ready || e.Serving && e.Terminating
 				}
 			}
+			onNode := map[string]bool{}
+			for _, e := range eps {
+				if e.NodeName == node {
+					onNode[e.Addr.String()] = true
+				}
+			}
 			seen := map[string]bool{}
 			for _, set := range [][]string{s.Cluster, s.Local} {
 				for _, ep := range set {
@@ -109,6 +120,11 @@ func ServicePorts(cl *trace.Cluster, node string) []*ServicePort {
 				}
 			}
 			SortEndpoints(s.Reachable)
+			for _, ep := range s.Reachable {
+				if onNode[ep] {
+					s.OnNode = append(s.OnNode, ep)
+				}
+			}
 			out = append(out, s)
 		}
 	}

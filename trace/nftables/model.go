@@ -43,6 +43,8 @@ type Rule struct {
 	Exprs []map[string]any
 	// Text is the rule as nft would print it (close to `nft list ruleset`).
 	Text string
+	// Comment is the rule's comment (also at the end of Text).
+	Comment string
 	// shown is Text with the handle, as steps show it: made once and shared by every branch
 	// that passes the rule (a numgen map of 10,000 endpoints is a rule of a megabyte, and
 	// 10,000 branches pass it).
