@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +32,11 @@ type Node struct {
 	Files map[string]func() []byte
 	// Warnings are what the reader should know: cut dumps, a mode switch in progress.
 	Warnings []string
+	// ModeFrom says how the mode was known: "kube-proxy" (its /proxyMode answered), "flag"
+	// (--mode), or "detected" (from which rules the node has).
+	ModeFrom string
+	// Leftovers are kube-proxy state of other modes than Dataplane's (read live only).
+	Leftovers []trace.Leftover
 }
 
 // ReadOptions says how to read a node.
@@ -54,7 +60,17 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 		}
 	}
 	mode := opts.Mode
-	n := &Node{}
+	n := &Node{ModeFrom: "flag"}
+	if mode == "" {
+		n.ModeFrom = "detected"
+		// On the node itself, kube-proxy says which mode it runs in: with state of two modes
+		// on the node, that is the one to read (the other is a leftover).
+		if _, local := r.(noderun.Local); local {
+			if m := KubeProxyMode(ctx); m != "" {
+				mode, n.ModeFrom = m, "kube-proxy"
+			}
+		}
+	}
 	var hasNft, hasIPVS bool
 	var b xtables.Backend
 	var berr error
@@ -82,15 +98,19 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 		wg.Wait()
 	}
 	if hasNft {
-		if mode == "" && berr == nil && b.KubeRules {
-			n.Warnings = append(n.Warnings, "this node has kube-proxy rules in both nftables and iptables (a mode switch in progress, or leftovers); reading nftables, pass --mode iptables for the other")
-		}
 		rs, raw, err := nftjson.ReadLive(ctx, r)
 		if err != nil {
 			return nil, err
 		}
 		progress("nftables rules", len(raw))
 		n.Dataplane, n.Source, n.Files = &nftables.Dataplane{Rules: rs}, "live (nft -j list ruleset)", map[string]func() []byte{"nft.json": func() []byte { return raw }}
+		// Through the API every read is an exec: leftovers are looked for there only when the
+		// backend detection saw kube-proxy's markers in iptables too.
+		if !opts.Remote || berr == nil && b.KubeRules {
+			if err := n.leftovers(ctx, r); err != nil {
+				return nil, err
+			}
+		}
 		return n, nil
 	}
 	ipvsMode := mode == "ipvs" || hasIPVS
@@ -105,7 +125,33 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 		return nil, err
 	}
 	progress(b.Mode+" iptables rules", size)
-	return n.iptables(ctx, r, opts, rs, raw, b, ipvsMode)
+	if _, err := n.iptables(ctx, r, opts, rs, raw, b, ipvsMode); err != nil {
+		return nil, err
+	}
+	if !opts.Remote {
+		if err := n.leftovers(ctx, r); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// leftovers looks for kube-proxy state of other modes than the one read, and warns about it.
+func (n *Node) leftovers(ctx context.Context, r noderun.Runner) error {
+	l, err := FindLeftovers(ctx, r, n.Dataplane.Mode())
+	if err != nil {
+		return fmt.Errorf("looking for state other kube-proxy modes left: %w", err)
+	}
+	n.Leftovers = l
+	if len(l) > 0 {
+		var where []string
+		for _, x := range l {
+			where = append(where, x.Where())
+		}
+		how := map[string]string{"kube-proxy": "kube-proxy runs in", "flag": "--mode says", "detected": "read as"}[n.ModeFrom]
+		n.Warnings = append(n.Warnings, fmt.Sprintf("this node also has kube-proxy state of another mode (%s; %s %s mode): a mode switch left it, or one is in progress; check reports it as %s", strings.Join(where, ", "), how, n.Dataplane.Mode(), trace.ModeLeftover))
+	}
+	return nil
 }
 
 // iptables completes a read in iptables mode, or in IPVS mode with the IPVS table and ipsets.

@@ -25,8 +25,9 @@ func (t tableRunner) Run(_ context.Context, argv ...string) ([]byte, error) {
 }
 
 // TestReadNamesTheModeAndWarns: a node with kube-proxy's nftables table and also its iptables
-// chains (a mode switch in progress) is read as nftables with a warning that says so; the
-// recorded iptables node reads as iptables with its backend and source named.
+// chains (a mode switch in progress) is read as nftables, with those chains as a leftover and a
+// warning that says so; the recorded iptables node reads as iptables with its backend and source
+// named, and no leftovers.
 func TestReadNamesTheModeAndWarns(t *testing.T) {
 	nft, err := os.ReadFile("snapshot/demo-nftables/nft.json")
 	if err != nil {
@@ -42,7 +43,8 @@ func TestReadNamesTheModeAndWarns(t *testing.T) {
 		"iptables-nft-save -t mangle": "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n", "iptables-legacy-save": "",
 	}
 	n, err := Read(context.Background(), both, ReadOptions{})
-	if err != nil || n.Dataplane.Mode() != "nftables" || len(n.Warnings) != 1 || !strings.Contains(n.Warnings[0], "both nftables and iptables") || n.Files["nft.json"] == nil {
+	if err != nil || n.Dataplane.Mode() != "nftables" || len(n.Warnings) != 1 || !strings.Contains(n.Warnings[0], "(iptables-nft mangle; read as nftables mode)") || n.Files["nft.json"] == nil ||
+		len(n.Leftovers) != 1 || n.Leftovers[0].Chains[0].Chain != "KUBE-PROXY-CANARY" || n.ModeFrom != "detected" {
 		t.Fatalf("node with both: %+v, %v", n, err)
 	}
 	xt := tableRunner{
@@ -51,7 +53,7 @@ func TestReadNamesTheModeAndWarns(t *testing.T) {
 		"iptables-legacy-save": "",
 	}
 	n, err = Read(context.Background(), xt, ReadOptions{})
-	if err != nil || n.Dataplane.Mode() != "iptables" || n.Backend != "iptables-nft-save" || len(n.Warnings) != 0 || !strings.Contains(n.Source, "iptables-nft-save") {
+	if err != nil || n.Dataplane.Mode() != "iptables" || n.Backend != "iptables-nft-save" || len(n.Warnings) != 0 || !strings.Contains(n.Source, "iptables-nft-save") || len(n.Leftovers) != 0 {
 		t.Fatalf("iptables node: %+v, %v", n, err)
 	}
 }

@@ -26,6 +26,9 @@ func (o *CheckOptions) runAllNodes(ctx context.Context) error {
 		if err == nil {
 			results[i], err = trace.Check(ctx, n.Dataplane, f.cluster, f.cluster.NodeContextFor(name, nil), o.scope)
 		}
+		if err == nil {
+			results[i].Findings = append(results[i].Findings, trace.LeftoverFindings(name, n.Dataplane.Mode(), n.ModeFrom != "detected", n.Leftovers)...)
+		}
 		return err
 	})
 	bad := f.warn(failures)

@@ -63,9 +63,14 @@ a backend that is no longer a serving endpoint of their Service port are StaleFl
 flows stay pinned to a dead pod as long as the client keeps sending; see kubernetes#139628).
 Entries to a backend the rules still send new connections to are StaleEndpoint's business.
 
+On the node itself it also asks kube-proxy which mode it runs in (/proxyMode on 127.0.0.1:10249)
+and reports kube-proxy state of any other mode as ModeLeftover: iptables KUBE-* chains (either
+backend) or IPVS state on an nftables node, the kube-proxy nftables tables on an iptables or IPVS
+node (error when hooked in, so that packets pass through it; repair -A removes it, undoably).
+
 Findings: StaleEndpoint, MissingEndpoint, StaleService, MissingService, StaleFlow, WrongShare,
-NotReadyEndpoint, LocalPolicyBlackhole (warnings and errors); NoEndpoints, OrphanChain, StaleFlow of
-closing TCP connections (info).
+NotReadyEndpoint, LocalPolicyBlackhole, ModeLeftover (warnings and errors); NoEndpoints,
+OrphanChain, StaleFlow of closing TCP connections (info).
 
 With --all-nodes, a node whose svctrace agent (kubectl svctrace agent --help) reports it healthy
 through the Node condition ServiceDataplaneHealthy, renewed within --agent-max-age, is not read;
@@ -171,6 +176,7 @@ func (o *CheckOptions) Run(ctx context.Context) error {
 		return err
 	}
 	res.Findings = append(res.Findings, flows...)
+	res.Findings = append(res.Findings, in.leftoverFindings()...)
 	return o.report([]*trace.CheckResult{res})
 }
 

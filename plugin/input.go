@@ -116,6 +116,15 @@ type Inputs struct {
 	Conntrack []byte
 	// Runner runs commands on the live node (this machine, or its kube-proxy pod); nil offline.
 	Runner noderun.Runner
+	// Leftovers are kube-proxy state of other modes on the live node; ModeFrom says how its mode
+	// was known (dataplane.Node's).
+	Leftovers []trace.Leftover
+	ModeFrom  string
+}
+
+// leftoverFindings are check's findings for the node's leftovers of other modes.
+func (in *Inputs) leftoverFindings() []trace.Finding {
+	return trace.LeftoverFindings(in.Node.Name, in.Dataplane.Mode(), in.ModeFrom != "detected", in.Leftovers)
 }
 
 // firstN returns at most n of list, with "..." when there are more.
@@ -252,6 +261,7 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 			return nil, err
 		}
 		in.Dataplane, in.Source, in.Files, in.Runner = n.Dataplane, n.Source, n.Files, r
+		in.Leftovers, in.ModeFrom = n.Leftovers, n.ModeFrom
 		in.Warnings = append(in.Warnings, n.Warnings...)
 		if node == "" {
 			node, _ = os.Hostname()

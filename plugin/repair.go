@@ -201,9 +201,17 @@ func (o *RepairOptions) Run(ctx context.Context) error {
 			return err
 		}
 	} else {
-		if o.apply && !nftjson.HasKubeProxyTable(ctx, noderun.Local{}) {
-			if backend, err = liveBackend(ctx); err != nil {
-				return err
+		if o.apply {
+			// The iptables backend, unless the node is in nftables mode (as kube-proxy, --mode
+			// or its table says).
+			m := o.Input.Mode
+			if m == "" {
+				m = dataplane.KubeProxyMode(ctx)
+			}
+			if m == "iptables" || m == "ipvs" || m == "" && !nftjson.HasKubeProxyTable(ctx, noderun.Local{}) {
+				if backend, err = liveBackend(ctx); err != nil {
+					return err
+				}
 			}
 		}
 		ctx2, in, stop, err := o.Input.start(ctx, o.config, o.streams)
@@ -263,10 +271,50 @@ func (o *RepairOptions) plan(ctx context.Context, in *Inputs) (*trace.RepairPlan
 		return nil, err
 	}
 	plan.AddStaleFlows(flows, o.staleTCP)
+	o.addLeftovers(plan, in)
 	if note != "" && !plan.Empty() {
 		plan.Notes = append(plan.Notes, note)
 	}
 	return plan, nil
+}
+
+// addLeftovers plans the removal of what other kube-proxy modes left on the node: with -A only
+// (it is the node's, not a Service's), and only when kube-proxy said which mode it runs in (or
+// --mode did), so that the current mode's state is never taken for a leftover.
+func (o *RepairOptions) addLeftovers(plan *trace.RepairPlan, in *Inputs) {
+	if len(in.Leftovers) == 0 {
+		return
+	}
+	var where []string
+	for _, l := range in.Leftovers {
+		where = append(where, l.Where())
+	}
+	switch {
+	case o.scope.Namespace != "" || o.scope.Name != "":
+		plan.Notes = append(plan.Notes, fmt.Sprintf("this node has kube-proxy state of another mode (%s): repair -A removes it", strings.Join(where, ", ")))
+		return
+	case in.ModeFrom == "detected":
+		plan.Notes = append(plan.Notes, fmt.Sprintf("this node has kube-proxy state of two modes (%s besides %s), and kube-proxy did not say which it runs in (its /proxyMode on 127.0.0.1:10249 did not answer): not removed; pass --mode MODE to name the current one", strings.Join(where, ", "), plan.Mode))
+		return
+	}
+	for _, l := range in.Leftovers {
+		if !l.Removable() {
+			plan.Notes = append(plan.Notes, fmt.Sprintf("%s is left from IPVS mode: svctrace does not remove IPVS state; restart kube-proxy, or run kube-proxy --cleanup with kube-proxy stopped", l.Where()))
+			continue
+		}
+		plan.Leftovers = append(plan.Leftovers, l)
+		svc := "leftovers of " + l.Mode + " mode"
+		if l.Mode == "nftables" {
+			plan.Changes = append(plan.Changes, trace.RepairChange{Service: svc, Op: "delete-table", Table: l.Where(), Detail: fmt.Sprintf("delete table %s (%d rules)", l.Where(), strings.Count(l.NftJSON, `"rule":`))})
+			continue
+		}
+		for _, j := range l.Jumps {
+			plan.Changes = append(plan.Changes, trace.RepairChange{Service: svc, Op: "delete-rule", Table: l.Where(), Chain: j.Chain, Detail: j.Rule})
+		}
+		for _, c := range l.Chains {
+			plan.Changes = append(plan.Changes, trace.RepairChange{Service: svc, Op: "delete-chain", Table: l.Where(), Chain: c.Chain, Detail: fmt.Sprintf("delete chain %s (%d rules)", c.Chain, len(c.Rules))})
+		}
+	}
 }
 
 type kpVersion struct {
@@ -318,7 +366,7 @@ func (o *RepairOptions) report(res repair.Result) error {
 	switch res.Outcome {
 	case repair.NothingToDo, repair.Applied, repair.Undone:
 		fmt.Fprintln(o.streams.ErrOut, res.Message)
-		if res.Outcome == repair.Applied {
+		if res.Outcome == repair.Applied && strings.HasPrefix(res.Message, "repaired ") {
 			fmt.Fprintln(o.streams.ErrOut, "kube-proxy owns these rules: on its next sync it writes them from the API again.")
 		}
 		return nil

@@ -35,7 +35,7 @@ func Repair(w io.Writer, p *trace.RepairPlan, o Options) error {
 			where = s.dim.Render(c.Table+" "+c.Chain) + "  "
 		}
 		switch c.Op {
-		case "delete-rule", "delete-chain", "delete-real", "delete-element", "delete-set":
+		case "delete-rule", "delete-chain", "delete-real", "delete-element", "delete-set", "delete-table":
 			fmt.Fprintf(&b, "  %s %s%s\n", s.bad.Render("-"), where, c.Detail)
 		case "add-rule", "add-chain", "add-real", "add-element", "add-set":
 			fmt.Fprintf(&b, "  %s %s%s\n", s.ok.Render("+"), where, c.Detail)
@@ -81,6 +81,18 @@ func RepairInput(w io.Writer, p *trace.RepairPlan, nftScript func(trace.NftChang
 		fmt.Fprintf(&b, "\n%s\n", s.title.Render(fmt.Sprintf("iptables-restore --noflush, %s table:", t.Table)))
 		for _, l := range strings.Split(strings.TrimRight(t.Input, "\n"), "\n") {
 			fmt.Fprintf(&b, "  %s\n", l)
+		}
+	}
+	for _, l := range p.Leftovers {
+		fmt.Fprintf(&b, "\n%s\n", s.title.Render(fmt.Sprintf("remove %s, left from %s mode:", l.Where(), l.Mode)))
+		for _, j := range l.Jumps {
+			fmt.Fprintf(&b, "  delete %s\n", j.Rule)
+		}
+		for _, c := range l.Chains {
+			fmt.Fprintf(&b, "  delete chain %s (%d rules)\n", c.Chain, len(c.Rules))
+		}
+		if l.Mode == "nftables" {
+			fmt.Fprintf(&b, "  delete table %s\n", l.Where())
 		}
 	}
 	for _, c := range p.Nftables {

@@ -17,6 +17,8 @@ type RepairPlan struct {
 	IPVS []IPVSOp `json:"ipvs,omitempty"`
 	// Nftables holds one change per family of kube-proxy's nftables table (nftables mode).
 	Nftables []NftChange `json:"nftables,omitempty"`
+	// Leftovers are kube-proxy state of another mode to remove, as it was read.
+	Leftovers []Leftover `json:"leftovers,omitempty"`
 	// Conntrack are the UDP entries to delete once the rules no longer send traffic there.
 	Conntrack []ConntrackFlush `json:"conntrack,omitempty"`
 	// Services are the service ports the plan repairs ("ns/name:port/proto"); the verification
@@ -27,7 +29,7 @@ type RepairPlan struct {
 
 // Empty reports whether there is nothing to do.
 func (p *RepairPlan) Empty() bool {
-	return len(p.IPTables) == 0 && len(p.IPVS) == 0 && len(p.Nftables) == 0 && len(p.Conntrack) == 0
+	return len(p.IPTables) == 0 && len(p.IPVS) == 0 && len(p.Nftables) == 0 && len(p.Leftovers) == 0 && len(p.Conntrack) == 0
 }
 
 // NftChange is the change to kube-proxy's nftables table of one family: the objects it touches

@@ -43,6 +43,12 @@ type Node interface {
 	NftCheck(ctx context.Context, family string, from, to trace.NftState) error
 	// NftWrite turns from into to: one transaction, then the deletion of emptied chains.
 	NftWrite(ctx context.Context, family string, from, to trace.NftState) error
+	// ReadLeftover reads the node's state of a leftover's kind (backend and table, or nftables
+	// family) as it is now; nil when there is none.
+	ReadLeftover(ctx context.Context, l trace.Leftover) (*trace.Leftover, error)
+	// RemoveLeftover removes it in one transaction; RestoreLeftover puts it back.
+	RemoveLeftover(ctx context.Context, l trace.Leftover) error
+	RestoreLeftover(ctx context.Context, l trace.Leftover) error
 	// SaveState writes a state file durably: the file and its directory are synced before it
 	// returns, so a write that follows can always be undone from it.
 	SaveState(path string, data []byte) error
@@ -181,7 +187,7 @@ func (e *Engine) Apply(ctx context.Context, plan *trace.RepairPlan, node, backen
 	if plan.Node != node {
 		return refuse("refusing to write: the plan is for node %s, this is node %s", plan.Node, node)
 	}
-	flowsOnly := len(plan.IPTables) == 0 && len(plan.IPVS) == 0 && len(plan.Nftables) == 0
+	flowsOnly := len(plan.IPTables) == 0 && len(plan.IPVS) == 0 && len(plan.Nftables) == 0 && len(plan.Leftovers) == 0
 	if err := ValidatePlan(plan); err != nil {
 		return refuse("refusing to write: the plan is not valid: %v", err)
 	}
@@ -228,6 +234,15 @@ func (e *Engine) Apply(ctx context.Context, plan *trace.RepairPlan, node, backen
 			return refuse("nft --check did not accept the %s transaction: %v", c.Family, err)
 		}
 		e.logf("the touched %s kube-proxy objects are as planned and nft --check accepts the transaction", c.Family)
+	}
+	for _, l := range plan.Leftovers {
+		now, err := e.Node.ReadLeftover(ctx, l)
+		if err != nil {
+			return refuse("could not read %s: %v", l.Where(), err)
+		}
+		if diff := leftoverDifferences(now, l); len(diff) > 0 {
+			return refuse("the node changed since the plan was made: %s", strings.Join(diff, "; "))
+		}
 	}
 	if keys := realKeys(plan); len(keys) > 0 {
 		w, err := e.Node.IPVSWeights(ctx, keys)
@@ -287,6 +302,17 @@ func (e *Engine) Apply(ctx context.Context, plan *trace.RepairPlan, node, backen
 		}
 	}
 
+	for _, l := range plan.Leftovers {
+		if err := ctx.Err(); err != nil {
+			return e.recover(ctx, state, path, fmt.Sprintf("interrupted while writing (%v)", err), wrote)
+		}
+		if err := e.Node.RemoveLeftover(ctx, l); err != nil {
+			return e.recover(ctx, state, path, fmt.Sprintf("removing %s failed: %v", l.Where(), err), wrote)
+		}
+		wrote = true
+		e.logf("removed %s, left from %s mode", l.Where(), l.Mode)
+	}
+
 	e.pause("verify")
 	problems, traced := e.verify(ctx, state)
 	if len(problems) > 0 {
@@ -305,6 +331,18 @@ func (e *Engine) Apply(ctx context.Context, plan *trace.RepairPlan, node, backen
 		verified = "read back as planned (not traced against the API, which could not be reached)"
 	}
 	msg := fmt.Sprintf("repaired %d service port(s) on %s, %s: %s", len(plan.Services), node, verified, strings.Join(plan.Services, ", "))
+	if len(plan.Leftovers) > 0 {
+		var where []string
+		for _, l := range plan.Leftovers {
+			where = append(where, l.Where()+" (from "+l.Mode+" mode)")
+		}
+		removed := fmt.Sprintf("removed what another kube-proxy mode left on %s, read back as gone: %s", node, strings.Join(where, ", "))
+		if len(plan.Services) == 0 {
+			msg = removed
+		} else {
+			msg += "; " + removed
+		}
+	}
 	if len(flushed) > 0 {
 		msg += "; deleted conntrack entries: " + strings.Join(flushed, "; ")
 	}
@@ -326,6 +364,9 @@ func touchedWords(p *trace.RepairPlan) string {
 	}
 	if len(p.IPVS) > 0 {
 		w = append(w, "real servers")
+	}
+	if len(p.Leftovers) > 0 {
+		w = append(w, "leftovers of another mode")
 	}
 	return strings.Join(w, " and ")
 }
@@ -378,6 +419,15 @@ func (e *Engine) verify(ctx context.Context, s *State) ([]string, bool) {
 		}
 		if diff := nftwrite.Differences(now, c.After); len(diff) > 0 {
 			return diff, false
+		}
+	}
+	for _, l := range plan.Leftovers {
+		now, err := e.Node.ReadLeftover(ctx, l)
+		if err != nil {
+			return []string{"reading " + l.Where() + " back failed: " + err.Error()}, false
+		}
+		if now != nil {
+			return []string{l.Where() + " is still there after its removal"}, false
 		}
 	}
 	if keys := realKeys(plan); len(keys) > 0 {
@@ -480,8 +530,44 @@ func (e *Engine) restore(ctx context.Context, s *State) (bool, error) {
 			failed = append(failed, err.Error())
 		}
 	}
+	if len(s.Plan.Leftovers) > 0 {
+		c, err := e.restoreLeftovers(ctx, s)
+		changed = changed || c
+		if err != nil {
+			failed = append(failed, err.Error())
+		}
+	}
 	if len(failed) > 0 {
 		return changed, errors.New(strings.Join(failed, "; "))
+	}
+	return changed, nil
+}
+
+// restoreLeftovers puts back every removed leftover that is not there, and reads it back.
+func (e *Engine) restoreLeftovers(ctx context.Context, s *State) (bool, error) {
+	changed := false
+	for _, l := range s.Plan.Leftovers {
+		now, err := e.Node.ReadLeftover(ctx, l)
+		if err != nil {
+			return changed, fmt.Errorf("reading %s failed: %w", l.Where(), err)
+		}
+		if len(leftoverDifferences(now, l)) == 0 {
+			continue
+		}
+		if now != nil {
+			return changed, fmt.Errorf("%s is there, but not as it was: not overwritten", l.Where())
+		}
+		changed = true
+		if err := e.Node.RestoreLeftover(ctx, l); err != nil {
+			return true, fmt.Errorf("putting back %s failed: %w", l.Where(), err)
+		}
+		now, err = e.Node.ReadLeftover(ctx, l)
+		if err != nil {
+			return true, fmt.Errorf("reading %s back failed: %w", l.Where(), err)
+		}
+		if diff := leftoverDifferences(now, l); len(diff) > 0 {
+			return true, fmt.Errorf("%s read back, not as before: %s", l.Where(), strings.Join(diff, "; "))
+		}
 	}
 	return changed, nil
 }
@@ -611,6 +697,15 @@ func (e *Engine) Undo(ctx context.Context, s *State, path, node string, force bo
 		}
 	}
 	if !force {
+		for _, l := range s.Plan.Leftovers {
+			now, err := e.Node.ReadLeftover(ctx, l)
+			if err != nil {
+				return Result{Outcome: NothingWritten, Message: fmt.Sprintf("could not read %s: %v; nothing was written", l.Where(), err)}
+			}
+			if now != nil && len(leftoverDifferences(now, l)) > 0 {
+				return Result{Outcome: NothingWritten, Message: fmt.Sprintf("%s was written again since the repair: undoing would overwrite that, so nothing was written; add --force to undo anyway", l.Where())}
+			}
+		}
 		for _, c := range s.Plan.Nftables {
 			now, err := e.Node.NftRead(ctx, c.Family, c.After)
 			if err != nil {
@@ -652,6 +747,15 @@ func (e *Engine) Undo(ctx context.Context, s *State, path, node string, force bo
 			failed = append(failed, "IPVS: "+err.Error())
 		} else {
 			parts = append(parts, fmt.Sprintf("%d real server(s)", len(s.IPVSBefore)))
+		}
+	}
+	if len(s.Plan.Leftovers) > 0 {
+		changed, err := e.restoreLeftovers(ctx, s)
+		wrote = wrote || changed
+		if err != nil {
+			failed = append(failed, "leftovers: "+err.Error())
+		} else {
+			parts = append(parts, fmt.Sprintf("%d leftover(s) of another mode", len(s.Plan.Leftovers)))
 		}
 	}
 	if len(failed) > 0 && !wrote {

@@ -44,6 +44,8 @@ type fakeNode struct {
 	// nft is kube-proxy's table per family, in knftables' fake (which refuses, as nft does, to
 	// delete what is not there or create what is).
 	nft map[string]*knftables.Fake
+	// leftovers are other modes' state by Where().
+	leftovers map[string]*trace.Leftover
 }
 
 var errBoom = errors.New("boom")
@@ -58,7 +60,7 @@ func (f *fakeNode) call(ctx context.Context, method string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if name != f.failAt {
+	if !slices.Contains(strings.Split(f.failAt, ","), name) {
 		return nil
 	}
 	switch f.fail {
@@ -244,6 +246,33 @@ func fakeNftState(fk *knftables.Fake, want trace.NftState) trace.NftState {
 		out.Elements = append(out.Elements, ne)
 	}
 	return out
+}
+
+func (f *fakeNode) ReadLeftover(ctx context.Context, l trace.Leftover) (*trace.Leftover, error) {
+	if err := f.call(ctx, "ReadLeftover"); err != nil {
+		return nil, err
+	}
+	return f.leftovers[l.Where()], nil
+}
+
+func (f *fakeNode) RemoveLeftover(ctx context.Context, l trace.Leftover) error {
+	if err := f.call(ctx, "RemoveLeftover"); err != nil {
+		return err
+	}
+	if f.corrupt {
+		return nil // "succeeds" and leaves it there
+	}
+	delete(f.leftovers, l.Where())
+	return nil
+}
+
+func (f *fakeNode) RestoreLeftover(ctx context.Context, l trace.Leftover) error {
+	if err := f.call(ctx, "RestoreLeftover"); err != nil {
+		return err
+	}
+	c := l
+	f.leftovers[l.Where()] = &c
+	return nil
 }
 
 func (f *fakeNode) SaveState(path string, data []byte) error {

@@ -183,6 +183,14 @@ func ValidatePlan(p *trace.RepairPlan) error {
 			return err
 		}
 	}
+	for _, l := range p.Leftovers {
+		if err := ValidLeftover(l); err != nil {
+			return err
+		}
+		if l.Mode == p.Mode || l.Mode == "iptables" && p.Mode == "ipvs" {
+			return fmt.Errorf("leftover: the plan removes %s mode's state on a node in %s mode", l.Mode, p.Mode)
+		}
+	}
 	for _, op := range p.IPVS {
 		switch op.Op {
 		case "add-real", "set-weight", "delete-real":

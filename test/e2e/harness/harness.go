@@ -348,6 +348,20 @@ func NS(netns string, argv ...string) ([]byte, error) {
 	return out, nil
 }
 
+// NSInput is NS with stdin.
+func NSInput(netns string, stdin []byte, argv ...string) ([]byte, error) {
+	full := append([]string{"ip", "netns", "exec", netns}, argv...)
+	var stderr bytes.Buffer
+	cmd := exec.Command(full[0], full[1:]...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("%s: %w: %s", strings.Join(full, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
 func (c *Cluster) setupNodeNetwork() error {
 	for _, ns := range []string{NodeNS, ExternalNS} {
 		if err := run("ip", "netns", "add", ns); err != nil {
