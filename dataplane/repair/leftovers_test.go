@@ -166,7 +166,9 @@ func TestLeftoversAreValidated(t *testing.T) {
 		{"a built-in chain", func(l *trace.Leftover) { l.Chains[0].Chain = "PREROUTING" }, "is not one kube-proxy's cleanup removes"},
 		{"a command for a backend", func(l *trace.Leftover) { l.Backend = "/tmp/evil" }, "backend \"/tmp/evil\""},
 		{"a jump to elsewhere", func(l *trace.Leftover) { l.Jumps[0].Rule = "-A PREROUTING -j DROP" }, "is not a jump from PREROUTING"},
-		{"a second line", func(l *trace.Leftover) { l.Jumps[0].Rule = "-A PREROUTING -j KUBE-SERVICES\n-A INPUT -j DROP -j KUBE-SERVICES" }, "is not a jump"},
+		{"a second line", func(l *trace.Leftover) {
+			l.Jumps[0].Rule = "-A PREROUTING -j KUBE-SERVICES\n-A INPUT -j DROP -j KUBE-SERVICES"
+		}, "is not a jump"},
 		{"the raw table", func(l *trace.Leftover) { l.Table = "raw" }, "is not nat, filter or mangle"},
 	} {
 		l := ipt
