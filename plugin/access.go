@@ -38,7 +38,7 @@ func checkAccess(ctx context.Context, cs kubernetes.Interface) error {
 		}
 	}
 	if len(missing) > 0 {
-		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("you may not %s in all namespaces: bind the ClusterRole in krew/rbac/svctrace-reader.yaml to your user, or pass --objects FILE", strings.Join(missing, ", "))}
+		return &ExitError{Code: ExitRead, Err: fmt.Errorf("you may not %s in all namespaces: bind the ClusterRole in krew/rbac/svctrace-reader.yaml to your user, or pass --objects FILE", strings.Join(missing, ", "))}
 	}
 	return nil
 }
@@ -51,7 +51,7 @@ func checkExec(ctx context.Context, cs kubernetes.Interface, ns string) error {
 		return fmt.Errorf("checking permissions: %w", err)
 	}
 	if !r.Status.Allowed {
-		return &ExitError{Code: ExitUsage, Err: &execDeniedError{ns: ns}}
+		return &ExitError{Code: ExitRead, Err: &execDeniedError{ns: ns}}
 	}
 	return nil
 }

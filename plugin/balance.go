@@ -54,7 +54,8 @@ kube-proxy pod), or a saved ` + "`conntrack -L -o extended`" + ` with --conntrac
 With --all-nodes it watches the same window on every node that runs a kube-proxy pod and reports
 the Service's traffic over all of them, and each node's diagnosis.
 
-Exit codes: 0 Balanced (or too little traffic to judge), 1 an imbalance, 2 usage or access problems.`,
+Exit codes: 0 Balanced (or too little traffic to judge), 1 an imbalance, 2 usage, 3 could not read
+the API or the node.`,
 		Example: fmt.Sprintf(`  # On a node, as root: watch a Service for 30 seconds
   sudo kubectl-svctrace balance default/api
 

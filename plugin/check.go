@@ -77,7 +77,8 @@ through the Node condition ServiceDataplaneHealthy, renewed within --agent-max-a
 unhealthy, silent and agent-less nodes are read through their kube-proxy pods. --no-agents reads
 every node.
 
-Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or access problems.`,
+Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or an input refused, 3 could not
+read (the API unreachable or access denied, the node's dataplane unreadable, an exec failed).`,
 		Example: fmt.Sprintf(`  # On a node, as root: everything this node programs
   sudo kubectl-svctrace check -A
 
@@ -162,7 +163,7 @@ func (o *CheckOptions) Run(ctx context.Context) error {
 	}
 	defer stop()
 	if in.Cluster == nil {
-		return usageErrorf("check compares the dataplane with the API: reach the API server, or pass --objects FILE")
+		return in.needAPI("check")
 	}
 	if o.scope.Name != "" && in.Cluster.Service(o.scope.Namespace, o.scope.Name) == nil {
 		return usageErrorf("service %s/%s not found", o.scope.Namespace, o.scope.Name)

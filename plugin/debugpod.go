@@ -91,7 +91,7 @@ func startDebugPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, stre
 		}
 	}
 	if len(missing) > 0 {
-		return nil, nil, &ExitError{Code: ExitUsage, Err: fmt.Errorf("--debug-pod: you may not %s in namespace %s: bind the Role in krew/rbac/svctrace-debug-pod.yaml", strings.Join(missing, ", "), d.Namespace)}
+		return nil, nil, &ExitError{Code: ExitRead, Err: fmt.Errorf("--debug-pod: you may not %s in namespace %s: bind the Role in krew/rbac/svctrace-debug-pod.yaml", strings.Join(missing, ", "), d.Namespace)}
 	}
 	pod := debugPodSpec(d, node)
 	created, err := cs.CoreV1().Pods(d.Namespace).Create(ctx, pod, metav1.CreateOptions{})

@@ -268,7 +268,7 @@ func (f *fleet) unreadable(n int) error {
 	if n == 0 {
 		return nil
 	}
-	return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%d of %d nodes could not be read (see the warnings above)", n, len(f.names))}
+	return &ExitError{Code: ExitRead, Err: fmt.Errorf("%d of %d nodes could not be read (see the warnings above)", n, len(f.names))}
 }
 
 // allNodesConflict says why --all-nodes cannot go with the other input flags.

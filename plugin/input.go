@@ -120,6 +120,17 @@ type Inputs struct {
 	// was known (dataplane.Node's).
 	Leftovers []trace.Leftover
 	ModeFrom  string
+	// APIErr is why the API could not be read (the dataplane alone was read), if it could not.
+	APIErr error
+}
+
+// needAPI is the error of a command that compares with the API when it has no API objects: the
+// API's own failure (exit 3) when it was tried, else a usage error saying what to pass.
+func (in *Inputs) needAPI(what string) error {
+	if in.APIErr != nil {
+		return &ExitError{Code: ExitRead, Err: fmt.Errorf("%s compares the dataplane with the API, which could not be read: %w", what, in.APIErr)}
+	}
+	return usageErrorf("%s compares the dataplane with the API: reach the API server, or pass --objects FILE", what)
 }
 
 // leftoverFindings are check's findings for the node's leftovers of other modes.
@@ -258,7 +269,7 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		}
 		n, err := dataplane.Read(ctx, r, dataplane.ReadOptions{Mode: f.Mode, Remote: remote, Progress: streams.ErrOut})
 		if err != nil {
-			return nil, err
+			return nil, readFailure(err)
 		}
 		in.Dataplane, in.Source, in.Files, in.Runner = n.Dataplane, n.Source, n.Files, r
 		in.Leftovers, in.ModeFrom = n.Leftovers, n.ModeFrom
@@ -288,6 +299,7 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		if err != nil {
 			// An operator on a node whose API server is down still gets the dataplane trace.
 			in.Warnings = append(in.Warnings, fmt.Sprintf("could not read the API (%v); tracing the dataplane alone", err))
+			in.APIErr = err
 		} else {
 			in.Cluster = cl
 		}

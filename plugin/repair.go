@@ -101,7 +101,8 @@ kube-proxy does (sigs.k8s.io/knftables, one nft transaction per family, checked 
 base chains and kube-proxy's own dispatch chains are left alone.
 
 Exit codes: 0 nothing to repair, repaired and verified, or undone; 1 a dry run found something to
-repair; 2 usage, access or refusal: nothing was written; 4 the result was not what was planned
+repair; 2 usage or refusal: nothing was written; 3 could not read the API or the node (nothing
+was written); 4 the result was not what was planned
 (or a write failed) and it was rolled back, read back as before; 5 ROLLBACK FAILED: the node may
 hold part of the change, the message names the state file and the command that restores it;
 6 partial: repaired and verified but some conntrack entries could not be deleted, or an undo put
@@ -246,7 +247,7 @@ func (o *RepairOptions) Run(ctx context.Context) error {
 // plan computes the plan for the inputs' dataplane.
 func (o *RepairOptions) plan(ctx context.Context, in *Inputs) (*trace.RepairPlan, error) {
 	if in.Cluster == nil {
-		return nil, usageErrorf("repair computes the dataplane from the API: reach the API server, or pass --objects FILE")
+		return nil, in.needAPI("repair")
 	}
 	if o.scope.Name != "" && in.Cluster.Service(o.scope.Namespace, o.scope.Name) == nil {
 		// A deleted Service is repaired by removing its rules: allowed when the dataplane has it.

@@ -6,13 +6,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/svctrace/svctrace/dataplane/noderun"
 )
 
 // Version information, set at build time with -ldflags "-X ...plugin.version=v0.1.0".
@@ -26,6 +31,9 @@ const (
 	ExitOK       = 0
 	ExitFindings = 1
 	ExitUsage    = 2
+	// ExitRead is "could not check": the API server could not be reached or refused access, or
+	// the node's dataplane could not be read (its tools failed, or an exec through the API).
+	ExitRead = 3
 	// ExitInterrupted is a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
 	ExitInterrupted = 130
 )
@@ -41,6 +49,51 @@ func (e *ExitError) Unwrap() error { return e.Err }
 
 func usageErrorf(format string, a ...any) error {
 	return &ExitError{Code: ExitUsage, Err: fmt.Errorf(format, a...)}
+}
+
+// readFailure marks err as a failure to read the API or the node (exit 3); an interruption stays
+// what it is.
+func readFailure(err error) error {
+	var ee *ExitError
+	if err == nil || errors.Is(err, context.Canceled) || errors.As(err, &ee) {
+		return err
+	}
+	return &ExitError{Code: ExitRead, Err: err}
+}
+
+// isReadFailure says whether an error without an exit code of its own is a failure to reach or
+// read the API server or the node: a refused or timed-out connection, a TLS or HTTP failure, an
+// API error status (forbidden, unauthorized, unavailable, timeout), or a node tool that failed.
+func isReadFailure(err error) bool {
+	var ue *url.Error
+	var oe *net.OpError
+	var de *net.DNSError
+	var se apierrors.APIStatus
+	var te *noderun.Error
+	switch {
+	case errors.As(err, &ue), errors.As(err, &oe), errors.As(err, &de), errors.As(err, &te), errors.Is(err, noderun.ErrNotFound),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ECONNREFUSED):
+		return true
+	case errors.As(err, &se):
+		return se.Status().Code >= 401 && se.Status().Code != 404 && se.Status().Code != 409 && se.Status().Code != 422
+	}
+	return false
+}
+
+// codeOf is the exit code of a command's error: its own, if it carries one; 3 for a failure to
+// reach the API or read the node; else 2 (usage mistakes, refusals, unreadable files). 1 is
+// reserved for "it worked and found problems".
+func codeOf(err error) int {
+	var ee *ExitError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ee):
+		return ee.Code
+	case isReadFailure(err) && !errors.Is(err, context.Canceled):
+		return ExitRead
+	}
+	return ExitUsage
 }
 
 // errFindings is returned when findings at or above --fail-on were reported; the output
@@ -65,7 +118,12 @@ API (check); explains why one pod takes most of a Service's traffic (balance); a
 a node, makes that node's dataplane do what the API says now (repair, dry-run unless --apply).
 
 It reads the dataplane live (run as root on the node), from dump files (--dataplane), from a
-snapshot bundle (--snapshot, written by snapshot) or from the embedded demo snapshot (--demo).`, name),
+snapshot bundle (--snapshot, written by snapshot) or from the embedded demo snapshot (--demo).
+
+Exit codes, for every command: 0 ok, 1 findings at or above --fail-on (or a repair dry run with
+changes), 2 usage mistake or refused input, 3 could not read (the API server unreachable or
+refusing access, the node's dataplane unreadable, an exec through the API failed), 130
+interrupted; repair adds 4, 5 and 6 (see its --help).`, name),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -122,15 +180,10 @@ func Execute() (code int) {
 	if err == nil {
 		return ExitOK
 	}
-	// Usage mistakes and failures to read inputs (files, the node, the API) both exit 2; 1 is
-	// reserved for "it worked and found problems".
-	code = ExitUsage
+	code = codeOf(err)
 	var ee *ExitError
-	if errors.As(err, &ee) {
-		code = ee.Code
-		if ee == errFindings {
-			return code
-		}
+	if errors.As(err, &ee) && ee == errFindings {
+		return code
 	}
 	if ctx.Err() != nil && ee == nil && errors.Is(err, context.Canceled) {
 		// Interrupted before the command had anything else to say: say that, as a shell does.

@@ -3,7 +3,6 @@ package plugin
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"flag"
 	"net/netip"
 	"os"
@@ -26,13 +25,8 @@ func run(t *testing.T, args ...string) (string, string, int) {
 	root := NewRootCommand(streams)
 	root.SetArgs(args)
 	err := root.Execute()
-	code := ExitOK
+	code := codeOf(err)
 	if err != nil {
-		code = ExitUsage
-		var ee *ExitError
-		if errors.As(err, &ee) {
-			code = ee.Code
-		}
 		if err != errFindings {
 			errb.WriteString("error: " + err.Error() + "\n")
 		}

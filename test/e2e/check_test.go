@@ -140,7 +140,7 @@ func TestMissingPermissionsAreNamed(t *testing.T) {
 		return stderr, code
 	}
 	stderr, code := asViewer()
-	if code != 2 || !strings.Contains(stderr, "you may not list services, list endpointslices.discovery.k8s.io, list pods, list nodes") {
+	if code != 3 || !strings.Contains(stderr, "you may not list services, list endpointslices.discovery.k8s.io, list pods, list nodes") {
 		t.Fatalf("without RBAC: exit %d, %q", code, stderr)
 	}
 	if out, err := runKubectl(t, "apply", "-f", "../../krew/rbac/svctrace-reader.yaml"); err != nil {

@@ -103,7 +103,7 @@ func TestDebugPodFallback(t *testing.T) {
 		}
 		// node1 and node2 have no kubelet here: their debug pods never run; after --node-timeout
 		// they are named (exit 2), deleted, and the other nodes still reported.
-		if !got[harness.KwokNode] || !got[bareNode] || !strings.Contains(stderr, "created debug pod") || code != 2 || !strings.Contains(stderr, "could not be read") {
+		if !got[harness.KwokNode] || !got[bareNode] || !strings.Contains(stderr, "created debug pod") || code != 3 || !strings.Contains(stderr, "could not be read") {
 			t.Fatalf("exit %d, nodes %v, stderr %q", code, rep.Nodes, stderr)
 		}
 		noneLeft("after --all-nodes")
@@ -166,7 +166,7 @@ func TestDebugPodFallback(t *testing.T) {
 			return stderr, code
 		}
 		stderr, code := as("svctrace-users", "svctrace-node-readers")
-		if code != 2 || !strings.Contains(stderr, "--debug-pod: you may not create pods, delete pods in namespace kube-system") {
+		if code != 3 || !strings.Contains(stderr, "--debug-pod: you may not create pods, delete pods in namespace kube-system") {
 			t.Fatalf("without the debug role: exit %d %q", code, stderr)
 		}
 		deadline := time.Now().Add(10 * time.Second)

@@ -273,7 +273,7 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	stderr, code := asUser("svctrace-users")
-	if code != 2 || !strings.Contains(stderr, "you may not create pods/exec in namespace kube-system") {
+	if code != 3 || !strings.Contains(stderr, "you may not create pods/exec in namespace kube-system") {
 		t.Fatalf("reader without exec: exit %d %q", code, stderr)
 	}
 	deadline := time.Now().Add(10 * time.Second)
