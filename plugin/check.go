@@ -101,7 +101,7 @@ read (the API unreachable or access denied, the node's dataplane unreadable, an 
 	o.fleet.addFlags(cmd, &o.allNodes, "check")
 	fl.BoolVar(&o.noAgents, "no-agents", false, "with --all-nodes: read every node, also those whose svctrace agent reports them healthy")
 	fl.DurationVar(&o.agentMaxAge, "agent-max-age", o.agentMaxAge, "with --all-nodes: an agent's Node condition renewed longer ago than this counts as silent, and the node is read")
-	fl.StringVarP(&o.output, "output", "o", o.output, "output format: table, json, yaml or junit")
+	fl.StringVarP(&o.output, "output", "o", o.output, "output format: table, json, yaml, junit, jsonpath=TEMPLATE, go-template=TEMPLATE (as kubectl)")
 	fl.StringVar(&o.failOn, "fail-on", o.failOn, "exit 1 when a finding has at least this severity: error, warning, info or none")
 	fl.BoolVar(&o.noHeaders, "no-headers", false, "print the table without its header row")
 	fl.StringVar(&o.conntrack, "conntrack", "", "with offline input: the node's `conntrack -L -o extended` output, for stale flows")

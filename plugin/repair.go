@@ -136,7 +136,7 @@ back only part of the state.`,
 	fl.StringVar(&o.undoFile, "undo", "", "put back the state saved by an earlier --apply (the file it named)")
 	fl.StringVar(&o.stateDir, "state-dir", o.stateDir, "where --apply saves the state it replaces")
 	fl.BoolVar(&o.force, "force", false, "with --undo: undo even if the chains changed since the repair (kube-proxy synced them)")
-	fl.StringVarP(&o.output, "output", "o", o.output, "output format: table, json or yaml")
+	fl.StringVarP(&o.output, "output", "o", o.output, "output format: table, json, yaml, jsonpath=TEMPLATE, go-template=TEMPLATE (as kubectl)")
 	fl.StringVar(&o.conntrack, "conntrack", "", "with offline input: the node's `conntrack -L -o extended` output, to plan the deletion of stale flows")
 	fl.BoolVar(&o.staleTCP, "stale-tcp", false, "also delete stale TCP flows (their connections break; by default only UDP and SCTP ones go)")
 	return cmd

@@ -97,7 +97,7 @@ load balancer and external IPs), pod/NAMESPACE/NAME, or any IP address.`,
 	fl.StringVar(&o.protocol, "protocol", o.protocol, "tcp, udp or sctp")
 	fl.StringVar(&o.from, "from", "", "source: pod, node, external, pod/NAMESPACE/NAME or an IP (default: pod for cluster IPs, external otherwise)")
 	fl.StringVar(&o.inIface, "in-interface", "", "interface the packet arrives on, for rules that match one (default: a packet from a pod on this node arrives on a pod interface, any other does not)")
-	fl.StringVarP(&o.output, "output", "o", o.output, "output format: tree, json or yaml")
+	fl.StringVarP(&o.output, "output", "o", o.output, "output format: tree, json, yaml, jsonpath=TEMPLATE, go-template=TEMPLATE (as kubectl)")
 	fl.BoolVar(&o.details, "details", false, "show every rule passed, including filter-table and postrouting bookkeeping")
 	fl.BoolVar(&o.noHeaders, "no-headers", false, "print tables without their header row")
 	fl.StringVar(&o.failOn, "fail-on", o.failOn, "exit 1 when a finding has at least this severity: error, warning, info or none")

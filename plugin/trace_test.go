@@ -232,10 +232,12 @@ func TestOutputFormatsRefused(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"trace", "--demo", "default/hostnames", "-o", "wide"}, `unknown format "wide": use tree, json or yaml`},
-		{[]string{"trace", "--demo", "default/hostnames", "-o", "table"}, `unknown format "table": use tree, json or yaml`},
-		{[]string{"check", "--demo", "-A", "-o", "tree"}, `unknown format "tree": use table, json or yaml (check also takes junit)`},
-		{[]string{"repair", "--demo", "-A", "-o", "human"}, `unknown format "human": use table, json or yaml`},
+		{[]string{"trace", "--demo", "default/hostnames", "-o", "wide"}, `unknown format "wide": use tree, json, yaml, jsonpath=TEMPLATE or go-template=TEMPLATE`},
+		{[]string{"trace", "--demo", "default/hostnames", "-o", "table"}, `unknown format "table": use tree, json, yaml`},
+		{[]string{"check", "--demo", "-A", "-o", "tree"}, `unknown format "tree": use table, json, yaml, jsonpath=TEMPLATE or go-template=TEMPLATE (check also takes junit)`},
+		{[]string{"repair", "--demo", "-A", "-o", "human"}, `unknown format "human": use table, json, yaml`},
+		{[]string{"check", "--demo", "-A", "-o", "jsonpath={.kind"}, `-o jsonpath={.kind: error parsing jsonpath`},
+		{[]string{"trace", "--demo", "default/hostnames", "-o", "go-template={{.kind"}, `-o go-template={{.kind: error parsing template`},
 	} {
 		_, stderr, code := run(t, tc.args...)
 		if code != 2 || !strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
@@ -309,6 +311,26 @@ func TestNoHeaders(t *testing.T) {
 		}
 		if len(dropped) != 1 || !strings.Contains(dropped[0], "NODE") || strings.Count(with, "\n") != strings.Count(without, "\n")+1 {
 			t.Errorf("%v --no-headers dropped %q", args, dropped)
+		}
+	}
+}
+
+// TestTemplateOutputs: kubectl's jsonpath and go-template formats, through cli-runtime's printers,
+// on every command's document.
+func TestTemplateOutputs(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"trace", "--demo", "default/hostnames", "-o", "jsonpath={.service.name}"}, "hostnames"},
+		{[]string{"trace", "--demo", "default/hostnames", "-o", "go-template={{.kind}} {{.service.namespace}}"}, "Trace default"},
+		{[]string{"check", "--demo", "-A", "-o", "jsonpath={.kind} {.nodes[0].mode}"}, "Check iptables"},
+		{[]string{"repair", "--demo", "-A", "-o", "jsonpath={.kind}/{.node}"}, "RepairPlan/node1"},
+		{[]string{"trace", "--demo", "default/hostnames", "-o", "jsonpath-as-json={.service.port}"}, `"default"`},
+	} {
+		out, stderr, code := run(t, tc.args...)
+		if code != 0 || strings.TrimSpace(out) != tc.want && !strings.Contains(out, tc.want) {
+			t.Errorf("%v: exit %d, %q (want %q) %s", tc.args, code, out, tc.want, stderr)
 		}
 	}
 }

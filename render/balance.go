@@ -10,7 +10,7 @@ import (
 
 // Balance prints a balance result: per-backend shares as bars, the statistics and the diagnosis.
 func Balance(w io.Writer, r *trace.BalanceResult, o Options) error {
-	if o.Format == JSON || o.Format == YAML {
+	if o.Format.Machine() {
 		return Machine(w, r, o.Format)
 	}
 	s := newStyles(w, o)
@@ -61,7 +61,7 @@ func bar(s *styles, share, expected float64) string {
 // BalanceNodes prints `balance --all-nodes`: the Service's traffic over all nodes, then each
 // node's part and diagnosis.
 func BalanceNodes(w io.Writer, r *trace.BalanceAcrossNodes, o Options) error {
-	if o.Format == JSON || o.Format == YAML {
+	if o.Format.Machine() {
 		return Machine(w, r, o.Format)
 	}
 	if err := Balance(w, r.Overall, o); err != nil {

@@ -57,10 +57,10 @@ func NewCheckReport(results []*trace.CheckResult) *CheckReport {
 
 // Check prints a check report.
 func Check(w io.Writer, r *CheckReport, o Options) error {
-	switch o.Format {
-	case JSON, YAML:
+	switch {
+	case o.Format.Machine():
 		return Machine(w, r, o.Format)
-	case JUnit:
+	case o.Format == JUnit:
 		return junit(w, r)
 	}
 	s := newStyles(w, o)

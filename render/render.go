@@ -14,6 +14,9 @@ import (
 	"github.com/charmbracelet/lipgloss/table"
 	"github.com/muesli/termenv"
 	"golang.org/x/term"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/yaml"
 )
 
@@ -27,9 +30,13 @@ const (
 	YAML  Format = "yaml"
 )
 
-// ParseFormat reads -o: json, yaml, or the command's own human format (human: tree for trace,
-// table for the others; empty means it too). Anything else is refused, not taken for the human
-// format (kubectl's wide or name are not formats here).
+// templatePrefixes are kubectl's template formats, printed with cli-runtime's printers.
+var templatePrefixes = []string{"jsonpath=", "jsonpath-as-json=", "jsonpath-file=", "go-template=", "go-template-file=", "template=", "templatefile="}
+
+// ParseFormat reads -o: json, yaml, kubectl's jsonpath=…, jsonpath-as-json=…, jsonpath-file=…,
+// go-template=… and go-template-file=… (the template is checked here), or the command's own
+// human format (human: tree for trace, table for the others; empty means it too). Anything else
+// is refused, not taken for the human format (kubectl's wide or name are not formats here).
 func ParseFormat(s, human string) (Format, error) {
 	switch s {
 	case "json":
@@ -39,7 +46,40 @@ func ParseFormat(s, human string) (Format, error) {
 	case "", human:
 		return Human, nil
 	}
-	return "", fmt.Errorf("unknown format %q: use %s, json or yaml", s, human)
+	for _, p := range templatePrefixes {
+		if strings.HasPrefix(s, p) {
+			f := Format(s)
+			if _, err := f.printer(); err != nil {
+				return "", err
+			}
+			return f, nil
+		}
+	}
+	return "", fmt.Errorf("unknown format %q: use %s, json, yaml, jsonpath=TEMPLATE or go-template=TEMPLATE", s, human)
+}
+
+// Machine reports whether the format is for programs: json, yaml or a template.
+func (f Format) Machine() bool { return f == JSON || f == YAML || f.template() }
+
+func (f Format) template() bool {
+	for _, p := range templatePrefixes {
+		if strings.HasPrefix(string(f), p) {
+			return true
+		}
+	}
+	return false
+}
+
+// printer is cli-runtime's printer for a template format (kubectl's own -o handling).
+func (f Format) printer() (printers.ResourcePrinter, error) {
+	pf := genericclioptions.NewPrintFlags("")
+	out := string(f)
+	pf.OutputFormat = &out
+	p, err := pf.ToPrinter()
+	if err != nil {
+		return nil, fmt.Errorf("-o %s: %v", f, err)
+	}
+	return p, nil
 }
 
 // Options control human output.
@@ -72,6 +112,22 @@ func Machine(w io.Writer, v any, f Format) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
+	}
+	if f.template() {
+		// The document as an unstructured object: it has apiVersion and kind, as kubectl's
+		// printers expect.
+		var obj map[string]any
+		if err := json.Unmarshal(data, &obj); err != nil {
+			return err
+		}
+		p, err := f.printer()
+		if err != nil {
+			return err
+		}
+		if err := p.PrintObj(&unstructured.Unstructured{Object: obj}, w); err != nil {
+			return fmt.Errorf("-o %s: %v", f, err)
+		}
+		return nil
 	}
 	if f == YAML {
 		if data, err = yaml.JSONToYAML(data); err != nil {

@@ -11,7 +11,7 @@ import (
 // Repair prints a repair plan as a diff per Service port: rules and chains removed (-) and added
 // (+), IPVS operations, conntrack flushes; then the notes.
 func Repair(w io.Writer, p *trace.RepairPlan, o Options) error {
-	if o.Format == JSON || o.Format == YAML {
+	if o.Format.Machine() {
 		return Machine(w, p, o.Format)
 	}
 	s := newStyles(w, o)
@@ -68,7 +68,7 @@ func Repair(w io.Writer, p *trace.RepairPlan, o Options) error {
 // iptables-restore input line by line, the IPVS operations and the conntrack deletions, from the
 // fields that are written, not from the plan's description of itself (which a file may not match).
 func RepairInput(w io.Writer, p *trace.RepairPlan, nftScript func(trace.NftChange) string, o Options) error {
-	if o.Format == JSON || o.Format == YAML {
+	if o.Format.Machine() {
 		return Machine(w, p, o.Format)
 	}
 	s := newStyles(w, o)

@@ -16,7 +16,7 @@ func Trace(w io.Writer, res *trace.Result, o Options) error {
 	if o.Format == JSON {
 		return traceJSON(w, res)
 	}
-	if o.Format == YAML {
+	if o.Format.Machine() {
 		return Machine(w, res, o.Format)
 	}
 	s := newStyles(w, o)
