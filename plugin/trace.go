@@ -1,9 +1,12 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -33,7 +36,9 @@ type TraceOptions struct {
 	inIface  string
 	output   string
 	// human is the name of this command's human format for -o (tree; balance's is table).
-	human   string
+	human string
+	// graph is --graph FILE: the picture rendered by Graphviz (trace only).
+	graph   string
 	details bool
 	// noHeaders drops the header row of the tables (--no-headers).
 	noHeaders bool
@@ -82,7 +87,11 @@ load balancer and external IPs), pod/NAMESPACE/NAME, or any IP address.`,
   %[1]s trace 172.31.250.2:30080 --dataplane node1.iptables --objects objects.yaml --node node1
 
   # Machine-readable output for scripts and CI
-  %[1]s trace --demo default/web-lb --from 198.51.100.11 -o json`, commandName()),
+  %[1]s trace --demo default/web-lb --from 198.51.100.11 -o json
+
+  # The path as a picture for an incident ticket: Mermaid (renders in GitHub and GitLab), or SVG
+  %[1]s trace --demo default/web-local -o mermaid
+  %[1]s trace --demo default/web-local --graph path.svg`, commandName()),
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usageErrorf("trace needs exactly one TARGET (a Service, VIP[:PORT] or NODEIP:NODEPORT)")
@@ -97,7 +106,8 @@ load balancer and external IPs), pod/NAMESPACE/NAME, or any IP address.`,
 	fl.StringVar(&o.protocol, "protocol", o.protocol, "tcp, udp or sctp")
 	fl.StringVar(&o.from, "from", "", "source: pod, node, external, pod/NAMESPACE/NAME or an IP (default: pod for cluster IPs, external otherwise)")
 	fl.StringVar(&o.inIface, "in-interface", "", "interface the packet arrives on, for rules that match one (default: a packet from a pod on this node arrives on a pod interface, any other does not)")
-	fl.StringVarP(&o.output, "output", "o", o.output, "output format: tree, json, yaml, jsonpath=TEMPLATE, go-template=TEMPLATE (as kubectl)")
+	fl.StringVarP(&o.output, "output", "o", o.output, "output format: tree, json, yaml, jsonpath=TEMPLATE, go-template=TEMPLATE (as kubectl), or the path as a picture: mermaid, dot")
+	fl.StringVar(&o.graph, "graph", "", "also render the path as a picture into this .svg, .png or .pdf file (needs Graphviz's dot)")
 	fl.BoolVar(&o.details, "details", false, "show every rule passed, including filter-table and postrouting bookkeeping")
 	fl.BoolVar(&o.noHeaders, "no-headers", false, "print tables without their header row")
 	fl.StringVar(&o.failOn, "fail-on", o.failOn, "exit 1 when a finding has at least this severity: error, warning, info or none")
@@ -111,8 +121,26 @@ func (o *TraceOptions) Complete(args []string) error {
 	if o.proto, err = trace.ParseProtocol(o.protocol); err != nil {
 		return usageErrorf("--protocol: %v", err)
 	}
-	if o.format, err = render.ParseFormat(o.output, o.human); err != nil {
-		return usageErrorf("--output: %v", err)
+	switch {
+	case o.human == "tree" && (o.output == string(render.Mermaid) || o.output == string(render.Dot)):
+		o.format = render.Format(o.output)
+	default:
+		if o.format, err = render.ParseFormat(o.output, o.human); err != nil {
+			if o.human == "tree" {
+				err = fmt.Errorf("%v, mermaid or dot", err)
+			}
+			return usageErrorf("--output: %v", err)
+		}
+	}
+	if o.graph != "" {
+		switch strings.ToLower(filepath.Ext(o.graph)) {
+		case ".svg", ".png", ".pdf":
+		default:
+			return usageErrorf("--graph %s: name an .svg, .png or .pdf file (or use -o dot, -o mermaid)", o.graph)
+		}
+		if _, err := exec.LookPath("dot"); err != nil {
+			return usageErrorf("--graph needs Graphviz's dot, which is not installed here (apt install graphviz); -o dot or -o mermaid print the picture's source instead")
+		}
 	}
 	if o.failRank, err = parseFailOn(o.failOn); err != nil {
 		return err
@@ -158,10 +186,31 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 	if err := render.Trace(o.streams.Out, res, render.Options{Format: o.format, Details: o.details, Color: render.ColorFor(o.streams.Out), NoHeaders: o.noHeaders}); err != nil {
 		return err
 	}
+	if o.graph != "" {
+		if err := writeGraph(ctx, res, o.graph, o.details); err != nil {
+			return err
+		}
+		fmt.Fprintf(o.streams.ErrOut, "wrote the picture of the path to %s\n", o.graph)
+	}
 	for _, f := range res.Findings {
 		if f.Severity.Rank() >= o.failRank {
 			return errFindings
 		}
+	}
+	return nil
+}
+
+// writeGraph renders the trace's picture with Graphviz's dot into path (its format from the
+// extension).
+func writeGraph(ctx context.Context, res *trace.Result, path string, details bool) error {
+	var src bytes.Buffer
+	if err := render.Graph(&src, res, render.Dot, details); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "dot", "-T"+strings.TrimPrefix(strings.ToLower(filepath.Ext(path)), "."), "-o", path)
+	cmd.Stdin = &src
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("--graph %s: dot failed: %v %s", path, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

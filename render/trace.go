@@ -16,6 +16,9 @@ func Trace(w io.Writer, res *trace.Result, o Options) error {
 	if o.Format == JSON {
 		return traceJSON(w, res)
 	}
+	if o.Format == Mermaid || o.Format == Dot {
+		return Graph(w, res, o.Format, o.Details)
+	}
 	if o.Format.Machine() {
 		return Machine(w, res, o.Format)
 	}
