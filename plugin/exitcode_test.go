@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/klog/v2"
 
 	"github.com/svctrace/svctrace/dataplane/noderun"
 )
@@ -59,5 +61,25 @@ users: [{name: u, user: {token: x}}]
 	_, stderr, code := run(t, "check", "-A", "--all-nodes", "--kubeconfig", kc)
 	if code != ExitRead || !strings.Contains(stderr, "connection refused") {
 		t.Errorf("exit %d, want %d: %s", code, ExitRead, stderr)
+	}
+}
+
+// TestVerboseLogsExecs: -v 2 logs every command run on the node (klog, on stderr), with its
+// argument vector, time and output size; -v beyond 10 is refused.
+func TestVerboseLogsExecs(t *testing.T) {
+	var buf strings.Builder
+	if err := setVerbosity(2, &buf); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = setVerbosity(0, io.Discard) }()
+	if _, err := (noderun.Local{}).Run(context.Background(), "echo", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	klog.Flush()
+	if got := buf.String(); !strings.Contains(got, `"exec" on="local" argv="echo hello"`) || !strings.Contains(got, "bytes=6") {
+		t.Errorf("log %q", got)
+	}
+	if _, stderr, code := run(t, "trace", "--demo", "default/hostnames", "-v", "11"); code != ExitUsage || !strings.Contains(stderr, "-v 11: use 0 to 10") {
+		t.Errorf("-v 11: exit %d %s", code, stderr)
 	}
 }

@@ -5,17 +5,21 @@ package plugin
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/klog/v2"
 
 	"github.com/svctrace/svctrace/dataplane/noderun"
 )
@@ -49,6 +53,19 @@ func (e *ExitError) Unwrap() error { return e.Err }
 
 func usageErrorf(format string, a ...any) error {
 	return &ExitError{Code: ExitUsage, Err: fmt.Errorf(format, a...)}
+}
+
+// setVerbosity sends klog (client-go's request log, svctrace's exec log) to w at level v.
+func setVerbosity(v int, w io.Writer) error {
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	for k, val := range map[string]string{"v": strconv.Itoa(v), "logtostderr": "false", "alsologtostderr": "false", "skip_headers": "false"} {
+		if err := fs.Set(k, val); err != nil {
+			return err
+		}
+	}
+	klog.SetOutput(w)
+	return nil
 }
 
 // readFailure marks err as a failure to read the API or the node (exit 3); an interruption stays
@@ -130,6 +147,14 @@ interrupted; repair adds 4, 5 and 6 (see its --help).`, name),
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	cfg.AddFlags(root.PersistentFlags())
+	verbosity := 0
+	root.PersistentFlags().IntVarP(&verbosity, "v", "v", 0, "log on stderr, as kubectl does: 2 every command run on the node or in its kube-proxy pod (with its time and output size), 6 every API request, 8 with bodies")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if verbosity < 0 || verbosity > 10 {
+			return usageErrorf("-v %d: use 0 to 10", verbosity)
+		}
+		return setVerbosity(verbosity, streams.ErrOut)
+	}
 	for _, c := range []*cobra.Command{NewCmdTrace(streams, cfg), NewCmdCheck(streams, cfg), NewCmdBalance(streams, cfg), NewCmdRepair(streams, cfg)} {
 		addCompletion(c, cfg)
 		root.AddCommand(c)

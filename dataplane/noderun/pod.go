@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -49,7 +50,9 @@ func (p Pod) Run(ctx context.Context, argv ...string) ([]byte, error) {
 		return nil, err
 	}
 	var stdout, stderr bytes.Buffer
+	start := time.Now()
 	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &stdout, Stderr: &stderr})
+	logExec("pod "+p.Namespace+"/"+p.Name, argv, start, stdout.Len(), err)
 	if err == nil {
 		return stdout.Bytes(), nil
 	}

@@ -10,6 +10,9 @@ import (
 	"io"
 	osexec "os/exec"
 	"strings"
+	"time"
+
+	"k8s.io/klog/v2"
 )
 
 // Runner runs a command and returns its standard output. The live node, a remote exec into a
@@ -46,9 +49,26 @@ type Local struct{}
 // Run implements Runner.
 func (Local) Run(ctx context.Context, argv ...string) ([]byte, error) {
 	if _, err := osexec.LookPath(argv[0]); err != nil {
+		logExec("local", argv, time.Now(), 0, ErrNotFound)
 		return nil, fmt.Errorf("%s: %w", argv[0], ErrNotFound)
 	}
-	return runLocal(osexec.CommandContext(ctx, argv[0], argv[1:]...), argv)
+	start := time.Now()
+	out, err := runLocal(osexec.CommandContext(ctx, argv[0], argv[1:]...), argv)
+	logExec("local", argv, start, len(out), err)
+	return out, err
+}
+
+// logExec logs one command at -v 2 and above (klog, as kubectl logs its requests): where it ran,
+// the argument vector, how long it took, how much it printed, and how it failed.
+func logExec(where string, argv []string, start time.Time, n int, err error) {
+	if !klog.V(2).Enabled() {
+		return
+	}
+	if err != nil {
+		klog.InfoS("exec", "on", where, "argv", strings.Join(argv, " "), "elapsed", time.Since(start).Round(time.Millisecond), "bytes", n, "err", err)
+		return
+	}
+	klog.InfoS("exec", "on", where, "argv", strings.Join(argv, " "), "elapsed", time.Since(start).Round(time.Millisecond), "bytes", n)
 }
 
 // Streamer is a Runner that can also hand a command's standard output to a consumer as it is
@@ -76,7 +96,10 @@ func (Local) Stream(ctx context.Context, consume func(io.Reader) error, argv ...
 		return &Error{Argv: argv, ExitStatus: -1, Err: err}
 	}
 	growPipe(out)
-	cerr := consume(out)
+	start := time.Now()
+	counted := &countingReader{r: out}
+	cerr := consume(counted)
+	defer func() { logExec("local", argv, start, counted.n, cerr) }()
 	if cerr != nil {
 		cancel() // the command must not block on a pipe nobody reads
 	}
@@ -97,7 +120,22 @@ func (Local) RunInput(stdin []byte, argv ...string) ([]byte, error) {
 	cmd := osexec.Command(argv[0], argv[1:]...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	cmd.SysProcAttr = detached()
-	return runLocal(cmd, argv)
+	start := time.Now()
+	out, err := runLocal(cmd, argv)
+	logExec("local", argv, start, len(out), err)
+	return out, err
+}
+
+// countingReader counts what a streamed command printed, for the log.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
 }
 
 // runLocal runs cmd and returns its standard output, or an *Error with its exit status and
