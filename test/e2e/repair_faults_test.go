@@ -191,7 +191,7 @@ func TestRepairFaults(t *testing.T) {
 		// plan, or an iptables that prints rules differently): the write succeeds, the check of
 		// the result fails, and everything goes back.
 		_, stderr, code := run(applyPlan(unexpected(t, "unexpected.json"))...)
-		if code != 4 || !strings.Contains(stderr, "is not what was planned") || !strings.Contains(stderr, "rolled back: the touched chains and real servers were read back as they were before") {
+		if code != 4 || !strings.Contains(stderr, "is not what was planned") || !strings.Contains(stderr, "rolled back: the touched chains were read back as they were before") {
 			t.Fatalf("exit %d %q", code, stderr)
 		}
 		unchanged("rolled back")
