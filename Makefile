@@ -6,9 +6,9 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS := -s -w -X github.com/svctrace/svctrace/plugin.version=$(VERSION) -X github.com/svctrace/svctrace/plugin.commit=$(COMMIT)
 CACHE ?= /var/cache/svctrace
 BIN := bin/kubectl-svctrace
-# Debian packages the e2e harness, the node-side readers and trace --graph (graphviz) need.
-DEPS := iptables nftables etcd-server conntrack ipset iproute2 qemu-system-x86 busybox-static ipvsadm cpio kmod prometheus graphviz
-DEP_CMDS := iptables-legacy-save iptables-nft-save nft etcd conntrack ipset ip qemu-system-x86_64 busybox ipvsadm cpio depmod prometheus promtool dot
+# Debian packages the e2e harness, the node-side readers, trace --graph (graphviz) and the terminal tests (tmux) need.
+DEPS := iptables nftables etcd-server conntrack ipset iproute2 qemu-system-x86 busybox-static ipvsadm cpio kmod prometheus graphviz tmux
+DEP_CMDS := iptables-legacy-save iptables-nft-save nft etcd conntrack ipset ip qemu-system-x86_64 busybox ipvsadm cpio depmod prometheus promtool dot tmux
 
 .PHONY: dist-host help cover-repair bench-fleet bench-flows bench-live record-kube-proxy-version all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean dist krew-tools validate-krew-manifest
 # Release archives: krew wants a semver version.

@@ -78,7 +78,7 @@ the API or the node.`,
 	fl.StringVar(&o.trace.protocol, "protocol", o.trace.protocol, "tcp, udp or sctp")
 	fl.DurationVar(&o.duration, "duration", o.duration, "how long to watch live connections; 0 takes one snapshot now")
 	fl.StringVar(&o.conntrack, "conntrack", "", "read connections from this `conntrack -L -o extended` output instead of the node")
-	fl.StringVarP(&o.trace.output, "output", "o", o.trace.output, "output format: table, json, yaml, jsonpath=TEMPLATE, go-template=TEMPLATE (as kubectl)")
+	fl.StringVarP(&o.trace.output, "output", "o", o.trace.output, "output format: table, wide, json, yaml, jsonpath=TEMPLATE, go-template=TEMPLATE (as kubectl)")
 	fl.BoolVar(&o.trace.noHeaders, "no-headers", false, "print tables without their header row")
 	o.fleet.addFlags(cmd, &o.allNodes, "measure on")
 	return cmd
@@ -135,7 +135,7 @@ func (o *BalanceOptions) Run(ctx context.Context) error {
 		}
 	}
 	res := trace.Balance(tr, in.Cluster, conns, counters)
-	if err := render.Balance(t.streams.Out, res, render.Options{Format: t.format, Color: render.ColorFor(t.streams.Out), NoHeaders: t.noHeaders}); err != nil {
+	if err := render.Balance(t.streams.Out, res, render.Options{Format: t.format, Color: render.ColorFor(t.streams.Out), NoHeaders: t.noHeaders, Width: render.WidthFor(t.streams.Out, t.format)}); err != nil {
 		return err
 	}
 	if imbalanced(res.Diagnosis) {

@@ -98,7 +98,7 @@ func (o *BalanceOptions) runAllNodes(ctx context.Context) error {
 		return errors.New("no node runs a kube-proxy pod to read")
 	}
 	res := trace.BalanceNodes(f.cluster, windows)
-	if err := render.BalanceNodes(t.streams.Out, res, render.Options{Format: t.format, Color: render.ColorFor(t.streams.Out), NoHeaders: t.noHeaders}); err != nil {
+	if err := render.BalanceNodes(t.streams.Out, res, render.Options{Format: t.format, Color: render.ColorFor(t.streams.Out), NoHeaders: t.noHeaders, Width: render.WidthFor(t.streams.Out, t.format)}); err != nil {
 		return err
 	}
 	if imbalanced(res.Overall.Diagnosis) {

@@ -101,7 +101,7 @@ read (the API unreachable or access denied, the node's dataplane unreadable, an 
 	o.fleet.addFlags(cmd, &o.allNodes, "check")
 	fl.BoolVar(&o.noAgents, "no-agents", false, "with --all-nodes: read every node, also those whose svctrace agent reports them healthy")
 	fl.DurationVar(&o.agentMaxAge, "agent-max-age", o.agentMaxAge, "with --all-nodes: an agent's Node condition renewed longer ago than this counts as silent, and the node is read")
-	fl.StringVarP(&o.output, "output", "o", o.output, "output format: table, json, yaml, junit, jsonpath=TEMPLATE, go-template=TEMPLATE (as kubectl)")
+	fl.StringVarP(&o.output, "output", "o", o.output, "output format: table, wide, json, yaml, junit, jsonpath=TEMPLATE, go-template=TEMPLATE (as kubectl)")
 	fl.StringVar(&o.failOn, "fail-on", o.failOn, "exit 1 when a finding has at least this severity: error, warning, info or none")
 	fl.BoolVar(&o.noHeaders, "no-headers", false, "print the table without its header row")
 	fl.StringVar(&o.conntrack, "conntrack", "", "with offline input: the node's `conntrack -L -o extended` output, for stale flows")
@@ -203,7 +203,7 @@ func serviceScope(cfg *genericclioptions.ConfigFlags, in *InputFlags, allNamespa
 // report prints the nodes' merged findings and says whether any reaches --fail-on.
 func (o *CheckOptions) report(results []*trace.CheckResult) error {
 	report := render.NewCheckReport(results)
-	if err := render.Check(o.streams.Out, report, render.Options{Format: o.format, Color: render.ColorFor(o.streams.Out), NoHeaders: o.noHeaders}); err != nil {
+	if err := render.Check(o.streams.Out, report, render.Options{Format: o.format, Color: render.ColorFor(o.streams.Out), NoHeaders: o.noHeaders, Width: render.WidthFor(o.streams.Out, o.format), FailRank: o.failRank}); err != nil {
 		return err
 	}
 	for _, r := range results {

@@ -256,10 +256,10 @@ func completeContexts(cfg *genericclioptions.ConfigFlags) cobra.CompletionFunc {
 
 // outputFormats are each command's -o values, as completion offers them.
 var outputFormats = map[string][]string{
-	"trace":   {"tree", "json", "yaml", "jsonpath=", "go-template=", "mermaid", "dot"},
-	"check":   {"table", "json", "yaml", "junit", "jsonpath=", "go-template="},
-	"balance": {"table", "json", "yaml", "jsonpath=", "go-template="},
-	"repair":  {"table", "json", "yaml", "jsonpath=", "go-template="},
+	"trace":   {"tree", "wide", "json", "yaml", "jsonpath=", "go-template=", "mermaid", "dot"},
+	"check":   {"table", "wide", "json", "yaml", "junit", "jsonpath=", "go-template="},
+	"balance": {"table", "wide", "json", "yaml", "jsonpath=", "go-template="},
+	"repair":  {"table", "wide", "json", "yaml", "jsonpath=", "go-template="},
 }
 
 // addCompletion wires completions into a command that takes a Service: the Service and its

@@ -136,7 +136,7 @@ back only part of the state.`,
 	fl.StringVar(&o.undoFile, "undo", "", "put back the state saved by an earlier --apply (the file it named)")
 	fl.StringVar(&o.stateDir, "state-dir", o.stateDir, "where --apply saves the state it replaces")
 	fl.BoolVar(&o.force, "force", false, "with --undo: undo even if the chains changed since the repair (kube-proxy synced them)")
-	fl.StringVarP(&o.output, "output", "o", o.output, "output format: table, json, yaml, jsonpath=TEMPLATE, go-template=TEMPLATE (as kubectl)")
+	fl.StringVarP(&o.output, "output", "o", o.output, "output format: table, wide, json, yaml, jsonpath=TEMPLATE, go-template=TEMPLATE (as kubectl)")
 	fl.StringVar(&o.conntrack, "conntrack", "", "with offline input: the node's `conntrack -L -o extended` output, to plan the deletion of stale flows")
 	fl.BoolVar(&o.staleTCP, "stale-tcp", false, "also delete stale TCP flows (their connections break; by default only UDP and SCTP ones go)")
 	return cmd
@@ -192,7 +192,7 @@ func (o *RepairOptions) Run(ctx context.Context) error {
 	var plan *trace.RepairPlan
 	var backend string
 	var err error
-	opts := render.Options{Format: o.format, Color: render.ColorFor(o.streams.Out)}
+	opts := render.Options{Format: o.format, Color: render.ColorFor(o.streams.Out), Width: render.WidthFor(o.streams.Out, o.format)}
 	if o.planFile != "" {
 		if plan, err = loadPlan(o.planFile); err != nil {
 			return err

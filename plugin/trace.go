@@ -106,7 +106,7 @@ load balancer and external IPs), pod/NAMESPACE/NAME, or any IP address.`,
 	fl.StringVar(&o.protocol, "protocol", o.protocol, "tcp, udp or sctp")
 	fl.StringVar(&o.from, "from", "", "source: pod, node, external, pod/NAMESPACE/NAME or an IP (default: pod for cluster IPs, external otherwise)")
 	fl.StringVar(&o.inIface, "in-interface", "", "interface the packet arrives on, for rules that match one (default: a packet from a pod on this node arrives on a pod interface, any other does not)")
-	fl.StringVarP(&o.output, "output", "o", o.output, "output format: tree, json, yaml, jsonpath=TEMPLATE, go-template=TEMPLATE (as kubectl), or the path as a picture: mermaid, dot")
+	fl.StringVarP(&o.output, "output", "o", o.output, "output format: tree, wide, json, yaml, jsonpath=TEMPLATE, go-template=TEMPLATE (as kubectl), or the path as a picture: mermaid, dot")
 	fl.StringVar(&o.graph, "graph", "", "also render the path as a picture into this .svg, .png or .pdf file (needs Graphviz's dot)")
 	fl.BoolVar(&o.details, "details", false, "show every rule passed, including filter-table and postrouting bookkeeping")
 	fl.BoolVar(&o.noHeaders, "no-headers", false, "print tables without their header row")
@@ -183,7 +183,7 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return in.walkError(err)
 	}
-	if err := render.Trace(o.streams.Out, res, render.Options{Format: o.format, Details: o.details, Color: render.ColorFor(o.streams.Out), NoHeaders: o.noHeaders}); err != nil {
+	if err := render.Trace(o.streams.Out, res, render.Options{Format: o.format, Details: o.details, Color: render.ColorFor(o.streams.Out), NoHeaders: o.noHeaders, Width: render.WidthFor(o.streams.Out, o.format)}); err != nil {
 		return err
 	}
 	if o.graph != "" {

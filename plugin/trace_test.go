@@ -232,10 +232,10 @@ func TestOutputFormatsRefused(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"trace", "--demo", "default/hostnames", "-o", "wide"}, `unknown format "wide": use tree, json, yaml, jsonpath=TEMPLATE or go-template=TEMPLATE`},
-		{[]string{"trace", "--demo", "default/hostnames", "-o", "table"}, `unknown format "table": use tree, json, yaml`},
-		{[]string{"check", "--demo", "-A", "-o", "tree"}, `unknown format "tree": use table, json, yaml, jsonpath=TEMPLATE or go-template=TEMPLATE (check also takes junit)`},
-		{[]string{"repair", "--demo", "-A", "-o", "human"}, `unknown format "human": use table, json, yaml`},
+		{[]string{"trace", "--demo", "default/hostnames", "-o", "xml"}, `unknown format "xml": use tree, wide, json, yaml, jsonpath=TEMPLATE or go-template=TEMPLATE`},
+		{[]string{"trace", "--demo", "default/hostnames", "-o", "table"}, `unknown format "table": use tree, wide, json, yaml`},
+		{[]string{"check", "--demo", "-A", "-o", "tree"}, `unknown format "tree": use table, wide, json, yaml, jsonpath=TEMPLATE or go-template=TEMPLATE (check also takes junit)`},
+		{[]string{"repair", "--demo", "-A", "-o", "human"}, `unknown format "human": use table, wide, json, yaml`},
 		{[]string{"check", "--demo", "-A", "-o", "jsonpath={.kind"}, `-o jsonpath={.kind: error parsing jsonpath`},
 		{[]string{"trace", "--demo", "default/hostnames", "-o", "go-template={{.kind"}, `-o go-template={{.kind: error parsing template`},
 	} {

@@ -44,7 +44,7 @@ func Balance(w io.Writer, r *trace.BalanceResult, o Options) error {
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "%s\n", s.dim.Render("note: "+n))
 	}
-	_, err := io.WriteString(w, b.String())
+	_, err := io.WriteString(w, wrapProse(b.String(), s.width))
 	return err
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/lipgloss/table"
+	"github.com/charmbracelet/x/ansi"
 	"github.com/muesli/termenv"
 	"golang.org/x/term"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -28,6 +29,9 @@ const (
 	Human Format = "tree"
 	JSON  Format = "json"
 	YAML  Format = "yaml"
+	// Wide is the human format in full: lines as long as they are (on a terminal the others are
+	// cut to its width), every node of a grouped finding named.
+	Wide Format = "wide"
 )
 
 // templatePrefixes are kubectl's template formats, printed with cli-runtime's printers.
@@ -45,6 +49,8 @@ func ParseFormat(s, human string) (Format, error) {
 		return YAML, nil
 	case "", human:
 		return Human, nil
+	case "wide":
+		return Wide, nil
 	}
 	for _, p := range templatePrefixes {
 		if strings.HasPrefix(s, p) {
@@ -55,7 +61,7 @@ func ParseFormat(s, human string) (Format, error) {
 			return f, nil
 		}
 	}
-	return "", fmt.Errorf("unknown format %q: use %s, json, yaml, jsonpath=TEMPLATE or go-template=TEMPLATE", s, human)
+	return "", fmt.Errorf("unknown format %q: use %s, wide, json, yaml, jsonpath=TEMPLATE or go-template=TEMPLATE", s, human)
 }
 
 // Machine reports whether the format is for programs: json, yaml or a template.
@@ -89,6 +95,54 @@ type Options struct {
 	Color   bool
 	// NoHeaders leaves tables without their header row (--no-headers, as kubectl).
 	NoHeaders bool
+	// Width cuts human output's lines to this many columns (0: as long as they are).
+	Width int
+	// FailRank is --fail-on's severity rank: JUnit fails a test case only for findings at or
+	// above it.
+	FailRank int
+}
+
+// WidthFor is the width human output to w is cut to: the terminal's, unless the format is Wide
+// or w is not a terminal (then 0: lines stay whole, as kubectl leaves them in a pipe).
+func WidthFor(w io.Writer, f Format) int {
+	fd, ok := w.(interface{ Fd() uintptr })
+	if f == Wide || !ok || !term.IsTerminal(int(fd.Fd())) {
+		return 0
+	}
+	width, _, err := term.GetSize(int(fd.Fd()))
+	if err != nil || width < 20 {
+		return 0
+	}
+	return width
+}
+
+// wrapProse wraps the lines of text still wider than width (sentences: headers, notes, findings
+// outside tables) at spaces, so that nothing is lost; tables and trees were cut by fit already.
+func wrapProse(text string, width int) string {
+	if width <= 0 {
+		return text
+	}
+	lines := strings.Split(text, "\n")
+	for i, l := range lines {
+		if ansi.StringWidth(l) > width {
+			lines[i] = strings.TrimRight(strings.ReplaceAll(ansi.Wrap(l, width, " "), " \n", "\n"), " ")
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// fit cuts each line of text to width columns (ANSI colours kept), marking a cut with "…".
+func fit(text string, width int) string {
+	if width <= 0 {
+		return text
+	}
+	lines := strings.Split(text, "\n")
+	for i, l := range lines {
+		if ansi.StringWidth(l) > width {
+			lines[i] = ansi.Truncate(l, width, "…")
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // ColorFor reports whether output to w may use colour: only on a terminal, never with NO_COLOR
@@ -145,11 +199,13 @@ type styles struct {
 	r                                    *lipgloss.Renderer
 	title, dim, ok, bad, warn, rule, pct lipgloss.Style
 	noHeaders                            bool
+	width                                int
 }
 
 func newStyles(w io.Writer, o Options) *styles {
 	s := newColorStyles(w, o.Color)
 	s.noHeaders = o.NoHeaders
+	s.width = o.Width
 	return s
 }
 
@@ -192,7 +248,7 @@ func tableText(s *styles, t *table.Table) string {
 		lines = lines[1:]
 	}
 	for i, l := range lines {
-		lines[i] = strings.TrimRight(l, " ")
+		lines[i] = fit(strings.TrimRight(l, " "), s.width)
 	}
 	return strings.Join(lines, "\n") + "\n"
 }

@@ -60,7 +60,7 @@ func Repair(w io.Writer, p *trace.RepairPlan, o Options) error {
 	for _, n := range p.Notes {
 		fmt.Fprintf(&b, "%s\n", s.dim.Render("note: "+n))
 	}
-	_, err := io.WriteString(w, b.String())
+	_, err := io.WriteString(w, wrapProse(b.String(), s.width))
 	return err
 }
 
@@ -117,6 +117,6 @@ func RepairInput(w io.Writer, p *trace.RepairPlan, nftScript func(trace.NftChang
 			fmt.Fprintf(&b, "  %s to %s answered by %s\n", f.Protocol, f.Dst, f.Backend)
 		}
 	}
-	_, err := io.WriteString(w, b.String())
+	_, err := io.WriteString(w, wrapProse(b.String(), s.width))
 	return err
 }

@@ -39,7 +39,7 @@ func Trace(w io.Writer, res *trace.Result, o Options) error {
 	for _, h := range res.Hops {
 		addHop(root, h, 1, s, o.Details)
 	}
-	b.WriteString(root.String())
+	b.WriteString(fit(root.String(), s.width))
 	b.WriteString("\n")
 
 	if len(res.Backends) > 0 {
@@ -99,7 +99,7 @@ func Trace(w io.Writer, res *trace.Result, o Options) error {
 			b.WriteString(s.dim.Render("  - "+n) + "\n")
 		}
 	}
-	_, err := io.WriteString(w, b.String())
+	_, err := io.WriteString(w, wrapProse(b.String(), s.width))
 	return err
 }
 
