@@ -38,7 +38,7 @@ func checkAccess(ctx context.Context, cs kubernetes.Interface) error {
 		}
 	}
 	if len(missing) > 0 {
-		return &ExitError{Code: ExitRead, Err: fmt.Errorf("you may not %s in all namespaces: bind the ClusterRole in krew/rbac/svctrace-reader.yaml to your user, or pass --objects FILE", strings.Join(missing, ", "))}
+		return &ExitError{Code: ExitRead, Err: fmt.Errorf("you may not %s in all namespaces: have an admin run `kubectl svctrace rbac --user YOU | kubectl apply -f -` (the ClusterRole svctrace-reader, krew/rbac/svctrace-reader.yaml in the source), or pass --objects FILE", strings.Join(missing, ", "))}
 	}
 	return nil
 }

@@ -35,7 +35,7 @@ func (d *DebugPodFlags) addFlags(fl interface {
 	BoolVar(*bool, string, bool, string)
 	StringVar(*string, string, string, string)
 }) {
-	fl.BoolVar(&d.Enabled, "debug-pod", false, "when --node has no kube-proxy pod svctrace may exec into, read it from a short-lived debug pod on that node (hostNetwork, only NET_ADMIN and NET_RAW, the xtables lock mounted), deleted when done, also on Ctrl-C; needs krew/rbac/svctrace-debug-pod.yaml")
+	fl.BoolVar(&d.Enabled, "debug-pod", false, "when --node has no kube-proxy pod svctrace may exec into, read it from a short-lived debug pod on that node (hostNetwork, only NET_ADMIN and NET_RAW, the xtables lock mounted), deleted when done, also on Ctrl-C; needs the RBAC of `kubectl svctrace rbac --debug-pod`")
 	fl.StringVar(&d.Namespace, "debug-namespace", "kube-system", "namespace for --debug-pod (its Pod Security level must allow hostNetwork and NET_ADMIN)")
 	fl.StringVar(&d.Image, "debug-image", DefaultDebugImage, "image for --debug-pod, best pinned by digest: it needs iptables-save (legacy and nft), nft, ipset, ipvsadm, conntrack and sleep")
 }
@@ -51,7 +51,7 @@ func (e *noKubeProxyError) Error() string {
 type execDeniedError struct{ ns string }
 
 func (e *execDeniedError) Error() string {
-	return fmt.Sprintf("you may not create pods/exec in namespace %s, which reading a node through its kube-proxy pod needs: bind the Role in krew/rbac/svctrace-node-reader.yaml, run svctrace on the node, or add --debug-pod with --debug-namespace where you may", e.ns)
+	return fmt.Sprintf("you may not create pods/exec in namespace %s, which reading a node through its kube-proxy pod needs: have an admin run `kubectl svctrace rbac --user YOU --exec | kubectl apply -f -`, run svctrace on the node, or add --debug-pod with --debug-namespace where you may", e.ns)
 }
 
 // debugPodAccess lists what --debug-pod does in its namespace.
@@ -91,7 +91,7 @@ func startDebugPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, stre
 		}
 	}
 	if len(missing) > 0 {
-		return nil, nil, &ExitError{Code: ExitRead, Err: fmt.Errorf("--debug-pod: you may not %s in namespace %s: bind the Role in krew/rbac/svctrace-debug-pod.yaml", strings.Join(missing, ", "), d.Namespace)}
+		return nil, nil, &ExitError{Code: ExitRead, Err: fmt.Errorf("--debug-pod: you may not %s in namespace %s: have an admin run `kubectl svctrace rbac --user YOU --debug-pod --debug-namespace %s | kubectl apply -f -`", strings.Join(missing, ", "), d.Namespace, d.Namespace)}
 	}
 	pod := debugPodSpec(d, node)
 	created, err := cs.CoreV1().Pods(d.Namespace).Create(ctx, pod, metav1.CreateOptions{})

@@ -161,6 +161,7 @@ interrupted; repair adds 4, 5 and 6 (see its --help).`, name),
 	}
 	root.AddCommand(NewCmdSnapshot(streams, cfg))
 	root.AddCommand(NewCmdAgent(streams, cfg))
+	root.AddCommand(NewCmdRBAC(streams))
 	root.AddCommand(newCmdVersion(streams))
 	addRootCompletion(root, cfg)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {

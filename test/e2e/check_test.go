@@ -5,6 +5,8 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -132,7 +134,9 @@ func TestCheckFindsStaleRulesAfterKubeProxyStops(t *testing.T) {
 }
 
 // TestMissingPermissionsAreNamed: a user without the reader role is told exactly which reads are
-// missing (SelfSubjectAccessReview) and gets exit 2; with the shipped ClusterRole bound, check works.
+// missing (SelfSubjectAccessReview) and gets exit 3 and the rbac command to run; with the shipped
+// ClusterRole bound, check works; so it does with what `svctrace rbac --user` prints, applied
+// as printed, and not with one verb of it taken away.
 func TestMissingPermissionsAreNamed(t *testing.T) {
 	needCluster(t)
 	asViewer := func(extra ...string) (string, int) {
@@ -140,8 +144,45 @@ func TestMissingPermissionsAreNamed(t *testing.T) {
 		return stderr, code
 	}
 	stderr, code := asViewer()
-	if code != 3 || !strings.Contains(stderr, "you may not list services, list endpointslices.discovery.k8s.io, list pods, list nodes") {
+	if code != 3 || !strings.Contains(stderr, "you may not list services, list endpointslices.discovery.k8s.io, list pods, list nodes") || !strings.Contains(stderr, "kubectl svctrace rbac --user YOU | kubectl apply -f -") {
 		t.Fatalf("without RBAC: exit %d, %q", code, stderr)
+	}
+	// What `svctrace rbac` prints, applied as printed, for a user of its own; and the same with
+	// "list" taken from Nodes for another user.
+	printed, _, code := kubectl(t, false, "svctrace", "rbac", "--user", "rbac-printed")
+	if code != 0 {
+		t.Fatalf("svctrace rbac: exit %d", code)
+	}
+	dir := t.TempDir()
+	full, short := filepath.Join(dir, "rbac.yaml"), filepath.Join(dir, "short.yaml")
+	lessNodes := strings.Replace(strings.ReplaceAll(string(printed), "rbac-printed", "rbac-short"), "  - nodes\n", "", 1)
+	lessNodes = strings.ReplaceAll(lessNodes, "name: svctrace-reader\n", "name: svctrace-reader-short\n")
+	if err := os.WriteFile(full, printed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(short, []byte(lessNodes), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{full, short} {
+		if out, err := runKubectl(t, "apply", "-f", f); err != nil {
+			t.Fatalf("kubectl apply the printed RBAC: %v %s", err, out)
+		}
+	}
+	as := func(user string) (string, int) {
+		var stderr string
+		var code int
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(300 * time.Millisecond) {
+			_, stderr, code = kubectl(t, true, "svctrace", "check", "-A", "--as", user)
+			if code == 0 || time.Now().After(deadline) {
+				return stderr, code
+			}
+		}
+	}
+	if stderr, code := as("rbac-printed"); code != 0 {
+		t.Fatalf("with the printed RBAC: exit %d, %q", code, stderr)
+	}
+	if stderr, code := as("rbac-short"); code != 3 || !strings.Contains(stderr, "you may not list nodes") {
+		t.Fatalf("with the printed RBAC less list nodes: exit %d, %q", code, stderr)
 	}
 	if out, err := runKubectl(t, "apply", "-f", "../../krew/rbac/svctrace-reader.yaml"); err != nil {
 		t.Fatalf("%v %s", err, out)

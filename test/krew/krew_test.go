@@ -65,6 +65,21 @@ func TestKrewInstallsThePlugin(t *testing.T) {
 	if !strings.Contains(out, `"name": "hostnames-a"`) {
 		t.Fatalf("the installed plugin did not trace the demo:\n%s", out)
 	}
+
+	// The manifest make dist renders (file:// URIs) installs from the local archive, as a user
+	// does before a release exists: krew checks the archive's sha256 against the manifest.
+	// (A krew root of its own: uninstalling needs krew's index, which needs the internet.)
+	root2 := t.TempDir()
+	env2 := append(os.Environ(), "KREW_ROOT="+root2, "PATH="+filepath.Join(root2, "bin")+":"+pathDir+":"+os.Getenv("PATH"))
+	archives := mustGlob(t, filepath.Join(dist, "*.tar.gz"))
+	out = run(t, env2, "kubectl", "krew", "install", "--manifest="+filepath.Join(dist, "svctrace.yaml"), "--archive="+archives[0])
+	if !strings.Contains(out, "Installed plugin: svctrace") || !strings.Contains(out, "kubectl svctrace rbac --user YOU --exec") {
+		t.Fatalf("krew install --archive (its caveats name the rbac command):\n%s", out)
+	}
+	out = run(t, env2, "kubectl", "svctrace", "trace", "--demo", "default/hostnames")
+	if !strings.Contains(out, "hostnames-a") {
+		t.Fatalf("the plugin installed from the archive did not trace the demo:\n%s", out)
+	}
 }
 
 func run(t *testing.T, env []string, name string, args ...string) string {
