@@ -33,8 +33,8 @@ func clientFor(cfg *genericclioptions.ConfigFlags) (kubernetes.Interface, error)
 func offlineObjects(cmd *cobra.Command) *trace.Cluster {
 	var b *snapshot.Bundle
 	var err error
-	if demo, _ := cmd.Flags().GetBool("demo"); demo {
-		b, err = snapshot.Demo()
+	if mode, _ := cmd.Flags().GetString("demo"); mode != "" {
+		b, err = snapshot.Demo(mode)
 	} else if dir, _ := cmd.Flags().GetString("snapshot"); dir != "" {
 		b, err = snapshot.LoadDir(dir)
 	} else {

@@ -1,8 +1,12 @@
 package plugin
 
 import (
+	"io"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 )
 
 // TestCompletion: flag values complete from their fixed sets, Services, nodes, pods and namespaces
@@ -39,5 +43,53 @@ func TestCompletion(t *testing.T) {
 				t.Errorf("%v: offers %q:\n%s", tc.args, n, out)
 			}
 		}
+	}
+}
+
+// TestDemoModes: --demo takes the mode of the recorded node to use; --demo alone is iptables.
+func TestDemoModes(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"trace", "--demo", "default/hostnames"}, "node node1, iptables mode"},
+		{[]string{"trace", "--demo=nftables", "default/hostnames"}, "node node1, nftables mode"},
+		{[]string{"check", "-A", "--demo=ipvs"}, "node vm1 (ipvs mode)"},
+		{[]string{"repair", "-A", "--demo=nftables"}, "nothing to repair"},
+	} {
+		out, stderr, code := run(t, tc.args...)
+		if code > 1 || !strings.Contains(out, tc.want) {
+			t.Errorf("%v: exit %d, want %q:\n%s%s", tc.args, code, tc.want, out, stderr)
+		}
+	}
+	if _, stderr, code := run(t, "trace", "--demo=xdp", "default/hostnames"); code != ExitUsage || !strings.Contains(stderr, "the demos are iptables, nftables and ipvs") {
+		t.Errorf("--demo=xdp: exit %d %s", code, stderr)
+	}
+}
+
+// TestHelpExamplesRun: every example in a command's --help that reads offline input (--demo)
+// runs as written and succeeds (exit 0, or 1 for findings).
+func TestHelpExamplesRun(t *testing.T) {
+	root := NewRootCommand(genericiooptions.IOStreams{In: strings.NewReader(""), Out: io.Discard, ErrOut: io.Discard})
+	ran := 0
+	for _, c := range root.Commands() {
+		for _, line := range strings.Split(c.Example, "\n") {
+			line = strings.TrimSpace(line)
+			args, ok := strings.CutPrefix(line, "kubectl svctrace ")
+			if !ok || !strings.Contains(args, "--demo") {
+				continue
+			}
+			if strings.Contains(args, "--graph ") {
+				args = strings.Replace(args, "--graph path.svg", "--graph "+filepath.Join(t.TempDir(), "path.svg"), 1)
+			}
+			_, stderr, code := run(t, strings.Fields(args)...)
+			if code > 1 {
+				t.Errorf("%s --help example %q: exit %d %s", c.Name(), line, code, stderr)
+			}
+			ran++
+		}
+	}
+	if ran < 5 {
+		t.Errorf("only %d --help examples with --demo ran", ran)
 	}
 }

@@ -25,9 +25,10 @@ type InputFlags struct {
 	Dataplane []string
 	Objects   string
 	Snapshot  string
-	Demo      bool
-	Node      string
-	NodeIPs   []string
+	// DemoMode is --demo's mode ("" when not given).
+	DemoMode string
+	Node     string
+	NodeIPs  []string
 	// TargetAddr is the address a command is about (trace's target), when it is one: offline
 	// without --node, the Node that has it is the node.
 	TargetAddr netip.Addr
@@ -91,7 +92,8 @@ func (f *InputFlags) AddFlags(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.Dataplane, "dataplane", nil, "read the node's dataplane from this dump instead of the live node: iptables-save [-c] output (repeat for the IPv6 one), nft -j list ruleset, or for IPVS also ipset save and ipvsadm -Ln/-Sn or /proc/net/ip_vs; the format is detected")
 	fl.StringVar(&f.Objects, "objects", "", "read API objects from this file (kubectl get svc,endpointslices,pods,nodes -A -o yaml) instead of the API server")
 	fl.StringVar(&f.Snapshot, "snapshot", "", "read dataplane and objects from a snapshot bundle directory")
-	fl.BoolVar(&f.Demo, "demo", false, "use the embedded demo snapshot (recorded from a real kube-proxy v1.36.3; node node1)")
+	fl.StringVar(&f.DemoMode, "demo", "", "use an embedded demo snapshot, recorded from a real kube-proxy v1.36.3: --demo (iptables mode, node node1), --demo=nftables (node1) or --demo=ipvs (node vm1)")
+	fl.Lookup("demo").NoOptDefVal = "iptables"
 	fl.StringVar(&f.Node, "node", "", "the name of the node the dataplane belongs to: this machine when reading live (default: its hostname), or the one a dump came from (default for a snapshot: its node)")
 	fl.StringArrayVar(&f.NodeIPs, "node-ip", nil, "an address of the node, in addition to those in its Node object (repeatable)")
 	fl.BoolVar(&f.NoAPI, "no-api", false, "do not contact the API server (trace the dataplane alone)")
@@ -146,15 +148,18 @@ func firstN(list []string, n int) []string {
 	return append(append([]string(nil), list[:n]...), "...")
 }
 
+// demo says whether --demo was given.
+func (f *InputFlags) demo() bool { return f.DemoMode != "" }
+
 // Offline reports whether the dataplane comes from files rather than the live node.
 func (f *InputFlags) Offline() bool {
-	return len(f.Dataplane) > 0 || f.Snapshot != "" || f.Demo
+	return len(f.Dataplane) > 0 || f.Snapshot != "" || f.demo()
 }
 
 // Validate checks combinations before anything is read.
 func (f *InputFlags) Validate() error {
 	n := 0
-	for _, set := range []bool{len(f.Dataplane) > 0, f.Snapshot != "", f.Demo} {
+	for _, set := range []bool{len(f.Dataplane) > 0, f.Snapshot != "", f.demo()} {
 		if set {
 			n++
 		}
@@ -201,11 +206,11 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 	node := f.Node
 	byHostname := false // node is this machine's hostname, not named by the user
 	switch {
-	case f.Demo || f.Snapshot != "":
+	case f.demo() || f.Snapshot != "":
 		var b *snapshot.Bundle
 		var err error
-		if f.Demo {
-			b, err = snapshot.Demo()
+		if f.demo() {
+			b, err = snapshot.Demo(f.DemoMode)
 			in.Source = "embedded demo snapshot"
 		} else if set, isSet, serr := snapshot.ReadSet(f.Snapshot); serr != nil {
 			return nil, serr

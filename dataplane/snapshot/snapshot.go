@@ -46,12 +46,24 @@ type Bundle struct {
 }
 
 //go:embed demo/snapshot.yaml demo/iptables-save.txt demo/objects.yaml
+//go:embed demo-nftables/snapshot.yaml demo-nftables/nft.json demo-nftables/objects.yaml
+//go:embed demo-ipvs/snapshot.yaml demo-ipvs/iptables-save.txt demo-ipvs/ipset-save.txt demo-ipvs/ipvsadm-Sn.txt demo-ipvs/objects.yaml
 var demo embed.FS
 
-// Demo returns the embedded demo bundle: the standard e2e scenario as a real kube-proxy v1.36.3
-// programmed it (see demo/README.md).
-func Demo() (*Bundle, error) {
-	sub, err := fs.Sub(demo, "demo")
+// DemoModes are the embedded demos, by kube-proxy mode.
+var DemoModes = map[string]string{"iptables": "demo", "nftables": "demo-nftables", "ipvs": "demo-ipvs"}
+
+// Demo returns an embedded demo bundle: the standard e2e scenario as a real kube-proxy v1.36.3
+// programmed it in that mode (iptables when mode is empty; see demo*/README.md).
+func Demo(mode string) (*Bundle, error) {
+	if mode == "" {
+		mode = "iptables"
+	}
+	dir, ok := DemoModes[mode]
+	if !ok {
+		return nil, fmt.Errorf("--demo=%s: the demos are iptables, nftables and ipvs", mode)
+	}
+	sub, err := fs.Sub(demo, dir)
 	if err != nil {
 		return nil, err
 	}

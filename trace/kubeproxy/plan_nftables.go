@@ -158,14 +158,16 @@ func planNftFamily(plan *trace.RepairPlan, t *nftables.Table, cl *trace.Cluster,
 	if err != nil {
 		return err
 	}
-	if layout.LocalMatch == "" {
-		plan.Notes = append(plan.Notes, fmt.Sprintf("the %s table shows no local-traffic detector (none configured, or --masquerade-all with no Local-policy Service): Local-policy external chains are written without the pod short-circuit", t.Family))
-	}
 	want := NewNftObjects()
 	ports := map[string]*ServicePort{}
+	localPolicy := false
 	for _, p := range FamilyPorts(cl, node.Name, t.Family == "ip6") {
 		want.AddNftService(p, layout)
 		ports[p.Name] = p
+		localPolicy = localPolicy || p.ExternalLocal && p.HasEndpoints && p.externallyAccessible()
+	}
+	if layout.LocalMatch == "" && localPolicy {
+		plan.Notes = append(plan.Notes, fmt.Sprintf("the %s table shows no local-traffic detector (none configured, or --masquerade-all with no Local-policy Service before): Local-policy external chains are written without the pod short-circuit", t.Family))
 	}
 	have, bad := NodeNftObjects(t)
 	all := scope.Namespace == "" && scope.Name == ""
