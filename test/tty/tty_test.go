@@ -22,15 +22,18 @@ import (
 func inTmux(t *testing.T, width int, argv ...string) []string {
 	t.Helper()
 	done := filepath.Join(t.TempDir(), "done")
+	// A tmux server of its own per run (-L): a shared one exits when its last session ends,
+	// and a session started meanwhile, by this test or anyone, fails with it.
 	session := fmt.Sprintf("svctrace-tty-%d-%d", os.Getpid(), time.Now().UnixNano())
+	tmux := func(args ...string) *exec.Cmd { return exec.Command("tmux", append([]string{"-L", session}, args...)...) }
 	// stdout only: messages on stderr are one sentence each, as kubectl prints them.
 	script := fmt.Sprintf("%s 2>/dev/null; touch %s; sleep 60", strings.Join(quote(argv), " "), done)
-	cmd := exec.Command("tmux", "new-session", "-d", "-s", session, "-x", fmt.Sprint(width), "-y", "300", "sh", "-c", script)
+	cmd := tmux("new-session", "-d", "-s", session, "-x", fmt.Sprint(width), "-y", "300", "sh", "-c", script)
 	cmd.Env = append(os.Environ(), "TERM=xterm-256color", "NO_COLOR=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("tmux: %v %s", err, out)
 	}
-	defer func() { _ = exec.Command("tmux", "kill-session", "-t", session).Run() }()
+	defer func() { _ = tmux("kill-server").Run() }()
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if _, err := os.Stat(done); err == nil {
 			break
@@ -39,7 +42,7 @@ func inTmux(t *testing.T, width int, argv ...string) []string {
 			t.Fatal("the command did not end in 30s")
 		}
 	}
-	out, err := exec.Command("tmux", "capture-pane", "-p", "-J", "-N", "-t", session, "-S", "-").Output()
+	out, err := tmux("capture-pane", "-p", "-J", "-N", "-t", session, "-S", "-").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
