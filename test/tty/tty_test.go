@@ -25,7 +25,9 @@ func inTmux(t *testing.T, width int, argv ...string) []string {
 	// A tmux server of its own per run (-L): a shared one exits when its last session ends,
 	// and a session started meanwhile, by this test or anyone, fails with it.
 	session := fmt.Sprintf("svctrace-tty-%d-%d", os.Getpid(), time.Now().UnixNano())
-	tmux := func(args ...string) *exec.Cmd { return exec.Command("tmux", append([]string{"-L", session}, args...)...) }
+	tmux := func(args ...string) *exec.Cmd {
+		return exec.Command("tmux", append([]string{"-L", session}, args...)...)
+	}
 	// stdout only: messages on stderr are one sentence each, as kubectl prints them.
 	script := fmt.Sprintf("%s 2>/dev/null; touch %s; sleep 60", strings.Join(quote(argv), " "), done)
 	cmd := tmux("new-session", "-d", "-s", session, "-x", fmt.Sprint(width), "-y", "300", "sh", "-c", script)
