@@ -8,7 +8,10 @@ cache=${SVCTRACE_CACHE:-/var/cache/svctrace}
 mkdir -p "$cache"
 go build -o "$cache/netprobe" ./test/e2e/netprobe
 go run ./test/e2e/record -mode iptables -bin "$bin" -netprobe "$cache/netprobe" -out dataplane/snapshot/demo
-# nftables mode: recorded for the nftables reader (the trace engine reads iptables today).
+# The demo's conntrack sample (balance --demo): the balance e2e scenario's traffic to hostnames.
+go run ./test/e2e/record -mode iptables -bin "$bin" -netprobe "$cache/netprobe" -conntrack dataplane/snapshot/demo/conntrack.txt
+grep -q '^conntrack:' dataplane/snapshot/demo/snapshot.yaml || echo 'conntrack: conntrack.txt' >> dataplane/snapshot/demo/snapshot.yaml
+# nftables mode (--demo=nftables, and the nftables planner's test).
 go run ./test/e2e/record -mode nftables -bin "$bin" -netprobe "$cache/netprobe" -out dataplane/snapshot/demo-nftables
 # IPVS mode runs in a QEMU guest with Debian's cloud kernel (make vm-deps).
 go run ./test/e2e/record -mode ipvs -bin "$bin" -netprobe "$cache/netprobe" -kernel "$(hack/ipvs-vm/kernel.sh)" -out dataplane/snapshot/demo-ipvs

@@ -44,6 +44,7 @@ func main() {
 	flag.StringVar(&proxyFlags.DetectLocalMode, "detect-local-mode", "", "kube-proxy's --detect-local-mode (ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix)")
 	flag.StringVar(&proxyFlags.PodInterfacePrefix, "pod-interface-name-prefix", "", "kube-proxy's --pod-interface-name-prefix (the harness's pod interfaces are vpN)")
 	flag.StringVar(&proxyFlags.PodBridge, "pod-bridge-interface", "", "kube-proxy's --pod-bridge-interface")
+	flag.StringVar(&conntrackOut, "conntrack", "", "instead of recording the dataplane, make the balance scenario's traffic to default/hostnames (a keep-alive client's 600 requests over one connection, 60 short connections from another pod) and write the node's conntrack entries of it to this file")
 	flag.Parse()
 	if err := record(*mode, *out, *bin, *netprobe, *hold); err != nil {
 		fmt.Fprintln(os.Stderr, "record:", err)
@@ -52,6 +53,38 @@ func main() {
 }
 
 var vmFlags struct{ kernel string }
+
+// conntrackOut is -conntrack.
+var conntrackOut string
+
+// recordConntrack makes the balance scenario's traffic and writes `conntrack -L -o extended` of
+// it, byte accounting on.
+func recordConntrack(c *harness.Cluster, out string) error {
+	if _, err := harness.NS(harness.NodeNS, "sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1"); err != nil {
+		return err
+	}
+	for _, p := range []struct {
+		pod  string
+		args []string
+	}{
+		{harness.ClientPod, []string{"-n", "1", "-requests", "600"}},
+		{"multi-1", []string{"-n", "60"}},
+	} {
+		args := append(append([]string{c.Netprobe, "probe"}, p.args...), "10.96.10.10:80")
+		if _, err := harness.NS(c.Pod("default", p.pod).NetNS, args...); err != nil {
+			return err
+		}
+	}
+	table, err := harness.NS(harness.NodeNS, "conntrack", "-L", "-o", "extended", "-d", "10.96.10.10")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(out, table, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "record: wrote %d conntrack entries to %s\n", strings.Count(string(table), "\n"), out)
+	return nil
+}
 
 // proxyFlags is the kube-proxy configuration to record under (its Mode is -mode).
 var proxyFlags harness.KubeProxyConfig
@@ -63,8 +96,8 @@ var scale struct {
 }
 
 func record(mode, out, bin, netprobe string, hold bool) error {
-	if out == "" || bin == "" || netprobe == "" {
-		return fmt.Errorf("-out, -bin and -netprobe are required")
+	if out == "" && conntrackOut == "" || bin == "" || netprobe == "" {
+		return fmt.Errorf("-out (or -conntrack), -bin and -netprobe are required")
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
@@ -105,6 +138,9 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 		return err
 	}
 	c.Phase("kube-proxy programmed the node", t)
+	if conntrackOut != "" {
+		return recordConntrack(c, conntrackOut)
+	}
 	if fleetFlags.nodes > 0 {
 		return recordFleet(ctx, c, scale.compare)
 	}
@@ -302,5 +338,10 @@ recordedBy: test/e2e/record (hack/record-fixtures.sh)
 dataplane:
 %sobjects: objects.yaml
 `, node, mode, strings.TrimPrefix(filepath.Base(filepath.Dir(bin)), "k8s-"), files.String())
+	// The balance scenario's conntrack (-conntrack, recorded by hack/record-fixtures.sh after
+	// the bundle) stays part of it.
+	if _, err := os.Stat(filepath.Join(out, "conntrack.txt")); err == nil {
+		manifest += "conntrack: conntrack.txt\n"
+	}
 	return os.WriteFile(filepath.Join(out, "snapshot.yaml"), []byte(manifest), 0o644)
 }
