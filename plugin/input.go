@@ -37,6 +37,9 @@ type InputFlags struct {
 	Mode string
 	// Remote reads the node through its kube-proxy pod (exec via the API server).
 	Remote bool
+	// NodeFromPod says the command finds the node itself (trace --from pod/NS/NAME), so --remote
+	// goes without --node.
+	NodeFromPod bool
 	// KubeProxyNamespace is where kube-proxy's pods run (default kube-system).
 	KubeProxyNamespace string
 	// Debug is the debug-pod fallback for remote reads.
@@ -183,7 +186,7 @@ func (f *InputFlags) Validate() error {
 	if f.Remote && f.Offline() {
 		return usageErrorf("--remote reads a live node; it does not go with --dataplane, --snapshot or --demo")
 	}
-	if f.Remote && f.Node == "" {
+	if f.Remote && f.Node == "" && !f.NodeFromPod {
 		return usageErrorf("--remote needs --node NAME: the node whose kube-proxy pod to read through")
 	}
 	if f.Debug.Enabled && f.Offline() {

@@ -5,15 +5,19 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/svctrace/svctrace/render"
 	"github.com/svctrace/svctrace/trace"
@@ -117,6 +121,7 @@ load balancer and external IPs), pod/NAMESPACE/NAME, or any IP address.`,
 // Complete turns flags into typed values.
 func (o *TraceOptions) Complete(args []string) error {
 	o.target = args[0]
+	o.Input.NodeFromPod = strings.HasPrefix(o.from, "pod/")
 	var err error
 	if o.proto, err = trace.ParseProtocol(o.protocol); err != nil {
 		return usageErrorf("--protocol: %v", err)
@@ -170,6 +175,10 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 	} else if a, err := netip.ParseAddr(strings.Trim(o.target, "[]")); err == nil {
 		o.Input.TargetAddr = a
 	}
+	o.followPod(ctx)
+	if o.Input.Remote && o.Input.Node == "" {
+		return usageErrorf("--remote needs --node NAME, or --from a pod the API knows (its node is read)")
+	}
 	ctx, in, stop, err := o.Input.start(ctx, o.config, o.streams)
 	if err != nil {
 		return err
@@ -198,6 +207,69 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// followPod makes a live or remote trace --from pod/NS/NAME without --node walk the rules of the
+// node that pod runs on: its connections go through that node's kube-proxy rules. From a laptop
+// that node is read through its kube-proxy pod; on a node whose pod is elsewhere, that other node
+// is read through the API. A --node given is kept, and so is an offline input's node (query
+// warns about the pod then).
+func (o *TraceOptions) followPod(ctx context.Context) {
+	parts := strings.SplitN(o.from, "/", 3)
+	if len(parts) != 3 || parts[0] != "pod" || o.Input.Offline() || o.Input.NoAPI || o.Input.Node != "" {
+		return
+	}
+	cs, err := clientFor(o.config)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	pod, err := cs.CoreV1().Pods(parts[1]).Get(ctx, parts[2], metav1.GetOptions{})
+	if err != nil || pod.Spec.NodeName == "" {
+		return // the query reports a pod it cannot find
+	}
+	here := ""
+	if os.Geteuid() == 0 && !o.Input.Remote {
+		// This machine's node, as the read names it: its hostname if that is a Node, else the
+		// Node that has one of its addresses. Unknown: stay (query warns).
+		if here = thisNode(ctx, cs); here == "" {
+			return
+		}
+	}
+	if pod.Spec.NodeName == here {
+		return
+	}
+	how := "read through its kube-proxy pod"
+	if here != "" {
+		how += ", not this machine's"
+	}
+	fmt.Fprintf(o.streams.ErrOut, "pod %s/%s runs on node %s: tracing that node's rules (%s)\n", pod.Namespace, pod.Name, pod.Spec.NodeName, how)
+	o.Input.Node = pod.Spec.NodeName
+	if os.Geteuid() == 0 {
+		// As root, --node names this machine; another node is read through the API.
+		o.Input.Remote = true
+	}
+}
+
+// thisNode is the Node this machine is: its hostname (lowercased, as kube-proxy names it) when the
+// API has such a Node, else the one with one of its addresses; "" when neither.
+func thisNode(ctx context.Context, cs kubernetes.Interface) string {
+	h, _ := os.Hostname()
+	h = strings.ToLower(strings.TrimSpace(h))
+	if _, err := cs.CoreV1().Nodes().Get(ctx, h, metav1.GetOptions{}); err == nil {
+		return h
+	}
+	list, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return ""
+	}
+	nodes := make([]*corev1.Node, len(list.Items))
+	for i := range list.Items {
+		nodes[i] = &list.Items[i]
+	}
+	name, _, _ := trace.NewCluster(nil, nil, nil, nodes).NodeWithAddress(machineAddrs())
+	return name
 }
 
 // writeGraph renders the trace's picture with Graphviz's dot into path (its format from the

@@ -93,6 +93,14 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 		t.Fatalf("remote read differs from the node-side one\nnode-side: %s\nremote: %s", local, remote)
 	}
 
+	// --from a pod walks the rules of the node it runs on: from a laptop (--remote, no --node),
+	// svctrace reads the pod's node through its kube-proxy pod.
+	follow, followErr, followCode := kubectl(t, false, "svctrace", "trace", "default/hostnames", "--from", "pod/kube-system/"+harness.KubeProxyPod, "--remote", "-o", "json")
+	var f trace.Result
+	if followCode != 0 || json.Unmarshal(follow, &f) != nil || f.Node != harness.KwokNode || !strings.Contains(followErr, "pod kube-system/"+harness.KubeProxyPod+" runs on node "+harness.KwokNode+": tracing that node's rules (read through its kube-proxy pod") {
+		t.Fatalf("--from a pod on another node: exit %d, node %q\n%s", followCode, f.Node, followErr)
+	}
+
 	// A pod that only carries kube-proxy's label is never read through: in a tenant's namespace
 	// it is not looked at, in kube-system (not run by a DaemonSet) it is refused by name.
 	planted := func(ns string) func() {
