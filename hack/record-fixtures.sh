@@ -13,6 +13,8 @@ go run ./test/e2e/record -mode iptables -bin "$bin" -netprobe "$cache/netprobe" 
 grep -q '^conntrack:' dataplane/snapshot/demo/snapshot.yaml || echo 'conntrack: conntrack.txt' >> dataplane/snapshot/demo/snapshot.yaml
 # nftables mode (--demo=nftables, and the nftables planner's test).
 go run ./test/e2e/record -mode nftables -bin "$bin" -netprobe "$cache/netprobe" -out dataplane/snapshot/demo-nftables
+go run ./test/e2e/record -mode nftables -bin "$bin" -netprobe "$cache/netprobe" -conntrack dataplane/snapshot/demo-nftables/conntrack.txt
+grep -q '^conntrack:' dataplane/snapshot/demo-nftables/snapshot.yaml || echo 'conntrack: conntrack.txt' >> dataplane/snapshot/demo-nftables/snapshot.yaml
 # IPVS mode runs in a QEMU guest with Debian's cloud kernel (make vm-deps).
 go run ./test/e2e/record -mode ipvs -bin "$bin" -netprobe "$cache/netprobe" -kernel "$(hack/ipvs-vm/kernel.sh)" -out dataplane/snapshot/demo-ipvs
 # iptables mode with other local-traffic detectors (the repair planner's and check's tests).

@@ -56,6 +56,7 @@ func TestDemoModes(t *testing.T) {
 		{[]string{"trace", "--demo=nftables", "default/hostnames"}, "node node1, nftables mode"},
 		{[]string{"check", "-A", "--demo=ipvs"}, "node vm1 (ipvs mode)"},
 		{[]string{"repair", "-A", "--demo=nftables"}, "nothing to repair"},
+		{[]string{"balance", "--demo=nftables", "default/hostnames"}, "ConnectionStickiness: 3 of 61 connections"},
 	} {
 		out, stderr, code := run(t, tc.args...)
 		if code > 1 || !strings.Contains(out, tc.want) {

@@ -101,6 +101,42 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 		t.Fatalf("--from a pod on another node: exit %d, node %q\n%s", followCode, f.Node, followErr)
 	}
 
+	// What `svctrace rbac --exec` prints is exactly enough for the remote read: applied as printed
+	// for one user the read works; with pods/exec taken away, for another, it fails naming it.
+	printed, _, code := kubectl(t, false, "svctrace", "rbac", "--user", "rbac-remote", "--exec")
+	if code != 0 {
+		t.Fatalf("svctrace rbac --exec: exit %d", code)
+	}
+	noExec := strings.ReplaceAll(string(printed), "rbac-remote", "rbac-noexec")
+	noExec = strings.Replace(noExec, "  - pods/exec\n", "  - pods/log\n", 1)
+	noExec = strings.ReplaceAll(noExec, "name: svctrace-node-reader\n", "name: svctrace-node-reader-noexec\n")
+	rbacDir := t.TempDir()
+	for name, content := range map[string]string{"rbac.yaml": string(printed), "noexec.yaml": noExec} {
+		path := filepath.Join(rbacDir, name)
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := runKubectl(t, "apply", "-f", path); err != nil {
+			t.Fatalf("kubectl apply %s: %v %s", name, err, out)
+		}
+	}
+	remoteAs := func(user string) (string, int) {
+		var stderr string
+		var code int
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(300 * time.Millisecond) {
+			_, stderr, code = kubectl(t, false, "svctrace", "trace", "default/hostnames", "--node", harness.KwokNode, "--remote", "--as", user)
+			if code == 0 || time.Now().After(deadline) {
+				return stderr, code
+			}
+		}
+	}
+	if stderr, code := remoteAs("rbac-remote"); code != 0 {
+		t.Fatalf("remote read with the printed RBAC: exit %d %s", code, stderr)
+	}
+	if stderr, code := remoteAs("rbac-noexec"); code != 3 || !strings.Contains(stderr, "you may not create pods/exec in namespace kube-system") {
+		t.Fatalf("remote read without pods/exec: exit %d %s", code, stderr)
+	}
+
 	// A pod that only carries kube-proxy's label is never read through: in a tenant's namespace
 	// it is not looked at, in kube-system (not run by a DaemonSet) it is refused by name.
 	planted := func(ns string) func() {
