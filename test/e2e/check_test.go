@@ -169,14 +169,7 @@ func TestMissingPermissionsAreNamed(t *testing.T) {
 		}
 	}
 	as := func(user string) (string, int) {
-		var stderr string
-		var code int
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(300 * time.Millisecond) {
-			_, stderr, code = kubectl(t, true, "svctrace", "check", "-A", "--as", user)
-			if code == 0 || time.Now().After(deadline) {
-				return stderr, code
-			}
-		}
+		return kubectlOnceAllowed(t, true, "svctrace", "check", "-A", "--as", user)
 	}
 	if stderr, code := as("rbac-printed"); code != 0 {
 		t.Fatalf("with the printed RBAC: exit %d, %q", code, stderr)
@@ -187,14 +180,7 @@ func TestMissingPermissionsAreNamed(t *testing.T) {
 	if out, err := runKubectl(t, "apply", "-f", "../../krew/rbac/svctrace-reader.yaml"); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		stderr, code = asViewer("--as-group", "svctrace-users")
-		if code == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(300 * time.Millisecond) // RBAC caches catch up
-	}
+	stderr, code = kubectlOnceAllowed(t, true, "svctrace", "check", "-A", "--as", "viewer", "--as-group", "svctrace-users")
 	if code != 0 {
 		t.Fatalf("with the reader role: exit %d, %q", code, stderr)
 	}

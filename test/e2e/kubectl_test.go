@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/svctrace/svctrace/test/e2e/harness"
 )
@@ -51,6 +52,18 @@ func runKubectl(t *testing.T, args ...string) ([]byte, error) {
 func kubectlInNode(t *testing.T, args ...string) ([]byte, error) {
 	t.Helper()
 	return asError(kubectl(t, true, args...))
+}
+
+// kubectlOnceAllowed runs kubectl until it exits 0 or 10 s have passed (RBAC just applied takes a
+// moment to reach the API server's authorizer cache), and returns the last run's stderr and code.
+func kubectlOnceAllowed(t *testing.T, inNode bool, args ...string) (string, int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(300 * time.Millisecond) {
+		_, stderr, code := kubectl(t, inNode, args...)
+		if code == 0 || time.Now().After(deadline) {
+			return stderr, code
+		}
+	}
 }
 
 func asError(out []byte, stderr string, code int) ([]byte, error) {

@@ -121,14 +121,7 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 		}
 	}
 	remoteAs := func(user string) (string, int) {
-		var stderr string
-		var code int
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(300 * time.Millisecond) {
-			_, stderr, code = kubectl(t, false, "svctrace", "trace", "default/hostnames", "--node", harness.KwokNode, "--remote", "--as", user)
-			if code == 0 || time.Now().After(deadline) {
-				return stderr, code
-			}
-		}
+		return kubectlOnceAllowed(t, false, "svctrace", "trace", "default/hostnames", "--node", harness.KwokNode, "--remote", "--as", user)
 	}
 	if stderr, code := remoteAs("rbac-remote"); code != 0 {
 		t.Fatalf("remote read with the printed RBAC: exit %d %s", code, stderr)
