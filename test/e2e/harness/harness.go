@@ -51,8 +51,10 @@ type Cluster struct {
 	Kubeconfig string
 	Client     kubernetes.Interface
 
-	mu      sync.Mutex
-	procs   map[string]*exec.Cmd
+	mu    sync.Mutex
+	procs map[string]*exec.Cmd
+	// logFrom is where each process's current run begins in its (appended) log file.
+	logFrom map[string]int64
 	netns   []string
 	links   []string
 	pods    map[string]*Pod
@@ -83,7 +85,7 @@ func Start(ctx context.Context, binDir, netprobe string, log io.Writer) (*Cluste
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: dir, BinDir: binDir, Netprobe: netprobe, Log: log, procs: map[string]*exec.Cmd{}, pods: map[string]*Pod{}, started: time.Now()}
+	c := &Cluster{Dir: dir, BinDir: binDir, Netprobe: netprobe, Log: log, procs: map[string]*exec.Cmd{}, logFrom: map[string]int64{}, pods: map[string]*Pod{}, started: time.Now()}
 	CleanLeftovers(log)
 	if err := c.start(ctx); err != nil {
 		c.Stop()
@@ -226,6 +228,7 @@ func (c *Cluster) spawn(name, netns, bin string, args ...string) error {
 	if err != nil {
 		return err
 	}
+	from, _ := logf.Seek(0, io.SeekEnd)
 	argv := append([]string{bin}, args...)
 	if netns != "" {
 		argv = append([]string{"ip", "netns", "exec", netns}, argv...)
@@ -244,6 +247,7 @@ func (c *Cluster) spawn(name, netns, bin string, args ...string) error {
 	}
 	c.mu.Lock()
 	c.procs[name] = cmd
+	c.logFrom[name] = from
 	c.mu.Unlock()
 	go func() { _ = cmd.Wait(); logf.Close() }()
 	fmt.Fprintf(c.Log, "harness: started %s (pid %d)\n", name, cmd.Process.Pid)
@@ -276,6 +280,24 @@ func (c *Cluster) StopProcess(name string) {
 	}
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	fmt.Fprintf(c.Log, "harness: stopped %s (pid %d)\n", name, cmd.Process.Pid)
+}
+
+// LogSinceStart returns what the process has logged since the harness last started it (its
+// last 1 MiB at most).
+func (c *Cluster) LogSinceStart(name string) string {
+	c.mu.Lock()
+	from := c.logFrom[name]
+	c.mu.Unlock()
+	f, err := os.Open(filepath.Join(c.Dir, name+".log"))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size()-from > 1<<20 {
+		from = st.Size() - 1<<20
+	}
+	b, _ := io.ReadAll(io.NewSectionReader(f, from, 1<<20))
+	return string(b)
 }
 
 func (c *Cluster) logTail(name string) string {
