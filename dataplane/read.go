@@ -11,6 +11,7 @@ import (
 
 	"github.com/svctrace/svctrace/dataplane/ipvsadm"
 	"github.com/svctrace/svctrace/dataplane/nftjson"
+	"github.com/svctrace/svctrace/dataplane/nftnl"
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/trace"
@@ -48,6 +49,9 @@ type ReadOptions struct {
 	Remote bool
 	// Progress, when set, is told the size of reads that took over a second.
 	Progress io.Writer
+	// Scoped says the Node serves only walks of a few packets (trace): in nftables mode it then
+	// reads, walk by walk, only what the packet can touch (nftjson.Scoped), and has no Files.
+	Scoped bool
 }
 
 // Read reads a node's dataplane through r: the kube-proxy mode detected (or opts.Mode), the
@@ -75,7 +79,7 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 	var b xtables.Backend
 	var berr error
 	if opts.Remote {
-		hasNft = mode == "nftables" || mode == "" && nftjson.HasKubeProxyTable(ctx, r)
+		hasNft = mode == "nftables" || mode == "" && HasNftKubeProxy(ctx, r)
 		if !hasNft {
 			if rs, raw, b, ok := xtables.ReadDefault(ctx, r, false); ok {
 				progress(b.Mode+" iptables rules", len(raw))
@@ -91,19 +95,34 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 		wg.Add(3)
 		go func() {
 			defer wg.Done()
-			hasNft = mode == "nftables" || mode == "" && nftjson.HasKubeProxyTable(ctx, r)
+			hasNft = mode == "nftables" || mode == "" && HasNftKubeProxy(ctx, r)
 		}()
 		go func() { defer wg.Done(); b, berr = xtables.DetectBackend(ctx, r, false) }()
 		go func() { defer wg.Done(); hasIPVS = mode == "" && ipvsadm.HasKubeIPVS(ctx, r) }()
 		wg.Wait()
 	}
-	if hasNft {
+	var objects nftjson.ObjectReader
+	if hasNft && opts.Scoped {
+		// On the node itself kube-proxy's chains and sets are read one by one over netlink (nft
+		// cannot list one chain without fetching every set's elements first). Through a pod
+		// only nft is there, and the whole ruleset is read.
+		if _, local := r.(noderun.Local); local {
+			if nl, err := nftnl.Open(nil); err == nil {
+				objects = nl
+			}
+		}
+	}
+	if objects != nil {
+		n.Dataplane, n.Source, n.Files = nftjson.NewScoped(r, objects), "live (nftables, only what the packet touches)", map[string]func() []byte{}
+	} else if hasNft {
 		rs, raw, err := nftjson.ReadLive(ctx, r)
 		if err != nil {
 			return nil, err
 		}
 		progress("nftables rules", len(raw))
 		n.Dataplane, n.Source, n.Files = &nftables.Dataplane{Rules: rs}, "live (nft -j list ruleset)", map[string]func() []byte{"nft.json": func() []byte { return raw }}
+	}
+	if hasNft {
 		// Through the API every read is an exec: leftovers are looked for there only when the
 		// backend detection saw kube-proxy's markers in iptables too.
 		if !opts.Remote || berr == nil && b.KubeRules {
@@ -134,6 +153,26 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 		}
 	}
 	return n, nil
+}
+
+// HasNftKubeProxy reports whether the node has kube-proxy's nftables table (ip or ip6). On the
+// node itself it asks netlink: `nft list tables` fetches every set's elements first, seconds on a
+// node with 10,000 Services.
+func HasNftKubeProxy(ctx context.Context, r noderun.Runner) bool {
+	if _, local := r.(noderun.Local); local {
+		if nl, err := nftnl.Open(nil); err == nil {
+			defer nl.Close()
+			if ts, err := nl.Tables(); err == nil {
+				for _, t := range ts {
+					if t.Table == "kube-proxy" && (t.Family == "ip" || t.Family == "ip6") {
+						return true
+					}
+				}
+				return false
+			}
+		}
+	}
+	return nftjson.HasKubeProxyTable(ctx, r)
 }
 
 // leftovers looks for kube-proxy state of other modes than the one read, and warns about it.

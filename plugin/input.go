@@ -40,6 +40,9 @@ type InputFlags struct {
 	// NodeFromPod says the command finds the node itself (trace --from pod/NS/NAME), so --remote
 	// goes without --node.
 	NodeFromPod bool
+	// Scoped says the command walks a few packets and nothing else (trace): in nftables mode the
+	// live read is then only what they touch (dataplane.ReadOptions.Scoped).
+	Scoped bool
 	// KubeProxyNamespace is where kube-proxy's pods run (default kube-system).
 	KubeProxyNamespace string
 	// Debug is the debug-pod fallback for remote reads.
@@ -275,7 +278,7 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		} else if os.Geteuid() != 0 {
 			return nil, fmt.Errorf("reading this node's dataplane needs root (run with sudo); from a laptop, name the node with --node; or pass --dataplane FILE, --snapshot DIR or --demo")
 		}
-		n, err := dataplane.Read(ctx, r, dataplane.ReadOptions{Mode: f.Mode, Remote: remote, Progress: streams.ErrOut})
+		n, err := dataplane.Read(ctx, r, dataplane.ReadOptions{Mode: f.Mode, Remote: remote, Progress: streams.ErrOut, Scoped: f.Scoped})
 		if err != nil {
 			return nil, readFailure(err)
 		}

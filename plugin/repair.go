@@ -12,7 +12,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/svctrace/svctrace/dataplane"
-	"github.com/svctrace/svctrace/dataplane/nftjson"
 	"github.com/svctrace/svctrace/dataplane/nftwrite"
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/dataplane/repair"
@@ -209,7 +208,7 @@ func (o *RepairOptions) Run(ctx context.Context) error {
 			if m == "" {
 				m = dataplane.KubeProxyMode(ctx)
 			}
-			if m == "iptables" || m == "ipvs" || m == "" && !nftjson.HasKubeProxyTable(ctx, noderun.Local{}) {
+			if m == "iptables" || m == "ipvs" || m == "" && !dataplane.HasNftKubeProxy(ctx, noderun.Local{}) {
 				if backend, err = liveBackend(ctx); err != nil {
 					return err
 				}

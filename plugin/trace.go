@@ -18,6 +18,9 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	"github.com/svctrace/svctrace/dataplane/nftjson"
 
 	"github.com/svctrace/svctrace/render"
 	"github.com/svctrace/svctrace/trace"
@@ -76,7 +79,11 @@ IP:PORT: a cluster IP, external IP or load balancer IP) or NODEIP:NODEPORT.
 
 --from picks the source: pod (a pod address on the node, the default for cluster IPs),
 node (a process on the node itself), external (an outside client, the default for node ports,
-load balancer and external IPs), pod/NAMESPACE/NAME, or any IP address.`,
+load balancer and external IPs), pod/NAMESPACE/NAME, or any IP address.
+
+On a node in nftables mode the trace reads only what its packet can touch, over netlink (kube-
+proxy's chains it jumps to, the keys it looks up in its maps), not the whole ruleset; -v 1 says
+what it read. Through a kube-proxy pod, and for check, the whole ruleset is read.`,
 		Example: fmt.Sprintf(`  # See it work on the embedded snapshot recorded from a real kube-proxy (no cluster needed)
   %[1]s trace --demo default/hostnames
 
@@ -176,6 +183,7 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 		o.Input.TargetAddr = a
 	}
 	o.followPod(ctx)
+	o.Input.Scoped = true
 	if o.Input.Remote && o.Input.Node == "" {
 		return usageErrorf("--remote needs --node NAME, or --from a pod the API knows (its node is read)")
 	}
@@ -189,6 +197,12 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 		return err
 	}
 	res, err := trace.Run(ctx, in.Dataplane, in.Cluster, q)
+	if sc, ok := in.Dataplane.(*nftjson.Scoped); ok {
+		klog.V(1).InfoS("read", "what", sc.Summary())
+		if sc.Fallback != "" {
+			fmt.Fprintf(o.streams.ErrOut, "warning: read the whole nftables ruleset: reading only what the packet touches failed (%s)\n", sc.Fallback)
+		}
+	}
 	if err != nil {
 		return in.walkError(err)
 	}

@@ -3,7 +3,9 @@ package nftjson
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"sort"
 
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace/nftables"
@@ -30,4 +32,29 @@ func ReadLive(ctx context.Context, r noderun.Runner) (*nftables.Ruleset, []byte,
 	}
 	rs, err := Parse(out)
 	return rs, out, err
+}
+
+// Importable turns `nft -j list …` output into what `nft -j -f` reads back: only tables, chains,
+// sets, maps, elements and rules (no metainfo), tables first and rules last, as nft needs each
+// object to exist before a rule names it.
+func Importable(data []byte) ([]byte, error) {
+	var doc document
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, err
+	}
+	rank := map[string]int{"table": 0, "chain": 1, "set": 2, "map": 2, "element": 3, "rule": 4}
+	kind := func(o map[string]json.RawMessage) string {
+		for k := range o {
+			return k
+		}
+		return ""
+	}
+	var keep []map[string]json.RawMessage
+	for _, o := range doc.Nftables {
+		if _, ok := rank[kind(o)]; ok && len(o) == 1 {
+			keep = append(keep, o)
+		}
+	}
+	sort.SliceStable(keep, func(i, j int) bool { return rank[kind(keep[i])] < rank[kind(keep[j])] })
+	return json.Marshal(document{Nftables: keep})
 }

@@ -49,63 +49,8 @@ func Parse(data []byte) (*nftables.Ruleset, error) {
 		return nil, fmt.Errorf("nft JSON: no \"nftables\" array: this is not `nft -j list ruleset` output")
 	}
 	rs := &nftables.Ruleset{}
-	tables := map[string]*nftables.Table{}
-	table := func(family, name string) *nftables.Table {
-		k := family + " " + name
-		t := tables[k]
-		if t == nil {
-			t = &nftables.Table{Family: family, Name: name, Chains: map[string]*nftables.Chain{}, Sets: map[string]*nftables.Set{}}
-			tables[k] = t
-			rs.Tables = append(rs.Tables, t)
-		}
-		return t
-	}
-	for i, obj := range doc.Nftables {
-		for kind, raw := range obj {
-			where := fmt.Sprintf("nft JSON object %d (%s)", i+1, kind)
-			switch kind {
-			case "table":
-				var t struct{ Family, Name string }
-				if err := json.Unmarshal(raw, &t); err != nil {
-					return nil, fmt.Errorf("%s: %w", where, err)
-				}
-				table(t.Family, t.Name)
-			case "chain":
-				var c jsonChain
-				if err := json.Unmarshal(raw, &c); err != nil {
-					return nil, fmt.Errorf("%s: %w", where, err)
-				}
-				t := table(c.Family, c.Table)
-				ch := chain(t, c.Name)
-				ch.Hook, ch.Type, ch.Prio, ch.Policy = c.Hook, c.Type, c.Prio, c.Policy
-			case "rule":
-				var r jsonRule
-				if err := json.Unmarshal(raw, &r); err != nil {
-					return nil, fmt.Errorf("%s: %w", where, err)
-				}
-				t := table(r.Family, r.Table)
-				ch := chain(t, r.Chain)
-				rule := &nftables.Rule{Chain: r.Chain, Handle: r.Handle, Exprs: r.Expr, Comment: r.Comment}
-				rule.Text = nftables.FormatRule(rule)
-				if r.Comment != "" {
-					rule.Text += fmt.Sprintf(" comment %q", r.Comment)
-				}
-				ch.Rules = append(ch.Rules, rule)
-			case "set", "map":
-				var s jsonSet
-				if err := json.Unmarshal(raw, &s); err != nil {
-					return nil, fmt.Errorf("%s: %w", where, err)
-				}
-				set := &nftables.Set{Name: s.Name, Timeout: s.Timeout}
-				if m, ok := s.Map.(string); ok {
-					set.Map = m
-				}
-				for _, e := range s.Elem {
-					set.Elems = append(set.Elems, element(e, set.Map != ""))
-				}
-				table(s.Family, s.Table).Sets[s.Name] = set
-			}
-		}
+	if err := add(rs, doc.Nftables); err != nil {
+		return nil, err
 	}
 	for _, t := range rs.Tables {
 		for _, c := range t.Chains {
@@ -118,6 +63,67 @@ func Parse(data []byte) (*nftables.Ruleset, error) {
 	}
 	sort.SliceStable(rs.Tables, func(i, j int) bool { return rs.Tables[i].Name == "kube-proxy" && rs.Tables[j].Name != "kube-proxy" })
 	return rs, nil
+}
+
+// add adds a document's objects to rs: to its tables when rs already has them.
+func add(rs *nftables.Ruleset, objs []map[string]json.RawMessage) error {
+	tables := map[string]*nftables.Table{}
+	for _, t := range rs.Tables {
+		tables[t.Family+" "+t.Name] = t
+	}
+	table := func(family, name string) *nftables.Table {
+		k := family + " " + name
+		t := tables[k]
+		if t == nil {
+			t = &nftables.Table{Family: family, Name: name, Chains: map[string]*nftables.Chain{}, Sets: map[string]*nftables.Set{}}
+			tables[k] = t
+			rs.Tables = append(rs.Tables, t)
+		}
+		return t
+	}
+	for i, obj := range objs {
+		for kind, raw := range obj {
+			where := fmt.Sprintf("nft JSON object %d (%s)", i+1, kind)
+			switch kind {
+			case "table":
+				var t struct{ Family, Name string }
+				if err := json.Unmarshal(raw, &t); err != nil {
+					return fmt.Errorf("%s: %w", where, err)
+				}
+				table(t.Family, t.Name)
+			case "chain":
+				var c jsonChain
+				if err := json.Unmarshal(raw, &c); err != nil {
+					return fmt.Errorf("%s: %w", where, err)
+				}
+				t := table(c.Family, c.Table)
+				ch := chain(t, c.Name)
+				ch.Hook, ch.Type, ch.Prio, ch.Policy = c.Hook, c.Type, c.Prio, c.Policy
+			case "rule":
+				var r jsonRule
+				if err := json.Unmarshal(raw, &r); err != nil {
+					return fmt.Errorf("%s: %w", where, err)
+				}
+				t := table(r.Family, r.Table)
+				ch := chain(t, r.Chain)
+				ch.Rules = append(ch.Rules, nftables.NewRule(r.Chain, r.Handle, r.Expr, r.Comment))
+			case "set", "map":
+				var s jsonSet
+				if err := json.Unmarshal(raw, &s); err != nil {
+					return fmt.Errorf("%s: %w", where, err)
+				}
+				set := &nftables.Set{Name: s.Name, Timeout: s.Timeout}
+				if m, ok := s.Map.(string); ok {
+					set.Map = m
+				}
+				for _, e := range s.Elem {
+					set.Elems = append(set.Elems, element(e, set.Map != ""))
+				}
+				table(s.Family, s.Table).Sets[s.Name] = set
+			}
+		}
+	}
+	return nil
 }
 
 func chain(t *nftables.Table, name string) *nftables.Chain {

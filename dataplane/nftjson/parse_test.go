@@ -14,14 +14,7 @@ import (
 const fixture = "../snapshot/demo-nftables/nft.json"
 
 func TestParseRecordedRuleset(t *testing.T) {
-	data, err := os.ReadFile(fixture)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, rs := recorded(t)
 	if len(rs.Tables) != 2 || rs.Tables[0].Name != "kube-proxy" {
 		t.Fatalf("tables %+v", rs.Tables)
 	}

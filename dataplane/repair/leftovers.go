@@ -2,7 +2,6 @@ package repair
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -151,39 +150,6 @@ func nftShape(js, family string) (string, error) {
 	return strings.Join(lines, "\n"), nil
 }
 
-// nftStaticChains are the chains kube-proxy's nftables mode creates besides its per-Service ones.
-var nftStaticChains = []string{"filter-prerouting-pre-dnat", "filter-output-pre-dnat", "filter-input", "filter-forward", "filter-output",
-	"nat-prerouting", "nat-output", "nat-postrouting", "services", "service-endpoints-check", "nodeport-endpoints-check",
-	"firewall-check", "masquerading", "cluster-ips-check", "reject-chain"}
-
-// importJSON is a saved table as `nft -j -f` reads it: only the table's objects (no metainfo),
-// in an order nft accepts (the table, chains, sets and maps, then rules).
-func importJSON(js string) ([]byte, error) {
-	var doc struct {
-		Nftables []map[string]json.RawMessage `json:"nftables"`
-	}
-	if err := json.Unmarshal([]byte(js), &doc); err != nil {
-		return nil, err
-	}
-	rank := map[string]int{"table": 0, "chain": 1, "set": 2, "map": 2, "element": 3, "rule": 4}
-	var keep []map[string]json.RawMessage
-	for _, o := range doc.Nftables {
-		for kind := range o {
-			if _, ok := rank[kind]; ok {
-				keep = append(keep, o)
-			}
-		}
-	}
-	kind := func(o map[string]json.RawMessage) string {
-		for k := range o {
-			return k
-		}
-		return ""
-	}
-	sort.SliceStable(keep, func(i, j int) bool { return rank[kind(keep[i])] < rank[kind(keep[j])] })
-	return json.Marshal(map[string]any{"nftables": keep})
-}
-
 // ValidLeftover checks a leftover read from a plan or state file as untrusted data: only
 // kube-proxy's chains (the fixed ones its cleanup removes and its per-Service ones), rules of
 // their own chain on one line, jumps from a built-in chain to one of them; or kube-proxy's
@@ -207,7 +173,7 @@ func ValidLeftover(l trace.Leftover) error {
 			return fmt.Errorf("leftover: the saved nftables JSON is not exactly the %s kube-proxy table", l.Table)
 		}
 		for name := range rs.Tables[0].Chains {
-			if !slices.Contains(nftStaticChains, name) && !kubeproxy.IsNftServiceChain(name) {
+			if !slices.Contains(kubeproxy.NftStaticChains, name) && !kubeproxy.IsNftServiceChain(name) {
 				return fmt.Errorf("leftover: chain %q is not one of kube-proxy's nftables chains", name)
 			}
 		}
@@ -283,7 +249,7 @@ func (Local) RemoveLeftover(ctx context.Context, l trace.Leftover) error {
 // RestoreLeftover implements Node.
 func (Local) RestoreLeftover(ctx context.Context, l trace.Leftover) error {
 	if l.Mode == "nftables" {
-		in, err := importJSON(l.NftJSON)
+		in, err := nftjson.Importable([]byte(l.NftJSON))
 		if err != nil {
 			return err
 		}

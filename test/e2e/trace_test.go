@@ -5,6 +5,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -101,7 +102,37 @@ func TestTracePredictsRealConnections(t *testing.T) {
 // checkFlows traces every flow with kubectl svctrace and compares it with real connections.
 func checkFlows(t *testing.T, mode string) {
 	for _, f := range flows() {
-		t.Run(f.name, func(t *testing.T) { traceAndProbe(t, f, mode, 150) })
+		t.Run(f.name, func(t *testing.T) {
+			traceAndProbe(t, f, mode, 150)
+			if mode == "nftables" {
+				checkScopedRead(t, f)
+			}
+		})
+	}
+}
+
+// checkScopedRead: in nftables mode a node-side trace reads only what its packet touches (it
+// says so at -v 1, and does not fall back to the whole ruleset); its result is the trace of a
+// snapshot of the node taken right after (the whole ruleset, as nft lists it, and the API's
+// objects).
+func checkScopedRead(t *testing.T, f flow) {
+	t.Helper()
+	args := append([]string{"svctrace", "trace", "-o", "json", "--node", harness.NodeName}, f.traceArgs...)
+	live, stderr, code := kubectl(t, true, append(args, "-v", "1")...)
+	if code != 0 || !strings.Contains(stderr, "scoped to the packet") || strings.Contains(stderr, "whole nftables ruleset") {
+		t.Fatalf("the live trace did not read only what the packet touches (exit %d):\n%s", code, stderr)
+	}
+	dir := filepath.Join(t.TempDir(), "snap")
+	if _, err := kubectlInNode(t, "svctrace", "snapshot", dir, "--conntrack=false"); err != nil {
+		t.Fatal(err)
+	}
+	whole, err := kubectlInNode(t, append(args, "--snapshot", dir)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b trace.Result
+	if json.Unmarshal(live, &a) != nil || json.Unmarshal(whole, &b) != nil || !reflect.DeepEqual(a, b) {
+		t.Errorf("the scoped live trace differs from the trace of the whole ruleset:\nlive:  %s\nwhole: %s", live, whole)
 	}
 }
 

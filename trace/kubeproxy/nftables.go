@@ -31,6 +31,12 @@ const (
 // transaction names them.
 var NftContainers = []string{NftClusterIPs, NftServiceIPs, NftServiceNodePorts, NftNoEndpointServices, NftNoEndpointNodePorts, NftFirewallIPs, NftHairpin}
 
+// NftStaticChains are the chains kube-proxy's nftables mode creates besides its per-Service
+// ones, its base chains among them, as v1.36.3 names them.
+var NftStaticChains = []string{"filter-prerouting-pre-dnat", "filter-output-pre-dnat", "filter-input", "filter-forward", "filter-output",
+	"nat-prerouting", "nat-output", "nat-postrouting", "services", "service-endpoints-check", "nodeport-endpoints-check",
+	"firewall-check", "masquerading", "cluster-ips-check", "reject-chain"}
+
 // nftNameMax is knftables' NameLengthMax; kube-proxy keeps 16 of it for prefixes.
 const nftNameMax = 256
 

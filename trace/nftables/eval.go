@@ -59,6 +59,10 @@ type walker struct {
 	// budget counts the rules looked at, over all branches (trace.MaxWork); err is why it ran out.
 	budget *trace.Budget
 	err    error
+	// missing are the objects a partially read table lacked (see Table.Partial); values the
+	// packet's values of the element keys among them.
+	missing map[Object]bool
+	values  map[Object]any
 }
 
 // Walk implements trace.Dataplane.
@@ -102,7 +106,38 @@ func (d *Dataplane) Walk(ctx context.Context, p trace.Packet, node *trace.NodeCo
 	if err != nil {
 		return nil, err
 	}
+	if err := missingError(w.missing, w.values); err != nil {
+		return nil, err
+	}
 	return &trace.Walk{Paths: w.paths, Notes: w.notes.List}, nil
+}
+
+// absent records that t lacks a chain or set the walk needs; it reports whether t was read only
+// in part, so that the branch cannot go on (the object exists, but was not read).
+func (w *walker) absent(b *branch, t *Table, kind, name string) bool {
+	if !t.Partial {
+		return false
+	}
+	if w.missing == nil {
+		w.missing = map[Object]bool{}
+	}
+	w.missing[Object{Family: t.Family, Table: t.Name, Kind: kind, Name: name}] = true
+	// The branch ends here; its path is not reported (the walk returns the MissingError).
+	b.Verdict = &trace.Verdict{Kind: trace.Drop, Reason: "not read"}
+	return true
+}
+
+// unprobed records that a partial set was not asked for the packet's key v (canonically k).
+func (w *walker) unprobed(b *branch, t *Table, name, k string, v any) {
+	if w.missing == nil {
+		w.missing = map[Object]bool{}
+	}
+	if w.values == nil {
+		w.values = map[Object]any{}
+	}
+	o := Object{Family: t.Family, Table: t.Name, Kind: "element", Name: name, Key: k}
+	w.missing[o], w.values[o] = true, v
+	b.Verdict = &trace.Verdict{Kind: trace.Drop, Reason: "not read"}
 }
 
 func (w *walker) note(s string) { w.notes.Add(s) }
@@ -179,6 +214,9 @@ func (w *walker) step(b *branch, r *Rule, action string, p float64) *trace.Step 
 // execRule runs a rule's statements in order until one does not match or a verdict ends it.
 func (w *walker) execRule(b *branch, r *Rule) {
 	for _, s := range r.Exprs {
+		if b.Verdict != nil { // a missing object ended the branch (absent)
+			return
+		}
 		for k, v := range s {
 			switch k {
 			case "match":
@@ -231,8 +269,10 @@ func (w *walker) verdict(b *branch, r *Rule, k string, v any, p float64) bool {
 	}
 	switch k {
 	case "jump", "goto":
-		c := b.stack[len(b.stack)-1].chain.Table.Chains[target]
+		t := b.stack[len(b.stack)-1].chain.Table
+		c := t.Chains[target]
 		if c == nil { // Parse checked every target; a map's data may still name none
+			w.absent(b, t, "chain", target)
 			return true
 		}
 		w.step(b, r, k+" "+target, p)
@@ -314,9 +354,11 @@ func numgen(e any) (int, bool) {
 // lookup finds a map's entries: a named map ("@name") or an anonymous one ({"set": [...]}).
 func (w *walker) lookup(b *branch, data any) ([]Elem, string) {
 	if name, ok := data.(string); ok && strings.HasPrefix(name, "@") {
-		if s := b.stack[len(b.stack)-1].chain.Table.Sets[name[1:]]; s != nil {
+		t := b.stack[len(b.stack)-1].chain.Table
+		if s := t.Sets[name[1:]]; s != nil && !s.Partial {
 			return s.Elems, s.Name
 		}
+		w.absent(b, t, "set", name[1:])
 		return nil, name[1:]
 	}
 	m, _ := data.(map[string]any)
@@ -335,8 +377,8 @@ func (w *walker) lookup(b *branch, data any) ([]Elem, string) {
 // vmap applies a verdict map: split by numgen, or look the packet's key up.
 func (w *walker) vmap(b *branch, r *Rule, v any) bool {
 	m, _ := v.(map[string]any)
-	elems, _ := w.lookup(b, m["data"])
 	if n, ok := numgen(m["key"]); ok {
+		elems, _ := w.lookup(b, m["data"])
 		w.splitN(b, n, elems, func(br *branch, e Elem, p float64) {
 			for k, vv := range asMap(e.Data) {
 				w.verdict(br, r, k, vv, p)
@@ -349,12 +391,14 @@ func (w *walker) vmap(b *branch, r *Rule, v any) bool {
 		w.note(fmt.Sprintf("chain %s rule handle %d: key %s is not evaluated; the map was not consulted", r.Chain, r.Handle, FormatExpr(m["key"])))
 		return false
 	}
+	var elems []Elem
 	if name, ok := m["data"].(string); ok && strings.HasPrefix(name, "@") {
+		// A named map is looked up by key (a partially read one asks for just that key).
 		if e, found := w.find(b, name[1:], key); found {
 			elems = []Elem{e}
-		} else {
-			elems = nil
 		}
+	} else {
+		elems, _ = w.lookup(b, m["data"])
 	}
 	for _, e := range elems {
 		if eq(key, e.Key) {
@@ -690,9 +734,30 @@ func (w *walker) finish(b *branch) { w.paths = append(w.paths, b.Path(w.node)) }
 // for exact elements (a 10,000-service map is one map lookup, not 10,000 comparisons), one by
 // one for elements with prefixes or ranges.
 func (w *walker) find(b *branch, name string, v any) (Elem, bool) {
-	s := b.stack[len(b.stack)-1].chain.Table.Sets[name]
+	t := b.stack[len(b.stack)-1].chain.Table
+	s := t.Sets[name]
+	if s == nil && t.Partial {
+		// Not read yet: ask for the packet's key alone when it has an exact one.
+		if k, ok := canonical(v); ok {
+			w.unprobed(b, t, name, k, v)
+		} else {
+			w.absent(b, t, "set", name)
+		}
+		return Elem{}, false
+	}
 	if s == nil {
 		return Elem{}, false
+	}
+	if s.Partial {
+		k, ok := canonical(v)
+		if !ok {
+			w.absent(b, t, "set", name) // no exact key: the walk needs every element
+			return Elem{}, false
+		}
+		if !s.probed[k] {
+			w.unprobed(b, t, name, k, v)
+			return Elem{}, false
+		}
 	}
 	if s.index == nil {
 		s.index = map[string]int{}

@@ -5,6 +5,8 @@ package nftables
 
 import (
 	"fmt"
+	"sort"
+	"strings"
 	"sync/atomic"
 )
 
@@ -18,6 +20,56 @@ type Table struct {
 	Family, Name string
 	Chains       map[string]*Chain
 	Sets         map[string]*Set
+	// Partial says only some of the table's chains and sets were read (a read scoped to one
+	// packet): a jump to a chain, or a lookup in a set, that is not here is then a missing
+	// object the walk reports (MissingError), not one the node lacks.
+	Partial bool
+}
+
+// Object names a chain or a named set or map of a table, or one key of a set.
+type Object struct {
+	Family, Table string
+	// Kind is "chain", "set" (a map is read as a set) or "element" (Name's element with Key).
+	Kind, Name string
+	// Key is an element's key, written canonically ("10.96.0.1 . tcp . 443").
+	Key string
+}
+
+// MissingError is a walk of a partially read table that needed objects which were not read. The
+// walk has no result; reading the objects and walking again does.
+type MissingError struct {
+	Objects []Object
+	// Values are the packet's values of the element objects' keys (netip.Addr, uint64, string,
+	// []any for concatenations), for a reader to look them up.
+	Values map[Object]any
+}
+
+func (e *MissingError) Error() string {
+	var names []string
+	for _, o := range e.Objects {
+		n := fmt.Sprintf("%s %s %s %s", o.Kind, o.Family, o.Table, o.Name)
+		if o.Kind == "element" {
+			n += " { " + o.Key + " }"
+		}
+		names = append(names, n)
+	}
+	return "the walk needs nftables objects that were not read: " + strings.Join(names, ", ")
+}
+
+// missingError returns the objects as a MissingError, sorted, or nil when there are none.
+func missingError(objs map[Object]bool, values map[Object]any) error {
+	if len(objs) == 0 {
+		return nil
+	}
+	e := &MissingError{Values: values}
+	for o := range objs {
+		e.Objects = append(e.Objects, o)
+	}
+	sort.Slice(e.Objects, func(i, j int) bool {
+		a, b := e.Objects[i], e.Objects[j]
+		return a.Family+a.Table+a.Kind+a.Name+a.Key < b.Family+b.Table+b.Kind+b.Name+b.Key
+	})
+	return e
 }
 
 // Chain is a base chain (with a hook) or a regular chain.
@@ -51,6 +103,17 @@ type Rule struct {
 	shown atomic.Pointer[string]
 }
 
+// NewRule returns a rule of a chain with its text made: the statements as nft prints them, and
+// the comment.
+func NewRule(chain string, handle int, exprs []map[string]any, comment string) *Rule {
+	r := &Rule{Chain: chain, Handle: handle, Exprs: exprs, Comment: comment}
+	r.Text = FormatRule(r)
+	if comment != "" {
+		r.Text += fmt.Sprintf(" comment %q", comment)
+	}
+	return r
+}
+
 // Shown is the rule as a step shows it: its text and handle.
 func (r *Rule) Shown() string {
 	if p := r.shown.Load(); p != nil {
@@ -69,12 +132,51 @@ type Set struct {
 	// Timeout is the default element timeout in seconds (affinity sets have one).
 	Timeout int
 	Elems   []Elem
+	// Partial says only the keys in probed were looked up (a read scoped to one packet): Elems
+	// are the ones of those that exist.
+	Partial bool
+	probed  map[string]bool
 
 	// index maps an exact element's canonical key to its position; ranged holds the positions
 	// of elements with prefixes or ranges, which are matched one by one. Built on first lookup.
 	index  map[string]int
 	ranged []int
 }
+
+// AddProbed records that a partial set was asked for key: e is its element, or nil when the set
+// has none with that key.
+func (s *Set) AddProbed(key string, e *Elem) {
+	if s.probed == nil {
+		s.probed = map[string]bool{}
+	}
+	if s.probed[key] {
+		return
+	}
+	s.probed[key] = true
+	if e != nil {
+		s.Elems = append(s.Elems, *e)
+		s.index, s.ranged = nil, nil
+	}
+}
+
+// Probed reports whether a partial set was asked for key.
+func (s *Set) Probed(key string) bool { return s.probed[key] }
+
+// MergeProbes adds another partial read of the same set: its keys and elements.
+func (s *Set) MergeProbes(o *Set) {
+	for k := range o.probed {
+		var e *Elem
+		for i := range o.Elems {
+			if ck, ok := canonical(o.Elems[i].Key); ok && ck == k {
+				e = &o.Elems[i]
+			}
+		}
+		s.AddProbed(k, e)
+	}
+}
+
+// CanonicalKey writes a packet value or an element key as partial sets key their probes.
+func CanonicalKey(v any) (string, bool) { return canonical(v) }
 
 // Elem is one set element or map entry.
 type Elem struct {

@@ -1,0 +1,220 @@
+package nftnl
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	model "github.com/svctrace/svctrace/trace/nftables"
+)
+
+// encodeKey writes a packet's value (netip.Addr, uint64, a protocol name, []any for a
+// concatenation) as the bytes of a set key of the components, each padded to 4 bytes.
+func encodeKey(v any, comps []component) ([]byte, error) {
+	vals := []any{v}
+	if list, ok := v.([]any); ok {
+		vals = list
+	}
+	if len(vals) != len(comps) {
+		return nil, fmt.Errorf("a key of %d values for a set keyed by %d", len(vals), len(comps))
+	}
+	var out []byte
+	for i, c := range comps {
+		b := make([]byte, (c.n+3)/4*4)
+		switch c.kind {
+		case kindAddr:
+			a, ok := vals[i].(netip.Addr)
+			if !ok || len(a.AsSlice()) != c.n {
+				return nil, fmt.Errorf("key value %v is not an address of %d bytes", vals[i], c.n)
+			}
+			copy(b, a.AsSlice())
+		case kindProto:
+			name, _ := vals[i].(string)
+			p, ok := map[string]byte{"tcp": 6, "udp": 17, "sctp": 132}[name]
+			if !ok {
+				return nil, fmt.Errorf("key value %v is not a protocol", vals[i])
+			}
+			b[0] = p
+		case kindPort:
+			n, ok := vals[i].(uint64)
+			if !ok || n > 0xffff {
+				return nil, fmt.Errorf("key value %v is not a port", vals[i])
+			}
+			binary.BigEndian.PutUint16(b, uint16(n))
+		case kindInt:
+			n, ok := vals[i].(uint64)
+			if !ok || n > 0xffffffff {
+				return nil, fmt.Errorf("key value %v is not a 32-bit integer", vals[i])
+			}
+			binary.NativeEndian.PutUint32(b, uint32(n))
+		default:
+			return nil, fmt.Errorf("keys of kind %d are not looked up", c.kind)
+		}
+		out = append(out, b...)
+	}
+	return out, nil
+}
+
+// rawElem is one element as the kernel returned it.
+type rawElem struct {
+	key, data []byte
+	verdict   bool
+	comment   string
+}
+
+// getElement asks the kernel for one key of a set (NFT_MSG_GETSETELEM without a dump, as
+// `nft get element` does): the element, or nil when the set has no such key.
+func (r *Reader) getElement(fam nftables.TableFamily, table, set string, key []byte) (*rawElem, error) {
+	cfg := &netlink.Config{}
+	if r.netns != nil {
+		cfg.NetNS = int(r.netns.Fd())
+	}
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ae := netlink.NewAttributeEncoder()
+	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, table)
+	ae.String(unix.NFTA_SET_ELEM_LIST_SET, set)
+	ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(ae *netlink.AttributeEncoder) error {
+		ae.Nested(unix.NFTA_LIST_ELEM, func(ae *netlink.AttributeEncoder) error {
+			ae.Nested(unix.NFTA_SET_ELEM_KEY, func(ae *netlink.AttributeEncoder) error {
+				ae.Bytes(unix.NFTA_DATA_VALUE, key)
+				return nil
+			})
+			return nil
+		})
+		return nil
+	})
+	attrs, err := ae.Encode()
+	if err != nil {
+		return nil, err
+	}
+	msg := netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM), Flags: netlink.Request},
+		Data:   append([]byte{byte(fam), unix.NFNETLINK_V0, 0, 0}, attrs...),
+	}
+	replies, err := conn.Execute(msg)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("looking a key up in set %s %s: %w", table, set, err)
+	}
+	for _, m := range replies {
+		if len(m.Data) < 4 {
+			continue
+		}
+		e, err := parseElemList(m.Data[4:])
+		if err != nil || e != nil {
+			return e, err
+		}
+	}
+	return nil, nil
+}
+
+// parseElemList finds the first element of an NFT_MSG_NEWSETELEM message's attributes.
+func parseElemList(b []byte) (*rawElem, error) {
+	ad, err := netlink.NewAttributeDecoder(b)
+	if err != nil {
+		return nil, err
+	}
+	var out *rawElem
+	for ad.Next() {
+		if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
+			continue
+		}
+		ad.Nested(func(list *netlink.AttributeDecoder) error {
+			for list.Next() && out == nil {
+				if list.Type() != unix.NFTA_LIST_ELEM {
+					continue
+				}
+				e := &rawElem{}
+				list.Nested(func(el *netlink.AttributeDecoder) error {
+					for el.Next() {
+						switch el.Type() {
+						case unix.NFTA_SET_ELEM_KEY:
+							el.Nested(func(d *netlink.AttributeDecoder) error {
+								for d.Next() {
+									if d.Type() == unix.NFTA_DATA_VALUE {
+										e.key = d.Bytes()
+									}
+								}
+								return nil
+							})
+						case unix.NFTA_SET_ELEM_DATA:
+							el.Nested(func(d *netlink.AttributeDecoder) error {
+								for d.Next() {
+									switch d.Type() {
+									case unix.NFTA_DATA_VALUE:
+										e.data = d.Bytes()
+									case unix.NFTA_DATA_VERDICT:
+										e.data, e.verdict = d.Bytes(), true
+									}
+								}
+								return nil
+							})
+						case unix.NFTA_SET_ELEM_USERDATA:
+							e.comment, _ = userdata.GetString(el.Bytes(), userdata.NFTNL_UDATA_SET_ELEM_COMMENT)
+						}
+					}
+					return nil
+				})
+				out = e
+			}
+			return nil
+		})
+	}
+	return out, ad.Err()
+}
+
+// elements reads, of a set, the elements with the given keys: a partial set.
+func (r *Reader) elements(t *nftables.Table, fam string, set string, objs []model.Object, values map[model.Object]any) (*model.Set, error) {
+	s, comps, ms, err := r.header(t, fam, set)
+	if err != nil {
+		return nil, err
+	}
+	ms.Partial = true
+	for _, o := range objs {
+		v, ok := values[o]
+		if !ok {
+			return nil, fmt.Errorf("set %s %s %s: no value for key %s", fam, t.Name, set, o.Key)
+		}
+		key, err := encodeKey(v, comps)
+		if err != nil {
+			return nil, fmt.Errorf("set %s %s %s: %w", fam, t.Name, set, err)
+		}
+		raw, err := r.getElement(t.Family, t.Name, set, key)
+		if err != nil {
+			return nil, err
+		}
+		if raw == nil {
+			ms.AddProbed(o.Key, nil)
+			continue
+		}
+		k, err := elemValue(raw.key, comps)
+		if err != nil {
+			return nil, fmt.Errorf("set %s %s %s: %w", fam, t.Name, set, err)
+		}
+		e := &model.Elem{Key: k, Comment: raw.comment}
+		if s.IsMap {
+			if raw.verdict {
+				e.Data, err = verdictData(raw.data)
+			} else {
+				e.Data, err = mapData(s, raw.data)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("map %s %s %s: %w", fam, t.Name, set, err)
+			}
+		}
+		ms.AddProbed(o.Key, e)
+	}
+	return ms, nil
+}

@@ -1,0 +1,216 @@
+package nftnl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/svctrace/svctrace/dataplane/nftjson"
+	"github.com/svctrace/svctrace/test/tracetest"
+	model "github.com/svctrace/svctrace/trace/nftables"
+)
+
+// loadNetns loads a recorded `nft -j list ruleset` into a new network namespace and returns it
+// open, with what nft itself lists there (the kernel's view: new handles).
+func loadNetns(t *testing.T, dump string) (*os.File, *model.Ruleset) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads a recorded ruleset into a network namespace")
+	}
+	data, err := os.ReadFile(dump)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imp, err := nftjson.Importable(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := fmt.Sprintf("svct-nftnl-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	load := exec.Command("ip", "netns", "exec", ns, "nft", "-j", "-f", "-")
+	load.Stdin = bytes.NewReader(imp)
+	if out, err := load.CombinedOutput(); err != nil {
+		t.Fatalf("nft -j -f: %v: %s", err, out)
+	}
+	listed, err := exec.Command("ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := nftjson.Parse(listed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("/run/netns/" + ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f, want
+}
+
+func js(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// compareTables reports every difference between a table as nft lists it and as read here.
+func compareTables(t *testing.T, want, got *model.Table) {
+	t.Helper()
+	where := want.Family + " " + want.Name
+	if len(got.Chains) != len(want.Chains) {
+		t.Errorf("%s: %d chains, nft lists %d", where, len(got.Chains), len(want.Chains))
+	}
+	for name, wc := range want.Chains {
+		gc := got.Chains[name]
+		if gc == nil {
+			t.Errorf("%s: chain %s not read", where, name)
+			continue
+		}
+		if gc.Hook != wc.Hook || gc.Type != wc.Type || gc.Prio != wc.Prio || gc.Policy != wc.Policy {
+			t.Errorf("%s chain %s: hook %q type %q prio %d policy %q, nft: %q %q %d %q", where, name, gc.Hook, gc.Type, gc.Prio, gc.Policy, wc.Hook, wc.Type, wc.Prio, wc.Policy)
+		}
+		if len(gc.Rules) != len(wc.Rules) {
+			t.Errorf("%s chain %s: %d rules, nft lists %d", where, name, len(gc.Rules), len(wc.Rules))
+			continue
+		}
+		for i, wr := range wc.Rules {
+			gr := gc.Rules[i]
+			if js(gr.Exprs) != js(wr.Exprs) || gr.Text != wr.Text || gr.Handle != wr.Handle || gr.Comment != wr.Comment {
+				t.Errorf("%s chain %s rule %d:\n got %d %s\n     %s\nwant %d %s\n     %s", where, name, i, gr.Handle, gr.Text, js(gr.Exprs), wr.Handle, wr.Text, js(wr.Exprs))
+			}
+		}
+	}
+	for name, ws := range want.Sets {
+		gs := got.Sets[name]
+		if gs == nil {
+			t.Errorf("%s: set %s not read", where, name)
+			continue
+		}
+		elems := func(s *model.Set) []string {
+			var out []string
+			for _, e := range s.Elems {
+				out = append(out, js([]any{e.Key, e.Data, e.Comment}))
+			}
+			sort.Strings(out)
+			return out
+		}
+		if gs.Map != ws.Map || gs.Timeout != ws.Timeout || !reflect.DeepEqual(elems(gs), elems(ws)) {
+			t.Errorf("%s set %s: map %q timeout %d elements %v\nnft: map %q timeout %d elements %v", where, name, gs.Map, gs.Timeout, elems(gs), ws.Map, ws.Timeout, elems(ws))
+		}
+	}
+}
+
+// Every chain and set of kube-proxy's recorded tables (both families) reads over netlink as nft
+// lists it: the same statements, rule text, handles and comments, the same elements.
+// SVCTRACE_NFT_DUMP names another recorded dump to check instead (make bench-dump's 10,000 x 10
+// node: $CACHE/bench/nftables-10000x10/nft.json).
+func TestReadsLikeNft(t *testing.T) {
+	dump := "../snapshot/demo-nftables/nft.json"
+	if d := os.Getenv("SVCTRACE_NFT_DUMP"); d != "" {
+		dump = d
+	}
+	ns, want := loadNetns(t, dump)
+	r, err := Open(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	tables, err := r.Tables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tables) != len(want.Tables) {
+		t.Errorf("tables %v, nft lists %d", tables, len(want.Tables))
+	}
+	for _, wt := range want.Tables {
+		got, err := r.ReadTable(wt.Family, wt.Name)
+		if err != nil {
+			t.Fatalf("%s %s: %v", wt.Family, wt.Name, err)
+		}
+		compareTables(t, wt, got)
+	}
+}
+
+// netnsRunner runs commands in a network namespace (the node's nft, for tables other than
+// kube-proxy's and for the fallback).
+type netnsRunner string
+
+func (n netnsRunner) Run(ctx context.Context, argv ...string) ([]byte, error) {
+	out, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", string(n)}, argv...)...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("%v: %w", argv, err)
+	}
+	return out, nil
+}
+
+// A read scoped to the packet, over netlink, walks every packet exactly as the whole ruleset nft
+// lists does, and looks the big sets up by key (they stay partial) instead of reading them.
+func TestScopedOverNetlinkWalksLikeNft(t *testing.T) {
+	ns, _ := loadNetns(t, "../snapshot/demo-nftables/nft.json")
+	name := strings.TrimPrefix(ns.Name(), "/run/netns/")
+	// Tables of iptables-nft next to kube-proxy's, as a node has them: listed whole with nft,
+	// one command each (nft 1.0.6 fails several listings in one command).
+	for _, args := range [][]string{{"-t", "mangle", "-A", "PREROUTING", "-j", "ACCEPT"}, {"-t", "nat", "-A", "POSTROUTING", "-j", "RETURN"}} {
+		if out, err := exec.Command("ip", append([]string{"netns", "exec", name, "iptables-nft"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("iptables-nft: %v: %s", err, out)
+		}
+	}
+	listed, err := exec.Command("ip", "netns", "exec", name, "nft", "-j", "list", "ruleset").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := nftjson.Parse(listed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := &model.Dataplane{Rules: want}
+	cl := tracetest.LoadObjects(t, "../snapshot/demo-nftables/objects.yaml")
+	node := cl.NodeContextFor("node1", nil)
+	ctx := context.Background()
+	pkts := tracetest.PacketsTo(whole.Entries())
+	if len(pkts) < 40 {
+		t.Fatalf("only %d packets", len(pkts))
+	}
+	probed := 0
+	for _, p := range pkts {
+		r, err := Open(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := nftjson.NewScoped(netnsRunner(name), r)
+		wantWalk, err := whole.Walk(ctx, p, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := sc.Walk(ctx, p, node)
+		if err != nil {
+			t.Fatalf("%v: %v", p, err)
+		}
+		if !reflect.DeepEqual(got, wantWalk) {
+			t.Errorf("%v: the scoped walk differs:\n got %+v\nwant %+v", p, got.Paths, wantWalk.Paths)
+		}
+		if sc.Fallback != "" || !strings.HasPrefix(sc.Summary(), "scoped to the packet") {
+			t.Errorf("%v: %s", p, sc.Summary())
+		}
+		if sc.Bytes == 0 || sc.Bytes > len(listed)/2 {
+			t.Errorf("%v: %d bytes came from nft (the iptables-nft tables; the whole ruleset is %d)", p, sc.Bytes, len(listed))
+		}
+		if s := sc.Set("ip", "kube-proxy", "service-ips"); s != nil && s.Partial {
+			probed++
+		}
+		r.Close()
+	}
+	if probed == 0 {
+		t.Error("service-ips was never looked up by key")
+	}
+}
