@@ -17,6 +17,8 @@ go run ./test/e2e/record -mode nftables -bin "$bin" -netprobe "$cache/netprobe" 
 grep -q '^conntrack:' dataplane/snapshot/demo-nftables/snapshot.yaml || echo 'conntrack: conntrack.txt' >> dataplane/snapshot/demo-nftables/snapshot.yaml
 # IPVS mode runs in a QEMU guest with Debian's cloud kernel (make vm-deps).
 go run ./test/e2e/record -mode ipvs -bin "$bin" -netprobe "$cache/netprobe" -kernel "$(hack/ipvs-vm/kernel.sh)" -out dataplane/snapshot/demo-ipvs
+go run ./test/e2e/record -mode ipvs -bin "$bin" -netprobe "$cache/netprobe" -kernel "$(hack/ipvs-vm/kernel.sh)" -conntrack dataplane/snapshot/demo-ipvs/conntrack.txt
+grep -q '^conntrack:' dataplane/snapshot/demo-ipvs/snapshot.yaml || echo 'conntrack: conntrack.txt' >> dataplane/snapshot/demo-ipvs/snapshot.yaml
 # iptables mode with other local-traffic detectors (the repair planner's and check's tests).
 go run ./test/e2e/record -mode iptables -bin "$bin" -netprobe "$cache/netprobe" -detect-local-mode InterfaceNamePrefix -pod-interface-name-prefix vp -out trace/kubeproxy/testdata/kube-proxy-v1.36.3-interface-name-prefix
 go run ./test/e2e/record -mode iptables -bin "$bin" -netprobe "$cache/netprobe" -masquerade-all -detect-local-mode BridgeInterface -pod-bridge-interface cbr0 -out trace/kubeproxy/testdata/kube-proxy-v1.36.3-masquerade-all-bridge

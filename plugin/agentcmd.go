@@ -50,8 +50,9 @@ func NewCmdAgent(streams genericiooptions.IOStreams, cfg *genericclioptions.Conf
 		Use:   "agent",
 		Short: "Run on a node and keep checking it: Prometheus metrics, Events and a Node condition",
 		Long: fmt.Sprintf(`Run on a node (as the svctrace-agent DaemonSet does: host network, root) and check it again and
-again: the Services an API change touched (batched, at most every --batch), and the whole node every
---interval. A finding is reported only once it has lasted --grace (kube-proxy applies a change
+again: the Services an API change touched (batched, at most every --batch; in nftables mode reading
+only what their packets touch), and the whole node every --interval, or less often where one
+whole-node check takes more than a twentieth of it (20 times its duration apart). A finding is reported only once it has lasted --grace (kube-proxy applies a change
 within seconds; what outlasts that is stale), three ways:
 
   - Prometheus metrics on --metrics-bind-address (/metrics): svctrace_findings by kind, severity
@@ -79,7 +80,7 @@ readers as check. Install: krew/agent/ (docs/agent.md).`, commandName(), agent.R
 	fl.StringVar(&o.metricsAddr, "metrics-bind-address", o.metricsAddr, "address for /metrics, /healthz and /readyz (empty: none)")
 	fl.StringVar(&o.mode, "mode", "", "kube-proxy's mode: iptables, nftables or ipvs (default: detected)")
 	fl.DurationVar(&o.grace, "grace", o.grace, "how long a finding must last before it is reported")
-	fl.DurationVar(&o.interval, "interval", o.interval, "how often the whole node is checked")
+	fl.DurationVar(&o.interval, "interval", o.interval, "how often the whole node is checked (at least 20 times a check's duration apart)")
 	fl.DurationVar(&o.batch, "batch", o.batch, "least time between two checks of Services the API changed")
 	fl.DurationVar(&o.heartbeat, "heartbeat", o.heartbeat, "how often the Node condition is renewed when nothing changed")
 	return cmd
@@ -138,8 +139,8 @@ func (o *AgentOptions) Run(ctx context.Context) error {
 	m := agent.NewMetrics(o.node)
 	a := agent.New(agent.Config{
 		Node: o.node, Grace: o.grace, Interval: o.interval, Batch: o.batch, Heartbeat: o.heartbeat, Log: o.streams.ErrOut,
-		Read: func(ctx context.Context) (trace.Dataplane, error) {
-			n, err := dataplane.Read(ctx, noderun.Local{}, dataplane.ReadOptions{Mode: o.mode})
+		Read: func(ctx context.Context, scoped bool) (trace.Dataplane, error) {
+			n, err := dataplane.Read(ctx, noderun.Local{}, dataplane.ReadOptions{Mode: o.mode, Scoped: scoped})
 			if err != nil {
 				return nil, err
 			}

@@ -13,7 +13,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/google/nftables"
+	gn "github.com/google/nftables"
 	"github.com/google/nftables/expr"
 )
 
@@ -49,8 +49,8 @@ type reg struct {
 // setInfo is what a rule's lookup needs of a set: its name, whether it is anonymous, and its
 // elements (for anonymous sets, which nft prints inline).
 type setInfo struct {
-	set   *nftables.Set
-	elems []nftables.SetElement
+	set   *gn.Set
+	elems []gn.SetElement
 }
 
 // decoder turns one rule's expressions into nft's JSON statements.
@@ -612,7 +612,7 @@ type component struct {
 }
 
 // dataParts are the components of a map's data type ("ipv4_addr . inet_service").
-func dataParts(s *nftables.Set) ([]int, error) {
+func dataParts(s *gn.Set) ([]int, error) {
 	var parts []int
 	for _, name := range strings.Split(s.DataType.Name, " . ") {
 		c, ok := typeComponents[name]
@@ -759,7 +759,7 @@ func inline(si *setInfo, kinds []kind, family string) (any, error) {
 }
 
 // mapData decodes a map element's data: a verdict, or values of the map's data type.
-func mapData(s *nftables.Set, val []byte) (any, error) {
+func mapData(s *gn.Set, val []byte) (any, error) {
 	if s.KeyType.Name == "verdict" || s.DataType.Name == "verdict" {
 		return verdictData(val)
 	}

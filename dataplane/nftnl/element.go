@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/google/nftables"
+	gn "github.com/google/nftables"
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
-	model "github.com/svctrace/svctrace/trace/nftables"
+	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 // encodeKey writes a packet's value (netip.Addr, uint64, a protocol name, []any for a
@@ -70,7 +70,7 @@ type rawElem struct {
 
 // getElement asks the kernel for one key of a set (NFT_MSG_GETSETELEM without a dump, as
 // `nft get element` does): the element, or nil when the set has no such key.
-func (r *Reader) getElement(fam nftables.TableFamily, table, set string, key []byte) (*rawElem, error) {
+func (r *Reader) getElement(fam gn.TableFamily, table, set string, key []byte) (*rawElem, error) {
 	cfg := &netlink.Config{}
 	if r.netns != nil {
 		cfg.NetNS = int(r.netns.Fd())
@@ -176,7 +176,7 @@ func parseElemList(b []byte) (*rawElem, error) {
 }
 
 // elements reads, of a set, the elements with the given keys: a partial set.
-func (r *Reader) elements(t *nftables.Table, fam string, set string, objs []model.Object, values map[model.Object]any) (*model.Set, error) {
+func (r *Reader) elements(t *gn.Table, fam string, set string, objs []nftables.Object, values map[nftables.Object]any) (*nftables.Set, error) {
 	s, comps, ms, err := r.header(t, fam, set)
 	if err != nil {
 		return nil, err
@@ -203,7 +203,7 @@ func (r *Reader) elements(t *nftables.Table, fam string, set string, objs []mode
 		if err != nil {
 			return nil, fmt.Errorf("set %s %s %s: %w", fam, t.Name, set, err)
 		}
-		e := &model.Elem{Key: k, Comment: raw.comment}
+		e := &nftables.Elem{Key: k, Comment: raw.comment}
 		if s.IsMap {
 			if raw.verdict {
 				e.Data, err = verdictData(raw.data)

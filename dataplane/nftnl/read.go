@@ -8,16 +8,16 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/google/nftables"
+	gn "github.com/google/nftables"
 	"github.com/google/nftables/userdata"
 
-	model "github.com/svctrace/svctrace/trace/nftables"
+	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 // Reader reads tables, chains and sets over netlink, in the network namespace of the process.
 type Reader struct {
 	mu    sync.Mutex
-	c     *nftables.Conn
+	c     *gn.Conn
 	netns *os.File
 	// kinds are the key components of the named sets the rules decoded so far look up, by
 	// "family table set": a set's elements are written by what its users compare them with.
@@ -27,11 +27,11 @@ type Reader struct {
 // Open connects to nf_tables of this process's network namespace, or of the namespace netns (an
 // open /run/netns/NAME) when it is not nil.
 func Open(netns *os.File) (*Reader, error) {
-	var opts []nftables.ConnOption
+	var opts []gn.ConnOption
 	if netns != nil {
-		opts = append(opts, nftables.WithNetNSFd(int(netns.Fd())))
+		opts = append(opts, gn.WithNetNSFd(int(netns.Fd())))
 	}
-	c, err := nftables.New(opts...)
+	c, err := gn.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("nf_tables netlink: %w", err)
 	}
@@ -41,9 +41,9 @@ func Open(netns *os.File) (*Reader, error) {
 // Close ends the connection.
 func (r *Reader) Close() error { return r.c.CloseLasting() }
 
-var families = map[nftables.TableFamily]string{nftables.TableFamilyIPv4: "ip", nftables.TableFamilyIPv6: "ip6", nftables.TableFamilyINet: "inet"}
+var families = map[gn.TableFamily]string{gn.TableFamilyIPv4: "ip", gn.TableFamilyIPv6: "ip6", gn.TableFamilyINet: "inet"}
 
-func family(f string) (nftables.TableFamily, error) {
+func family(f string) (gn.TableFamily, error) {
 	for k, v := range families {
 		if v == f {
 			return k, nil
@@ -53,39 +53,39 @@ func family(f string) (nftables.TableFamily, error) {
 }
 
 // Tables lists the ip, ip6 and inet tables.
-func (r *Reader) Tables() ([]model.Object, error) {
+func (r *Reader) Tables() ([]nftables.Object, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []model.Object
-	for _, f := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6, nftables.TableFamilyINet} {
+	var out []nftables.Object
+	for _, f := range []gn.TableFamily{gn.TableFamilyIPv4, gn.TableFamilyIPv6, gn.TableFamilyINet} {
 		ts, err := r.c.ListTablesOfFamily(f)
 		if err != nil {
 			return nil, fmt.Errorf("listing nftables tables: %w", err)
 		}
 		for _, t := range ts {
-			out = append(out, model.Object{Family: families[f], Table: t.Name, Kind: "table", Name: t.Name})
+			out = append(out, nftables.Object{Family: families[f], Table: t.Name, Kind: "table", Name: t.Name})
 		}
 	}
 	return out, nil
 }
 
-var hooks = map[nftables.ChainHook]string{*nftables.ChainHookPrerouting: "prerouting", *nftables.ChainHookInput: "input",
-	*nftables.ChainHookForward: "forward", *nftables.ChainHookOutput: "output", *nftables.ChainHookPostrouting: "postrouting"}
+var hooks = map[gn.ChainHook]string{*gn.ChainHookPrerouting: "prerouting", *gn.ChainHookInput: "input",
+	*gn.ChainHookForward: "forward", *gn.ChainHookOutput: "output", *gn.ChainHookPostrouting: "postrouting"}
 
 // Read reads chains (their rules), sets (their elements) and elements (a set's key, values giving
 // the keys: a partial set) of one table, as a Ruleset holding that table with those objects.
-func (r *Reader) Read(fam, table string, objs []model.Object, values map[model.Object]any) (*model.Ruleset, error) {
+func (r *Reader) Read(fam, table string, objs []nftables.Object, values map[nftables.Object]any) (*nftables.Ruleset, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f, err := family(fam)
 	if err != nil {
 		return nil, err
 	}
-	t := &nftables.Table{Name: table, Family: f}
-	mt := &model.Table{Family: fam, Name: table, Chains: map[string]*model.Chain{}, Sets: map[string]*model.Set{}}
+	t := &gn.Table{Name: table, Family: f}
+	mt := &nftables.Table{Family: fam, Name: table, Chains: map[string]*nftables.Chain{}, Sets: map[string]*nftables.Set{}}
 	// Chains first: decoding their rules tells how the sets they look up are keyed.
 	sort.SliceStable(objs, func(i, j int) bool { return objs[i].Kind == "chain" && objs[j].Kind != "chain" })
-	keys := map[string][]model.Object{}
+	keys := map[string][]nftables.Object{}
 	var keyed []string
 	for _, o := range objs {
 		switch o.Kind {
@@ -121,15 +121,15 @@ func (r *Reader) Read(fam, table string, objs []model.Object, values map[model.O
 		}
 		mt.Sets[name] = s
 	}
-	return &model.Ruleset{Tables: []*model.Table{mt}}, nil
+	return &nftables.Ruleset{Tables: []*nftables.Table{mt}}, nil
 }
 
-func (r *Reader) chain(t *nftables.Table, fam, name string) (*model.Chain, error) {
+func (r *Reader) chain(t *gn.Table, fam, name string) (*nftables.Chain, error) {
 	ch, err := r.c.ListChain(t, name)
 	if err != nil {
 		return nil, fmt.Errorf("chain %s %s %s: %w", fam, t.Name, name, err)
 	}
-	mc := &model.Chain{Name: name}
+	mc := &nftables.Chain{Name: name}
 	if ch.Hooknum != nil {
 		if mc.Hook = hooks[*ch.Hooknum]; mc.Hook == "" {
 			return nil, fmt.Errorf("chain %s %s %s: hook %d is not read", fam, t.Name, name, *ch.Hooknum)
@@ -139,7 +139,7 @@ func (r *Reader) chain(t *nftables.Table, fam, name string) (*model.Chain, error
 			mc.Prio = int(*ch.Priority)
 		}
 		mc.Policy = "accept"
-		if ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop {
+		if ch.Policy != nil && *ch.Policy == gn.ChainPolicyDrop {
 			mc.Policy = "drop"
 		}
 	}
@@ -175,14 +175,14 @@ func (r *Reader) chain(t *nftables.Table, fam, name string) (*model.Chain, error
 			r.kinds[fam+" "+t.Name+" "+set] = kinds
 		}
 		comment, _ := userdata.GetString(rule.UserData, userdata.TypeComment)
-		mc.Rules = append(mc.Rules, model.NewRule(name, int(rule.Handle), exprs, comment))
+		mc.Rules = append(mc.Rules, nftables.NewRule(name, int(rule.Handle), exprs, comment))
 	}
 	return mc, nil
 }
 
 // header reads a set's header: the set, its key's components (from the rules that look it up),
 // and an empty model set of its kind.
-func (r *Reader) header(t *nftables.Table, fam, name string) (*nftables.Set, []component, *model.Set, error) {
+func (r *Reader) header(t *gn.Table, fam, name string) (*gn.Set, []component, *nftables.Set, error) {
 	kinds, ok := r.kinds[fam+" "+t.Name+" "+name]
 	if !ok {
 		return nil, nil, nil, fmt.Errorf("set %s %s %s: no rule read looks it up, so its key is not known", fam, t.Name, name)
@@ -198,7 +198,7 @@ func (r *Reader) header(t *nftables.Table, fam, name string) (*nftables.Set, []c
 	if s.Interval || s.Anonymous {
 		return nil, nil, nil, fmt.Errorf("set %s %s %s has intervals or is anonymous, which is not read here", fam, t.Name, name)
 	}
-	ms := &model.Set{Name: name, Timeout: int(s.Timeout.Seconds())}
+	ms := &nftables.Set{Name: name, Timeout: int(s.Timeout.Seconds())}
 	if s.IsMap {
 		ms.Map = s.DataType.Name
 		if s.KeyType.Name == "verdict" {
@@ -208,7 +208,7 @@ func (r *Reader) header(t *nftables.Table, fam, name string) (*nftables.Set, []c
 	return s, comps, ms, nil
 }
 
-func (r *Reader) set(t *nftables.Table, fam, name string) (*model.Set, error) {
+func (r *Reader) set(t *gn.Table, fam, name string) (*nftables.Set, error) {
 	s, comps, ms, err := r.header(t, fam, name)
 	if err != nil {
 		return nil, err
@@ -223,7 +223,7 @@ func (r *Reader) set(t *nftables.Table, fam, name string) (*model.Set, error) {
 		if err != nil {
 			return nil, fmt.Errorf("set %s %s %s: %w", fam, t.Name, name, err)
 		}
-		me := model.Elem{Key: k, Comment: e.Comment}
+		me := nftables.Elem{Key: k, Comment: e.Comment}
 		if s.IsMap {
 			if me.Data, err = mapData(s, e.Val); err != nil {
 				return nil, fmt.Errorf("map %s %s %s: %w", fam, t.Name, name, err)
@@ -235,7 +235,7 @@ func (r *Reader) set(t *nftables.Table, fam, name string) (*model.Set, error) {
 }
 
 // ReadTable reads a whole table: every chain, then every named set its rules look up.
-func (r *Reader) ReadTable(fam, name string) (*model.Table, error) {
+func (r *Reader) ReadTable(fam, name string) (*nftables.Table, error) {
 	f, err := family(fam)
 	if err != nil {
 		return nil, err
@@ -246,21 +246,21 @@ func (r *Reader) ReadTable(fam, name string) (*model.Table, error) {
 	if err != nil {
 		return nil, err
 	}
-	var objs []model.Object
+	var objs []nftables.Object
 	for _, c := range chains {
 		if c.Table.Name == name {
-			objs = append(objs, model.Object{Family: fam, Table: name, Kind: "chain", Name: c.Name})
+			objs = append(objs, nftables.Object{Family: fam, Table: name, Kind: "chain", Name: c.Name})
 		}
 	}
 	rs, err := r.Read(fam, name, objs, nil)
 	if err != nil {
 		return nil, err
 	}
-	var sets []model.Object
+	var sets []nftables.Object
 	for k := range r.kinds {
 		var sf, st, sn string
 		if n, _ := fmt.Sscanf(k, "%s %s %s", &sf, &st, &sn); n == 3 && sf == fam && st == name {
-			sets = append(sets, model.Object{Family: fam, Table: name, Kind: "set", Name: sn})
+			sets = append(sets, nftables.Object{Family: fam, Table: name, Kind: "set", Name: sn})
 		}
 	}
 	more, err := r.Read(fam, name, sets, nil)
@@ -274,7 +274,7 @@ func (r *Reader) ReadTable(fam, name string) (*model.Table, error) {
 
 // sortElems orders elements as nft lists them: by key, integers (host order) by value, other
 // keys (addresses, ports: network order) byte by byte.
-func sortElems(s *nftables.Set, es []nftables.SetElement) {
+func sortElems(s *gn.Set, es []gn.SetElement) {
 	native := s.KeyType.Name == "integer" || s.KeyType.Name == "mark"
 	sort.SliceStable(es, func(i, j int) bool {
 		a, b := es[i].Key, es[j].Key

@@ -14,12 +14,12 @@ import (
 
 	"github.com/svctrace/svctrace/dataplane/nftjson"
 	"github.com/svctrace/svctrace/test/tracetest"
-	model "github.com/svctrace/svctrace/trace/nftables"
+	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 // loadNetns loads a recorded `nft -j list ruleset` into a new network namespace and returns it
 // open, with what nft itself lists there (the kernel's view: new handles).
-func loadNetns(t *testing.T, dump string) (*os.File, *model.Ruleset) {
+func loadNetns(t *testing.T, dump string) (*os.File, *nftables.Ruleset) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: loads a recorded ruleset into a network namespace")
@@ -64,7 +64,7 @@ func js(v any) string {
 }
 
 // compareTables reports every difference between a table as nft lists it and as read here.
-func compareTables(t *testing.T, want, got *model.Table) {
+func compareTables(t *testing.T, want, got *nftables.Table) {
 	t.Helper()
 	where := want.Family + " " + want.Name
 	if len(got.Chains) != len(want.Chains) {
@@ -96,7 +96,7 @@ func compareTables(t *testing.T, want, got *model.Table) {
 			t.Errorf("%s: set %s not read", where, name)
 			continue
 		}
-		elems := func(s *model.Set) []string {
+		elems := func(s *nftables.Set) []string {
 			var out []string
 			for _, e := range s.Elems {
 				out = append(out, js([]any{e.Key, e.Data, e.Comment}))
@@ -173,7 +173,7 @@ func TestScopedOverNetlinkWalksLikeNft(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	whole := &model.Dataplane{Rules: want}
+	whole := &nftables.Dataplane{Rules: want}
 	cl := tracetest.LoadObjects(t, "../snapshot/demo-nftables/objects.yaml")
 	node := cl.NodeContextFor("node1", nil)
 	ctx := context.Background()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -42,8 +43,15 @@ func TestAgentLoop(t *testing.T) {
 		objs = append(objs, n)
 	}
 	client := fake.NewClientset(objs...)
+	var readsMu sync.Mutex
+	var reads []bool // the scoped argument of every read
 	a := New(Config{Node: "node1", Grace: 300 * time.Millisecond, Interval: time.Hour, Batch: 20 * time.Millisecond, Heartbeat: time.Hour,
-		Read: func(context.Context) (trace.Dataplane, error) { return dp, nil }}, client, NewMetrics("node1"))
+		Read: func(_ context.Context, scoped bool) (trace.Dataplane, error) {
+			readsMu.Lock()
+			reads = append(reads, scoped)
+			readsMu.Unlock()
+			return dp, nil
+		}}, client, NewMetrics("node1"))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -124,6 +132,11 @@ func TestAgentLoop(t *testing.T) {
 		c := condition()
 		return c != nil && c.Status == corev1.ConditionTrue && strings.Contains(events("ClearedStaleEndpoint"), "Service/hostnames")
 	})
+	readsMu.Lock()
+	if len(reads) < 2 || reads[0] || !slices.Contains(reads[1:], true) {
+		t.Errorf("reads (scoped?) %v: want the whole node first, then scoped reads for the changed Service", reads)
+	}
+	readsMu.Unlock()
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
@@ -173,7 +186,7 @@ func TestConditionWriteFailure(t *testing.T) {
 	var log syncBuffer
 	m := NewMetrics("node1")
 	a := New(Config{Node: "node1", Grace: time.Millisecond, Interval: 50 * time.Millisecond, Batch: 10 * time.Millisecond, Heartbeat: time.Hour, Log: &log,
-		Read: func(context.Context) (trace.Dataplane, error) { return dp, nil }}, client, m)
+		Read: func(context.Context, bool) (trace.Dataplane, error) { return dp, nil }}, client, m)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -207,4 +220,20 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// A whole-node check that takes long (a node with 10,000 Services) spaces the next one out, so
+// that whole-node checks take at most a twentieth of the time.
+func TestWholeNodeChecksSpaceOut(t *testing.T) {
+	var log bytes.Buffer
+	a := &Agent{cfg: Config{Interval: time.Minute, Log: &log}}
+	for _, c := range []struct{ took, want time.Duration }{{time.Second, time.Minute}, {3 * time.Second, time.Minute}, {9 * time.Second, 180 * time.Second}} {
+		a.fullTook = c.took
+		if got := a.every(); got != c.want {
+			t.Errorf("after a check of %s: next in %s, want %s", c.took, got, c.want)
+		}
+	}
+	if !strings.Contains(log.String(), "the next one in 3m0s") {
+		t.Errorf("log %q", log.String())
+	}
 }

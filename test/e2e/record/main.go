@@ -44,7 +44,7 @@ func main() {
 	flag.StringVar(&proxyFlags.DetectLocalMode, "detect-local-mode", "", "kube-proxy's --detect-local-mode (ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix)")
 	flag.StringVar(&proxyFlags.PodInterfacePrefix, "pod-interface-name-prefix", "", "kube-proxy's --pod-interface-name-prefix (the harness's pod interfaces are vpN)")
 	flag.StringVar(&proxyFlags.PodBridge, "pod-bridge-interface", "", "kube-proxy's --pod-bridge-interface")
-	flag.StringVar(&conntrackOut, "conntrack", "", "instead of recording the dataplane, make the balance scenario's traffic to default/hostnames (a keep-alive client's 600 requests over one connection, 60 short connections from another pod) and write the node's conntrack entries of it to this file")
+	flag.StringVar(&conntrackOut, "conntrack", "", "instead of recording the dataplane, make the balance scenario's traffic to default/hostnames (in -mode ipvs, to ipvs/vmweb in the guest) — a keep-alive client's 600 requests over one connection, 60 short connections from another pod — and write the node's conntrack entries of it to this file")
 	flag.Parse()
 	if err := record(*mode, *out, *bin, *netprobe, *hold); err != nil {
 		fmt.Fprintln(os.Stderr, "record:", err)
@@ -239,7 +239,18 @@ func recordIPVS(ctx context.Context, c *harness.Cluster, out, bin, netprobe stri
 	if err := c.SetupIPVSScenario(ctx); err != nil {
 		return err
 	}
-	script := harness.IPVSScript(nil)
+	var extra map[string]string
+	if conntrackOut != "" {
+		// The balance scenario inside the guest: a keep-alive client's 600 requests over one
+		// connection and 60 short connections from another pod, to ipvs/vmweb; kube-proxy has
+		// IPVS keep conntrack entries (net.ipv4.vs.conntrack=1).
+		vip := harness.VMClusterIPs["vmweb"]
+		extra = map[string]string{"conntrack": "sysctl -qw net.netfilter.nf_conntrack_acct=1; " +
+			"ip netns exec pvmclient /bin/netprobe probe -n 1 -requests 600 " + vip + ":80 >/dev/null; " +
+			"ip netns exec pvm-d /bin/netprobe probe -n 60 " + vip + ":80 >/dev/null; " +
+			"conntrack -L -o extended -d " + vip + " 2>/dev/null"}
+	}
+	script := harness.IPVSScript(extra)
 	if scale.services > 0 {
 		if err := c.PopulateScale(ctx, scale.services, scale.endpoints); err != nil {
 			return err
@@ -281,6 +292,17 @@ func recordIPVS(ctx context.Context, c *harness.Cluster, out, bin, netprobe stri
 		return fmt.Errorf("%w\n%s", err, tail(console, 3000))
 	}
 	sec := harness.Sections(console)
+	if conntrackOut != "" {
+		table := sec["conntrack"]
+		if strings.Count(table, "\n") < 10 {
+			return fmt.Errorf("the VM printed %d conntrack entries; console:\n%s", strings.Count(table, "\n"), tail(console, 3000))
+		}
+		if err := os.WriteFile(conntrackOut, []byte(table), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "record: wrote %d conntrack entries to %s\n", strings.Count(table, "\n"), conntrackOut)
+		return nil
+	}
 	files := map[string]string{"iptables-save": "iptables-save.txt", "ipset-save": "ipset-save.txt", "ipvsadm-Sn": "ipvsadm-Sn.txt", "ipvsadm-Ln": "ipvsadm-Ln.txt", "proc-net-ip_vs": "proc-net-ip_vs.txt"}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
