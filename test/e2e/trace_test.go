@@ -123,7 +123,7 @@ func checkScopedRead(t *testing.T, f flow) {
 		t.Fatalf("the live trace did not read only what the packet touches (exit %d):\n%s", code, stderr)
 	}
 	dir := filepath.Join(t.TempDir(), "snap")
-	if _, err := kubectlInNode(t, "svctrace", "snapshot", dir, "--conntrack=false"); err != nil {
+	if _, err := kubectlInNode(t, "svctrace", "snapshot", dir, "--node", harness.NodeName, "--conntrack=false"); err != nil {
 		t.Fatal(err)
 	}
 	whole, err := kubectlInNode(t, append(args, "--snapshot", dir)...)

@@ -40,6 +40,7 @@ func main() {
 	flag.IntVar(&fleetFlags.nodes, "fleet", 0, "instead of recording, time check --all-nodes (the -compare binary) on this many kwok nodes with kube-proxy pods")
 	flag.StringVar(&fleetFlags.parallel, "fleet-parallel", "16,64", "with -fleet: the --parallel values to time")
 	flag.StringVar(&fleetFlags.kwok, "kwok", "", "with -fleet: the kwok binary (hack/kwok-binary.sh)")
+	flag.DurationVar(&agentFlags.duration, "agent", 0, "with -services and -compare: instead of recording, run the -compare binary's agent next to kube-proxy while one EndpointSlice changes every second for this long, and report its CPU, memory, checks and findings")
 	flag.BoolVar(&proxyFlags.MasqueradeAll, "masquerade-all", false, "run kube-proxy with --masquerade-all")
 	flag.StringVar(&proxyFlags.DetectLocalMode, "detect-local-mode", "", "kube-proxy's --detect-local-mode (ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix)")
 	flag.StringVar(&proxyFlags.PodInterfacePrefix, "pod-interface-name-prefix", "", "kube-proxy's --pod-interface-name-prefix (the harness's pod interfaces are vpN)")
@@ -96,7 +97,7 @@ var scale struct {
 }
 
 func record(mode, out, bin, netprobe string, hold bool) error {
-	if out == "" && conntrackOut == "" || bin == "" || netprobe == "" {
+	if out == "" && conntrackOut == "" && agentFlags.duration == 0 || bin == "" || netprobe == "" {
 		return fmt.Errorf("-out (or -conntrack), -bin and -netprobe are required")
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -143,6 +144,12 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 	}
 	if fleetFlags.nodes > 0 {
 		return recordFleet(ctx, c, scale.compare)
+	}
+	if agentFlags.duration > 0 {
+		if scale.services == 0 || scale.compare == "" {
+			return fmt.Errorf("-agent needs -services and -compare (the kubectl-svctrace binary)")
+		}
+		return recordAgent(ctx, c, scale.compare, scale.services)
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
