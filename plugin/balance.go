@@ -56,7 +56,11 @@ the Service's traffic over all of them, and each node's diagnosis.
 
 Exit codes: 0 Balanced (or too little traffic to judge), 1 an imbalance, 2 usage, 3 could not read
 the API or the node.`,
-		Example: fmt.Sprintf(`  # On a node, as root: watch a Service for 30 seconds
+		Example: fmt.Sprintf(`  # See it on a recorded node (no cluster needed): one keep-alive client pins most of the traffic
+  %[1]s balance default/hostnames --demo
+  %[1]s balance ipvs/vmweb --demo=ipvs
+
+  # On a node, as root: watch a Service for 30 seconds
   sudo kubectl-svctrace balance default/api
 
   # From a laptop: every node's share of the traffic, through the kube-proxy pods

@@ -44,6 +44,10 @@ func TestBalanceOffline(t *testing.T) {
 		t.Errorf("the demo's own conntrack: exit %d %q\n%s", code, stderr, out)
 	}
 	// Dump files without a conntrack table still need --conntrack.
+	// The IPVS demo carries one too, recorded in the guest: the same skew through IPVS.
+	if out, stderr, code := run(t, "balance", "--demo=ipvs", "ipvs/vmweb"); code != ExitFindings || !strings.Contains(out, "ConnectionStickiness:") || !strings.Contains(out, "10.244.3.99 (pod ipvs/vmclient)") {
+		t.Errorf("the IPVS demo's own conntrack: exit %d %q\n%s", code, stderr, out)
+	}
 	if _, stderr, code := run(t, "balance", "--dataplane", "../dataplane/snapshot/demo/iptables-save.txt", "--objects", "../dataplane/snapshot/demo/objects.yaml", "--node", "node1", "default/hostnames"); code != ExitUsage || !strings.Contains(stderr, "needs --conntrack") {
 		t.Errorf("offline without --conntrack: exit %d %q", code, stderr)
 	}

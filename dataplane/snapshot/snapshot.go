@@ -47,7 +47,7 @@ type Bundle struct {
 
 //go:embed demo/snapshot.yaml demo/iptables-save.txt demo/objects.yaml demo/conntrack.txt
 //go:embed demo-nftables/snapshot.yaml demo-nftables/nft.json demo-nftables/objects.yaml demo-nftables/conntrack.txt
-//go:embed demo-ipvs/snapshot.yaml demo-ipvs/iptables-save.txt demo-ipvs/ipset-save.txt demo-ipvs/ipvsadm-Sn.txt demo-ipvs/objects.yaml
+//go:embed demo-ipvs/snapshot.yaml demo-ipvs/iptables-save.txt demo-ipvs/ipset-save.txt demo-ipvs/ipvsadm-Sn.txt demo-ipvs/objects.yaml demo-ipvs/conntrack.txt
 var demo embed.FS
 
 // DemoModes are the embedded demos, by kube-proxy mode.
