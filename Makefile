@@ -98,7 +98,7 @@ bench-agent:
 	bin=$$(hack/k8s-binaries.sh) && CGO_ENABLED=0 $(GO) build -o $(CACHE)/netprobe ./test/e2e/netprobe && \
 	CGO_ENABLED=0 $(GO) build -o $(CACHE)/kubectl-svctrace ./cmd/kubectl-svctrace && \
 	$(GO) run ./test/e2e/record -mode nftables -services 10000 -endpoints 10 -bin $$bin -netprobe $(CACHE)/netprobe \
-		-compare $(CACHE)/kubectl-svctrace -agent $${AGENT_DURATION:-5m}
+		-compare $(CACHE)/kubectl-svctrace -agent $${AGENT_DURATION:-5m} -agent-args "$${AGENT_ARGS:-}"
 
 ## bench-nft: time the node-side trace against nft -j list ruleset on the recorded 10,000 x 10
 ## nftables node loaded into a network namespace (root; make bench-dump MODES=nftables first)

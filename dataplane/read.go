@@ -52,6 +52,9 @@ type ReadOptions struct {
 	// Scoped says the Node serves only walks of a few packets (trace): in nftables mode it then
 	// reads, walk by walk, only what the packet can touch (nftjson.Scoped), and has no Files.
 	Scoped bool
+	// NoLeftovers skips the look for other modes' state (the agent's checks of a few Services:
+	// its whole-node checks look).
+	NoLeftovers bool
 }
 
 // Read reads a node's dataplane through r: the kube-proxy mode detected (or opts.Mode), the
@@ -97,7 +100,12 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 			defer wg.Done()
 			hasNft = mode == "nftables" || mode == "" && HasNftKubeProxy(ctx, r)
 		}()
-		go func() { defer wg.Done(); b, berr = xtables.DetectBackend(ctx, r, false) }()
+		go func() {
+			defer wg.Done()
+			if mode != "nftables" || !opts.NoLeftovers { // the backend is for iptables rules and leftovers
+				b, berr = xtables.DetectBackend(ctx, r, false)
+			}
+		}()
 		go func() { defer wg.Done(); hasIPVS = mode == "" && ipvsadm.HasKubeIPVS(ctx, r) }()
 		wg.Wait()
 	}
@@ -125,7 +133,7 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 	if hasNft {
 		// Through the API every read is an exec: leftovers are looked for there only when the
 		// backend detection saw kube-proxy's markers in iptables too.
-		if !opts.Remote || berr == nil && b.KubeRules {
+		if !opts.NoLeftovers && (!opts.Remote || berr == nil && b.KubeRules) {
 			if err := n.leftovers(ctx, r); err != nil {
 				return nil, err
 			}
@@ -147,7 +155,7 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 	if _, err := n.iptables(ctx, r, opts, rs, raw, b, ipvsMode); err != nil {
 		return nil, err
 	}
-	if !opts.Remote {
+	if !opts.Remote && !opts.NoLeftovers {
 		if err := n.leftovers(ctx, r); err != nil {
 			return nil, err
 		}

@@ -52,8 +52,9 @@ func NewCmdAgent(streams genericiooptions.IOStreams, cfg *genericclioptions.Conf
 		Long: fmt.Sprintf(`Run on a node (as the svctrace-agent DaemonSet does: host network, root) and check it again and
 again: the Services an API change touched (batched, at most every --batch; in nftables mode reading
 only what their packets touch), and the whole node every --interval, or less often where one
-whole-node check takes more than a twentieth of it (20 times its duration apart). A finding is reported only once it has lasted --grace (kube-proxy applies a change
-within seconds; what outlasts that is stale), three ways:
+whole-node check takes more than a fortieth of it (40 times its duration apart). A finding is
+reported only once it has lasted --grace (kube-proxy applies a change within seconds; what
+outlasts that is stale), three ways:
 
   - Prometheus metrics on --metrics-bind-address (/metrics): svctrace_findings by kind, severity
     and Service; svctrace_checks_total, svctrace_check_duration_seconds,
@@ -80,7 +81,7 @@ readers as check. Install: krew/agent/ (docs/agent.md).`, commandName(), agent.R
 	fl.StringVar(&o.metricsAddr, "metrics-bind-address", o.metricsAddr, "address for /metrics, /healthz and /readyz (empty: none)")
 	fl.StringVar(&o.mode, "mode", "", "kube-proxy's mode: iptables, nftables or ipvs (default: detected)")
 	fl.DurationVar(&o.grace, "grace", o.grace, "how long a finding must last before it is reported")
-	fl.DurationVar(&o.interval, "interval", o.interval, "how often the whole node is checked (at least 20 times a check's duration apart)")
+	fl.DurationVar(&o.interval, "interval", o.interval, "how often the whole node is checked (at least 40 times a check's duration apart)")
 	fl.DurationVar(&o.batch, "batch", o.batch, "least time between two checks of Services the API changed")
 	fl.DurationVar(&o.heartbeat, "heartbeat", o.heartbeat, "how often the Node condition is renewed when nothing changed")
 	return cmd
@@ -137,12 +138,22 @@ func (o *AgentOptions) Run(ctx context.Context) error {
 		return err
 	}
 	m := agent.NewMetrics(o.node)
+	var lastMode string // the agent reads from one goroutine
 	a := agent.New(agent.Config{
 		Node: o.node, Grace: o.grace, Interval: o.interval, Batch: o.batch, Heartbeat: o.heartbeat, Log: o.streams.ErrOut,
 		Read: func(ctx context.Context, scoped bool) (trace.Dataplane, error) {
-			n, err := dataplane.Read(ctx, noderun.Local{}, dataplane.ReadOptions{Mode: o.mode, Scoped: scoped})
+			// A check of a few Services reads in the mode the last whole-node read found, and
+			// leaves the look for other modes' state to the whole-node checks.
+			mode := o.mode
+			if mode == "" && scoped {
+				mode = lastMode
+			}
+			n, err := dataplane.Read(ctx, noderun.Local{}, dataplane.ReadOptions{Mode: mode, Scoped: scoped, NoLeftovers: scoped})
 			if err != nil {
 				return nil, err
+			}
+			if !scoped {
+				lastMode = n.Dataplane.Mode()
 			}
 			return n.Dataplane, nil
 		},

@@ -27,7 +27,8 @@ type Reader struct {
 // Open connects to nf_tables of this process's network namespace, or of the namespace netns (an
 // open /run/netns/NAME) when it is not nil.
 func Open(netns *os.File) (*Reader, error) {
-	var opts []gn.ConnOption
+	// One socket for every request (a whole-table read makes tens of thousands).
+	opts := []gn.ConnOption{gn.AsLasting()}
 	if netns != nil {
 		opts = append(opts, gn.WithNetNSFd(int(netns.Fd())))
 	}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/svctrace/svctrace/dataplane/nftjson"
 	"github.com/svctrace/svctrace/test/tracetest"
@@ -133,10 +134,12 @@ func TestReadsLikeNft(t *testing.T) {
 		t.Errorf("tables %v, nft lists %d", tables, len(want.Tables))
 	}
 	for _, wt := range want.Tables {
+		start := time.Now()
 		got, err := r.ReadTable(wt.Family, wt.Name)
 		if err != nil {
 			t.Fatalf("%s %s: %v", wt.Family, wt.Name, err)
 		}
+		t.Logf("read %s %s over netlink in %s: %d chains, %d sets", wt.Family, wt.Name, time.Since(start).Round(time.Millisecond), len(got.Chains), len(got.Sets))
 		compareTables(t, wt, got)
 	}
 }

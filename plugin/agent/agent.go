@@ -110,6 +110,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	sliceInf := all.Discovery().V1().EndpointSlices().Informer()
 	podInf := own.Core().V1().Pods().Informer()
 	nodeInf := self.Core().V1().Nodes().Informer()
+	// EndpointSlices by their Service: a check of a few Services builds its model from theirs.
+	if err := sliceInf.AddIndexers(cache.Indexers{byService: func(obj any) ([]string, error) {
+		if m, ok := objectMeta(obj); ok {
+			if svc := m.GetLabels()[discoveryv1.LabelServiceName]; svc != "" {
+				return []string{m.GetNamespace() + "/" + svc}, nil
+			}
+		}
+		return nil, nil
+	}}); err != nil {
+		return err
+	}
 	a.svcs, a.slices, a.pods, a.nodes = svcInf.GetIndexer(), sliceInf.GetIndexer(), podInf.GetIndexer(), nodeInf.GetIndexer()
 	onService := func(obj any) {
 		if m, ok := objectMeta(obj); ok {
@@ -140,6 +151,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.mu.Lock()
 	a.dirty = map[string]bool{} // the initial list is covered by the first full check
+	a.tracker.Forget()          // and is no change for the programming latency
 	a.mu.Unlock()
 	a.logf("caches synced for node %s; checking every %s, changes after %s, grace %s", a.cfg.Node, a.cfg.Interval, a.cfg.Batch, a.cfg.Grace)
 
@@ -194,14 +206,18 @@ func (a *Agent) fullCheck(ctx context.Context) *watch.Update {
 	return u
 }
 
-// every is the time to the next whole-node check: --interval, or 20 times what the last one took
-// when that is longer, so that whole-node checks take at most a twentieth of the time on a node
-// with 10,000 Services (where reading the whole ruleset takes seconds).
+// FullCheckSpacing is how many times its own duration a whole-node check is at least apart from
+// the next: whole-node checks take at most a fortieth of the time (on a node with 10,000 Services
+// one takes seconds; changed Services are checked as they change in between).
+const FullCheckSpacing = 40
+
+// every is the time to the next whole-node check: --interval, or FullCheckSpacing times what the
+// last one took when that is longer.
 func (a *Agent) every() time.Duration {
 	a.mu.Lock()
 	took := a.fullTook
 	a.mu.Unlock()
-	if d := 20 * took; d > a.cfg.Interval {
+	if d := FullCheckSpacing * took; d > a.cfg.Interval {
 		a.logf("the whole-node check took %s: the next one in %s, not --interval %s", took.Round(time.Millisecond), d.Round(time.Second), a.cfg.Interval)
 		return d
 	}
@@ -287,15 +303,32 @@ func (a *Agent) changed(svc string, endpoints bool) {
 	}
 }
 
-// cluster is the informers' view as check's model.
-func (a *Agent) cluster() *trace.Cluster {
+// byService indexes EndpointSlices by "namespace/service".
+const byService = "service"
+
+// cluster is the informers' view as check's model: everything, or for a check of a few Services
+// only those and their EndpointSlices (building the model of 10,000 Services for one is what a
+// check of one would spend its time on).
+func (a *Agent) cluster(scope watch.Scope) *trace.Cluster {
 	var svcs []*corev1.Service
-	for _, o := range a.svcs.List() {
-		svcs = append(svcs, o.(*corev1.Service))
-	}
 	var slices []*discoveryv1.EndpointSlice
-	for _, o := range a.slices.List() {
-		slices = append(slices, o.(*discoveryv1.EndpointSlice))
+	if scope.All {
+		for _, o := range a.svcs.List() {
+			svcs = append(svcs, o.(*corev1.Service))
+		}
+		for _, o := range a.slices.List() {
+			slices = append(slices, o.(*discoveryv1.EndpointSlice))
+		}
+	} else {
+		for _, key := range sortedKeys(scope.Services) {
+			if o, ok, _ := a.svcs.GetByKey(key); ok {
+				svcs = append(svcs, o.(*corev1.Service))
+			}
+			objs, _ := a.slices.ByIndex(byService, key)
+			for _, o := range objs {
+				slices = append(slices, o.(*discoveryv1.EndpointSlice))
+			}
+		}
 	}
 	var pods []*corev1.Pod
 	for _, o := range a.pods.List() {
@@ -326,7 +359,7 @@ func (a *Agent) check(ctx context.Context, scope watch.Scope) *watch.Update {
 		a.report.condition(ctx, corev1.ConditionUnknown, watch.ReasonReadFailed, "svctrace could not read this node's dataplane: "+err.Error(), a.nodeObject())
 		return nil
 	}
-	cl := a.cluster()
+	cl := a.cluster(scope)
 	node := cl.NodeContextFor(a.cfg.Node, nil)
 	var findings []trace.Finding
 	checked := 0
@@ -445,5 +478,5 @@ func (a *Agent) Ready() bool {
 func (a *Agent) Live() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return !a.ready || time.Since(a.lastRun) < 3*max(a.cfg.Interval, 20*a.fullTook)+time.Minute
+	return !a.ready || time.Since(a.lastRun) < 3*max(a.cfg.Interval, FullCheckSpacing*a.fullTook)+time.Minute
 }

@@ -78,6 +78,10 @@ func (t *Tracker) Changed(svc string, at time.Time) {
 	}
 }
 
+// Forget drops the API changes recorded so far: the informers' initial list is not a change
+// the node has to program.
+func (t *Tracker) Forget() { t.changed = map[string]time.Time{} }
+
 // Observe takes one check's findings at now over scope.
 func (t *Tracker) Observe(now time.Time, scope Scope, findings []trace.Finding) Update {
 	var u Update

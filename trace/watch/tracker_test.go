@@ -76,3 +76,17 @@ func TestStateOf(t *testing.T) {
 		}
 	}
 }
+
+// The informers' initial list is no change to program: once forgotten, it gives no latency.
+func TestForgetDropsTheInitialList(t *testing.T) {
+	tr := NewTracker(10 * time.Second)
+	t0 := time.Unix(1000, 0)
+	tr.Changed("default/a", t0)
+	tr.Changed("default/b", t0)
+	tr.Forget()
+	tr.Changed("default/b", t0.Add(time.Second))
+	u := tr.Observe(t0.Add(3*time.Second), Scope{All: true}, nil)
+	if len(u.Latencies) != 1 || u.Latencies[0] != 2*time.Second {
+		t.Errorf("latencies %v, want only b's change of 2s", u.Latencies)
+	}
+}

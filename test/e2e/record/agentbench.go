@@ -20,6 +20,7 @@ import (
 
 var agentFlags struct {
 	duration time.Duration
+	args     string
 }
 
 // procTicks returns a process's CPU time in clock ticks, its own and its waited-for children's
@@ -94,8 +95,10 @@ func recordAgent(ctx context.Context, c *harness.Cluster, svctrace string, servi
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", harness.NodeNS, svctrace, "agent", "--node", harness.NodeName,
-		"--kubeconfig", c.Kubeconfig, "--metrics-bind-address", harness.NodeIP+":9808")
+	args := append([]string{"netns", "exec", harness.NodeNS, svctrace, "agent", "--node", harness.NodeName,
+		"--kubeconfig", c.Kubeconfig, "--metrics-bind-address", harness.NodeIP + ":9808"}, strings.Fields(agentFlags.args)...)
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	cmd.Env = append(os.Environ(), "GOMEMLIMIT=350MiB") // as the shipped DaemonSet sets it
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return err
@@ -155,8 +158,8 @@ func recordAgent(ctx context.Context, c *harness.Cluster, svctrace string, servi
 	logBytes, _ := os.ReadFile(logPath)
 	findingsLogged := strings.Count(string(logBytes), " finding: ")
 	cpu := float64(ticks1-ticks0) / 100 / (elapsed + 20*time.Second).Seconds()
-	fmt.Printf("| agent on the %d × %d node (%s), one EndpointSlice change per second for %s | result |\n|---|---|\n",
-		services, scale.endpoints, proxyFlags.Mode, agentFlags.duration)
+	fmt.Printf("| agent %s on the %d × %d node (%s), one EndpointSlice change per second for %s | result |\n|---|---|\n",
+		agentFlags.args, services, scale.endpoints, proxyFlags.Mode, agentFlags.duration)
 	fmt.Printf("| changes made | %d |\n", changes)
 	fmt.Printf("| average CPU (the agent and the commands it ran) | %.1f%% of one core |\n", 100*cpu)
 	fmt.Printf("| peak RSS | %d MiB |\n", procHWM(pid)/1024)

@@ -40,6 +40,7 @@ func main() {
 	flag.IntVar(&fleetFlags.nodes, "fleet", 0, "instead of recording, time check --all-nodes (the -compare binary) on this many kwok nodes with kube-proxy pods")
 	flag.StringVar(&fleetFlags.parallel, "fleet-parallel", "16,64", "with -fleet: the --parallel values to time")
 	flag.StringVar(&fleetFlags.kwok, "kwok", "", "with -fleet: the kwok binary (hack/kwok-binary.sh)")
+	flag.StringVar(&agentFlags.args, "agent-args", "", "with -agent: more flags for the agent (\"--grace 45s\")")
 	flag.DurationVar(&agentFlags.duration, "agent", 0, "with -services and -compare: instead of recording, run the -compare binary's agent next to kube-proxy while one EndpointSlice changes every second for this long, and report its CPU, memory, checks and findings")
 	flag.BoolVar(&proxyFlags.MasqueradeAll, "masquerade-all", false, "run kube-proxy with --masquerade-all")
 	flag.StringVar(&proxyFlags.DetectLocalMode, "detect-local-mode", "", "kube-proxy's --detect-local-mode (ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix)")
