@@ -15,8 +15,8 @@ bin="$cache/kubectl-svctrace"
 objects="$dir/objects.json"
 [ -s "$objects" ] || objects="$dir/objects.yaml"
 ns=svct-bench-live
-times=$(mktemp) live=$(mktemp) file=$(mktemp) saved=$(mktemp)
-trap 'ip netns del $ns 2>/dev/null || true; rm -f "$times" "$live" "$file" "$saved"' EXIT
+live=$(mktemp) file=$(mktemp) saved=$(mktemp)
+trap 'ip netns del $ns 2>/dev/null || true; rm -f "$live" "$file" "$saved"' EXIT
 ip netns del $ns 2>/dev/null || true
 ip netns add $ns
 ip netns exec $ns ip link set lo up
@@ -26,13 +26,9 @@ sed 's/ -m nfacct --nfacct-name  *[^ ]*//' "$dir/iptables-save.txt" | ip netns e
 ip netns exec $ns iptables-legacy-save -c > "$saved"
 vip=$(grep -m1 -o -- '-d 10\.96\.[0-9.]*/32 -p tcp -m comment --comment "scale/svc-05000:http cluster IP"' "$dir/iptables-save.txt" | awk '{print $2}' | cut -d/ -f1)
 [ -n "$vip" ] || vip=$(grep -m1 -o -- '-d 10\.96\.[0-9.]*/32 -p tcp -m comment --comment "scale/' "$dir/iptables-save.txt" | awk '{print $2}' | cut -d/ -f1)
-measure() {
-	: > "$times"
-	for _ in 1 2 3 4 5; do
-		ip netns exec $ns /usr/bin/time -a -o "$times" -f "%e %M" "$@" >/dev/null 2>/dev/null || true
-	done
-	grep -v "^Command" "$times" | sort -n | awk 'NR == 3 { printf "%.2f s | %d MiB", $1, $2 / 1024 }'
-}
+# shellcheck source=hack/bench-measure.sh
+. hack/bench-measure.sh
+measure() { bench_measure "$ns" "$@"; }
 # The trace without API objects (as record -compare times it: the engine's read and walk);
 # check -A needs them (10,000 Services and their EndpointSlices, decoded from JSON).
 trace=(trace "$vip:80" --no-api --node node1 --from 10.244.1.254 -o json)

@@ -25,13 +25,9 @@ ip netns exec $ns nft -j list ruleset > "$tmp/listed.json"
 # The cluster IP of scale/svc-05000:http, from the service-ips map of the dump.
 vip=$(grep -o '"concat": \["10\.[0-9.]*", "tcp", 80\]}, {"goto": {"target": "service-[A-Z0-9]*-scale/svc-05000/tcp/http"' "$dir/nft.json" | head -1 | grep -o '10\.[0-9.]*' | head -1)
 [ -n "$vip" ] || { echo "no scale/svc-05000 in $dir/nft.json" >&2; exit 1; }
-measure() {
-	: > "$tmp/times"
-	for _ in 1 2 3 4 5; do
-		ip netns exec $ns /usr/bin/time -a -o "$tmp/times" -f "%e %M" "$@" >/dev/null 2>/dev/null || true
-	done
-	grep -v "^Command" "$tmp/times" | sort -n | awk 'NR == 3 { printf "%.2f s | %d MiB", $1, $2 / 1024 }'
-}
+# shellcheck source=hack/bench-measure.sh
+. hack/bench-measure.sh
+measure() { bench_measure "$ns" "$@"; }
 trace=(trace "$vip:80" --no-api --node node1 --from 10.244.1.254 -o json)
 echo "| on the ${SERVICES:-10000} x ${ENDPOINTS:-10} node (nftables) | median of 5 | peak RSS |"
 echo "|---|---|---|"

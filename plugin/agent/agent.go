@@ -273,8 +273,16 @@ func scopeOf(services map[string]bool) watch.Scope {
 
 func handler(f func(any)) cache.ResourceEventHandlerFuncs {
 	return cache.ResourceEventHandlerFuncs{
-		AddFunc:    f,
-		UpdateFunc: func(_, obj any) { f(obj) },
+		AddFunc: f,
+		UpdateFunc: func(old, obj any) {
+			// A relist delivers every object again as an update of itself: no change.
+			if o, ok := objectMeta(old); ok {
+				if n, ok := objectMeta(obj); ok && o.GetResourceVersion() != "" && o.GetResourceVersion() == n.GetResourceVersion() {
+					return
+				}
+			}
+			f(obj)
+		},
 		DeleteFunc: func(obj any) {
 			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = d.Obj

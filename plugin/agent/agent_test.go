@@ -99,6 +99,7 @@ func TestAgentLoop(t *testing.T) {
 	// hostnames-c leaves the Service's EndpointSlice; the node keeps DNAT'ing to it.
 	slice := hostnamesSlice(t, cl)
 	edited := slice.DeepCopy()
+	edited.ResourceVersion = "" // the fake API server keeps what it is given; a real one moves it on every write
 	edited.Endpoints = nil
 	for _, e := range slice.Endpoints {
 		if e.Addresses[0] != "10.244.1.13" {
@@ -235,5 +236,20 @@ func TestWholeNodeChecksSpaceOut(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "the next one in 6m0s") {
 		t.Errorf("log %q", log.String())
+	}
+}
+
+// An update that is the same object again (a relist re-delivers every object) is no change; one
+// with a new resource version is.
+func TestRelistIsNoChange(t *testing.T) {
+	var got []string
+	h := handler(func(obj any) { got = append(got, obj.(*discoveryv1.EndpointSlice).ResourceVersion) })
+	s1 := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "a", ResourceVersion: "1"}}
+	s2 := s1.DeepCopy()
+	s2.ResourceVersion = "2"
+	h.OnUpdate(s1, s1.DeepCopy())
+	h.OnUpdate(s1, s2)
+	if len(got) != 1 || got[0] != "2" {
+		t.Errorf("changes seen %v, want only resource version 2", got)
 	}
 }
