@@ -156,7 +156,8 @@ func (d *decoder) isFresh(s uint32) bool {
 
 func (d *decoder) emit(k string, v any) { d.out = append(d.out, map[string]any{k: v}) }
 
-// Decode returns a rule's statements as `nft -j` prints them.
+// decodeRule returns a rule's statements as `nft -j` prints them, and the key kinds of the
+// named sets it looks up.
 func decodeRule(family string, exprs []expr.Any, sets func(string) (*setInfo, error)) ([]map[string]any, map[string][]kind, error) {
 	d := &decoder{family: family, regs: map[uint32]reg{}, sets: sets, used: map[string][]kind{}}
 	for _, e := range exprs {
