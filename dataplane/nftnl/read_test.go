@@ -43,20 +43,27 @@ func loadNetns(t *testing.T, dump string) (*os.File, *nftables.Ruleset) {
 	if out, err := load.CombinedOutput(); err != nil {
 		t.Fatalf("nft -j -f: %v: %s", err, out)
 	}
-	listed, err := exec.Command("ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := nftjson.Parse(listed)
-	if err != nil {
-		t.Fatal(err)
-	}
+	want, _ := listNetns(t, ns)
 	f, err := os.Open("/run/netns/" + ns)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
 	return f, want
+}
+
+// listNetns returns what nft lists in a network namespace, parsed and as printed.
+func listNetns(t *testing.T, ns string) (*nftables.Ruleset, []byte) {
+	t.Helper()
+	listed, err := exec.Command("ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := nftjson.Parse(listed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs, listed
 }
 
 func js(v any) string {
@@ -168,14 +175,7 @@ func TestScopedOverNetlinkWalksLikeNft(t *testing.T) {
 			t.Fatalf("iptables-nft: %v: %s", err, out)
 		}
 	}
-	listed, err := exec.Command("ip", "netns", "exec", name, "nft", "-j", "list", "ruleset").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := nftjson.Parse(listed)
-	if err != nil {
-		t.Fatal(err)
-	}
+	want, listed := listNetns(t, name)
 	whole := &nftables.Dataplane{Rules: want}
 	cl := tracetest.LoadObjects(t, "../snapshot/demo-nftables/objects.yaml")
 	node := cl.NodeContextFor("node1", nil)
