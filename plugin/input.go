@@ -12,8 +12,10 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/svctrace/svctrace/dataplane"
+	"github.com/svctrace/svctrace/dataplane/nftjson"
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/dataplane/snapshot"
 	"github.com/svctrace/svctrace/trace"
@@ -43,6 +45,11 @@ type InputFlags struct {
 	// Scoped says the command walks a few packets and nothing else (trace): in nftables mode the
 	// live read is then only what they touch (dataplane.ReadOptions.Scoped).
 	Scoped bool
+	// OneService names the one Service the command is about (repair NAMESPACE/NAME): other
+	// modes' leftovers are not looked for (they are the node's, repaired with -A), and when the
+	// live read is scoped (nftables mode, on the node), only that Service, its EndpointSlices,
+	// the Node and the pods on it are read from the API (fetchService).
+	OneService *trace.CheckScope
 	// KubeProxyNamespace is where kube-proxy's pods run (default kube-system).
 	KubeProxyNamespace string
 	// Debug is the debug-pod fallback for remote reads.
@@ -52,6 +59,8 @@ type InputFlags struct {
 	// deletes): later reads in the same command reuse it.
 	live    noderun.Runner
 	cleanup func()
+	// client is the API client of a OneService read, once made.
+	client kubernetes.Interface
 	// decoded are API objects already decoded for an earlier node of the same input (a set's
 	// nodes share one objects file): used instead of decoding them again.
 	decoded *trace.Cluster
@@ -278,7 +287,7 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		} else if os.Geteuid() != 0 {
 			return nil, fmt.Errorf("reading this node's dataplane needs root (run with sudo); from a laptop, name the node with --node; or pass --dataplane FILE, --snapshot DIR or --demo")
 		}
-		n, err := dataplane.Read(ctx, r, dataplane.ReadOptions{Mode: f.Mode, Remote: remote, Progress: streams.ErrOut, Scoped: f.Scoped})
+		n, err := dataplane.Read(ctx, r, dataplane.ReadOptions{Mode: f.Mode, Remote: remote, Progress: streams.ErrOut, Scoped: f.Scoped, NoLeftovers: f.OneService != nil})
 		if err != nil {
 			return nil, readFailure(err)
 		}
@@ -302,7 +311,18 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		}
 		in.Cluster = cl
 	case !f.NoAPI && !f.Offline():
-		cl, err := fetchCluster(ctx, cfg)
+		var cl *trace.Cluster
+		var err error
+		if _, scoped := in.Dataplane.(*nftjson.Scoped); scoped && f.OneService != nil && node != "" {
+			if f.client == nil { // the same client for the verification's read: permissions checked once
+				f.client, err = apiClient(ctx, cfg)
+			}
+			if err == nil {
+				cl, err = fetchService(ctx, f.client, *f.OneService, node)
+			}
+		} else {
+			cl, err = fetchCluster(ctx, cfg)
+		}
 		var denied *ExitError
 		if errors.As(err, &denied) {
 			return nil, err // missing permissions are the user's to fix, not to work around silently

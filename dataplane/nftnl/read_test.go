@@ -1,7 +1,6 @@
 package nftnl
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,9 +21,6 @@ import (
 // open, with what nft itself lists there (the kernel's view: new handles).
 func loadNetns(t *testing.T, dump string) (*os.File, *nftables.Ruleset) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: loads a recorded ruleset into a network namespace")
-	}
 	data, err := os.ReadFile(dump)
 	if err != nil {
 		t.Fatal(err)
@@ -33,22 +29,8 @@ func loadNetns(t *testing.T, dump string) (*os.File, *nftables.Ruleset) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns := fmt.Sprintf("svct-nftnl-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	load := exec.Command("ip", "netns", "exec", ns, "nft", "-j", "-f", "-")
-	load.Stdin = bytes.NewReader(imp)
-	if out, err := load.CombinedOutput(); err != nil {
-		t.Fatalf("nft -j -f: %v: %s", err, out)
-	}
+	f, ns := tracetest.NftNetns(t, imp)
 	want, _ := listNetns(t, ns)
-	f, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
 	return f, want
 }
 

@@ -96,9 +96,9 @@ func (Local) CountConntrack(ctx context.Context, f trace.ConntrackFlush) (int, e
 	return conntrack.Count(ctx, local, f)
 }
 
-// NftRead implements Node.
+// NftRead implements Node: over netlink (only the named objects), or with nft when that fails.
 func (Local) NftRead(ctx context.Context, family string, want trace.NftState) (trace.NftState, error) {
-	return nftwrite.Read(ctx, local, family, want)
+	return nftwrite.ReadLocal(ctx, local, family, want)
 }
 
 // NftCheck implements Node.

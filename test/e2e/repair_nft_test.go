@@ -26,7 +26,9 @@ import (
 // kube-proxy table exactly as kube-proxy itself writes it after a restart (chains' rule lists and
 // sets' and maps' elements, from nft's own JSON, handles ignored); real connections, to the
 // cluster IP and the new node port, reach exactly the API's endpoints; the UDP entries to the
-// removed endpoint go and no other; --undo brings back the stale table exactly.
+// removed endpoint go and no other; --undo brings back the stale table exactly; repairing the
+// three Services one by one (each plan read over netlink from that Service's objects alone)
+// writes the same table as repair -A but for the removed endpoints' hairpin elements.
 func TestRepairNftables(t *testing.T) {
 	needCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -185,8 +187,24 @@ func TestRepairNftables(t *testing.T) {
 	if now := nftShape(t); now != stale {
 		t.Fatalf("after --undo the kube-proxy table is not the stale one:\n%s", lineDiff(stale, now))
 	}
+	// The same repair Service by Service (the deleted one too): each plan is made from that
+	// Service's objects alone, read over netlink, and together they write what repair -A wrote,
+	// but for the hairpin elements of the removed endpoints: such an element says no Service
+	// (another may share the endpoint), so only -A, which sees every Service, removes it.
+	for _, svc := range []string{"nrep", "nrep-gone", "nrep-udp"} {
+		_, stderr, code := kubectl(t, true, "svctrace", "repair", ns+"/"+svc, "--node", harness.NodeName, "--apply", "--state-dir", stateDir, "-v", "1")
+		if code != 0 || !strings.Contains(stderr, "over netlink for the plan") || strings.Contains(stderr, "reading the whole ruleset") {
+			t.Fatalf("repair %s/%s --apply: exit %d\n%s", ns, svc, code, stderr)
+		}
+	}
+	hairpin := `+ set hairpin-connections elem {"concat":["10.244.1.152","10.244.1.152","tcp",8080]}
++ set hairpin-connections elem {"concat":["10.244.1.154","10.244.1.154","tcp",8080]}
++ set hairpin-connections elem {"concat":["10.244.1.158","10.244.1.158","udp",5353]}`
+	if now := nftShape(t); lineDiff(repaired, now) != hairpin {
+		t.Fatalf("repairing Service by Service wrote another table than repair -A (other than the removed endpoints' hairpin elements):\n%s", lineDiff(repaired, now))
+	}
 	if _, stderr, code := kubectl(t, true, apply...); code != 0 {
-		t.Fatalf("repair --apply again: exit %d\n%s", code, stderr)
+		t.Fatalf("repair -A --apply after the Services' repairs: exit %d\n%s", code, stderr)
 	}
 	if now := nftShape(t); now != repaired {
 		t.Fatalf("the second repair wrote another table than the first:\n%s", lineDiff(repaired, now))

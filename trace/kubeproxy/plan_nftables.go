@@ -61,9 +61,10 @@ func NodeNftObjects(t *nftables.Table) (*NftObjects, []string) {
 			o.elem(cn, k, v, owner, e.Comment)
 		}
 	}
-	// A cluster IP belongs to the Service whose addresses the maps send somewhere.
+	// A cluster IP belongs to the Service whose addresses the maps send somewhere (the first of
+	// its keys in order: the same owner on every read).
 	for _, cn := range []string{NftServiceIPs, NftNoEndpointServices} {
-		for k := range o.Elems[cn] {
+		for _, k := range unionKeys(o.Elems[cn], nil) {
 			ip, _, _ := strings.Cut(k, " . ")
 			if _, ok := o.Elems[NftClusterIPs][ip]; ok && o.Owner[ElemID(NftClusterIPs, ip)] == "" {
 				o.Owner[ElemID(NftClusterIPs, ip)] = o.Owner[ElemID(cn, k)]
@@ -416,4 +417,75 @@ func nftUDPAddresses(p *ServicePort, owner string, have *NftObjects) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// NftOwnerMaps are the shared maps whose elements say which Service they belong to (the chain
+// they jump to, or their comment): a plan of some Services reads them whole. The other
+// containers, the cluster-IP and hairpin sets, are read by key (NftScopeProbes).
+var NftOwnerMaps = []string{NftServiceIPs, NftServiceNodePorts, NftNoEndpointServices, NftNoEndpointNodePorts, NftFirewallIPs}
+
+// NftChainInScope reports whether a per-Service chain or affinity set is named after a Service
+// in scope.
+func NftChainInScope(name string, scope trace.CheckScope) bool {
+	owner := nftChainOwner(name)
+	if owner == "" {
+		return false
+	}
+	ns, svc, _ := strings.Cut(ServiceOf(owner), "/")
+	return scope.Has(ns, svc)
+}
+
+// NftScopeProbes names what a plan of the Services in scope needs of a table beyond kube-proxy's
+// static chains, the Services' chains and the NftOwnerMaps, which t must hold already: the
+// affinity sets (kube-proxy's for these Services now, and those of the endpoint chains the node
+// has), and the keys of the cluster-IP and hairpin sets (kube-proxy's for these Services now, and
+// the cluster IPs the node's maps send to these Services). Reading exactly these, the plan is the
+// one the whole table gives for that scope.
+func NftScopeProbes(t *nftables.Table, cl *trace.Cluster, node *trace.NodeContext, scope trace.CheckScope) (trace.NftState, error) {
+	var out trace.NftState
+	layout, err := DetectNftLayout(t, node)
+	if err != nil {
+		return out, err
+	}
+	want := NewNftObjects()
+	for _, p := range FamilyPorts(cl, node.Name, t.Family == "ip6") {
+		if ns, name, _ := strings.Cut(ServiceOf(p.Name), "/"); scope.Has(ns, name) {
+			want.AddNftService(p, layout)
+		}
+	}
+	have, _ := NodeNftObjects(t)
+	sets := map[string]bool{}
+	for name := range want.Affinity {
+		sets[name] = true
+	}
+	for name := range have.Chains {
+		if rest, ok := strings.CutPrefix(name, "endpoint-"); ok && NftChainInScope(name, scope) {
+			sets["affinity-"+rest] = true
+		}
+	}
+	for _, name := range unionKeys(sets, nil) {
+		out.Sets = append(out.Sets, trace.NftSet{Name: name})
+	}
+	keys := map[string]map[string]bool{NftClusterIPs: {}, NftHairpin: {}}
+	for cn, m := range keys {
+		for k := range want.Elems[cn] {
+			m[k] = true
+		}
+	}
+	for _, cn := range []string{NftServiceIPs, NftNoEndpointServices} {
+		for k := range have.Elems[cn] {
+			if owner := have.Owner[ElemID(cn, k)]; owner != "" {
+				if ns, name, _ := strings.Cut(ServiceOf(owner), "/"); scope.Has(ns, name) {
+					ip, _, _ := strings.Cut(k, " . ")
+					keys[NftClusterIPs][ip] = true
+				}
+			}
+		}
+	}
+	for _, cn := range []string{NftClusterIPs, NftHairpin} {
+		for _, k := range unionKeys(keys[cn], nil) {
+			out.Elements = append(out.Elements, trace.NftElement{Set: cn, Key: k})
+		}
+	}
+	return out, nil
 }

@@ -5,7 +5,9 @@ package nftables
 
 import (
 	"fmt"
+	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 )
@@ -177,6 +179,29 @@ func (s *Set) MergeProbes(o *Set) {
 
 // CanonicalKey writes a packet value or an element key as partial sets key their probes.
 func CanonicalKey(v any) (string, bool) { return canonical(v) }
+
+// ParseKey reads a canonical key ("10.96.0.1 . tcp . 443") back into the values a walk looks it
+// up with: addresses, numbers and protocol names, a concatenation as a list. It reports false for
+// anything else (a prefix, a range, an empty part).
+func ParseKey(key string) (any, bool) {
+	parts := strings.Split(key, " . ")
+	out := make([]any, len(parts))
+	for i, p := range parts {
+		if a, err := netip.ParseAddr(p); err == nil {
+			out[i] = a
+		} else if n, err := strconv.ParseUint(p, 10, 64); err == nil {
+			out[i] = n
+		} else if p == "tcp" || p == "udp" || p == "sctp" {
+			out[i] = p
+		} else {
+			return nil, false
+		}
+	}
+	if len(out) == 1 {
+		return out[0], true
+	}
+	return out, true
+}
 
 // Elem is one set element or map entry.
 type Elem struct {
