@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/svctrace/svctrace/dataplane/nftjson"
+	"github.com/svctrace/svctrace/test/nftnetns"
 	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace/nftables"
 )
@@ -21,31 +22,9 @@ import (
 // open, with what nft itself lists there (the kernel's view: new handles).
 func loadNetns(t *testing.T, dump string) (*os.File, *nftables.Ruleset) {
 	t.Helper()
-	data, err := os.ReadFile(dump)
-	if err != nil {
-		t.Fatal(err)
-	}
-	imp, err := nftjson.Importable(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, ns := tracetest.NftNetns(t, imp)
-	want, _ := listNetns(t, ns)
+	f, ns := nftnetns.Load(t, dump)
+	want, _ := nftnetns.List(t, ns)
 	return f, want
-}
-
-// listNetns returns what nft lists in a network namespace, parsed and as printed.
-func listNetns(t *testing.T, ns string) (*nftables.Ruleset, []byte) {
-	t.Helper()
-	listed, err := exec.Command("ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := nftjson.Parse(listed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rs, listed
 }
 
 func js(v any) string {
@@ -157,7 +136,7 @@ func TestScopedOverNetlinkWalksLikeNft(t *testing.T) {
 			t.Fatalf("iptables-nft: %v: %s", err, out)
 		}
 	}
-	want, listed := listNetns(t, name)
+	want, listed := nftnetns.List(t, name)
 	whole := &nftables.Dataplane{Rules: want}
 	cl := tracetest.LoadObjects(t, "../snapshot/demo-nftables/objects.yaml")
 	node := cl.NodeContextFor("node1", nil)

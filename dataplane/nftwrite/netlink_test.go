@@ -2,8 +2,6 @@ package nftwrite_test
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"reflect"
 	"sort"
 	"strings"
@@ -11,9 +9,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/svctrace/svctrace/dataplane/nftjson"
 	"github.com/svctrace/svctrace/dataplane/nftnl"
 	"github.com/svctrace/svctrace/dataplane/nftwrite"
+	"github.com/svctrace/svctrace/test/nftnetns"
 	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/kubeproxy"
@@ -46,23 +44,8 @@ func staleAPI(t *testing.T) *trace.Cluster {
 // reads hold only a few of the table's chains; and ReadNetlink reads each plan's objects, before
 // and after, as Select finds them in the whole table.
 func TestScopedReadsPlanLikeTheWholeTable(t *testing.T) {
-	data, err := os.ReadFile(demo + "/nft.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	imp, err := nftjson.Importable(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, ns := tracetest.NftNetns(t, imp)
-	listed, err := exec.Command("ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := nftjson.Parse(listed)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, ns := nftnetns.Load(t, demo+"/nft.json")
+	rs, _ := nftnetns.List(t, ns)
 	whole := &nftables.Dataplane{Rules: rs}
 	cl := staleAPI(t)
 	node := cl.NodeContextFor("node1", nil)
