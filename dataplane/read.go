@@ -92,6 +92,11 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 		b, berr = xtables.DetectBackend(ctx, r, false)
 		hasIPVS = mode == "" && !hasNft && ipvsadm.HasKubeIPVS(ctx, r)
 	} else {
+		if mode == "" && opts.NoLeftovers && HasNftKubeProxy(ctx, r) {
+			// kube-proxy's nftables table is read whenever it is there (below); with no look
+			// for leftovers, nothing else needs detecting (netlink said it, in a millisecond).
+			mode = "nftables"
+		}
 		// On this machine the small detection reads run side by side: each is a process of
 		// its own, and they come before the big read.
 		var wg sync.WaitGroup

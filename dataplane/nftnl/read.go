@@ -276,12 +276,13 @@ func (r *Reader) ReadTable(fam, name string) (*nftables.Table, error) {
 // sortElems orders elements as nft lists them: by key, integers (host order) by value, other
 // keys (addresses, ports: network order) byte by byte.
 func sortElems(s *gn.Set, es []gn.SetElement) {
-	native := s.KeyType.Name == "integer" || s.KeyType.Name == "mark"
-	sort.SliceStable(es, func(i, j int) bool {
-		a, b := es[i].Key, es[j].Key
-		if native && len(a) == 4 && len(b) == 4 {
-			return binary.NativeEndian.Uint32(a) < binary.NativeEndian.Uint32(b)
-		}
-		return bytes.Compare(a, b) < 0
-	})
+	sort.SliceStable(es, func(i, j int) bool { return keyLess(s, es[i].Key, es[j].Key) })
+}
+
+// keyLess orders two keys of a set's elements as nft lists them.
+func keyLess(s *gn.Set, a, b []byte) bool {
+	if (s.KeyType.Name == "integer" || s.KeyType.Name == "mark") && len(a) == 4 && len(b) == 4 {
+		return binary.NativeEndian.Uint32(a) < binary.NativeEndian.Uint32(b)
+	}
+	return bytes.Compare(a, b) < 0
 }

@@ -178,3 +178,82 @@ func TestScopedOverNetlinkWalksLikeNft(t *testing.T) {
 		t.Error("service-ips was never looked up by key")
 	}
 }
+
+// ChainNames lists exactly the chains nft lists, table by table; SetWhere dumps a set and keeps
+// exactly the elements its filter accepts, decoded as a whole-set read decodes them, each told by
+// its verdict's chain and its comment.
+func TestChainNamesAndFilteredSets(t *testing.T) {
+	ns, want := loadNetns(t, "../snapshot/demo-nftables/nft.json")
+	r, err := Open(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	sets := 0
+	for _, wt := range want.Tables {
+		if wt.Family == "inet" || wt.Family == "ip" || wt.Family == "ip6" {
+			names, err := r.ChainNames(wt.Family, wt.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var listed []string
+			for name := range wt.Chains {
+				listed = append(listed, name)
+			}
+			sort.Strings(names)
+			sort.Strings(listed)
+			if !reflect.DeepEqual(names, listed) {
+				t.Errorf("%s %s: chain names %v, nft lists %v", wt.Family, wt.Name, names, listed)
+			}
+		}
+		if wt.Name != "kube-proxy" {
+			continue
+		}
+		whole, err := r.ReadTable(wt.Family, wt.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, s := range whole.Sets {
+			if len(s.Elems) == 0 {
+				continue
+			}
+			all, err := r.SetWhere(wt.Family, wt.Name, name, func(string, string) bool { return true })
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if !all.Partial || js(all.Elems) != js(s.Elems) {
+				t.Errorf("%s %s: SetWhere(all) read %s, the whole set is %s", wt.Family, name, js(all.Elems), js(s.Elems))
+			}
+			none, err := r.SetWhere(wt.Family, wt.Name, name, func(string, string) bool { return false })
+			if err != nil || len(none.Elems) != 0 {
+				t.Errorf("%s %s: SetWhere(none) read %d elements, %v", wt.Family, name, len(none.Elems), err)
+			}
+			sets++
+		}
+		// service-ips by the chain its elements go to: exactly the elements that go there.
+		if s := whole.Sets["service-ips"]; s != nil && len(s.Elems) > 0 {
+			target := s.Elems[0].Data.(map[string]any)["goto"].(map[string]any)["target"].(string)
+			one, err := r.SetWhere(wt.Family, wt.Name, "service-ips", func(to, _ string) bool { return to == target })
+			n := 0
+			for _, e := range s.Elems {
+				if js(e.Data) == js(s.Elems[0].Data) {
+					n++
+				}
+			}
+			if err != nil || len(one.Elems) != n || n == 0 {
+				t.Errorf("service-ips elements going to %s: %d read, %d in the set (%v)", target, len(one.Elems), n, err)
+			}
+		}
+		// no-endpoint-services by comment.
+		if s := whole.Sets["no-endpoint-services"]; s != nil && len(s.Elems) > 0 {
+			c := s.Elems[0].Comment
+			one, err := r.SetWhere(wt.Family, wt.Name, "no-endpoint-services", func(_, comment string) bool { return comment == c })
+			if err != nil || c == "" || len(one.Elems) == 0 || one.Elems[0].Comment != c {
+				t.Errorf("no-endpoint-services elements commented %q: %v (%v)", c, one, err)
+			}
+		}
+	}
+	if sets < 4 {
+		t.Errorf("only %d sets compared", sets)
+	}
+}

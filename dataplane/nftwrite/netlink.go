@@ -143,8 +143,8 @@ func ReadNetlink(r *nftnl.Reader, family string, want trace.NftState) (trace.Nft
 
 // ReadForPlan reads over netlink the part of kube-proxy's table of a family that a repair plan of
 // the Services in scope looks at: kube-proxy's static chains, every per-Service chain named after
-// one of those Services, the maps that say which Service an element belongs to
-// (kubeproxy.NftOwnerMaps) whole, and what kubeproxy.NftScopeProbes names (affinity sets, and
+// one of those Services, the elements of the maps that say which Service an element belongs to
+// (kubeproxy.NftOwnerMaps) that say one of those, and what kubeproxy.NftScopeProbes names (affinity sets, and
 // keys of the cluster-IP and hairpin sets). When the services chain does not show kube-proxy's
 // local-traffic detector, every external chain is read too (the planner looks for it there). The
 // table is marked partial; planned on, it gives the plan the whole table gives for that scope.
@@ -159,8 +159,19 @@ func ReadForPlan(r *nftnl.Reader, family string, cl *trace.Cluster, node *trace.
 			mine = append(mine, name)
 		}
 	}
-	if err := o.add(mine, kubeproxy.NftOwnerMaps, nil, nil); err != nil {
+	if err := o.add(mine, nil, nil, nil); err != nil {
 		return nil, err
+	}
+	// Of the maps that name their elements' Services, only this scope's elements (the others
+	// are never planned on with this scope): service-ips has one per Service port of the node.
+	for _, name := range kubeproxy.NftOwnerMaps {
+		s, err := r.SetWhere(family, Table, name, func(target, comment string) bool {
+			return kubeproxy.IsNftServiceChain(target) && kubeproxy.NftChainInScope(target, scope) || kubeproxy.NftCommentInScope(comment, scope)
+		})
+		if err != nil {
+			return nil, err
+		}
+		o.t.Sets[name] = s
 	}
 	detector := false
 	if s := o.t.Chains["services"]; s != nil {

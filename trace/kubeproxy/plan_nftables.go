@@ -435,6 +435,13 @@ func NftChainInScope(name string, scope trace.CheckScope) bool {
 	return scope.Has(ns, svc)
 }
 
+// NftCommentInScope reports whether a map element's comment names a Service port ("ns/name:port",
+// as kube-proxy comments the no-endpoint maps' elements) of a Service in scope.
+func NftCommentInScope(comment string, scope trace.CheckScope) bool {
+	ns, name, ok := strings.Cut(ServiceOf(comment), "/")
+	return ok && name != "" && scope.Has(ns, name)
+}
+
 // NftScopeProbes names what a plan of the Services in scope needs of a table beyond kube-proxy's
 // static chains, the Services' chains and the NftOwnerMaps, which t must hold already: the
 // affinity sets (kube-proxy's for these Services now, and those of the endpoint chains the node

@@ -160,7 +160,12 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 		if scale.services == 0 || scale.compare == "" || mode != "nftables" {
 			return fmt.Errorf("-repair needs -services, -mode nftables and -compare (the kubectl-svctrace binary)")
 		}
-		return recordRepair(ctx, c, scale.compare, scale.services)
+		if err := recordRepair(ctx, c, scale.compare, scale.services); err != nil || !hold {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "record: holding; KUBECONFIG=%s; Ctrl-C to stop\n", c.Kubeconfig)
+		<-ctx.Done()
+		return nil
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
