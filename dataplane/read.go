@@ -52,6 +52,9 @@ type ReadOptions struct {
 	// Scoped says the Node serves only walks of a few packets (trace): in nftables mode it then
 	// reads, walk by walk, only what the packet can touch (nftjson.Scoped), and has no Files.
 	Scoped bool
+	// Objects reads kube-proxy's nftables objects one by one on a remote node (the svctrace
+	// agent's pod): with Scoped, a remote read then reads only what the packet touches too.
+	Objects nftjson.ObjectReader
 	// NoLeftovers skips the look for other modes' state (the agent's checks of a few Services:
 	// its whole-node checks look).
 	NoLeftovers bool
@@ -117,12 +120,15 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 	var objects nftjson.ObjectReader
 	if hasNft && opts.Scoped {
 		// On the node itself kube-proxy's chains and sets are read one by one over netlink (nft
-		// cannot list one chain without fetching every set's elements first). Through a pod
-		// only nft is there, and the whole ruleset is read.
+		// cannot list one chain without fetching every set's elements first). Through a pod,
+		// by the svctrace binary in the agent's pod when the caller found one (Objects);
+		// kube-proxy's pod has nft alone, and the whole ruleset is read.
 		if _, local := r.(noderun.Local); local {
 			if nl, err := nftnl.Open(nil); err == nil {
 				objects = nl
 			}
+		} else if opts.Objects != nil {
+			objects = opts.Objects
 		}
 	}
 	if objects != nil {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 
 	"github.com/svctrace/svctrace/dataplane"
 	"github.com/svctrace/svctrace/dataplane/nftjson"
@@ -52,6 +53,9 @@ type InputFlags struct {
 	OneService *trace.CheckScope
 	// KubeProxyNamespace is where kube-proxy's pods run (default kube-system).
 	KubeProxyNamespace string
+	// AgentNamespace is where the svctrace agent's pods run (default svctrace-system): a remote
+	// scoped read asks the agent's binary on the node for kube-proxy's nftables objects.
+	AgentNamespace string
 	// Debug is the debug-pod fallback for remote reads.
 	Debug DebugPodFlags
 
@@ -114,6 +118,7 @@ func (f *InputFlags) AddFlags(cmd *cobra.Command) {
 	fl.BoolVar(&f.NoAPI, "no-api", false, "do not contact the API server (trace the dataplane alone)")
 	fl.StringVar(&f.Mode, "mode", "", "kube-proxy mode of the live node: iptables, nftables or ipvs (default: detected)")
 	fl.StringVar(&f.KubeProxyNamespace, "kube-proxy-namespace", "kube-system", "the namespace of kube-proxy's pods (remote reads exec only into pods there that a DaemonSet runs, or static pods)")
+	fl.StringVar(&f.AgentNamespace, "agent-namespace", "svctrace-system", "the namespace of the svctrace agent's pods: a remote trace in nftables mode reads only what its packet touches through the agent on the node, when there is one")
 	fl.BoolVar(&f.Remote, "remote", false, "read --node's dataplane from a laptop: exec (argv, no shell) into the node's kube-proxy pod through the API server (default when not root and --node is set)")
 	f.Debug.addFlags(fl)
 }
@@ -287,7 +292,17 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		} else if os.Geteuid() != 0 {
 			return nil, fmt.Errorf("reading this node's dataplane needs root (run with sudo); from a laptop, name the node with --node; or pass --dataplane FILE, --snapshot DIR or --demo")
 		}
-		n, err := dataplane.Read(ctx, r, dataplane.ReadOptions{Mode: f.Mode, Remote: remote, Progress: streams.ErrOut, Scoped: f.Scoped, NoLeftovers: f.OneService != nil})
+		opts := dataplane.ReadOptions{Mode: f.Mode, Remote: remote, Progress: streams.ErrOut, Scoped: f.Scoped, NoLeftovers: f.OneService != nil}
+		if remote && f.Scoped && node != "" {
+			// Through the API, kube-proxy's pod has nft alone, which lists everything; the
+			// svctrace agent's pod, where there is one, reads only the packet's objects.
+			if pod, ok, why := agentPod(ctx, cfg, f.AgentNamespace, node); ok {
+				opts.Objects = &nftjson.ExecReader{Ctx: ctx, Runner: pod, Argv0: agentBinary}
+			} else {
+				klog.V(1).InfoS("a remote nftables read lists the whole ruleset", "why", why)
+			}
+		}
+		n, err := dataplane.Read(ctx, r, opts)
 		if err != nil {
 			return nil, readFailure(err)
 		}

@@ -31,17 +31,17 @@ var (
 
 // RBACOptions are `rbac`'s flags.
 type RBACOptions struct {
-	streams              genericiooptions.IOStreams
-	user, group, sa      string
-	exec, debugPod       bool
-	kubeProxyNS, debugNS string
-	subject              rbacv1.Subject
-	subjectSuffix        string
+	streams                       genericiooptions.IOStreams
+	user, group, sa               string
+	exec, debugPod                bool
+	kubeProxyNS, debugNS, agentNS string
+	subject                       rbacv1.Subject
+	subjectSuffix                 string
 }
 
 // NewCmdRBAC prints the least-privilege RBAC for a user, group or ServiceAccount.
 func NewCmdRBAC(streams genericiooptions.IOStreams) *cobra.Command {
-	o := &RBACOptions{streams: streams, kubeProxyNS: "kube-system", debugNS: "kube-system"}
+	o := &RBACOptions{streams: streams, kubeProxyNS: "kube-system", debugNS: "kube-system", agentNS: "svctrace-system"}
 	cmd := &cobra.Command{
 		Use:   "rbac (--user USER | --group GROUP | --serviceaccount NAMESPACE:NAME) [--exec] [--debug-pod]",
 		Short: "Print the least-privilege RBAC svctrace needs, bound to a user, group or ServiceAccount",
@@ -52,7 +52,9 @@ bound to one subject:
                (trace, check, balance, snapshot compare with them; read-only)
   --exec       Role svctrace-node-reader in --kube-proxy-namespace: exec into kube-proxy's pods,
                to read nodes from a laptop (--node). Exec is a powerful right: RBAC cannot narrow
-               it to kube-proxy's pods, so its holders may exec into every pod of that namespace
+               it to kube-proxy's pods, so its holders may exec into every pod of that namespace.
+               The same Role in --agent-namespace, where the svctrace agent runs: a remote trace
+               in nftables mode reads only what its packet touches through the agent's binary
   --debug-pod  Role svctrace-debug-pod in --debug-namespace: create, get and delete pods and exec
                into them, for --debug-pod. In kube-system this is as strong as cluster-admin; use a
                namespace of its own (see docs/install.md)
@@ -74,6 +76,7 @@ Nothing is applied: the YAML goes to stdout. The same roles are in krew/rbac/ of
 	fl.BoolVar(&o.debugPod, "debug-pod", false, "also create debug pods (--debug-pod)")
 	fl.StringVar(&o.kubeProxyNS, "kube-proxy-namespace", o.kubeProxyNS, "the namespace of kube-proxy's pods (for --exec)")
 	fl.StringVar(&o.debugNS, "debug-namespace", o.debugNS, "the namespace debug pods are created in (for --debug-pod)")
+	fl.StringVar(&o.agentNS, "agent-namespace", o.agentNS, "the namespace of the svctrace agent's pods (for --exec)")
 	return cmd
 }
 
@@ -111,7 +114,7 @@ func (o *RBACOptions) Complete([]string) error {
 	if strings.ContainsAny(o.subject.Name, "\n\r\x00") || len(o.subject.Name) > 253 {
 		return usageErrorf("the subject's name %q is not a name", o.subject.Name)
 	}
-	for _, ns := range []string{o.kubeProxyNS, o.debugNS} {
+	for _, ns := range []string{o.kubeProxyNS, o.debugNS, o.agentNS} {
 		if !dnsLabel.MatchString(ns) {
 			return usageErrorf("namespace %q is not a namespace name", ns)
 		}
@@ -143,6 +146,10 @@ func (o *RBACOptions) Run(context.Context) error {
 	if o.exec {
 		docs = append(docs, &rbacv1.Role{TypeMeta: metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"}, ObjectMeta: metav1.ObjectMeta{Name: "svctrace-node-reader", Namespace: o.kubeProxyNS}, Rules: nodeReaderRules})
 		bind("Role", "svctrace-node-reader", o.kubeProxyNS)
+		if o.agentNS != o.kubeProxyNS {
+			docs = append(docs, &rbacv1.Role{TypeMeta: metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"}, ObjectMeta: metav1.ObjectMeta{Name: "svctrace-node-reader", Namespace: o.agentNS}, Rules: nodeReaderRules})
+			bind("Role", "svctrace-node-reader", o.agentNS)
+		}
 	}
 	if o.debugPod {
 		docs = append(docs, &rbacv1.Role{TypeMeta: metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"}, ObjectMeta: metav1.ObjectMeta{Name: "svctrace-debug-pod", Namespace: o.debugNS}, Rules: debugPodRules})

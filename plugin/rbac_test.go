@@ -39,7 +39,7 @@ func TestRBACPrintsTheShippedRoles(t *testing.T) {
 	}
 	printed := roles(t, out)
 	shipped := map[string][]rbacv1.PolicyRule{}
-	for _, f := range []string{"svctrace-reader.yaml", "svctrace-node-reader.yaml", "svctrace-debug-pod.yaml"} {
+	for _, f := range []string{"svctrace-reader.yaml", "svctrace-node-reader.yaml", "svctrace-node-reader-agent.yaml", "svctrace-debug-pod.yaml"} {
 		data, err := os.ReadFile("../krew/rbac/" + f)
 		if err != nil {
 			t.Fatal(err)
@@ -51,7 +51,8 @@ func TestRBACPrintsTheShippedRoles(t *testing.T) {
 	if !reflect.DeepEqual(printed, shipped) {
 		t.Errorf("printed roles differ from krew/rbac:\nprinted %+v\nshipped %+v", printed, shipped)
 	}
-	for _, want := range []string{"kind: ClusterRoleBinding", "name: svctrace-reader-group-sre", "kind: Group\n  name: sre", "namespace: svctrace-debug"} {
+	for _, want := range []string{"kind: ClusterRoleBinding", "name: svctrace-reader-group-sre", "kind: Group\n  name: sre", "namespace: svctrace-debug",
+		"name: svctrace-node-reader\n  namespace: svctrace-system", "name: svctrace-node-reader-group-sre\n  namespace: svctrace-system"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

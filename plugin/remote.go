@@ -98,3 +98,46 @@ func runByDaemonSetOrNode(p *corev1.Pod) bool {
 	}
 	return false
 }
+
+// agentLabel selects the svctrace agent's pods (krew/agent/daemonset.yaml).
+const agentLabel = "app.kubernetes.io/name=svctrace-agent"
+
+// agentBinary is the svctrace binary in the agent's image (krew/agent/Dockerfile puts it on the
+// PATH).
+const agentBinary = "kubectl-svctrace"
+
+// agentPod is the svctrace agent's pod on a node, to read kube-proxy's nftables objects one by
+// one there (a remote scoped read): a running pod of the agent's namespace that a DaemonSet runs,
+// when the user may exec into it. ok is false when there is none to use (no agent, or no right
+// to exec): the read then goes through kube-proxy's pod, whole.
+func agentPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, namespace, node string) (noderun.Pod, bool, string) {
+	rc, err := cfg.ToRESTConfig()
+	if err != nil {
+		return noderun.Pod{}, false, err.Error()
+	}
+	rc.Timeout = 0 // exec streams; the context bounds it
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return noderun.Pod{}, false, err.Error()
+	}
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	pods, err := cs.CoreV1().Pods(namespace).List(lctx, metav1.ListOptions{LabelSelector: agentLabel, FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		return noderun.Pod{}, false, fmt.Sprintf("listing svctrace agent pods in %s: %v", namespace, err)
+	}
+	var pick *corev1.Pod
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil && len(p.Spec.Containers) > 0 && runByDaemonSetOrNode(p) && (pick == nil || p.Name < pick.Name) {
+			pick = p
+		}
+	}
+	if pick == nil {
+		return noderun.Pod{}, false, fmt.Sprintf("no svctrace agent pod runs on %s in namespace %s", node, namespace)
+	}
+	if err := checkExec(lctx, cs, namespace); err != nil {
+		return noderun.Pod{}, false, err.Error()
+	}
+	return noderun.Pod{Client: cs, Config: rc, Namespace: pick.Namespace, Name: pick.Name, Container: pick.Spec.Containers[0].Name}, true, ""
+}

@@ -163,6 +163,7 @@ interrupted; repair adds 4, 5 and 6 (see its --help).`, name),
 	root.AddCommand(NewCmdAgent(streams, cfg))
 	root.AddCommand(NewCmdRBAC(streams))
 	root.AddCommand(newCmdVersion(streams))
+	root.AddCommand(newCmdNftObjects(streams))
 	addRootCompletion(root, cfg)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}

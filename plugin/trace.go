@@ -83,7 +83,9 @@ load balancer and external IPs), pod/NAMESPACE/NAME, or any IP address.
 
 On a node in nftables mode the trace reads only what its packet can touch, over netlink (kube-
 proxy's chains it jumps to, the keys it looks up in its maps), not the whole ruleset; -v 1 says
-what it read. Through a kube-proxy pod, and for check, the whole ruleset is read.`,
+what it read. From a laptop (--node) the same read runs in the svctrace agent's pod on that node
+(--agent-namespace), when there is one and you may exec there; otherwise, and for check, the whole
+ruleset is read, through kube-proxy's pod.`,
 		Example: fmt.Sprintf(`  # See it work on the embedded snapshot recorded from a real kube-proxy (no cluster needed)
   %[1]s trace --demo default/hostnames
 

@@ -69,6 +69,9 @@ func (s *Scoped) Summary() string {
 	if s.full {
 		return fmt.Sprintf("nft -j list ruleset, after a scoped read failed: %s", s.Fallback)
 	}
+	if x, ok := s.objects.(*ExecReader); ok {
+		return fmt.Sprintf("scoped to the packet: %d objects in %d reads, %d KB from nft and %d KB from the svctrace binary on the node", s.Objects, s.Reads, (s.Bytes+1023)/1024, (x.Bytes+1023)/1024)
+	}
 	return fmt.Sprintf("scoped to the packet: %d objects in %d reads, %d KB from nft", s.Objects, s.Reads, (s.Bytes+1023)/1024)
 }
 

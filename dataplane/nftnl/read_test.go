@@ -257,3 +257,53 @@ func TestChainNamesAndFilteredSets(t *testing.T) {
 		t.Errorf("only %d sets compared", sets)
 	}
 }
+
+// freshReaders serves each `nft-objects` request as the agent's pod does: a process of its own,
+// so a reader of its own (nothing learnt by an earlier request survives).
+type freshReaders struct {
+	ns    *os.File
+	reads int
+}
+
+func (f *freshReaders) Run(_ context.Context, argv ...string) ([]byte, error) {
+	if len(argv) != 3 || argv[1] != nftjson.ObjectsCommand {
+		return nil, fmt.Errorf("unexpected command %q", argv)
+	}
+	r, err := Open(f.ns)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	f.reads++
+	return nftjson.ServeObjects(r, []byte(argv[2]))
+}
+
+// A remote scoped read, each request served by a fresh reader over real netlink, walks every
+// packet of the recorded node exactly as the whole ruleset does, without falling back.
+func TestScopedThroughExecWalksLikeNft(t *testing.T) {
+	ns, want := loadNetns(t, "../snapshot/demo-nftables/nft.json")
+	name := strings.TrimPrefix(ns.Name(), "/run/netns/")
+	whole := &nftables.Dataplane{Rules: want}
+	cl := tracetest.LoadObjects(t, "../snapshot/demo-nftables/objects.yaml")
+	node := cl.NodeContextFor("node1", nil)
+	ctx := context.Background()
+	for _, p := range tracetest.PacketsTo(whole.Entries()) {
+		served := &freshReaders{ns: ns}
+		x := &nftjson.ExecReader{Ctx: ctx, Runner: served, Argv0: "kubectl-svctrace"}
+		sc := nftjson.NewScoped(netnsRunner(name), x)
+		wantWalk, err := whole.Walk(ctx, p, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := sc.Walk(ctx, p, node)
+		if err != nil {
+			t.Fatalf("%v: %v", p, err)
+		}
+		if sc.Fallback != "" || !reflect.DeepEqual(got, wantWalk) {
+			t.Errorf("%v: the walk through exec differs (fallback %q):\n got %+v\nwant %+v", p, sc.Fallback, got.Paths, wantWalk.Paths)
+		}
+		if served.reads < 2 {
+			t.Errorf("%v: %d requests served", p, served.reads)
+		}
+	}
+}

@@ -57,6 +57,7 @@ func runE2E(m *testing.M) int {
 		return 1
 	}
 	cluster = c
+	c.KwokPath = plugin // the agent pod's exec runs kubectl-svctrace from there
 	defer c.Stop()
 	if _, err := c.SetupScenario(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)

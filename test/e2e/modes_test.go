@@ -5,11 +5,18 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/svctrace/svctrace/test/e2e/harness"
+	"github.com/svctrace/svctrace/trace"
 )
 
 // TestKubeProxyNftablesMode switches the node's kube-proxy to nftables mode, checks what it
@@ -73,4 +80,77 @@ func TestKubeProxyNftablesMode(t *testing.T) {
 	// kube-proxy cleaned up its iptables rules when it started in nftables mode, so svctrace
 	// must find the nftables table on the live node.
 	checkFlows(t, "nftables")
+	checkRemoteScopedRead(t, len(dump))
+}
+
+// checkRemoteScopedRead traces from outside the node, as a laptop does (--remote, through the API
+// server): with the svctrace agent's pod on the node, the trace reads only what its packet
+// touches through the agent's binary (kwok runs that pod's exec in node1's namespace), moves a
+// fraction of the bytes of the whole ruleset (whole: its size), and says what the node-side trace
+// says; without the agent it lists the whole ruleset through kube-proxy's pod, as before.
+func checkRemoteScopedRead(t *testing.T, whole int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	kwok := os.Getenv("SVCTRACE_KWOK")
+	if kwok == "" {
+		t.Fatal("SVCTRACE_KWOK is not set (make test sets it)")
+	}
+	if err := cluster.StartKwok(ctx, kwok); err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.StopProcess("kwok")
+	if err := cluster.AddAgentPod(ctx); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"svctrace", "trace", "default/hostnames", "--from", "pod/default/client", "-o", "json"}
+	local, err := kubectlInNode(t, append(args, "--node", harness.NodeName)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var remote []byte
+	var stderr string
+	// kwok serves a new pod's exec a moment after it reports the pod running.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		var code int
+		remote, stderr, code = kubectl(t, false, append(args, "--node", harness.KwokNode, "--remote", "-v", "1")...)
+		if code == 0 && strings.Contains(stderr, "KB from the svctrace binary on the node") && !strings.Contains(stderr, "after a scoped read failed") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the remote trace did not read through the agent (exit %d):\n%s", code, stderr)
+		}
+	}
+	var a, b trace.Result
+	if json.Unmarshal(local, &a) != nil || json.Unmarshal(remote, &b) != nil {
+		t.Fatalf("not JSON:\n%s\n%s", local, remote)
+	}
+	if !reflect.DeepEqual(a.Backends, b.Backends) || !reflect.DeepEqual(a.Verdicts, b.Verdicts) || !reflect.DeepEqual(a.Hops, b.Hops) || len(b.Backends) != 3 {
+		t.Fatalf("the remote scoped trace differs from the node-side one\nnode-side: %s\nremote: %s", local, remote)
+	}
+	var kb int
+	if i := strings.Index(stderr, "KB from nft and "); i >= 0 {
+		fmt.Sscanf(stderr[i+len("KB from nft and "):], "%d", &kb)
+	}
+	t.Logf("the remote trace moved %d KB through the agent; the whole ruleset is %d KB", kb, whole/1024)
+	if kb == 0 || kb*1024 >= whole {
+		t.Errorf("the remote trace moved %d KB through the agent, the whole ruleset is %d bytes:\n%s", kb, whole, stderr)
+	}
+	// Without the agent: the whole ruleset, through kube-proxy's pod, with the same answer.
+	if err := cluster.Client.CoreV1().Pods(harness.AgentNamespace).Delete(ctx, harness.AgentPod, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if _, err := cluster.Client.CoreV1().Pods(harness.AgentNamespace).Get(ctx, harness.AgentPod, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the agent pod was not deleted")
+		}
+	}
+	again, stderr, code := kubectl(t, false, append(args, "--node", harness.KwokNode, "--remote", "-v", "1")...)
+	var c trace.Result
+	if code != 0 || json.Unmarshal(again, &c) != nil || !reflect.DeepEqual(a.Backends, c.Backends) || !strings.Contains(stderr, "a remote nftables read lists the whole ruleset") || strings.Contains(stderr, "svctrace binary on the node") {
+		t.Fatalf("without the agent (exit %d):\n%s\n%s", code, again, stderr)
+	}
 }

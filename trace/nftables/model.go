@@ -164,6 +164,16 @@ func (s *Set) AddProbed(key string, e *Elem) {
 // Probed reports whether a partial set was asked for key.
 func (s *Set) Probed(key string) bool { return s.probed[key] }
 
+// ProbedKeys are the keys a partial set was asked for, in order.
+func (s *Set) ProbedKeys() []string {
+	out := make([]string, 0, len(s.probed))
+	for k := range s.probed {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // MergeProbes adds another partial read of the same set: its keys and elements.
 func (s *Set) MergeProbes(o *Set) {
 	for k := range o.probed {

@@ -60,8 +60,13 @@ type Cluster struct {
 	pods    map[string]*Pod
 	Log     io.Writer
 	started time.Time
-	// pathPrefix is put first on PATH for processes started from now on.
+	// pathPrefix is put first on PATH for processes started from now on; pathFor, for the
+	// process of that name.
 	pathPrefix string
+	pathFor    map[string]string
+	// KwokPath is put first on kwok's PATH: the directory of kubectl-svctrace, which the agent
+	// pod's exec runs (AddAgentPod).
+	KwokPath string
 }
 
 // Pod is a pod network namespace.
@@ -85,7 +90,7 @@ func Start(ctx context.Context, binDir, netprobe string, log io.Writer) (*Cluste
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: dir, BinDir: binDir, Netprobe: netprobe, Log: log, procs: map[string]*exec.Cmd{}, logFrom: map[string]int64{}, pods: map[string]*Pod{}, started: time.Now()}
+	c := &Cluster{Dir: dir, BinDir: binDir, Netprobe: netprobe, Log: log, procs: map[string]*exec.Cmd{}, logFrom: map[string]int64{}, pathFor: map[string]string{}, pods: map[string]*Pod{}, started: time.Now()}
 	CleanLeftovers(log)
 	if err := c.start(ctx); err != nil {
 		c.Stop()
@@ -235,8 +240,14 @@ func (c *Cluster) spawn(name, netns, bin string, args ...string) error {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if c.pathPrefix != "" {
-		cmd.Env = append(os.Environ(), "PATH="+c.pathPrefix+":"+os.Getenv("PATH"))
+	c.mu.Lock()
+	prefix := c.pathPrefix
+	if p := c.pathFor[name]; p != "" {
+		prefix = strings.Trim(p+":"+prefix, ":")
+	}
+	c.mu.Unlock()
+	if prefix != "" {
+		cmd.Env = append(os.Environ(), "PATH="+prefix+":"+os.Getenv("PATH"))
 	}
 	// Its own process group, so Stop can end it and anything it started, and Ctrl-C on the test
 	// does not reach it before the harness has cleaned up.

@@ -42,7 +42,8 @@ func (c *Cluster) StartKwok(ctx context.Context, kwok string) error {
 		return fmt.Errorf("create pod %s: %w", KubeProxyPod, err)
 	}
 	// Every pod in kube-system on a kwok node execs in node1's namespace: kube-proxy pods and
-	// svctrace's debug pods alike.
+	// svctrace's debug pods alike; so do the svctrace agent's (AddAgentPod), whose binary kwok
+	// finds on its PATH (KwokPath).
 	config := filepath.Join(c.Dir, "kwok.yaml")
 	if err := os.WriteFile(config, []byte(`kind: ClusterExec
 apiVersion: kwok.x-k8s.io/v1alpha1
@@ -50,13 +51,16 @@ metadata:
   name: node1-netns
 spec:
   selector:
-    matchNamespaces: ["kube-system"]
+    matchNamespaces: ["kube-system", "`+AgentNamespace+`"]
   execs:
   - local:
       workDir: /
 `), 0o644); err != nil {
 		return err
 	}
+	c.mu.Lock()
+	c.pathFor["kwok"] = c.KwokPath
+	c.mu.Unlock()
 	if err := c.spawn("kwok", NodeNS, kwok, "--kubeconfig="+c.Kubeconfig, "--manage-nodes-with-label-selector="+KwokLabel,
 		"--node-ip="+NodeIP, "--server-address="+NodeIP+":10250", "--config="+config, "--cidr=10.244.9.0/24",
 		"--node-lease-duration-seconds=600"); err != nil {
@@ -105,4 +109,40 @@ func KubeProxyPodMeta(name string) metav1.ObjectMeta {
 	yes := true
 	return metav1.ObjectMeta{Namespace: "kube-system", Name: name, Labels: map[string]string{"k8s-app": "kube-proxy"},
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "kube-proxy", UID: "00000000-0000-0000-0000-00000000c0de", Controller: &yes}}}
+}
+
+// AgentNamespace and AgentPod are the svctrace agent's namespace and its pod on the kwok node.
+const (
+	AgentNamespace = "svctrace-system"
+	AgentPod       = "svctrace-agent-kwok"
+)
+
+// AddAgentPod creates the svctrace agent's pod on the kwok node (as its DaemonSet would: the
+// label, a DaemonSet owner): kwok runs its exec in node1's namespace, where kubectl-svctrace is
+// found on kwok's PATH (KwokPath). Call after StartKwok.
+func (c *Cluster) AddAgentPod(ctx context.Context) error {
+	if err := c.ensureNamespace(ctx, AgentNamespace); err != nil {
+		return err
+	}
+	yes := true
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: AgentNamespace, Name: AgentPod, Labels: map[string]string{"app.kubernetes.io/name": "svctrace-agent"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "svctrace-agent", UID: "00000000-0000-0000-0000-0000000a6e47", Controller: &yes}}},
+		Spec: corev1.PodSpec{NodeName: KwokNode, Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+			Containers: []corev1.Container{{Name: "agent", Image: "svctrace-agent:v0.1.0"}}},
+	}
+	if _, err := c.Client.CoreV1().Pods(AgentNamespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create pod %s: %w", AgentPod, err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		p, err := c.Client.CoreV1().Pods(AgentNamespace).Get(ctx, AgentPod, metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodRunning {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kwok did not run pod %s: %s", AgentPod, c.logTail("kwok"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/svctrace/svctrace/test/e2e/harness"
+)
+
+// remoteFlag is -remote.
+var remoteFlag bool
+
+// recordRemote measures a trace from outside the node (--remote, exec through the API server) on
+// a large nftables node, side by side in one run: through the svctrace agent's pod (kwok serves
+// its exec in node1's namespace; only what the packet touches crosses the exec stream) and, with
+// the agent's pod gone, through kube-proxy's pod (nft lists the whole ruleset). It prints the
+// median wall time of five runs each and the bytes the exec stream carried, next to the size of
+// `nft -j list ruleset`, and fails when the two traces differ.
+func recordRemote(ctx context.Context, c *harness.Cluster, svctrace string, services int) error {
+	if fleetFlags.kwok == "" {
+		return fmt.Errorf("-remote needs -kwok")
+	}
+	c.KwokPath = filepath.Dir(svctrace)
+	if filepath.Base(svctrace) != "kubectl-svctrace" {
+		return fmt.Errorf("-compare must name a file called kubectl-svctrace (kwok runs the agent's binary by that name), not %s", svctrace)
+	}
+	if err := c.StartKwok(ctx, fleetFlags.kwok); err != nil {
+		return err
+	}
+	defer c.StopProcess("kwok")
+	if err := c.AddAgentPod(ctx); err != nil {
+		return err
+	}
+	svc, err := c.Client.CoreV1().Services(harness.ScaleNamespace).Get(ctx, fmt.Sprintf("svc-%05d", services/2), metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	dump, err := harness.NS(harness.NodeNS, "nft", "-j", "list", "ruleset")
+	if err != nil {
+		return err
+	}
+	args := []string{"trace", svc.Spec.ClusterIP + ":80", "--kubeconfig", c.Kubeconfig, "--node", harness.KwokNode, "--remote", "--from", "10.244.1.254", "-o", "json", "-v", "1"}
+	measure := func(want string) (time.Duration, string, string, error) {
+		var times []time.Duration
+		var out, stderr string
+		for i := 0; i < 5; i++ {
+			var so, se strings.Builder
+			cmd := exec.CommandContext(ctx, svctrace, args...)
+			cmd.Stdout, cmd.Stderr = &so, &se
+			start := time.Now()
+			if err := cmd.Run(); err != nil {
+				return 0, "", "", fmt.Errorf("%v: %s", err, tail(se.String(), 2000))
+			}
+			times = append(times, time.Since(start))
+			out, stderr = so.String(), se.String()
+			if !strings.Contains(stderr, want) {
+				return 0, "", "", fmt.Errorf("the remote trace did not say %q:\n%s", want, tail(stderr, 2000))
+			}
+		}
+		sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+		return times[2], out, stderr, nil
+	}
+	// kwok serves a new pod's exec a moment after it reports the pod running.
+	var agentTime time.Duration
+	var agentOut, agentErr string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
+		if agentTime, agentOut, agentErr, err = measure("KB from the svctrace binary on the node"); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		return err
+	}
+	var kb int
+	if i := strings.Index(agentErr, "KB from nft and "); i >= 0 {
+		fmt.Sscanf(agentErr[i+len("KB from nft and "):], "%d", &kb)
+	}
+	if err := c.Client.CoreV1().Pods(harness.AgentNamespace).Delete(ctx, harness.AgentPod, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Second)
+	wholeTime, wholeOut, _, err := measure("a remote nftables read lists the whole ruleset")
+	if err != nil {
+		return err
+	}
+	if agentOut != wholeOut {
+		return fmt.Errorf("the trace through the agent differs from the trace of the whole ruleset:\n%s\n%s", tail(agentOut, 1500), tail(wholeOut, 1500))
+	}
+	fmt.Printf("| remote trace of one Service, %d × %d node (nftables), through the API server | median of 5 | through the exec stream |\n|---|---|---|\n", services, scale.endpoints)
+	fmt.Printf("| through kube-proxy's pod (`nft -j list ruleset`) | %.2fs | %d KB |\n", wholeTime.Seconds(), len(dump)/1024)
+	fmt.Printf("| through the svctrace agent's pod (only what the packet touches) | %.2fs | %d KB (%.2f%%) |\n", agentTime.Seconds(), kb, 100*float64(kb*1024)/float64(len(dump)))
+	fmt.Fprintf(os.Stderr, "record: the two traces print the same %d bytes\n", len(agentOut))
+	return nil
+}
