@@ -258,7 +258,8 @@ type ExecReader struct {
 	Argv0 string
 	Bytes int
 	// read are the chains read so far, by "family table": each later read names them (Keying).
-	read map[string][]string
+	read   map[string][]string
+	tables []nftables.Object
 }
 
 func (x *ExecReader) ask(q objectRequest) (*nftables.Ruleset, []nftables.Object, error) {
@@ -274,9 +275,15 @@ func (x *ExecReader) ask(q objectRequest) (*nftables.Ruleset, []nftables.Object,
 	return decodeAnswer(out)
 }
 
-// Tables implements ObjectReader.
+// Tables implements ObjectReader: asked once, the answer kept for the reader's life (one command).
 func (x *ExecReader) Tables() ([]nftables.Object, error) {
+	if x.tables != nil {
+		return x.tables, nil
+	}
 	_, ts, err := x.ask(objectRequest{Tables: true})
+	if err == nil {
+		x.tables = append([]nftables.Object{}, ts...)
+	}
 	return ts, err
 }
 
