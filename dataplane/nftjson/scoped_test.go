@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"reflect"
 	"strings"
 	"testing"
 
@@ -121,7 +120,6 @@ func TestScopedWalksLikeTheWholeRuleset(t *testing.T) {
 	whole := &nftables.Dataplane{Rules: rs}
 	cl := tracetest.LoadObjects(t, "../snapshot/demo-nftables/objects.yaml")
 	node := cl.NodeContextFor("node1", nil)
-	ctx := context.Background()
 	pkts := tracetest.PacketsTo(whole.Entries())
 	if len(pkts) < 40 {
 		t.Fatalf("only %d packets from the recorded node", len(pkts))
@@ -135,17 +133,7 @@ func TestScopedWalksLikeTheWholeRuleset(t *testing.T) {
 		objs := &fakeObjects{rs: fresh}
 		run := &noNft{data: data}
 		sc := NewScoped(run, objs)
-		want, err := whole.Walk(ctx, p, node)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := sc.Walk(ctx, p, node)
-		if err != nil {
-			t.Fatalf("%v: %v", p, err)
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("%v: the scoped walk differs:\n got %+v\nwant %+v", p, got.Paths, want.Paths)
-		}
+		tracetest.SameWalk(t, whole, sc, p, node)
 		if sc.full || len(run.calls) > 0 {
 			t.Errorf("%v: ran nft %q (%s)", p, run.calls, sc.Fallback)
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"reflect"
 	"strings"
 	"testing"
 
@@ -47,17 +46,7 @@ func TestScopedThroughExecWalksLikeTheWholeRuleset(t *testing.T) {
 		x := &ExecReader{Ctx: ctx, Runner: &serving{objects: &fakeObjects{rs: fresh}}, Argv0: "kubectl-svctrace"}
 		run := &noNft{data: data}
 		sc := NewScoped(run, x)
-		want, err := whole.Walk(ctx, p, node)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := sc.Walk(ctx, p, node)
-		if err != nil {
-			t.Fatalf("%v: %v", p, err)
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("%v: the walk through exec differs:\n got %+v\nwant %+v", p, got.Paths, want.Paths)
-		}
+		tracetest.SameWalk(t, whole, sc, p, node)
 		if sc.full || len(run.calls) > 0 {
 			t.Errorf("%v: ran nft %q (%s)", p, run.calls, sc.Fallback)
 		}

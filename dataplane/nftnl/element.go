@@ -72,15 +72,6 @@ type rawElem struct {
 // elemRequest sends NFT_MSG_GETSETELEM for a set: for one key (as `nft get element` does), or,
 // when key is nil, a dump of every element. It returns the replies; none when there is no such key.
 func (r *Reader) elemRequest(fam gn.TableFamily, table, set string, key []byte) ([]netlink.Message, error) {
-	cfg := &netlink.Config{}
-	if r.netns != nil {
-		cfg.NetNS = int(r.netns.Fd())
-	}
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
 	ae := netlink.NewAttributeEncoder()
 	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, table)
 	ae.String(unix.NFTA_SET_ELEM_LIST_SET, set)
@@ -102,11 +93,7 @@ func (r *Reader) elemRequest(fam gn.TableFamily, table, set string, key []byte) 
 	if err != nil {
 		return nil, err
 	}
-	msg := netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM), Flags: flags},
-		Data:   append([]byte{byte(fam), unix.NFNETLINK_V0, 0, 0}, attrs...),
-	}
-	replies, err := conn.Execute(msg)
+	replies, err := r.request(fam, unix.NFT_MSG_GETSETELEM, flags, attrs)
 	if err != nil {
 		if key != nil && errors.Is(err, unix.ENOENT) {
 			return nil, nil
@@ -114,6 +101,25 @@ func (r *Reader) elemRequest(fam gn.TableFamily, table, set string, key []byte) 
 		return nil, fmt.Errorf("reading elements of set %s %s: %w", table, set, err)
 	}
 	return replies, nil
+}
+
+// request sends one nf_tables request (msg, one of unix.NFT_MSG_GET*) on a connection of its own
+// and returns the replies: for the raw reads google/nftables does not make (one key of a set, a
+// dump decoded only in part).
+func (r *Reader) request(fam gn.TableFamily, msg int, flags netlink.HeaderFlags, attrs []byte) ([]netlink.Message, error) {
+	cfg := &netlink.Config{}
+	if r.netns != nil {
+		cfg.NetNS = int(r.netns.Fd())
+	}
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return conn.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | msg), Flags: flags},
+		Data:   append([]byte{byte(fam), unix.NFNETLINK_V0, 0, 0}, attrs...),
+	})
 }
 
 // getElement asks the kernel for one key of a set: the element, or nil when the set has no such

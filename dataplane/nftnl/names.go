@@ -17,19 +17,7 @@ func (r *Reader) ChainNames(fam, table string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := &netlink.Config{}
-	if r.netns != nil {
-		cfg.NetNS = int(r.netns.Fd())
-	}
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	replies, err := conn.Execute(netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETCHAIN), Flags: netlink.Request | netlink.Dump},
-		Data:   []byte{byte(f), unix.NFNETLINK_V0, 0, 0},
-	})
+	replies, err := r.request(f, unix.NFT_MSG_GETCHAIN, netlink.Request|netlink.Dump, nil)
 	if err != nil {
 		return nil, fmt.Errorf("listing the chains of %s %s: %w", fam, table, err)
 	}

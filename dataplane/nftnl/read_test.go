@@ -140,7 +140,6 @@ func TestScopedOverNetlinkWalksLikeNft(t *testing.T) {
 	whole := &nftables.Dataplane{Rules: want}
 	cl := tracetest.LoadObjects(t, "../snapshot/demo-nftables/objects.yaml")
 	node := cl.NodeContextFor("node1", nil)
-	ctx := context.Background()
 	pkts := tracetest.PacketsTo(whole.Entries())
 	if len(pkts) < 40 {
 		t.Fatalf("only %d packets", len(pkts))
@@ -152,17 +151,7 @@ func TestScopedOverNetlinkWalksLikeNft(t *testing.T) {
 			t.Fatal(err)
 		}
 		sc := nftjson.NewScoped(netnsRunner(name), r)
-		wantWalk, err := whole.Walk(ctx, p, node)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := sc.Walk(ctx, p, node)
-		if err != nil {
-			t.Fatalf("%v: %v", p, err)
-		}
-		if !reflect.DeepEqual(got, wantWalk) {
-			t.Errorf("%v: the scoped walk differs:\n got %+v\nwant %+v", p, got.Paths, wantWalk.Paths)
-		}
+		tracetest.SameWalk(t, whole, sc, p, node)
 		if sc.Fallback != "" || !strings.HasPrefix(sc.Summary(), "scoped to the packet") {
 			t.Errorf("%v: %s", p, sc.Summary())
 		}
@@ -291,16 +280,9 @@ func TestScopedThroughExecWalksLikeNft(t *testing.T) {
 		served := &freshReaders{ns: ns}
 		x := &nftjson.ExecReader{Ctx: ctx, Runner: served, Argv0: "kubectl-svctrace"}
 		sc := nftjson.NewScoped(netnsRunner(name), x)
-		wantWalk, err := whole.Walk(ctx, p, node)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := sc.Walk(ctx, p, node)
-		if err != nil {
-			t.Fatalf("%v: %v", p, err)
-		}
-		if sc.Fallback != "" || !reflect.DeepEqual(got, wantWalk) {
-			t.Errorf("%v: the walk through exec differs (fallback %q):\n got %+v\nwant %+v", p, sc.Fallback, got.Paths, wantWalk.Paths)
+		tracetest.SameWalk(t, whole, sc, p, node)
+		if sc.Fallback != "" {
+			t.Errorf("%v: the read through exec fell back: %s", p, sc.Fallback)
 		}
 		if served.reads < 2 {
 			t.Errorf("%v: %d requests served", p, served.reads)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"net/netip"
+	"reflect"
 	"testing"
 
 	"github.com/svctrace/svctrace/trace"
@@ -51,5 +52,23 @@ func WalkInvariants(t *testing.T, dp trace.Dataplane) {
 		if len(w.Paths) > 0 && math.Abs(sum-1) > 1e-6 {
 			t.Fatalf("%s: the paths' shares sum to %v, not 1", p.Dst, sum)
 		}
+	}
+}
+
+// SameWalk walks p on two dataplanes and fails the test when the second walks it otherwise than
+// the first (or either fails): a scoped read against the whole ruleset.
+func SameWalk(t *testing.T, want, got trace.Dataplane, p trace.Packet, node *trace.NodeContext) {
+	t.Helper()
+	ctx := context.Background()
+	w, err := want.Walk(ctx, p, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := got.Walk(ctx, p, node)
+	if err != nil {
+		t.Fatalf("%v: %v", p, err)
+	}
+	if !reflect.DeepEqual(g, w) {
+		t.Errorf("%v: the walks differ:\n got %+v\nwant %+v", p, g.Paths, w.Paths)
 	}
 }
