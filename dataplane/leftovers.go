@@ -63,7 +63,7 @@ func FindLeftovers(ctx context.Context, r noderun.Runner, mode string) ([]trace.
 				}
 			}
 		}
-	} else {
+	} else if HasNftKubeProxy(ctx, r) { // one look (over netlink on the node) before reading a family
 		for _, family := range []string{"ip", "ip6"} {
 			l, err := NftLeftover(ctx, r, family)
 			if err != nil {

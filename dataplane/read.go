@@ -171,7 +171,22 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 	if b.Ambiguous {
 		n.Warnings = append(n.Warnings, fmt.Sprintf("both iptables backends (legacy and nf_tables), or neither, hold kube-proxy's chains; reading %s, this node's default", b.Mode))
 	}
+	// On the node, the look for other modes' state (a few small commands) runs while the big
+	// read does: iptables-save prints nothing for most of its run.
+	var left []trace.Leftover
+	var lerr error
+	looked := make(chan struct{})
+	if !opts.Remote && !opts.NoLeftovers {
+		mode := "iptables"
+		if ipvsMode {
+			mode = "ipvs"
+		}
+		go func() { defer close(looked); left, lerr = FindLeftovers(ctx, r, mode) }()
+	} else {
+		close(looked)
+	}
 	rs, raw, size, err := xtables.ReadLive(ctx, r, b)
+	<-looked
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +195,7 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 		return nil, err
 	}
 	if !opts.Remote && !opts.NoLeftovers {
-		if err := n.leftovers(ctx, r); err != nil {
+		if err := n.setLeftovers(left, lerr); err != nil {
 			return nil, err
 		}
 	}
@@ -215,6 +230,11 @@ func hasKubeProxyTable(tables []nftables.Object) bool {
 // leftovers looks for kube-proxy state of other modes than the one read, and warns about it.
 func (n *Node) leftovers(ctx context.Context, r noderun.Runner) error {
 	l, err := FindLeftovers(ctx, r, n.Dataplane.Mode())
+	return n.setLeftovers(l, err)
+}
+
+// setLeftovers records what FindLeftovers found (or why it failed), with a warning.
+func (n *Node) setLeftovers(l []trace.Leftover, err error) error {
 	if err != nil {
 		return fmt.Errorf("looking for state other kube-proxy modes left: %w", err)
 	}
