@@ -111,7 +111,7 @@ func (f *InputFlags) AddFlags(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.Dataplane, "dataplane", nil, "read the node's dataplane from this dump instead of the live node: iptables-save [-c] output (repeat for the IPv6 one), nft -j list ruleset, or for IPVS also ipset save and ipvsadm -Ln/-Sn or /proc/net/ip_vs; the format is detected")
 	fl.StringVar(&f.Objects, "objects", "", "read API objects from this file (kubectl get svc,endpointslices,pods,nodes -A -o yaml) instead of the API server")
 	fl.StringVar(&f.Snapshot, "snapshot", "", "read dataplane and objects from a snapshot bundle directory")
-	fl.StringVar(&f.DemoMode, "demo", "", "use an embedded demo snapshot, recorded from a real kube-proxy v1.36.3: --demo (iptables mode, node node1), --demo=nftables (node1) or --demo=ipvs (node vm1)")
+	fl.StringVar(&f.DemoMode, "demo", "", "use an embedded demo snapshot, recorded from a real kube-proxy v1.36.3: --demo (iptables mode, node node1), --demo=nftables (node1) or --demo=ipvs (node vm1); --demo nftables works too")
 	fl.Lookup("demo").NoOptDefVal = "iptables"
 	fl.StringVar(&f.Node, "node", "", "the name of the node the dataplane belongs to: this machine when reading live (default: its hostname), or the one a dump came from (default for a snapshot: its node)")
 	fl.StringArrayVar(&f.NodeIPs, "node-ip", nil, "an address of the node, in addition to those in its Node object (repeatable)")

@@ -22,6 +22,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/svctrace/svctrace/dataplane/noderun"
+	"github.com/svctrace/svctrace/dataplane/snapshot"
 )
 
 // Version information, set at build time with -ldflags "-X ...plugin.version=v0.1.0".
@@ -204,6 +205,7 @@ func Execute() (code int) {
 		}
 	}()
 	root := NewRootCommand(streams)
+	root.SetArgs(demoArgs(os.Args[1:]))
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK
@@ -220,6 +222,27 @@ func Execute() (code int) {
 	}
 	fmt.Fprintf(streams.ErrOut, "error: %v\n", err)
 	return code
+}
+
+// demoArgs joins `--demo MODE` into `--demo=MODE` when MODE is a demo's mode: --demo alone means
+// the iptables demo, so the flag parser would take the mode for a command argument (a TARGET or a
+// Service named nftables, which no demo has).
+func demoArgs(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		if args[i] == "--" {
+			return append(out, args[i:]...)
+		}
+		if args[i] == "--demo" && i+1 < len(args) {
+			if _, mode := snapshot.DemoModes[args[i+1]]; mode {
+				out = append(out, "--demo="+args[i+1])
+				i++
+				continue
+			}
+		}
+		out = append(out, args[i])
+	}
+	return out
 }
 
 // options is what every command is: its flags turned into typed values (Complete), checked before

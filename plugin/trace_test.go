@@ -334,3 +334,23 @@ func TestTemplateOutputs(t *testing.T) {
 		}
 	}
 }
+
+// `--demo MODE` (a space, not =) names the demo's mode, as users type it: the command line is
+// joined to --demo=MODE before the flags are parsed; anything else after --demo stays an argument.
+func TestDemoModeWithASpace(t *testing.T) {
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"trace", "--demo", "nftables", "default/hostnames"}, []string{"trace", "--demo=nftables", "default/hostnames"}},
+		{[]string{"check", "-A", "--demo", "ipvs"}, []string{"check", "-A", "--demo=ipvs"}},
+		{[]string{"trace", "--demo", "default/hostnames"}, []string{"trace", "--demo", "default/hostnames"}},
+		{[]string{"trace", "--demo"}, []string{"trace", "--demo"}},
+		{[]string{"trace", "--", "--demo", "nftables"}, []string{"trace", "--", "--demo", "nftables"}},
+	} {
+		if got := demoArgs(tc.in); strings.Join(got, " ") != strings.Join(tc.want, " ") {
+			t.Errorf("demoArgs(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	out, stderr, code := run(t, demoArgs([]string{"trace", "--demo", "nftables", "default/hostnames", "-o", "json"})...)
+	if code != 0 || !strings.Contains(out, `"mode": "nftables"`) {
+		t.Errorf("trace --demo nftables: exit %d\n%s%s", code, out, stderr)
+	}
+}
