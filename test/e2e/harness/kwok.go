@@ -61,9 +61,13 @@ spec:
 	c.mu.Lock()
 	c.pathFor["kwok"] = c.KwokPath
 	c.mu.Unlock()
+	// No node leases: each kwok process has its own holder identity (hostname and a UUID), so
+	// with leases a kwok started within a lease's duration of the last one (tests start and stop
+	// it in turn) manages no node until that lease expires, and a pod created meanwhile never
+	// runs (seen with 600 s leases when the tests between two kwok runs took under 10 minutes).
 	if err := c.spawn("kwok", NodeNS, kwok, "--kubeconfig="+c.Kubeconfig, "--manage-nodes-with-label-selector="+KwokLabel,
 		"--node-ip="+NodeIP, "--server-address="+NodeIP+":10250", "--config="+config, "--cidr=10.244.9.0/24",
-		"--node-lease-duration-seconds=600"); err != nil {
+		"--node-lease-duration-seconds=0"); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(60 * time.Second)
