@@ -47,23 +47,56 @@ func KubeProxyMode(ctx context.Context) string {
 }
 
 // FindLeftovers lists kube-proxy state of modes other than mode on the node: in nftables mode,
-// kube-proxy's iptables chains (either backend, IPv4) and IPVS state; in iptables and IPVS mode,
-// its nftables tables (and in iptables mode, IPVS state).
+// kube-proxy's iptables chains (either backend, IPv4; iptables and IPVS mode's) and IPVS state;
+// in iptables and IPVS mode, its nftables tables; in iptables mode, IPVS state and the chains
+// only IPVS mode writes. iptables chains come first: they use the ipsets, which go after them.
 func FindLeftovers(ctx context.Context, r noderun.Runner, mode string) ([]trace.Leftover, error) {
 	var out []trace.Leftover
-	if mode == "nftables" {
-		for _, backend := range []string{"iptables-legacy", "iptables-nft"} {
+	var ipvsState *trace.Leftover
+	if mode != "ipvs" {
+		var err error
+		read := IPVSRead{}
+		if _, local := r.(noderun.Local); local {
+			read.Services = ipvsadm.Services
+		}
+		if ipvsState, err = IPVSLeftover(ctx, r, read); err != nil {
+			return nil, err
+		}
+	}
+	chainsOf := ""
+	switch {
+	case mode == "nftables":
+		chainsOf = "iptables"
+	case mode == "iptables" && ipvsState != nil:
+		chainsOf = "ipvs" // only when IPVS state says so: two more iptables-save runs otherwise
+	}
+	if chainsOf != "" {
+		// Both backends by their own names; a node with neither name (a minimal image, the
+		// IPVS test guest) has one, as plain iptables-save.
+		installed := 0
+		for _, backend := range []string{"iptables-legacy", "iptables-nft", "iptables"} {
+			if backend == "iptables" && installed > 0 {
+				break
+			}
 			for _, table := range []string{"nat", "filter", "mangle"} {
-				l, err := IPTablesLeftover(ctx, r, backend, table)
+				if chainsOf == "ipvs" && trace.IPVSOnlyChains[table] == nil {
+					continue
+				}
+				l, err := IPTablesLeftover(ctx, r, backend, table, chainsOf)
+				if errors.Is(err, noderun.ErrNotFound) {
+					break
+				}
 				if err != nil {
 					return nil, err
 				}
+				installed++
 				if l != nil {
 					out = append(out, *l)
 				}
 			}
 		}
-	} else if HasNftKubeProxy(ctx, r) { // one look (over netlink on the node) before reading a family
+	}
+	if mode != "nftables" && HasNftKubeProxy(ctx, r) { // one look (over netlink on the node) before reading a family
 		for _, family := range []string{"ip", "ip6"} {
 			l, err := NftLeftover(ctx, r, family)
 			if err != nil {
@@ -74,20 +107,129 @@ func FindLeftovers(ctx context.Context, r noderun.Runner, mode string) ([]trace.
 			}
 		}
 	}
-	if mode != "ipvs" && ipvsadm.HasKubeIPVS(ctx, r) {
-		out = append(out, trace.Leftover{Mode: "ipvs", Table: "ipvs", Objects: []string{"the kube-ipvs0 device"}})
+	if ipvsState != nil {
+		out = append(out, *ipvsState)
 	}
 	return out, nil
 }
 
+// IPVSRead says how IPVSLeftover reads.
+type IPVSRead struct {
+	// Services reads the virtual servers (over netlink, on the node itself); nil through a pod,
+	// where the state is then only reported (Leftover.IPVS is nil).
+	Services func() ([]trace.IPVSService, error)
+	// Also are virtual servers a plan names: kube-proxy's whatever else the node has (after
+	// kube-ipvs0 and the ipsets are gone they would not be known as its own otherwise).
+	Also []trace.IPVSService
+	// Strict makes a command that fails an error rather than "nothing there" (repair's reads).
+	Strict bool
+}
+
+// IPVSLeftover reads the IPVS state kube-proxy's IPVS mode left: the kube-ipvs0 device with its
+// addresses, kube-proxy's ipsets and its virtual servers; nil when there is none of it.
+func IPVSLeftover(ctx context.Context, r noderun.Runner, how IPVSRead) (*trace.Leftover, error) {
+	s := &trace.IPVSState{}
+	soft := func(err error) error {
+		var exited *noderun.Error
+		if errors.Is(err, noderun.ErrNotFound) || !how.Strict && errors.As(err, &exited) {
+			return nil
+		}
+		return err
+	}
+	if link, err := r.Run(ctx, "ip", "-o", "link", "show", trace.IPVSDevice); err == nil && strings.Contains(string(link), trace.IPVSDevice) {
+		s.Device = trace.IPVSDevice
+		flags, _, _ := strings.Cut(string(link), ">")
+		s.Up = slices.Contains(strings.Split(flags[strings.Index(flags, "<")+1:], ","), "UP")
+		addrs, err := r.Run(ctx, "ip", "-o", "addr", "show", "dev", trace.IPVSDevice)
+		if err != nil {
+			return nil, fmt.Errorf("ip addr show dev %s: %w", trace.IPVSDevice, err)
+		}
+		for _, line := range strings.Split(string(addrs), "\n") {
+			f := strings.Fields(line)
+			// "5: kube-ipvs0    inet 10.96.0.1/32 scope global kube-ipvs0\ ..."; link-local
+			// addresses are the kernel's, not kube-proxy's.
+			if len(f) >= 6 && (f[2] == "inet" || f[2] == "inet6") && f[1] == trace.IPVSDevice && f[5] != "link" {
+				s.Addresses = append(s.Addresses, f[3])
+			}
+		}
+	} else {
+		var exited *noderun.Error
+		if err != nil && !errors.Is(err, noderun.ErrNotFound) && !errors.As(err, &exited) {
+			return nil, fmt.Errorf("ip link show %s: %w", trace.IPVSDevice, err)
+		}
+	}
+	// The names first: a node with another user's big ipsets (a CNI's) dumps them only when
+	// kube-proxy's are there too.
+	names, err := r.Run(ctx, "ipset", "list", "-n")
+	if err := soft(err); err != nil {
+		return nil, fmt.Errorf("ipset list -n: %w", err)
+	}
+	if slices.ContainsFunc(strings.Fields(string(names)), trace.IsKubeProxyIPSet) {
+		sets, err := r.Run(ctx, "ipset", "save")
+		if err != nil {
+			return nil, fmt.Errorf("ipset save: %w", err)
+		}
+		s.IPSets = KubeProxyIPSets(sets)
+	}
+	if how.Services != nil && (s.Device != "" || len(s.IPSets) > 0 || len(how.Also) > 0) {
+		all, err := how.Services()
+		if err != nil {
+			return nil, err
+		}
+		also := map[string]bool{}
+		for _, v := range how.Also {
+			also[v.Protocol+" "+v.Address] = true
+		}
+		for _, v := range all {
+			if s.Owns(v) || also[v.Protocol+" "+v.Address] {
+				s.VirtualServers = append(s.VirtualServers, v)
+			}
+		}
+	}
+	if s.Device == "" && len(s.IPSets) == 0 && len(s.VirtualServers) == 0 {
+		return nil, nil
+	}
+	l := &trace.Leftover{Mode: "ipvs", Table: "ipvs", Objects: s.Summary()}
+	if how.Services != nil {
+		l.IPVS = s
+	}
+	return l, nil
+}
+
+// KubeProxyIPSets picks kube-proxy's ipsets out of `ipset save` output, in its order.
+func KubeProxyIPSets(save []byte) []trace.IPSetState {
+	var out []trace.IPSetState
+	at := map[string]int{}
+	for _, line := range strings.Split(string(save), "\n") {
+		verb, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
+		name, rest, _ := strings.Cut(rest, " ")
+		if !trace.IsKubeProxyIPSet(name) {
+			continue
+		}
+		switch verb {
+		case "create":
+			at[name] = len(out)
+			out = append(out, trace.IPSetState{Name: name, Create: rest})
+		case "add":
+			if i, ok := at[name]; ok {
+				out[i].Members = append(out[i].Members, rest)
+			}
+		}
+	}
+	return out
+}
+
 // IPTablesLeftover reads kube-proxy's chains of one table in one backend, with the built-in
-// chains' jumps to them; nil when there are none (or the backend is not installed).
-func IPTablesLeftover(ctx context.Context, r noderun.Runner, backend, table string) (*trace.Leftover, error) {
+// chains' jumps to them; nil when there are none, noderun.ErrNotFound when the backend is not
+// installed. mode says
+// which chains: "iptables" all kube-proxy's (trace.KubeProxyLeftoverChains and the per-Service
+// ones), "ipvs" those only IPVS mode writes (trace.IPVSOnlyChains).
+func IPTablesLeftover(ctx context.Context, r noderun.Runner, backend, table, mode string) (*trace.Leftover, error) {
 	out, err := r.Run(ctx, backend+"-save", "-t", table)
 	var exited *noderun.Error
 	switch {
-	case errors.Is(err, noderun.ErrNotFound), errors.As(err, &exited):
-		return nil, nil // not installed, or no such table here
+	case errors.As(err, &exited):
+		return nil, nil // no such table here
 	case err != nil:
 		return nil, err
 	}
@@ -102,10 +244,11 @@ func IPTablesLeftover(ctx context.Context, r noderun.Runner, backend, table stri
 	if t == nil {
 		return nil, nil
 	}
-	l := &trace.Leftover{Mode: "iptables", Backend: backend, Table: table}
+	l := &trace.Leftover{Mode: mode, Backend: backend, Table: table}
 	mine := map[string]bool{}
 	for _, c := range t.Order {
-		if slices.Contains(trace.KubeProxyLeftoverChains[table], c.Name) || table == "nat" && naming.IsServiceChain(c.Name) {
+		if mode == "ipvs" && slices.Contains(trace.IPVSOnlyChains[table], c.Name) ||
+			mode == "iptables" && (slices.Contains(trace.KubeProxyLeftoverChains[table], c.Name) || table == "nat" && naming.IsServiceChain(c.Name)) {
 			mine[c.Name] = true
 			rules := make([]string, 0, len(c.Rules))
 			for _, r := range c.Rules {

@@ -66,6 +66,7 @@ Entries to a backend the rules still send new connections to are StaleEndpoint's
 On the node itself it also asks kube-proxy which mode it runs in (/proxyMode on 127.0.0.1:10249)
 and reports kube-proxy state of any other mode as ModeLeftover: iptables KUBE-* chains (either
 backend) or IPVS state on an nftables node, the kube-proxy nftables tables on an iptables or IPVS
+node, IPVS state (kube-ipvs0, virtual servers, ipsets) and IPVS mode's own chains on an iptables
 node (error when hooked in, so that packets pass through it; repair -A removes it, undoably).
 
 Findings: StaleEndpoint, MissingEndpoint, StaleService, MissingService, StaleFlow, WrongShare,

@@ -106,6 +106,12 @@ only what concerns it: its chains, the maps that name their Services and a few k
 and from the API that Service, its EndpointSlices, the Node and the pods on it (a fraction of a
 second on a node with 10,000 Services, where the whole ruleset takes seconds); -A reads everything.
 
+With -A on the node, what another kube-proxy mode left (check's ModeLeftover) is removed too, once
+kube-proxy has said which mode it runs in (or --mode does): iptables KUBE-* chains with the
+built-in chains' jumps to them, the other mode's kube-proxy nftables table, or IPVS mode's state
+(kube-proxy's virtual servers, never another user's: nothing is flushed; the kube-ipvs0 device;
+its ipsets). All of it is saved first and put back by --undo.
+
 Exit codes: 0 nothing to repair, repaired and verified, or undone; 1 a dry run found something to
 repair; 2 usage or refusal: nothing was written; 3 could not read the API or the node (nothing
 was written); 4 the result was not what was planned
@@ -345,13 +351,19 @@ func (o *RepairOptions) addLeftovers(plan *trace.RepairPlan, in *Inputs) {
 	}
 	for _, l := range in.Leftovers {
 		if !l.Removable() {
-			plan.Notes = append(plan.Notes, fmt.Sprintf("%s is left from IPVS mode: svctrace does not remove IPVS state; restart kube-proxy, or run kube-proxy --cleanup with kube-proxy stopped", l.Where()))
+			plan.Notes = append(plan.Notes, fmt.Sprintf("%s is left from IPVS mode: it was seen through a pod; repair run on the node itself removes it", l.Where()))
 			continue
 		}
 		plan.Leftovers = append(plan.Leftovers, l)
 		svc := "leftovers of " + l.Mode + " mode"
-		if l.Mode == "nftables" {
+		switch {
+		case !l.IsIPTables() && l.Mode == "nftables":
 			plan.Changes = append(plan.Changes, trace.RepairChange{Service: svc, Op: "delete-table", Table: l.Where(), Detail: fmt.Sprintf("delete table %s (%d rules)", l.Where(), strings.Count(l.NftJSON, `"rule":`))})
+			continue
+		case !l.IsIPTables():
+			for _, what := range ipvsRemoval(l.IPVS) {
+				plan.Changes = append(plan.Changes, trace.RepairChange{Service: svc, Op: what[0], Table: l.Where(), Detail: what[1]})
+			}
 			continue
 		}
 		for _, j := range l.Jumps {
@@ -361,6 +373,22 @@ func (o *RepairOptions) addLeftovers(plan *trace.RepairPlan, in *Inputs) {
 			plan.Changes = append(plan.Changes, trace.RepairChange{Service: svc, Op: "delete-chain", Table: l.Where(), Chain: c.Chain, Detail: fmt.Sprintf("delete chain %s (%d rules)", c.Chain, len(c.Rules))})
 		}
 	}
+}
+
+// ipvsRemoval lists what removing IPVS state does, as (op, detail) pairs in the order it is
+// done: the virtual servers, the device, the ipsets.
+func ipvsRemoval(s *trace.IPVSState) [][2]string {
+	var out [][2]string
+	for _, v := range s.VirtualServers {
+		out = append(out, [2]string{"delete-virtual-server", fmt.Sprintf("delete virtual server %s %s (%d real servers)", v.Protocol, v.Address, len(v.Reals))})
+	}
+	if s.Device != "" {
+		out = append(out, [2]string{"delete-device", fmt.Sprintf("delete device %s (%d addresses)", s.Device, len(s.Addresses))})
+	}
+	for _, set := range s.IPSets {
+		out = append(out, [2]string{"destroy-ipset", fmt.Sprintf("destroy ipset %s (%d members)", set.Name, len(set.Members))})
+	}
+	return out
 }
 
 type kpVersion struct {

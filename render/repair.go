@@ -35,7 +35,7 @@ func Repair(w io.Writer, p *trace.RepairPlan, o Options) error {
 			where = s.dim.Render(c.Table+" "+c.Chain) + "  "
 		}
 		switch c.Op {
-		case "delete-rule", "delete-chain", "delete-real", "delete-element", "delete-set", "delete-table":
+		case "delete-rule", "delete-chain", "delete-real", "delete-element", "delete-set", "delete-table", "delete-virtual-server", "delete-device", "destroy-ipset":
 			fmt.Fprintf(&b, "  %s %s%s\n", s.bad.Render("-"), where, c.Detail)
 		case "add-rule", "add-chain", "add-real", "add-element", "add-set":
 			fmt.Fprintf(&b, "  %s %s%s\n", s.ok.Render("+"), where, c.Detail)
@@ -91,8 +91,19 @@ func RepairInput(w io.Writer, p *trace.RepairPlan, nftScript func(trace.NftChang
 		for _, c := range l.Chains {
 			fmt.Fprintf(&b, "  delete chain %s (%d rules)\n", c.Chain, len(c.Rules))
 		}
-		if l.Mode == "nftables" {
+		if !l.IsIPTables() && l.Mode == "nftables" {
 			fmt.Fprintf(&b, "  delete table %s\n", l.Where())
+		}
+		if st := l.IPVS; st != nil && !l.IsIPTables() {
+			for _, v := range st.VirtualServers {
+				fmt.Fprintf(&b, "  delete virtual server %s %s (%d real servers)\n", v.Protocol, v.Address, len(v.Reals))
+			}
+			if st.Device != "" {
+				fmt.Fprintf(&b, "  ip link delete %s (%d addresses)\n", st.Device, len(st.Addresses))
+			}
+			for _, set := range st.IPSets {
+				fmt.Fprintf(&b, "  ipset destroy %s (%d members)\n", set.Name, len(set.Members))
+			}
 		}
 	}
 	for _, c := range p.Nftables {

@@ -16,9 +16,9 @@ import (
 // connections (WhenIdle) is not done: the real server stays at weight 0, and the returned
 // sentence says so.
 func ApplyOp(op trace.IPVSOp) (string, error) {
-	h, err := ipvs.New("")
+	h, err := open()
 	if err != nil {
-		return "", fmt.Errorf("cannot talk to IPVS over netlink (is the ip_vs module loaded?): %w", err)
+		return "", err
 	}
 	defer h.Close()
 	svc, dest, err := target(op)

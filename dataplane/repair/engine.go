@@ -543,10 +543,13 @@ func (e *Engine) restore(ctx context.Context, s *State) (bool, error) {
 	return changed, nil
 }
 
-// restoreLeftovers puts back every removed leftover that is not there, and reads it back.
+// restoreLeftovers puts back every removed leftover that is not there, and reads it back: in
+// the reverse order of the removal (IPVS mode's ipsets before the iptables rules that use them).
+// IPVS state that is there in part (a removal cut short) is completed.
 func (e *Engine) restoreLeftovers(ctx context.Context, s *State) (bool, error) {
 	changed := false
-	for _, l := range s.Plan.Leftovers {
+	for i := len(s.Plan.Leftovers) - 1; i >= 0; i-- {
+		l := s.Plan.Leftovers[i]
 		now, err := e.Node.ReadLeftover(ctx, l)
 		if err != nil {
 			return changed, fmt.Errorf("reading %s failed: %w", l.Where(), err)
@@ -554,7 +557,7 @@ func (e *Engine) restoreLeftovers(ctx context.Context, s *State) (bool, error) {
 		if len(leftoverDifferences(now, l)) == 0 {
 			continue
 		}
-		if now != nil {
+		if now != nil && !partOf(now, l) {
 			return changed, fmt.Errorf("%s is there, but not as it was: not overwritten", l.Where())
 		}
 		changed = true

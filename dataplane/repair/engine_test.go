@@ -46,6 +46,7 @@ type fakeNode struct {
 	nft map[string]*knftables.Fake
 	// leftovers are other modes' state by Where().
 	leftovers map[string]*trace.Leftover
+	restored  []string // the leftovers put back, in order
 }
 
 var errBoom = errors.New("boom")
@@ -272,6 +273,7 @@ func (f *fakeNode) RestoreLeftover(ctx context.Context, l trace.Leftover) error 
 	}
 	c := l
 	f.leftovers[l.Where()] = &c
+	f.restored = append(f.restored, l.Where())
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/svctrace/svctrace/dataplane"
+	"github.com/svctrace/svctrace/dataplane/ipvsadm"
 	"github.com/svctrace/svctrace/dataplane/nftjson"
 	"github.com/svctrace/svctrace/dataplane/nftwrite"
 	"github.com/svctrace/svctrace/trace"
@@ -79,7 +80,18 @@ func leftoverDifferences(now *trace.Leftover, l trace.Leftover) []string {
 	if now == nil {
 		return []string{l.Where() + " is not there"}
 	}
-	if l.Mode == "nftables" {
+	if !l.IsIPTables() && l.Mode == "ipvs" {
+		missing, extra := ipvsDiff(now, l)
+		var out []string
+		if len(missing) > 0 {
+			out = append(out, fmt.Sprintf("%s lacks %s", l.Where(), strings.Join(firstOf(missing, 3), ", ")))
+		}
+		if len(extra) > 0 {
+			out = append(out, fmt.Sprintf("%s also holds %s", l.Where(), strings.Join(firstOf(extra, 3), ", ")))
+		}
+		return out
+	}
+	if !l.IsIPTables() && l.Mode == "nftables" {
 		a, errA := nftShape(now.NftJSON, l.Table)
 		b, errB := nftShape(l.NftJSON, l.Table)
 		if errA != nil || errB != nil || a != b {
@@ -120,6 +132,51 @@ func leftoverDifferences(now *trace.Leftover, l trace.Leftover) []string {
 	return out
 }
 
+// partOf says whether what the node has now is a part of IPVS leftover l (nothing else, nothing
+// different): what a removal cut short leaves, which putting l back completes.
+func partOf(now *trace.Leftover, l trace.Leftover) bool {
+	if l.IsIPTables() || l.Mode != "ipvs" {
+		return false
+	}
+	_, extra := ipvsDiff(now, l)
+	return len(extra) == 0
+}
+
+// ipvsDiff lists the IPVS objects l has and now lacks, and those now has beyond l.
+func ipvsDiff(now *trace.Leftover, l trace.Leftover) (missing, extra []string) {
+	var a, b []string
+	if now.IPVS != nil {
+		a = now.IPVS.Lines()
+	}
+	if l.IPVS != nil {
+		b = l.IPVS.Lines()
+	}
+	have := map[string]bool{}
+	for _, x := range a {
+		have[x] = true
+	}
+	for _, x := range b {
+		if !have[x] {
+			missing = append(missing, x)
+		}
+		delete(have, x)
+	}
+	for _, x := range a {
+		if have[x] {
+			extra = append(extra, x)
+		}
+	}
+	return missing, extra
+}
+
+// firstOf is the first n of list, and how many more.
+func firstOf(list []string, n int) []string {
+	if len(list) <= n {
+		return list
+	}
+	return append(slices.Clone(list[:n]), fmt.Sprintf("%d more", len(list)-n))
+}
+
 // nftShape is a table's chains (rules in order) and sets (elements sorted) in nft's syntax.
 func nftShape(js, family string) (string, error) {
 	rs, err := nftjson.Parse([]byte(js))
@@ -155,10 +212,12 @@ func nftShape(js, family string) (string, error) {
 // their own chain on one line, jumps from a built-in chain to one of them; or kube-proxy's
 // nftables table of one family holding only kube-proxy's chains.
 func ValidLeftover(l trace.Leftover) error {
-	switch l.Mode {
-	case "ipvs":
-		return fmt.Errorf("leftover: svctrace does not remove IPVS state")
-	case "nftables":
+	switch {
+	case l.IsIPTables() && (l.Mode == "iptables" || l.Mode == "ipvs"):
+		return validIPTablesLeftover(l)
+	case l.Mode == "ipvs":
+		return validIPVSLeftover(l)
+	case l.Mode == "nftables":
 		if l.Table != "ip" && l.Table != "ip6" {
 			return fmt.Errorf("leftover: nftables family %q is not ip or ip6", l.Table)
 		}
@@ -178,10 +237,11 @@ func ValidLeftover(l trace.Leftover) error {
 			}
 		}
 		return nil
-	case "iptables":
-	default:
-		return fmt.Errorf("leftover: mode %q is not iptables or nftables", l.Mode)
 	}
+	return fmt.Errorf("leftover: mode %q is not iptables, nftables or ipvs", l.Mode)
+}
+
+func validIPTablesLeftover(l trace.Leftover) error {
 	if !Backends[l.Backend] {
 		return fmt.Errorf("leftover: backend %q is not one of iptables, iptables-legacy or iptables-nft", l.Backend)
 	}
@@ -189,9 +249,12 @@ func ValidLeftover(l trace.Leftover) error {
 	if !ok || l.NftJSON != "" {
 		return fmt.Errorf("leftover: table %q is not nat, filter or mangle", l.Table)
 	}
+	if l.Mode == "ipvs" {
+		fixed = trace.IPVSOnlyChains[l.Table]
+	}
 	mine := map[string]bool{}
 	for _, c := range l.Chains {
-		if !slices.Contains(fixed, c.Chain) && !(l.Table == "nat" && naming.IsServiceChain(c.Chain)) {
+		if !slices.Contains(fixed, c.Chain) && !(l.Mode == "iptables" && l.Table == "nat" && naming.IsServiceChain(c.Chain)) {
 			return fmt.Errorf("leftover: chain %s (%s) is not one kube-proxy's cleanup removes", c.Chain, l.Table)
 		}
 		if !c.Exists {
@@ -219,10 +282,17 @@ func ValidLeftover(l trace.Leftover) error {
 
 // readLeftover reads the node's state of the leftover's kind now (nil: none).
 func readLeftover(ctx context.Context, l trace.Leftover) (*trace.Leftover, error) {
-	if l.Mode == "nftables" {
+	switch {
+	case l.IsIPTables():
+		return dataplane.IPTablesLeftover(ctx, local, l.Backend, l.Table, l.Mode)
+	case l.Mode == "nftables":
 		return dataplane.NftLeftover(ctx, local, l.Table)
 	}
-	return dataplane.IPTablesLeftover(ctx, local, l.Backend, l.Table)
+	how := dataplane.IPVSRead{Services: ipvsadm.Services, Strict: true}
+	if l.IPVS != nil {
+		how.Also = l.IPVS.VirtualServers
+	}
+	return dataplane.IPVSLeftover(ctx, local, how)
 }
 
 // ReadLeftover implements Node.
@@ -233,7 +303,10 @@ func (Local) ReadLeftover(ctx context.Context, l trace.Leftover) (*trace.Leftove
 // RemoveLeftover implements Node: one iptables-restore transaction, or the table deleted in one
 // nft transaction.
 func (Local) RemoveLeftover(ctx context.Context, l trace.Leftover) error {
-	if l.Mode == "nftables" {
+	if !l.IsIPTables() && l.Mode == "ipvs" {
+		return removeIPVS(ctx, l.IPVS)
+	}
+	if !l.IsIPTables() && l.Mode == "nftables" {
 		w, err := knftables.New(knftables.Family(l.Table), nftwrite.Table)
 		if err != nil {
 			return err
@@ -248,7 +321,10 @@ func (Local) RemoveLeftover(ctx context.Context, l trace.Leftover) error {
 
 // RestoreLeftover implements Node.
 func (Local) RestoreLeftover(ctx context.Context, l trace.Leftover) error {
-	if l.Mode == "nftables" {
+	if !l.IsIPTables() && l.Mode == "ipvs" {
+		return restoreIPVS(ctx, l.IPVS)
+	}
+	if !l.IsIPTables() && l.Mode == "nftables" {
 		in, err := nftjson.Importable([]byte(l.NftJSON))
 		if err != nil {
 			return err

@@ -52,7 +52,7 @@ func recordedLeftovers(t *testing.T) (ipt, nft, nft6 trace.Leftover) {
 		t.Fatal(err)
 	}
 	r := dumpRunner{save: save, nft: js}
-	l, err := dataplane.IPTablesLeftover(context.Background(), r, "iptables-legacy", "nat")
+	l, err := dataplane.IPTablesLeftover(context.Background(), r, "iptables-legacy", "nat", "iptables")
 	if err != nil || l == nil {
 		t.Fatalf("%v %v", l, err)
 	}

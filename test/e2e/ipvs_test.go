@@ -210,6 +210,12 @@ func TestIPVSModeInVM(t *testing.T) {
 	extra["zz-repair-3-probe"] = "ip netns exec pvmclient /bin/netprobe probe -n 45 -timeout 2s 10.96.30.10:80"
 	extra["zz-repair-4-others"] = "ipvsadm -Sn | grep -v 10.96.30.10 | diff - /tmp/ipvs-before.txt | grep '^[<>]' | grep -v 10.96.30.10; echo diff-done"
 	extra["zz-repair-5-vmweb"] = "ipvsadm -Ln -t 10.96.30.10:80"
+	// Then a switch to iptables mode, which leaves IPVS mode's state behind (kube-proxy's
+	// iptables mode never cleans it up): check finds it, repair -A removes exactly it, undo puts
+	// it back.
+	for name, step := range ipvsLeftoverSteps() {
+		extra[name] = step
+	}
 	here, _ := os.Getwd()
 	vm := &harness.VM{KernelDir: kernel, BinDir: vmbin, Hack: filepath.Join(here, "..", "..", "hack", "ipvs-vm")}
 	console, err := vm.Run(ctx, cluster, harness.IPVSScript(extra), 12*time.Minute, objects+":/objects.yaml", repairObjects+":/objects-repair.json")
@@ -284,6 +290,7 @@ func TestIPVSModeInVM(t *testing.T) {
 			t.Errorf("other virtual servers changed:\n%s", others)
 		}
 	})
+	t.Run("leftovers of IPVS mode after a switch to iptables mode", func(t *testing.T) { checkIPVSLeftovers(t, sec) })
 	nodeAddrs := map[string]bool{harness.VMNodeIP: true, "198.51.100.1": true}
 	for i, v := range ipvsVariants {
 		p := fmt.Sprintf("y-%d-", i)
