@@ -11,14 +11,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/svctrace/svctrace/test/netnstest"
+
 	"github.com/svctrace/svctrace/dataplane"
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace"
 )
-
-// inNetnsEnv marks the test binary re-run inside a throwaway network namespace: everything it
-// runs then (ipset, iptables-legacy-restore) touches that namespace only.
-const inNetnsEnv = "SVCTRACE_TEST_IN_NETNS"
 
 // TestIPVSLeftoverInNetns: the real write path on this machine (no IPVS module, no dummy devices
 // here: ipsets and iptables only; the IPVS guest of the e2e tests does the virtual servers and
@@ -28,21 +26,7 @@ const inNetnsEnv = "SVCTRACE_TEST_IN_NETNS"
 // engine removes them with the local node and reads them back as gone, and undo gives back the
 // same `ipset save` and `iptables-save`.
 func TestIPVSLeftoverInNetns(t *testing.T) {
-	if os.Getenv(inNetnsEnv) == "" {
-		if os.Geteuid() != 0 {
-			t.Skip("needs root: writes ipsets and iptables rules in a network namespace")
-		}
-		ns := fmt.Sprintf("svct-ipvsleft-%d", os.Getpid())
-		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-			t.Fatalf("ip netns add: %v: %s", err, out)
-		}
-		defer exec.Command("ip", "netns", "del", ns).Run()
-		cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestIPVSLeftoverInNetns$", "-test.v", "-test.count=1")
-		cmd.Env = append(os.Environ(), inNetnsEnv+"=1")
-		out, err := cmd.CombinedOutput()
-		if err != nil || !bytes.Contains(out, []byte("--- PASS: TestIPVSLeftoverInNetns")) || bytes.Contains(out, []byte("--- SKIP")) {
-			t.Fatalf("in the namespace: %v\n%s", err, out)
-		}
+	if !netnstest.Inside(t) {
 		return
 	}
 	run := func(stdin []byte, argv ...string) string {

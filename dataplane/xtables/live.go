@@ -141,11 +141,16 @@ func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (rs *iptables.Ru
 	noNat := fmt.Errorf("%s printed no nat table: is kube-proxy running in iptables mode on this node?", b.Save)
 	if s, ok := r.(noderun.Streamer); ok {
 		// Parsed as iptables-save writes it: on a big node the parse then costs little more
-		// wall time than the save itself.
+		// wall time than the save itself. On the node, with the legacy backend, the kernel
+		// says first about how many rules will come (their memory is made ready meanwhile).
+		rules := 0
+		if _, local := r.(noderun.Local); local && b.Mode == "legacy" {
+			rules = legacyEntries() * rulesPerEntry / 100
+		}
 		var d *Dump
 		err = s.Stream(ctx, func(out io.Reader) error {
 			var perr error
-			rs, d, perr = ParseReader(out, maxDump)
+			rs, d, perr = parseReader(out, maxDump, 1<<20, rules)
 			if perr != nil && d != nil && d.Len() == 0 {
 				return noNat
 			}
@@ -176,6 +181,12 @@ func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (rs *iptables.Ru
 	}
 	return rs, raw, size, nil
 }
+
+// rulesPerEntry is the share (percent) of a legacy table's kernel entries that iptables-save
+// prints as rules: each chain has two entries more (its head and its policy or return), and
+// kube-proxy's chains hold two or three rules each (the recorded 10,000 × 10 node: 320,024 rules
+// in 540,065 entries: 59 %).
+const rulesPerEntry = 60
 
 // maxDump bounds a live iptables-save read (the largest nodes print a few hundred MB).
 const maxDump = 1 << 30

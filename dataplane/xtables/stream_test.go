@@ -61,25 +61,58 @@ func TestParseReaderSameAsParse(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, size := range []int{64, 4096, 1 << 20} {
-			rs, d, err := parseReader(&chunkyReader{data: data, rnd: rand.New(rand.NewSource(int64(size)))}, 1<<30, size)
+		// With memory made ready for fewer rules than come, about as many, and far more.
+		for i, size := range []int{64, 4096, 1 << 20, 64, 4096, 1 << 20} {
+			rules := []int{0, 0, 0, 7, want.RuleCount(), 50000}[i]
+			rs, d, err := parseReader(&chunkyReader{data: data, rnd: rand.New(rand.NewSource(int64(size)))}, 1<<30, size, rules)
 			if err != nil {
 				t.Fatalf("%s, chunks of %d: %v", filepath.Base(filepath.Dir(f)), size, err)
 			}
 			if got, exp := describe(rs), describe(want); got != exp {
-				t.Errorf("%s, chunks of %d: the streamed parse differs", f, size)
+				t.Errorf("%s, chunks of %d, %d rules ready: the streamed parse differs", f, size, rules)
 			}
 			if !bytes.Equal(d.Bytes(), data) || d.Len() != len(data) {
-				t.Errorf("%s, chunks of %d: the dump kept is not the input", f, size)
+				t.Errorf("%s, chunks of %d, %d rules ready: the dump kept is not the input", f, size, rules)
 			}
 		}
 	}
 	// Errors name the same line; a dump over the limit is refused.
 	bad := []byte("*nat\n:PREROUTING ACCEPT [0:0]\n-A NOCHAIN -j ACCEPT\nCOMMIT\n")
-	if _, _, err := parseReader(&chunkyReader{data: bad, rnd: rand.New(rand.NewSource(1))}, 1<<30, 16); err == nil || !strings.Contains(err.Error(), "line 3") {
+	if _, _, err := parseReader(&chunkyReader{data: bad, rnd: rand.New(rand.NewSource(1))}, 1<<30, 16, 0); err == nil || !strings.Contains(err.Error(), "line 3") {
 		t.Errorf("a bad line: %v", err)
 	}
-	if _, _, err := parseReader(bytes.NewReader(bad), 10, 16); err == nil || !strings.Contains(err.Error(), "larger than") {
+	if _, _, err := parseReader(bytes.NewReader(bad), 10, 16, 0); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("over the limit: %v", err)
 	}
+}
+
+// FuzzParseReaderSameAsParse: the streamed parse, whose rules' arguments are parsed on workers,
+// gives what the sequential parse of the whole input gives: the same ruleset, or an error on
+// the same line with the same message (the first a sequential parse meets).
+func FuzzParseReaderSameAsParse(f *testing.F) {
+	for _, name := range []string{"../snapshot/demo/iptables-save.txt", "../snapshot/demo-ipvs/iptables-save.txt"} {
+		if data, err := os.ReadFile(name); err == nil {
+			f.Add(data)
+		}
+	}
+	f.Add([]byte("*nat\n:A - [0:0]\n-A A -s 300.1.1.1 -j RETURN\n-A B -j RETURN\nCOMMIT\n"))
+	f.Add([]byte("*nat\n:A - [0:0]\n-A B -j RETURN\n-A A --bogus -j RETURN\nCOMMIT\n"))
+	f.Add([]byte("*nat\n:A - [0:0]\n-A \"A\" -j RETURN\n-A  A -j RETURN\n-A A -m comment --comment \"x -j RETURN\nCOMMIT\n"))
+	f.Add([]byte("*nat\n:A - [0:0]\n" + strings.Repeat("-A A -s 10.0.0.1 -j RETURN\n", 5000) + "-A A -d fd00::1 -j RETURN\n-A A -p tcp --dport x -j RETURN\nCOMMIT\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		want, werr := Parse(bytes.Clone(data))
+		got, _, gerr := parseReader(bytes.NewReader(data), 1<<30, 64, 0)
+		if (werr == nil) != (gerr == nil) {
+			t.Fatalf("sequential: %v; streamed: %v", werr, gerr)
+		}
+		if werr != nil {
+			if werr.Error() != gerr.Error() {
+				t.Fatalf("sequential: %v; streamed: %v", werr, gerr)
+			}
+			return
+		}
+		if describe(got) != describe(want) || got.IPv6 != want.IPv6 {
+			t.Fatal("the streamed parse differs")
+		}
+	})
 }
