@@ -42,9 +42,14 @@ deps:
 k8s-binaries:
 	SVCTRACE_CACHE=$(CACHE) hack/k8s-binaries.sh
 
-## vet: go vet, gofmt and staticcheck (pinned; fetched from the Go module proxy)
+## vet: go vet (also of the binary for darwin and windows), gofmt and staticcheck (pinned; fetched
+## from the Go module proxy)
 vet:
 	$(GO) vet -tags e2e ./...
+	@# The release archives' other systems (a laptop's kubectl plugin): the binary's packages
+	@# must build there too (Linux-only code behind build tags).
+	GOOS=darwin $(GO) vet ./cmd/...
+	GOOS=windows $(GO) vet ./cmd/...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0 -tags e2e ./...
 

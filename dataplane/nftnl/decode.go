@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package nftnl reads kube-proxy's nftables objects one by one over netlink — a chain's rules, a
 // set's elements — and decodes them into the statements `nft -j` prints, so that the engine walks
 // them as it walks `nft -j list ruleset`. The nft command cannot list one chain cheaply: version
