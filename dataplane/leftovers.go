@@ -136,28 +136,11 @@ func IPVSLeftover(ctx context.Context, r noderun.Runner, how IPVSRead) (*trace.L
 		}
 		return err
 	}
-	if link, err := r.Run(ctx, "ip", "-o", "link", "show", trace.IPVSDevice); err == nil && strings.Contains(string(link), trace.IPVSDevice) {
-		s.Device = trace.IPVSDevice
-		flags, _, _ := strings.Cut(string(link), ">")
-		s.Up = slices.Contains(strings.Split(flags[strings.Index(flags, "<")+1:], ","), "UP")
-		addrs, err := r.Run(ctx, "ip", "-o", "addr", "show", "dev", trace.IPVSDevice)
-		if err != nil {
-			return nil, fmt.Errorf("ip addr show dev %s: %w", trace.IPVSDevice, err)
-		}
-		for _, line := range strings.Split(string(addrs), "\n") {
-			f := strings.Fields(line)
-			// "5: kube-ipvs0    inet 10.96.0.1/32 scope global kube-ipvs0\ ..."; link-local
-			// addresses are the kernel's, not kube-proxy's.
-			if len(f) >= 6 && (f[2] == "inet" || f[2] == "inet6") && f[1] == trace.IPVSDevice && f[5] != "link" {
-				s.Addresses = append(s.Addresses, f[3])
-			}
-		}
-	} else {
-		var exited *noderun.Error
-		if err != nil && !errors.Is(err, noderun.ErrNotFound) && !errors.As(err, &exited) {
-			return nil, fmt.Errorf("ip link show %s: %w", trace.IPVSDevice, err)
-		}
+	dev, err := IPVSDeviceOf(ctx, r)
+	if err != nil {
+		return nil, err
 	}
+	s.Device, s.Up, s.Addresses = dev.Device, dev.Up, dev.Addresses
 	// The names first: a node with another user's big ipsets (a CNI's) dumps them only when
 	// kube-proxy's are there too.
 	names, err := r.Run(ctx, "ipset", "list", "-n")
@@ -180,8 +163,9 @@ func IPVSLeftover(ctx context.Context, r noderun.Runner, how IPVSRead) (*trace.L
 		for _, v := range how.Also {
 			also[v.Protocol+" "+v.Address] = true
 		}
+		owns := s.Owner()
 		for _, v := range all {
-			if s.Owns(v) || also[v.Protocol+" "+v.Address] {
+			if owns(v) || also[v.Protocol+" "+v.Address] {
 				s.VirtualServers = append(s.VirtualServers, v)
 			}
 		}
@@ -194,6 +178,37 @@ func IPVSLeftover(ctx context.Context, r noderun.Runner, how IPVSRead) (*trace.L
 		l.IPVS = s
 	}
 	return l, nil
+}
+
+// IPVSDeviceOf reads kube-proxy's kube-ipvs0 device: whether it is there (Device), up, and the
+// addresses kube-proxy put on it (not the kernel's link-local ones).
+func IPVSDeviceOf(ctx context.Context, r noderun.Runner) (trace.IPVSState, error) {
+	var s trace.IPVSState
+	link, err := r.Run(ctx, "ip", "-o", "link", "show", trace.IPVSDevice)
+	var exited *noderun.Error
+	switch {
+	case errors.Is(err, noderun.ErrNotFound), errors.As(err, &exited):
+		return s, nil // no ip here, or no such device
+	case err != nil:
+		return s, fmt.Errorf("ip link show %s: %w", trace.IPVSDevice, err)
+	case !strings.Contains(string(link), trace.IPVSDevice):
+		return s, nil
+	}
+	s.Device = trace.IPVSDevice
+	flags, _, _ := strings.Cut(string(link), ">")
+	s.Up = slices.Contains(strings.Split(flags[strings.Index(flags, "<")+1:], ","), "UP")
+	addrs, err := r.Run(ctx, "ip", "-o", "addr", "show", "dev", trace.IPVSDevice)
+	if err != nil {
+		return s, fmt.Errorf("ip addr show dev %s: %w", trace.IPVSDevice, err)
+	}
+	for _, line := range strings.Split(string(addrs), "\n") {
+		f := strings.Fields(line)
+		// "5: kube-ipvs0    inet 10.96.0.1/32 scope global kube-ipvs0\ ..."
+		if len(f) >= 6 && (f[2] == "inet" || f[2] == "inet6") && f[1] == trace.IPVSDevice && f[5] != "link" {
+			s.Addresses = append(s.Addresses, f[3])
+		}
+	}
+	return s, nil
 }
 
 // KubeProxyIPSets picks kube-proxy's ipsets out of `ipset save` output, in its order.

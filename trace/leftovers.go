@@ -2,6 +2,7 @@ package trace
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -94,9 +95,16 @@ func IsKubeProxyIPSet(name string) bool {
 // IPVSDevice is the dummy device kube-proxy's IPVS mode binds Service addresses to.
 const IPVSDevice = "kube-ipvs0"
 
-// NodePorts are the node ports of kube-proxy's node-port ipsets, as "tcp:30080".
-func (s *IPVSState) NodePorts() map[string]bool {
-	out := map[string]bool{}
+// Owner says which virtual servers are kube-proxy's by this state: on an address of kube-ipvs0,
+// or on one of the node ports of its node-port ipsets. Built once, for a whole list.
+func (s *IPVSState) Owner() func(IPVSService) bool {
+	addrs := map[netip.Addr]bool{}
+	for _, a := range s.Addresses {
+		if p, err := netip.ParsePrefix(a); err == nil {
+			addrs[p.Addr()] = true
+		}
+	}
+	ports := map[string]bool{} // "tcp:30080"
 	for _, set := range s.IPSets {
 		name := strings.Replace(set.Name, "KUBE-6-", "KUBE-", 1)
 		if !strings.HasPrefix(name, "KUBE-NODE-PORT-") {
@@ -106,39 +114,19 @@ func (s *IPVSState) NodePorts() map[string]bool {
 			switch {
 			case strings.HasSuffix(name, "-TCP"), strings.HasSuffix(name, "-UDP"):
 				if _, err := strconv.ParseUint(m, 10, 16); err == nil {
-					out[strings.ToLower(name[len(name)-3:])+":"+m] = true
+					ports[strings.ToLower(name[len(name)-3:])+":"+m] = true
 				}
 			default: // SCTP: ADDRESS,sctp:PORT
 				if _, pp, ok := strings.Cut(m, ","); ok {
-					out[pp] = true
+					ports[pp] = true
 				}
 			}
 		}
 	}
-	return out
-}
-
-// Owns says whether a virtual server is kube-proxy's: its address is on kube-ipvs0, or its port
-// is one of the node ports of kube-proxy's ipsets.
-func (s *IPVSState) Owns(v IPVSService) bool {
-	host, port, ok := splitHostPort(v.Address)
-	if !ok {
-		return false
+	return func(v IPVSService) bool {
+		ap, err := netip.ParseAddrPort(v.Address)
+		return err == nil && (addrs[ap.Addr()] || ports[v.Protocol+":"+strconv.Itoa(int(ap.Port()))])
 	}
-	for _, a := range s.Addresses {
-		if p, _, _ := strings.Cut(a, "/"); p == host {
-			return true
-		}
-	}
-	return s.NodePorts()[v.Protocol+":"+port]
-}
-
-func splitHostPort(a string) (string, string, bool) {
-	i := strings.LastIndex(a, ":")
-	if i < 0 {
-		return "", "", false
-	}
-	return strings.Trim(a[:i], "[]"), a[i+1:], true
 }
 
 // Lines are the state in one sorted line per object (device, address, virtual server, real

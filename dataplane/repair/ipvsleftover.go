@@ -10,8 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/svctrace/svctrace/dataplane"
 	"github.com/svctrace/svctrace/dataplane/ipvsadm"
-	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace"
 )
 
@@ -69,11 +69,12 @@ func validIPVSLeftover(l trace.Leftover) error {
 		}
 	}
 	vs := map[string]bool{}
+	owns := s.Owner()
 	for _, v := range s.VirtualServers {
 		if err := validVirtual(v); err != nil {
 			return fmt.Errorf("leftover: %v", err)
 		}
-		if !s.Owns(v) {
+		if !owns(v) {
 			return fmt.Errorf("leftover: virtual server %s %s is on no address of %s and no node port of kube-proxy's ipsets", v.Protocol, v.Address, trace.IPVSDevice)
 		}
 		if key := v.Protocol + " " + v.Address; vs[key] {
@@ -199,28 +200,20 @@ func restoreIPVS(ctx context.Context, s *trace.IPVSState) error {
 		}
 	}
 	if s.Device != "" {
+		now, err := dataplane.IPVSDeviceOf(ctx, local)
+		if err != nil {
+			return err
+		}
 		var batch []string
-		if _, err := local.Run(ctx, "ip", "-o", "link", "show", trace.IPVSDevice); err != nil {
-			var exited *noderun.Error
-			if !errors.As(err, &exited) {
-				return err
-			}
+		if now.Device == "" {
 			batch = append(batch, "link add "+trace.IPVSDevice+" type dummy")
 		}
-		have := map[string]bool{}
-		if out, err := local.Run(ctx, "ip", "-o", "addr", "show", "dev", trace.IPVSDevice); err == nil {
-			for _, line := range strings.Split(string(out), "\n") {
-				if f := strings.Fields(line); len(f) >= 4 {
-					have[f[3]] = true
-				}
-			}
-		}
 		for _, a := range s.Addresses {
-			if !have[a] {
+			if !slices.Contains(now.Addresses, a) {
 				batch = append(batch, "addr add "+a+" dev "+trace.IPVSDevice)
 			}
 		}
-		if s.Up {
+		if s.Up && !now.Up {
 			batch = append(batch, "link set "+trace.IPVSDevice+" up")
 		}
 		if len(batch) > 0 {
