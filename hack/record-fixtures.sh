@@ -22,5 +22,8 @@ grep -q '^conntrack:' dataplane/snapshot/demo-ipvs/snapshot.yaml || echo 'conntr
 # iptables mode with other local-traffic detectors (the repair planner's and check's tests).
 go run ./test/e2e/record -mode iptables -bin "$bin" -netprobe "$cache/netprobe" -detect-local-mode InterfaceNamePrefix -pod-interface-name-prefix vp -out trace/kubeproxy/testdata/kube-proxy-v1.36.3-interface-name-prefix
 go run ./test/e2e/record -mode iptables -bin "$bin" -netprobe "$cache/netprobe" -masquerade-all -detect-local-mode BridgeInterface -pod-bridge-interface cbr0 -out trace/kubeproxy/testdata/kube-proxy-v1.36.3-masquerade-all-bridge
+# A dual-stack cluster (IPv4 and IPv6 ranges, a PreferDualStack Service) in both write modes.
+go run ./test/e2e/record -mode iptables -dual-stack -bin "$bin" -netprobe "$cache/netprobe" -out trace/kubeproxy/testdata/kube-proxy-v1.36.3-dual-stack
+go run ./test/e2e/record -mode nftables -dual-stack -bin "$bin" -netprobe "$cache/netprobe" -out trace/kubeproxy/testdata/kube-proxy-v1.36.3-dual-stack-nftables
 # The conntrack parser's fixture (two throwaway namespaces, no cluster).
 hack/record-conntrack.sh dataplane/conntrack/testdata/extended.txt

@@ -88,7 +88,7 @@ func ptr[T any](v T) *T { return &v }
 // setupOptionsScenario creates node3, the opts pods and Services; the cleanup removes them.
 func setupOptionsScenario(ctx context.Context, t *testing.T) {
 	t.Helper()
-	if err := cluster.AddNode(ctx, optsNode3, "172.31.250.10", "10.244.3.0/24", harness.Node1Zone); err != nil {
+	if err := cluster.AddNode(ctx, optsNode3, "172.31.250.10", "10.244.3.0/24", harness.Node1Zone, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	topo := map[string]string{"app": "topo"}
@@ -222,7 +222,7 @@ func optionFlows(pc proxyConfig, mode string) []flow {
 			clientNS: podNS, addr: vip("13"), wantVerdict: "DNAT", wantPods: []string{"topo-1"}},
 		flow{name: "externalIPs", traceArgs: []string{optsExtIP + ":80", "--from", harness.ExternalIP},
 			clientNS: harness.ExternalNS, addr: optsExtIP + ":80", wantVerdict: "DNAT", wantPods: topo},
-		flow{name: "ipFamilyPolicy PreferDualStack on a single-stack cluster", traceArgs: []string{optsNS + "/dual", "--from", podArg},
+		flow{name: "ipFamilyPolicy PreferDualStack, IPv4 (its pods have no IPv6 address)", traceArgs: []string{optsNS + "/dual", "--from", podArg},
 			clientNS: podNS, addr: vip("15"), wantVerdict: "DNAT", wantPods: topo},
 		flow{name: "session affinity", traceArgs: []string{"default/sticky", "--from", podArg},
 			clientNS: podNS, addr: "10.96.10.40:80", wantVerdict: "DNAT", wantPods: hostnames, sticky: true},

@@ -45,7 +45,14 @@ func IPTables(t testing.TB, dir string) (*iptables.Dataplane, *trace.Cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &iptables.Dataplane{V4: rs}, tracetest.LoadObjects(t, filepath.Join(dir, "objects.yaml"))
+	dp := &iptables.Dataplane{V4: rs}
+	// A dual-stack node's recording has its ip6tables-save too.
+	if data, err := os.ReadFile(filepath.Join(dir, "ip6tables-save.txt")); err == nil {
+		if dp.V6, err = xtables.Parse(data); err != nil || !dp.V6.IPv6 {
+			t.Fatalf("%s/ip6tables-save.txt: %v (IPv6 %v)", dir, err, dp.V6 != nil && dp.V6.IPv6)
+		}
+	}
+	return dp, tracetest.LoadObjects(t, filepath.Join(dir, "objects.yaml"))
 }
 
 // IPVS loads the recorded IPVS node with the IPVS table in the named form (ipvsadm-Sn.txt,

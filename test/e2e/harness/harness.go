@@ -38,9 +38,19 @@ const (
 	Node1PodCIDR = "10.244.1.0/24"
 	Node2PodCIDR = "10.244.2.0/24"
 	NodeName     = "node1"
-	NodeNS       = "svct-node1"
-	ExternalNS   = "svct-ext"
-	apiPort      = "6443"
+	// The cluster is dual-stack (IPv4 first): the IPv6 ranges and node addresses. Services are
+	// IPv4-only unless they ask for both families (PreferDualStack), pods unless given an IP6.
+	ServiceCIDR6  = "fd00:10:96::/112"
+	ClusterCIDR6  = "fd00:10:244::/56"
+	Node1PodCIDR6 = "fd00:10:244:1::/64"
+	Node2PodCIDR6 = "fd00:10:244:2::/64"
+	NodeIP6       = "fd00:172:31:250::2"
+	Node2IP6      = "fd00:172:31:250::6"
+	NodeExtIP6    = "2001:db8:100::1" // node1's IPv6 address towards the external namespace
+	ExternalIP6   = "2001:db8:100::10"
+	NodeNS        = "svct-node1"
+	ExternalNS    = "svct-ext"
+	apiPort       = "6443"
 )
 
 // Cluster is a running harness.
@@ -72,7 +82,7 @@ type Cluster struct {
 // Pod is a pod network namespace.
 type Pod struct {
 	Namespace, Name string
-	IP              string
+	IP, IP6         string
 	Node            string
 	NetNS           string
 	hostVeth        string
@@ -146,7 +156,7 @@ func (c *Cluster) start(ctx context.Context) error {
 		"--etcd-servers=http://127.0.0.1:23790",
 		"--bind-address="+APIHostAddr, "--advertise-address="+APIHostAddr, "--secure-port="+apiPort,
 		"--cert-dir="+filepath.Join(c.Dir, "certs"),
-		"--service-cluster-ip-range="+ServiceCIDR,
+		"--service-cluster-ip-range="+ServiceCIDR+","+ServiceCIDR6,
 		"--service-node-port-range=30000-32767",
 		"--service-account-key-file="+filepath.Join(c.Dir, "sa.pub"),
 		"--service-account-signing-key-file="+filepath.Join(c.Dir, "sa.key"),
@@ -412,6 +422,9 @@ func (c *Cluster) setupNodeNetwork() error {
 		{"ip", "netns", "exec", NodeNS, "ip", "link", "set", "eth0", "up"},
 		{"ip", "netns", "exec", NodeNS, "ip", "link", "set", "lo", "up"},
 		{"ip", "netns", "exec", NodeNS, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		{"ip", "netns", "exec", NodeNS, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"},
+		// IPv6 addresses without duplicate address detection: usable at once.
+		{"ip", "netns", "exec", NodeNS, "ip", "-6", "addr", "add", NodeIP6 + "/64", "dev", "eth0", "nodad"},
 		// A node needs a route to Service and load balancer addresses before its OUTPUT rules
 		// can DNAT them. Point them at the external namespace, never out of the sandbox: a
 		// packet no rule rewrote dies there.
@@ -423,6 +436,10 @@ func (c *Cluster) setupNodeNetwork() error {
 		{"ip", "netns", "exec", ExternalNS, "ip", "link", "set", "eth0", "up"},
 		{"ip", "netns", "exec", ExternalNS, "ip", "link", "set", "lo", "up"},
 		{"ip", "netns", "exec", ExternalNS, "ip", "route", "add", "default", "via", NodeExtIP},
+		{"ip", "netns", "exec", NodeNS, "ip", "-6", "addr", "add", NodeExtIP6 + "/64", "dev", "eth1", "nodad"},
+		{"ip", "netns", "exec", ExternalNS, "ip", "-6", "addr", "add", ExternalIP6 + "/64", "dev", "eth0", "nodad"},
+		{"ip", "netns", "exec", ExternalNS, "ip", "-6", "route", "add", "default", "via", NodeExtIP6},
+		{"ip", "netns", "exec", NodeNS, "ip", "-6", "route", "add", ServiceCIDR6, "dev", "eth1"},
 		{"ip", "netns", "exec", NodeNS, "ip", "route", "add", ServiceCIDR, "dev", "eth1"},
 		{"ip", "netns", "exec", NodeNS, "ip", "route", "add", "203.0.113.0/24", "dev", "eth1"},
 		// Pods route via 169.254.1.1, which the node answers for with proxy ARP; Linux only does

@@ -27,10 +27,10 @@ const Node1Zone = "zone-a"
 func (c *Cluster) createNodes(ctx context.Context) error {
 	t := time.Now()
 	// Each node in its own zone, for topology-aware routing (trafficDistribution).
-	if err := c.AddNode(ctx, NodeName, NodeIP, Node1PodCIDR, Node1Zone); err != nil {
+	if err := c.AddNode(ctx, NodeName, NodeIP, Node1PodCIDR, Node1Zone, NodeIP6, Node1PodCIDR6); err != nil {
 		return err
 	}
-	if err := c.AddNode(ctx, Node2Name, "172.31.250.6", Node2PodCIDR, "zone-b"); err != nil {
+	if err := c.AddNode(ctx, Node2Name, "172.31.250.6", Node2PodCIDR, "zone-b", Node2IP6, Node2PodCIDR6); err != nil {
 		return err
 	}
 	c.Phase("node objects", t)
@@ -38,17 +38,25 @@ func (c *Cluster) createNodes(ctx context.Context) error {
 }
 
 // AddNode creates a ready Node object (node1 also gets its external address). Nodes other than
-// node1 exist only in the API: their pods are wired into node1's namespace.
-func (c *Cluster) AddNode(ctx context.Context, name, ip, podCIDR, zone string) error {
+// node1 exist only in the API: their pods are wired into node1's namespace. ip6 and podCIDR6, when
+// given, make it a dual-stack node.
+func (c *Cluster) AddNode(ctx context.Context, name, ip, podCIDR, zone, ip6, podCIDR6 string) error {
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name, corev1.LabelTopologyZone: zone}},
 		Spec:       corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}},
+	}
+	if podCIDR6 != "" {
+		node.Spec.PodCIDRs = append(node.Spec.PodCIDRs, podCIDR6)
 	}
 	created, err := c.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("create node %s: %w", name, err)
 	}
-	created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeHostName, Address: name}}
+	created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
+	if ip6 != "" {
+		created.Status.Addresses = append(created.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip6})
+	}
+	created.Status.Addresses = append(created.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: name})
 	if name == NodeName {
 		created.Status.Addresses = append(created.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: NodeExtIP})
 	}
@@ -70,8 +78,10 @@ func (c *Cluster) CleanupKubeProxyRules() error {
 type PodSpec struct {
 	Namespace, Name string
 	IP              string
-	Node            string // defaults to node1
-	Labels          map[string]string
+	// IP6, when set, gives the pod an IPv6 address too (dual-stack; not with Bridge).
+	IP6    string
+	Node   string // defaults to node1
+	Labels map[string]string
 	// Ports the pod serves, "8080" or "53/udp".
 	Ports []string
 	// NotReady leaves the pod's Ready condition false.
@@ -88,8 +98,11 @@ func (c *Cluster) AddPod(ctx context.Context, s PodSpec) (*Pod, error) {
 	if s.Node == "" {
 		s.Node = NodeName
 	}
+	if s.IP6 != "" && s.Bridge != "" {
+		return nil, fmt.Errorf("pod %s/%s: IPv6 pods are routed, not bridged", s.Namespace, s.Name)
+	}
 	idx := len(c.pods) + 1
-	p := &Pod{Namespace: s.Namespace, Name: s.Name, IP: s.IP, Node: s.Node, NetNS: fmt.Sprintf("svct-p%d", idx), hostVeth: fmt.Sprintf("vp%d", idx)}
+	p := &Pod{Namespace: s.Namespace, Name: s.Name, IP: s.IP, IP6: s.IP6, Node: s.Node, NetNS: fmt.Sprintf("svct-p%d", idx), hostVeth: fmt.Sprintf("vp%d", idx)}
 	if err := run("ip", "netns", "add", p.NetNS); err != nil {
 		return nil, err
 	}
@@ -119,6 +132,15 @@ func (c *Cluster) AddPod(ctx context.Context, s PodSpec) (*Pod, error) {
 		[]string{"ip", "netns", "exec", NodeNS, "sysctl", "-qw", "net.ipv4.neigh." + hostIf + ".proxy_delay=0"},
 		[]string{"ip", "netns", "exec", NodeNS, "ip", "route", "add", s.IP + "/32", "dev", hostIf},
 	)
+	if s.IP6 != "" {
+		// The pod's IPv6 gateway is the host end's link-local fe80::1, as Calico does.
+		cmds = append(cmds,
+			[]string{"ip", "netns", "exec", NodeNS, "ip", "-6", "addr", "add", "fe80::1/64", "dev", p.hostVeth, "nodad"},
+			[]string{"ip", "netns", "exec", p.NetNS, "ip", "-6", "addr", "add", s.IP6 + "/128", "dev", "eth0", "nodad"},
+			[]string{"ip", "netns", "exec", p.NetNS, "ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0"},
+			[]string{"ip", "netns", "exec", NodeNS, "ip", "-6", "route", "add", s.IP6 + "/128", "dev", p.hostVeth},
+		)
+	}
 	if err := runAll(cmds); err != nil {
 		return nil, err
 	}
@@ -146,14 +168,24 @@ func (c *Cluster) AddPod(ctx context.Context, s PodSpec) (*Pod, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create pod %s/%s: %w", s.Namespace, s.Name, err)
 	}
-	if err := c.setPodStatus(ctx, created, s.IP, !s.NotReady); err != nil {
+	if err := c.setPodStatus(ctx, created, podIPs(s.IP, s.IP6), !s.NotReady); err != nil {
 		return nil, err
 	}
 	c.pods[s.Namespace+"/"+s.Name] = p
 	return p, nil
 }
 
-func (c *Cluster) setPodStatus(ctx context.Context, pod *corev1.Pod, ip string, ready bool) error {
+func podIPs(ips ...string) []corev1.PodIP {
+	var out []corev1.PodIP
+	for _, ip := range ips {
+		if ip != "" {
+			out = append(out, corev1.PodIP{IP: ip})
+		}
+	}
+	return out
+}
+
+func (c *Cluster) setPodStatus(ctx context.Context, pod *corev1.Pod, ips []corev1.PodIP, ready bool) error {
 	status := corev1.ConditionFalse
 	if ready {
 		status = corev1.ConditionTrue
@@ -161,8 +193,8 @@ func (c *Cluster) setPodStatus(ctx context.Context, pod *corev1.Pod, ip string, 
 	now := metav1.Now()
 	pod.Status = corev1.PodStatus{
 		Phase:     corev1.PodRunning,
-		PodIP:     ip,
-		PodIPs:    []corev1.PodIP{{IP: ip}},
+		PodIP:     ips[0].IP,
+		PodIPs:    ips,
 		HostIP:    NodeIP,
 		StartTime: &now,
 		Conditions: []corev1.PodCondition{
@@ -183,7 +215,7 @@ func (c *Cluster) SetPodReady(ctx context.Context, ns, name string, ready bool) 
 	if err != nil {
 		return err
 	}
-	return c.setPodStatus(ctx, pod, pod.Status.PodIP, ready)
+	return c.setPodStatus(ctx, pod, pod.Status.PodIPs, ready)
 }
 
 // DeletePod removes the Pod object and stops its server; its namespace stays until Stop (a dead
@@ -298,7 +330,7 @@ func (c *Cluster) StartKubeProxyWith(cfg KubeProxyConfig) error {
 	c.StopKubeProxy()
 	args := []string{
 		"--kubeconfig=" + c.Kubeconfig, "--hostname-override=" + NodeName, "--proxy-mode=" + cfg.Mode,
-		"--cluster-cidr=" + ClusterCIDR, "--conntrack-max-per-core=0",
+		"--cluster-cidr=" + ClusterCIDR + "," + ClusterCIDR6, "--conntrack-max-per-core=0",
 		"--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=127.0.0.1:10256",
 		"--v=2",
 	}

@@ -65,7 +65,7 @@ func (c *Cluster) AddAPIPod(ctx context.Context, s PodSpec) error {
 	if err != nil {
 		return err
 	}
-	return c.setPodStatus(ctx, created, s.IP, !s.NotReady)
+	return c.setPodStatus(ctx, created, podIPs(s.IP), !s.NotReady)
 }
 
 // Run boots the VM with the scenario script and returns what the guest printed on its console.

@@ -48,6 +48,7 @@ func main() {
 	flag.StringVar(&proxyFlags.DetectLocalMode, "detect-local-mode", "", "kube-proxy's --detect-local-mode (ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix)")
 	flag.StringVar(&proxyFlags.PodInterfacePrefix, "pod-interface-name-prefix", "", "kube-proxy's --pod-interface-name-prefix (the harness's pod interfaces are vpN)")
 	flag.StringVar(&proxyFlags.PodBridge, "pod-bridge-interface", "", "kube-proxy's --pod-bridge-interface")
+	flag.BoolVar(&dualStack, "dual-stack", false, "add the dual-stack scenario (a PreferDualStack Service over pods with IPv4 and IPv6 addresses) and, in iptables mode, write ip6tables-save.txt too")
 	flag.StringVar(&conntrackOut, "conntrack", "", "instead of recording the dataplane, make the balance scenario's traffic to default/hostnames (in -mode ipvs, to ipvs/vmweb in the guest) — a keep-alive client's 600 requests over one connection, 60 short connections from another pod — and write the node's conntrack entries of it to this file")
 	flag.Parse()
 	if err := record(*mode, *out, *bin, *netprobe, *hold); err != nil {
@@ -60,6 +61,9 @@ var vmFlags struct{ kernel string }
 
 // repairFlag is -repair.
 var repairFlag bool
+
+// dualStack is -dual-stack.
+var dualStack bool
 
 // conntrackOut is -conntrack.
 var conntrackOut string
@@ -130,6 +134,17 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 	} else if _, err := c.SetupScenario(ctx); err != nil {
 		return err
 	}
+	if dualStack {
+		if _, err := c.SetupDualStack(ctx); err != nil {
+			return err
+		}
+		base := programmed
+		programmed = func(dump string) bool { return base(dump) && harness.DualStackProgrammed(dump) }
+		if mode == "iptables" {
+			// The IPv4 dump names the IPv4 endpoints; the IPv6 rules are waited for below.
+			programmed = func(dump string) bool { return base(dump) && strings.Contains(dump, "10.244.1.162:8080") }
+		}
+	}
 	if scale.legacy {
 		if err := c.UseLegacyIptables(); err != nil {
 			return err
@@ -184,6 +199,24 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 	if err := os.WriteFile(filepath.Join(out, name), []byte(dump), 0o644); err != nil {
 		return err
 	}
+	files := []string{name}
+	if dualStack && mode == "iptables" {
+		var dump6 string
+		for deadline := time.Now().Add(60 * time.Second); !harness.DualStackProgrammed(dump6); time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("kube-proxy did not program the dual-stack Service's IPv6 rules in time")
+			}
+			out6, err := harness.NS(harness.NodeNS, harness.IP6TablesSave(), "-c")
+			if err != nil {
+				return err
+			}
+			dump6 = string(out6)
+		}
+		if err := os.WriteFile(filepath.Join(out, "ip6tables-save.txt"), []byte(dump6), 0o644); err != nil {
+			return err
+		}
+		files = append(files, "ip6tables-save.txt")
+	}
 	format, objFile := "yaml", "objects.yaml"
 	if scale.services > 0 {
 		format, objFile = "json", "objects.json" // 20,000 objects: JSON reads several times faster
@@ -197,7 +230,7 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 	if err := os.WriteFile(filepath.Join(out, objFile), objs, 0o644); err != nil {
 		return err
 	}
-	if err := writeManifest(out, harness.NodeName, mode, bin, name); err != nil {
+	if err := writeManifest(out, harness.NodeName, mode, bin, files...); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "record: wrote %s, objects.yaml and snapshot.yaml to %s\n", name, out)
