@@ -102,7 +102,12 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 		if !hasNft {
 			if rs, raw, b, ok := xtables.ReadDefault(ctx, r, false); ok {
 				progress(b.Mode+" iptables rules", len(raw))
-				return n.iptables(ctx, r, opts, rs, func() []byte { return raw }, b, mode == "ipvs" || mode == "" && bytes.Contains(raw, []byte(":KUBE-IPVS-")))
+				ipvsMode := mode == "ipvs" || mode == "" && bytes.Contains(raw, []byte(":KUBE-IPVS-"))
+				var v6 family
+				if !ipvsMode {
+					v6.rs, v6.raw, v6.err = xtables.ReadIPv6(ctx, r, b)
+				}
+				return n.iptables(ctx, r, opts, rs, func() []byte { return raw }, v6, b, ipvsMode)
 			}
 		}
 		b, berr = xtables.DetectBackend(ctx, r, false)
@@ -185,13 +190,22 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 	} else {
 		close(looked)
 	}
+	// A dual-stack kube-proxy's IPv6 rules are in the backend's ip6tables twin, read alongside.
+	var v6 family
+	v6read := make(chan struct{})
+	if !ipvsMode {
+		go func() { defer close(v6read); v6.rs, v6.raw, v6.err = xtables.ReadIPv6(ctx, r, b) }()
+	} else {
+		close(v6read)
+	}
 	rs, raw, size, err := xtables.ReadLive(ctx, r, b)
 	<-looked
+	<-v6read
 	if err != nil {
 		return nil, err
 	}
 	progress(b.Mode+" iptables rules", size)
-	if _, err := n.iptables(ctx, r, opts, rs, raw, b, ipvsMode); err != nil {
+	if _, err := n.iptables(ctx, r, opts, rs, raw, v6, b, ipvsMode); err != nil {
 		return nil, err
 	}
 	if !opts.Remote && !opts.NoLeftovers {
@@ -250,11 +264,26 @@ func (n *Node) setLeftovers(l []trace.Leftover, err error) error {
 	return nil
 }
 
-// iptables completes a read in iptables mode, or in IPVS mode with the IPVS table and ipsets.
-func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions, rs *iptables.Ruleset, raw func() []byte, b xtables.Backend, ipvsMode bool) (*Node, error) {
-	dp := &iptables.Dataplane{V4: rs}
+// family is the read of one address family's ip6tables rules (nil rs: none of kube-proxy's).
+type family struct {
+	rs  *iptables.Ruleset
+	raw func() []byte
+	err error
+}
+
+// iptables completes a read in iptables mode (with IPv6's rules when v6 has them), or in IPVS
+// mode with the IPVS table and ipsets.
+func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions, rs *iptables.Ruleset, raw func() []byte, v6 family, b xtables.Backend, ipvsMode bool) (*Node, error) {
+	if v6.err != nil {
+		return nil, v6.err
+	}
+	dp := &iptables.Dataplane{V4: rs, V6: v6.rs}
 	n.Dataplane, n.Backend, n.Files = dp, b.Save, map[string]func() []byte{"iptables-save.txt": raw}
 	n.Source = fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode)
+	if v6.rs != nil {
+		n.Files["ip6tables-save.txt"] = v6.raw
+		n.Source = fmt.Sprintf("live (%s and %s, iptables %s)", b.Save, b.IPv6().Save, b.Mode)
+	}
 	if !ipvsMode {
 		return n, nil
 	}

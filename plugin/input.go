@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -372,6 +373,20 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		extra = append(extra, netip.MustParseAddr(ip))
 	}
 	in.Node = in.Cluster.NodeContextFor(node, extra)
+	if _, here := in.Runner.(noderun.Local); here {
+		// Read on this machine: the kernel's LOCAL addresses (addrtype, fib daddr type local)
+		// are all of its addresses, not only those the Node object lists (an IPv6 address on
+		// an outside interface, say), when the Node is this machine (it lists none, or one of
+		// them). The Node's come first: they are the node's own.
+		addrs := machineAddrs()
+		if len(in.Node.Local) == 0 || slices.ContainsFunc(addrs, func(a netip.Addr) bool { return !a.IsLoopback() && in.Node.IsLocal(a) }) {
+			for _, a := range addrs {
+				if !in.Node.IsLocal(a) {
+					in.Node.Local = append(in.Node.Local, a)
+				}
+			}
+		}
+	}
 	if in.Cluster != nil && in.Cluster.Node(node) == nil && len(in.Cluster.Nodes) > 0 {
 		in.Warnings = append(in.Warnings, fmt.Sprintf("the API objects have no node %q; its addresses are unknown (use --node or --node-ip)", node))
 	}

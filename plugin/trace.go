@@ -29,6 +29,9 @@ import (
 // Default sources for --from: documentation ranges, never sent anywhere (the trace is a model).
 var defaultExternalSource = netip.MustParseAddr("192.0.2.10")
 
+// defaultExternalSource6 is IPv6's (documentation range, RFC 3849).
+var defaultExternalSource6 = netip.MustParseAddr("2001:db8::a")
+
 // TraceOptions holds everything `trace` needs, typed.
 type TraceOptions struct {
 	config  *genericclioptions.ConfigFlags
@@ -75,7 +78,10 @@ endpoints or load balancer source ranges, or no rule at all).
 
 TARGET is a Service (NAMESPACE/NAME, or NAME with -n; with :PORT, a port name or number, as
 svctrace prints Service ports; or its DNS name NAME.NAMESPACE.svc.cluster.local), a VIP (IP or
-IP:PORT: a cluster IP, external IP or load balancer IP) or NODEIP:NODEPORT.
+IP:PORT: a cluster IP, external IP or load balancer IP) or NODEIP:NODEPORT. A dual-stack
+Service named as NAMESPACE/NAME is traced at its first family's cluster IP; trace the other by
+its address, an IPv6 one in brackets with a port ([fd00:10:96::70]:80). From saved dumps, give
+iptables-save and ip6tables-save each with --dataplane.
 
 --from picks the source: pod (a pod address on the node, the default for cluster IPs),
 node (a process on the node itself), external (an outside client, the default for node ports,
@@ -98,6 +104,9 @@ ruleset is read, through kube-proxy's pod.`,
 
   # A NodePort as an outside client sees it, from a saved dump and objects
   %[1]s trace 172.31.250.2:30080 --dataplane node1.iptables --objects objects.yaml --node node1
+
+  # The IPv6 side of a dual-stack Service, from both families' saved dumps
+  %[1]s trace '[fd00:10:96::70]:80' --dataplane node1.iptables --dataplane node1.ip6tables --objects objects.yaml --node node1
 
   # Machine-readable output for scripts and CI
   %[1]s trace --demo default/web-lb --from 198.51.100.11 -o json
@@ -322,6 +331,9 @@ func (o *TraceOptions) query(in *Inputs) (trace.Query, error) {
 	switch {
 	case from == "external":
 		p.Src, p.Origin = defaultExternalSource, trace.FromNetwork
+		if p.Dst.Is6() && !p.Dst.Is4In6() {
+			p.Src = defaultExternalSource6
+		}
 	case from == "node":
 		p.Origin = trace.FromLocalProcess
 		switch {
@@ -341,7 +353,7 @@ func (o *TraceOptions) query(in *Inputs) (trace.Query, error) {
 			return q, usageErrorf("--from node needs the node's address: give --node-ip, or API objects with the Node")
 		}
 	case from == "pod":
-		src, ok := podSource(in)
+		src, ok := podSource(in, p.Dst.Is6() && !p.Dst.Is4In6())
 		if !ok {
 			return q, usageErrorf("--from pod needs the node's pod CIDR (from its Node object) or the cluster CIDR in the rules; give --from IP instead")
 		}
@@ -355,8 +367,8 @@ func (o *TraceOptions) query(in *Inputs) (trace.Query, error) {
 		if pod == nil {
 			return q, usageErrorf("--from %s: no such pod in the API objects", from)
 		}
-		ip, err := netip.ParseAddr(pod.Status.PodIP)
-		if err != nil {
+		ip, ok := podAddrOfFamily(pod, p.Dst)
+		if !ok {
 			return q, usageErrorf("--from %s: the pod has no IP address yet", from)
 		}
 		p.Src, p.Origin = ip, trace.FromNetwork
@@ -384,6 +396,33 @@ func (o *TraceOptions) query(in *Inputs) (trace.Query, error) {
 	return q, nil
 }
 
+// podAddrOfFamily is the pod's address of dst's family (a dual-stack pod has one of each and
+// reaches an IPv6 Service from its IPv6 address), or else its first one.
+func podAddrOfFamily(pod *corev1.Pod, dst netip.Addr) (netip.Addr, bool) {
+	var first netip.Addr
+	for _, ip := range append([]string{pod.Status.PodIP}, podIPStrings(pod)...) {
+		a, err := netip.ParseAddr(ip)
+		if err != nil {
+			continue
+		}
+		if !first.IsValid() {
+			first = a
+		}
+		if a.Is4() == dst.Is4() {
+			return a, true
+		}
+	}
+	return first, first.IsValid()
+}
+
+func podIPStrings(pod *corev1.Pod) []string {
+	out := make([]string, 0, len(pod.Status.PodIPs))
+	for _, ip := range pod.Status.PodIPs {
+		out = append(out, ip.IP)
+	}
+	return out
+}
+
 func findPod(cl *trace.Cluster, ns, name string) *corev1.Pod {
 	if cl == nil {
 		return nil
@@ -396,13 +435,15 @@ func findPod(cl *trace.Cluster, ns, name string) *corev1.Pod {
 	return nil
 }
 
-// podSource picks an address in the node's pod CIDR that no pod uses (the last one), standing for
-// "some pod on this node"; failing that, one in the cluster CIDR the rules name.
-func podSource(in *Inputs) (netip.Addr, bool) {
-	prefix, ok := in.Cluster.PodCIDR(in.Node.Name)
+// podSource picks an address in the node's pod CIDR of the family (IPv6's when v6) that no pod
+// uses (the last one), standing for "some pod on this node"; failing that, one in the cluster
+// CIDR the rules name.
+func podSource(in *Inputs, v6 bool) (netip.Addr, bool) {
+	prefix, ok := in.Cluster.PodCIDROfFamily(in.Node.Name, v6)
 	if !ok {
 		if h, isHinted := in.Dataplane.(interface{ ClusterCIDR() (netip.Prefix, bool) }); isHinted {
 			prefix, ok = h.ClusterCIDR()
+			ok = ok && prefix.Addr().Is4() != v6
 		}
 	}
 	if !ok {

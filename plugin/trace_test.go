@@ -6,6 +6,7 @@ import (
 	"flag"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -352,5 +353,52 @@ func TestDemoModeWithASpace(t *testing.T) {
 	out, stderr, code := run(t, demoArgs([]string{"trace", "--demo", "nftables", "default/hostnames", "-o", "json"})...)
 	if code != 0 || !strings.Contains(out, `"mode": "nftables"`) {
 		t.Errorf("trace --demo nftables: exit %d\n%s%s", code, out, stderr)
+	}
+}
+
+// TestDualStackFromPodAndCheck: on the node recorded with a PreferDualStack Service (both
+// families' dumps), a trace of its IPv6 cluster IP --from a dual-stack pod starts at the pod's
+// IPv6 address and reaches its two pods' IPv6 addresses half each; --from pod and external pick
+// sources of IPv6 too; check compares the Service's port once per family (2), and given the IPv4
+// dump alone it leaves IPv6 out (1).
+func TestDualStackFromPodAndCheck(t *testing.T) {
+	const dir = "../trace/kubeproxy/testdata/kube-proxy-v1.36.3-dual-stack/"
+	input := []string{"--dataplane", dir + "iptables-save.txt", "--dataplane", dir + "ip6tables-save.txt", "--objects", dir + "objects.yaml", "--node", "node1"}
+	for _, from := range []string{"pod/default/ds-client", "pod", "external"} {
+		out, stderr, code := run(t, append([]string{"trace", "[fd00:10:96::70]:80", "--from", from, "-o", "json"}, input...)...)
+		if code != 0 {
+			t.Fatalf("--from %s: exit %d %s", from, code, stderr)
+		}
+		var res trace.Result
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatal(err)
+		}
+		src, err := netip.ParseAddr(res.Packet.Src)
+		if err != nil || !src.Is6() || from == "pod/default/ds-client" && src != netip.MustParseAddr("fd00:10:244:1::169") {
+			t.Errorf("--from %s: source %s", from, res.Packet.Src)
+		}
+		var got []string
+		for _, b := range res.Backends {
+			got = append(got, b.IP+" "+strconv.FormatFloat(b.Probability, 'f', -1, 64))
+		}
+		if strings.Join(got, ", ") != "fd00:10:244:1::161 0.5, fd00:10:244:1::162 0.5" {
+			t.Errorf("--from %s: backends %v", from, got)
+		}
+	}
+	for _, tc := range []struct {
+		dumps   []string
+		checked int
+	}{
+		{[]string{"--dataplane", dir + "iptables-save.txt", "--dataplane", dir + "ip6tables-save.txt"}, 2},
+		{[]string{"--dataplane", dir + "iptables-save.txt"}, 1},
+	} {
+		args := append([]string{"check", "default/dual", "-o", "json", "--objects", dir + "objects.yaml", "--node", "node1"}, tc.dumps...)
+		out, stderr, code := run(t, args...)
+		var res struct {
+			Nodes []trace.CheckResult `json:"nodes"`
+		}
+		if code != 0 || json.Unmarshal([]byte(out), &res) != nil || len(res.Nodes) != 1 || res.Nodes[0].Checked != tc.checked {
+			t.Errorf("check with %d dump(s): exit %d, %s %s; want %d ports checked", len(tc.dumps)/2, code, out, stderr, tc.checked)
+		}
 	}
 }

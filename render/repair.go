@@ -32,7 +32,7 @@ func Repair(w io.Writer, p *trace.RepairPlan, o Options) error {
 		}
 		where := ""
 		if c.Chain != "" {
-			where = s.dim.Render(c.Table+" "+c.Chain) + "  "
+			where = s.dim.Render(trace.TableKey(c.Table, c.Family == trace.FamilyIPv6)+" "+c.Chain) + "  "
 		}
 		switch c.Op {
 		case "delete-rule", "delete-chain", "delete-real", "delete-element", "delete-set", "delete-table", "delete-virtual-server", "delete-device", "destroy-ipset":
@@ -46,9 +46,9 @@ func Repair(w io.Writer, p *trace.RepairPlan, o Options) error {
 	if len(p.IPTables) > 0 {
 		var tables []string
 		for _, t := range p.IPTables {
-			tables = append(tables, t.Table)
+			tables = append(tables, t.Key())
 		}
-		fmt.Fprintf(&b, "\n%s\n", s.dim.Render(fmt.Sprintf("applied as one iptables-restore --noflush transaction per table (%s); -o json shows the exact input", strings.Join(tables, ", "))))
+		fmt.Fprintf(&b, "\n%s\n", s.dim.Render(fmt.Sprintf("applied as one iptables-restore --noflush transaction per table, ip6tables-restore for IPv6's (%s); -o json shows the exact input", strings.Join(tables, ", "))))
 	}
 	if len(p.Nftables) > 0 {
 		var families []string
@@ -78,7 +78,11 @@ func RepairInput(w io.Writer, p *trace.RepairPlan, nftScript func(trace.NftChang
 		fmt.Fprintf(&b, "%s\n", s.ok.Render("nothing"))
 	}
 	for _, t := range p.IPTables {
-		fmt.Fprintf(&b, "\n%s\n", s.title.Render(fmt.Sprintf("iptables-restore --noflush, %s table:", t.Table)))
+		cmd := "iptables-restore"
+		if t.IPv6() {
+			cmd = "ip6tables-restore"
+		}
+		fmt.Fprintf(&b, "\n%s\n", s.title.Render(fmt.Sprintf("%s --noflush, %s table:", cmd, t.Table)))
 		for _, l := range strings.Split(strings.TrimRight(t.Input, "\n"), "\n") {
 			fmt.Fprintf(&b, "  %s\n", l)
 		}

@@ -43,7 +43,7 @@ func (s CheckScope) Has(namespace, name string) bool {
 type CheckResult struct {
 	Node string `json:"node"`
 	Mode string `json:"mode"`
-	// Checked counts the Service ports compared.
+	// Checked counts the Service ports compared, once per address family of a dual-stack Service.
 	Checked int `json:"checked"`
 	// ReportedBy is "agent" when the node was not read: its svctrace agent's Node condition
 	// said it is healthy (check --all-nodes).
@@ -137,21 +137,25 @@ func usable(eps []Endpoint, node string, local bool) []Endpoint {
 // then the dataplane's own entries for Services the API does not have.
 func Check(ctx context.Context, dp Dataplane, cl *Cluster, node *NodeContext, scope CheckScope) (*CheckResult, error) {
 	res := &CheckResult{Node: node.Name, Mode: dp.Mode(), Findings: []Finding{}}
-	podSrc, ok := cl.PodCIDR(node.Name)
-	src := netip.MustParseAddr("10.244.255.254")
-	if ok {
-		src = lastUsable(podSrc)
-	} else if h, isHinted := dp.(interface{ ClusterCIDR() (netip.Prefix, bool) }); isHinted {
-		if p, ok := h.ClusterCIDR(); ok {
-			src = lastUsable(p)
+	// Per family (IPv6's at [1]): a pod source in the node's pod range (or the cluster range the
+	// rules name), an external source, and the node's address for node ports. Each family's
+	// cluster IP of a dual-stack Service is checked with its own.
+	var src, external, nodeIP [2]netip.Addr
+	src[0], src[1] = netip.MustParseAddr("10.244.255.254"), netip.MustParseAddr("fd00:ffff::fffe")
+	external[0], external[1] = netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::a")
+	for fam, v6 := range []bool{false, true} {
+		if p, ok := cl.PodCIDROfFamily(node.Name, v6); ok {
+			src[fam] = lastUsable(p)
+		} else if h, isHinted := dp.(interface{ ClusterCIDR() (netip.Prefix, bool) }); isHinted {
+			if p, ok := h.ClusterCIDR(); ok && p.Addr().Is4() != v6 {
+				src[fam] = lastUsable(p)
+			}
 		}
-	}
-	external := netip.MustParseAddr("192.0.2.10")
-	var nodeIP netip.Addr
-	for _, a := range node.Local {
-		if a.Is4() && !a.IsLoopback() {
-			nodeIP = a
-			break
+		for _, a := range node.Local {
+			if a.Is4() != v6 && !a.IsLoopback() && !a.IsLinkLocalUnicast() {
+				nodeIP[fam] = a
+				break
+			}
 		}
 	}
 	zone := cl.Zone(node.Name)
@@ -174,30 +178,44 @@ func Check(ctx context.Context, dp Dataplane, cl *Cluster, node *NodeContext, sc
 		if !scope.has(svc) || svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
 			continue
 		}
-		vip, err := netip.ParseAddr(svc.Spec.ClusterIP)
-		if err != nil || vip.Is4() != src.Is4() {
-			continue
+		vips := svc.Spec.ClusterIPs
+		if len(vips) == 0 {
+			vips = []string{svc.Spec.ClusterIP}
 		}
-		for _, sp := range svc.Spec.Ports {
-			res.Checked++
-			ref := &ServiceRef{Namespace: svc.Namespace, Name: svc.Name, Port: sp.Name, Type: string(ClusterIPAddr)}
-			// Each address family has its own proxier in kube-proxy, which sees only that family's
-			// EndpointSlices: a dual-stack Service's IPv6 endpoints are not the IPv4 address's.
-			eps := sameFamily(cl.Endpoints(svc, sp), vip)
-			itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
-			want := Usable(eps, node.Name, zone, itpLocal)
-			q := Query{Node: node, Packet: Packet{Src: src, Dst: vip, DstPort: uint16(sp.Port), Protocol: protoOf(sp.Protocol)}}
-			if err := compare(ctx, res, dp, cl, q, ref, eps, want, itpLocal, "cluster IP"); err != nil {
-				return nil, err
+		for _, ip := range vips {
+			vip, err := netip.ParseAddr(ip)
+			if err != nil {
+				continue
 			}
-			if sp.NodePort != 0 && nodeIP.IsValid() {
-				etpLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
-				want := Usable(eps, node.Name, zone, etpLocal)
-				q := Query{Node: node, Packet: Packet{Src: external, Dst: nodeIP, DstPort: uint16(sp.NodePort), Protocol: protoOf(sp.Protocol)}}
-				nref := *ref
-				nref.Type = string(NodePortAddr)
-				if err := compare(ctx, res, dp, cl, q, &nref, eps, want, etpLocal, "node port"); err != nil {
+			fam := 0
+			if !vip.Is4() {
+				fam = 1
+			}
+			if f, ok := dp.(interface{ HasFamily(v6 bool) bool }); ok && !f.HasFamily(fam == 1) {
+				continue // that family's rules were not read
+			}
+			for _, sp := range svc.Spec.Ports {
+				res.Checked++
+				ref := &ServiceRef{Namespace: svc.Namespace, Name: svc.Name, Port: sp.Name, Type: string(ClusterIPAddr)}
+				// Each address family has its own proxier in kube-proxy, which sees only that
+				// family's EndpointSlices: a dual-stack Service's IPv6 endpoints are not the IPv4
+				// address's.
+				eps := sameFamily(cl.Endpoints(svc, sp), vip)
+				itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
+				want := Usable(eps, node.Name, zone, itpLocal)
+				q := Query{Node: node, Packet: Packet{Src: src[fam], Dst: vip, DstPort: uint16(sp.Port), Protocol: protoOf(sp.Protocol)}}
+				if err := compare(ctx, res, dp, cl, q, ref, eps, want, itpLocal, "cluster IP"); err != nil {
 					return nil, err
+				}
+				if sp.NodePort != 0 && nodeIP[fam].IsValid() {
+					etpLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
+					want := Usable(eps, node.Name, zone, etpLocal)
+					q := Query{Node: node, Packet: Packet{Src: external[fam], Dst: nodeIP[fam], DstPort: uint16(sp.NodePort), Protocol: protoOf(sp.Protocol)}}
+					nref := *ref
+					nref.Type = string(NodePortAddr)
+					if err := compare(ctx, res, dp, cl, q, &nref, eps, want, etpLocal, "node port"); err != nil {
+						return nil, err
+					}
 				}
 			}
 		}

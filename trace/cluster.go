@@ -316,6 +316,21 @@ func (c *Cluster) PodCIDR(node string) (netip.Prefix, bool) {
 	return p, err == nil
 }
 
+// PodCIDROfFamily is the node's pod range of one family (IPv6's when v6): a dual-stack node has
+// one of each.
+func (c *Cluster) PodCIDROfFamily(node string, v6 bool) (netip.Prefix, bool) {
+	n := c.Node(node)
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	for _, cidr := range append([]string{n.Spec.PodCIDR}, n.Spec.PodCIDRs...) {
+		if p, err := netip.ParsePrefix(cidr); err == nil && p.Addr().Is4() != v6 {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
 // ServicesFor lists the Services that own an address (as cluster, external or load balancer IP).
 func (c *Cluster) ServicesFor(a netip.Addr) []*corev1.Service {
 	if c == nil {

@@ -73,8 +73,10 @@ type RepairChange struct {
 	Service string `json:"service,omitempty"`
 	// Op is add-rule, delete-rule, add-chain, delete-chain, add-element, delete-element,
 	// add-set, delete-set, add-real, delete-real, set-weight, delete-virtual or flush-conntrack.
-	Op     string `json:"op"`
-	Table  string `json:"table,omitempty"`
+	Op    string `json:"op"`
+	Table string `json:"table,omitempty"`
+	// Family is "ipv6" for a change to ip6tables rules (IPv4's is left out).
+	Family string `json:"family,omitempty"`
 	Chain  string `json:"chain,omitempty"`
 	Detail string `json:"detail"`
 }
@@ -82,6 +84,9 @@ type RepairChange struct {
 // TableRestore is one table's transaction.
 type TableRestore struct {
 	Table string `json:"table"`
+	// Family is "ipv6" for an ip6tables table (written with ip6tables-restore); IPv4's is left
+	// out.
+	Family string `json:"family,omitempty"`
 	// Input is the complete `iptables-restore --noflush` input: a chain line (which flushes the
 	// chain) and the complete rule list of every chain it touches, then `-X` for chains removed.
 	Input string `json:"input"`
@@ -91,6 +96,23 @@ type TableRestore struct {
 	Before []ChainRules `json:"before"`
 	// After is what the touched chains must hold once applied (deleted chains absent).
 	After []ChainRules `json:"after"`
+}
+
+// FamilyIPv6 is TableRestore's and RepairChange's Family of ip6tables rules.
+const FamilyIPv6 = "ipv6"
+
+// IPv6 says whether the table is an ip6tables one.
+func (t TableRestore) IPv6() bool { return t.Family == FamilyIPv6 }
+
+// Key names the table among a plan's: "nat", or "ipv6 nat".
+func (t TableRestore) Key() string { return TableKey(t.Table, t.IPv6()) }
+
+// TableKey is TableRestore.Key of a table of a family.
+func TableKey(table string, v6 bool) string {
+	if v6 {
+		return FamilyIPv6 + " " + table
+	}
+	return table
 }
 
 // ChainRules is a chain's rules as iptables-save prints them; Exists is false for a chain that

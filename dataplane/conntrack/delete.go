@@ -66,8 +66,13 @@ func filter(cmd string, f trace.ConntrackFlush) ([]string, error) {
 	} else {
 		return nil, fmt.Errorf("conntrack flush: destination %q is not ADDRESS:PORT or *:PORT", f.Dst)
 	}
-	if _, err := netip.ParseAddr(f.Backend); err != nil {
+	backend, err := netip.ParseAddr(f.Backend)
+	if err != nil {
 		return nil, fmt.Errorf("conntrack flush: backend %q is not an address", f.Backend)
+	}
+	if backend.Is6() && !backend.Is4In6() {
+		// conntrack reads addresses as IPv4 unless told the family.
+		argv = append(argv, "-f", "ipv6")
 	}
 	argv = append(argv, "--reply-src", f.Backend)
 	if f.BackendPort != 0 {

@@ -147,15 +147,49 @@ func (e *Engine) pause(step string) {
 	}
 }
 
-// touched lists each table's touched chains.
-func touched(p *trace.RepairPlan) map[string][]string {
-	out := map[string][]string{}
-	for _, t := range p.IPTables {
-		for _, c := range t.Before {
-			out[t.Table] = append(out[t.Table], c.Chain)
+// FamilyBackend is the command family that writes a family's tables: the node's iptables
+// backend (a key of Backends), or its ip6tables twin for IPv6 ("ip6tables-legacy").
+func FamilyBackend(backend string, v6 bool) string {
+	if v6 {
+		return "ip6" + strings.TrimPrefix(backend, "ip")
+	}
+	return backend
+}
+
+// readTables reads the chains the tables touch, each family with its own command, keyed by
+// TableRestore.Key.
+func (e *Engine) readTables(ctx context.Context, backend string, ts []trace.TableRestore) (map[string]map[string]trace.ChainRules, error) {
+	out := map[string]map[string]trace.ChainRules{}
+	for _, v6 := range []bool{false, true} {
+		want := map[string][]string{}
+		for _, t := range ts {
+			if t.IPv6() == v6 {
+				for _, c := range t.Before {
+					want[t.Table] = append(want[t.Table], c.Chain)
+				}
+			}
+		}
+		if len(want) == 0 {
+			continue
+		}
+		got, err := e.Node.ReadChains(ctx, FamilyBackend(backend, v6), want)
+		if err != nil {
+			return nil, err
+		}
+		for table, chains := range got {
+			out[trace.TableKey(table, v6)] = chains
 		}
 	}
-	return out
+	return out, nil
+}
+
+// chainCount is how many chains the tables touch.
+func chainCount(ts []trace.TableRestore) int {
+	n := 0
+	for _, t := range ts {
+		n += len(t.Before)
+	}
+	return n
 }
 
 // realKeys are the real servers the plan's IPVS operations touch, each once, in order.
@@ -210,17 +244,24 @@ func (e *Engine) Apply(ctx context.Context, plan *trace.RepairPlan, node, backen
 	state := &State{APIVersion: trace.APIVersion, Kind: stateKind, Time: e.now(), Status: "writing", Node: node, Mode: plan.Mode, Plan: plan}
 	if len(plan.IPTables) > 0 {
 		state.Backend = backend
-		now, err := e.Node.ReadChains(ctx, backend, touched(plan))
+		now, err := e.readTables(ctx, backend, plan.IPTables)
 		if err != nil {
 			return refuse("could not read the chains the plan touches: %v", err)
 		}
 		if diff := xtables.Differences(now, plan.IPTables, false); len(diff) > 0 {
 			return refuse("the node changed since the plan was made (is kube-proxy running?): %s", strings.Join(diff, "; "))
 		}
-		if err := e.Node.TestRestore(ctx, backend, joinInputs(plan)); err != nil {
-			return refuse("%s-restore --test did not accept the plan's input: %v", backend, err)
+		for _, v6 := range []bool{false, true} {
+			input := joinInputs(plan, v6)
+			if input == "" {
+				continue
+			}
+			cmd := FamilyBackend(backend, v6)
+			if err := e.Node.TestRestore(ctx, cmd, input); err != nil {
+				return refuse("%s-restore --test did not accept the plan's input: %v", cmd, err)
+			}
+			e.logf("the touched chains are as planned and %s-restore --test accepts the input", cmd)
 		}
-		e.logf("the touched chains are as planned and %s-restore --test accepts the input", backend)
 	}
 	for _, c := range plan.Nftables {
 		now, err := e.Node.NftRead(ctx, c.Family, c.Before)
@@ -272,11 +313,11 @@ func (e *Engine) Apply(ctx context.Context, plan *trace.RepairPlan, node, backen
 		return e.recover(ctx, state, path, fmt.Sprintf("interrupted before writing (%v)", err), wrote)
 	}
 	for _, t := range plan.IPTables {
-		if err := e.Node.Restore(ctx, backend, t.Input); err != nil {
-			return e.recover(ctx, state, path, fmt.Sprintf("writing the %s table failed: %v", t.Table, err), wrote)
+		if err := e.Node.Restore(ctx, FamilyBackend(backend, t.IPv6()), t.Input); err != nil {
+			return e.recover(ctx, state, path, fmt.Sprintf("writing the %s table failed: %v", t.Key(), err), wrote)
 		}
 		wrote = true
-		e.logf("wrote the %s table (%d chain(s))", t.Table, len(t.Before))
+		e.logf("wrote the %s table (%d chain(s))", t.Key(), len(t.Before))
 	}
 	for _, c := range plan.Nftables {
 		if err := ctx.Err(); err != nil {
@@ -386,10 +427,13 @@ func (e *Engine) save(path string, s *State) error {
 	return e.Node.SaveState(path, data)
 }
 
-func joinInputs(p *trace.RepairPlan) string {
+// joinInputs is the restore input of one family's tables.
+func joinInputs(p *trace.RepairPlan, v6 bool) string {
 	var b strings.Builder
 	for _, t := range p.IPTables {
-		b.WriteString(t.Input)
+		if t.IPv6() == v6 {
+			b.WriteString(t.Input)
+		}
 	}
 	return b.String()
 }
@@ -404,7 +448,7 @@ var ErrNotTraced = errors.New("the API could not be read")
 func (e *Engine) verify(ctx context.Context, s *State) ([]string, bool) {
 	plan := s.Plan
 	if len(plan.IPTables) > 0 {
-		now, err := e.Node.ReadChains(ctx, s.Backend, touched(plan))
+		now, err := e.readTables(ctx, s.Backend, plan.IPTables)
 		if err != nil {
 			return []string{"reading the chains back failed: " + err.Error()}, false
 		}
@@ -603,7 +647,7 @@ func (e *Engine) restoreNft(ctx context.Context, s *State) (bool, error) {
 }
 
 func (e *Engine) restoreTables(ctx context.Context, s *State) (bool, error) {
-	now, err := e.Node.ReadChains(ctx, s.Backend, touched(s.Plan))
+	now, err := e.readTables(ctx, s.Backend, s.Plan.IPTables)
 	if err != nil {
 		return false, fmt.Errorf("reading the chains failed: %w", err)
 	}
@@ -613,14 +657,14 @@ func (e *Engine) restoreTables(ctx context.Context, s *State) (bool, error) {
 			continue
 		}
 		changed = true
-		if err := e.Node.Restore(ctx, s.Backend, xtables.RollbackInput(t, now[t.Table])); err != nil {
-			return true, fmt.Errorf("writing the old %s chains failed: %w", t.Table, err)
+		if err := e.Node.Restore(ctx, FamilyBackend(s.Backend, t.IPv6()), xtables.RollbackInput(t, now[t.Key()])); err != nil {
+			return true, fmt.Errorf("writing the old %s chains failed: %w", t.Key(), err)
 		}
 	}
 	if !changed {
 		return false, nil
 	}
-	now, err = e.Node.ReadChains(ctx, s.Backend, touched(s.Plan))
+	now, err = e.readTables(ctx, s.Backend, s.Plan.IPTables)
 	if err != nil {
 		return true, fmt.Errorf("reading the chains back failed: %w", err)
 	}
@@ -691,7 +735,7 @@ func (e *Engine) Undo(ctx context.Context, s *State, path, node string, force bo
 		return Result{Outcome: NothingWritten, Message: fmt.Sprintf("refusing to undo: %s was saved on node %s, this is node %s; nothing was written", path, s.Node, node)}
 	}
 	if len(s.Plan.IPTables) > 0 && !force {
-		now, err := e.Node.ReadChains(ctx, s.Backend, touched(s.Plan))
+		now, err := e.readTables(ctx, s.Backend, s.Plan.IPTables)
 		if err != nil {
 			return Result{Outcome: NothingWritten, Message: fmt.Sprintf("could not read the chains the repair touched: %v; nothing was written", err)}
 		}
@@ -740,7 +784,7 @@ func (e *Engine) Undo(ctx context.Context, s *State, path, node string, force bo
 		if err != nil {
 			failed = append(failed, "iptables: "+err.Error())
 		} else {
-			parts = append(parts, fmt.Sprintf("%d chain(s)", len(touched(s.Plan)["nat"])+len(touched(s.Plan)["filter"])))
+			parts = append(parts, fmt.Sprintf("%d chain(s)", chainCount(s.Plan.IPTables)))
 		}
 	}
 	if len(s.IPVSBefore) > 0 {

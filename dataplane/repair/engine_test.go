@@ -16,6 +16,7 @@ import (
 
 	"github.com/svctrace/svctrace/dataplane/nftwrite"
 	"github.com/svctrace/svctrace/dataplane/xtables"
+	"github.com/svctrace/svctrace/test/recorded"
 	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/iptables"
@@ -47,6 +48,8 @@ type fakeNode struct {
 	// leftovers are other modes' state by Where().
 	leftovers map[string]*trace.Leftover
 	restored  []string // the leftovers put back, in order
+	// backends are the iptables commands each chain read, restore test and restore ran with.
+	backends []string
 }
 
 var errBoom = errors.New("boom")
@@ -82,11 +85,12 @@ func (f *fakeNode) ReadChains(ctx context.Context, backend string, want map[stri
 	if err := f.call(ctx, "ReadChains"); err != nil {
 		return nil, err
 	}
+	f.backends = append(f.backends, "read "+backend)
 	out := map[string]map[string]trace.ChainRules{}
 	for table, chains := range want {
 		out[table] = map[string]trace.ChainRules{}
 		for _, c := range chains {
-			cr, ok := f.chains[table][c]
+			cr, ok := f.chains[fakeKey(backend, table)][c]
 			if !ok {
 				cr = trace.ChainRules{Chain: c, Rules: []string{}}
 			}
@@ -97,17 +101,24 @@ func (f *fakeNode) ReadChains(ctx context.Context, backend string, want map[stri
 }
 
 func (f *fakeNode) TestRestore(ctx context.Context, backend, input string) error {
+	f.backends = append(f.backends, "test "+backend)
 	return f.call(ctx, "TestRestore")
+}
+
+// fakeKey is where the fake keeps a table: ip6tables commands write IPv6's (TableRestore.Key).
+func fakeKey(backend, table string) string {
+	return trace.TableKey(table, strings.HasPrefix(backend, "ip6tables"))
 }
 
 // Restore applies restore input as iptables-restore --noflush does: a chain line creates or
 // flushes the chain, -A appends, -X deletes; one table, all or nothing.
 func (f *fakeNode) Restore(ctx context.Context, backend, input string) error {
+	f.backends = append(f.backends, "restore "+backend)
 	if err := f.call(ctx, "Restore"); err != nil {
 		return err
 	}
 	lines := strings.Split(strings.TrimRight(input, "\n"), "\n")
-	table := strings.TrimPrefix(lines[0], "*")
+	table := fakeKey(backend, strings.TrimPrefix(lines[0], "*"))
 	next := map[string]trace.ChainRules{}
 	for k, v := range f.chains[table] {
 		next[k] = v
@@ -334,10 +345,10 @@ func newFake(plan *trace.RepairPlan) *fakeNode {
 		reals: map[RealKey]int{{"tcp", "10.96.30.10:80", "10.244.2.3:8080"}: 1, {"tcp", "10.96.30.10:80", "10.244.2.5:8080"}: 3},
 		busy:  map[RealKey]bool{}}
 	for _, t := range plan.IPTables {
-		f.chains[t.Table] = map[string]trace.ChainRules{}
+		f.chains[t.Key()] = map[string]trace.ChainRules{}
 		for _, c := range t.Before {
 			if c.Exists {
-				f.chains[t.Table][c.Chain] = c
+				f.chains[t.Key()][c.Chain] = c
 			}
 		}
 	}
@@ -730,5 +741,61 @@ func TestApplyFlowsOnly(t *testing.T) {
 	plan.IPTables = []trace.TableRestore{{Table: "nat", Input: "*nat\nCOMMIT\n"}}
 	if res := (&Engine{Node: &fakeNode{}}).Apply(context.Background(), plan, "node1", "iptables-legacy"); res.Outcome != NothingWritten || !strings.Contains(res.Message, "writes iptables rules in nftables mode") {
 		t.Errorf("an nftables plan with iptables rules: %s %s", res.Outcome, res.Message)
+	}
+}
+
+// TestApplyDualStack: a plan for both families (the recorded dual-stack node, one of its dual-stack
+// Service's pods replaced in the API) reads, tests and writes IPv4's tables with the node's
+// backend and IPv6's with its ip6tables twin, and is verified in both; when IPv6's write fails,
+// both families are put back; --undo puts both back.
+func TestApplyDualStack(t *testing.T) {
+	dp, cl := recorded.IPTables(t, filepath.Join(recorded.Root(), "trace/kubeproxy/testdata/kube-proxy-v1.36.3-dual-stack"))
+	edited := tracetest.EditEndpoints(cl, "dual", map[string]string{"10.244.1.162": "10.244.1.163", "fd00:10:244:1::162": "fd00:10:244:1::163"})
+	plan, err := kubeproxy.PlanIPTables(dp, edited, edited.NodeContextFor("node1", nil), trace.CheckScope{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := -1
+	for i, tr := range plan.IPTables {
+		if tr.IPv6() {
+			last = i
+		}
+	}
+	if last < 0 || !slices.ContainsFunc(plan.IPTables, func(tr trace.TableRestore) bool { return !tr.IPv6() }) {
+		t.Fatalf("the plan does not write both families: %+v", plan.IPTables)
+	}
+	f := newFake(plan)
+	e := &Engine{Node: f, StateDir: t.TempDir()}
+	res := e.Apply(context.Background(), plan, "node1", "iptables-legacy")
+	if res.Outcome != Applied {
+		t.Fatalf("%s: %s", res.Outcome, res.Message)
+	}
+	if d := nodeEquals(f, plan, true, nil); d != "" {
+		t.Errorf("not as planned: %s", d)
+	}
+	for _, want := range []string{"test iptables-legacy", "test ip6tables-legacy", "restore iptables-legacy", "restore ip6tables-legacy", "read ip6tables-legacy"} {
+		if !slices.Contains(f.backends, want) {
+			t.Errorf("no %q among the calls %v", want, f.backends)
+		}
+	}
+	s, err := DecodeState(f.files[res.StatePath])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if undone := e.Undo(context.Background(), s, res.StatePath, "node1", false); undone.Outcome != Undone {
+		t.Fatalf("undo: %s %s", undone.Outcome, undone.Message)
+	}
+	if d := nodeEquals(f, plan, false, nil); d != "" {
+		t.Errorf("not as before after --undo: %s", d)
+	}
+
+	g := newFake(plan)
+	g.failAt, g.fail = fmt.Sprintf("Restore#%d", last+1), "error"
+	res = (&Engine{Node: g, StateDir: t.TempDir()}).Apply(context.Background(), plan, "node1", "iptables-legacy")
+	if res.Outcome != RolledBack || !strings.Contains(res.Message, "ipv6 ") {
+		t.Fatalf("IPv6's write failing: %s %q, want RolledBack naming the ipv6 table", res.Outcome, res.Message)
+	}
+	if d := nodeEquals(g, plan, false, nil); d != "" {
+		t.Errorf("not as before after the rollback: %s", d)
 	}
 }

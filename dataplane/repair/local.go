@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/svctrace/svctrace/dataplane/conntrack"
@@ -24,9 +25,10 @@ var local noderun.Local
 // lockWaitSeconds bounds how long a write waits for another writer's xtables lock.
 const lockWaitSeconds = "10"
 
+// saveCommand is the -save command of a backend or of its ip6tables twin (FamilyBackend).
 func saveCommand(backend string) (string, error) {
-	if !Backends[backend] {
-		return "", fmt.Errorf("iptables backend %q is not one of iptables, iptables-legacy or iptables-nft", backend)
+	if !Backends[backend] && !Backends["ip"+strings.TrimPrefix(backend, "ip6")] {
+		return "", fmt.Errorf("iptables backend %q is not one of iptables, iptables-legacy or iptables-nft (or their ip6tables twins)", backend)
 	}
 	return backend + "-save", nil
 }

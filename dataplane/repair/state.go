@@ -154,10 +154,13 @@ func ValidatePlan(p *trace.RepairPlan) error {
 		if t.Table != "nat" && t.Table != "filter" {
 			return fmt.Errorf("the plan writes the %q table; repair writes only nat and filter", t.Table)
 		}
-		if seen[t.Table] {
-			return fmt.Errorf("the plan has the %s table twice", t.Table)
+		if t.Family != "" && t.Family != trace.FamilyIPv6 {
+			return fmt.Errorf("the plan's %s table is of family %q; only IPv4 (no family) and %q are written", t.Table, t.Family, trace.FamilyIPv6)
 		}
-		seen[t.Table] = true
+		if seen[t.Key()] {
+			return fmt.Errorf("the plan has the %s table twice", t.Key())
+		}
+		seen[t.Key()] = true
 		if err := xtables.ValidateInput(t); err != nil {
 			return err
 		}

@@ -135,10 +135,43 @@ func modeOf(ctx context.Context, r noderun.Runner, prefix string) string {
 	return "legacy"
 }
 
+// noNatError: a save command printed no nat table.
+type noNatError string
+
+func (e noNatError) Error() string {
+	return string(e) + " printed no nat table: is kube-proxy running in iptables mode on this node?"
+}
+
+// IPv6 is the backend's ip6tables twin (iptables-nft-save's is ip6tables-nft-save).
+func (b Backend) IPv6() Backend {
+	b.Save = "ip6" + strings.TrimPrefix(b.Save, "ip")
+	return b
+}
+
+// ReadIPv6 reads the ip6tables rules of the backend's family twin, as ReadLive does, for a
+// dual-stack kube-proxy's IPv6 proxier. A node without them is no error: nil when the command
+// is missing, fails (no IPv6 in the kernel) or prints no kube-proxy KUBE-SERVICES chain in its
+// nat table (a single-stack kube-proxy).
+func ReadIPv6(ctx context.Context, r noderun.Runner, b Backend) (*iptables.Ruleset, func() []byte, error) {
+	rs, raw, _, err := ReadLive(ctx, r, b.IPv6())
+	var exited *noderun.Error
+	var noNat noNatError
+	switch {
+	case errors.Is(err, noderun.ErrNotFound) || errors.As(err, &exited) || errors.As(err, &noNat):
+		return nil, nil, nil
+	case err != nil:
+		return nil, nil, fmt.Errorf("reading the IPv6 rules: %w", err)
+	case rs.Tables["nat"].Chains["KUBE-SERVICES"] == nil:
+		return nil, nil, nil
+	}
+	rs.IPv6 = true
+	return rs, raw, nil
+}
+
 // ReadLive dumps all of the backend's tables with counters in one call (one exec on a remote
 // node) and parses them.
 func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (rs *iptables.Ruleset, raw func() []byte, size int, err error) {
-	noNat := fmt.Errorf("%s printed no nat table: is kube-proxy running in iptables mode on this node?", b.Save)
+	var noNat error = noNatError(b.Save)
 	if s, ok := r.(noderun.Streamer); ok {
 		// Parsed as iptables-save writes it: on a big node the parse then costs little more
 		// wall time than the save itself. On the node, with the legacy backend, the kernel

@@ -57,8 +57,8 @@ func ReadChains(ctx context.Context, r noderun.Runner, b Backend, want map[strin
 	return out, nil
 }
 
-// Differences compares chains as read with what they should be, one sentence per chain that is
-// not.
+// Differences compares chains as read (keyed by TableRestore.Key: "nat", "ipv6 nat") with what
+// they should be, one sentence per chain that is not.
 func Differences(got map[string]map[string]trace.ChainRules, want []trace.TableRestore, after bool) []string {
 	var out []string
 	for _, tr := range want {
@@ -67,14 +67,14 @@ func Differences(got map[string]map[string]trace.ChainRules, want []trace.TableR
 			list = tr.After
 		}
 		for _, w := range list {
-			g := got[tr.Table][w.Chain]
+			g := got[tr.Key()][w.Chain]
 			switch {
 			case g.Exists != w.Exists && w.Exists:
-				out = append(out, fmt.Sprintf("chain %s (%s) does not exist", w.Chain, tr.Table))
+				out = append(out, fmt.Sprintf("chain %s (%s) does not exist", w.Chain, tr.Key()))
 			case g.Exists != w.Exists:
-				out = append(out, fmt.Sprintf("chain %s (%s) exists", w.Chain, tr.Table))
+				out = append(out, fmt.Sprintf("chain %s (%s) exists", w.Chain, tr.Key()))
 			case strings.Join(g.Rules, "\n") != strings.Join(w.Rules, "\n"):
-				out = append(out, fmt.Sprintf("chain %s (%s) has other rules", w.Chain, tr.Table))
+				out = append(out, fmt.Sprintf("chain %s (%s) has other rules", w.Chain, tr.Key()))
 			}
 		}
 	}

@@ -29,6 +29,18 @@ func (d *Dataplane) Mode() string {
 	return "iptables"
 }
 
+// HasFamily says whether the dataplane was read for a family (IPv6's when v6): a dump of IPv4's
+// rules alone says nothing of IPv6, so check leaves IPv6 cluster IPs out then.
+func (d *Dataplane) HasFamily(v6 bool) bool {
+	if d.IPVS != nil {
+		return true
+	}
+	if v6 {
+		return d.V6 != nil
+	}
+	return d.V4 != nil
+}
+
 // maxDepth and maxSteps stop a path that loops: the kernel allows 64 nested jumps, and no real
 // path passes anywhere near 10,000 rules that act on it.
 const (

@@ -97,6 +97,8 @@ type Layout struct {
 	// NodeIP is the node's primary address (loadBalancerSourceRanges that contain it let the
 	// node reach the LB IP).
 	NodeIP netip.Addr
+	// IPv6 writes ip6tables rules: ICMPv6 rejects and 128-bit affinity masks.
+	IPv6 bool
 }
 
 // TableRules are the rules of one service port, by table and chain, as iptables-save prints them
@@ -173,8 +175,12 @@ func IPTablesRules(s *ServicePort, l Layout) *TableRules {
 		lbChain = s.FW()
 	}
 	var intTarget, intComment, extTarget, extComment string
+	reject, mask := "REJECT --reject-with icmp-port-unreachable", "255.255.255.255"
+	if l.IPv6 {
+		reject, mask = "REJECT --reject-with icmp6-port-unreachable", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+	}
 	if !s.HasEndpoints {
-		intTarget, intComment = "REJECT --reject-with icmp-port-unreachable", s.Name+" has no endpoints"
+		intTarget, intComment = reject, s.Name+" has no endpoints"
 		extTarget, extComment = intTarget, intComment
 	} else {
 		if !hasInternal {
@@ -294,7 +300,7 @@ func IPTablesRules(s *ServicePort, l Layout) *TableRules {
 		if s.AffinitySeconds > 0 {
 			for _, ep := range eps {
 				sep := s.SEP(ep)
-				k.add(k.Nat, chain, epComment(ep), "-m recent --rcheck --seconds "+strconv.Itoa(s.AffinitySeconds)+" --reap --name "+sep+" --mask 255.255.255.255 --rsource", "-j "+sep)
+				k.add(k.Nat, chain, epComment(ep), "-m recent --rcheck --seconds "+strconv.Itoa(s.AffinitySeconds)+" --reap --name "+sep+" --mask "+mask+" --rsource", "-j "+sep)
 			}
 		}
 		for i, ep := range eps {
@@ -326,7 +332,7 @@ func IPTablesRules(s *ServicePort, l Layout) *TableRules {
 		k.add(k.Nat, sep, "-s "+ip, svcComment, "-j KUBE-MARK-MASQ")
 		recent := ""
 		if s.AffinitySeconds > 0 {
-			recent = "-m recent --set --name " + sep + " --mask 255.255.255.255 --rsource"
+			recent = "-m recent --set --name " + sep + " --mask " + mask + " --rsource"
 		}
 		k.add(k.Nat, sep, proto, svcComment, recent, mproto, "-j DNAT --to-destination "+ep)
 	}

@@ -105,12 +105,16 @@ type NftObjects struct {
 	Elems    map[string]map[string]string
 	Comments map[string]map[string]string
 	Owner    map[string]string
+	// Claims, of a node's objects, are the Service ports whose endpoint chains send to a
+	// hairpin element's endpoint (by element ID, sorted): kube-proxy writes those elements
+	// without a comment, and Services that share a pod share them.
+	Claims map[string][]string
 }
 
 // NewNftObjects is an empty set of objects.
 func NewNftObjects() *NftObjects {
 	o := &NftObjects{Chains: map[string][]string{}, Affinity: map[string]int{}, Elems: map[string]map[string]string{},
-		Comments: map[string]map[string]string{}, Owner: map[string]string{}}
+		Comments: map[string]map[string]string{}, Owner: map[string]string{}, Claims: map[string][]string{}}
 	for _, c := range NftContainers {
 		o.Elems[c] = map[string]string{}
 		o.Comments[c] = map[string]string{}
@@ -166,9 +170,7 @@ func (o *NftObjects) AddNftService(s *ServicePort, l NftLayout) {
 		}
 	}
 	for _, ep := range s.OnNode {
-		ap := netip.MustParseAddrPort(ep)
-		ip := ap.Addr().String()
-		o.shared(NftHairpin, fmt.Sprintf("%s . %s . %s . %d", ip, ip, proto, ap.Port()), owner)
+		o.shared(NftHairpin, hairpinKey(netip.MustParseAddrPort(ep), proto), owner)
 	}
 
 	usesCluster := len(s.Cluster) > 0 && (!s.InternalLocal || s.externallyAccessible())

@@ -42,9 +42,14 @@ func ownerName(r *iptables.Rule) string {
 	return name
 }
 
-// DetectLayout reads kube-proxy's flags and the cluster-size mode off the node's own rules, and
-// refuses what repair cannot reproduce.
+// DetectLayout reads kube-proxy's flags and the cluster-size mode off the node's own IPv4 rules,
+// and refuses what repair cannot reproduce.
 func DetectLayout(rs *iptables.Ruleset, cl *trace.Cluster, node *trace.NodeContext) (Layout, []string, error) {
+	return detectLayout(rs, false, cl, node)
+}
+
+// detectLayout is DetectLayout for the rules of one family (IPv6's when v6).
+func detectLayout(rs *iptables.Ruleset, v6 bool, cl *trace.Cluster, node *trace.NodeContext) (Layout, []string, error) {
 	var l Layout
 	var notes []string
 	nat := rs.Tables["nat"]
@@ -103,14 +108,14 @@ func DetectLayout(rs *iptables.Ruleset, cl *trace.Cluster, node *trace.NodeConte
 		l.LargeCluster = !sawComment
 	} else if cl != nil {
 		total := 0
-		for _, p := range ServicePorts(cl, node.Name) {
+		for _, p := range FamilyPorts(cl, node.Name, v6) {
 			total += len(p.Reachable)
 		}
 		l.LargeCluster = total > 1000
 		notes = append(notes, "no endpoint rules to learn the comment style from; assumed from the API's endpoint count")
 	}
 	if !sawDetector {
-		if p, ok := (&iptables.Dataplane{V4: rs}).ClusterCIDR(); ok {
+		if p, ok := (&iptables.Dataplane{V4: rs}).ClusterCIDR(); ok && p.Addr().Is4() != v6 {
 			l.LocalCIDR = p
 		}
 	}
@@ -134,8 +139,9 @@ func DetectLayout(rs *iptables.Ruleset, cl *trace.Cluster, node *trace.NodeConte
 		}
 	}
 	l.NFAcct = acct
+	l.IPv6 = v6
 	for _, a := range node.Local {
-		if a.Is4() && !a.IsLoopback() {
+		if a.Is4() != v6 && !a.IsLoopback() && !a.IsLinkLocalUnicast() {
 			l.NodeIP = a
 			break
 		}
@@ -161,7 +167,8 @@ func chainRules(t *iptables.Table, name string) ([]string, bool) {
 
 // PlanIPTables computes the minimal change that makes the node's iptables rules for the Services in
 // scope what kube-proxy would write for them now, plus the removal of rules for Services (or
-// ports) the API no longer has. Only IPv4 rules are repaired.
+// ports) the API no longer has: IPv4's rules, and IPv6's where the node has kube-proxy's
+// ip6tables chains (a dual-stack kube-proxy runs one proxier per family).
 func PlanIPTables(d *iptables.Dataplane, cl *trace.Cluster, node *trace.NodeContext, scope trace.CheckScope) (*trace.RepairPlan, error) {
 	plan := &trace.RepairPlan{APIVersion: trace.APIVersion, Kind: "RepairPlan", Node: node.Name, Mode: d.Mode(), Changes: []trace.RepairChange{}, Services: []string{}}
 	if d.IPVS != nil {
@@ -171,25 +178,58 @@ func PlanIPTables(d *iptables.Dataplane, cl *trace.Cluster, node *trace.NodeCont
 	if rs == nil || rs.Tables["nat"] == nil || rs.Tables["filter"] == nil {
 		return nil, fmt.Errorf("repair needs the node's IPv4 nat and filter tables")
 	}
+	if err := planIPTablesFamily(plan, rs, false, cl, node, scope); err != nil {
+		return nil, err
+	}
+	v6 := d.V6
+	switch {
+	case v6 != nil && v6.Tables["nat"] != nil && v6.Tables["nat"].Chains["KUBE-SERVICES"] != nil:
+		if err := planIPTablesFamily(plan, v6, true, cl, node, scope); err != nil {
+			return nil, err
+		}
+	case len(FamilyPorts(cl, node.Name, true)) > 0:
+		if v6 == nil {
+			plan.Notes = append(plan.Notes, "the API has IPv6 Service ports but the node's ip6tables rules were not read: IPv6 is not repaired")
+		} else {
+			plan.Notes = append(plan.Notes, "the API has IPv6 Service ports but the node has no kube-proxy ip6tables chains (a single-stack kube-proxy): IPv6 is not repaired")
+		}
+	}
+	sort.Strings(plan.Services)
+	plan.Services = slices.Compact(plan.Services)
+	if !plan.Empty() {
+		plan.Notes = append(plan.Notes, "kube-proxy owns these rules: its next sync rewrites them from the API again (and, with the same API, writes the same)")
+	}
+	return plan, nil
+}
+
+// planIPTablesFamily adds one family's changes to the plan: rs is the node's IPv4 or (v6) IPv6
+// ruleset.
+func planIPTablesFamily(plan *trace.RepairPlan, rs *iptables.Ruleset, v6 bool, cl *trace.Cluster, node *trace.NodeContext, scope trace.CheckScope) error {
+	family, fam := "", "IPv4"
+	if v6 {
+		family, fam = trace.FamilyIPv6, "IPv6"
+	}
+	if rs.Tables["nat"] == nil || rs.Tables["filter"] == nil {
+		return fmt.Errorf("repair needs the node's %s nat and filter tables", fam)
+	}
 	for _, c := range rs.Tables["nat"].Order {
 		if strings.HasPrefix(c.Name, "KUBE-XLB-") {
-			return nil, fmt.Errorf("this node's rules have the layout of kube-proxy before 1.24 (chain %s); repair writes the layout of 1.30-1.36 and would fight it: restart or upgrade kube-proxy instead", c.Name)
+			return fmt.Errorf("this node's rules have the layout of kube-proxy before 1.24 (chain %s); repair writes the layout of 1.30-1.36 and would fight it: restart or upgrade kube-proxy instead", c.Name)
 		}
 	}
 	for table, chains := range topChains {
 		for _, c := range chains {
 			if rs.Tables[table].Chains[c] == nil {
-				return nil, fmt.Errorf("kube-proxy's chain %s is missing from the %s table: kube-proxy has not set this node up; restart it rather than repair single Services", c, table)
+				return fmt.Errorf("kube-proxy's chain %s is missing from the %s %s table: kube-proxy has not set this node up; restart it rather than repair single Services", c, fam, table)
 			}
 		}
 	}
-	layout, notes, err := DetectLayout(rs, cl, node)
+	layout, notes, err := detectLayout(rs, v6, cl, node)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	plan.Notes = append(plan.Notes, notes...)
-	if d.V6 != nil {
-		plan.Notes = append(plan.Notes, "IPv6 rules are not repaired")
+	for _, n := range notes {
+		plan.Notes = append(plan.Notes, fam+": "+n)
 	}
 
 	// The API's ports: those in scope are written, every one is known (not stale).
@@ -197,7 +237,7 @@ func PlanIPTables(d *iptables.Dataplane, cl *trace.Cluster, node *trace.NodeCont
 	desired := map[string]*TableRules{}
 	ports := map[string]*ServicePort{}
 	var names []string
-	for _, p := range ServicePorts(cl, node.Name) {
+	for _, p := range FamilyPorts(cl, node.Name, v6) {
 		apiNames[p.Name] = true
 		ns, rest, _ := strings.Cut(p.Name, "/")
 		svc, _, _ := strings.Cut(rest, ":")
@@ -308,7 +348,7 @@ func PlanIPTables(d *iptables.Dataplane, cl *trace.Cluster, node *trace.NodeCont
 			after = append(after, tail...)
 			service := ""
 			if err := touch(table, cn, service, after, true); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
@@ -363,7 +403,7 @@ func PlanIPTables(d *iptables.Dataplane, cl *trace.Cluster, node *trace.NodeCont
 				after, keep = want.Nat[c]
 			}
 			if err := touch("nat", c, n, after, keep); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
@@ -382,10 +422,13 @@ func PlanIPTables(d *iptables.Dataplane, cl *trace.Cluster, node *trace.NodeCont
 			if p != nil && slices.Contains(p.Reachable, old) {
 				continue
 			}
-			ip, _, _ := strings.Cut(old, ":")
+			ip := old
+			if ap, err := netip.ParseAddrPort(old); err == nil {
+				ip = ap.Addr().String()
+			}
 			for _, dst := range udpAddresses(p, n, rs) {
 				plan.Conntrack = append(plan.Conntrack, trace.ConntrackFlush{Protocol: "udp", Dst: dst, Backend: ip})
-				plan.Changes = append(plan.Changes, trace.RepairChange{Service: n, Op: "flush-conntrack", Detail: fmt.Sprintf("delete UDP conntrack entries to %s that were sent to %s", dst, ip)})
+				plan.Changes = append(plan.Changes, trace.RepairChange{Service: n, Op: "flush-conntrack", Family: family, Detail: fmt.Sprintf("delete UDP conntrack entries to %s that were sent to %s", dst, ip)})
 			}
 		}
 	}
@@ -394,7 +437,7 @@ func PlanIPTables(d *iptables.Dataplane, cl *trace.Cluster, node *trace.NodeCont
 	touchedServices := map[string]bool{}
 	for _, table := range []string{"filter", "nat"} {
 		var decl, rules, del []string
-		tr := trace.TableRestore{Table: table}
+		tr := trace.TableRestore{Table: table, Family: family}
 		for _, c := range changes {
 			if c.table != table {
 				continue
@@ -411,7 +454,10 @@ func PlanIPTables(d *iptables.Dataplane, cl *trace.Cluster, node *trace.NodeCont
 				del = append(del, "-X "+c.chain)
 				tr.After = append(tr.After, trace.ChainRules{Chain: c.chain, Exists: false, Rules: []string{}})
 			}
-			plan.Changes = append(plan.Changes, describeChange(c.table, c.chain, c.service, c.before, c.existed, c.after, c.keep)...)
+			for _, d := range describeChange(c.table, c.chain, c.service, c.before, c.existed, c.after, c.keep) {
+				d.Family = family
+				plan.Changes = append(plan.Changes, d)
+			}
 		}
 		if len(decl) == 0 {
 			continue
@@ -439,11 +485,7 @@ func PlanIPTables(d *iptables.Dataplane, cl *trace.Cluster, node *trace.NodeCont
 	for n := range touchedServices {
 		plan.Services = append(plan.Services, n)
 	}
-	sort.Strings(plan.Services)
-	if !plan.Empty() {
-		plan.Notes = append(plan.Notes, "kube-proxy owns these rules: its next sync rewrites them from the API again (and, with the same API, writes the same)")
-	}
-	return plan, nil
+	return nil
 }
 
 // udpAddresses are the addresses a UDP port's clients use, as conntrack's original destination:

@@ -71,8 +71,34 @@ func NodeNftObjects(t *nftables.Table) (*NftObjects, []string) {
 			}
 		}
 	}
+	o.ownHairpins()
 	sort.Strings(bad)
 	return o, bad
+}
+
+// ownHairpins records who claims the hairpin set's elements (a local endpoint's address twice,
+// protocol and port): the Service ports whose endpoint chains send to that endpoint.
+func (o *NftObjects) ownHairpins() {
+	elems := o.Elems[NftHairpin]
+	if len(elems) == 0 {
+		return
+	}
+	for owner, backends := range nftOldBackends(o) {
+		for _, b := range backends {
+			ap, err := netip.ParseAddrPort(b.ep)
+			if err != nil {
+				continue
+			}
+			key := hairpinKey(ap, b.proto)
+			if _, ok := elems[key]; ok {
+				id := ElemID(NftHairpin, key)
+				o.Claims[id] = append(o.Claims[id], owner)
+			}
+		}
+	}
+	for id := range o.Claims {
+		sort.Strings(o.Claims[id])
+	}
 }
 
 // nftChainOwner is the Service port ("ns/name:port") a per-Service chain or set is named after.
@@ -172,6 +198,17 @@ func planNftFamily(plan *trace.RepairPlan, t *nftables.Table, cl *trace.Cluster,
 	}
 	have, bad := NodeNftObjects(t)
 	all := scope.Namespace == "" && scope.Name == ""
+	// A hairpin element belongs, for this plan, to the first Service port in scope whose endpoint
+	// chains send to it (a replaced pod's element goes with its Service's repair), and to none
+	// when no such port is in scope: the same whether the node was read whole or for the scope.
+	for id, claims := range have.Claims {
+		for _, c := range claims {
+			if ns, name, _ := strings.Cut(ServiceOf(c), "/"); scope.Has(ns, name) {
+				have.Owner[id] = c
+				break
+			}
+		}
+	}
 	inScope := func(id string) bool {
 		owner, ok := want.Owner[id]
 		if !ok {
@@ -343,6 +380,11 @@ var (
 	nftDnatMap   = regexp.MustCompile(`^meta l4proto (\w+) dnat `)
 )
 
+// hairpinKey is the hairpin set's key of a local endpoint.
+func hairpinKey(ep netip.AddrPort, proto string) string {
+	return fmt.Sprintf("%s . %s . %s . %d", ep.Addr(), ep.Addr(), proto, ep.Port())
+}
+
 // nftOldBackends lists, per Service port, the endpoints the node's chains send to now.
 func nftOldBackends(have *NftObjects) map[string][]oldBackend {
 	out := map[string][]oldBackend{}
@@ -486,6 +528,17 @@ func NftScopeProbes(t *nftables.Table, cl *trace.Cluster, node *trace.NodeContex
 					ip, _, _ := strings.Cut(k, " . ")
 					keys[NftClusterIPs][ip] = true
 				}
+			}
+		}
+	}
+	// The hairpin elements of the endpoints the node's chains for these Services send to.
+	for owner, backends := range nftOldBackends(have) {
+		if ns, name, _ := strings.Cut(ServiceOf(owner), "/"); !scope.Has(ns, name) {
+			continue
+		}
+		for _, b := range backends {
+			if ap, err := netip.ParseAddrPort(b.ep); err == nil {
+				keys[NftHairpin][hairpinKey(ap, b.proto)] = true
 			}
 		}
 	}
