@@ -79,7 +79,7 @@ func TestModeLeftovers(t *testing.T) {
 			t.Fatal(err)
 		}
 		current := iptablesRules(t)
-		loaded := nftShape(t)
+		loaded := nftShape(t, "ip")
 		leftovers(t, 1, "ip kube-proxy")
 		stderr := applyRepair(t)
 		if now := iptablesRules(t); now != current {
@@ -90,7 +90,7 @@ func TestModeLeftovers(t *testing.T) {
 		}
 		leftovers(t, 0, "")
 		undo(t, stderr)
-		if now := nftShape(t); now != loaded {
+		if now := nftShape(t, "ip"); now != loaded {
 			t.Errorf("after --undo the kube-proxy table is not the one loaded:\n%s", lineDiff(loaded, now))
 		}
 	})

@@ -257,7 +257,13 @@ func TestRepairWithKubeProxyStopped(t *testing.T) {
 // (declarations without their counters); with shared, KUBE-SERVICES and KUBE-NODEPORTS sorted.
 func natTable(t *testing.T, shared bool) string {
 	t.Helper()
-	out, err := harness.NS(harness.NodeNS, harness.IptablesSave, "-t", "nat")
+	return natTableOf(t, harness.IptablesSave, shared)
+}
+
+// natTableOf is natTable read with this -save command (ip6tables-save for IPv6's).
+func natTableOf(t *testing.T, save string, shared bool) string {
+	t.Helper()
+	out, err := harness.NS(harness.NodeNS, save, "-t", "nat")
 	if err != nil {
 		t.Fatal(err)
 	}

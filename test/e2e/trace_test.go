@@ -151,7 +151,7 @@ func traceAndProbe(t *testing.T, f flow, mode string, n int) {
 	if res.Mode != mode {
 		t.Fatalf("svctrace read the node as %s mode, want %s", res.Mode, mode)
 	}
-	want := expectation{verdict: f.wantVerdict, pods: f.wantPods, sticky: f.sticky, nodeAddrs: map[string]bool{harness.NodeIP: true, harness.NodeExtIP: true}}
+	want := expectation{verdict: f.wantVerdict, pods: f.wantPods, sticky: f.sticky, nodeAddrs: map[string]bool{harness.NodeIP: true, harness.NodeExtIP: true, harness.NodeIP6: true, harness.NodeExtIP6: true}}
 	masq := checkPrediction(t, &res, want)
 	if f.wantVerdict != "DNAT" {
 		n = 3
