@@ -209,15 +209,7 @@ func dualReach(t *testing.T, mode string, pods ...string) {
 // must give repaired.
 func dualUndo(t *testing.T, applyStderr string, read func() string, stale, repaired string) {
 	t.Helper()
-	undo := ""
-	for _, l := range strings.Split(applyStderr, "\n") {
-		if s, ok := strings.CutPrefix(l, "undo with: kubectl svctrace repair --undo "); ok {
-			undo = s
-		}
-	}
-	if _, stderr, code := kubectl(t, true, "svctrace", "repair", "--undo", undo, "--node", harness.NodeName); code != 0 {
-		t.Fatalf("repair --undo %q: exit %d\n%s", undo, code, stderr)
-	}
+	undo(t, applyStderr)
 	if now := read(); now != stale {
 		t.Fatalf("after --undo the IPv6 rules are not the stale ones:\n%s", lineDiff(stale, now))
 	}

@@ -134,15 +134,25 @@ func applyRepair(t *testing.T) string {
 // undo runs the undo command an --apply printed.
 func undo(t *testing.T, applyStderr string) {
 	t.Helper()
+	state := undoState(t, applyStderr)
+	if _, stderr, code := kubectl(t, true, "svctrace", "repair", "--undo", state, "--node", harness.NodeName); code != 0 {
+		t.Fatalf("repair --undo %q: exit %d\n%s", state, code, stderr)
+	}
+}
+
+// undoState is the state file of the undo command an --apply printed (its last).
+func undoState(t *testing.T, applyStderr string) string {
+	t.Helper()
+	state := ""
 	for _, l := range strings.Split(applyStderr, "\n") {
 		if s, ok := strings.CutPrefix(l, "undo with: kubectl svctrace repair --undo "); ok {
-			if _, stderr, code := kubectl(t, true, "svctrace", "repair", "--undo", s, "--node", harness.NodeName); code != 0 {
-				t.Fatalf("repair --undo: exit %d\n%s", code, stderr)
-			}
-			return
+			state = s
 		}
 	}
-	t.Fatalf("no undo command in:\n%s", applyStderr)
+	if state == "" {
+		t.Fatalf("no undo command in:\n%s", applyStderr)
+	}
+	return state
 }
 
 // iptablesRules is the node's iptables rules and chains (no counters, no generated-by lines).

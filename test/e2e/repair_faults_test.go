@@ -496,12 +496,7 @@ func TestRepairFaults(t *testing.T) {
 		if _, _, code := run(repair...); code != 0 {
 			t.Errorf("a dry run after the repair still finds work (exit %d)", code)
 		}
-		undo := ""
-		for _, l := range strings.Split(stderr, "\n") {
-			if s, ok := strings.CutPrefix(l, "undo with: kubectl svctrace repair --undo "); ok {
-				undo = s
-			}
-		}
+		undo := undoState(t, stderr)
 		if _, stderr, code := run("repair", "--undo", undo, "--node", "node1"); code != 0 {
 			t.Fatalf("undo %q: exit %d %q", undo, code, stderr)
 		}

@@ -175,15 +175,7 @@ func TestRepairNftables(t *testing.T) {
 	}
 
 	// --undo brings back the stale table exactly; repairing again gives the same table.
-	undo := ""
-	for _, l := range strings.Split(stderr, "\n") {
-		if s, ok := strings.CutPrefix(l, "undo with: kubectl svctrace repair --undo "); ok {
-			undo = s
-		}
-	}
-	if _, stderr, code := kubectl(t, true, "svctrace", "repair", "--undo", undo, "--node", harness.NodeName); code != 0 {
-		t.Fatalf("repair --undo %q: exit %d\n%s", undo, code, stderr)
-	}
+	undo(t, stderr)
 	if now := nftShape(t, "ip"); now != stale {
 		t.Fatalf("after --undo the kube-proxy table is not the stale one:\n%s", lineDiff(stale, now))
 	}

@@ -188,15 +188,7 @@ func TestRepairWithKubeProxyStopped(t *testing.T) {
 
 	// --undo of the saved state brings back the stale table exactly; repairing again gives the
 	// same table as the first repair.
-	undo := ""
-	for _, l := range strings.Split(string(stderr), "\n") {
-		if s, ok := strings.CutPrefix(l, "undo with: kubectl svctrace repair --undo "); ok {
-			undo = s
-		}
-	}
-	if _, stderr, code := kubectl(t, true, "svctrace", "repair", "--undo", undo, "--node", harness.NodeName); code != 0 {
-		t.Fatalf("repair --undo %q: exit %d\n%s", undo, code, stderr)
-	}
+	undo(t, string(stderr))
 	if now := natTable(t, false); now != stale {
 		t.Fatalf("after --undo the nat table is not the stale one:\n%s", lineDiff(stale, now))
 	}

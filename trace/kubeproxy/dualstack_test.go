@@ -3,7 +3,6 @@ package kubeproxy_test
 import (
 	"context"
 	"os"
-	"reflect"
 	"strings"
 	"testing"
 
@@ -150,22 +149,7 @@ func TestDualStackNftablesPlan(t *testing.T) {
 			if tab.Family != c.Family || tab.Name != "kube-proxy" {
 				continue
 			}
-			have, bad := kubeproxy.NodeNftObjects(tab)
-			if len(bad) > 0 {
-				t.Fatalf("unrenderable: %v", bad)
-			}
-			applyNft(have, c)
-			layout, err := kubeproxy.DetectNftLayout(tab, node)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := kubeproxy.NewNftObjects()
-			for _, p := range kubeproxy.FamilyPorts(edited, "node1", c.Family == "ip6") {
-				want.AddNftService(p, layout)
-			}
-			if !reflect.DeepEqual(have.Chains, want.Chains) || !reflect.DeepEqual(have.Elems, want.Elems) {
-				t.Errorf("%s: applied plan differs from kube-proxy's objects:\nchains %v\nwant   %v\nelems %v\nwant  %v", c.Family, have.Chains, want.Chains, have.Elems, want.Elems)
-			}
+			appliedLikeKubeProxy(t, tab, c, edited, node)
 		}
 	}
 	if !families["ip"] || !families["ip6"] {

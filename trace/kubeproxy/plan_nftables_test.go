@@ -2,14 +2,15 @@ package kubeproxy_test
 
 import (
 	"context"
-	"github.com/svctrace/svctrace/test/tracetest"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/svctrace/svctrace/test/recorded"
+	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/kubeproxy"
+	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 func describe(plan *trace.RepairPlan) string {
@@ -36,6 +37,30 @@ func TestNftPlanIsEmptyOnTheRecordedNode(t *testing.T) {
 }
 
 // applyNft does to the objects what the change's transaction does to a table.
+// appliedLikeKubeProxy applies a plan's change to the node table's objects, which must then be
+// what kube-proxy writes in that table for the API cl (chains, affinity sets, elements); it
+// returns them.
+func appliedLikeKubeProxy(t *testing.T, table *nftables.Table, c trace.NftChange, cl *trace.Cluster, node *trace.NodeContext) *kubeproxy.NftObjects {
+	t.Helper()
+	have, bad := kubeproxy.NodeNftObjects(table)
+	if len(bad) > 0 {
+		t.Fatalf("unrenderable: %v", bad)
+	}
+	applyNft(have, c)
+	layout, err := kubeproxy.DetectNftLayout(table, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := kubeproxy.NewNftObjects()
+	for _, p := range kubeproxy.FamilyPorts(cl, node.Name, table.Family == "ip6") {
+		want.AddNftService(p, layout)
+	}
+	if !reflect.DeepEqual(have.Chains, want.Chains) || !reflect.DeepEqual(have.Affinity, want.Affinity) || !reflect.DeepEqual(have.Elems, want.Elems) {
+		t.Errorf("%s: applied plan differs from kube-proxy's objects:\nchains %v\nwant   %v\nelems %v\nwant  %v", table.Family, have.Chains, want.Chains, have.Elems, want.Elems)
+	}
+	return have
+}
+
 func applyNft(o *kubeproxy.NftObjects, c trace.NftChange) {
 	for _, ch := range c.After.Chains {
 		if ch.Exists {
@@ -89,23 +114,7 @@ func TestNftPlanFollowsTheAPI(t *testing.T) {
 			t.Errorf("plan writes chain %s", ch.Chain)
 		}
 	}
-	var table = dp.Rules.Tables[0]
-	have, bad := kubeproxy.NodeNftObjects(table)
-	if len(bad) > 0 {
-		t.Fatalf("unrenderable: %v", bad)
-	}
-	applyNft(have, c)
-	layout, err := kubeproxy.DetectNftLayout(table, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := kubeproxy.NewNftObjects()
-	for _, p := range kubeproxy.FamilyPorts(edited, "node1", false) {
-		want.AddNftService(p, layout)
-	}
-	if !reflect.DeepEqual(have.Chains, want.Chains) || !reflect.DeepEqual(have.Affinity, want.Affinity) || !reflect.DeepEqual(have.Elems, want.Elems) {
-		t.Errorf("applied plan differs from kube-proxy's objects:\nchains %v\nwant   %v\nelems %v\nwant  %v", have.Chains, want.Chains, have.Elems, want.Elems)
-	}
+	have := appliedLikeKubeProxy(t, dp.Rules.Tables[0], c, edited, node)
 	if _, ok := have.Chains["service-WORRPFDT-default/multi/tcp/http"]; ok {
 		t.Errorf("the deleted Service's chain is still there")
 	}
