@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/svctrace/svctrace/test/e2e/harness"
 	"github.com/svctrace/svctrace/trace"
@@ -48,11 +50,14 @@ func dualFlows(mode string, pods ...string) []flow {
 // TestDualStack: the e2e cluster is dual-stack (IPv4 and IPv6 service and pod ranges, kube-proxy
 // with both cluster CIDRs, node addresses of both families). A PreferDualStack NodePort Service
 // over two dual-stack pods is traced over IPv6 and IPv4 and each prediction is compared with real
-// connections; check is clean. Then, in iptables mode and again in nftables mode, kube-proxy stops
-// after a sync, one pod is replaced, and `repair --apply` rewrites both families' rules: real
-// IPv6 and IPv4 connections reach exactly the API's endpoints, check is clean, `--undo` brings
-// back the stale IPv6 rules exactly, and kube-proxy, restarted, writes the repaired IPv6 rules
-// (ip6tables nat table; ip6 kube-proxy table) exactly as repaired.
+// connections; check compares both families. In iptables mode kube-proxy stops after a sync, a
+// pod is replaced, and `repair dual --apply` rewrites both families' rules. In nftables mode the
+// three API changes of the acceptance happen in both families (a pod replaced, a dual-stack
+// Service deleted, another made NodePort) and `repair -A --apply` repairs them. Each time real
+// IPv6 and IPv4 connections reach exactly the API's endpoints (the new IPv6 node port too), check
+// is clean, `--undo` brings back the stale rules exactly, a second apply writes the same, and
+// kube-proxy, restarted, writes exactly the repaired rules (the ip6tables nat table; the ip and
+// ip6 kube-proxy tables).
 func TestDualStack(t *testing.T) {
 	needCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -62,7 +67,9 @@ func TestDualStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = cluster.Client.CoreV1().Services("default").Delete(context.Background(), harness.DualService, metav1.DeleteOptions{})
+		for _, name := range []string{harness.DualService, "dual-gone", "dual-np"} {
+			_ = cluster.Client.CoreV1().Services("default").Delete(context.Background(), name, metav1.DeleteOptions{})
+		}
 		for _, p := range []string{"ds-1", "ds-2", "ds-3", "ds-4", harness.DualClient} {
 			_ = cluster.DeletePod(context.Background(), "default", p)
 		}
@@ -84,7 +91,8 @@ func TestDualStack(t *testing.T) {
 	cluster.StopKubeProxy()
 	replacePod(ctx, t, "ds-2", harness.PodSpec{Namespace: "default", Name: "ds-3", IP: "10.244.1.163", IP6: "fd00:10:244:1::163", Labels: map[string]string{"app": "ds"}, Ports: []string{"8080"}},
 		"10.244.1.161", "10.244.1.163", "fd00:10:244:1::161", "fd00:10:244:1::163")
-	plan := dualPlan(t)
+	one := []string{"default/" + harness.DualService}
+	plan := dualPlan(t, one, "default/dual:http")
 	writes6 := false
 	for _, tr := range plan.IPTables {
 		writes6 = writes6 || tr.IPv6() && strings.Contains(tr.Input, "[fd00:10:244:1::163]:8080")
@@ -93,10 +101,10 @@ func TestDualStack(t *testing.T) {
 		t.Fatalf("the plan writes no ip6tables rule for the new IPv6 endpoint: %+v", plan.IPTables)
 	}
 	stale6 := natTableOf(t, ip6save, false)
-	stderr := dualApply(t, "ip6tables")
+	stderr := dualApply(t, one, "ip6tables")
 	repaired6 := natTableOf(t, ip6save, false)
 	dualReach(t, "iptables", "ds-1", "ds-3")
-	dualUndo(t, stderr, func() string { return natTableOf(t, ip6save, false) }, stale6, repaired6)
+	dualUndo(t, stderr, func() string { return natTableOf(t, ip6save, false) }, stale6, repaired6, one)
 	syncs := strings.Count(kubeProxyLog(t), "SyncProxyRules complete")
 	if err := cluster.StartKubeProxy("iptables"); err != nil {
 		t.Fatal(err)
@@ -106,9 +114,22 @@ func TestDualStack(t *testing.T) {
 		t.Errorf("the repaired ip6tables nat table is not the one kube-proxy writes:\n%s", lineDiff(sortShared(repaired6), byKubeProxy))
 	}
 
-	// nftables mode: the same, with ds-3 replaced by ds-4.
+	// nftables mode: the acceptance's three API changes, in both families, while kube-proxy is
+	// stopped: ds-3 replaced by ds-4, dual-gone deleted, dual-np made a NodePort Service; then
+	// repair -A.
+	for name, ips := range map[string][]string{"dual-gone": {"10.96.0.71", "fd00:10:96::71"}, "dual-np": {"10.96.0.72", "fd00:10:96::72"}} {
+		s := harness.DualStackService()
+		s.Name, s.Spec.Type, s.Spec.ClusterIP, s.Spec.ClusterIPs = name, corev1.ServiceTypeClusterIP, ips[0], ips
+		s.Spec.Ports[0].NodePort = 0
+		if _, err := cluster.CreateService(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		if err := cluster.WaitEndpoints(ctx, "default", name, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
 	restartKubeProxy(t, harness.KubeProxyConfig{Mode: "nftables"}, func(d string) bool {
-		return harness.ScenarioProgrammed(d) && strings.Contains(d, "fd00:10:244:1::163")
+		return harness.ScenarioProgrammed(d) && strings.Contains(d, "fd00:10:244:1::163") && strings.Contains(d, "fd00:10:96::71") && strings.Contains(d, "fd00:10:96::72")
 	})
 	for _, f := range dualFlows("nftables", "ds-1", "ds-3") {
 		t.Run("nftables/"+f.name, func(t *testing.T) { traceAndProbe(t, f, "nftables", 60) })
@@ -116,7 +137,18 @@ func TestDualStack(t *testing.T) {
 	cluster.StopKubeProxy()
 	replacePod(ctx, t, "ds-3", harness.PodSpec{Namespace: "default", Name: "ds-4", IP: "10.244.1.164", IP6: "fd00:10:244:1::164", Labels: map[string]string{"app": "ds"}, Ports: []string{"8080"}},
 		"10.244.1.161", "10.244.1.164", "fd00:10:244:1::161", "fd00:10:244:1::164")
-	plan = dualPlan(t)
+	if err := cluster.Client.CoreV1().Services("default").Delete(ctx, "dual-gone", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	np, err := cluster.Client.CoreV1().Services("default").Patch(ctx, "dual-np", types.MergePatchType, []byte(`{"spec":{"type":"NodePort"}}`), metav1.PatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.WaitEndpointIPs(ctx, "default", "dual-np", "10.244.1.161", "10.244.1.164", "fd00:10:244:1::161", "fd00:10:244:1::164"); err != nil {
+		t.Fatal(err)
+	}
+	all := []string{"-A"}
+	plan = dualPlan(t, all, "default/dual-gone:http default/dual-np:http default/dual:http")
 	families := map[string]bool{}
 	for _, c := range plan.Nftables {
 		families[c.Family] = true
@@ -124,21 +156,32 @@ func TestDualStack(t *testing.T) {
 	if !families["ip"] || !families["ip6"] {
 		t.Fatalf("the nftables plan changes the families %v, want ip and ip6", families)
 	}
+	both := func() string { return nftShape(t, "ip") + nftShape(t, "ip6") }
+	stale := both()
 	stale6 = nftShape(t, "ip6")
-	stderr = dualApply(t, "nft --check accepts")
+	stderr = dualApply(t, all, "nft --check accepts")
+	repaired := both()
 	repaired6 = nftShape(t, "ip6")
-	if d := lineDiff(stale6, repaired6); !strings.Contains(d, "fd00:10:244:1::164") || !strings.Contains(d, "fd00:10:244:1::163") {
-		t.Errorf("the ip6 table's change does not replace ds-3's address by ds-4's:\n%s", d)
+	nodePort := fmt.Sprint(np.Spec.Ports[0].NodePort)
+	for _, want := range []string{"fd00:10:244:1::164", "fd00:10:244:1::163", "fd00:10:96::71", nodePort} {
+		if d := lineDiff(stale6, repaired6); !strings.Contains(d, want) {
+			t.Errorf("the ip6 table's change does not mention %s:\n%s", want, d)
+		}
 	}
 	dualReach(t, "nftables", "ds-1", "ds-4")
-	dualUndo(t, stderr, func() string { return nftShape(t, "ip6") }, stale6, repaired6)
+	np6 := net.JoinHostPort(harness.NodeIP6, nodePort)
+	reached := probe(t, flow{name: "dual-np's new IPv6 node port", clientNS: harness.ExternalNS, addr: np6}, 60)
+	if got := backendPods(reached); got != "ds-1,ds-4" || len(reached.Failures) > 0 {
+		t.Errorf("dual-np's new IPv6 node port %s after the repair: connections reach %s (failures %v)", np6, got, reached.Failures)
+	}
+	dualUndo(t, stderr, both, stale, repaired, all)
 	syncs = strings.Count(kubeProxyLog(t), "SyncProxyRules complete")
 	if err := cluster.StartKubeProxy("nftables"); err != nil {
 		t.Fatal(err)
 	}
 	waitSync(ctx, t, syncs)
-	if byKubeProxy := nftShape(t, "ip6"); byKubeProxy != repaired6 {
-		t.Errorf("the repaired ip6 kube-proxy table is not the one kube-proxy writes:\n%s", lineDiff(repaired6, byKubeProxy))
+	if byKubeProxy := both(); byKubeProxy != repaired {
+		t.Errorf("the repaired ip and ip6 kube-proxy tables are not the ones kube-proxy writes:\n%s", lineDiff(repaired, byKubeProxy))
 	}
 }
 
@@ -158,16 +201,17 @@ func replacePod(ctx context.Context, t *testing.T, old string, add harness.PodSp
 	}
 }
 
-// dualPlan is the dry run's plan for the dual-stack Service, which must be that Service alone.
-func dualPlan(t *testing.T) trace.RepairPlan {
+// dualPlan is the dry run's plan for target (the dual-stack Service, or -A), which must touch
+// exactly the Service ports services.
+func dualPlan(t *testing.T, target []string, services string) trace.RepairPlan {
 	t.Helper()
-	out, _, code := kubectl(t, true, "svctrace", "repair", "default/"+harness.DualService, "--node", harness.NodeName, "-o", "json")
+	out, _, code := kubectl(t, true, append(append([]string{"svctrace", "repair"}, target...), "--node", harness.NodeName, "-o", "json")...)
 	var plan trace.RepairPlan
 	if err := json.Unmarshal(out, &plan); err != nil || code != 1 {
 		t.Fatalf("dry run: exit %d %v\n%s", code, err, out)
 	}
-	if got := strings.Join(plan.Services, " "); got != "default/dual:http" {
-		t.Fatalf("planned services %q", got)
+	if got := strings.Join(plan.Services, " "); got != services {
+		t.Fatalf("planned services %q, want %q", got, services)
 	}
 	return plan
 }
@@ -175,12 +219,16 @@ func dualPlan(t *testing.T) trace.RepairPlan {
 // dualStateDir is where TestDualStack's repairs save their state.
 var dualStateDir string
 
-// dualApply repairs the dual-stack Service on the node; its log must show the IPv6 step.
-func dualApply(t *testing.T, wantLog string) string {
+// dualApply repairs target on the node; its log must show wantLog (the IPv6 step). check is
+// clean after it, and compares the dual-stack Service in both families.
+func dualApply(t *testing.T, target []string, wantLog string) string {
 	t.Helper()
-	_, stderr, code := kubectl(t, true, "svctrace", "repair", "default/"+harness.DualService, "--node", harness.NodeName, "--apply", "--state-dir", dualStateDir)
+	_, stderr, code := kubectl(t, true, append(append([]string{"svctrace", "repair"}, target...), "--node", harness.NodeName, "--apply", "--state-dir", dualStateDir)...)
 	if code != 0 || !strings.Contains(stderr, wantLog) {
 		t.Fatalf("repair --apply: exit %d (want 0 and %q in the log)\n%s", code, wantLog, stderr)
+	}
+	if out, code := checkInNode(t, "-A", "-o", "json"); code != 0 {
+		t.Errorf("check -A after the repair: exit %d, findings %v", code, checkFindings(t, out))
 	}
 	if out, code := checkInNode(t, "default/"+harness.DualService, "-o", "json"); code != 0 || checkedPorts(t, out) != 2 {
 		t.Errorf("check after the repair: exit %d, %d ports checked, findings %v", code, checkedPorts(t, out), checkFindings(t, out))
@@ -194,30 +242,35 @@ func dualReach(t *testing.T, mode string, pods ...string) {
 	t.Helper()
 	for _, f := range dualFlows(mode, pods...) {
 		r := probe(t, f, 60)
-		var got []string
-		for answer := range r.Backends {
-			got = append(got, strings.Fields(answer)[0])
-		}
-		sort.Strings(got)
-		if strings.Join(got, ",") != strings.Join(pods, ",") || len(r.Failures) > 0 {
-			t.Errorf("%s after the repair: connections reach %v (failures %v), want %v", f.name, got, r.Failures, pods)
+		if got := backendPods(r); got != strings.Join(pods, ",") || len(r.Failures) > 0 {
+			t.Errorf("%s after the repair: connections reach %s (failures %v), want %v", f.name, got, r.Failures, pods)
 		}
 	}
 }
 
-// dualUndo runs the --undo the apply's log names: read() must give stale back; applying again
-// must give repaired.
-func dualUndo(t *testing.T, applyStderr string, read func() string, stale, repaired string) {
+// backendPods are the pods a probe's connections reached, sorted and joined by commas.
+func backendPods(r probeResult) string {
+	var got []string
+	for answer := range r.Backends {
+		got = append(got, strings.Fields(answer)[0])
+	}
+	sort.Strings(got)
+	return strings.Join(got, ",")
+}
+
+// dualUndo runs the --undo the apply's log names: read() must give stale back; repairing target
+// again must give repaired.
+func dualUndo(t *testing.T, applyStderr string, read func() string, stale, repaired string, target []string) {
 	t.Helper()
 	undo(t, applyStderr)
 	if now := read(); now != stale {
-		t.Fatalf("after --undo the IPv6 rules are not the stale ones:\n%s", lineDiff(stale, now))
+		t.Fatalf("after --undo the rules are not the stale ones:\n%s", lineDiff(stale, now))
 	}
-	if _, stderr, code := kubectl(t, true, "svctrace", "repair", "default/"+harness.DualService, "--node", harness.NodeName, "--apply", "--state-dir", dualStateDir); code != 0 {
+	if _, stderr, code := kubectl(t, true, append(append([]string{"svctrace", "repair"}, target...), "--node", harness.NodeName, "--apply", "--state-dir", dualStateDir)...); code != 0 {
 		t.Fatalf("repair --apply again: exit %d\n%s", code, stderr)
 	}
 	if now := read(); now != repaired {
-		t.Fatalf("the second repair wrote other IPv6 rules than the first:\n%s", lineDiff(repaired, now))
+		t.Fatalf("the second repair wrote other rules than the first:\n%s", lineDiff(repaired, now))
 	}
 }
 
