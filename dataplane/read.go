@@ -100,12 +100,21 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 			hasNft = HasNftKubeProxy(ctx, r)
 		}
 		if !hasNft {
+			// The default command's IPv6 twin is read alongside: two execs side by side cost
+			// one round trip. Its answer is dropped when the default command's does not
+			// settle the backend (the backend is then detected, and its twin read).
+			v6read := make(chan family, 1)
+			go func() {
+				var f family
+				f.rs, f.raw, f.err = xtables.ReadIPv6(ctx, r, xtables.DefaultBackend)
+				v6read <- f
+			}()
 			if rs, raw, b, ok := xtables.ReadDefault(ctx, r, false); ok {
 				progress(b.Mode+" iptables rules", len(raw))
 				ipvsMode := mode == "ipvs" || mode == "" && bytes.Contains(raw, []byte(":KUBE-IPVS-"))
-				var v6 family
-				if !ipvsMode {
-					v6.rs, v6.raw, v6.err = xtables.ReadIPv6(ctx, r, b)
+				v6 := <-v6read
+				if ipvsMode {
+					v6 = family{}
 				}
 				return n.iptables(ctx, r, opts, rs, func() []byte { return raw }, v6, b, ipvsMode)
 			}

@@ -251,5 +251,12 @@ func ReadDefault(ctx context.Context, r noderun.Runner, ipv6 bool) (*iptables.Ru
 	if err != nil || rs.Variant != "nf_tables" {
 		return nil, nil, Backend{}, false
 	}
-	return rs, out, Backend{Save: save, Mode: "nf_tables", KubeRules: true}, true
+	b := DefaultBackend
+	if ipv6 {
+		b = b.IPv6()
+	}
+	return rs, out, b, true
 }
+
+// DefaultBackend is the backend ReadDefault settles on: the default iptables-save, nf_tables.
+var DefaultBackend = Backend{Save: "iptables-save", Mode: "nf_tables", KubeRules: true}
