@@ -328,10 +328,11 @@ func (o *TraceOptions) query(in *Inputs) (trace.Query, error) {
 	}
 	q.From = from
 	p := &q.Packet
+	v6 := p.Dst.Is6() && !p.Dst.Is4In6() // sources of the destination's family
 	switch {
 	case from == "external":
 		p.Src, p.Origin = defaultExternalSource, trace.FromNetwork
-		if p.Dst.Is6() && !p.Dst.Is4In6() {
+		if v6 {
 			p.Src = defaultExternalSource6
 		}
 	case from == "node":
@@ -353,7 +354,7 @@ func (o *TraceOptions) query(in *Inputs) (trace.Query, error) {
 			return q, usageErrorf("--from node needs the node's address: give --node-ip, or API objects with the Node")
 		}
 	case from == "pod":
-		src, ok := podSource(in, p.Dst.Is6() && !p.Dst.Is4In6())
+		src, ok := podSource(in, v6)
 		if !ok {
 			return q, usageErrorf("--from pod needs the node's pod CIDR (from its Node object) or the cluster CIDR in the rules; give --from IP instead")
 		}
@@ -399,28 +400,24 @@ func (o *TraceOptions) query(in *Inputs) (trace.Query, error) {
 // podAddrOfFamily is the pod's address of dst's family (a dual-stack pod has one of each and
 // reaches an IPv6 Service from its IPv6 address), or else its first one.
 func podAddrOfFamily(pod *corev1.Pod, dst netip.Addr) (netip.Addr, bool) {
+	ips := []string{pod.Status.PodIP}
+	for _, ip := range pod.Status.PodIPs {
+		ips = append(ips, ip.IP)
+	}
 	var first netip.Addr
-	for _, ip := range append([]string{pod.Status.PodIP}, podIPStrings(pod)...) {
+	for _, ip := range ips {
 		a, err := netip.ParseAddr(ip)
 		if err != nil {
 			continue
 		}
-		if !first.IsValid() {
-			first = a
-		}
 		if a.Is4() == dst.Is4() {
 			return a, true
 		}
+		if !first.IsValid() {
+			first = a
+		}
 	}
 	return first, first.IsValid()
-}
-
-func podIPStrings(pod *corev1.Pod) []string {
-	out := make([]string, 0, len(pod.Status.PodIPs))
-	for _, ip := range pod.Status.PodIPs {
-		out = append(out, ip.IP)
-	}
-	return out
 }
 
 func findPod(cl *trace.Cluster, ns, name string) *corev1.Pod {

@@ -151,7 +151,7 @@ func (e *Engine) pause(step string) {
 // backend (a key of Backends), or its ip6tables twin for IPv6 ("ip6tables-legacy").
 func FamilyBackend(backend string, v6 bool) string {
 	if v6 {
-		return "ip6" + strings.TrimPrefix(backend, "ip")
+		return xtables.IPv6Command(backend)
 	}
 	return backend
 }

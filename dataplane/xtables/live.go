@@ -144,8 +144,14 @@ func (e noNatError) Error() string {
 
 // IPv6 is the backend's ip6tables twin (iptables-nft-save's is ip6tables-nft-save).
 func (b Backend) IPv6() Backend {
-	b.Save = "ip6" + strings.TrimPrefix(b.Save, "ip")
+	b.Save = IPv6Command(b.Save)
 	return b
+}
+
+// IPv6Command is an iptables command's ip6tables twin: iptables-legacy → ip6tables-legacy,
+// iptables-nft-save → ip6tables-nft-save.
+func IPv6Command(cmd string) string {
+	return "ip6" + strings.TrimPrefix(cmd, "ip")
 }
 
 // ReadIPv6 reads the ip6tables rules of the backend's family twin, as ReadLive does, for a
