@@ -45,10 +45,14 @@ func Repair(w io.Writer, p *trace.RepairPlan, o Options) error {
 	}
 	if len(p.IPTables) > 0 {
 		var tables []string
+		how := "iptables-restore"
 		for _, t := range p.IPTables {
 			tables = append(tables, t.Key())
+			if t.IPv6() {
+				how = "iptables-restore (ip6tables-restore for IPv6's)"
+			}
 		}
-		fmt.Fprintf(&b, "\n%s\n", s.dim.Render(fmt.Sprintf("applied as one iptables-restore --noflush transaction per table, ip6tables-restore for IPv6's (%s); -o json shows the exact input", strings.Join(tables, ", "))))
+		fmt.Fprintf(&b, "\n%s\n", s.dim.Render(fmt.Sprintf("applied as one %s --noflush transaction per table (%s); -o json shows the exact input", how, strings.Join(tables, ", "))))
 	}
 	if len(p.Nftables) > 0 {
 		var families []string

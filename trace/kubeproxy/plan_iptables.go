@@ -229,7 +229,10 @@ func planIPTablesFamily(plan *trace.RepairPlan, rs *iptables.Ruleset, v6 bool, c
 		return err
 	}
 	for _, n := range notes {
-		plan.Notes = append(plan.Notes, fam+": "+n)
+		if v6 {
+			n = "IPv6: " + n // IPv4's are the plan's notes as before dual-stack
+		}
+		plan.Notes = append(plan.Notes, n)
 	}
 
 	// The API's ports: those in scope are written, every one is known (not stale).
