@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
+
+	"k8s.io/klog/v2"
 
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace/iptables"
@@ -178,12 +181,29 @@ func ReadIPv6(ctx context.Context, r noderun.Runner, b Backend) (*iptables.Rules
 // node) and parses them.
 func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (rs *iptables.Ruleset, raw func() []byte, size int, err error) {
 	var noNat error = noNatError(b.Save)
+	if _, local := r.(noderun.Local); local && b.Save == "iptables-legacy-save" {
+		// On the node the legacy tables are read from the kernel directly, as
+		// iptables-legacy-save reads them, and printed as it prints them; it runs only when
+		// they hold what the decoder does not print.
+		start := time.Now()
+		rs, d, err := ReadKernel()
+		if err == nil && rs.Tables["nat"] != nil {
+			rs.Variant = b.Mode
+			klog.V(2).Infof("read the legacy iptables tables from the kernel: %d bytes of iptables-save text in %v", d.Len(), time.Since(start).Round(time.Millisecond))
+			return rs, d.Bytes, d.Len(), nil
+		}
+		if err == nil {
+			err = noNat
+		}
+		klog.V(2).Infof("reading the legacy tables from the kernel: %v; running %s", err, b.Save)
+	}
 	if s, ok := r.(noderun.Streamer); ok {
 		// Parsed as iptables-save writes it: on a big node the parse then costs little more
 		// wall time than the save itself. On the node, with the legacy backend, the kernel
 		// says first about how many rules will come (their memory is made ready meanwhile).
 		rules := 0
-		if _, local := r.(noderun.Local); local && b.Mode == "legacy" {
+		if _, local := r.(noderun.Local); local && b.Save == "iptables-legacy-save" {
+			// (IPv4 alone: the count is of the IPv4 tables.)
 			rules = legacyEntries() * rulesPerEntry / 100
 		}
 		var d *Dump

@@ -169,6 +169,59 @@ func parseReader(r io.Reader, limit int64, size, rules int) (*iptables.Ruleset, 
 	return rs, d, nil
 }
 
+// parseChunks parses text that produce hands over in pieces ending at a line's end, while it
+// makes the next one (produce runs on a goroutine of its own; the parser places rules and its
+// workers parse them). It returns once produce has returned.
+func (p *parser) parseChunks(produce func(emit func([]byte) error) error) (*iptables.Ruleset, *Dump, error) {
+	p.work = newRuleWork(runtime.GOMAXPROCS(0))
+	chunks := make(chan []byte, 4)
+	stop := make(chan struct{})
+	produced := make(chan error, 1)
+	go func() {
+		defer close(chunks)
+		produced <- produce(func(b []byte) error {
+			select {
+			case chunks <- b:
+				return nil
+			case <-stop:
+				return errStopped
+			}
+		})
+	}()
+	d := &Dump{}
+	var perr error
+	for b := range chunks {
+		if perr != nil || len(b) == 0 {
+			continue
+		}
+		if b[len(b)-1] != '\n' {
+			perr = errors.New("a piece of the text does not end at a line's end")
+		} else {
+			d.parts = append(d.parts, b)
+			d.size += int64(len(b))
+			perr = p.lines(unsafe.String(&b[0], len(b)))
+		}
+		if perr != nil {
+			close(stop)
+		}
+	}
+	err := p.work.wait(p.rs, perr)
+	p.work = nil
+	if gerr := <-produced; gerr != nil && !errors.Is(gerr, errStopped) {
+		return nil, nil, gerr
+	}
+	if err != nil {
+		return nil, d, err
+	}
+	rs, err := p.finish()
+	if err != nil {
+		return nil, d, err
+	}
+	return rs, d, nil
+}
+
+var errStopped = errors.New("the parse stopped")
+
 // Dump is iptables-save output as ParseReader read it, in parts.
 type Dump struct {
 	parts [][]byte
@@ -190,6 +243,8 @@ type parser struct {
 	// work, when set, parses rules' arguments on other goroutines: the parser itself only
 	// places each rule in its chain (the streamed parse of a live read).
 	work *ruleWork
+	// huge asks for huge pages for the rule blocks (hugePages), all of blockSize.
+	huge bool
 	// n is the line number; blockSize the size of the next rule block.
 	n         int
 	blockSize int
@@ -300,8 +355,14 @@ func (p *parser) rule(n int, l string) error {
 	// pointing at stale copies); a new one starts.
 	last := len(p.rs.Blocks) - 1
 	if last < 0 || len(p.rs.Blocks[last]) == cap(p.rs.Blocks[last]) {
-		p.rs.Blocks = append(p.rs.Blocks, make([]iptables.Rule, 0, p.blockSize))
-		p.blockSize = ruleBlock
+		block := make([]iptables.Rule, 0, p.blockSize)
+		if p.huge {
+			hugePages(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(block))), cap(block)*int(unsafe.Sizeof(iptables.Rule{}))))
+		}
+		p.rs.Blocks = append(p.rs.Blocks, block)
+		if !p.huge {
+			p.blockSize = ruleBlock
+		}
 		last++
 	}
 	p.rs.Blocks[last] = append(p.rs.Blocks[last], iptables.Rule{Line: int32(n)})
