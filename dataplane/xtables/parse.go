@@ -157,7 +157,12 @@ func parseReader(r io.Reader, limit int64, size, rules int) (*iptables.Ruleset, 
 			}
 		}
 	}
-	err := p.work.wait(p.rs, nil)
+	return p.done(d, nil)
+}
+
+// done waits for the workers and completes the parse; stop is the parser's own error, if any.
+func (p *parser) done(d *Dump, stop error) (*iptables.Ruleset, *Dump, error) {
+	err := p.work.wait(p.rs, stop)
 	p.work = nil
 	if err != nil {
 		return nil, d, err
@@ -205,19 +210,12 @@ func (p *parser) parseChunks(produce func(emit func([]byte) error) error) (*ipta
 			close(stop)
 		}
 	}
-	err := p.work.wait(p.rs, perr)
-	p.work = nil
-	if gerr := <-produced; gerr != nil && !errors.Is(gerr, errStopped) {
+	gerr := <-produced // the chunks are closed: produce has returned
+	rs, d, err := p.done(d, perr)
+	if gerr != nil && !errors.Is(gerr, errStopped) {
 		return nil, nil, gerr
 	}
-	if err != nil {
-		return nil, d, err
-	}
-	rs, err := p.finish()
-	if err != nil {
-		return nil, d, err
-	}
-	return rs, d, nil
+	return rs, d, err
 }
 
 var errStopped = errors.New("the parse stopped")
