@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -43,6 +44,9 @@ type UnsupportedError struct {
 }
 
 func (e *UnsupportedError) Error() string {
+	if e.Table == "" {
+		return "legacy tables: " + e.What
+	}
 	return fmt.Sprintf("legacy table %s: %s", e.Table, e.What)
 }
 
@@ -284,18 +288,10 @@ func (t *KernelTable) WriteSave(now time.Time, size int, emit func([]byte) error
 	for i := range order {
 		order[i] = i
 	}
-	slices.SortStableFunc(order, func(a, b int) int {
-		ca, cb := chains[a], chains[b]
-		switch {
-		case ca.hook >= 0 || cb.hook >= 0:
-			return 0
-		case ca.name < cb.name:
-			return -1
-		case ca.name > cb.name:
-			return 1
-		}
-		return 0
-	})
+	// (layout puts the built-in chains first: the user chains are sorted after them.)
+	if users := slices.IndexFunc(chains, func(c kchain) bool { return c.hook < 0 }); users >= 0 {
+		slices.SortFunc(order[users:], func(a, b int) int { return strings.Compare(chains[a].name, chains[b].name) })
+	}
 	// Jumps name the offset of a user chain's first entry; chains are in offset order.
 	target := func(off int) (string, bool) {
 		i, ok := slices.BinarySearchFunc(chains, off, func(c kchain, off int) int { return c.first - off })
