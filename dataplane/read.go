@@ -116,7 +116,7 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 				if ipvsMode {
 					v6 = family{}
 				}
-				return n.iptables(ctx, r, opts, rs, func() []byte { return raw }, v6, b, ipvsMode)
+				return n.iptables(ctx, r, opts, rs, func() []byte { return raw }, v6, b, b.Save, ipvsMode)
 			}
 		}
 		b, berr = xtables.DetectBackend(ctx, r, false)
@@ -207,14 +207,14 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 	} else {
 		close(v6read)
 	}
-	rs, raw, size, err := xtables.ReadLive(ctx, r, b)
+	rs, raw, size, from, err := xtables.ReadLive(ctx, r, b)
 	<-looked
 	<-v6read
 	if err != nil {
 		return nil, err
 	}
 	progress(b.Mode+" iptables rules", size)
-	if _, err := n.iptables(ctx, r, opts, rs, raw, v6, b, ipvsMode); err != nil {
+	if _, err := n.iptables(ctx, r, opts, rs, raw, v6, b, from, ipvsMode); err != nil {
 		return nil, err
 	}
 	if !opts.Remote && !opts.NoLeftovers {
@@ -282,16 +282,16 @@ type family struct {
 
 // iptables completes a read in iptables mode (with IPv6's rules when v6 has them), or in IPVS
 // mode with the IPVS table and ipsets.
-func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions, rs *iptables.Ruleset, raw func() []byte, v6 family, b xtables.Backend, ipvsMode bool) (*Node, error) {
+func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions, rs *iptables.Ruleset, raw func() []byte, v6 family, b xtables.Backend, from string, ipvsMode bool) (*Node, error) {
 	if v6.err != nil {
 		return nil, v6.err
 	}
 	dp := &iptables.Dataplane{V4: rs, V6: v6.rs}
 	n.Dataplane, n.Backend, n.Files = dp, b.Save, map[string]func() []byte{"iptables-save.txt": raw}
-	n.Source = fmt.Sprintf("live (%s, iptables %s)", b.Save, b.Mode)
+	n.Source = fmt.Sprintf("live (%s, iptables %s)", from, b.Mode)
 	if v6.rs != nil {
 		n.Files["ip6tables-save.txt"] = v6.raw
-		n.Source = fmt.Sprintf("live (%s and %s, iptables %s)", b.Save, b.IPv6().Save, b.Mode)
+		n.Source = fmt.Sprintf("live (%s and %s, iptables %s)", from, b.IPv6().Save, b.Mode)
 	}
 	if !ipvsMode {
 		return n, nil
@@ -313,6 +313,6 @@ func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions,
 	}
 	list := ipvsadm.FormatList(dp.IPVS)
 	n.Files["ipset-save.txt"], n.Files["ipvsadm-Ln.txt"] = func() []byte { return sets }, func() []byte { return list }
-	n.Source = fmt.Sprintf("live (%s, ipset save, %s)", how, b.Save)
+	n.Source = fmt.Sprintf("live (%s, ipset save, %s)", how, from)
 	return n, nil
 }

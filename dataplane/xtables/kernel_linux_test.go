@@ -1,6 +1,7 @@
 package xtables
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"regexp"
 	"testing"
 
+	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/test/netnstest"
 )
 
@@ -120,6 +122,10 @@ func TestReadKernelSameAsSave(t *testing.T) {
 			t.Errorf("%s: %d rules (%s), iptables-legacy-save's parse %d", name, rs.RuleCount(), rs.Variant, ref.RuleCount())
 		}
 		t.Logf("%s: %d bytes, identical (parse: %v)", name, len(got), referr)
+	}
+	// On this machine, the live read of the legacy backend is the kernel's, not the command's.
+	if rs, _, _, from, err := ReadLive(context.Background(), noderun.Local{}, Backend{Save: "iptables-legacy-save", Mode: "legacy"}); err != nil || from != KernelSource || rs.Variant != "legacy" {
+		t.Errorf("ReadLive read from %q (%v)", from, err)
 	}
 	// What the decoder does not print is said, never guessed: iptables-legacy-save runs then.
 	for _, rule := range []string{"-A INPUT -j LOG --log-prefix x", "-A INPUT -p tcp -m multiport --dports 1,2", "-A INPUT -p tcp -m tcp --tcp-flags SYN SYN", "-A INPUT -m conntrack --ctstatus SEEN_REPLY", "-A INPUT -p gre"} {

@@ -162,7 +162,7 @@ func IPv6Command(cmd string) string {
 // is missing, fails (no IPv6 in the kernel) or prints no kube-proxy KUBE-SERVICES chain in its
 // nat table (a single-stack kube-proxy).
 func ReadIPv6(ctx context.Context, r noderun.Runner, b Backend) (*iptables.Ruleset, func() []byte, error) {
-	rs, raw, _, err := ReadLive(ctx, r, b.IPv6())
+	rs, raw, _, _, err := ReadLive(ctx, r, b.IPv6())
 	var exited *noderun.Error
 	var noNat noNatError
 	switch {
@@ -178,8 +178,8 @@ func ReadIPv6(ctx context.Context, r noderun.Runner, b Backend) (*iptables.Rules
 }
 
 // ReadLive dumps all of the backend's tables with counters in one call (one exec on a remote
-// node) and parses them.
-func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (rs *iptables.Ruleset, raw func() []byte, size int, err error) {
+// node) and parses them. from says what printed them: the save command, or KernelSource.
+func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (rs *iptables.Ruleset, raw func() []byte, size int, from string, err error) {
 	var noNat error = noNatError(b.Save)
 	if _, local := r.(noderun.Local); local && b.Save == "iptables-legacy-save" {
 		// On the node the legacy tables are read from the kernel directly, as
@@ -190,7 +190,7 @@ func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (rs *iptables.Ru
 		if err == nil && rs.Tables["nat"] != nil {
 			rs.Variant = b.Mode
 			klog.V(2).Infof("read the legacy iptables tables from the kernel: %d bytes of iptables-save text in %v", d.Len(), time.Since(start).Round(time.Millisecond))
-			return rs, d.Bytes, d.Len(), nil
+			return rs, d.Bytes, d.Len(), KernelSource, nil
 		}
 		if err == nil {
 			err = noNat
@@ -216,30 +216,34 @@ func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (rs *iptables.Ru
 			return perr
 		}, b.Save, "-c")
 		if err != nil {
-			return nil, nil, 0, err
+			return nil, nil, 0, "", err
 		}
 		raw, size = d.Bytes, d.Len()
 	} else {
 		all, err := r.Run(ctx, b.Save, "-c")
 		if err != nil {
-			return nil, nil, 0, err
+			return nil, nil, 0, "", err
 		}
 		if !bytes.Contains(all, []byte("*nat")) {
-			return nil, nil, 0, noNat
+			return nil, nil, 0, "", noNat
 		}
 		if rs, err = Parse(all); err != nil {
-			return nil, nil, 0, err
+			return nil, nil, 0, "", err
 		}
 		raw, size = func() []byte { return all }, len(all)
 	}
 	if rs.Tables["nat"] == nil {
-		return nil, nil, 0, noNat
+		return nil, nil, 0, "", noNat
 	}
 	if rs.Variant == "" {
 		rs.Variant = b.Mode
 	}
-	return rs, raw, size, nil
+	return rs, raw, size, b.Save, nil
 }
+
+// KernelSource names, for people, where ReadLive read the rules when it read the kernel's legacy
+// tables itself.
+const KernelSource = "legacy tables read from the kernel"
 
 // rulesPerEntry is the share (percent) of a legacy table's kernel entries that iptables-save
 // prints as rules: each chain has two entries more (its head and its policy or return), and

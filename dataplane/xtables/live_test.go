@@ -94,7 +94,7 @@ func TestReadLiveReadsAllTablesInOneCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &fakeRunner{out: map[string]string{"iptables-legacy-save": "", "iptables-legacy-save -c": string(dump)}}
-	rs, _, _, err := ReadLive(context.Background(), r, Backend{Save: "iptables-legacy-save", Mode: "legacy"})
+	rs, _, _, _, err := ReadLive(context.Background(), r, Backend{Save: "iptables-legacy-save", Mode: "legacy"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,12 +102,12 @@ func TestReadLiveReadsAllTablesInOneCall(t *testing.T) {
 	if rs.Tables["nat"] == nil || rs.Tables["filter"] == nil || len(r.calls) != 1 {
 		t.Errorf("tables %d, calls %v", len(rs.Tables), r.calls)
 	}
-	if _, _, _, err := ReadLive(context.Background(), &fakeRunner{out: map[string]string{"iptables-legacy-save": "", "iptables-legacy-save -c": "*filter\nCOMMIT\n"}}, Backend{Save: "iptables-legacy-save"}); err == nil {
+	if _, _, _, _, err := ReadLive(context.Background(), &fakeRunner{out: map[string]string{"iptables-legacy-save": "", "iptables-legacy-save -c": "*filter\nCOMMIT\n"}}, Backend{Save: "iptables-legacy-save"}); err == nil {
 		t.Error("a node without a nat table must be an error")
 	}
 	// Streamed (this machine's runner): the same rules, the dump kept byte for byte, one call.
 	sr := &streamRunner{fakeRunner{out: map[string]string{"iptables-legacy-save -c": string(dump)}}}
-	srs, raw, size, err := ReadLive(context.Background(), sr, Backend{Save: "iptables-legacy-save", Mode: "legacy"})
+	srs, raw, size, _, err := ReadLive(context.Background(), sr, Backend{Save: "iptables-legacy-save", Mode: "legacy"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestReadLiveReadsAllTablesInOneCall(t *testing.T) {
 	}
 	for out, want := range map[string]string{"": "printed no nat table", "*filter\nCOMMIT\n": "printed no nat table"} {
 		sr := &streamRunner{fakeRunner{out: map[string]string{"iptables-legacy-save -c": out}}}
-		if _, _, _, err := ReadLive(context.Background(), sr, Backend{Save: "iptables-legacy-save"}); err == nil || !strings.Contains(err.Error(), want) {
+		if _, _, _, _, err := ReadLive(context.Background(), sr, Backend{Save: "iptables-legacy-save"}); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("streamed %q: %v", out, err)
 		}
 	}
