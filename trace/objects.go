@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -17,69 +20,59 @@ import (
 // DecodeObjects reads API objects as `kubectl get svc,endpointslices,pods,nodes -A -o yaml` (or
 // -o json) prints them: a List, several YAML documents, or single objects. Kinds other than
 // Service, EndpointSlice, Pod and Node are ignored.
+//
+// A 10,000-Service cluster is some 100,000 objects in one 55 MB List, so the List is not
+// unmarshalled: each item's bytes and kind are found by a scan of the List's top level, and the
+// items are decoded and validated on all cores. Errors are those of the first bad object in the
+// file's order, as a decode one after another would find.
 func DecodeObjects(data []byte) (*Cluster, error) {
-	var svcs []*corev1.Service
-	var slices []*discoveryv1.EndpointSlice
-	var pods []*corev1.Pod
-	var nodes []*corev1.Node
-	var add func(raw []byte, where string) error
-	add = func(raw []byte, where string) error {
-		var head struct {
-			Kind  string            `json:"kind"`
-			Items []json.RawMessage `json:"items"`
-		}
-		if err := json.Unmarshal(raw, &head); err != nil {
-			return fmt.Errorf("%s: %w", where, err)
-		}
-		var err error
-		switch {
-		case head.Kind == "List" || strings.HasSuffix(head.Kind, "List"):
-			for i, it := range head.Items {
-				if err := add(it, fmt.Sprintf("%s, item %d", where, i+1)); err != nil {
-					return err
-				}
-			}
-		case head.Kind == "Service":
-			s := &corev1.Service{}
-			err = json.Unmarshal(raw, s)
-			svcs = append(svcs, s)
-		case head.Kind == "EndpointSlice":
-			s := &discoveryv1.EndpointSlice{}
-			err = json.Unmarshal(raw, s)
-			slices = append(slices, s)
-		case head.Kind == "Pod":
-			p := &corev1.Pod{}
-			err = json.Unmarshal(raw, p)
-			pods = append(pods, p)
-		case head.Kind == "Node":
-			n := &corev1.Node{}
-			err = json.Unmarshal(raw, n)
-			nodes = append(nodes, n)
-		case head.Kind == "":
-			return fmt.Errorf("%s: not a Kubernetes object (no kind)", where)
-		}
-		if err == nil {
-			err = validObject(head.Kind, svcs, slices, pods, nodes)
-		}
-		if err != nil {
-			return fmt.Errorf("%s (%s): %w", where, head.Kind, err)
-		}
-		return nil
-	}
-	docs := splitYAML(data)
-	for i, doc := range docs {
-		raw := doc
-		if !json.Valid(doc) {
+	var items []rawObject
+	// A document that is not an object ends the reading, but the objects before it are still
+	// decoded: one of them may be the first error.
+	for i, doc := range splitYAML(data) {
+		raw := doc.text
+		if !doc.json {
 			var err error
-			if raw, err = yaml.YAMLToJSON(doc); err != nil {
-				return nil, fmt.Errorf("document %d: %w", i+1, err)
+			if raw, err = yaml.YAMLToJSON(raw); err != nil {
+				items = append(items, rawObject{fail: fmt.Errorf("document %d: %w", i+1, err)})
+				break
 			}
 		}
 		if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
 			continue
 		}
-		if err := add(raw, fmt.Sprintf("document %d", i+1)); err != nil {
-			return nil, err
+		var err error
+		if items, err = collectObjects(items, raw, fmt.Sprintf("document %d", i+1)); err != nil {
+			items = append(items, rawObject{fail: err})
+			break
+		}
+	}
+	decodeAll(items)
+	var svcs []*corev1.Service
+	var slices []*discoveryv1.EndpointSlice
+	var pods []*corev1.Pod
+	var nodes []*corev1.Node
+	for i := range items {
+		it := &items[i]
+		if it.fail != nil {
+			return nil, it.fail
+		}
+		if it.err != nil {
+			where := it.where
+			if it.item > 0 {
+				where = fmt.Sprintf("%s, item %d", where, it.item)
+			}
+			return nil, fmt.Errorf("%s (%s): %w", where, it.kind, it.err)
+		}
+		switch o := it.obj.(type) {
+		case *corev1.Service:
+			svcs = append(svcs, o)
+		case *discoveryv1.EndpointSlice:
+			slices = append(slices, o)
+		case *corev1.Pod:
+			pods = append(pods, o)
+		case *corev1.Node:
+			nodes = append(nodes, o)
 		}
 	}
 	if len(svcs)+len(slices)+len(pods)+len(nodes) == 0 {
@@ -88,13 +81,113 @@ func DecodeObjects(data []byte) (*Cluster, error) {
 	return NewCluster(svcs, slices, pods, nodes), nil
 }
 
-func splitYAML(data []byte) [][]byte {
+// rawObject is one object of a kind DecodeObjects keeps: its JSON (a slice of the input, not a
+// copy), where it is in the file, and once decoded the typed object or why it was refused.
+type rawObject struct {
+	kind  string
+	raw   []byte
+	where string // "document 3" or "document 1, item 2" for an item of a List in a List
+	item  int    // the item's number in the List at where, or 0
+	obj   any
+	err   error
+	fail  error // not an object: the scan's error, ending the file's objects
+}
+
+// collectObjects appends the objects of one JSON document (valid JSON: splitYAML and YAMLToJSON
+// see to that) to items, the items of a List in order.
+func collectObjects(items []rawObject, raw []byte, where string) ([]rawObject, error) {
+	return collectItem(items, raw, where, 0)
+}
+
+func collectItem(items []rawObject, raw []byte, where string, item int) ([]rawObject, error) {
+	named := func() string {
+		if item > 0 {
+			return fmt.Sprintf("%s, item %d", where, item)
+		}
+		return where
+	}
+	kind, list, err := objectHead(raw)
+	if err != nil {
+		return items, fmt.Errorf("%s: %w", named(), err)
+	}
+	switch {
+	case kind == "List" || strings.HasSuffix(kind, "List"):
+		inner := named()
+		n := 0
+		err := eachElement(list, func(el []byte) error {
+			n++
+			var err error
+			items, err = collectItem(items, el, inner, n)
+			return err
+		})
+		if err != nil {
+			return items, err
+		}
+	case kind == "Service" || kind == "EndpointSlice" || kind == "Pod" || kind == "Node":
+		items = append(items, rawObject{kind: kind, raw: raw, where: where, item: item})
+	case kind == "":
+		return items, fmt.Errorf("%s: not a Kubernetes object (no kind)", named())
+	}
+	return items, nil
+}
+
+// decodeAll decodes and validates every object, on all cores.
+func decodeAll(items []rawObject) {
+	const block = 64
+	var next atomic.Int64
+	workers := min(runtime.GOMAXPROCS(0), (len(items)+block-1)/block)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				start := int(next.Add(block)) - block
+				if start >= len(items) {
+					return
+				}
+				for i := start; i < min(start+block, len(items)); i++ {
+					decodeOne(&items[i])
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func decodeOne(it *rawObject) {
+	switch it.kind {
+	default:
+		return
+	case "Service":
+		it.obj = &corev1.Service{}
+	case "EndpointSlice":
+		it.obj = &discoveryv1.EndpointSlice{}
+	case "Pod":
+		it.obj = &corev1.Pod{}
+	case "Node":
+		it.obj = &corev1.Node{}
+	}
+	if it.err = json.Unmarshal(it.raw, it.obj); it.err == nil {
+		it.err = validObject(it.obj)
+	}
+}
+
+// splitDoc is one document of the input; json when it is known to be valid JSON.
+type splitDoc struct {
+	text []byte
+	json bool
+}
+
+func splitYAML(data []byte) []splitDoc {
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
-		// JSON: one value, or several one after another (outputs of several `kubectl get -o
-		// json`). Whatever does not decode is left as it is, for the caller to refuse: never
-		// dropped.
-		var docs [][]byte
+		if json.Valid(trimmed) { // the common case: one `kubectl get -o json`, not copied
+			return []splitDoc{{trimmed, true}}
+		}
+		// Several JSON values one after another (outputs of several `kubectl get -o json`).
+		// Whatever does not decode is left as it is, for the caller to refuse: never dropped.
+		var docs []splitDoc
 		dec := json.NewDecoder(bytes.NewReader(trimmed))
 		for {
 			var v json.RawMessage
@@ -103,19 +196,19 @@ func splitYAML(data []byte) [][]byte {
 				return docs
 			}
 			if err != nil {
-				return append(docs, trimmed[dec.InputOffset():])
+				return append(docs, splitDoc{trimmed[dec.InputOffset():], false})
 			}
-			docs = append(docs, v)
+			docs = append(docs, splitDoc{v, true})
 		}
 	}
-	var docs [][]byte
+	var docs []splitDoc
 	for _, d := range bytes.Split(data, []byte("\n---")) {
 		// A separator line may carry trailing text ("--- # comment").
 		if i := bytes.IndexByte(d, '\n'); i >= 0 && bytes.HasPrefix(d, []byte(" ")) {
 			d = d[i+1:]
 		}
 		if len(bytes.TrimSpace(d)) > 0 {
-			docs = append(docs, d)
+			docs = append(docs, splitDoc{d, json.Valid(d)})
 		}
 	}
 	return docs
@@ -161,10 +254,10 @@ func EncodeObjects(cl *Cluster) ([]byte, error) {
 	return json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
 }
 
-// validObject checks the values of the object just decoded (the last of its kind) that the engine
-// turns into addresses, ports and rule text, as the API server's validation would: a file is
-// untrusted, and a value the API server would refuse is refused here with the object named.
-func validObject(kind string, svcs []*corev1.Service, slices []*discoveryv1.EndpointSlice, pods []*corev1.Pod, nodes []*corev1.Node) error {
+// validObject checks the values of a decoded object that the engine turns into addresses, ports
+// and rule text, as the API server's validation would: a file is untrusted, and a value the API
+// server would refuse is refused here with the object named.
+func validObject(obj any) error {
 	name := func(ns, n string) error {
 		if ns != "" {
 			if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
@@ -191,9 +284,9 @@ func validObject(kind string, svcs []*corev1.Service, slices []*discoveryv1.Endp
 		}
 		return nil
 	}
-	switch kind {
-	case "Service":
-		s := svcs[len(svcs)-1]
+	switch o := obj.(type) {
+	case *corev1.Service:
+		s := o
 		who := "Service " + s.Namespace + "/" + s.Name
 		if err := name(s.Namespace, s.Name); err != nil {
 			return err
@@ -233,8 +326,8 @@ func validObject(kind string, svcs []*corev1.Service, slices []*discoveryv1.Endp
 		if hc := s.Spec.HealthCheckNodePort; hc < 0 || hc > 65535 {
 			return fmt.Errorf("%s: health check node port %d is not between 1 and 65535", who, hc)
 		}
-	case "EndpointSlice":
-		e := slices[len(slices)-1]
+	case *discoveryv1.EndpointSlice:
+		e := o
 		who := "EndpointSlice " + e.Namespace + "/" + e.Name
 		if err := name(e.Namespace, e.Name); err != nil {
 			return err
@@ -258,15 +351,15 @@ func validObject(kind string, svcs []*corev1.Service, slices []*discoveryv1.Endp
 				}
 			}
 		}
-	case "Pod":
-		p := pods[len(pods)-1]
+	case *corev1.Pod:
+		p := o
 		for _, a := range p.Status.PodIPs {
 			if err := ip("Pod "+p.Namespace+"/"+p.Name+": pod IP", a.IP); err != nil {
 				return err
 			}
 		}
-	case "Node":
-		n := nodes[len(nodes)-1]
+	case *corev1.Node:
+		n := o
 		for _, a := range n.Status.Addresses {
 			if a.Type == corev1.NodeInternalIP || a.Type == corev1.NodeExternalIP {
 				if err := ip("Node "+n.Name+": address", a.Address); err != nil {

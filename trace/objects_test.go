@@ -1,6 +1,8 @@
 package trace
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -68,4 +70,99 @@ func TestNodeWithAddress(t *testing.T) {
 			t.Errorf("%v: %q, want %q", tc.mine, got, tc.want)
 		}
 	}
+}
+
+// TestDecodeObjectsListShapes: the scan that finds a List's items and their kinds without
+// unmarshalling the List reads what encoding/json would: nested Lists, kinds in any case or with
+// escapes, a null items, a nested targetRef kind before the top-level one; and the error is the
+// first bad object's in the file's order even though the objects are decoded on all cores.
+func TestDecodeObjectsListShapes(t *testing.T) {
+	svc := func(name string) string {
+		return `{"metadata":{"namespace":"default","name":"` + name + `"},"kind":"Service","spec":{"clusterIP":"10.96.0.9","ports":[{"port":80}]}}`
+	}
+	slice := `{"endpoints":[{"addresses":["10.0.0.1"],"targetRef":{"kind":"Pod","name":"p"}}],"metadata":{"namespace":"default","name":"web-1"},"addressType":"IPv4","kind":"EndpointSlice"}`
+	list := func(items ...string) string {
+		return `{"apiVersion":"v1","items":[` + strings.Join(items, ",\n ") + `],"kind":"List"}`
+	}
+	cl, err := DecodeObjects([]byte(list(svc("a"), list(svc("b"), slice), `{"kind":"ConfigMap"}`, `{"KIND":"Ser\u0076ice","metadata":{"namespace":"default","name":"c"}}`, `{"kind":"ServiceList","items":null}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range cl.Services {
+		names = append(names, s.Name)
+	}
+	if strings.Join(names, ",") != "a,b,c" || len(cl.Slices) != 1 || len(cl.Pods) != 0 {
+		t.Errorf("Services %v, %d slices, %d pods; want a,b,c, 1 slice (its targetRef is no Pod), no pods", names, len(cl.Slices), len(cl.Pods))
+	}
+	// Many objects, so that several workers decode: the error named is the first in order.
+	var items []string
+	for i := range 1000 {
+		items = append(items, svc(fmt.Sprintf("s%d", i)))
+	}
+	items[300] = `{"kind":"Service","metadata":{"namespace":"default","name":"bad1"},"spec":{"clusterIP":"x"}}`
+	items[700] = `{"kind":"Service","metadata":{"namespace":"default","name":"bad2"},"spec":{"ports":"x"}}`
+	items[900] = `{"metadata":{}}`
+	_, err = DecodeObjects([]byte(list(items...)))
+	if want := `document 1, item 301 (Service): Service default/bad1: cluster IP "x"`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v, want %q", err, want)
+	}
+	items[300] = svc("ok")
+	_, err = DecodeObjects([]byte(list(items...)))
+	if want := "document 1, item 701 (Service): json: cannot unmarshal"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v, want %q", err, want)
+	}
+	for _, tc := range []struct{ doc, want string }{
+		{`[1,2]`, "document 1: not a Kubernetes object (not a JSON object)"},
+		{`{"kind":3}`, "document 1: kind: not a string"},
+		{`{"kind":"List","items":{}}`, "document 1: items is not a list"},
+		{list(svc("a"), `{"metadata":{}}`), "document 1, item 2: not a Kubernetes object (no kind)"},
+		{list(list(svc("a"), `"x"`)), "document 1, item 1, item 2: not a Kubernetes object"},
+	} {
+		if _, err := DecodeObjects([]byte(tc.doc)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %q", tc.doc, err, tc.want)
+		}
+	}
+}
+
+// FuzzObjectHead: on any valid JSON object the scan finds the kind and items encoding/json finds,
+// and on any input at all it neither panics nor reads out of bounds.
+func FuzzObjectHead(f *testing.F) {
+	for _, s := range []string{`{"kind":"List","items":[{"kind":"Pod"}]}`, `{"Kind":"a\"b","items":null}`, `{"items":[1,"]",{"a":[]}],"kind":"x","kind":"y"}`, `{}`, `{"a":{"kind":"no"}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		kind, items, err := objectHead(data)
+		if err == nil {
+			_ = eachElement(items, func([]byte) error { return nil })
+		}
+		if !json.Valid(data) {
+			return
+		}
+		var head struct {
+			Kind  string            `json:"kind"`
+			Items []json.RawMessage `json:"items"`
+		}
+		if json.Unmarshal(data, &head) != nil {
+			return // not an object, or a kind or items of another type: the scan refuses those too
+		}
+		if err != nil {
+			t.Fatalf("scan refused what encoding/json reads: %v", err)
+		}
+		if kind != head.Kind {
+			t.Fatalf("kind %q, encoding/json %q", kind, head.Kind)
+		}
+		var got []string
+		if err := eachElement(items, func(el []byte) error { got = append(got, string(el)); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(head.Items) {
+			t.Fatalf("%d items, encoding/json %d", len(got), len(head.Items))
+		}
+		for i := range got {
+			if got[i] != string(head.Items[i]) {
+				t.Fatalf("item %d %q, encoding/json %q", i, got[i], head.Items[i])
+			}
+		}
+	})
 }

@@ -1,0 +1,186 @@
+package trace
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// A scan of one JSON object's top level: enough to find an object's kind and a List's items
+// without unmarshalling them. The input has passed json.Valid; the scan still checks every index
+// and refuses what it does not expect, never reading out of bounds.
+
+var errScan = errors.New("malformed JSON")
+
+// objectHead returns the "kind" of the JSON object raw (matched as encoding/json matches a field:
+// without regard to case, the last one winning) and the text of its "items" (nil when absent or
+// null).
+func objectHead(raw []byte) (kind string, items []byte, err error) {
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return "", nil, fmt.Errorf("not a Kubernetes object (not a JSON object)")
+	}
+	i = skipSpace(raw, i+1)
+	if i < len(raw) && raw[i] == '}' {
+		return "", nil, nil
+	}
+	for {
+		if i >= len(raw) || raw[i] != '"' {
+			return "", nil, errScan
+		}
+		kend, err := skipString(raw, i)
+		if err != nil {
+			return "", nil, err
+		}
+		key := raw[i+1 : kend-1]
+		i = skipSpace(raw, kend)
+		if i >= len(raw) || raw[i] != ':' {
+			return "", nil, errScan
+		}
+		vstart := skipSpace(raw, i+1)
+		vend, err := skipValue(raw, vstart)
+		if err != nil {
+			return "", nil, err
+		}
+		val := raw[vstart:vend]
+		switch {
+		case bytes.EqualFold(key, []byte("kind")):
+			if kind, err = jsonString(val); err != nil {
+				return "", nil, fmt.Errorf("kind: %w", err)
+			}
+		case bytes.EqualFold(key, []byte("items")):
+			switch {
+			case string(val) == "null":
+				items = nil
+			case len(val) > 0 && val[0] == '[':
+				items = val
+			default:
+				return "", nil, fmt.Errorf("items is not a list")
+			}
+		}
+		i = skipSpace(raw, vend)
+		if i >= len(raw) {
+			return "", nil, errScan
+		}
+		if raw[i] == '}' {
+			return kind, items, nil
+		}
+		if raw[i] != ',' {
+			return "", nil, errScan
+		}
+		i = skipSpace(raw, i+1)
+	}
+}
+
+// jsonString is the value of a JSON string (null is ""), unescaped only when it has escapes.
+func jsonString(val []byte) (string, error) {
+	if string(val) == "null" {
+		return "", nil
+	}
+	if len(val) < 2 || val[0] != '"' {
+		return "", fmt.Errorf("not a string")
+	}
+	if bytes.IndexByte(val, '\\') < 0 {
+		return string(val[1 : len(val)-1]), nil
+	}
+	var s string
+	err := json.Unmarshal(val, &s)
+	return s, err
+}
+
+// eachElement calls fn with the text of each element of the JSON array list, in order (nothing
+// for a nil list).
+func eachElement(list []byte, fn func(el []byte) error) error {
+	if list == nil {
+		return nil
+	}
+	i := skipSpace(list, 0)
+	if i >= len(list) || list[i] != '[' {
+		return errScan
+	}
+	i = skipSpace(list, i+1)
+	if i < len(list) && list[i] == ']' {
+		return nil
+	}
+	for {
+		end, err := skipValue(list, i)
+		if err != nil {
+			return err
+		}
+		if err := fn(list[i:end]); err != nil {
+			return err
+		}
+		i = skipSpace(list, end)
+		if i >= len(list) {
+			return errScan
+		}
+		if list[i] == ']' {
+			return nil
+		}
+		if list[i] != ',' {
+			return errScan
+		}
+		i = skipSpace(list, i+1)
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\t' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index just past the JSON string that starts at b[i] ('"').
+func skipString(b []byte, i int) (int, error) {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1, nil
+		}
+	}
+	return 0, errScan
+}
+
+// skipValue returns the index just past the JSON value that starts at b[i].
+func skipValue(b []byte, i int) (int, error) {
+	if i >= len(b) {
+		return 0, errScan
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				end, err := skipString(b, i)
+				if err != nil {
+					return 0, err
+				}
+				i = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1, nil
+				}
+			}
+		}
+		return 0, errScan
+	default: // a number, true, false or null
+		start := i
+		for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\n' && b[i] != '\t' && b[i] != '\r' {
+			i++
+		}
+		if i == start {
+			return 0, errScan
+		}
+		return i, nil
+	}
+}
