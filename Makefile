@@ -10,7 +10,7 @@ BIN := bin/kubectl-svctrace
 DEPS := iptables nftables etcd-server conntrack ipset iproute2 qemu-system-x86 busybox-static ipvsadm cpio kmod prometheus graphviz tmux
 DEP_CMDS := iptables-legacy-save iptables-nft-save nft etcd conntrack ipset ip qemu-system-x86_64 busybox ipvsadm cpio depmod prometheus promtool dot tmux
 
-.PHONY: dist-host help cover-repair bench-fleet bench-flows bench-live bench-nft bench-agent bench-repair bench-remote record-kube-proxy-version all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean dist krew-tools validate-krew-manifest
+.PHONY: dist-host help cover-repair race bench-fleet bench-flows bench-live bench-nft bench-agent bench-repair bench-remote record-kube-proxy-version all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean dist krew-tools validate-krew-manifest
 # Release archives: krew wants a semver version.
 DIST_VERSION ?= $(shell git describe --tags --match 'v*' 2>/dev/null || echo v0.1.0-dev)
 PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
@@ -56,7 +56,7 @@ vet:
 ## test: the whole suite: vet, unit tests, fuzz seeds, the e2e tests against a real cluster
 ## (including kube-proxy in IPVS mode inside a QEMU guest) and the krew packaging test (root);
 ## RUN=REGEX runs only the matching e2e tests
-test: deps vet cover-repair build dist-host krew-tools
+test: deps vet cover-repair race build dist-host krew-tools
 	@bin=$$(SVCTRACE_CACHE=$(CACHE) hack/k8s-binaries.sh) && \
 	kernel=$$(SVCTRACE_CACHE=$(CACHE) hack/ipvs-vm/kernel.sh) && \
 	kwok=$$(SVCTRACE_CACHE=$(CACHE) hack/kwok-binary.sh) && \
@@ -70,6 +70,11 @@ test: deps vet cover-repair build dist-host krew-tools
 	SVCTRACE_VM_KERNEL=$$kernel SVCTRACE_VM_BIN=$(CURDIR)/bin/vm SVCTRACE_KWOK=$$kwok \
 	SVCTRACE_DIST=$(CURDIR)/dist SVCTRACE_DIST_VERSION=$(DIST_VERSION) SVCTRACE_KREW_DIR=$(KREW_DIR) \
 		$(GO) test -tags e2e -count=1 -timeout 40m $(if $(RUN),-run '$(RUN)' ./test/e2e/,./...)
+
+## race: the tests of what runs on all cores (check's walks, the objects' decoding), under the
+## race detector
+race:
+	$(GO) test -race -count=1 -run 'Concurrent|DecodeObjects' ./trace/...
 
 ## cover-repair: the repair engine's apply, verify, rollback and undo code (engine.go) must be
 ## covered at least 90% by its unit tests alone (the fault table over a fake node)
@@ -150,6 +155,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/xtables/
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/nftjson/
 	$(GO) test -run XXX -fuzz FuzzParseIPVS -fuzztime 60s -fuzzminimizetime 5s ./dataplane/ipvsadm/
+	$(GO) test -run XXX -fuzz FuzzObjectHead -fuzztime 60s -fuzzminimizetime 5s ./trace/
 
 ## dist: archives per OS/arch with LICENSE (dist/kubectl-svctrace_VERSION_OS_ARCH.tar.gz) and the
 ## krew manifest rendered for them (dist/svctrace.yaml, file:// URIs unless KREW_BASE_URL is set)

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -162,6 +165,9 @@ func Check(ctx context.Context, dp Dataplane, cl *Cluster, node *NodeContext, sc
 	known := map[string]bool{}
 	// Node ports are served on node addresses (in IPVS mode, one virtual server each).
 	nodePorts := map[string]bool{}
+	// One job per Service port, run on all cores (Dataplane.Walk may be called concurrently);
+	// their findings are kept in this order.
+	var jobs []func(*CheckResult) error
 	svcs := append([]*corev1.Service(nil), cl.Services...)
 	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Namespace+"/"+svcs[i].Name < svcs[j].Namespace+"/"+svcs[j].Name })
 	for _, svc := range svcs {
@@ -196,30 +202,36 @@ func Check(ctx context.Context, dp Dataplane, cl *Cluster, node *NodeContext, sc
 			}
 			for _, sp := range svc.Spec.Ports {
 				res.Checked++
-				ref := &ServiceRef{Namespace: svc.Namespace, Name: svc.Name, Port: sp.Name, Type: string(ClusterIPAddr)}
-				// Each address family has its own proxier in kube-proxy, which sees only that
-				// family's EndpointSlices: a dual-stack Service's IPv6 endpoints are not the IPv4
-				// address's.
-				eps := sameFamily(cl.Endpoints(svc, sp), vip)
-				itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
-				want := Usable(eps, node.Name, zone, itpLocal)
-				q := Query{Node: node, Packet: Packet{Src: src[fam], Dst: vip, DstPort: uint16(sp.Port), Protocol: protoOf(sp.Protocol)}}
-				if err := compare(ctx, res, dp, cl, q, ref, eps, want, itpLocal, "cluster IP"); err != nil {
-					return nil, err
-				}
-				if sp.NodePort != 0 && nodeIP[fam].IsValid() {
-					etpLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
-					want := Usable(eps, node.Name, zone, etpLocal)
-					q := Query{Node: node, Packet: Packet{Src: external[fam], Dst: nodeIP[fam], DstPort: uint16(sp.NodePort), Protocol: protoOf(sp.Protocol)}}
-					nref := *ref
-					nref.Type = string(NodePortAddr)
-					if err := compare(ctx, res, dp, cl, q, &nref, eps, want, etpLocal, "node port"); err != nil {
-						return nil, err
+				jobs = append(jobs, func(r *CheckResult) error {
+					ref := &ServiceRef{Namespace: svc.Namespace, Name: svc.Name, Port: sp.Name, Type: string(ClusterIPAddr)}
+					// Each address family has its own proxier in kube-proxy, which sees only that
+					// family's EndpointSlices: a dual-stack Service's IPv6 endpoints are not the IPv4
+					// address's.
+					eps := sameFamily(cl.Endpoints(svc, sp), vip)
+					itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
+					want := Usable(eps, node.Name, zone, itpLocal)
+					q := Query{Node: node, Packet: Packet{Src: src[fam], Dst: vip, DstPort: uint16(sp.Port), Protocol: protoOf(sp.Protocol)}}
+					if err := compare(ctx, r, dp, cl, q, ref, eps, want, itpLocal, "cluster IP"); err != nil {
+						return err
 					}
-				}
+					if sp.NodePort != 0 && nodeIP[fam].IsValid() {
+						etpLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
+						want := Usable(eps, node.Name, zone, etpLocal)
+						q := Query{Node: node, Packet: Packet{Src: external[fam], Dst: nodeIP[fam], DstPort: uint16(sp.NodePort), Protocol: protoOf(sp.Protocol)}}
+						nref := *ref
+						nref.Type = string(NodePortAddr)
+						return compare(ctx, r, dp, cl, q, &nref, eps, want, etpLocal, "node port")
+					}
+					return nil
+				})
 			}
 		}
 	}
+	found, err := runChecks(jobs, node.Name)
+	if err != nil {
+		return nil, err
+	}
+	res.Findings = append(res.Findings, found...)
 	if l, ok := dp.(Lister); ok {
 		seen := map[string]bool{}
 		for _, e := range l.Entries() {
@@ -245,6 +257,42 @@ func Check(ctx context.Context, dp Dataplane, cl *Cluster, node *NodeContext, sc
 		}
 	}
 	return res, nil
+}
+
+// runChecks runs the jobs on all cores, each with a CheckResult of its own for node, and returns
+// their findings in the jobs' order, or the first error in that order.
+func runChecks(jobs []func(*CheckResult) error, node string) ([]Finding, error) {
+	results := make([]CheckResult, len(jobs))
+	errs := make([]error, len(jobs))
+	var next, failed atomic.Int64 // failed: the first job that failed, or len(jobs)
+	failed.Store(int64(len(jobs)))
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(jobs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(jobs) || int64(i) > failed.Load() {
+					return // the jobs after a failed one do not change the answer
+				}
+				results[i].Node = node
+				if errs[i] = jobs[i](&results[i]); errs[i] != nil {
+					for f := failed.Load(); int64(i) < f && !failed.CompareAndSwap(f, int64(i)); f = failed.Load() {
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var out []Finding
+	for i := range jobs {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		out = append(out, results[i].Findings...)
+	}
+	return out, nil
 }
 
 func inScope(s CheckScope, name string) bool {

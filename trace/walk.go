@@ -82,7 +82,8 @@ type Dataplane interface {
 	// Mode names the kube-proxy mode the state belongs to: "iptables", "nftables" or "ipvs".
 	Mode() string
 	// Walk evaluates the packet on the node and returns every path it can take. It stops, with
-	// ctx's error, soon after ctx is cancelled.
+	// ctx's error, soon after ctx is cancelled. It may be called from several goroutines at once
+	// (check walks every Service on all cores).
 	Walk(ctx context.Context, p Packet, node *NodeContext) (*Walk, error)
 }
 

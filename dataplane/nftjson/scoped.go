@@ -9,6 +9,7 @@ import (
 	"io"
 	"regexp"
 	"sort"
+	"sync"
 
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace"
@@ -32,6 +33,8 @@ type Scoped struct {
 	// objects reads kube-proxy's chains, sets and keys one by one.
 	objects ObjectReader
 	rs      *nftables.Ruleset
+	// mu makes walks one at a time: a walk reads what it misses into rs.
+	mu sync.Mutex
 	// started lists the families ("ip", "ip6") whose first read was made; whole the tables
 	// read whole ("inet filter").
 	started, whole map[string]bool
@@ -78,6 +81,8 @@ func (s *Scoped) Summary() string {
 // Walk implements trace.Dataplane: it walks what was read and reads what the walk missed, until
 // the walk needs nothing more.
 func (s *Scoped) Walk(ctx context.Context, p trace.Packet, node *trace.NodeContext) (*trace.Walk, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	family := "ip"
 	if p.Dst.Is6() && !p.Dst.Is4In6() {
 		family = "ip6"

@@ -217,9 +217,10 @@ func decodeAnswer(data []byte) (*nftables.Ruleset, []nftables.Object, error) {
 	}
 	for _, p := range raw.Probed {
 		var set *nftables.Set
+		var table *nftables.Table
 		for _, t := range rs.Tables {
 			if t.Family == p.Family && t.Name == p.Table {
-				set = t.Sets[p.Set]
+				set, table = t.Sets[p.Set], t
 			}
 		}
 		if set == nil {
@@ -238,7 +239,7 @@ func decodeAnswer(data []byte) (*nftables.Ruleset, []nftables.Object, error) {
 		if len(part.Elems) != len(set.Elems) {
 			return nil, nil, fmt.Errorf("the answer holds elements of set %s that were not asked for", p.Set)
 		}
-		*set = *part
+		table.Sets[p.Set] = part
 	}
 	for _, t := range raw.Tables {
 		if t.Kind != "table" || !safeName.MatchString(t.Table) {

@@ -8,9 +8,11 @@ import (
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 
+	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/test/recorded"
 	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
+	"github.com/svctrace/svctrace/trace/iptables"
 )
 
 // TestCheckRecordedNodeIsClean: what the real kube-proxy programmed agrees with the API it read.
@@ -79,4 +81,40 @@ func TestCheckDualStackEndpointsBelongToTheirFamily(t *testing.T) {
 	if got := tracetest.FindingKinds(res, trace.SeverityWarning); len(got) != 0 {
 		t.Errorf("findings on a synced node with a second address family: %v", got)
 	}
+}
+
+// TestCheckConcurrentWalks: check walks every Service port on all cores, and the result is the
+// one a walk one port at a time gives: the recorded node with 200 Service ports more in
+// KUBE-SERVICES (so that the chain's destination index, built by the first walk that needs it,
+// is used), in iptables and in IPVS mode.
+func TestCheckConcurrentWalks(t *testing.T) {
+	data := tracetest.ReadFixture(t, "../../dataplane/snapshot/demo", "iptables-save.txt")
+	var extra strings.Builder
+	for i := range 200 {
+		fmt.Fprintf(&extra, "-A KUBE-SERVICES -d 10.96.250.%d/32 -p tcp -m comment --comment \"ghost/svc-%d:http cluster IP\" -m tcp --dport 80 -j KUBE-SVC-ODX2UBAZM7RQWOIU\n", i, i)
+	}
+	filter, nat, _ := strings.Cut(string(data), "*nat\n")
+	grown, n := filter+"*nat\n"+strings.Replace(nat, "-A KUBE-SERVICES ", extra.String()+"-A KUBE-SERVICES ", 1), 0
+	_, cl := recorded.IPTables(t, "../../dataplane/snapshot/demo")
+	res := tracetest.SameCheckConcurrently(t, func() trace.Dataplane {
+		rs, err := xtables.Parse([]byte(grown))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &iptables.Dataplane{V4: rs}
+	}, cl, "node1", trace.CheckScope{})
+	for _, f := range res.Findings {
+		if f.Kind == trace.StaleService && strings.HasPrefix(f.Service, "ghost/") {
+			n++
+		}
+	}
+	if n != 200 || res.Checked < 12 {
+		t.Errorf("%d ghost Services found stale, %d ports checked; want 200 and at least 12", n, res.Checked)
+	}
+
+	_, ipvsCl := recorded.IPVS(t, "ipvsadm-Ln.txt")
+	tracetest.SameCheckConcurrently(t, func() trace.Dataplane {
+		dp, _ := recorded.IPVS(t, "ipvsadm-Ln.txt")
+		return dp
+	}, ipvsCl, "vm1", trace.CheckScope{})
 }

@@ -6,6 +6,7 @@ package iptables
 import (
 	"net/netip"
 	"sort"
+	"sync"
 )
 
 // Ruleset is one address family's tables, e.g. the output of iptables-save.
@@ -67,8 +68,9 @@ type Chain struct {
 	Rules []*Rule
 
 	// byDst indexes a big chain's rules by exact destination address; wild holds the rules
-	// without one. Built on first use (KUBE-SERVICES has a rule per Service port).
-	indexed bool
+	// without one. Built on first use (KUBE-SERVICES has a rule per Service port), once: walks
+	// run on several goroutines.
+	indexed sync.Once
 	byDst   map[netip.Addr][]*Rule
 	wild    []*Rule
 }
@@ -82,7 +84,7 @@ func (c *Chain) candidates(dst netip.Addr) []*Rule {
 	if len(c.Rules) < indexThreshold {
 		return c.Rules
 	}
-	if !c.indexed {
+	c.indexed.Do(func() {
 		c.byDst = map[netip.Addr][]*Rule{}
 		for _, r := range c.Rules {
 			if r.Dst.Set && !r.Dst.Neg && r.Dst.Prefix.IsSingleIP() {
@@ -92,8 +94,7 @@ func (c *Chain) candidates(dst netip.Addr) []*Rule {
 				c.wild = append(c.wild, r)
 			}
 		}
-		c.indexed = true
-	}
+	})
 	exact := c.byDst[dst]
 	if len(exact) == 0 {
 		return c.wild

@@ -8,13 +8,39 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Table is a node's IPVS state.
 type Table struct {
 	Services []*VirtualServer
-	// byAddr indexes Services for Find; built on first use (a big node has 20,000 of them).
-	byAddr map[string]*VirtualServer
+
+	// byAddr indexes Services for Find and addrs lists their addresses; built on first use (a
+	// big node has 20,000 of them) and again when Services has grown, under mu: walks run on
+	// several goroutines.
+	mu      sync.Mutex
+	indexed int
+	byAddr  map[string]*VirtualServer
+	addrs   []netip.Addr
+}
+
+func (t *Table) index() (map[string]*VirtualServer, []netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.byAddr == nil || t.indexed != len(t.Services) {
+		t.byAddr = make(map[string]*VirtualServer, len(t.Services))
+		t.addrs = nil
+		seen := map[netip.Addr]bool{}
+		for _, s := range t.Services {
+			t.byAddr[s.Protocol+" "+s.Addr.String()] = s
+			if a := s.Addr.Addr(); a.IsValid() && !seen[a] {
+				seen[a] = true
+				t.addrs = append(t.addrs, a)
+			}
+		}
+		t.indexed = len(t.Services)
+	}
+	return t.byAddr, t.addrs
 }
 
 // VirtualServer is one IPVS service.
@@ -45,13 +71,8 @@ func (t *Table) Find(proto string, addr netip.AddrPort) *VirtualServer {
 	if t == nil {
 		return nil
 	}
-	if len(t.byAddr) != len(t.Services) {
-		t.byAddr = make(map[string]*VirtualServer, len(t.Services))
-		for _, s := range t.Services {
-			t.byAddr[s.Protocol+" "+s.Addr.String()] = s
-		}
-	}
-	return t.byAddr[proto+" "+addr.String()]
+	byAddr, _ := t.index()
+	return byAddr[proto+" "+addr.String()]
 }
 
 // Addresses lists every virtual server address: in IPVS mode kube-proxy binds them to the
@@ -60,15 +81,8 @@ func (t *Table) Addresses() []netip.Addr {
 	if t == nil {
 		return nil
 	}
-	seen := map[netip.Addr]bool{}
-	var out []netip.Addr
-	for _, s := range t.Services {
-		if a := s.Addr.Addr(); a.IsValid() && !seen[a] {
-			seen[a] = true
-			out = append(out, a)
-		}
-	}
-	return out
+	_, addrs := t.index()
+	return addrs
 }
 
 // ExactSchedulers split new connections by weight alone, independent of live state.

@@ -759,22 +759,13 @@ func (w *walker) find(b *branch, name string, v any) (Elem, bool) {
 			return Elem{}, false
 		}
 	}
-	if s.index == nil {
-		s.index = map[string]int{}
-		for i, e := range s.Elems {
-			if k, ok := canonical(e.Key); ok {
-				s.index[k] = i
-			} else {
-				s.ranged = append(s.ranged, i)
-			}
-		}
-	}
+	index, ranged := s.lookupIndex()
 	if k, ok := canonical(v); ok {
-		if i, found := s.index[k]; found {
+		if i, found := index[k]; found {
 			return s.Elems[i], true
 		}
 	}
-	for _, i := range s.ranged {
+	for _, i := range ranged {
 		if eq(v, s.Elems[i].Key) {
 			return s.Elems[i], true
 		}

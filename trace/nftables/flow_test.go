@@ -117,3 +117,10 @@ func TestInterfaceDetectorDecidesBySource(t *testing.T) {
 		{Name: "a process on the node: masqueraded", SourceIP: tracetest.NodeIP, Origin: trace.FromLocalProcess, DestIP: ip, DestPort: 80, Output: hostnames, Masq: true},
 	})
 }
+
+// TestCheckConcurrentWalks: check walks every Service port on all cores; the named sets' index,
+// built by the first walk that looks one up, gives the same result as walks one at a time.
+func TestCheckConcurrentWalks(t *testing.T) {
+	_, cl := load(t)
+	tracetest.SameCheckConcurrently(t, func() trace.Dataplane { dp, _ := load(t); return dp }, cl, "node1", trace.CheckScope{})
+}

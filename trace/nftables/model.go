@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -140,9 +141,28 @@ type Set struct {
 	probed  map[string]bool
 
 	// index maps an exact element's canonical key to its position; ranged holds the positions
-	// of elements with prefixes or ranges, which are matched one by one. Built on first lookup.
+	// of elements with prefixes or ranges, which are matched one by one. Built on first lookup,
+	// under mu: walks run on several goroutines.
+	mu     sync.Mutex
 	index  map[string]int
 	ranged []int
+}
+
+// lookupIndex returns the set's index, building it if needed.
+func (s *Set) lookupIndex() (map[string]int, []int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.index == nil {
+		s.index = map[string]int{}
+		for i, e := range s.Elems {
+			if k, ok := canonical(e.Key); ok {
+				s.index[k] = i
+			} else {
+				s.ranged = append(s.ranged, i)
+			}
+		}
+	}
+	return s.index, s.ranged
 }
 
 // AddProbed records that a partial set was asked for key: e is its element, or nil when the set
@@ -157,7 +177,9 @@ func (s *Set) AddProbed(key string, e *Elem) {
 	s.probed[key] = true
 	if e != nil {
 		s.Elems = append(s.Elems, *e)
+		s.mu.Lock()
 		s.index, s.ranged = nil, nil
+		s.mu.Unlock()
 	}
 }
 
@@ -222,8 +244,8 @@ type Elem struct {
 	Comment string
 }
 
-// Dataplane evaluates a node's nftables ruleset. Walks index named sets on first use, so one
-// Dataplane must not be walked from several goroutines at once.
+// Dataplane evaluates a node's nftables ruleset. Walks index named sets on first use, safely
+// from several goroutines at once.
 type Dataplane struct {
 	Rules *Ruleset
 }
