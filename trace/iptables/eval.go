@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/ipvs"
@@ -19,6 +20,26 @@ type Dataplane struct {
 	V4, V6 *Ruleset
 	Sets   ipvs.Sets
 	IPVS   *ipvs.Table
+
+	// ipvsNode is the last node context given to Walk in IPVS mode with the virtual server
+	// addresses added: check walks 20,000 ports with the same node.
+	mu       sync.Mutex
+	ipvsFor  *trace.NodeContext
+	ipvsNode *trace.NodeContext
+}
+
+// withIPVSAddresses returns node with every virtual server address local: kube-proxy binds them
+// to kube-ipvs0.
+func (d *Dataplane) withIPVSAddresses(node *trace.NodeContext) *trace.NodeContext {
+	addrs := d.IPVS.Addresses()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ipvsFor != node || len(d.ipvsNode.Local) != len(node.Local)+len(addrs) {
+		local := *node
+		local.Local = append(append([]netip.Addr(nil), node.Local...), addrs...)
+		d.ipvsFor, d.ipvsNode = node, &local
+	}
+	return d.ipvsNode
 }
 
 // Mode implements trace.Dataplane.
@@ -130,10 +151,7 @@ func (d *Dataplane) Walk(ctx context.Context, p trace.Packet, node *trace.NodeCo
 	}
 	w := &walker{rs: rs, pkt: p, node: node, sets: d.Sets, ipvs: d.IPVS, budget: trace.NewBudget(ctx)}
 	if d.IPVS != nil {
-		// kube-proxy binds every virtual server address to kube-ipvs0: they are local.
-		local := *node
-		local.Local = append(append([]netip.Addr(nil), node.Local...), d.IPVS.Addresses()...)
-		w.node = &local
+		w.node = d.withIPVSAddresses(node)
 	}
 	start := &branch{Fate: trace.Fate{Src: p.Src, Dst: p.Dst, DPort: p.DstPort, Mark: p.Mark, Prob: 1}, hook: prerouting}
 	if p.Origin == trace.FromLocalProcess {
