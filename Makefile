@@ -74,7 +74,7 @@ test: deps vet cover-repair race build dist-host krew-tools
 ## race: the tests of what runs on all cores (check's walks, the objects' decoding), under the
 ## race detector
 race:
-	$(GO) test -race -count=1 -run 'Concurrent|DecodeObjects' ./trace/...
+	$(GO) test -race -count=1 -run 'Concurrent|DecodeObjects|InParallel' ./trace/...
 
 ## cover-repair: the repair engine's apply, verify, rollback and undo code (engine.go) must be
 ## covered at least 90% by its unit tests alone (the fault table over a fake node)

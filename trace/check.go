@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -264,27 +261,11 @@ func Check(ctx context.Context, dp Dataplane, cl *Cluster, node *NodeContext, sc
 func runChecks(jobs []func(*CheckResult) error, node string) ([]Finding, error) {
 	results := make([]CheckResult, len(jobs))
 	errs := make([]error, len(jobs))
-	var next, failed atomic.Int64 // failed: the first job that failed, or len(jobs)
-	failed.Store(int64(len(jobs)))
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(jobs)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(jobs) || int64(i) > failed.Load() {
-					return // the jobs after a failed one do not change the answer
-				}
-				results[i].Node = node
-				if errs[i] = jobs[i](&results[i]); errs[i] != nil {
-					for f := failed.Load(); int64(i) < f && !failed.CompareAndSwap(f, int64(i)); f = failed.Load() {
-					}
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	inParallel(len(jobs), 1, func(i int) bool {
+		results[i].Node = node
+		errs[i] = jobs[i](&results[i])
+		return errs[i] != nil // the jobs after a failed one do not change the answer
+	})
 	var out []Finding
 	for i := range jobs {
 		if errs[i] != nil {

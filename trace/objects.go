@@ -6,10 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -133,26 +130,10 @@ func collectItem(items []rawObject, raw []byte, where string, item int) ([]rawOb
 
 // decodeAll decodes and validates every object, on all cores.
 func decodeAll(items []rawObject) {
-	const block = 64
-	var next atomic.Int64
-	workers := min(runtime.GOMAXPROCS(0), (len(items)+block-1)/block)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				start := int(next.Add(block)) - block
-				if start >= len(items) {
-					return
-				}
-				for i := start; i < min(start+block, len(items)); i++ {
-					decodeOne(&items[i])
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	inParallel(len(items), 64, func(i int) bool {
+		decodeOne(&items[i])
+		return items[i].err != nil // the objects after a bad one are not used
+	})
 }
 
 func decodeOne(it *rawObject) {
