@@ -63,7 +63,7 @@ func Usable(eps []Endpoint, node, zone string, local bool) []Endpoint {
 		return usable(eps, node, true)
 	}
 	hint := topologyHint(eps, node, zone)
-	var out []Endpoint
+	out := make([]Endpoint, 0, len(eps))
 	for _, e := range eps {
 		if e.Ready && (hint == nil || hint(e)) {
 			out = append(out, e)
@@ -107,6 +107,9 @@ func topologyHint(eps []Endpoint, node, zone string) func(Endpoint) bool {
 
 // sameFamily keeps the endpoints of addr's address family.
 func sameFamily(eps []Endpoint, addr netip.Addr) []Endpoint {
+	if !slices.ContainsFunc(eps, func(e Endpoint) bool { return e.Addr.Addr().Is4() != addr.Is4() }) {
+		return eps // the common case: all of them
+	}
 	var out []Endpoint
 	for _, e := range eps {
 		if e.Addr.Addr().Is4() == addr.Is4() {
@@ -118,11 +121,14 @@ func sameFamily(eps []Endpoint, addr netip.Addr) []Endpoint {
 
 func usable(eps []Endpoint, node string, local bool) []Endpoint {
 	pick := func(ok func(Endpoint) bool) []Endpoint {
-		var out []Endpoint
+		out := make([]Endpoint, 0, len(eps))
 		for _, e := range eps {
 			if ok(e) && (!local || e.NodeName == node) {
 				out = append(out, e)
 			}
+		}
+		if len(out) == 0 {
+			return nil
 		}
 		return out
 	}
@@ -330,10 +336,12 @@ func lastUsable(p netip.Prefix) netip.Addr {
 // compare walks one Service address and turns every difference from the API into a finding. It
 // uses the paths directly, not the rendered trace: a full-node check walks 10,000 of them.
 func compare(ctx context.Context, res *CheckResult, dp Dataplane, cl *Cluster, q Query, ref *ServiceRef, eps, want []Endpoint, local bool, what string) error {
-	w, err := dp.Walk(ctx, q.Packet, q.Node)
+	// The walk for the shares needs no steps; the evidence of a finding walks again with them.
+	w, err := dp.Walk(WithoutSteps(ctx), q.Packet, q.Node)
 	if err != nil {
 		return err
 	}
+	var stepped *Walk
 	add := func(kind string, sev Severity, msg string, ev ...string) {
 		res.Findings = append(res.Findings, Finding{Kind: kind, Severity: sev, Service: ref.String(), Node: res.Node, Message: msg, Evidence: ev})
 	}
@@ -367,7 +375,12 @@ func compare(ctx context.Context, res *CheckResult, dp Dataplane, cl *Cluster, q
 		}
 	}
 	evidence := func(ap netip.AddrPort) string {
-		for _, p := range w.Paths {
+		if stepped == nil {
+			if stepped, err = dp.Walk(ctx, q.Packet, q.Node); err != nil {
+				stepped = &Walk{} // the error is returned below
+			}
+		}
+		for _, p := range stepped.Paths {
 			if p.Verdict.Backend != ap {
 				continue
 			}
@@ -440,5 +453,5 @@ func compare(ctx context.Context, res *CheckResult, dp Dataplane, cl *Cluster, q
 			}
 		}
 	}
-	return nil
+	return err // of the walk for evidence, if it failed
 }

@@ -212,9 +212,19 @@ func (c *Cluster) Endpoints(svc *corev1.Service, sp corev1.ServicePort) []Endpoi
 	if c == nil {
 		return nil
 	}
-	var out []Endpoint
-	seen := map[netip.AddrPort]bool{}
-	for _, sl := range c.slicesBySvc[svc.Namespace+"/"+svc.Name] {
+	slices := c.slicesBySvc[svc.Namespace+"/"+svc.Name]
+	n := 0
+	for _, sl := range slices {
+		for _, ep := range sl.Endpoints {
+			n += len(ep.Addresses)
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make([]Endpoint, 0, n)
+	seen := make(map[netip.AddrPort]bool, n)
+	for _, sl := range slices {
 		var port *int32
 		for _, p := range sl.Ports {
 			name := ""

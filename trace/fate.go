@@ -37,7 +37,24 @@ type Fate struct {
 }
 
 // CopySteps gives a cloned branch its own step list.
-func (f *Fate) CopySteps() { f.Steps = append([]Step(nil), f.Steps...) }
+//
+// The copy has room for stepRoom more steps: a branch split off in a Service's chain takes a
+// dozen more before it ends, and growing the slice step by step was most of what check -A
+// allocated.
+func (f *Fate) CopySteps() {
+	if f.Steps == nil { // a walk without steps (WithoutSteps)
+		return
+	}
+	steps := make([]Step, len(f.Steps), len(f.Steps)+stepRoom)
+	copy(steps, f.Steps)
+	f.Steps = steps
+}
+
+// stepRoom is the room a walk's first branch, and each copy of one, has for more steps.
+const stepRoom = 24
+
+// NewSteps is the step list of a walk's first branch.
+func NewSteps() []Step { return make([]Step, 0, stepRoom) }
 
 // Path turns an ended branch into a path: its verdict (an explicit one, the DNAT it received, or
 // ACCEPT with where the packet goes) and why its source is or is not masqueraded.

@@ -109,3 +109,16 @@ type HopCounter interface {
 	// HopPackets returns the packet count of the rule a hop passed, false when it has none.
 	HopPackets(h *Hop) (uint64, bool)
 }
+
+type stepsKey struct{}
+
+// WithoutSteps marks ctx for walks that need only each path's verdict and share: a walk under it
+// may leave its paths' Steps empty (and with them what is read off the steps, such as which rule
+// marked a packet for masquerade). check walks every Service port of a node this way and walks
+// again, with steps, only to show a finding's evidence.
+func WithoutSteps(ctx context.Context) context.Context {
+	return context.WithValue(ctx, stepsKey{}, true)
+}
+
+// StepsWanted reports whether a walk under ctx records its steps.
+func StepsWanted(ctx context.Context) bool { return ctx.Value(stepsKey{}) == nil }

@@ -72,3 +72,41 @@ func SameWalk(t *testing.T, want, got trace.Dataplane, p trace.Packet, node *tra
 		t.Errorf("%v: the walks differ:\n got %+v\nwant %+v", p, g.Paths, w.Paths)
 	}
 }
+
+// SameWithoutSteps walks every entry of dp (a pod's packet to each Service address) with and
+// without steps (trace.WithoutSteps) and fails unless both give the same paths apart from the
+// steps, and the walk without steps has none.
+func SameWithoutSteps(t *testing.T, dp trace.Dataplane, node *trace.NodeContext) {
+	t.Helper()
+	l, ok := dp.(trace.Lister)
+	if !ok {
+		t.Fatalf("%T lists no entries", dp)
+	}
+	packets := PacketsTo(l.Entries())
+	if len(packets) == 0 {
+		t.Fatal("no entries to walk")
+	}
+	for _, p := range packets {
+		full, err := dp.Walk(context.Background(), p, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bare, err := dp.Walk(trace.WithoutSteps(context.Background()), p, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(full.Paths) != len(bare.Paths) {
+			t.Fatalf("%s: %d paths with steps, %d without", p, len(full.Paths), len(bare.Paths))
+		}
+		for i := range full.Paths {
+			a, b := full.Paths[i], bare.Paths[i]
+			if len(b.Steps) != 0 || len(a.Steps) == 0 {
+				t.Fatalf("%s: path %d has %d steps with them and %d without", p, i, len(a.Steps), len(b.Steps))
+			}
+			a.Steps, a.MasqueradeReason, b.MasqueradeReason = nil, "", ""
+			if !reflect.DeepEqual(a, b) {
+				t.Fatalf("%s: path %d differs without steps:\n%+v\n%+v", p, i, a, b)
+			}
+		}
+	}
+}

@@ -50,6 +50,15 @@ func TestCheckFindsWhatChangedInTheAPI(t *testing.T) {
 	if got != want {
 		t.Fatalf("findings\n got %s\nwant %s", got, want)
 	}
+	// The evidence is the DNAT rule, from a second walk with steps (the first has none).
+	for _, f := range res.Findings {
+		if f.Kind != trace.StaleEndpoint {
+			continue
+		}
+		if len(f.Evidence) != 1 || !strings.HasPrefix(f.Evidence[0], "nat KUBE-SEP-") || !strings.Contains(f.Evidence[0], " line ") || !strings.Contains(f.Evidence[0], "-j DNAT --to-destination ") {
+			t.Errorf("evidence of %s: %q, want the DNAT rule with its chain and line", f.Message, f.Evidence)
+		}
+	}
 }
 
 // TestCheckDualStackEndpointsBelongToTheirFamily: a dual-stack Service's IPv6 EndpointSlice is
@@ -117,4 +126,13 @@ func TestCheckConcurrentWalks(t *testing.T) {
 		dp, _ := recorded.IPVS(t, "ipvsadm-Ln.txt")
 		return dp
 	}, ipvsCl, "vm1", trace.CheckScope{})
+}
+
+// TestWalkWithoutSteps: check's walks without steps give the paths, shares and verdicts of the
+// walks with them, on the recorded iptables and IPVS nodes.
+func TestWalkWithoutSteps(t *testing.T) {
+	dp, cl := recorded.IPTables(t, "../../dataplane/snapshot/demo")
+	tracetest.SameWithoutSteps(t, dp, cl.NodeContextFor("node1", nil))
+	ipvsDP, ipvsCl := recorded.IPVS(t, "ipvsadm-Ln.txt")
+	tracetest.SameWithoutSteps(t, ipvsDP, ipvsCl.NodeContextFor("vm1", nil))
 }

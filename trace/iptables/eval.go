@@ -107,12 +107,14 @@ type branch struct {
 	hook     hook
 	tableIdx int
 	stack    []frame
+	// steps counts the steps taken, recorded in Steps or not (trace.WithoutSteps).
+	steps int
 }
 
 // fork clones a branch for a split, charging the steps it copies to the work budget: a walk that
 // splits on every turn of a loop copies ever longer histories.
 func (w *walker) fork(b *branch) *branch {
-	w.budget.Charge(len(b.Steps) + len(b.stack))
+	w.budget.Charge(b.steps + len(b.stack))
 	return b.clone()
 }
 
@@ -134,6 +136,16 @@ type walker struct {
 	notes trace.Notes
 	// budget counts the rules looked at, over all branches (trace.MaxWork).
 	budget *trace.Budget
+	// stepless leaves the paths' steps out (trace.WithoutSteps).
+	stepless bool
+}
+
+// addStep records a step of the branch.
+func (w *walker) addStep(b *branch, st trace.Step) {
+	b.steps++
+	if !w.stepless {
+		b.Steps = append(b.Steps, st)
+	}
 }
 
 // Walk implements trace.Dataplane: it returns every path the packet can take and its probability.
@@ -149,11 +161,14 @@ func (d *Dataplane) Walk(ctx context.Context, p trace.Packet, node *trace.NodeCo
 		}
 		return nil, fmt.Errorf("no %s iptables rules were given for %s", fam, p.Dst)
 	}
-	w := &walker{rs: rs, pkt: p, node: node, sets: d.Sets, ipvs: d.IPVS, budget: trace.NewBudget(ctx)}
+	w := &walker{rs: rs, pkt: p, node: node, sets: d.Sets, ipvs: d.IPVS, budget: trace.NewBudget(ctx), stepless: !trace.StepsWanted(ctx)}
 	if d.IPVS != nil {
 		w.node = d.withIPVSAddresses(node)
 	}
 	start := &branch{Fate: trace.Fate{Src: p.Src, Dst: p.Dst, DPort: p.DstPort, Mark: p.Mark, Prob: 1}, hook: prerouting}
+	if !w.stepless {
+		start.Steps = trace.NewSteps()
+	}
 	if p.Origin == trace.FromLocalProcess {
 		start.hook = output
 	}
@@ -172,7 +187,7 @@ func (w *walker) run(b *branch) ([]*branch, error) {
 		if err := w.budget.Spend(); err != nil {
 			return nil, err
 		}
-		if len(b.stack) > maxDepth || len(b.Steps) > maxSteps {
+		if len(b.stack) > maxDepth || b.steps > maxSteps {
 			// The kernel refuses rulesets that loop; a dump edited by hand may still have one.
 			w.note("the rules loop (jumps or gotos that never end); evaluation of that path stopped")
 			b.Verdict = &trace.Verdict{Kind: trace.Drop, Reason: "the rules loop"}
@@ -196,7 +211,7 @@ func (w *walker) run(b *branch) ([]*branch, error) {
 		}
 		if note != "" && m == noMatch {
 			// Say it where it happened too: the reader sees which rule was passed over.
-			b.Steps = append(b.Steps, trace.Step{Table: w.tableName(b), Chain: r.Chain, Line: int(r.Line), Rule: r.Text,
+			w.addStep(b, trace.Step{Table: w.tableName(b), Chain: r.Chain, Line: int(r.Line), Rule: r.Text,
 				Branch: 1, Action: "not evaluated, assumed not to match", Note: note})
 		}
 		switch m {
@@ -282,7 +297,7 @@ func (w *walker) fallOff(b *branch) {
 		return
 	}
 	if top.chain.Policy == "DROP" {
-		b.Steps = append(b.Steps, trace.Step{Table: w.tableName(b), Chain: top.chain.Name, Branch: 1,
+		w.addStep(b, trace.Step{Table: w.tableName(b), Chain: top.chain.Name, Branch: 1,
 			Action: "policy DROP", Rule: ":" + top.chain.Name + " DROP"})
 		b.Verdict = &trace.Verdict{Kind: trace.Drop, Reason: fmt.Sprintf("policy DROP of %s %s", w.tableName(b), top.chain.Name)}
 	}
@@ -537,7 +552,7 @@ func (w *walker) apply(b *branch, r *Rule, branchP float64) {
 		step.Action, detail = "unevaluated target "+t, true
 	}
 	step.Detail = detail
-	b.Steps = append(b.Steps, step)
+	w.addStep(b, step)
 }
 
 // reason prefers the rule's own comment, which kube-proxy writes for people.
@@ -632,7 +647,7 @@ func (w *walker) toIPVS(b *branch) {
 	}
 	w.note(c.Note)
 	if len(c.Picks) == 0 {
-		b.Steps = append(b.Steps, trace.Step{Table: "ipvs", Chain: c.Where, Branch: 1, Action: "no real server to choose"})
+		w.addStep(b, trace.Step{Table: "ipvs", Chain: c.Where, Branch: 1, Action: "no real server to choose"})
 		b.Verdict = &trace.Verdict{Kind: trace.Reject, Reason: fmt.Sprintf("IPVS virtual server %s has no real servers (or only draining ones, weight 0)", c.Addr)}
 		return
 	}
@@ -648,7 +663,7 @@ func (w *walker) toIPVS(b *branch) {
 		target := targets[n]
 		target.Prob = total * p.Share
 		target.Dst, target.DPort, target.DNAT = p.Real.Addr.Addr(), p.Real.Addr.Port(), true
-		target.Steps = append(target.Steps, trace.Step{Table: "ipvs", Chain: c.Where, Branch: p.Share, Action: p.Action, Note: p.Note})
+		w.addStep(target, trace.Step{Table: "ipvs", Chain: c.Where, Branch: p.Share, Action: p.Action, Note: p.Note})
 		target.hook = postrouting
 	}
 }

@@ -31,12 +31,14 @@ type branch struct {
 	stack   []frame
 	// reason is what a map element's comment said about the service the packet is for.
 	reason string
+	// steps counts the steps taken, recorded in Steps or not (trace.WithoutSteps).
+	steps int
 }
 
 // fork clones a branch for a split, charging the steps it copies to the work budget: a walk that
 // splits on every turn of a loop copies ever longer histories.
 func (w *walker) fork(b *branch) *branch {
-	w.budget.Charge(len(b.Steps) + len(b.stack))
+	w.budget.Charge(b.steps + len(b.stack))
 	return b.clone()
 }
 
@@ -63,6 +65,9 @@ type walker struct {
 	// packet's values of the element keys among them.
 	missing map[Object]bool
 	values  map[Object]any
+	// stepless leaves the paths' steps out (trace.WithoutSteps); scratch takes the step then.
+	stepless bool
+	scratch  trace.Step
 }
 
 // Walk implements trace.Dataplane.
@@ -71,7 +76,7 @@ func (d *Dataplane) Walk(ctx context.Context, p trace.Packet, node *trace.NodeCo
 	if p.Dst.Is6() && !p.Dst.Is4In6() {
 		family = "ip6"
 	}
-	w := &walker{rs: d.Rules, family: family, pkt: p, node: node, bases: map[string][]*Chain{}, budget: trace.NewBudget(ctx)}
+	w := &walker{rs: d.Rules, family: family, pkt: p, node: node, bases: map[string][]*Chain{}, budget: trace.NewBudget(ctx), stepless: !trace.StepsWanted(ctx)}
 	for _, t := range d.Rules.Tables {
 		if t.Family != family && t.Family != "inet" {
 			continue
@@ -92,6 +97,9 @@ func (d *Dataplane) Walk(ctx context.Context, p trace.Packet, node *trace.NodeCo
 		})
 	}
 	start := &branch{Fate: trace.Fate{Src: p.Src, Dst: p.Dst, DPort: p.DstPort, Mark: p.Mark, Prob: 1}, hook: "prerouting"}
+	if !w.stepless {
+		start.Steps = trace.NewSteps()
+	}
 	if p.Origin == trace.FromLocalProcess {
 		start.hook = "output"
 	}
@@ -147,7 +155,7 @@ func (w *walker) run(b *branch) {
 		if w.err = w.budget.Spend(); w.err != nil {
 			return
 		}
-		if len(b.stack) > maxDepth || len(b.Steps) > maxSteps {
+		if len(b.stack) > maxDepth || b.steps > maxSteps {
 			// The kernel refuses rulesets that loop; a dump edited by hand may still have one.
 			w.note("the rules loop (jumps or gotos that never end); evaluation of that path stopped")
 			b.Verdict = &trace.Verdict{Kind: trace.Drop, Reason: "the rules loop"}
@@ -195,7 +203,7 @@ func (w *walker) fallOff(b *branch) {
 	top := b.stack[len(b.stack)-1]
 	b.stack = b.stack[:len(b.stack)-1]
 	if len(b.stack) == 0 && top.chain.Policy == "drop" {
-		b.Steps = append(b.Steps, trace.Step{Table: tableName(top.chain), Chain: top.chain.Name, Branch: 1, Action: "policy drop"})
+		w.addStep(b, trace.Step{Table: tableName(top.chain), Chain: top.chain.Name, Branch: 1, Action: "policy drop"})
 		b.Verdict = &trace.Verdict{Kind: trace.Drop, Reason: "policy drop of chain " + top.chain.Name}
 	}
 }
@@ -206,8 +214,19 @@ func tableName(c *Chain) string { return c.Table.Family + " " + c.Table.Name }
 // service decision happens in the nat chains; callers clear Detail for verdicts.
 func (w *walker) step(b *branch, r *Rule, action string, p float64) *trace.Step {
 	base := b.stack[0].chain
-	b.Steps = append(b.Steps, trace.Step{Table: tableName(base), Chain: r.Chain, Rule: r.Shown(),
+	return w.addStep(b, trace.Step{Table: tableName(base), Chain: r.Chain, Rule: r.Shown(),
 		Action: action, Branch: p, Detail: base.Type != "nat" || b.hook == "postrouting"})
+}
+
+// addStep records a step of the branch and returns it for the caller to complete; in a walk
+// without steps it returns a scratch step, not kept.
+func (w *walker) addStep(b *branch, st trace.Step) *trace.Step {
+	b.steps++
+	if w.stepless {
+		w.scratch = st
+		return &w.scratch
+	}
+	b.Steps = append(b.Steps, st)
 	return &b.Steps[len(b.Steps)-1]
 }
 

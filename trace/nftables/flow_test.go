@@ -124,3 +124,10 @@ func TestCheckConcurrentWalks(t *testing.T) {
 	_, cl := load(t)
 	tracetest.SameCheckConcurrently(t, func() trace.Dataplane { dp, _ := load(t); return dp }, cl, "node1", trace.CheckScope{})
 }
+
+// TestWalkWithoutSteps: check's walks without steps give the paths, shares and verdicts of the
+// walks with them.
+func TestWalkWithoutSteps(t *testing.T) {
+	dp, cl := load(t)
+	tracetest.SameWithoutSteps(t, dp, cl.NodeContextFor("node1", nil))
+}
