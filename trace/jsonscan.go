@@ -14,63 +14,79 @@ import (
 var errScan = errors.New("malformed JSON")
 
 // objectHead returns the "kind" of the JSON object raw (matched as encoding/json matches a field:
-// without regard to case, the last one winning) and the text of its "items" (nil when absent or
-// null).
-func objectHead(raw []byte) (kind string, items []byte, err error) {
+// without regard to case, the last one winning) and where its "items" are, raw[from:to] (from
+// is -1 when they are absent or null). Nothing but spaces may follow the object.
+func objectHead(raw []byte) (kind string, from, to int, err error) {
+	from, to = -1, -1
 	i := skipSpace(raw, 0)
 	if i >= len(raw) || raw[i] != '{' {
-		return "", nil, fmt.Errorf("not a Kubernetes object (not a JSON object)")
+		return "", 0, 0, fmt.Errorf("not a Kubernetes object (not a JSON object)")
 	}
 	i = skipSpace(raw, i+1)
 	if i < len(raw) && raw[i] == '}' {
-		return "", nil, nil
+		return "", from, to, end(raw, i+1)
 	}
 	for {
 		if i >= len(raw) || raw[i] != '"' {
-			return "", nil, errScan
+			return "", 0, 0, errScan
 		}
 		kend, err := skipString(raw, i)
 		if err != nil {
-			return "", nil, err
+			return "", 0, 0, err
 		}
 		key := raw[i+1 : kend-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			var k string
+			if json.Unmarshal(raw[i:kend], &k) != nil {
+				return "", 0, 0, errScan
+			}
+			key = []byte(k)
+		}
 		i = skipSpace(raw, kend)
 		if i >= len(raw) || raw[i] != ':' {
-			return "", nil, errScan
+			return "", 0, 0, errScan
 		}
 		vstart := skipSpace(raw, i+1)
 		vend, err := skipValue(raw, vstart)
 		if err != nil {
-			return "", nil, err
+			return "", 0, 0, err
 		}
 		val := raw[vstart:vend]
 		switch {
 		case bytes.EqualFold(key, []byte("kind")):
 			if kind, err = jsonString(val); err != nil {
-				return "", nil, fmt.Errorf("kind: %w", err)
+				return "", 0, 0, fmt.Errorf("kind: %w", err)
 			}
 		case bytes.EqualFold(key, []byte("items")):
 			switch {
 			case string(val) == "null":
-				items = nil
+				from, to = -1, -1
 			case len(val) > 0 && val[0] == '[':
-				items = val
+				from, to = vstart, vend
 			default:
-				return "", nil, fmt.Errorf("items is not a list")
+				return "", 0, 0, fmt.Errorf("items is not a list")
 			}
 		}
 		i = skipSpace(raw, vend)
 		if i >= len(raw) {
-			return "", nil, errScan
+			return "", 0, 0, errScan
 		}
 		if raw[i] == '}' {
-			return kind, items, nil
+			return kind, from, to, end(raw, i+1)
 		}
 		if raw[i] != ',' {
-			return "", nil, errScan
+			return "", 0, 0, errScan
 		}
 		i = skipSpace(raw, i+1)
 	}
+}
+
+// end checks that only spaces follow raw[i].
+func end(raw []byte, i int) error {
+	if skipSpace(raw, i) != len(raw) {
+		return errScan
+	}
+	return nil
 }
 
 // jsonString is the value of a JSON string (null is ""), unescaped only when it has escapes.

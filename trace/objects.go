@@ -23,6 +23,17 @@ import (
 // items are decoded and validated on all cores. Errors are those of the first bad object in the
 // file's order, as a decode one after another would find.
 func DecodeObjects(data []byte) (*Cluster, error) {
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '{' {
+		// The common case, one `kubectl get -o json`: each object's decoding validates its
+		// JSON, and the rest (a List's own fields, objects of other kinds) is validated on its
+		// own, so the 55 MB are not validated first as a whole. Anything wrong or unexpected
+		// goes the long way below, which names the error.
+		if items, err := collectObjects(nil, trimmed, "document 1"); err == nil {
+			if cl, err := decodeItems(items); err == nil {
+				return cl, nil
+			}
+		}
+	}
 	var items []rawObject
 	// A document that is not an object ends the reading, but the objects before it are still
 	// decoded: one of them may be the first error.
@@ -44,6 +55,12 @@ func DecodeObjects(data []byte) (*Cluster, error) {
 			break
 		}
 	}
+	return decodeItems(items)
+}
+
+// decodeItems decodes the objects on all cores and returns them as a Cluster, or the error of
+// the first one in order that is refused.
+func decodeItems(items []rawObject) (*Cluster, error) {
 	decodeAll(items)
 	var svcs []*corev1.Service
 	var slices []*discoveryv1.EndpointSlice
@@ -103,12 +120,20 @@ func collectItem(items []rawObject, raw []byte, where string, item int) ([]rawOb
 		}
 		return where
 	}
-	kind, list, err := objectHead(raw)
+	kind, from, to, err := objectHead(raw)
 	if err != nil {
 		return items, fmt.Errorf("%s: %w", named(), err)
 	}
+	var list []byte
+	if from >= 0 {
+		list = raw[from:to]
+	}
 	switch {
 	case kind == "List" || strings.HasSuffix(kind, "List"):
+		// The List's own fields are valid JSON (its items are each checked as they are read).
+		if from >= 0 && !json.Valid(append(append(raw[:from:from], "[]"...), raw[to:]...)) {
+			return items, fmt.Errorf("%s: %w", named(), errScan)
+		}
 		inner := named()
 		n := 0
 		err := eachElement(list, func(el []byte) error {
@@ -121,9 +146,14 @@ func collectItem(items []rawObject, raw []byte, where string, item int) ([]rawOb
 			return items, err
 		}
 	case kind == "Service" || kind == "EndpointSlice" || kind == "Pod" || kind == "Node":
+		// Decoding it checks its JSON.
 		items = append(items, rawObject{kind: kind, raw: raw, where: where, item: item})
 	case kind == "":
 		return items, fmt.Errorf("%s: not a Kubernetes object (no kind)", named())
+	default: // a kind that is not read is still valid JSON
+		if !json.Valid(raw) {
+			return items, fmt.Errorf("%s: %w", named(), errScan)
+		}
 	}
 	return items, nil
 }

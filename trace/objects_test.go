@@ -84,7 +84,7 @@ func TestDecodeObjectsListShapes(t *testing.T) {
 	list := func(items ...string) string {
 		return `{"apiVersion":"v1","items":[` + strings.Join(items, ",\n ") + `],"kind":"List"}`
 	}
-	cl, err := DecodeObjects([]byte(list(svc("a"), list(svc("b"), slice), `{"kind":"ConfigMap"}`, `{"KIND":"Ser\u0076ice","metadata":{"namespace":"default","name":"c"}}`, `{"kind":"ServiceList","items":null}`)))
+	cl, err := DecodeObjects([]byte(list(svc("a"), list(svc("b"), slice), `{"kind":"ConfigMap"}`, `{"KIND":"Ser\u0076ice","metadata":{"namespace":"default","name":"c"}}`, `{"kind":"ServiceList","items":null}`, `{"kin\u0064":"Pod","metadata":{"name":"p"}}`)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,8 +92,8 @@ func TestDecodeObjectsListShapes(t *testing.T) {
 	for _, s := range cl.Services {
 		names = append(names, s.Name)
 	}
-	if strings.Join(names, ",") != "a,b,c" || len(cl.Slices) != 1 || len(cl.Pods) != 0 {
-		t.Errorf("Services %v, %d slices, %d pods; want a,b,c, 1 slice (its targetRef is no Pod), no pods", names, len(cl.Slices), len(cl.Pods))
+	if strings.Join(names, ",") != "a,b,c" || len(cl.Slices) != 1 || len(cl.Pods) != 1 {
+		t.Errorf("Services %v, %d slices, %d pods; want a,b,c, 1 slice, 1 pod (the slice's targetRef is none)", names, len(cl.Slices), len(cl.Pods))
 	}
 	// Many objects, so that several workers decode: the error named is the first in order.
 	var items []string
@@ -118,6 +118,11 @@ func TestDecodeObjectsListShapes(t *testing.T) {
 		{`{"kind":"List","items":{}}`, "document 1: items is not a list"},
 		{list(svc("a"), `{"metadata":{}}`), "document 1, item 2: not a Kubernetes object (no kind)"},
 		{list(list(svc("a"), `"x"`)), "document 1, item 1, item 2: not a Kubernetes object"},
+		// Not validated as a whole first: what is not decoded is still checked.
+		{`{"kind":"List","metadata":{"x":[1,}},"items":[` + svc("a") + `]}`, "document 1: yaml"},
+		{list(`{"kind":"ConfigMap","data":{"a":[1,}}}`, svc("a")), "document 1: yaml"},
+		{list(svc("a")) + ` x`, "document 2"},
+		{list(`{"kind":"Service","metadata":{"name":"a\u0000"}}`), `item 1 (Service): name "a\x00"`},
 	} {
 		if _, err := DecodeObjects([]byte(tc.doc)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want %q", tc.doc, err, tc.want)
@@ -132,8 +137,10 @@ func FuzzObjectHead(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		kind, items, err := objectHead(data)
-		if err == nil {
+		kind, from, to, err := objectHead(data)
+		var items []byte
+		if err == nil && from >= 0 {
+			items = data[from:to]
 			_ = eachElement(items, func([]byte) error { return nil })
 		}
 		if !json.Valid(data) {
