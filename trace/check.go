@@ -349,24 +349,27 @@ func compare(ctx context.Context, res *CheckResult, dp Dataplane, cl *Cluster, q
 	if what == "node port" {
 		target = fmt.Sprintf("node port %d", q.Packet.DstPort)
 	}
-	byAddr := make(map[netip.AddrPort]Endpoint, len(eps))
-	for _, e := range eps {
-		byAddr[e.Addr] = e
+	// eps and want are sorted by address (Cluster.Endpoints): looked up without maps, which
+	// were a good part of checking 20,000 addresses.
+	byAddr := func(list []Endpoint, ap netip.AddrPort) (Endpoint, bool) {
+		i, ok := slices.BinarySearchFunc(list, ap, func(e Endpoint, ap netip.AddrPort) int { return e.Addr.Compare(ap) })
+		if !ok {
+			return Endpoint{}, false
+		}
+		return list[i], true
 	}
-	wanted := make(map[netip.AddrPort]bool, len(want))
-	for _, e := range want {
-		wanted[e.Addr] = true
-	}
-	got := map[netip.AddrPort]float64{}
+	// got is each backend's share of new connections, by address.
+	var got backendShares
 	share := map[VerdictKind]float64{}
 	example := map[VerdictKind]Verdict{}
 	for _, p := range w.Paths {
 		if p.Verdict.Kind == DNAT {
-			got[p.Verdict.Backend] += p.Probability
+			got = append(got, backendShare{p.Verdict.Backend, p.Probability})
 		}
 		share[p.Verdict.Kind] += p.Probability
 		example[p.Verdict.Kind] = p.Verdict
 	}
+	got = got.merged()
 	// first is the verdict most new connections get.
 	var first Verdict
 	for k, v := range share {
@@ -396,33 +399,29 @@ func compare(ctx context.Context, res *CheckResult, dp Dataplane, cl *Cluster, q
 		}
 		return "DNAT to " + ap.String()
 	}
-	var addrs []netip.AddrPort
-	for ap := range got {
-		addrs = append(addrs, ap)
-	}
-	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Compare(addrs[j]) < 0 })
-	for _, ap := range addrs {
-		if wanted[ap] {
+	for _, g := range got {
+		ap := g.addr
+		if _, ok := byAddr(want, ap); ok {
 			continue
 		}
-		e, listed := byAddr[ap]
+		e, listed := byAddr(eps, ap)
 		switch {
 		case !listed:
-			add(StaleEndpoint, SeverityError, fmt.Sprintf("%.0f%% of new connections to %s go to %s, which the API no longer lists: they fail. kube-proxy on %s has not caught up; restart it, or run `svctrace repair` there", 100*got[ap], target, ap, res.Node), evidence(ap))
+			add(StaleEndpoint, SeverityError, fmt.Sprintf("%.0f%% of new connections to %s go to %s, which the API no longer lists: they fail. kube-proxy on %s has not caught up; restart it, or run `svctrace repair` there", 100*g.share, target, ap, res.Node), evidence(ap))
 		case !e.Ready && !(e.Serving && e.Terminating):
-			add(NotReadyEndpoint, SeverityWarning, fmt.Sprintf("%.0f%% of new connections to %s go to %s, which is not ready", 100*got[ap], target, ap), evidence(ap))
+			add(NotReadyEndpoint, SeverityWarning, fmt.Sprintf("%.0f%% of new connections to %s go to %s, which is not ready", 100*g.share, target, ap), evidence(ap))
 		case local && e.NodeName != res.Node:
 			if what == "node port" && len(want) == 0 {
 				add(LocalPolicyBlackhole, SeverityWarning, fmt.Sprintf("externalTrafficPolicy is Local and node %s has no local endpoint, yet its %s still sends new connections to %s on %s; clients that reach this node (e.g. through a load balancer whose health check is stale) are not answered with their source kept", res.Node, target, ap, e.NodeName), evidence(ap))
 			} else {
-				add(StaleEndpoint, SeverityError, fmt.Sprintf("%s sends %.0f%% of new connections to %s on node %s, though the traffic policy is Local", target, 100*got[ap], ap, e.NodeName), evidence(ap))
+				add(StaleEndpoint, SeverityError, fmt.Sprintf("%s sends %.0f%% of new connections to %s on node %s, though the traffic policy is Local", target, 100*g.share, ap, e.NodeName), evidence(ap))
 			}
 		default:
-			add(StaleEndpoint, SeverityError, fmt.Sprintf("%.0f%% of new connections to %s go to %s, which kube-proxy should not use now", 100*got[ap], target, ap), evidence(ap))
+			add(StaleEndpoint, SeverityError, fmt.Sprintf("%.0f%% of new connections to %s go to %s, which kube-proxy should not use now", 100*g.share, target, ap), evidence(ap))
 		}
 	}
 	for _, e := range want {
-		if _, ok := got[e.Addr]; !ok {
+		if _, ok := got.of(e.Addr); !ok {
 			name := e.Addr.String()
 			if e.Pod != nil {
 				name += " (pod " + e.Pod.Namespace + "/" + e.Pod.Name + ")"
@@ -447,11 +446,43 @@ func compare(ctx context.Context, res *CheckResult, dp Dataplane, cl *Cluster, q
 	// Shares: every wanted endpoint the same share, as kube-proxy programs them.
 	if len(want) > 1 && len(got) == len(want) {
 		expect := 1 / float64(len(want))
-		for _, ap := range addrs {
-			if math.Abs(got[ap]-expect) > 0.01 {
-				add(WrongShare, SeverityWarning, fmt.Sprintf("%s sends %.1f%% of new connections to %s, expected %.1f%% (an equal split over %d endpoints)", target, 100*got[ap], ap, 100*expect, len(want)), evidence(ap))
+		for _, g := range got {
+			ap := g.addr
+			if math.Abs(g.share-expect) > 0.01 {
+				add(WrongShare, SeverityWarning, fmt.Sprintf("%s sends %.1f%% of new connections to %s, expected %.1f%% (an equal split over %d endpoints)", target, 100*g.share, ap, 100*expect, len(want)), evidence(ap))
 			}
 		}
 	}
 	return err // of the walk for evidence, if it failed
+}
+
+// backendShare is a backend's share of new connections.
+type backendShare struct {
+	addr  netip.AddrPort
+	share float64
+}
+
+type backendShares []backendShare
+
+// merged sorts the shares by address and adds up those of the same backend.
+func (b backendShares) merged() backendShares {
+	slices.SortStableFunc(b, func(x, y backendShare) int { return x.addr.Compare(y.addr) })
+	out := b[:0]
+	for _, s := range b {
+		if n := len(out); n > 0 && out[n-1].addr == s.addr {
+			out[n-1].share += s.share
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// of returns a backend's share, if it has one.
+func (b backendShares) of(ap netip.AddrPort) (float64, bool) {
+	i, ok := slices.BinarySearchFunc(b, ap, func(s backendShare, ap netip.AddrPort) int { return s.addr.Compare(ap) })
+	if !ok {
+		return 0, false
+	}
+	return b[i].share, true
 }

@@ -2,7 +2,7 @@ package trace
 
 import (
 	"net/netip"
-	"sort"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -212,9 +212,9 @@ func (c *Cluster) Endpoints(svc *corev1.Service, sp corev1.ServicePort) []Endpoi
 	if c == nil {
 		return nil
 	}
-	slices := c.slicesBySvc[svc.Namespace+"/"+svc.Name]
+	sls := c.slicesBySvc[svc.Namespace+"/"+svc.Name]
 	n := 0
-	for _, sl := range slices {
+	for _, sl := range sls {
 		for _, ep := range sl.Endpoints {
 			n += len(ep.Addresses)
 		}
@@ -223,8 +223,7 @@ func (c *Cluster) Endpoints(svc *corev1.Service, sp corev1.ServicePort) []Endpoi
 		return nil
 	}
 	out := make([]Endpoint, 0, n)
-	seen := make(map[netip.AddrPort]bool, n)
-	for _, sl := range slices {
+	for _, sl := range sls {
 		var port *int32
 		for _, p := range sl.Ports {
 			name := ""
@@ -249,10 +248,6 @@ func (c *Cluster) Endpoints(svc *corev1.Service, sp corev1.ServicePort) []Endpoi
 					continue
 				}
 				ap := netip.AddrPortFrom(ip, uint16(*port))
-				if seen[ap] {
-					continue
-				}
-				seen[ap] = true
 				e := Endpoint{Addr: ap, Ready: ep.Conditions.Ready == nil || *ep.Conditions.Ready,
 					Terminating: ep.Conditions.Terminating != nil && *ep.Conditions.Terminating}
 				e.Serving = e.Ready
@@ -275,8 +270,9 @@ func (c *Cluster) Endpoints(svc *corev1.Service, sp corev1.ServicePort) []Endpoi
 			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Addr.Compare(out[j].Addr) < 0 })
-	return out
+	// By address; an address listed twice (in two slices) counts once, as first listed.
+	slices.SortStableFunc(out, func(a, b Endpoint) int { return a.Addr.Compare(b.Addr) })
+	return slices.CompactFunc(out, func(a, b Endpoint) bool { return a.Addr == b.Addr })
 }
 
 func protoOrTCP(p corev1.Protocol) corev1.Protocol {
