@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -30,15 +31,56 @@ type Pod struct {
 
 // Run implements Runner.
 func (p Pod) Run(ctx context.Context, argv ...string) ([]byte, error) {
+	var stdout bytes.Buffer
+	err := p.exec(ctx, &stdout, argv)
+	var failed *Error
+	if err != nil && !errors.As(err, &failed) {
+		return nil, err
+	}
+	return stdout.Bytes(), err
+}
+
+// Stream implements Streamer: consume reads the command's output as it arrives through the exec
+// stream (a 33 MB iptables-save is parsed while it is carried, not after). When consume fails
+// the exec is ended and consume's error returned, unless the command was not found or failed:
+// that is the error then, as with Run.
+func (p Pod) Stream(ctx context.Context, consume func(io.Reader) error, argv ...string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := p.exec(ctx, pw, argv)
+		pw.CloseWithError(err) // nil: the consumer sees the end of the output
+		done <- err
+	}()
+	cerr := consume(pr)
+	if cerr != nil {
+		cancel()                // end the exec,
+		pr.CloseWithError(cerr) // and any write it is blocked in
+	} else {
+		_, _ = io.Copy(io.Discard, pr) // what the consumer left: the command's status follows it
+	}
+	xerr := <-done
+	var failed *Error
+	if errors.Is(xerr, ErrNotFound) || errors.As(xerr, &failed) || cerr == nil {
+		return xerr
+	}
+	return cerr
+}
+
+// exec runs argv in the pod with its standard output to stdout and returns Run's errors: a
+// missing command is ErrNotFound, a non-zero exit an *Error.
+func (p Pod) exec(ctx context.Context, stdout io.Writer, argv []string) error {
 	req := p.Client.CoreV1().RESTClient().Post().Resource("pods").Namespace(p.Namespace).Name(p.Name).SubResource("exec").
 		VersionedParams(&corev1.PodExecOptions{Container: p.Container, Command: argv, Stdout: true, Stderr: true}, scheme.ParameterCodec)
 	ws, err := remotecommand.NewWebSocketExecutor(p.Config, "GET", req.URL().String())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	spdy, err := remotecommand.NewSPDYExecutor(p.Config, "POST", req.URL())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// Fall back to SPDY only when the WebSocket upgrade itself failed (an older API server, or a
 	// proxy that cannot upgrade), as kubectl does: any other error, a command's non-zero exit
@@ -47,14 +89,15 @@ func (p Pod) Run(ctx context.Context, argv ...string) ([]byte, error) {
 		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var stdout, stderr bytes.Buffer
+	var stderr bytes.Buffer
+	counted := &countingWriter{w: stdout}
 	start := time.Now()
-	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &stdout, Stderr: &stderr})
-	logExec("pod "+p.Namespace+"/"+p.Name, argv, start, stdout.Len(), err)
+	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: counted, Stderr: &stderr})
+	logExec("pod "+p.Namespace+"/"+p.Name, argv, start, counted.n, err)
 	if err == nil {
-		return stdout.Bytes(), nil
+		return nil
 	}
 	var code utilexec.ExitError
 	status := -1
@@ -63,10 +106,22 @@ func (p Pod) Run(ctx context.Context, argv ...string) ([]byte, error) {
 	}
 	msg := stderr.String()
 	if status == 127 || strings.Contains(err.Error(), "executable file not found") || strings.Contains(msg, "not found") && status != 1 {
-		return nil, fmt.Errorf("%s in pod %s/%s: %w", argv[0], p.Namespace, p.Name, ErrNotFound)
+		return fmt.Errorf("%s in pod %s/%s: %w", argv[0], p.Namespace, p.Name, ErrNotFound)
 	}
 	if status < 0 {
-		return nil, fmt.Errorf("exec %s in pod %s/%s: %w", strings.Join(argv, " "), p.Namespace, p.Name, err)
+		return fmt.Errorf("exec %s in pod %s/%s: %w", strings.Join(argv, " "), p.Namespace, p.Name, err)
 	}
-	return stdout.Bytes(), &Error{Argv: argv, ExitStatus: status, Stderr: msg, Err: err}
+	return &Error{Argv: argv, ExitStatus: status, Stderr: msg, Err: err}
+}
+
+// countingWriter counts what passes through it.
+type countingWriter struct {
+	w io.Writer
+	n int
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += n
+	return n, err
 }

@@ -5,6 +5,8 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -67,6 +69,24 @@ func TestRemoteReadThroughKubeProxyPod(t *testing.T) {
 	}
 	if runs, _ := os.ReadFile(counter); string(runs) != "run\n" {
 		t.Fatalf("a command exiting 1 ran %d times through the exec stream, want once (its error: %v)", strings.Count(string(runs), "run"), err)
+	}
+
+	// Stream hands the output over as it arrives, with Run's errors.
+	var got []byte
+	if err := pod.Stream(ctx, func(r io.Reader) error { var err error; got, err = io.ReadAll(r); return err }, "sh", "-c", "printf 'a\\nb\\n'; head -c 3000000 /dev/zero"); err != nil || len(got) != 3000004 || string(got[:4]) != "a\nb\n" {
+		t.Fatalf("Stream: %d bytes (%q...), %v", len(got), got[:min(len(got), 8)], err)
+	}
+	if err := pod.Stream(ctx, func(r io.Reader) error { _, err := io.ReadAll(r); return err }, "sh", "-c", "echo out; exit 1"); err == nil {
+		t.Fatal("Stream: a command exiting 1 succeeded")
+	}
+	boom := errors.New("boom")
+	if err := pod.Stream(ctx, func(io.Reader) error { return boom }, "head", "-c", "20000000", "/dev/zero"); !errors.Is(err, boom) {
+		t.Fatalf("Stream: a consumer that fails: %v", err)
+	}
+	_, runErr := pod.Run(ctx, "no-such-tool-here")
+	streamErr := pod.Stream(ctx, func(r io.Reader) error { _, err := io.ReadAll(r); return err }, "no-such-tool-here")
+	if runErr == nil || streamErr == nil || errors.Is(runErr, noderun.ErrNotFound) != errors.Is(streamErr, noderun.ErrNotFound) {
+		t.Fatalf("a missing tool: Run says %v, Stream %v", runErr, streamErr)
 	}
 
 	args := []string{"svctrace", "trace", "default/hostnames", "--from", "pod/default/client", "-o", "json"}
