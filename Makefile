@@ -10,7 +10,7 @@ BIN := bin/kubectl-svctrace
 DEPS := iptables nftables etcd-server conntrack ipset iproute2 qemu-system-x86 busybox-static ipvsadm cpio kmod prometheus graphviz tmux
 DEP_CMDS := iptables-legacy-save iptables-nft-save nft etcd conntrack ipset ip qemu-system-x86_64 busybox ipvsadm cpio depmod prometheus promtool dot tmux
 
-.PHONY: dist-host help cover-repair race bench-fleet bench-flows bench-live bench-nft bench-agent bench-repair bench-remote record-kube-proxy-version all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean dist krew-tools validate-krew-manifest
+.PHONY: dist-host help cover-repair race bench-remote-iptables bench-fleet bench-flows bench-live bench-nft bench-agent bench-repair bench-remote record-kube-proxy-version all build demo test unit e2e deps k8s-binaries vet bench bench-dump record-fixtures fuzz clean dist krew-tools validate-krew-manifest
 # Release archives: krew wants a semver version.
 DIST_VERSION ?= $(shell git describe --tags --match 'v*' 2>/dev/null || echo v0.1.0-dev)
 PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
@@ -125,6 +125,15 @@ bench-remote:
 	bin=$$(hack/k8s-binaries.sh) && kwok=$$(hack/kwok-binary.sh) && CGO_ENABLED=0 $(GO) build -o $(CACHE)/netprobe ./test/e2e/netprobe && \
 	mkdir -p $(CACHE)/remote-bench && CGO_ENABLED=0 $(GO) build -o $(CACHE)/remote-bench/kubectl-svctrace ./cmd/kubectl-svctrace && \
 	$(GO) run ./test/e2e/record -mode nftables -services 10000 -endpoints 10 -bin $$bin -netprobe $(CACHE)/netprobe \
+		-compare $(CACHE)/remote-bench/kubectl-svctrace -kwok $$kwok -remote
+
+## bench-remote-iptables: time a remote trace (through the API server, kwok serving exec) on
+## 10,000 Services x 10 endpoints in iptables mode (legacy) against the bare iptables-legacy-save
+## through kube-proxy's pod, side by side (root)
+bench-remote-iptables:
+	bin=$$(hack/k8s-binaries.sh) && kwok=$$(hack/kwok-binary.sh) && CGO_ENABLED=0 $(GO) build -o $(CACHE)/netprobe ./test/e2e/netprobe && \
+	mkdir -p $(CACHE)/remote-bench && CGO_ENABLED=0 $(GO) build -o $(CACHE)/remote-bench/kubectl-svctrace ./cmd/kubectl-svctrace && \
+	$(GO) run ./test/e2e/record -mode iptables -legacy -services 10000 -endpoints 10 -bin $$bin -netprobe $(CACHE)/netprobe \
 		-compare $(CACHE)/remote-bench/kubectl-svctrace -kwok $$kwok -remote
 
 ## bench-nft: time the node-side trace against nft -j list ruleset on the recorded 10,000 x 10

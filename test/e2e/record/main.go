@@ -43,7 +43,7 @@ func main() {
 	flag.StringVar(&agentFlags.args, "agent-args", "", "with -agent: more flags for the agent (\"--grace 45s\")")
 	flag.DurationVar(&agentFlags.duration, "agent", 0, "with -services and -compare: instead of recording, run the -compare binary's agent next to kube-proxy while one EndpointSlice changes every second for this long, and report its CPU, memory, checks and findings")
 	flag.BoolVar(&repairFlag, "repair", false, "with -services, -mode nftables and -compare: instead of recording, stop kube-proxy, then five times replace one endpoint of one Service in the API and time the -compare binary's repair of that Service, dry run and --apply")
-	flag.BoolVar(&remoteFlag, "remote", false, "with -services, -mode nftables, -compare and -kwok: instead of recording, time a remote trace (through the API server) through the svctrace agent's pod and through kube-proxy's pod, with the bytes each moves")
+	flag.BoolVar(&remoteFlag, "remote", false, "with -services, -compare and -kwok: instead of recording, time a remote trace (through the API server): in nftables mode through the svctrace agent's pod and through kube-proxy's pod, with the bytes each moves; in iptables mode (-legacy) against the bare iptables-legacy-save through kube-proxy's pod")
 	flag.BoolVar(&proxyFlags.MasqueradeAll, "masquerade-all", false, "run kube-proxy with --masquerade-all")
 	flag.StringVar(&proxyFlags.DetectLocalMode, "detect-local-mode", "", "kube-proxy's --detect-local-mode (ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix)")
 	flag.StringVar(&proxyFlags.PodInterfacePrefix, "pod-interface-name-prefix", "", "kube-proxy's --pod-interface-name-prefix (the harness's pod interfaces are vpN)")
@@ -173,8 +173,11 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 		return recordAgent(ctx, c, scale.compare, scale.services)
 	}
 	if remoteFlag {
-		if scale.services == 0 || scale.compare == "" || mode != "nftables" {
-			return fmt.Errorf("-remote needs -services, -mode nftables and -compare (the kubectl-svctrace binary)")
+		if scale.services == 0 || scale.compare == "" || mode == "iptables" && !scale.legacy {
+			return fmt.Errorf("-remote needs -services, -compare (the kubectl-svctrace binary) and, in iptables mode, -legacy")
+		}
+		if mode == "iptables" {
+			return recordRemoteIptables(ctx, c, scale.compare, scale.services)
 		}
 		return recordRemote(ctx, c, scale.compare, scale.services)
 	}

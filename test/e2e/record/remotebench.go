@@ -11,7 +11,9 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/test/e2e/harness"
 )
 
@@ -98,5 +100,87 @@ func recordRemote(ctx context.Context, c *harness.Cluster, svctrace string, serv
 	fmt.Printf("| through kube-proxy's pod (`nft -j list ruleset`) | %.2fs | %d KB |\n", wholeTime.Seconds(), len(dump)/1024)
 	fmt.Printf("| through the svctrace agent's pod (only what the packet touches) | %.2fs | %d KB (%.2f%%) |\n", agentTime.Seconds(), kb, 100*float64(kb*1024)/float64(len(dump)))
 	fmt.Fprintf(os.Stderr, "record: the two traces print the same %d bytes\n", len(agentOut))
+	return nil
+}
+
+// recordRemoteIptables measures a remote trace on a large node in iptables mode (legacy), side
+// by side in one run, interleaved, five runs each: the bare `iptables-legacy-save -c` through
+// kube-proxy's pod (kwok serves its exec in node1's namespace; the output crosses the exec
+// stream to this process) and `trace VIP:80 --remote`, which runs that same command there and
+// the small detection reads before it. It prints the medians and their ratio, and fails unless
+// the remote trace prints what the trace of the node's own dump prints.
+func recordRemoteIptables(ctx context.Context, c *harness.Cluster, svctrace string, services int) error {
+	if fleetFlags.kwok == "" {
+		return fmt.Errorf("-remote needs -kwok")
+	}
+	if err := c.StartKwok(ctx, fleetFlags.kwok); err != nil {
+		return err
+	}
+	defer c.StopProcess("kwok")
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	pod := noderun.Pod{Client: c.Client, Config: cfg, Namespace: "kube-system", Name: harness.KubeProxyPod}
+	// kwok serves a new pod's exec a moment after it reports the pod running.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
+		if _, err = pod.Run(ctx, "true"); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("exec through kwok never worked: %w", err)
+	}
+	svc, err := c.Client.CoreV1().Services(harness.ScaleNamespace).Get(ctx, fmt.Sprintf("svc-%05d", services/2), metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	args := []string{"trace", svc.Spec.ClusterIP + ":80", "--kubeconfig", c.Kubeconfig, "--node", harness.KwokNode, "--remote", "--no-api", "--from", "10.244.1.254", "-o", "json"}
+	var saveTimes, traceTimes []time.Duration
+	var size int
+	var remoteOut string
+	for i := 0; i < 5; i++ {
+		start := time.Now()
+		out, err := pod.Run(ctx, "iptables-legacy-save", "-c")
+		if err != nil {
+			return fmt.Errorf("iptables-legacy-save through the pod: %w", err)
+		}
+		saveTimes, size = append(saveTimes, time.Since(start)), len(out)
+		var so, se strings.Builder
+		cmd := exec.CommandContext(ctx, svctrace, args...)
+		cmd.Stdout, cmd.Stderr = &so, &se
+		start = time.Now()
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("remote trace: %v: %s", err, tail(se.String(), 2000))
+		}
+		traceTimes, remoteOut = append(traceTimes, time.Since(start)), so.String()
+	}
+	// The reference: the same trace of the node's own dump, read on the node.
+	dump, err := harness.NS(harness.NodeNS, harness.IptablesSave, "-c")
+	if err != nil {
+		return err
+	}
+	file := filepath.Join(os.TempDir(), "svctrace-remote-bench-iptables-save.txt")
+	if err := os.WriteFile(file, dump, 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(file)
+	local := []string{"trace", svc.Spec.ClusterIP + ":80", "--dataplane", file, "--node", harness.KwokNode, "--no-api", "--from", "10.244.1.254", "-o", "json"}
+	want, err := exec.CommandContext(ctx, svctrace, local...).Output()
+	if err != nil {
+		return fmt.Errorf("trace of the dump: %w", err)
+	}
+	if remoteOut != string(want) {
+		return fmt.Errorf("the remote trace differs from the trace of the node's dump:\n%s\n%s", tail(remoteOut, 1500), tail(string(want), 1500))
+	}
+	median := func(d []time.Duration) time.Duration {
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		return d[len(d)/2]
+	}
+	s, t := median(saveTimes), median(traceTimes)
+	fmt.Printf("| remote, %d × %d node (legacy iptables), through kube-proxy's pod and the API server | median of 5 |\n|---|---|\n", services, scale.endpoints)
+	fmt.Printf("| `iptables-legacy-save -c` alone (%d KB through the exec stream) | %.2f s |\n", size/1024, s.Seconds())
+	fmt.Printf("| `trace VIP:80 --remote --no-api` | %.2f s (%.2f×) |\n", t.Seconds(), t.Seconds()/s.Seconds())
+	fmt.Fprintf(os.Stderr, "record: the remote trace prints what the trace of the node's dump prints (%d bytes)\n", len(remoteOut))
 	return nil
 }
