@@ -16,6 +16,7 @@ import (
 	"github.com/svctrace/svctrace/dataplane/xtables"
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/iptables"
+	"github.com/svctrace/svctrace/trace/ipvs"
 	"github.com/svctrace/svctrace/trace/nftables"
 )
 
@@ -116,7 +117,7 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 				if ipvsMode {
 					v6 = family{}
 				}
-				return n.iptables(ctx, r, opts, rs, func() []byte { return raw }, v6, b, b.Save, ipvsMode)
+				return n.iptables(ctx, r, opts, rs, func() []byte { return raw }, v6, b, b.Save, ipvsMode, nil)
 			}
 		}
 		b, berr = xtables.DetectBackend(ctx, r, false)
@@ -200,12 +201,15 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 		close(looked)
 	}
 	// A dual-stack kube-proxy's IPv6 rules are in the backend's ip6tables twin, read alongside.
+	// In IPVS mode the ipsets and the IPVS table are read alongside instead.
 	var v6 family
+	var ipvsRead func() ipvsState
 	v6read := make(chan struct{})
 	if !ipvsMode {
 		go func() { defer close(v6read); v6.rs, v6.raw, v6.err = xtables.ReadIPv6(ctx, r, b) }()
 	} else {
 		close(v6read)
+		ipvsRead = startIPVSRead(ctx, r, opts)
 	}
 	rs, raw, size, from, err := xtables.ReadLive(ctx, r, b)
 	<-looked
@@ -214,7 +218,7 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 		return nil, err
 	}
 	progress(b.Mode+" iptables rules", size)
-	if _, err := n.iptables(ctx, r, opts, rs, raw, v6, b, from, ipvsMode); err != nil {
+	if _, err := n.iptables(ctx, r, opts, rs, raw, v6, b, from, ipvsMode, ipvsRead); err != nil {
 		return nil, err
 	}
 	if !opts.Remote && !opts.NoLeftovers {
@@ -282,7 +286,9 @@ type family struct {
 
 // iptables completes a read in iptables mode (with IPv6's rules when v6 has them), or in IPVS
 // mode with the IPVS table and ipsets.
-func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions, rs *iptables.Ruleset, raw func() []byte, v6 family, b xtables.Backend, from string, ipvsMode bool) (*Node, error) {
+//
+// In IPVS mode ipvsRead gives the ipsets and the IPVS table (nil: they are read now).
+func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions, rs *iptables.Ruleset, raw func() []byte, v6 family, b xtables.Backend, from string, ipvsMode bool, ipvsRead func() ipvsState) (*Node, error) {
 	if v6.err != nil {
 		return nil, v6.err
 	}
@@ -296,23 +302,60 @@ func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions,
 	if !ipvsMode {
 		return n, nil
 	}
-	var err error
-	var sets []byte
-	if dp.Sets, sets, err = ipvsadm.ReadIPSets(ctx, r); err != nil {
-		return nil, fmt.Errorf("IPVS mode: %w", err)
+	if ipvsRead == nil {
+		ipvsRead = startIPVSRead(ctx, r, opts)
 	}
-	how := "IPVS over netlink"
-	if opts.Remote {
-		how = "ipvsadm -Ln"
-		dp.IPVS, err = ipvsadm.ReadRemote(ctx, r)
-	} else {
-		dp.IPVS, err = ipvsadm.ReadNetlink()
+	st := ipvsRead()
+	if st.err != nil {
+		return nil, st.err
 	}
-	if err != nil {
-		return nil, err
-	}
+	dp.Sets, dp.IPVS = st.sets, st.table
 	list := ipvsadm.FormatList(dp.IPVS)
-	n.Files["ipset-save.txt"], n.Files["ipvsadm-Ln.txt"] = func() []byte { return sets }, func() []byte { return list }
-	n.Source = fmt.Sprintf("live (%s, ipset save, %s)", how, from)
+	n.Files["ipset-save.txt"], n.Files["ipvsadm-Ln.txt"] = func() []byte { return st.setsRaw }, func() []byte { return list }
+	n.Source = fmt.Sprintf("live (%s, ipset save, %s)", st.how, from)
 	return n, nil
+}
+
+// ipvsState is what IPVS mode adds to the iptables rules: the ipsets they match and the IPVS
+// table.
+type ipvsState struct {
+	sets    ipvs.Sets
+	setsRaw []byte
+	table   *ipvs.Table
+	how     string // how the table was read, for the Source line
+	err     error
+}
+
+// startIPVSRead reads the ipsets and the IPVS table, one beside the other, while the caller does
+// something else (the iptables read, on a big node the longest); the function returned waits for
+// them.
+func startIPVSRead(ctx context.Context, r noderun.Runner, opts ReadOptions) func() ipvsState {
+	var st ipvsState
+	var setsErr, tableErr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		st.sets, st.setsRaw, setsErr = ipvsadm.ReadIPSets(ctx, r)
+	}()
+	go func() {
+		defer wg.Done()
+		if opts.Remote {
+			st.how = "ipvsadm -Ln"
+			st.table, tableErr = ipvsadm.ReadRemote(ctx, r)
+		} else {
+			st.how = "IPVS over netlink"
+			st.table, tableErr = ipvsadm.ReadNetlink()
+		}
+	}()
+	return sync.OnceValue(func() ipvsState {
+		wg.Wait()
+		switch {
+		case setsErr != nil:
+			st.err = fmt.Errorf("IPVS mode: %w", setsErr)
+		case tableErr != nil:
+			st.err = tableErr
+		}
+		return st
+	})
 }
