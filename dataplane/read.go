@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -110,18 +109,32 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 				f.rs, f.raw, f.err = xtables.ReadIPv6(ctx, r, xtables.DefaultBackend)
 				v6read <- f
 			}()
-			if rs, raw, b, ok := xtables.ReadDefault(ctx, r, false); ok {
-				progress(b.Mode+" iptables rules", len(raw))
-				ipvsMode := mode == "ipvs" || mode == "" && bytes.Contains(raw, []byte(":KUBE-IPVS-"))
+			read, ok, legacy := xtables.ReadDefault(ctx, r, false)
+			if ok {
+				progress(read.Backend.Mode+" iptables rules", read.Size)
+				ipvsMode := mode == "ipvs" || mode == "" && hasIPVSChains(read.Rules)
 				v6 := <-v6read
 				if ipvsMode {
 					v6 = family{}
 				}
-				return n.iptables(ctx, r, opts, rs, func() []byte { return raw }, v6, b, b.Save, ipvsMode, nil)
+				return n.iptables(ctx, r, opts, read.Rules, read.Raw, v6, read.Backend, read.Backend.Save, ipvsMode, nil)
 			}
+			b, berr = xtables.DetectBackend(ctx, r, false)
+			hasIPVS = mode == "" && ipvsadm.HasKubeIPVS(ctx, r)
+			if legacy != nil && berr == nil && b.Mode == "legacy" && !b.Ambiguous {
+				// The default command is kube-proxy's legacy one: what it printed is the
+				// backend's read (33 MB on a big node), not read a second time.
+				progress("legacy iptables rules", legacy.Size)
+				ipvsMode := mode == "ipvs" || hasIPVS
+				var v6 family
+				if !ipvsMode {
+					v6.rs, v6.raw, v6.err = xtables.ReadIPv6(ctx, r, b)
+				}
+				return n.iptables(ctx, r, opts, legacy.Rules, legacy.Raw, v6, b, legacy.Backend.Save, ipvsMode, nil)
+			}
+		} else {
+			b, berr = xtables.DetectBackend(ctx, r, false)
 		}
-		b, berr = xtables.DetectBackend(ctx, r, false)
-		hasIPVS = mode == "" && !hasNft && ipvsadm.HasKubeIPVS(ctx, r)
 	} else {
 		if mode == "" && opts.NoLeftovers && HasNftKubeProxy(ctx, r) {
 			// kube-proxy's nftables table is read whenever it is there (below); with no look
@@ -358,4 +371,16 @@ func startIPVSRead(ctx context.Context, r noderun.Runner, opts ReadOptions) func
 		}
 		return st
 	})
+}
+
+// hasIPVSChains reports whether kube-proxy's IPVS mode wrote these rules (a KUBE-IPVS- chain).
+func hasIPVSChains(rs *iptables.Ruleset) bool {
+	for _, t := range rs.Tables {
+		for name := range t.Chains {
+			if strings.HasPrefix(name, "KUBE-IPVS-") {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -257,35 +257,88 @@ const maxDump = 1 << 30
 // legacyPresent is what iptables-nft-save prints when the legacy backend has tables too.
 var legacyPresent = []byte("iptables-legacy tables present")
 
+// DefaultRead is the default iptables-save's answer, parsed.
+type DefaultRead struct {
+	Rules   *iptables.Ruleset
+	Raw     func() []byte
+	Size    int
+	Backend Backend
+}
+
 // ReadDefault is the one-call read for remote nodes, where every command is an exec through the
-// API server: `iptables-save -c` of the default command. It is used (ok) only when that answer
-// settles the backend by itself: the nf_tables variant, holding kube-proxy's chains, and saying
-// that the legacy backend has no tables. Otherwise the caller detects the backend as usual.
-func ReadDefault(ctx context.Context, r noderun.Runner, ipv6 bool) (*iptables.Ruleset, []byte, Backend, bool) {
+// API server: `iptables-save -c` of the default command, parsed as it arrives. It is used (ok)
+// only when that answer settles the backend by itself: the nf_tables variant, holding kube-proxy's
+// chains, and saying that the legacy backend has no tables. When the default command is the
+// legacy variant and holds kube-proxy's chains (kube-proxy's image on a legacy node), that read
+// is returned as legacy: the caller still detects the backend (nf_tables may hold kube-proxy's
+// chains too), and when it is legacy uses this read instead of reading the same tables again.
+func ReadDefault(ctx context.Context, r noderun.Runner, ipv6 bool) (read DefaultRead, ok bool, legacy *DefaultRead) {
 	save := "iptables-save"
 	if ipv6 {
 		save = "ip6tables-save"
 	}
-	out, err := r.Run(ctx, save, "-c")
-	if err != nil || bytes.Contains(out, legacyPresent) || !bytes.Contains(out, []byte("*nat")) {
-		return nil, nil, Backend{}, false
+	var rs *iptables.Ruleset
+	var contains func([]byte) bool
+	if st, streams := r.(noderun.Streamer); streams {
+		var d *Dump
+		err := st.Stream(ctx, func(out io.Reader) error {
+			var perr error
+			rs, d, perr = parseReader(out, maxDump, 1<<20, 0)
+			return perr
+		}, save, "-c")
+		if err != nil {
+			return DefaultRead{}, false, nil
+		}
+		read.Raw, read.Size = d.Bytes, d.Len()
+		contains = func(b []byte) bool {
+			for _, part := range d.parts { // whole lines each
+				if bytes.Contains(part, b) {
+					return true
+				}
+			}
+			return false
+		}
+	} else {
+		out, err := r.Run(ctx, save, "-c")
+		if err != nil {
+			return DefaultRead{}, false, nil
+		}
+		if rs, err = Parse(out); err != nil {
+			return DefaultRead{}, false, nil
+		}
+		read.Raw, read.Size = func() []byte { return out }, len(out)
+		contains = func(b []byte) bool { return bytes.Contains(out, b) }
 	}
-	marked := false
-	for _, m := range kubeMarkers {
-		marked = marked || bytes.Contains(out, []byte(m))
+	if rs.Tables["nat"] == nil || !hasKubeMarker(rs) {
+		return DefaultRead{}, false, nil
 	}
-	if !marked {
-		return nil, nil, Backend{}, false
+	read.Rules = rs
+	switch {
+	case rs.Variant == "nf_tables" && !contains(legacyPresent):
+		read.Backend = DefaultBackend
+		if ipv6 {
+			read.Backend = read.Backend.IPv6()
+		}
+		return read, true, nil
+	case rs.Variant != "nf_tables":
+		read.Backend = Backend{Save: save, Mode: "legacy", KubeRules: true}
+		rs.Variant = "legacy"
+		kept := read // (read, the result, is zeroed by the return)
+		return DefaultRead{}, false, &kept
 	}
-	rs, err := Parse(out)
-	if err != nil || rs.Variant != "nf_tables" {
-		return nil, nil, Backend{}, false
+	return DefaultRead{}, false, nil
+}
+
+// hasKubeMarker reports whether a ruleset declares one of kubeMarkers' chains.
+func hasKubeMarker(rs *iptables.Ruleset) bool {
+	for _, t := range rs.Tables {
+		for _, m := range kubeMarkers {
+			if t.Chains[strings.TrimPrefix(m, ":")] != nil {
+				return true
+			}
+		}
 	}
-	b := DefaultBackend
-	if ipv6 {
-		b = b.IPv6()
-	}
-	return rs, out, b, true
+	return false
 }
 
 // DefaultBackend is the backend ReadDefault settles on: the default iptables-save, nf_tables.

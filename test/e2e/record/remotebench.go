@@ -155,6 +155,16 @@ func recordRemoteIptables(ctx context.Context, c *harness.Cluster, svctrace stri
 		}
 		traceTimes, remoteOut = append(traceTimes, time.Since(start)), so.String()
 	}
+	// Where the time goes: one more run, with every exec logged (-v 2: its command, time and
+	// bytes).
+	var se strings.Builder
+	verbose := exec.CommandContext(ctx, svctrace, append(args, "-v", "2")...)
+	verbose.Stderr = &se
+	start := time.Now()
+	if err := verbose.Run(); err != nil {
+		return fmt.Errorf("remote trace -v 2: %v: %s", err, tail(se.String(), 2000))
+	}
+	fmt.Fprintf(os.Stderr, "record: one more run with -v 2 took %v:\n%s", time.Since(start).Round(time.Millisecond), se.String())
 	// The reference: the same trace of the node's own dump, read on the node.
 	dump, err := harness.NS(harness.NodeNS, harness.IptablesSave, "-c")
 	if err != nil {
