@@ -8,8 +8,9 @@ import (
 )
 
 // A scan of one JSON object's top level: enough to find an object's kind and a List's items
-// without unmarshalling them. The input has passed json.Valid; the scan still checks every index
-// and refuses what it does not expect, never reading out of bounds.
+// without unmarshalling them. It is not a validator (DecodeObjects validates what it keeps and
+// what it skips), but it checks every index and refuses what it does not expect, never reading
+// out of bounds.
 
 var errScan = errors.New("malformed JSON")
 

@@ -28,7 +28,7 @@ func DecodeObjects(data []byte) (*Cluster, error) {
 		// JSON, and the rest (a List's own fields, objects of other kinds) is validated on its
 		// own, so the 55 MB are not validated first as a whole. Anything wrong or unexpected
 		// goes the long way below, which names the error.
-		if items, err := collectObjects(nil, trimmed, "document 1"); err == nil {
+		if items, err := collectItem(nil, trimmed, "document 1", 0); err == nil {
 			if cl, err := decodeItems(items); err == nil {
 				return cl, nil
 			}
@@ -50,7 +50,7 @@ func DecodeObjects(data []byte) (*Cluster, error) {
 			continue
 		}
 		var err error
-		if items, err = collectObjects(items, raw, fmt.Sprintf("document %d", i+1)); err != nil {
+		if items, err = collectItem(items, raw, fmt.Sprintf("document %d", i+1), 0); err != nil {
 			items = append(items, rawObject{fail: err})
 			break
 		}
@@ -72,11 +72,7 @@ func decodeItems(items []rawObject) (*Cluster, error) {
 			return nil, it.fail
 		}
 		if it.err != nil {
-			where := it.where
-			if it.item > 0 {
-				where = fmt.Sprintf("%s, item %d", where, it.item)
-			}
-			return nil, fmt.Errorf("%s (%s): %w", where, it.kind, it.err)
+			return nil, fmt.Errorf("%s (%s): %w", place(it.where, it.item), it.kind, it.err)
 		}
 		switch o := it.obj.(type) {
 		case *corev1.Service:
@@ -107,22 +103,12 @@ type rawObject struct {
 	fail  error // not an object: the scan's error, ending the file's objects
 }
 
-// collectObjects appends the objects of one JSON document (valid JSON: splitYAML and YAMLToJSON
-// see to that) to items, the items of a List in order.
-func collectObjects(items []rawObject, raw []byte, where string) ([]rawObject, error) {
-	return collectItem(items, raw, where, 0)
-}
-
+// collectItem appends the objects of one JSON document or List item (item > 0: the item-th of
+// the List at where) to items, the items of a List in order.
 func collectItem(items []rawObject, raw []byte, where string, item int) ([]rawObject, error) {
-	named := func() string {
-		if item > 0 {
-			return fmt.Sprintf("%s, item %d", where, item)
-		}
-		return where
-	}
 	kind, from, to, err := objectHead(raw)
 	if err != nil {
-		return items, fmt.Errorf("%s: %w", named(), err)
+		return items, fmt.Errorf("%s: %w", place(where, item), err)
 	}
 	var list []byte
 	if from >= 0 {
@@ -132,9 +118,9 @@ func collectItem(items []rawObject, raw []byte, where string, item int) ([]rawOb
 	case kind == "List" || strings.HasSuffix(kind, "List"):
 		// The List's own fields are valid JSON (its items are each checked as they are read).
 		if from >= 0 && !json.Valid(append(append(raw[:from:from], "[]"...), raw[to:]...)) {
-			return items, fmt.Errorf("%s: %w", named(), errScan)
+			return items, fmt.Errorf("%s: %w", place(where, item), errScan)
 		}
-		inner := named()
+		inner := place(where, item)
 		n := 0
 		err := eachElement(list, func(el []byte) error {
 			n++
@@ -149,13 +135,22 @@ func collectItem(items []rawObject, raw []byte, where string, item int) ([]rawOb
 		// Decoding it checks its JSON.
 		items = append(items, rawObject{kind: kind, raw: raw, where: where, item: item})
 	case kind == "":
-		return items, fmt.Errorf("%s: not a Kubernetes object (no kind)", named())
+		return items, fmt.Errorf("%s: not a Kubernetes object (no kind)", place(where, item))
 	default: // a kind that is not read is still valid JSON
 		if !json.Valid(raw) {
-			return items, fmt.Errorf("%s: %w", named(), errScan)
+			return items, fmt.Errorf("%s: %w", place(where, item), errScan)
 		}
 	}
 	return items, nil
+}
+
+// place names an object for errors: "document 1", or "document 1, item 3" for the third item of
+// the List there.
+func place(where string, item int) string {
+	if item > 0 {
+		return fmt.Sprintf("%s, item %d", where, item)
+	}
+	return where
 }
 
 // decodeAll decodes and validates every object, on all cores.
