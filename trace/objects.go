@@ -117,7 +117,11 @@ func collectItem(items []rawObject, raw []byte, where string, item int) ([]rawOb
 	switch {
 	case kind == "List" || strings.HasSuffix(kind, "List"):
 		// The List's own fields are valid JSON (its items are each checked as they are read).
-		if from >= 0 && !json.Valid(append(append(raw[:from:from], "[]"...), raw[to:]...)) {
+		own := raw
+		if from >= 0 {
+			own = append(append(raw[:from:from], "[]"...), raw[to:]...)
+		}
+		if !json.Valid(own) {
 			return items, fmt.Errorf("%s: %w", place(where, item), errScan)
 		}
 		inner := place(where, item)

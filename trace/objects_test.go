@@ -121,6 +121,7 @@ func TestDecodeObjectsListShapes(t *testing.T) {
 		// Not validated as a whole first: what is not decoded is still checked.
 		{`{"kind":"List","metadata":{"x":[1,}},"items":[` + svc("a") + `]}`, "document 1: yaml"},
 		{list(`{"kind":"ConfigMap","data":{"a":[1,}}}`, svc("a")), "document 1: yaml"},
+		{list(`{"kind":"ConfigMapList","metadata":{"a":[1,}}}`, svc("a")), "document 1: yaml"},
 		{list(svc("a")) + ` x`, "document 2"},
 		{list(`{"kind":"Service","metadata":{"name":"a\u0000"}}`), `item 1 (Service): name "a\x00"`},
 	} {
