@@ -109,7 +109,11 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 				f.rs, f.raw, f.err = xtables.ReadIPv6(ctx, r, xtables.DefaultBackend)
 				v6read <- f
 			}()
-			read, ok, legacy := xtables.ReadDefault(ctx, r, false)
+			// A legacy answer still needs the backend detected (and, in IPVS mode, kube-ipvs0
+			// looked for): those small reads start as soon as its first line says legacy,
+			// while the rest of it (33 MB on a big node) arrives; never on other nodes.
+			follow := newLegacyFollowUp(ctx, r, mode)
+			read, ok, legacy := xtables.ReadDefault(ctx, r, false, follow.start)
 			if ok {
 				progress(read.Backend.Mode+" iptables rules", read.Size)
 				ipvsMode := mode == "ipvs" || mode == "" && hasIPVSChains(read.Rules)
@@ -119,18 +123,13 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 				}
 				return n.iptables(ctx, r, opts, read.Rules, read.Raw, v6, read.Backend, read.Backend.Save, ipvsMode, nil)
 			}
-			b, berr = xtables.DetectBackend(ctx, r, false)
-			hasIPVS = mode == "" && ipvsadm.HasKubeIPVS(ctx, r)
-			if legacy != nil && berr == nil && b.Mode == "legacy" && !b.Ambiguous {
+			f := follow.wait(legacy != nil)
+			b, berr, hasIPVS = f.b, f.berr, f.hasIPVS
+			if legacy != nil && f.legacy() {
 				// The default command is kube-proxy's legacy one: what it printed is the
-				// backend's read (33 MB on a big node), not read a second time.
+				// backend's read, not read a second time.
 				progress("legacy iptables rules", legacy.Size)
-				ipvsMode := mode == "ipvs" || hasIPVS
-				var v6 family
-				if !ipvsMode {
-					v6.rs, v6.raw, v6.err = xtables.ReadIPv6(ctx, r, b)
-				}
-				return n.iptables(ctx, r, opts, legacy.Rules, legacy.Raw, v6, b, legacy.Backend.Save, ipvsMode, nil)
+				return n.iptables(ctx, r, opts, legacy.Rules, legacy.Raw, f.v6, b, legacy.Backend.Save, mode == "ipvs" || hasIPVS, nil)
 			}
 		} else {
 			b, berr = xtables.DetectBackend(ctx, r, false)
@@ -240,6 +239,55 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 		}
 	}
 	return n, nil
+}
+
+// legacyFollowUp is what a remote node whose default iptables-save is legacy still needs read
+// after that answer: the backend (nf_tables may hold kube-proxy's chains too), whether IPVS mode's
+// kube-ipvs0 is there (when the mode is detected), and, when the backend is legacy and the mode
+// is not IPVS, the legacy IPv6 twin. The reads run one after another, in one goroutine, once
+// started.
+type legacyFollowUp struct {
+	once sync.Once
+	done chan struct{}
+	run  func(v6 bool)
+	legacyFollowUpResult
+}
+
+type legacyFollowUpResult struct {
+	b       xtables.Backend
+	berr    error
+	hasIPVS bool
+	v6      family // read only when legacy() and the mode is not IPVS
+}
+
+// legacy reports whether the backend detected is legacy and settled: the default answer is then
+// the backend's read.
+func (f legacyFollowUpResult) legacy() bool {
+	return f.berr == nil && f.b.Mode == "legacy" && !f.b.Ambiguous
+}
+
+func newLegacyFollowUp(ctx context.Context, r noderun.Runner, mode string) *legacyFollowUp {
+	f := &legacyFollowUp{done: make(chan struct{})}
+	f.run = func(v6 bool) {
+		defer close(f.done)
+		f.b, f.berr = xtables.DetectBackend(ctx, r, false)
+		f.hasIPVS = mode == "" && ipvsadm.HasKubeIPVS(ctx, r)
+		if v6 && f.legacy() && mode != "ipvs" && !f.hasIPVS {
+			f.v6.rs, f.v6.raw, f.v6.err = xtables.ReadIPv6(ctx, r, f.b)
+		}
+	}
+	return f
+}
+
+// start begins the reads in the background (once): the default answer's header said legacy.
+func (f *legacyFollowUp) start() { f.once.Do(func() { go f.run(true) }) }
+
+// wait returns what the reads found; when nothing started them, they run now, with the IPv6
+// twin only when the default answer turned out legacy (v6).
+func (f *legacyFollowUp) wait(v6 bool) legacyFollowUpResult {
+	f.once.Do(func() { f.run(v6) })
+	<-f.done
+	return f.legacyFollowUpResult
 }
 
 // HasNftKubeProxy reports whether the node has kube-proxy's nftables table (ip or ip6). On the

@@ -1,11 +1,16 @@
 package dataplane
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace/iptables"
@@ -106,5 +111,110 @@ func TestReadsTheIPv6RulesOfADualStackKubeProxy(t *testing.T) {
 		if dp := n.Dataplane.(*iptables.Dataplane); dp.V6 != nil || n.Files["ip6tables-save.txt"] != nil || strings.Contains(n.Source, "ip6tables") {
 			t.Errorf("%s: an IPv6 read was kept: source %q", name, n.Source)
 		}
+	}
+}
+
+// streamingNode is a remote node through the API: tableRunner's answers, each exec logged (from
+// any goroutine), and the big `iptables-save -c` streamed as an exec stream hands it over: its
+// first line, then the rest only once the backend detection has begun (or after 20 seconds, when
+// nothing starts it while the answer streams).
+type streamingNode struct {
+	tableRunner
+	mu       sync.Mutex
+	execs    []string
+	detected chan struct{} // closed by the first detection read
+	once     sync.Once
+	waited   bool // the rest was sent only because the 20 seconds ran out
+}
+
+func (s *streamingNode) Run(ctx context.Context, argv ...string) ([]byte, error) {
+	cmd := strings.Join(argv, " ")
+	s.mu.Lock()
+	s.execs = append(s.execs, cmd)
+	s.mu.Unlock()
+	if strings.HasSuffix(cmd, "-save -t mangle") {
+		s.once.Do(func() { close(s.detected) })
+	}
+	return s.tableRunner.Run(ctx, argv...)
+}
+
+func (s *streamingNode) Stream(ctx context.Context, consume func(io.Reader) error, argv ...string) error {
+	out, err := s.Run(ctx, argv...)
+	if err != nil {
+		return err
+	}
+	if strings.Join(argv, " ") != "iptables-save -c" {
+		return consume(bytes.NewReader(out))
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		first := bytes.IndexByte(out, '\n') + 1
+		if _, err := pw.Write(out[:first]); err != nil {
+			return
+		}
+		select {
+		case <-s.detected:
+		case <-time.After(20 * time.Second):
+			s.waited = true
+		}
+		_, _ = pw.Write(out[first:])
+		pw.Close()
+	}()
+	err = consume(pr)
+	pr.Close()
+	return err
+}
+
+// TestRemoteLegacyDetectsWhileTheDumpStreams: through the API, on a node whose default
+// iptables-save is legacy (kube-proxy's image on a legacy node), the backend detection and the
+// look for kube-ipvs0 begin as soon as the dump's first line says legacy, before the rest has
+// come; that one dump is the read (iptables-legacy-save -c never runs), and the legacy IPv6 twin
+// is read too. A node whose answer is nf_tables runs none of those follow-up reads.
+func TestRemoteLegacyDetectsWhileTheDumpStreams(t *testing.T) {
+	const dir = "../trace/kubeproxy/testdata/kube-proxy-v1.36.3-dual-stack/"
+	var dumps [2]string
+	for i, name := range []string{"iptables-save.txt", "ip6tables-save.txt"} {
+		b, err := os.ReadFile(dir + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dumps[i] = strings.ReplaceAll(string(b), "(nf_tables)", "(legacy)")
+	}
+	node := &streamingNode{detected: make(chan struct{}), tableRunner: tableRunner{
+		"nft": "", "ip": "", "iptables-nft-save": "", "iptables-legacy-save": "", "ip6tables-legacy-save": "",
+		"iptables-save -c":               dumps[0],
+		"ip6tables-save -c":              dumps[1],
+		"iptables-legacy-save -t mangle": "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n",
+		"ip6tables-legacy-save -c":       dumps[1],
+	}}
+	n, err := Read(context.Background(), node, ReadOptions{Remote: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if node.waited {
+		t.Error("the backend detection did not begin while the legacy dump streamed")
+	}
+	dp, _ := n.Dataplane.(*iptables.Dataplane)
+	if n.Backend != "iptables-legacy-save" || dp == nil || dp.V6 == nil || string(n.Files["iptables-save.txt"]()) != dumps[0] || string(n.Files["ip6tables-save.txt"]()) != dumps[1] {
+		t.Fatalf("read as %q (%s), files %d", n.Backend, n.Source, len(n.Files))
+	}
+	slices.Sort(node.execs)
+	want := []string{"ip -o link show kube-ipvs0", "ip6tables-legacy-save -c", "ip6tables-save -c", "iptables-legacy-save -t mangle", "iptables-nft-save -t mangle", "iptables-save -c", "nft list tables"}
+	if !slices.Equal(node.execs, want) {
+		t.Errorf("execs %q, want %q", node.execs, want)
+	}
+
+	nft, err := os.ReadFile(dir + "iptables-save.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := &streamingNode{detected: make(chan struct{}), tableRunner: tableRunner{"nft": "", "iptables-save -c": string(nft)}}
+	close(plain.detected) // (nothing waits for detection here)
+	if n, err := Read(context.Background(), plain, ReadOptions{Remote: true}); err != nil || n.Backend != "iptables-save" {
+		t.Fatalf("nf_tables node read as %v: %v", n, err)
+	}
+	slices.Sort(plain.execs)
+	if want := []string{"ip6tables-save -c", "iptables-save -c", "nft list tables"}; !slices.Equal(plain.execs, want) {
+		t.Errorf("nf_tables node: execs %q, want %q", plain.execs, want)
 	}
 }
