@@ -119,8 +119,16 @@ func TestReadKernelSameAsSave(t *testing.T) {
 	// of the demo node (the cases above ran in map order, and the last may be one the parse
 	// refuses).
 	restoreLegacy(t, kernelCases["demo"])
-	if rs, _, _, from, err := ReadLive(context.Background(), noderun.Local{}, Backend{Save: "iptables-legacy-save", Mode: "legacy"}); err != nil || from != KernelSource || rs.Variant != "legacy" {
-		t.Errorf("ReadLive read from %q (%v)", from, err)
+	// So is plain iptables-save's where it is the legacy variant (older distributions).
+	for _, save := range []string{"iptables-legacy-save", "iptables-save"} {
+		if rs, _, _, from, err := ReadLive(context.Background(), noderun.Local{}, Backend{Save: save, Mode: "legacy"}); err != nil || from != KernelSource || rs.Variant != "legacy" {
+			t.Errorf("ReadLive of %s read from %q (%v)", save, from, err)
+		}
+	}
+	for _, b := range []Backend{{Save: "iptables-save", Mode: "nf_tables"}, {Save: "iptables-nft-save", Mode: "nf_tables"}, {Save: "ip6tables-legacy-save", Mode: "legacy"}, {Save: "iptables-save"}} {
+		if b.fromKernel() {
+			t.Errorf("%+v would be read from the kernel's IPv4 legacy tables", b)
+		}
 	}
 	// What the decoder does not print is said, never guessed: iptables-legacy-save runs then.
 	for _, rule := range []string{"-A INPUT -j LOG --log-prefix x", "-A INPUT -p tcp -m multiport --dports 1,2", "-A INPUT -p tcp -m tcp --tcp-flags SYN SYN", "-A INPUT -m conntrack --ctstatus SEEN_REPLY", "-A INPUT -p gre"} {

@@ -181,7 +181,7 @@ func ReadIPv6(ctx context.Context, r noderun.Runner, b Backend) (*iptables.Rules
 // node) and parses them. from says what printed them: the save command, or KernelSource.
 func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (rs *iptables.Ruleset, raw func() []byte, size int, from string, err error) {
 	var noNat error = noNatError(b.Save)
-	if _, local := r.(noderun.Local); local && b.Save == "iptables-legacy-save" {
+	if _, local := r.(noderun.Local); local && b.fromKernel() {
 		// On the node the legacy tables are read from the kernel directly, as
 		// iptables-legacy-save reads them, and printed as it prints them; it runs only when
 		// they hold what the decoder does not print.
@@ -202,7 +202,7 @@ func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (rs *iptables.Ru
 		// wall time than the save itself. On the node, with the legacy backend, the kernel
 		// says first about how many rules will come (their memory is made ready meanwhile).
 		rules := 0
-		if _, local := r.(noderun.Local); local && b.Save == "iptables-legacy-save" {
+		if _, local := r.(noderun.Local); local && b.fromKernel() {
 			// (IPv4 alone: the count is of the IPv4 tables.)
 			rules = legacyEntries() * rulesPerEntry / 100
 		}
@@ -239,6 +239,13 @@ func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (rs *iptables.Ru
 		rs.Variant = b.Mode
 	}
 	return rs, raw, size, b.Save, nil
+}
+
+// fromKernel reports whether ReadLive reads the backend's tables from the kernel on the node: the
+// IPv4 legacy tables, named iptables-legacy-save, or plain iptables-save where that is the legacy
+// variant (older distributions, and nodes that install iptables without alternatives).
+func (b Backend) fromKernel() bool {
+	return b.Mode == "legacy" && (b.Save == "iptables-legacy-save" || b.Save == "iptables-save")
 }
 
 // KernelSource names, for people, where ReadLive read the rules when it read the kernel's legacy
