@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -321,13 +322,10 @@ func recordIPVS(ctx context.Context, c *harness.Cluster, out, bin, netprobe stri
 		if err := c.PopulateScale(ctx, scale.services, scale.endpoints); err != nil {
 			return err
 		}
-		vip := "$(ipvsadm -Sn | awk '/^-A -t 10.96/ {print $3; exit}')"
-		// Timed inside the guest, so both commands run under the same emulation.
-		script = harness.IPVSScaleScript(map[string]string{
-			"compare": `for i in 1 2 3; do /bin/time -f "ipvsadm -Sn: %e s %M KB" ipvsadm -Sn >/tmp/sn.txt; done 2>&1; ` +
-				`for i in 1 2 3; do /bin/time -f "ipvsadm -Ln: %e s %M KB" ipvsadm -Ln >/tmp/ln.txt; done 2>&1; ` +
-				`for i in 1 2 3; do /bin/time -f "kubectl-svctrace trace (live, netlink): %e s %M KB" /bin/kubectl-svctrace trace ` + vip + ` --no-api --node vm1 --from 10.244.3.99 -o json >/dev/null; done 2>&1`,
-		}, scale.services)
+		// Timed inside the guest, so every command runs under the same emulation: each read
+		// the live trace needs (the iptables rules, the ipsets, the IPVS table, which ipvsadm
+		// lists as svctrace reads it over netlink) and the trace itself, interleaved.
+		script = harness.IPVSScaleScript(map[string]string{"compare": ipvsCompareScript}, scale.services)
 	}
 	vmbin, err := os.MkdirTemp(c.Dir, "vmbin-")
 	if err != nil {
@@ -398,7 +396,11 @@ func recordIPVS(ctx context.Context, c *harness.Cluster, out, bin, netprobe stri
 		return err
 	}
 	if cmp := sec["compare"]; cmp != "" {
-		fmt.Print(cmp)
+		table, err := ipvsCompareTable(cmp)
+		if err != nil {
+			return fmt.Errorf("%w; the guest printed:\n%s", err, cmp)
+		}
+		fmt.Print(table)
 	}
 	fmt.Fprintf(os.Stderr, "record: wrote the IPVS dumps, objects.yaml and snapshot.yaml to %s\n", out)
 	return nil
@@ -432,4 +434,68 @@ dataplane:
 		manifest += "conntrack: conntrack.txt\n"
 	}
 	return os.WriteFile(filepath.Join(out, "snapshot.yaml"), []byte(manifest), 0o644)
+}
+
+// ipvsCompareScript times, in the guest, five interleaved rounds of each read a live IPVS-mode
+// trace needs and of the trace itself (one line each: "name: seconds s KB KB").
+const ipvsCompareScript = `vip=$(ipvsadm -Sn | awk '/^-A -t 10.96/ {print $3; exit}'); ` +
+	`for i in 1 2 3 4 5; do ` +
+	`/bin/time -f "iptables-save -c: %e s %M KB" iptables-save -c >/dev/null; ` +
+	`/bin/time -f "ipset save: %e s %M KB" ipset save >/dev/null; ` +
+	`/bin/time -f "ipvsadm -Ln: %e s %M KB" ipvsadm -Ln >/dev/null; ` +
+	`/bin/time -f "ipvsadm -Sn: %e s %M KB" ipvsadm -Sn >/dev/null; ` +
+	`/bin/time -f "kubectl-svctrace trace (live): %e s %M KB" /bin/kubectl-svctrace trace $vip --no-api --node vm1 --from 10.244.3.99 -o json >/dev/null; ` +
+	`done 2>&1`
+
+// ipvsCompareTable turns ipvsCompareScript's lines into a table: each command's median wall time
+// and peak RSS, and the trace's ratio to the slowest single read it needs (ipvsadm -Sn, another
+// listing of the same table, is shown but is not one of them).
+func ipvsCompareTable(out string) (string, error) {
+	times := map[string][]float64{}
+	rss := map[string]int{}
+	var order []string
+	for _, line := range strings.Split(out, "\n") {
+		name, rest, ok := strings.Cut(line, ": ")
+		var sec float64
+		var kb int
+		if !ok {
+			continue
+		}
+		if n, _ := fmt.Sscanf(rest, "%f s %d KB", &sec, &kb); n != 2 {
+			continue
+		}
+		if times[name] == nil {
+			order = append(order, name)
+		}
+		times[name] = append(times[name], sec)
+		rss[name] = max(rss[name], kb)
+	}
+	median := func(v []float64) float64 {
+		v = slices.Clone(v)
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	const trace = "kubectl-svctrace trace (live)"
+	if len(times[trace]) == 0 {
+		return "", fmt.Errorf("the guest timed no live trace")
+	}
+	slowest, which := 0.0, ""
+	for _, name := range []string{"iptables-save -c", "ipset save", "ipvsadm -Ln"} {
+		if len(times[name]) == 0 {
+			return "", fmt.Errorf("the guest did not time %s", name)
+		}
+		if m := median(times[name]); m > slowest {
+			slowest, which = m, name
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "| in the guest (TCG), %d Services x %d endpoints | wall time, median of %d | peak RSS |\n|---|---|---|\n", scale.services, scale.endpoints, len(times[trace]))
+	for _, name := range order {
+		extra := ""
+		if name == trace {
+			extra = fmt.Sprintf(" (%.2f× %s, the slowest read it needs)", median(times[name])/slowest, which)
+		}
+		fmt.Fprintf(&b, "| %s | %.2f s%s | %d MiB |\n", name, median(times[name]), extra, rss[name]/1024)
+	}
+	return b.String(), nil
 }
