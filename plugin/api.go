@@ -66,7 +66,7 @@ func fetchService(ctx context.Context, cs kubernetes.Interface, scope trace.Chec
 	default:
 		return nil, fmt.Errorf("get node %s: %w", node, err)
 	}
-	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node, ResourceVersion: "0"})
+	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: nodeSelector(node), ResourceVersion: "0"})
 	if err != nil {
 		return nil, fmt.Errorf("list pods on %s: %w", node, err)
 	}

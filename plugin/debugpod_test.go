@@ -64,3 +64,13 @@ func TestOnlyKubeProxysOwnPodsAreRead(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeSelectorEscapesTheName: a node's pods are selected by its name as one field selector
+// term, a name that is not one (commas, equals signs) escaped instead of read as more terms.
+func TestNodeSelectorEscapesTheName(t *testing.T) {
+	for node, want := range map[string]string{"node1": "spec.nodeName=node1", "a,status.phase=Running": `spec.nodeName=a\,status.phase\=Running`} {
+		if got := nodeSelector(node); got != want {
+			t.Errorf("%q: %q, want %q", node, got, want)
+		}
+	}
+}

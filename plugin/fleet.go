@@ -116,7 +116,7 @@ func openFleet(ctx context.Context, cfg *genericclioptions.ConfigFlags, streams 
 		cancel()
 		return nil, nil, nil, err
 	}
-	pods, err := kubeProxyPods(ctx, cfg, in.kubeProxyNamespace())
+	pods, err := kubeProxyPods(ctx, cfg, in.kubeProxyNamespace(), "")
 	if err != nil && debug.Enabled && fallsBackToDebugPod(err) {
 		fmt.Fprintf(streams.ErrOut, "%v; reading every node from a debug pod instead\n", err)
 		pods, err = map[string]noderun.Pod{}, nil

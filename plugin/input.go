@@ -298,24 +298,39 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 	} else {
 		var r noderun.Runner = noderun.Local{}
 		remote := f.remote()
+		opts := dataplane.ReadOptions{Mode: f.Mode, Remote: remote, Progress: streams.ErrOut, Scoped: f.Scoped, NoLeftovers: f.OneService != nil}
 		if remote {
+			// Through the API, kube-proxy's pod has nft alone, which lists everything; the
+			// svctrace agent's pod, where there is one, reads only the packet's objects. It is
+			// looked for while kube-proxy's pod is (each look is API round trips).
+			type agentLookup struct {
+				pod noderun.Pod
+				ok  bool
+				why string
+			}
+			var agent chan agentLookup
+			if f.Scoped && node != "" {
+				agent = make(chan agentLookup, 1)
+				go func() {
+					var a agentLookup
+					a.pod, a.ok, a.why = agentPod(ctx, cfg, f.AgentNamespace, node)
+					agent <- a
+				}()
+			}
 			pod, err := f.nodeRunner(ctx, cfg, streams, node)
 			if err != nil {
 				return nil, err
 			}
 			r = pod
+			if agent != nil {
+				if a := <-agent; a.ok {
+					opts.Objects = &nftjson.ExecReader{Ctx: ctx, Runner: a.pod, Argv0: agentBinary}
+				} else {
+					klog.V(1).InfoS("a remote nftables read lists the whole ruleset", "why", a.why)
+				}
+			}
 		} else if os.Geteuid() != 0 {
 			return nil, fmt.Errorf("reading this node's dataplane needs root (run with sudo); from a laptop, name the node with --node; or pass --dataplane FILE, --snapshot DIR or --demo")
-		}
-		opts := dataplane.ReadOptions{Mode: f.Mode, Remote: remote, Progress: streams.ErrOut, Scoped: f.Scoped, NoLeftovers: f.OneService != nil}
-		if remote && f.Scoped && node != "" {
-			// Through the API, kube-proxy's pod has nft alone, which lists everything; the
-			// svctrace agent's pod, where there is one, reads only the packet's objects.
-			if pod, ok, why := agentPod(ctx, cfg, f.AgentNamespace, node); ok {
-				opts.Objects = &nftjson.ExecReader{Ctx: ctx, Runner: pod, Argv0: agentBinary}
-			} else {
-				klog.V(1).InfoS("a remote nftables read lists the whole ruleset", "why", why)
-			}
 		}
 		n, err := dataplane.Read(ctx, r, opts)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
 
@@ -19,7 +20,7 @@ const kubeProxyLabel = "k8s-app=kube-proxy"
 // kubeProxyPod finds the kube-proxy pod on the node and returns a Runner that execs in it,
 // after checking that the user may.
 func kubeProxyPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, namespace, node string) (noderun.Runner, error) {
-	pods, err := kubeProxyPods(ctx, cfg, namespace)
+	pods, err := kubeProxyPods(ctx, cfg, namespace, node)
 	if err != nil {
 		return nil, err
 	}
@@ -29,12 +30,13 @@ func kubeProxyPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, names
 	return nil, &noKubeProxyError{node: node}
 }
 
-// kubeProxyPods lists the running kube-proxy pods, one list call for the whole cluster, by node,
-// each a Runner that execs in it, after checking the user may exec in their namespace. Only pods
+// kubeProxyPods lists the running kube-proxy pods, one list call for the whole cluster (or, with
+// node set, for that node alone: a large cluster's list is megabytes), by node, each a Runner
+// that execs in it, after checking the user may exec in their namespace. Only pods
 // in kube-proxy's namespace that a DaemonSet runs (or static mirror pods) count: what svctrace
 // reads from them is trusted as the node's rules, so a pod that only carries the label, in a
 // namespace a tenant controls, must not be exec'd into.
-func kubeProxyPods(ctx context.Context, cfg *genericclioptions.ConfigFlags, namespace string) (map[string]noderun.Pod, error) {
+func kubeProxyPods(ctx context.Context, cfg *genericclioptions.ConfigFlags, namespace, node string) (map[string]noderun.Pod, error) {
 	rc, err := cfg.ToRESTConfig()
 	if err != nil {
 		return nil, err
@@ -46,7 +48,11 @@ func kubeProxyPods(ctx context.Context, cfg *genericclioptions.ConfigFlags, name
 	}
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	pods, err := cs.CoreV1().Pods(namespace).List(lctx, metav1.ListOptions{LabelSelector: kubeProxyLabel})
+	list := metav1.ListOptions{LabelSelector: kubeProxyLabel}
+	if node != "" {
+		list.FieldSelector = nodeSelector(node)
+	}
+	pods, err := cs.CoreV1().Pods(namespace).List(lctx, list)
 	if err != nil {
 		return nil, fmt.Errorf("finding kube-proxy pods in namespace %s: %w", namespace, err)
 	}
@@ -99,6 +105,11 @@ func runByDaemonSetOrNode(p *corev1.Pod) bool {
 	return false
 }
 
+// nodeSelector selects a node's pods, the node's name escaped as a field selector's value.
+func nodeSelector(node string) string {
+	return fields.OneTermEqualSelector("spec.nodeName", node).String()
+}
+
 // agentLabel selects the svctrace agent's pods (krew/agent/daemonset.yaml).
 const agentLabel = "app.kubernetes.io/name=svctrace-agent"
 
@@ -122,7 +133,7 @@ func agentPod(ctx context.Context, cfg *genericclioptions.ConfigFlags, namespace
 	}
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	pods, err := cs.CoreV1().Pods(namespace).List(lctx, metav1.ListOptions{LabelSelector: agentLabel, FieldSelector: "spec.nodeName=" + node})
+	pods, err := cs.CoreV1().Pods(namespace).List(lctx, metav1.ListOptions{LabelSelector: agentLabel, FieldSelector: nodeSelector(node)})
 	if err != nil {
 		return noderun.Pod{}, false, fmt.Sprintf("listing svctrace agent pods in %s: %v", namespace, err)
 	}
