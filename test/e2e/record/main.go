@@ -52,6 +52,7 @@ func main() {
 	flag.BoolVar(&dualStack, "dual-stack", false, "add the dual-stack scenario (a PreferDualStack Service over pods with IPv4 and IPv6 addresses) and, in iptables mode, write ip6tables-save.txt too")
 	flag.StringVar(&conntrackOut, "conntrack", "", "instead of recording the dataplane, make the balance scenario's traffic to default/hostnames (in -mode ipvs, to ipvs/vmweb in the guest) — a keep-alive client's 600 requests over one connection, 60 short connections from another pod — and write the node's conntrack entries of it to this file")
 	flag.Parse()
+	holdCluster = *hold
 	if err := record(*mode, *out, *bin, *netprobe, *hold); err != nil {
 		fmt.Fprintln(os.Stderr, "record:", err)
 		os.Exit(1)
@@ -59,6 +60,9 @@ func main() {
 }
 
 var vmFlags struct{ kernel string }
+
+// holdCluster is -hold: the remote bench in iptables mode keeps the cluster up after it too.
+var holdCluster bool
 
 // repairFlag is -repair.
 var repairFlag bool
