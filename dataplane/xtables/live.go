@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -56,29 +57,41 @@ func DetectBackend(ctx context.Context, r noderun.Runner, ipv6 bool) (Backend, e
 	// big nat table is never read here. Only when neither variant has them there (kube-proxy
 	// versions without a canary) is filter read, for KUBE-SERVICES. Each read is an exec when the
 	// node is remote, so a fleet run pays for every one.
+	// The variants are asked side by side: through the API server each is a round trip.
 	var failed error
+	var mu sync.Mutex
 	look := func(table string) {
+		var wg sync.WaitGroup
 		for i := range variants {
 			if table == "filter" && !present[i] || failed != nil {
 				continue
 			}
-			out, err := r.Run(ctx, variants[i].Save, "-t", table)
-			var exited *noderun.Error
-			switch {
-			case errors.Is(err, noderun.ErrNotFound):
-				continue // not installed
-			case err != nil && !errors.As(err, &exited):
-				// Not an answer from the tool (interrupted, the exec stream broke, no
-				// permission): the node's backend is unknown, not absent.
-				failed = fmt.Errorf("cannot tell which iptables backend kube-proxy uses: %w", err)
-				continue
-			}
-			// Installed; a table it cannot list (exit status) holds no markers.
-			present[i] = true
-			for _, m := range kubeMarkers {
-				variants[i].KubeRules = variants[i].KubeRules || bytes.Contains(out, []byte(m))
-			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				out, err := r.Run(ctx, variants[i].Save, "-t", table)
+				var exited *noderun.Error
+				switch {
+				case errors.Is(err, noderun.ErrNotFound):
+					return // not installed
+				case err != nil && !errors.As(err, &exited):
+					// Not an answer from the tool (interrupted, the exec stream broke, no
+					// permission): the node's backend is unknown, not absent.
+					mu.Lock()
+					if failed == nil {
+						failed = fmt.Errorf("cannot tell which iptables backend kube-proxy uses: %w", err)
+					}
+					mu.Unlock()
+					return
+				}
+				// Installed; a table it cannot list (exit status) holds no markers.
+				present[i] = true
+				for _, m := range kubeMarkers {
+					variants[i].KubeRules = variants[i].KubeRules || bytes.Contains(out, []byte(m))
+				}
+			}()
 		}
+		wg.Wait()
 	}
 	withRules := func() []Backend {
 		var out []Backend

@@ -7,21 +7,26 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"testing/iotest"
 
 	"github.com/svctrace/svctrace/dataplane/noderun"
 )
 
-// fakeRunner answers commands from a table; unknown commands are "not installed".
+// fakeRunner answers commands from a table; unknown commands are "not installed". It may be
+// called from several goroutines (DetectBackend asks the variants side by side).
 type fakeRunner struct {
 	out   map[string]string
+	mu    sync.Mutex
 	calls []string
 }
 
 func (f *fakeRunner) Run(_ context.Context, argv ...string) ([]byte, error) {
 	cmd := strings.Join(argv, " ")
+	f.mu.Lock()
 	f.calls = append(f.calls, cmd)
+	f.mu.Unlock()
 	if out, ok := f.out[cmd]; ok {
 		return []byte(out), nil
 	}
@@ -180,10 +185,11 @@ func TestReadDefaultOnlyWhenTheAnswerSettlesTheBackend(t *testing.T) {
 		{"empty", "", false, false, false},
 	} {
 		for _, how := range []string{"run", "streamed", "streamed a byte at a time"} {
-			f := fakeRunner{out: map[string]string{"iptables-save": "", "iptables-save -c": tc.out}}
-			var r noderun.Runner = &f
+			out := map[string]string{"iptables-save": "", "iptables-save -c": tc.out}
+			f := &fakeRunner{out: out}
+			var r noderun.Runner = f
 			if how != "run" {
-				r = &streamRunner{fakeRunner: f, oneByte: how != "streamed"}
+				r = &streamRunner{fakeRunner: fakeRunner{out: out}, oneByte: how != "streamed"}
 			}
 			heads, early := 0, true
 			read, ok, old := ReadDefault(context.Background(), r, false, func() {
