@@ -205,6 +205,23 @@ func (s *Scoped) read(ctx context.Context, cmds []string, objs []nftables.Object
 		}
 		byTable[k] = append(byTable[k], o)
 	}
+	// One nft command per table: nft 1.0.6 fails a command of several listings ("list table ip
+	// mangle; list table ip nat": the second finds no table in the first one's cache). They run
+	// beside each other and beside the object reads (through the API server each is a round
+	// trip); what they read is merged in the same order as before, objects first.
+	listed := make([]struct {
+		out []byte
+		err error
+	}, len(cmds))
+	var wg sync.WaitGroup
+	for i, cmd := range cmds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			listed[i].out, listed[i].err = s.nft(ctx, cmd)
+		}()
+	}
+	defer wg.Wait() // (an early return still waits: the commands write into listed)
 	for _, k := range order {
 		part, err := s.objects.Read(k[0], k[1], byTable[k], values)
 		s.Reads++
@@ -213,14 +230,14 @@ func (s *Scoped) read(ctx context.Context, cmds []string, objs []nftables.Object
 		}
 		s.merge(part)
 	}
-	// One nft command per table: nft 1.0.6 fails a command of several listings ("list table ip
-	// mangle; list table ip nat": the second finds no table in the first one's cache).
-	for _, cmd := range cmds {
-		out, err := s.run(ctx, cmd)
-		if err != nil {
-			return err
+	wg.Wait()
+	for _, l := range listed {
+		s.Reads++
+		s.Bytes += len(l.out)
+		if l.err != nil {
+			return l.err
 		}
-		part, err := parsePart(out)
+		part, err := parsePart(l.out)
 		if err != nil {
 			return err
 		}
@@ -235,10 +252,9 @@ func (s *Scoped) read(ctx context.Context, cmds []string, objs []nftables.Object
 	return nil
 }
 
-func (s *Scoped) run(ctx context.Context, script string) ([]byte, error) {
+// nft runs one nft command (a listing) with JSON output; the caller counts it.
+func (s *Scoped) nft(ctx context.Context, script string) ([]byte, error) {
 	out, err := s.r.Run(ctx, "nft", "-j", script)
-	s.Reads++
-	s.Bytes += len(out)
 	if err != nil {
 		if errors.Is(err, noderun.ErrNotFound) {
 			return nil, errors.New("nft is not installed on this node: install nftables, or pass --dataplane FILE")

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/svctrace/svctrace/test/tracetest"
@@ -90,11 +91,14 @@ func (f *fakeObjects) Read(family, table string, objs []nftables.Object, values 
 // noNft fails every nft command but the whole listing, which it answers from the recording.
 type noNft struct {
 	data  []byte
+	mu    sync.Mutex // (the table listings run side by side)
 	calls []string
 }
 
 func (n *noNft) Run(_ context.Context, argv ...string) ([]byte, error) {
+	n.mu.Lock()
 	n.calls = append(n.calls, strings.Join(argv, " "))
+	n.mu.Unlock()
 	if strings.Join(argv, " ") == "nft -j list ruleset" {
 		return n.data, nil
 	}
