@@ -182,6 +182,7 @@ func TestRemoteLegacyDetectsWhileTheDumpStreams(t *testing.T) {
 	}
 	node := &streamingNode{detected: make(chan struct{}), tableRunner: tableRunner{
 		"nft": "", "ip": "", "iptables-nft-save": "", "iptables-legacy-save": "", "ip6tables-legacy-save": "",
+		"nft list flowtables":            "", // (no nftables tables)
 		"iptables-save -c":               dumps[0],
 		"ip6tables-save -c":              dumps[1],
 		"iptables-legacy-save -t mangle": "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n",
@@ -199,7 +200,7 @@ func TestRemoteLegacyDetectsWhileTheDumpStreams(t *testing.T) {
 		t.Fatalf("read as %q (%s), files %d", n.Backend, n.Source, len(n.Files))
 	}
 	slices.Sort(node.execs)
-	want := []string{"ip -o link show kube-ipvs0", "ip6tables-legacy-save -c", "ip6tables-save -c", "iptables-legacy-save -t mangle", "iptables-nft-save -t mangle", "iptables-save -c", "nft list tables"}
+	want := []string{"ip -o link show kube-ipvs0", "ip6tables-legacy-save -c", "ip6tables-save -c", "iptables-legacy-save -t mangle", "iptables-nft-save -t mangle", "iptables-save -c", "nft list flowtables"}
 	if !slices.Equal(node.execs, want) {
 		t.Errorf("execs %q, want %q", node.execs, want)
 	}
@@ -208,13 +209,13 @@ func TestRemoteLegacyDetectsWhileTheDumpStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain := &streamingNode{detected: make(chan struct{}), tableRunner: tableRunner{"nft": "", "iptables-save -c": string(nft)}}
+	plain := &streamingNode{detected: make(chan struct{}), tableRunner: tableRunner{"nft": "", "nft list flowtables": "", "iptables-save -c": string(nft)}}
 	close(plain.detected) // (nothing waits for detection here)
 	if n, err := Read(context.Background(), plain, ReadOptions{Remote: true}); err != nil || n.Backend != "iptables-save" {
 		t.Fatalf("nf_tables node read as %v: %v", n, err)
 	}
 	slices.Sort(plain.execs)
-	if want := []string{"ip6tables-save -c", "iptables-save -c", "nft list tables"}; !slices.Equal(plain.execs, want) {
+	if want := []string{"ip6tables-save -c", "iptables-save -c", "nft list flowtables"}; !slices.Equal(plain.execs, want) {
 		t.Errorf("nf_tables node: execs %q, want %q", plain.execs, want)
 	}
 }

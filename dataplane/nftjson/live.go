@@ -1,24 +1,42 @@
 package nftjson
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"sort"
+	"strings"
 
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace/nftables"
 )
 
 // HasKubeProxyTable reports whether kube-proxy runs in nftables mode on this node: its
-// `kube-proxy` table exists. `nft list tables` is cheap, whatever the size of the ruleset.
+// `kube-proxy` table (ip or ip6) exists. nft 1.0's `nft list tables` fetches every set's elements
+// before it prints the names (4 s through the API server at 10,000 Services, more than half the
+// whole listing); `nft list flowtables` fetches the tables and their flowtables alone and prints
+// every table (nft has listed each table there, flowtables or not, since flowtables came in 0.9),
+// so it is asked; `nft list tables` only where it fails (an nft without flowtables).
 func HasKubeProxyTable(ctx context.Context, r noderun.Runner) bool {
-	out, err := r.Run(ctx, "nft", "list", "tables")
+	out, err := r.Run(ctx, "nft", "list", "flowtables")
 	if err != nil {
-		return false
+		if out, err = r.Run(ctx, "nft", "list", "tables"); err != nil {
+			return false
+		}
 	}
-	return bytes.Contains(out, []byte("ip kube-proxy")) || bytes.Contains(out, []byte("ip6 kube-proxy"))
+	return namesKubeProxyTable(out)
+}
+
+// namesKubeProxyTable reports whether a listing of tables (`nft list tables`, or `nft list
+// flowtables`, whose tables end in " {") names kube-proxy's table, ip or ip6.
+func namesKubeProxyTable(out []byte) bool {
+	for _, line := range strings.Split(string(out), "\n") {
+		line = strings.TrimSuffix(strings.TrimSpace(line), " {")
+		if line == "table ip kube-proxy" || line == "table ip6 kube-proxy" {
+			return true
+		}
+	}
+	return false
 }
 
 // ReadLive reads the whole ruleset as JSON (`nft -j list ruleset`) and parses it.
