@@ -132,6 +132,24 @@ func recordRemote(ctx context.Context, c *harness.Cluster, svctrace string, serv
 	fmt.Printf("| one exec of `kubectl-svctrace nft-objects` alone (the table list), through the agent's pod | %.2fs | |\n", agentExec.Seconds())
 	fmt.Printf("| trace through the svctrace agent's pod (only what the packet touches, %d reads) | %.2fs (%.1f× one exec) | %d KB (%.2f%%) |\n", reads, agentTime.Seconds(), agentTime.Seconds()/agentExec.Seconds(), kb, 100*float64(kb*1024)/float64(len(dump)))
 	fmt.Fprintf(os.Stderr, "record: the two traces print the same %d bytes\n", len(agentOut))
+	// Where the time goes through kube-proxy's pod: one more run, with every exec logged.
+	var se strings.Builder
+	verbose := exec.CommandContext(ctx, svctrace, append(args, "-v", "2")...)
+	verbose.Stderr = &se
+	start := time.Now()
+	if err := verbose.Run(); err != nil {
+		return fmt.Errorf("remote trace -v 2: %v: %s", err, tail(se.String(), 2000))
+	}
+	fmt.Fprintf(os.Stderr, "record: one more run through kube-proxy's pod with -v 2 took %v; its execs:\n", time.Since(start).Round(time.Millisecond))
+	for _, line := range strings.Split(se.String(), "\n") {
+		if strings.Contains(line, `"exec"`) || strings.HasPrefix(line, "read ") {
+			fmt.Fprintln(os.Stderr, line)
+		}
+	}
+	if holdCluster {
+		fmt.Fprintf(os.Stderr, "record: holding; KUBECONFIG=%s; try: %s %s; Ctrl-C to stop\n", c.Kubeconfig, svctrace, strings.Join(args, " "))
+		<-ctx.Done()
+	}
 	return nil
 }
 
