@@ -131,9 +131,9 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 				progress("legacy iptables rules", legacy.Size)
 				return n.iptables(ctx, r, opts, legacy.Rules, legacy.Raw, f.v6, b, legacy.Backend.Save, mode == "ipvs" || hasIPVS, nil)
 			}
-		} else {
-			b, berr = xtables.DetectBackend(ctx, r, false)
 		}
+		// (In nftables mode the iptables backend matters only for the look for leftovers,
+		// which detects it beside the read, below.)
 	} else {
 		if mode == "" && opts.NoLeftovers && HasNftKubeProxy(ctx, r) {
 			// kube-proxy's nftables table is read whenever it is there (below); with no look
@@ -171,21 +171,41 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 			objects = opts.Objects
 		}
 	}
-	if objects != nil {
-		n.Dataplane, n.Source, n.Files = nftjson.NewScoped(r, objects), "live (nftables, only what the packet touches)", map[string]func() []byte{}
-	} else if hasNft {
-		rs, raw, err := nftjson.ReadLive(ctx, r)
-		if err != nil {
-			return nil, err
-		}
-		progress("nftables rules", len(raw))
-		n.Dataplane, n.Source, n.Files = &nftables.Dataplane{Rules: rs}, "live (nft -j list ruleset)", map[string]func() []byte{"nft.json": func() []byte { return raw }}
-	}
 	if hasNft {
-		// Through the API every read is an exec: leftovers are looked for there only when the
-		// backend detection saw kube-proxy's markers in iptables too.
-		if !opts.NoLeftovers && (!opts.Remote || berr == nil && b.KubeRules) {
-			if err := n.leftovers(ctx, r); err != nil {
+		// Other modes' state is looked for while the ruleset is read. Through the API every
+		// read is an exec: leftovers are looked for there only when the backend detection
+		// saw kube-proxy's markers in iptables too.
+		var left []trace.Leftover
+		var lerr error
+		looked := false
+		lookDone := make(chan struct{})
+		go func() {
+			defer close(lookDone)
+			if opts.NoLeftovers {
+				return
+			}
+			if opts.Remote {
+				if b, err := xtables.DetectBackend(ctx, r, false); err != nil || !b.KubeRules {
+					return
+				}
+			}
+			looked = true
+			left, lerr = FindLeftovers(ctx, r, "nftables")
+		}()
+		if objects != nil {
+			n.Dataplane, n.Source, n.Files = nftjson.NewScoped(r, objects), "live (nftables, only what the packet touches)", map[string]func() []byte{}
+		} else {
+			rs, raw, err := nftjson.ReadLive(ctx, r)
+			if err != nil {
+				<-lookDone
+				return nil, err
+			}
+			progress("nftables rules", len(raw))
+			n.Dataplane, n.Source, n.Files = &nftables.Dataplane{Rules: rs}, "live (nft -j list ruleset)", map[string]func() []byte{"nft.json": func() []byte { return raw }}
+		}
+		<-lookDone
+		if looked {
+			if err := n.setLeftovers(left, lerr); err != nil {
 				return nil, err
 			}
 		}
@@ -313,12 +333,6 @@ func hasKubeProxyTable(tables []nftables.Object) bool {
 		}
 	}
 	return false
-}
-
-// leftovers looks for kube-proxy state of other modes than the one read, and warns about it.
-func (n *Node) leftovers(ctx context.Context, r noderun.Runner) error {
-	l, err := FindLeftovers(ctx, r, n.Dataplane.Mode())
-	return n.setLeftovers(l, err)
 }
 
 // setLeftovers records what FindLeftovers found (or why it failed), with a warning.

@@ -48,10 +48,24 @@ func TestReadNamesTheModeAndWarns(t *testing.T) {
 		"iptables --version": "iptables v1.8.9 (nf_tables)", "iptables-nft-save": "",
 		"iptables-nft-save -t mangle": "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n", "iptables-legacy-save": "",
 	}
-	n, err := Read(context.Background(), both, ReadOptions{})
-	if err != nil || n.Dataplane.Mode() != "nftables" || len(n.Warnings) != 1 || !strings.Contains(n.Warnings[0], "(iptables-nft mangle; read as nftables mode)") || n.Files["nft.json"] == nil ||
-		len(n.Leftovers) != 1 || n.Leftovers[0].Chains[0].Chain != "KUBE-PROXY-CANARY" || n.ModeFrom != "detected" {
-		t.Fatalf("node with both: %+v, %v", n, err)
+	for _, remote := range []bool{false, true} { // (remote: the look detects the backend first)
+		n, err := Read(context.Background(), both, ReadOptions{Remote: remote})
+		if err != nil || n.Dataplane.Mode() != "nftables" || len(n.Warnings) != 1 || !strings.Contains(n.Warnings[0], "(iptables-nft mangle; read as nftables mode)") || n.Files["nft.json"] == nil ||
+			len(n.Leftovers) != 1 || n.Leftovers[0].Chains[0].Chain != "KUBE-PROXY-CANARY" || n.ModeFrom != "detected" {
+			t.Fatalf("node with both (remote %v): %+v, %v", remote, n, err)
+		}
+	}
+	// Through the API, with no kube-proxy chains in iptables, no look is made (each is an exec).
+	nftOnly := &streamingNode{detected: make(chan struct{}), tableRunner: tableRunner{"nft": "", "ip": "", "nft list tables": "table ip kube-proxy\n", "nft -j list ruleset": string(nft), "iptables-nft-save": "", "iptables-legacy-save": ""}}
+	n, err := Read(context.Background(), nftOnly, ReadOptions{Remote: true})
+	if err != nil || n.Dataplane.Mode() != "nftables" || len(n.Warnings) != 0 || len(n.Leftovers) != 0 {
+		t.Fatalf("nftables-only node: %+v, %v", n, err)
+	}
+	for _, cmd := range nftOnly.execs {
+		if !strings.HasPrefix(cmd, "nft ") && !strings.Contains(cmd, "-save -t ") && cmd != "iptables --version" {
+			t.Errorf("the nftables-only node was looked at for leftovers: %q", nftOnly.execs)
+			break
+		}
 	}
 	xt := tableRunner{
 		"iptables --version": "iptables v1.8.9 (nf_tables)", "iptables-nft-save": "",
