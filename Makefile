@@ -71,10 +71,10 @@ test: deps vet cover-repair race build dist-host krew-tools
 	SVCTRACE_DIST=$(CURDIR)/dist SVCTRACE_DIST_VERSION=$(DIST_VERSION) SVCTRACE_KREW_DIR=$(KREW_DIR) \
 		$(GO) test -tags e2e -count=1 -timeout 40m $(if $(RUN),-run '$(RUN)' ./test/e2e/,./...)
 
-## race: the tests of what runs on all cores (check's walks, the objects' decoding), under the
-## race detector
+## race: the tests of what runs on all cores (check's walks, the objects' decoding, the nft
+## JSON's decoding), under the race detector
 race:
-	$(GO) test -race -count=1 -run 'Concurrent|DecodeObjects|InParallel' ./trace/...
+	$(GO) test -race -count=1 -run 'Concurrent|DecodeObjects|InParallel' ./trace/... ./dataplane/nftjson/
 
 ## cover-repair: the repair engine's apply, verify, rollback and undo code (engine.go) must be
 ## covered at least 90% by its unit tests alone (the fault table over a fake node)

@@ -1,13 +1,17 @@
 package nftjson
 
 import (
-	"github.com/svctrace/svctrace/trace"
-	"github.com/svctrace/svctrace/trace/kubeproxy"
+	"fmt"
 	"os"
+	"runtime"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 
 	"github.com/svctrace/svctrace/test/tracetest"
+	"github.com/svctrace/svctrace/trace"
+	"github.com/svctrace/svctrace/trace/kubeproxy"
 	"github.com/svctrace/svctrace/trace/nftables"
 )
 
@@ -99,4 +103,67 @@ func FuzzParse(f *testing.F) {
 			_, _ = kubeproxy.DetectNftLayout(tb, &trace.NodeContext{})
 		}
 	})
+}
+
+// bigDocument is nft JSON of n chains in kube-proxy's table, each with a rule that jumps to the
+// next and a map naming it; the objects broken (by index) are replaced by a rule whose chain is
+// a number.
+func bigDocument(n int, broken ...int) []byte {
+	objs := []string{`{"metainfo": {"version": "1.0.6"}}`, `{"table": {"family": "ip", "name": "kube-proxy"}}`}
+	var elems []string
+	for i := range n {
+		objs = append(objs, fmt.Sprintf(`{"chain": {"family": "ip", "table": "kube-proxy", "name": "c%d"}}`, i))
+		elems = append(elems, fmt.Sprintf(`["10.96.%d.%d", {"goto": {"target": "c%d"}}]`, i/256, i%256, i))
+	}
+	for i := range n {
+		objs = append(objs, fmt.Sprintf(`{"rule": {"family": "ip", "table": "kube-proxy", "chain": "c%d", "handle": %d, "comment": "r%d", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "10.96.%d.%d"}}, {"jump": {"target": "c%d"}}]}}`, i, i+1, i, i/256, i%256, (i+1)%n))
+	}
+	objs = append(objs, `{"map": {"family": "ip", "table": "kube-proxy", "name": "m", "type": "ipv4_addr", "map": "verdict", "elem": [`+strings.Join(elems, ",")+`]}}`)
+	for _, b := range broken {
+		objs[b] = `{"rule": {"family": "ip", "table": "kube-proxy", "chain": 7}}`
+	}
+	return []byte(`{"nftables": [` + strings.Join(objs, ",") + `]}`)
+}
+
+// TestParseNftConcurrent: a document big enough to be decoded on all cores parses to what one
+// core makes of it (every chain, rule text and map element), and a broken document names its
+// first broken object, whichever core met it.
+func TestParseNftConcurrent(t *testing.T) {
+	data := bigDocument(3000)
+	describe := func(rs *nftables.Ruleset) string {
+		var b strings.Builder
+		for _, tb := range rs.Tables {
+			names := make([]string, 0, len(tb.Chains))
+			for name := range tb.Chains {
+				names = append(names, name)
+			}
+			sort.Strings(names)
+			for _, name := range names {
+				for _, r := range tb.Chains[name].Rules {
+					fmt.Fprintf(&b, "%s %s %d %s\n", tb.Name, name, r.Handle, r.Text)
+				}
+			}
+			fmt.Fprintf(&b, "map %d %v\n", len(tb.Sets["m"].Elems), tb.Sets["m"].Elems[2999])
+		}
+		return b.String()
+	}
+	many, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := runtime.GOMAXPROCS(1)
+	one, err := Parse(data)
+	runtime.GOMAXPROCS(prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := describe(many), describe(one); got != want || len(many.Tables[0].Chains) != 3000 {
+		t.Errorf("decoded on all cores: %d chains, differs from one core's: %v", len(many.Tables[0].Chains), got != want)
+	}
+	for _, broken := range [][]int{{5000}, {4000, 200}, {100, 5500}} {
+		first := slices.Min(broken)
+		if _, err := Parse(bigDocument(3000, broken...)); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("nft JSON object %d (rule)", first+1)) {
+			t.Errorf("objects %v broken: %v, want object %d named", broken, err, first+1)
+		}
+	}
 }
