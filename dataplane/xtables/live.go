@@ -61,9 +61,12 @@ func DetectBackend(ctx context.Context, r noderun.Runner, ipv6 bool) (Backend, e
 	var failed error
 	var mu sync.Mutex
 	look := func(table string) {
+		if failed != nil {
+			return // (an earlier table's look failed; no look is running now)
+		}
 		var wg sync.WaitGroup
 		for i := range variants {
-			if table == "filter" && !present[i] || failed != nil {
+			if table == "filter" && !present[i] {
 				continue
 			}
 			wg.Add(1)
