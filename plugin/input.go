@@ -280,6 +280,12 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		err error
 	}
 	var decoding chan decodedObjects
+	// listing is the API's objects, listed while a live dataplane is read.
+	type listedCluster struct {
+		cl  *trace.Cluster
+		err error
+	}
+	var listing chan listedCluster
 	if f.decoded == nil && objects != nil {
 		decoding = make(chan decodedObjects, 1)
 		go func() {
@@ -296,6 +302,15 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		in.Dataplane = n.Dataplane
 		in.Warnings = append(in.Warnings, n.Warnings...)
 	} else {
+		if !f.NoAPI && f.decoded == nil && decoding == nil && f.OneService == nil {
+			// The API objects are listed while the dataplane is read (each takes about a
+			// second at 10,000 Services); a failed read leaves the list unused.
+			listing = make(chan listedCluster, 1)
+			go func() {
+				cl, err := fetchCluster(ctx, cfg)
+				listing <- listedCluster{cl, err}
+			}()
+		}
 		var r noderun.Runner = noderun.Local{}
 		remote := f.remote()
 		opts := dataplane.ReadOptions{Mode: f.Mode, Remote: remote, Progress: streams.ErrOut, Scoped: f.Scoped, NoLeftovers: f.OneService != nil}
@@ -365,6 +380,9 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 			if err == nil {
 				cl, err = fetchService(ctx, f.client, *f.OneService, node)
 			}
+		} else if listing != nil {
+			l := <-listing
+			cl, err = l.cl, l.err
 		} else {
 			cl, err = fetchCluster(ctx, cfg)
 		}
