@@ -62,12 +62,7 @@ func Parse(data []byte) (*nftables.Ruleset, error) {
 	}
 	var rules []tableRule
 	for _, t := range rs.Tables {
-		names := make([]string, 0, len(t.Chains))
-		for name := range t.Chains {
-			names = append(names, name)
-		}
-		sort.Strings(names)
-		for _, name := range names {
+		for _, name := range chainNames(t) {
 			for _, r := range t.Chains[name].Rules {
 				rules = append(rules, tableRule{t, r})
 			}
@@ -203,6 +198,16 @@ func onAllCores(n int, do func(i int)) {
 		}()
 	}
 	wg.Wait()
+}
+
+// chainNames are a table's chain names, sorted.
+func chainNames(t *nftables.Table) []string {
+	names := make([]string, 0, len(t.Chains))
+	for name := range t.Chains {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
 }
 
 func chain(t *nftables.Table, name string) *nftables.Chain {

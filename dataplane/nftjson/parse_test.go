@@ -5,7 +5,6 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 
@@ -133,12 +132,7 @@ func TestParseNftConcurrent(t *testing.T) {
 	describe := func(rs *nftables.Ruleset) string {
 		var b strings.Builder
 		for _, tb := range rs.Tables {
-			names := make([]string, 0, len(tb.Chains))
-			for name := range tb.Chains {
-				names = append(names, name)
-			}
-			sort.Strings(names)
-			for _, name := range names {
+			for _, name := range chainNames(tb) {
 				for _, r := range tb.Chains[name].Rules {
 					fmt.Fprintf(&b, "%s %s %d %s\n", tb.Name, name, r.Handle, r.Text)
 				}

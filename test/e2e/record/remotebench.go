@@ -133,15 +133,12 @@ func recordRemote(ctx context.Context, c *harness.Cluster, svctrace string, serv
 	fmt.Printf("| trace through the svctrace agent's pod (only what the packet touches, %d reads) | %.2fs (%.1f× one exec) | %d KB (%.2f%%) |\n", reads, agentTime.Seconds(), agentTime.Seconds()/agentExec.Seconds(), kb, 100*float64(kb*1024)/float64(len(dump)))
 	fmt.Fprintf(os.Stderr, "record: the two traces print the same %d bytes\n", len(agentOut))
 	// Where the time goes through kube-proxy's pod: one more run, with every exec logged.
-	var se strings.Builder
-	verbose := exec.CommandContext(ctx, svctrace, append(args, "-v", "2")...)
-	verbose.Stderr = &se
-	start := time.Now()
-	if err := verbose.Run(); err != nil {
-		return fmt.Errorf("remote trace -v 2: %v: %s", err, tail(se.String(), 2000))
+	logged, took, err := verboseRun(ctx, svctrace, args)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(os.Stderr, "record: one more run through kube-proxy's pod with -v 2 took %v; its execs:\n", time.Since(start).Round(time.Millisecond))
-	for _, line := range strings.Split(se.String(), "\n") {
+	fmt.Fprintf(os.Stderr, "record: one more run through kube-proxy's pod with -v 2 took %v; its execs:\n", took)
+	for _, line := range strings.Split(logged, "\n") {
 		if strings.Contains(line, `"exec"`) || strings.HasPrefix(line, "read ") {
 			fmt.Fprintln(os.Stderr, line)
 		}
@@ -211,14 +208,11 @@ func recordRemoteIptables(ctx context.Context, c *harness.Cluster, svctrace stri
 	}
 	// Where the time goes: one more run, with every exec logged (-v 2: its command, time and
 	// bytes).
-	var se strings.Builder
-	verbose := exec.CommandContext(ctx, svctrace, append(args, "-v", "2")...)
-	verbose.Stderr = &se
-	start := time.Now()
-	if err := verbose.Run(); err != nil {
-		return fmt.Errorf("remote trace -v 2: %v: %s", err, tail(se.String(), 2000))
+	logged, took, err := verboseRun(ctx, svctrace, args)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(os.Stderr, "record: one more run with -v 2 took %v:\n%s", time.Since(start).Round(time.Millisecond), se.String())
+	fmt.Fprintf(os.Stderr, "record: one more run with -v 2 took %v:\n%s", took, logged)
 	// The reference: the same trace of the node's own dump, read on the node.
 	dump, err := harness.NS(harness.NodeNS, harness.IptablesSave, "-c")
 	if err != nil {
@@ -251,4 +245,17 @@ func recordRemoteIptables(ctx context.Context, c *harness.Cluster, svctrace stri
 		<-ctx.Done()
 	}
 	return nil
+}
+
+// verboseRun runs svctrace with args and -v 2 (every exec logged: its command, time and bytes),
+// and returns what it logged and how long it took.
+func verboseRun(ctx context.Context, svctrace string, args []string) (string, time.Duration, error) {
+	var se strings.Builder
+	verbose := exec.CommandContext(ctx, svctrace, append(args, "-v", "2")...)
+	verbose.Stderr = &se
+	start := time.Now()
+	if err := verbose.Run(); err != nil {
+		return "", 0, fmt.Errorf("remote trace -v 2: %v: %s", err, tail(se.String(), 2000))
+	}
+	return se.String(), time.Since(start).Round(time.Millisecond), nil
 }
