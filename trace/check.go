@@ -267,7 +267,7 @@ func Check(ctx context.Context, dp Dataplane, cl *Cluster, node *NodeContext, sc
 func runChecks(jobs []func(*CheckResult) error, node string) ([]Finding, error) {
 	results := make([]CheckResult, len(jobs))
 	errs := make([]error, len(jobs))
-	inParallel(len(jobs), 1, func(i int) bool {
+	InParallel(len(jobs), 1, func(i int) bool {
 		results[i].Node = node
 		errs[i] = jobs[i](&results[i])
 		return errs[i] != nil // the jobs after a failed one do not change the answer

@@ -159,7 +159,7 @@ func place(where string, item int) string {
 
 // decodeAll decodes and validates every object, on all cores.
 func decodeAll(items []rawObject) {
-	inParallel(len(items), 64, func(i int) bool {
+	InParallel(len(items), 64, func(i int) bool {
 		decodeOne(&items[i])
 		return items[i].err != nil // the objects after a bad one are not used
 	})

@@ -6,11 +6,12 @@ import (
 	"sync/atomic"
 )
 
-// inParallel calls do(i) for every i in [0, n) on all cores, handing out block indexes at a
+// InParallel calls do(i) for every i in [0, n) on all cores (the engine's checks and decoding, and
+// the dataplane readers' decoding), handing out block indexes at a
 // time in increasing order. When do(i) returns true (a failure), the indexes after i that have
 // not started are skipped; every index before i still runs, so the first failure in order is
 // always found.
-func inParallel(n, block int, do func(i int) (stop bool)) {
+func InParallel(n, block int, do func(i int) (stop bool)) {
 	var next, stopAt atomic.Int64
 	stopAt.Store(int64(n))
 	var wg sync.WaitGroup

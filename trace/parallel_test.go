@@ -13,7 +13,7 @@ func TestInParallel(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
 	for _, block := range []int{1, 7, 64} {
 		var ran [1000]atomic.Int32
-		inParallel(len(ran), block, func(i int) bool {
+		InParallel(len(ran), block, func(i int) bool {
 			ran[i].Add(1)
 			return false
 		})
@@ -23,7 +23,7 @@ func TestInParallel(t *testing.T) {
 			}
 		}
 		var ran2 [1000]atomic.Int32
-		inParallel(len(ran2), block, func(i int) bool {
+		InParallel(len(ran2), block, func(i int) bool {
 			ran2[i].Add(1)
 			return i == 300 || i == 600
 		})
@@ -33,5 +33,5 @@ func TestInParallel(t *testing.T) {
 			}
 		}
 	}
-	inParallel(0, 64, func(int) bool { t.Fatal("ran with n = 0"); return false })
+	InParallel(0, 64, func(int) bool { t.Fatal("ran with n = 0"); return false })
 }

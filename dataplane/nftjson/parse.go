@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime"
+	"slices"
 	"sort"
 	"strings"
-	"sync"
 
+	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/nftables"
 )
 
@@ -69,7 +69,10 @@ func Parse(data []byte) (*nftables.Ruleset, error) {
 		}
 	}
 	errs := make([]error, len(rules))
-	onAllCores(len(rules), func(i int) { errs[i] = checkTargets(rules[i].t, rules[i].r) })
+	trace.InParallel(len(rules), 256, func(i int) bool {
+		errs[i] = checkTargets(rules[i].t, rules[i].r)
+		return errs[i] != nil
+	})
 	for _, err := range errs {
 		if err != nil {
 			return nil, err
@@ -80,7 +83,8 @@ func Parse(data []byte) (*nftables.Ruleset, error) {
 }
 
 // add adds a document's objects to rs: to its tables when rs already has them. The objects are
-// decoded on all cores (a 10,000-Service node has 120,000 of them), then added in their order.
+// decoded on all cores (a 10,000-Service node has 120,000 of them), then added in their order;
+// the decoding stops after a broken one, whose error is the first in order.
 func add(rs *nftables.Ruleset, objs []map[string]json.RawMessage) error {
 	tables := map[string]*nftables.Table{}
 	for _, t := range rs.Tables {
@@ -97,7 +101,10 @@ func add(rs *nftables.Ruleset, objs []map[string]json.RawMessage) error {
 		return t
 	}
 	decoded := make([][]decodedObject, len(objs))
-	onAllCores(len(objs), func(i int) { decoded[i] = decodeObject(i, objs[i]) })
+	trace.InParallel(len(objs), 256, func(i int) bool {
+		decoded[i] = decodeObject(i, objs[i])
+		return slices.ContainsFunc(decoded[i], func(d decodedObject) bool { return d.err != nil })
+	})
 	for _, ds := range decoded {
 		for _, d := range ds {
 			switch {
@@ -173,31 +180,6 @@ func decodeObject(i int, obj map[string]json.RawMessage) []decodedObject {
 		}
 	}
 	return out
-}
-
-// onAllCores calls do(i) for every i below n, spread over all cores in contiguous blocks (one
-// goroutine when n is small).
-func onAllCores(n int, do func(i int)) {
-	workers := runtime.GOMAXPROCS(0)
-	if n < 1024 || workers < 2 {
-		for i := range n {
-			do(i)
-		}
-		return
-	}
-	block := (n + workers - 1) / workers
-	var wg sync.WaitGroup
-	for lo := 0; lo < n; lo += block {
-		hi := min(lo+block, n)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := lo; i < hi; i++ {
-				do(i)
-			}
-		}()
-	}
-	wg.Wait()
 }
 
 // chainNames are a table's chain names, sorted.
