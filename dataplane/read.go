@@ -58,6 +58,10 @@ type ReadOptions struct {
 	// NoLeftovers skips the look for other modes' state (the agent's checks of a few Services:
 	// its whole-node checks look).
 	NoLeftovers bool
+	// Counters asks for the dataplane's own per-backend counters where they cost an extra read
+	// (balance): on the node in IPVS mode, the real servers' statistics, which take a netlink
+	// request per virtual server; without it the table comes from /proc/net/ip_vs.
+	Counters bool
 }
 
 // Read reads a node's dataplane through r: the kube-proxy mode detected (or opts.Mode), the
@@ -418,9 +422,12 @@ func startIPVSRead(ctx context.Context, r noderun.Runner, opts ReadOptions) func
 		if opts.Remote {
 			st.how = "ipvsadm -Ln"
 			st.table, tableErr = ipvsadm.ReadRemote(ctx, r)
-		} else {
+		} else if opts.Counters {
 			st.how = "IPVS over netlink"
 			st.table, tableErr = ipvsadm.ReadNetlink()
+		} else {
+			st.how = "/proc/net/ip_vs"
+			st.table, tableErr = ipvsadm.ReadTable()
 		}
 	}()
 	return sync.OnceValue(func() ipvsState {

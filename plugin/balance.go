@@ -28,7 +28,11 @@ type BalanceOptions struct {
 
 // NewBalanceOptions returns balance's options with their defaults.
 func NewBalanceOptions(streams genericiooptions.IOStreams, cfg *genericclioptions.ConfigFlags) *BalanceOptions {
-	return &BalanceOptions{trace: NewTraceOptions(streams, cfg), duration: 30 * time.Second}
+	o := &BalanceOptions{trace: NewTraceOptions(streams, cfg), duration: 30 * time.Second}
+	// The dataplane's own count of new connections per backend (IPVS's real server
+	// statistics on the node) is part of the measurement.
+	o.trace.Input.Counters = true
+	return o
 }
 
 // NewCmdBalance builds `balance`.

@@ -47,6 +47,9 @@ type InputFlags struct {
 	// Scoped says the command walks a few packets and nothing else (trace): in nftables mode the
 	// live read is then only what they touch (dataplane.ReadOptions.Scoped).
 	Scoped bool
+	// Counters says the command reads the dataplane's own per-backend counters, also where
+	// they cost an extra read (dataplane.ReadOptions.Counters): balance.
+	Counters bool
 	// OneService names the one Service the command is about (repair NAMESPACE/NAME): other
 	// modes' leftovers are not looked for (they are the node's, repaired with -A), and when the
 	// live read is scoped (nftables mode, on the node), only that Service, its EndpointSlices,
@@ -313,7 +316,7 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		}
 		var r noderun.Runner = noderun.Local{}
 		remote := f.remote()
-		opts := dataplane.ReadOptions{Mode: f.Mode, Remote: remote, Progress: streams.ErrOut, Scoped: f.Scoped, NoLeftovers: f.OneService != nil}
+		opts := dataplane.ReadOptions{Mode: f.Mode, Remote: remote, Progress: streams.ErrOut, Scoped: f.Scoped, NoLeftovers: f.OneService != nil, Counters: f.Counters}
 		if remote {
 			// Through the API, kube-proxy's pod has nft alone, which lists everything; the
 			// svctrace agent's pod, where there is one, reads only the packet's objects. It is

@@ -13,3 +13,8 @@ import (
 func ReadNetlink() (*ipvs.Table, error) {
 	return nil, errors.New("reading IPVS over netlink needs Linux: run svctrace on the node, or pass ipvsadm -Ln output with --dataplane")
 }
+
+// ReadTable needs Linux, as ReadNetlink does.
+func ReadTable() (*ipvs.Table, error) {
+	return ReadNetlink()
+}

@@ -115,11 +115,15 @@ func serviceOf(flag, value string) (string, netip.AddrPort, error) {
 }
 
 // ParseList reads `ipvsadm -Ln` output (which adds ActiveConn and InActConn) or /proc/net/ip_vs
-// (the same table with hexadecimal addresses).
+// (the same table with hexadecimal addresses and ports; the kernel's header line tells them apart).
 func ParseList(data []byte) (*ipvs.Table, error) {
 	t := &ipvs.Table{}
 	var cur *ipvs.VirtualServer
 	n := 0
+	// proc: the kernel wrote it (/proc/net/ip_vs), as its header line says. An IPv4 address
+	// in hexadecimal is recognised anyway; an IPv6 one is not, since "[...]:0050" reads as
+	// decimal port 50 too.
+	proc := false
 	sc := lines(data)
 	for sc.Scan() {
 		n++
@@ -128,16 +132,29 @@ func ParseList(data []byte) (*ipvs.Table, error) {
 		bad := func(msg string) error { return fmt.Errorf("IPVS table, line %d: %s (%q)", n, msg, line) }
 		switch {
 		case len(f) == 0 || strings.HasPrefix(line, "IP Virtual Server") || strings.HasPrefix(line, "Prot ") || strings.Contains(line, "RemoteAddress:Port"):
-			continue
-		case f[0] == "TCP" || f[0] == "UDP" || f[0] == "SCTP":
+			proc = proc || line == procRealsHeader
+		case f[0] == "TCP" || f[0] == "UDP" || f[0] == "SCTP" || f[0] == "FWM":
 			if len(f) < 3 {
 				return nil, bad("a service line needs an address and a scheduler")
 			}
-			addr, err := addrPort(f[1])
-			if err != nil {
-				return nil, bad(err.Error())
+			cur = &ipvs.VirtualServer{Protocol: strings.ToLower(f[0]), Scheduler: f[2]}
+			if f[0] == "FWM" {
+				base := 10
+				if proc {
+					base = 16
+				}
+				m, err := strconv.ParseUint(f[1], base, 32)
+				if err != nil {
+					return nil, bad("bad firewall mark")
+				}
+				cur.Protocol, cur.FWMark = "fwmark", uint32(m)
+			} else {
+				addr, err := addrPort(f[1], proc)
+				if err != nil {
+					return nil, bad(err.Error())
+				}
+				cur.Addr = addr
 			}
-			cur = &ipvs.VirtualServer{Protocol: strings.ToLower(f[0]), Addr: addr, Scheduler: f[2]}
 			for i := 3; i+1 < len(f); i++ {
 				if f[i] == "persistent" {
 					cur.Persistent, _ = strconv.Atoi(f[i+1])
@@ -147,7 +164,7 @@ func ParseList(data []byte) (*ipvs.Table, error) {
 				}
 			}
 			if cur.Persistent == 0 && strings.Contains(line, "persistent") {
-				cur.Persistent = -1 // persistent, timeout unknown (/proc/net/ip_vs prints it in jiffies)
+				cur.Persistent = PersistentUnknown
 			}
 			t.Services = append(t.Services, cur)
 		case f[0] == "->":
@@ -157,7 +174,7 @@ func ParseList(data []byte) (*ipvs.Table, error) {
 			if len(f) < 6 {
 				return nil, bad("a real server line needs address, forward, weight, ActiveConn and InActConn")
 			}
-			addr, err := addrPort(f[1])
+			addr, err := addrPort(f[1], proc)
 			if err != nil {
 				return nil, bad(err.Error())
 			}
@@ -177,22 +194,87 @@ func ParseList(data []byte) (*ipvs.Table, error) {
 	return t, scanError(sc.Err(), "IPVS table", n)
 }
 
-// addrPort reads "10.96.0.1:443", "[fd00::1]:443" or /proc's "0A600001:01BB".
-func addrPort(s string) (netip.AddrPort, error) {
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap, nil
+// procRealsHeader is the kernel's third header line of /proc/net/ip_vs (ipvsadm pads it).
+const procRealsHeader = "  -> RemoteAddress:Port Forward Weight ActiveConn InActConn"
+
+// PersistentUnknown is the persistence timeout of a persistent virtual server read from
+// /proc/net/ip_vs, which prints it in jiffies, a unit userspace cannot convert
+// (FillPersistence puts the seconds in from netlink).
+const PersistentUnknown = -1
+
+// addrPort reads "10.96.0.1:443", "[fd00::1]:443", or, as the kernel prints them (proc),
+// "0A600001:01BB" and "[fd00:0000:...:0001]:01BB".
+func addrPort(s string, proc bool) (netip.AddrPort, error) {
+	if !proc {
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			return ap, nil
+		}
 	}
-	h, p, ok := strings.Cut(s, ":")
-	if !ok || (len(h) != 8 && len(h) != 32) || len(p) != 4 {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 || len(s)-i-1 != 4 {
 		return netip.AddrPort{}, fmt.Errorf("bad address %q", s)
 	}
-	raw, err1 := hex.DecodeString(h)
-	port, err2 := strconv.ParseUint(p, 16, 16)
-	if err1 != nil || err2 != nil {
+	h, p := s[:i], s[i+1:]
+	port, err := strconv.ParseUint(p, 16, 16)
+	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("bad address %q", s)
 	}
-	a, _ := netip.AddrFromSlice(raw)
+	var a netip.Addr
+	switch {
+	case len(h) > 2 && h[0] == '[' && h[len(h)-1] == ']':
+		a, err = netip.ParseAddr(h[1 : len(h)-1])
+		if err != nil || !a.Is6() || a.Zone() != "" {
+			return netip.AddrPort{}, fmt.Errorf("bad address %q", s)
+		}
+	case len(h) == 8:
+		raw, err := hex.DecodeString(h)
+		if err != nil {
+			return netip.AddrPort{}, fmt.Errorf("bad address %q", s)
+		}
+		a = netip.AddrFrom4([4]byte(raw))
+	default:
+		return netip.AddrPort{}, fmt.Errorf("bad address %q", s)
+	}
 	return netip.AddrPortFrom(a, uint16(port)), nil
+}
+
+// ServiceKey names a virtual server the same way whichever listing it came from.
+type ServiceKey struct {
+	Protocol string
+	Addr     netip.AddrPort
+	FWMark   uint32
+}
+
+// KeyOf is vs's ServiceKey.
+func KeyOf(vs *ipvs.VirtualServer) ServiceKey {
+	return ServiceKey{vs.Protocol, vs.Addr, vs.FWMark}
+}
+
+// FillPersistence puts the persistence timeouts, in seconds, that /proc/net/ip_vs left unknown
+// into t, from timeouts (every persistent virtual server's, as netlink lists them). It returns
+// false when a virtual server of t is not in timeouts: the table changed between the two reads.
+func FillPersistence(t *ipvs.Table, timeouts map[ServiceKey]int) bool {
+	for _, vs := range t.Services {
+		if vs.Persistent != PersistentUnknown {
+			continue
+		}
+		s, ok := timeouts[KeyOf(vs)]
+		if !ok {
+			return false
+		}
+		vs.Persistent = s
+	}
+	return true
+}
+
+// NeedsPersistence reports whether t has a persistence timeout FillPersistence has to fill in.
+func NeedsPersistence(t *ipvs.Table) bool {
+	for _, vs := range t.Services {
+		if vs.Persistent == PersistentUnknown {
+			return true
+		}
+	}
+	return false
 }
 
 // ParseIPSet reads `ipset save` output ("create NAME TYPE ..." and "add NAME MEMBER" lines) or

@@ -1,8 +1,10 @@
 package ipvsadm
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -164,4 +166,105 @@ func FuzzParseIPVS(f *testing.F) {
 			}
 		}
 	})
+}
+
+// sortedList is FormatList of t with its virtual servers and each one's real servers in
+// address order: ipvsadm -Ln sorts, the kernel lists in hash order.
+func sortedList(t *ipvs.Table) string {
+	svcs := slices.Clone(t.Services)
+	key := func(vs *ipvs.VirtualServer) string { return fmt.Sprintf("%s %s %d", vs.Protocol, vs.Addr, vs.FWMark) }
+	slices.SortFunc(svcs, func(a, b *ipvs.VirtualServer) int { return strings.Compare(key(a), key(b)) })
+	out := &ipvs.Table{}
+	for _, vs := range svcs {
+		c := *vs
+		c.Reals = slices.Clone(vs.Reals)
+		slices.SortFunc(c.Reals, func(a, b *ipvs.RealServer) int { return a.Addr.Compare(b.Addr) })
+		out.Services = append(out.Services, &c)
+	}
+	return string(FormatList(out))
+}
+
+// TestProcTableIsTheListedTable: the kernel's /proc/net/ip_vs of the recorded node, with the
+// persistence timeouts netlink lists put in (here taken from ipvsadm -Sn of the same moment), is
+// exactly the table ipvsadm -Ln printed then: what ReadTable reads for trace and check is what
+// ReadNetlink read before.
+func TestProcTableIsTheListedTable(t *testing.T) {
+	proc, err := ParseList(read(t, "proc-net-ip_vs.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !NeedsPersistence(proc) {
+		t.Fatal("the recorded /proc table has a persistent virtual server whose timeout it cannot say")
+	}
+	save, err := ParseSave(read(t, "ipvsadm-Sn.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	timeouts := map[ServiceKey]int{}
+	for _, vs := range save.Services {
+		if vs.Persistent > 0 {
+			timeouts[KeyOf(vs)] = vs.Persistent
+		}
+	}
+	if !FillPersistence(proc, timeouts) || NeedsPersistence(proc) {
+		t.Fatal("the timeouts of the same moment did not fill the table")
+	}
+	listed, err := ParseList(read(t, "ipvsadm-Ln.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sortedList(proc), sortedList(listed); got != want {
+		t.Fatalf("/proc/net/ip_vs read as\n%s\nipvsadm -Ln listed\n%s", got, want)
+	}
+	// A persistent virtual server netlink no longer lists: the table changed between the reads.
+	proc, _ = ParseList(read(t, "proc-net-ip_vs.txt"))
+	if FillPersistence(proc, map[ServiceKey]int{}) {
+		t.Error("a persistent virtual server missing from netlink's list was not reported")
+	}
+}
+
+// TestProcFormatIPv6AndMarks: the kernel prints IPv6 addresses in full and ports in hexadecimal
+// ("[fd00:...:000a]:0050" is port 80, not 50), firewall marks in hexadecimal; ipvsadm prints
+// ports and marks in decimal. The lines follow ip_vs_info_seq_show's formats.
+func TestProcFormatIPv6AndMarks(t *testing.T) {
+	proc := "IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n" + procRealsHeader + "\n" +
+		"TCP  [fd00:0010:0000:0000:0000:0000:0000:000a]:0050 rr \n" +
+		"  -> [fd00:0244:0000:0000:0000:0000:0000:0011]:1F90      Masq    1      2          3         \n" +
+		"UDP  0A600001:0035 rr  persistent 2700000 FFFFFFFF\n" +
+		"FWM  00000010 wrr persistent 750000 00000080\n" +
+		"  -> 0AF40102:1F90      Route   5      0          0         \n"
+	tab, err := ParseList([]byte(proc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v6 := tab.Find("tcp", netip.MustParseAddrPort("[fd00:10::a]:80"))
+	if v6 == nil || len(v6.Reals) != 1 || v6.Reals[0].Addr != netip.MustParseAddrPort("[fd00:244::11]:8080") || v6.Reals[0].ActiveConn != 2 || v6.Reals[0].InActConn != 3 {
+		t.Fatalf("IPv6 virtual server: %+v", v6)
+	}
+	if len(tab.Services) != 3 || tab.Services[2].Protocol != "fwmark" || tab.Services[2].FWMark != 16 || tab.Services[2].Reals[0].Forward != "route" {
+		t.Fatalf("firewall-mark service: %+v", tab.Services[len(tab.Services)-1])
+	}
+	if tab.Services[1].Persistent != PersistentUnknown || tab.Services[2].Persistent != PersistentUnknown {
+		t.Errorf("persistence in jiffies must read as unknown: %d %d", tab.Services[1].Persistent, tab.Services[2].Persistent)
+	}
+	ok := FillPersistence(tab, map[ServiceKey]int{
+		{Protocol: "udp", Addr: netip.MustParseAddrPort("10.96.0.1:53")}: 10800,
+		{Protocol: "fwmark", FWMark: 16}:                                 3000,
+	})
+	if !ok || tab.Services[1].Persistent != 10800 || tab.Services[2].Persistent != 3000 {
+		t.Errorf("filled: %v, %d %d", ok, tab.Services[1].Persistent, tab.Services[2].Persistent)
+	}
+	// ipvsadm -Ln's own forms of the same.
+	listed, err := ParseList([]byte("TCP  [fd00:10::a]:80 rr\n  -> [fd00:244::11]:8080           Masq    1      2          3\nFWM  16 wrr persistent 3000\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if listed.Services[0].Addr != v6.Addr || listed.Services[0].Reals[0].Addr != v6.Reals[0].Addr || listed.Services[1].FWMark != 16 || listed.Services[1].Persistent != 3000 {
+		t.Errorf("ipvsadm -Ln forms: %+v %+v", listed.Services[0], listed.Services[1])
+	}
+	for _, bad := range []string{"TCP  [fd00::a]:50 rr\n", "TCP  [10.0.0.1]:0050 rr\n", "FWM  zz rr\n", "TCP  0A600001:50 rr\n"} {
+		if _, err := ParseList([]byte(procRealsHeader + "\n" + bad)); err == nil {
+			t.Errorf("/proc line %q parsed", bad)
+		}
+	}
 }

@@ -63,9 +63,9 @@ func (Local) Restore(_ context.Context, backend, input string) error {
 	return err
 }
 
-// IPVSWeights implements Node.
+// IPVSWeights implements Node: from the kernel's listing (/proc/net/ip_vs), one read.
 func (Local) IPVSWeights(_ context.Context, keys []RealKey) (map[RealKey]int, error) {
-	tab, err := ipvsadm.ReadNetlink()
+	tab, err := ipvsadm.ReadTable()
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,9 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svctrace/svctrace/dataplane/ipvsadm"
 	"github.com/svctrace/svctrace/test/e2e/harness"
 	"github.com/svctrace/svctrace/test/tracetest"
 	"github.com/svctrace/svctrace/trace"
+	"github.com/svctrace/svctrace/trace/ipvs"
 )
 
 // ipvsFlow is a flow checked inside the IPVS VM: the guest runs kubectl-svctrace node-side (IPVS
@@ -168,6 +171,12 @@ func TestIPVSModeInVM(t *testing.T) {
 		"for i in $(seq 60); do ipvsadm -Ln --stats -t " + vip + " | awk '$1 == \"TCP\" && $3 == 60 { found = 1 } END { exit !found }' && break; sleep 1; done; " +
 		"(date; cat /tmp/probe.json; ipvsadm -Ln --stats -t " + vip + "; conntrack -L -o extended 2>&1 | grep -c 'dst=" + harness.VMClusterIPs["vmweb-np"] + " '; conntrack -L 2>&1 | tail -1) > /tmp/balance-debug.txt 2>&1; " +
 		"/bin/kubectl-svctrace balance ipvs/vmweb-np --node vm1 --objects /objects.yaml --duration 0 -o json 2>>/tmp/balance-debug.txt"
+	// The table as trace and check read it (/proc/net/ip_vs, with vmsticky's persistence timeout
+	// from netlink), between two listings by ipvsadm itself: written by snapshot as ipvsadm -Ln
+	// text. The steps run one after another (their names sort together), after the probes.
+	extra["table-1-ipvsadm"] = "ipvsadm -Ln"
+	extra["table-2-svctrace"] = "rm -rf /tmp/snap; /bin/kubectl-svctrace snapshot /tmp/snap --node vm1 --objects /objects.yaml >/dev/null" + guestStderr + " && cat /tmp/snap/ipvsadm-Ln.txt"
+	extra["table-3-ipvsadm"] = "ipvsadm -Ln"
 	// kube-proxy restarted with each other configuration in turn (after the flows and balance,
 	// before the repair): the masquerade of a pod's and an outside client's traffic to a
 	// cluster IP follows the configuration, and check stays clean.
@@ -248,6 +257,7 @@ func TestIPVSModeInVM(t *testing.T) {
 			}
 		}
 	})
+	t.Run("the table read from /proc is ipvsadm's", func(t *testing.T) { checkIPVSTableRead(t, sec) })
 	t.Run("repair drains a stale real server and adds the new one over netlink", func(t *testing.T) {
 		var plan trace.RepairPlan
 		if err := json.Unmarshal([]byte(sec["zz-repair-1-plan"]), &plan); err != nil {
@@ -328,6 +338,52 @@ func TestIPVSModeInVM(t *testing.T) {
 		t.Run(f.name, func(t *testing.T) {
 			compareIPVSFlow(t, f, sec[fmt.Sprintf("trace-%d", i)], sec[fmt.Sprintf("probe-%d", i)], nodeAddrs)
 		})
+	}
+}
+
+// checkIPVSTableRead compares the IPVS table svctrace read for trace and check (/proc/net/ip_vs
+// and netlink's persistence timeouts) with ipvsadm -Ln's listings just before and just after:
+// the same virtual servers, schedulers, persistence, real servers, forwarding and weights, and
+// connection counts between the two listings' (connections only close meanwhile: no traffic runs).
+func checkIPVSTableRead(t *testing.T, sec map[string]string) {
+	parse := func(name string) *ipvs.Table {
+		tab, err := ipvsadm.ParseList([]byte(sec[name]))
+		if err != nil || len(tab.Services) < len(harness.VMClusterIPs) {
+			t.Fatalf("%s: %v\n%s", name, err, sec[name])
+		}
+		return tab
+	}
+	before, got, after := parse("table-1-ipvsadm"), parse("table-2-svctrace"), parse("table-3-ipvsadm")
+	if s := got.Find("tcp", netip.MustParseAddrPort(harness.VMClusterIPs["vmsticky"]+":80")); s == nil || s.Persistent != 10800 {
+		t.Errorf("vmsticky's persistence as read: %+v", s)
+	}
+	if len(got.Services) != len(before.Services) {
+		t.Fatalf("svctrace read %d virtual servers, ipvsadm listed %d", len(got.Services), len(before.Services))
+	}
+	within := func(v, a, b int) bool { return min(a, b) <= v && v <= max(a, b) }
+	for _, b := range before.Services {
+		g, a := got.Find(b.Protocol, b.Addr), after.Find(b.Protocol, b.Addr)
+		if g == nil || a == nil || g.Scheduler != b.Scheduler || g.Persistent != b.Persistent || len(g.Reals) != len(b.Reals) {
+			t.Errorf("virtual server %s %s: read %+v, ipvsadm listed %+v", b.Protocol, b.Addr, g, b)
+			continue
+		}
+		for _, br := range b.Reals {
+			var gr, ar *ipvs.RealServer
+			for _, r := range g.Reals {
+				if r.Addr == br.Addr {
+					gr = r
+				}
+			}
+			for _, r := range a.Reals {
+				if r.Addr == br.Addr {
+					ar = r
+				}
+			}
+			if gr == nil || ar == nil || gr.Forward != br.Forward || gr.Weight != br.Weight ||
+				!within(gr.ActiveConn, br.ActiveConn, ar.ActiveConn) || !within(gr.InActConn, br.InActConn, ar.InActConn) {
+				t.Errorf("%s real server %s: read %+v, ipvsadm listed %+v then %+v", b.Addr, br.Addr, gr, br, ar)
+			}
+		}
 	}
 }
 
