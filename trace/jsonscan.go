@@ -19,44 +19,16 @@ var errScan = errors.New("malformed JSON")
 // is -1 when they are absent or null). Nothing but spaces may follow the object.
 func objectHead(raw []byte) (kind string, from, to int, err error) {
 	from, to = -1, -1
-	i := skipSpace(raw, 0)
-	if i >= len(raw) || raw[i] != '{' {
+	if i := skipSpace(raw, 0); i >= len(raw) || raw[i] != '{' {
 		return "", 0, 0, fmt.Errorf("not a Kubernetes object (not a JSON object)")
 	}
-	i = skipSpace(raw, i+1)
-	if i < len(raw) && raw[i] == '}' {
-		return "", from, to, end(raw, i+1)
-	}
-	for {
-		if i >= len(raw) || raw[i] != '"' {
-			return "", 0, 0, errScan
-		}
-		kend, err := skipString(raw, i)
-		if err != nil {
-			return "", 0, 0, err
-		}
-		key := raw[i+1 : kend-1]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			var k string
-			if json.Unmarshal(raw[i:kend], &k) != nil {
-				return "", 0, 0, errScan
-			}
-			key = []byte(k)
-		}
-		i = skipSpace(raw, kend)
-		if i >= len(raw) || raw[i] != ':' {
-			return "", 0, 0, errScan
-		}
-		vstart := skipSpace(raw, i+1)
-		vend, err := skipValue(raw, vstart)
-		if err != nil {
-			return "", 0, 0, err
-		}
+	err = EachJSONField(raw, func(key []byte, vstart, vend int) error {
 		val := raw[vstart:vend]
 		switch {
 		case bytes.EqualFold(key, []byte("kind")):
+			var err error
 			if kind, err = jsonString(val); err != nil {
-				return "", 0, 0, fmt.Errorf("kind: %w", err)
+				return fmt.Errorf("kind: %w", err)
 			}
 		case bytes.EqualFold(key, []byte("items")):
 			switch {
@@ -65,18 +37,67 @@ func objectHead(raw []byte) (kind string, from, to int, err error) {
 			case len(val) > 0 && val[0] == '[':
 				from, to = vstart, vend
 			default:
-				return "", 0, 0, fmt.Errorf("items is not a list")
+				return fmt.Errorf("items is not a list")
 			}
+		}
+		return nil
+	})
+	if err != nil {
+		return "", 0, 0, err
+	}
+	return kind, from, to, nil
+}
+
+// EachJSONField calls fn with each key of the JSON object raw (unescaped) and where its value is,
+// raw[from:to], in order. Nothing but spaces may follow the object. It checks the object's
+// structure, not its values: a caller decodes (and so validates) what it keeps, and validates
+// what it skips.
+func EachJSONField(raw []byte, fn func(key []byte, from, to int) error) error {
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return fmt.Errorf("not a JSON object")
+	}
+	i = skipSpace(raw, i+1)
+	if i < len(raw) && raw[i] == '}' {
+		return end(raw, i+1)
+	}
+	for {
+		if i >= len(raw) || raw[i] != '"' {
+			return errScan
+		}
+		kend, err := skipString(raw, i)
+		if err != nil {
+			return err
+		}
+		key := raw[i+1 : kend-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			var k string
+			if json.Unmarshal(raw[i:kend], &k) != nil {
+				return errScan
+			}
+			key = []byte(k)
+		}
+		i = skipSpace(raw, kend)
+		if i >= len(raw) || raw[i] != ':' {
+			return errScan
+		}
+		vstart := skipSpace(raw, i+1)
+		vend, err := skipValue(raw, vstart)
+		if err != nil {
+			return err
+		}
+		if err := fn(key, vstart, vend); err != nil {
+			return err
 		}
 		i = skipSpace(raw, vend)
 		if i >= len(raw) {
-			return "", 0, 0, errScan
+			return errScan
 		}
 		if raw[i] == '}' {
-			return kind, from, to, end(raw, i+1)
+			return end(raw, i+1)
 		}
 		if raw[i] != ',' {
-			return "", 0, 0, errScan
+			return errScan
 		}
 		i = skipSpace(raw, i+1)
 	}
@@ -106,9 +127,9 @@ func jsonString(val []byte) (string, error) {
 	return s, err
 }
 
-// eachElement calls fn with the text of each element of the JSON array list, in order (nothing
-// for a nil list).
-func eachElement(list []byte, fn func(el []byte) error) error {
+// EachJSONElement calls fn with the text of each element of the JSON array list, in order
+// (nothing for a nil list). Like EachJSONField, it checks structure, not values.
+func EachJSONElement(list []byte, fn func(el []byte) error) error {
 	if list == nil {
 		return nil
 	}
@@ -149,14 +170,17 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
-// skipString returns the index just past the JSON string that starts at b[i] ('"').
+// skipString returns the index just past the JSON string that starts at b[i] ('"'). A control
+// character, which JSON does not allow in a string, is an error.
 func skipString(b []byte, i int) (int, error) {
 	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
+		switch c := b[i]; {
+		case c == '\\':
 			i++
-		case '"':
+		case c == '"':
 			return i + 1, nil
+		case c < 0x20:
+			return 0, errScan
 		}
 	}
 	return 0, errScan

@@ -126,7 +126,7 @@ func collectItem(items []rawObject, raw []byte, where string, item int) ([]rawOb
 		}
 		inner := place(where, item)
 		n := 0
-		err := eachElement(list, func(el []byte) error {
+		err := EachJSONElement(list, func(el []byte) error {
 			n++
 			var err error
 			items, err = collectItem(items, el, inner, n)

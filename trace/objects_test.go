@@ -142,7 +142,7 @@ func FuzzObjectHead(f *testing.F) {
 		var items []byte
 		if err == nil && from >= 0 {
 			items = data[from:to]
-			_ = eachElement(items, func([]byte) error { return nil })
+			_ = EachJSONElement(items, func([]byte) error { return nil })
 		}
 		if !json.Valid(data) {
 			return
@@ -161,7 +161,7 @@ func FuzzObjectHead(f *testing.F) {
 			t.Fatalf("kind %q, encoding/json %q", kind, head.Kind)
 		}
 		var got []string
-		if err := eachElement(items, func(el []byte) error { got = append(got, string(el)); return nil }); err != nil {
+		if err := EachJSONElement(items, func(el []byte) error { got = append(got, string(el)); return nil }); err != nil {
 			t.Fatal(err)
 		}
 		if len(got) != len(head.Items) {

@@ -56,7 +56,9 @@ func ReadLive(ctx context.Context, r noderun.Runner) (*nftables.Ruleset, []byte,
 // sets, maps, elements and rules (no metainfo), tables first and rules last, as nft needs each
 // object to exist before a rule names it.
 func Importable(data []byte) ([]byte, error) {
-	var doc document
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, err
 	}
@@ -74,5 +76,6 @@ func Importable(data []byte) ([]byte, error) {
 		}
 	}
 	sort.SliceStable(keep, func(i, j int) bool { return rank[kind(keep[i])] < rank[kind(keep[j])] })
-	return json.Marshal(document{Nftables: keep})
+	doc.Nftables = keep
+	return json.Marshal(doc)
 }

@@ -2,6 +2,7 @@
 package nftjson
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,7 +15,7 @@ import (
 )
 
 type document struct {
-	Nftables []map[string]json.RawMessage `json:"nftables"`
+	Nftables []json.RawMessage `json:"nftables"`
 }
 
 type jsonChain struct {
@@ -37,21 +38,27 @@ type jsonSet struct {
 }
 
 // Parse reads nft's JSON. Objects of kinds it does not need (flowtables, counters, quotas) are
-// skipped.
+// skipped. The document's top level is only scanned, to find its objects: each object is then
+// decoded, and so checked, on all cores (see add), and anything else is checked on its own.
 func Parse(data []byte) (*nftables.Ruleset, error) {
-	var doc document
-	if err := json.Unmarshal(data, &doc); err != nil {
-		var syn *json.SyntaxError
-		if errors.As(err, &syn) {
-			return nil, fmt.Errorf("nft JSON, byte %d: %w", syn.Offset, err)
+	objs, err := documentObjects(data)
+	if err != nil {
+		// The scan says only that it is malformed; encoding/json says where and how.
+		var doc document
+		if uerr := json.Unmarshal(data, &doc); uerr != nil {
+			var syn *json.SyntaxError
+			if errors.As(uerr, &syn) {
+				return nil, fmt.Errorf("nft JSON, byte %d: %w", syn.Offset, uerr)
+			}
+			return nil, fmt.Errorf("nft JSON: %w", uerr)
 		}
 		return nil, fmt.Errorf("nft JSON: %w", err)
 	}
-	if doc.Nftables == nil {
+	if objs == nil {
 		return nil, fmt.Errorf("nft JSON: no \"nftables\" array: this is not `nft -j list ruleset` output")
 	}
 	rs := &nftables.Ruleset{}
-	if err := add(rs, doc.Nftables); err != nil {
+	if err := add(rs, objs); err != nil {
 		return nil, err
 	}
 	// Every jump's target is checked, on all cores; the error named is the first rule's in
@@ -82,10 +89,50 @@ func Parse(data []byte) (*nftables.Ruleset, error) {
 	return rs, nil
 }
 
+// documentObjects finds the objects of nft's JSON document data (its "nftables" array; nil when
+// it has none) by scanning it, as encoding/json would decode it into a document: the key matched
+// without regard to case, the last one winning. The objects themselves are not checked here (add
+// decodes them); everything else is.
+func documentObjects(data []byte) ([]json.RawMessage, error) {
+	var list []byte
+	err := trace.EachJSONField(data, func(key []byte, from, to int) error {
+		val := data[from:to]
+		if !bytes.EqualFold(key, []byte("nftables")) {
+			if !json.Valid(val) {
+				return errMalformed
+			}
+			return nil
+		}
+		if list != nil && !json.Valid(list) { // decoded, and so checked, by encoding/json too
+			return errMalformed
+		}
+		switch {
+		case string(val) == "null":
+			list = nil
+		case val[0] == '[':
+			list = val
+		default:
+			return errors.New(`"nftables" is not an array`)
+		}
+		return nil
+	})
+	if err != nil || list == nil {
+		return nil, err
+	}
+	objs := []json.RawMessage{}
+	err = trace.EachJSONElement(list, func(el []byte) error {
+		objs = append(objs, el)
+		return nil
+	})
+	return objs, err
+}
+
+var errMalformed = errors.New("malformed JSON")
+
 // add adds a document's objects to rs: to its tables when rs already has them. The objects are
 // decoded on all cores (a 10,000-Service node has 120,000 of them), then added in their order;
 // the decoding stops after a broken one, whose error is the first in order.
-func add(rs *nftables.Ruleset, objs []map[string]json.RawMessage) error {
+func add(rs *nftables.Ruleset, objs []json.RawMessage) error {
 	tables := map[string]*nftables.Table{}
 	for _, t := range rs.Tables {
 		tables[t.Family+" "+t.Name] = t
@@ -139,9 +186,32 @@ type decodedObject struct {
 
 // decodeObject decodes the i-th object of a document (each kind it holds; nft writes one) into
 // what add needs, skipping kinds that are not needed.
-func decodeObject(i int, obj map[string]json.RawMessage) []decodedObject {
+func decodeObject(i int, raw json.RawMessage) []decodedObject {
+	// The object's members are found by a scan, as encoding/json would read them into a map
+	// (the last of a name winning); each is then decoded, or checked when it is not needed.
+	type member struct {
+		kind string
+		raw  json.RawMessage
+	}
+	var members []member
+	if string(bytes.TrimSpace(raw)) == "null" {
+		return nil
+	}
+	err := trace.EachJSONField(raw, func(key []byte, from, to int) error {
+		members = slices.DeleteFunc(members, func(m member) bool { return m.kind == string(key) })
+		members = append(members, member{string(key), raw[from:to]})
+		return nil
+	})
+	if err != nil {
+		var obj map[string]json.RawMessage
+		if uerr := json.Unmarshal(raw, &obj); uerr != nil {
+			err = uerr
+		}
+		return []decodedObject{{err: fmt.Errorf("nft JSON object %d: %w", i+1, err)}}
+	}
 	var out []decodedObject
-	for kind, raw := range obj {
+	for _, m := range members {
+		kind, raw := m.kind, m.raw
 		where := func(err error) decodedObject {
 			return decodedObject{err: fmt.Errorf("nft JSON object %d (%s): %w", i+1, kind, err)}
 		}
@@ -177,6 +247,10 @@ func decodeObject(i int, obj map[string]json.RawMessage) []decodedObject {
 				set.Elems = append(set.Elems, element(e, set.Map != ""))
 			}
 			out = append(out, decodedObject{family: s.Family, table: s.Table, set: set})
+		default:
+			if !json.Valid(raw) {
+				return append(out, where(errMalformed))
+			}
 		}
 	}
 	return out

@@ -1,6 +1,7 @@
 package nftjson
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"runtime"
@@ -68,15 +69,63 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// TestParseTopLevel: the document's top level is scanned, not decoded, yet it is read as
+// encoding/json reads it (the key in any case, the last one winning; other keys ignored) and
+// nothing that is not JSON gets through, wherever it is.
+func TestParseTopLevel(t *testing.T) {
+	const table = `{"table":{"family":"ip","name":"t"}}`
+	for _, tc := range []struct{ name, in, want string }{
+		{"other keys around it", `{"a":{"b":[1,2,{"c":"]}"}]},"nftables":[` + table + `],"z":null}`, "t"},
+		{"the key in another case", `{"NFTABLES":[` + table + `]}`, "t"},
+		{"the last one wins", `{"nftables":[{"table":{"family":"ip","name":"first"}}],"nftables":[` + table + `]}`, "t"},
+		{"null objects", `{"nftables":[null,` + table + `,null]}`, "t"},
+		{"an empty ruleset", `{"nftables":[]}`, ""},
+		{"null", `{"nftables":null}`, `no "nftables" array`},
+		{"not an array", `{"nftables":{"table":{}}}`, `nft JSON`},
+		{"an object that is not one", `{"nftables":[` + table + `,5]}`, "nft JSON object 2"},
+		{"broken inside an object", `{"nftables":[` + table + `,{"table":{"name":tru}}]}`, "nft JSON object 2"},
+		{"broken in another key", `{"x":[1,,2],"nftables":[` + table + `]}`, "nft JSON, byte"},
+		{"broken in an earlier nftables", `{"nftables":[{"table":x}],"nftables":[` + table + `]}`, "nft JSON, byte"},
+		{"a control character in a key", "{\"nf\ttables\":[],\"nftables\":[" + table + "]}", "nft JSON, byte"},
+		{"something after it", `{"nftables":[` + table + `]} {}`, "nft JSON"},
+		{"cut short", `{"nftables":[` + table, "nft JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs, err := Parse([]byte(tc.in))
+			var got string
+			if err != nil {
+				got = err.Error()
+			} else {
+				var names []string
+				for _, tb := range rs.Tables {
+					names = append(names, tb.Name)
+				}
+				got = strings.Join(names, ",")
+			}
+			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+				t.Errorf("read as %q, want %q", got, tc.want)
+			}
+			if err == nil && !json.Valid([]byte(tc.in)) {
+				t.Error("accepted what is not JSON")
+			}
+		})
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	if data, err := os.ReadFile(fixture); err == nil {
 		f.Add(data)
 	}
 	f.Add([]byte(`{"nftables":[{"set":{"family":"ip","table":"t","name":"s","map":"verdict","elem":[[1,{"goto":{"target":"x"}}],{"elem":{"val":2}}]}}]}`))
+	f.Add([]byte(`{"x":{"a":[1,"\u00e9"]},"NFTables":null,"nftables":[null,{"table":{"family":"ip","name":"t"}}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rs, err := Parse(data)
 		if err != nil {
 			return
+		}
+		// The top level is only scanned: what is accepted must still be JSON.
+		if !json.Valid(data) {
+			t.Fatalf("accepted a document that is not JSON: %q", data)
 		}
 		for _, tb := range rs.Tables {
 			for name, c := range tb.Chains {

@@ -201,9 +201,9 @@ func decodeAnswer(data []byte) (*nftables.Ruleset, []nftables.Object, error) {
 		return nil, nil, fmt.Errorf("an answer of %d bytes (at most %d)", len(data), maxAnswer)
 	}
 	var raw struct {
-		Nftables []map[string]json.RawMessage `json:"nftables"`
-		Probed   []probedKeys                 `json:"probed"`
-		Tables   []nftables.Object            `json:"tables"`
+		Nftables []json.RawMessage `json:"nftables"`
+		Probed   []probedKeys      `json:"probed"`
+		Tables   []nftables.Object `json:"tables"`
 	}
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, nil, fmt.Errorf("the answer: %w", err)
