@@ -107,21 +107,23 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 			// The default command's IPv6 twin is read alongside: two execs side by side cost
 			// one round trip. Its answer is dropped when the default command's does not
 			// settle the backend (the backend is then detected, and its twin read).
-			v6read := make(chan family, 1)
+			v6done := make(chan struct{})
+			var v6answer xtables.IPv6Answer
 			go func() {
-				var f family
-				f.rs, f.raw, f.err = xtables.ReadIPv6(ctx, r, xtables.DefaultBackend)
-				v6read <- f
+				defer close(v6done)
+				v6answer = xtables.ReadIPv6Answer(ctx, r, xtables.DefaultBackend)
 			}()
+			defaultV6 := func() xtables.IPv6Answer { <-v6done; return v6answer }
 			// A legacy answer still needs the backend detected (and, in IPVS mode, kube-ipvs0
 			// looked for): those small reads start as soon as its first line says legacy,
 			// while the rest of it (33 MB on a big node) arrives; never on other nodes.
-			follow := newLegacyFollowUp(ctx, r, mode)
+			follow := newLegacyFollowUp(ctx, r, mode, defaultV6)
 			read, ok, legacy := xtables.ReadDefault(ctx, r, false, follow.start)
 			if ok {
 				progress(read.Backend.Mode+" iptables rules", read.Size)
 				ipvsMode := mode == "ipvs" || mode == "" && hasIPVSChains(read.Rules)
-				v6 := <-v6read
+				a := defaultV6()
+				v6 := family{rs: a.Rules, raw: a.Raw, err: a.Err}
 				if ipvsMode {
 					v6 = family{}
 				}
@@ -268,8 +270,9 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 // legacyFollowUp is what a remote node whose default iptables-save is legacy still needs read
 // after that answer: the backend (nf_tables may hold kube-proxy's chains too), whether IPVS mode's
 // kube-ipvs0 is there (when the mode is detected), and, when the backend is legacy and the mode
-// is not IPVS, the legacy IPv6 twin. The reads run one after another, in one goroutine, once
-// started.
+// is not IPVS, the legacy IPv6 twin, unless the default ip6tables-save read beside it answered as
+// the legacy variant (its answer is then the twin's). The reads run one after another, in one
+// goroutine, once started.
 type legacyFollowUp struct {
 	once sync.Once
 	done chan struct{}
@@ -290,15 +293,20 @@ func (f legacyFollowUpResult) legacy() bool {
 	return f.berr == nil && f.b.Mode == "legacy" && !f.b.Ambiguous
 }
 
-func newLegacyFollowUp(ctx context.Context, r noderun.Runner, mode string) *legacyFollowUp {
+func newLegacyFollowUp(ctx context.Context, r noderun.Runner, mode string, defaultV6 func() xtables.IPv6Answer) *legacyFollowUp {
 	f := &legacyFollowUp{done: make(chan struct{})}
 	f.run = func(v6 bool) {
 		defer close(f.done)
 		f.b, f.berr = xtables.DetectBackend(ctx, r, false)
 		f.hasIPVS = mode == "" && ipvsadm.HasKubeIPVS(ctx, r)
-		if v6 && f.legacy() && mode != "ipvs" && !f.hasIPVS {
-			f.v6.rs, f.v6.raw, f.v6.err = xtables.ReadIPv6(ctx, r, f.b)
+		if !v6 || !f.legacy() || mode == "ipvs" || f.hasIPVS {
+			return
 		}
+		if a := defaultV6(); a.Err == nil && a.Variant == "legacy" {
+			f.v6 = family{rs: a.Rules, raw: a.Raw, from: xtables.IPv6Command(xtables.DefaultBackend.Save)}
+			return
+		}
+		f.v6.rs, f.v6.raw, f.v6.err = xtables.ReadIPv6(ctx, r, f.b)
 	}
 	return f
 }
@@ -361,6 +369,8 @@ type family struct {
 	rs  *iptables.Ruleset
 	raw func() []byte
 	err error
+	// from is the command that printed rs, when it is not the backend's IPv6 twin.
+	from string
 }
 
 // iptables completes a read in iptables mode (with IPv6's rules when v6 has them), or in IPVS
@@ -376,7 +386,11 @@ func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions,
 	n.Source = fmt.Sprintf("live (%s, iptables %s)", from, b.Mode)
 	if v6.rs != nil {
 		n.Files["ip6tables-save.txt"] = v6.raw
-		n.Source = fmt.Sprintf("live (%s and %s, iptables %s)", from, b.IPv6().Save, b.Mode)
+		v6from := v6.from
+		if v6from == "" {
+			v6from = b.IPv6().Save
+		}
+		n.Source = fmt.Sprintf("live (%s and %s, iptables %s)", from, v6from, b.Mode)
 	}
 	if !ipvsMode {
 		return n, nil

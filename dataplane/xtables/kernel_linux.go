@@ -149,7 +149,7 @@ func ReadKernel() (*iptables.Ruleset, *Dump, error) {
 		return nil, nil, err
 	}
 	if len(names) == 0 {
-		return nil, nil, noNatError("the kernel's legacy tables")
+		return nil, nil, noNatError{what: "the kernel's legacy tables"}
 	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
 	if err != nil {

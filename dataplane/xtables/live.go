@@ -154,11 +154,12 @@ func modeOf(ctx context.Context, r noderun.Runner, prefix string) string {
 	return "legacy"
 }
 
-// noNatError: a save command printed no nat table.
-type noNatError string
+// noNatError: a save command printed no nat table. variant is the one its header line named,
+// when it printed one.
+type noNatError struct{ what, variant string }
 
 func (e noNatError) Error() string {
-	return string(e) + " printed no nat table: is kube-proxy running in iptables mode on this node?"
+	return e.what + " printed no nat table: is kube-proxy running in iptables mode on this node?"
 }
 
 // IPv6 is the backend's ip6tables twin (iptables-nft-save's is ip6tables-nft-save).
@@ -178,25 +179,43 @@ func IPv6Command(cmd string) string {
 // is missing, fails (no IPv6 in the kernel) or prints no kube-proxy KUBE-SERVICES chain in its
 // nat table (a single-stack kube-proxy).
 func ReadIPv6(ctx context.Context, r noderun.Runner, b Backend) (*iptables.Ruleset, func() []byte, error) {
+	a := ReadIPv6Answer(ctx, r, b)
+	return a.Rules, a.Raw, a.Err
+}
+
+// IPv6Answer is ReadIPv6's answer, with the variant (legacy or nf_tables) the command's header
+// line named: "" when it printed none (no tables, or it failed).
+type IPv6Answer struct {
+	Rules   *iptables.Ruleset
+	Raw     func() []byte
+	Err     error
+	Variant string
+}
+
+// ReadIPv6Answer is ReadIPv6, saying also which variant answered, even when it found no
+// kube-proxy rules: a legacy answer of the default command is then the legacy twin's.
+func ReadIPv6Answer(ctx context.Context, r noderun.Runner, b Backend) IPv6Answer {
 	rs, raw, _, _, err := ReadLive(ctx, r, b.IPv6())
 	var exited *noderun.Error
 	var noNat noNatError
 	switch {
-	case errors.Is(err, noderun.ErrNotFound) || errors.As(err, &exited) || errors.As(err, &noNat):
-		return nil, nil, nil
+	case errors.As(err, &noNat):
+		return IPv6Answer{Variant: noNat.variant}
+	case errors.Is(err, noderun.ErrNotFound) || errors.As(err, &exited):
+		return IPv6Answer{}
 	case err != nil:
-		return nil, nil, fmt.Errorf("reading the IPv6 rules: %w", err)
+		return IPv6Answer{Err: fmt.Errorf("reading the IPv6 rules: %w", err)}
 	case rs.Tables["nat"].Chains["KUBE-SERVICES"] == nil:
-		return nil, nil, nil
+		return IPv6Answer{Variant: rs.Variant}
 	}
 	rs.IPv6 = true
-	return rs, raw, nil
+	return IPv6Answer{Rules: rs, Raw: raw, Variant: rs.Variant}
 }
 
 // ReadLive dumps all of the backend's tables with counters in one call (one exec on a remote
 // node) and parses them. from says what printed them: the save command, or KernelSource.
 func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (rs *iptables.Ruleset, raw func() []byte, size int, from string, err error) {
-	var noNat error = noNatError(b.Save)
+	var noNat error = noNatError{what: b.Save}
 	if _, local := r.(noderun.Local); local && b.fromKernel() {
 		// On the node the legacy tables are read from the kernel directly, as
 		// iptables-legacy-save reads them, and printed as it prints them; it runs only when
@@ -241,7 +260,7 @@ func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (rs *iptables.Ru
 			return nil, nil, 0, "", err
 		}
 		if !bytes.Contains(all, []byte("*nat")) {
-			return nil, nil, 0, "", noNat
+			return nil, nil, 0, "", noNatError{b.Save, headerVariant(all)}
 		}
 		if rs, err = Parse(all); err != nil {
 			return nil, nil, 0, "", err
@@ -249,7 +268,7 @@ func ReadLive(ctx context.Context, r noderun.Runner, b Backend) (rs *iptables.Ru
 		raw, size = func() []byte { return all }, len(all)
 	}
 	if rs.Tables["nat"] == nil {
-		return nil, nil, 0, "", noNat
+		return nil, nil, 0, "", noNatError{b.Save, rs.Variant}
 	}
 	if rs.Variant == "" {
 		rs.Variant = b.Mode
