@@ -17,13 +17,13 @@ func newCmdNftObjects(streams genericiooptions.IOStreams) *cobra.Command {
 		Short:  "Read nftables objects over netlink for a remote trace (run by svctrace in the agent's pod)",
 		Hidden: true,
 		Args:   cobra.ExactArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := nftnl.Open(nil)
 			if err != nil {
 				return &ExitError{Code: ExitRead, Err: err}
 			}
 			defer r.Close()
-			out, err := nftjson.ServeObjects(r, []byte(args[0]))
+			out, err := nftjson.ServeObjects(cmd.Context(), r, []byte(args[0]))
 			if err != nil {
 				return &ExitError{Code: ExitRead, Err: err}
 			}

@@ -11,6 +11,8 @@ import (
 	"sort"
 	"sync"
 
+	"k8s.io/klog/v2"
+
 	"github.com/svctrace/svctrace/dataplane/noderun"
 	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/kubeproxy"
@@ -48,6 +50,17 @@ type Scoped struct {
 	// next are chains the chains read so far jump to: read with the next objects a walk
 	// misses, as a walk will likely need them too.
 	next map[nftables.Object]bool
+	// walked are the packets the ObjectReader walked where the objects are (PacketWalker);
+	// noWalk is set once such a walk failed.
+	walked map[trace.Packet]bool
+	noWalk bool
+}
+
+// PacketWalker is an ObjectReader that can walk a packet where the objects are (the svctrace
+// binary on the node) and answer, in one round trip, with every object of kube-proxy's table of
+// the family that the walk read, and the tables' names.
+type PacketWalker interface {
+	WalkObjects(family string, p trace.Packet, node *trace.NodeContext) (*nftables.Ruleset, []nftables.Object, error)
 }
 
 // ObjectReader reads tables' names, and chains, sets and keys of sets of a table one by one
@@ -88,7 +101,7 @@ func (s *Scoped) Walk(ctx context.Context, p trace.Packet, node *trace.NodeConte
 		family = "ip6"
 	}
 	if !s.full && !s.started[family] {
-		if err := s.first(ctx, family); err != nil {
+		if err := s.first(ctx, family, p, node); err != nil {
 			if err := s.fallBack(ctx, err); err != nil {
 				return nil, err
 			}
@@ -104,6 +117,9 @@ func (s *Scoped) Walk(ctx context.Context, p trace.Packet, node *trace.NodeConte
 		if round == maxRounds {
 			return nil, fmt.Errorf("nftables: the packet's path still reaches objects not read after %d reads: %v", maxRounds, err)
 		}
+		if !s.full && s.walkThere(family, p, node) {
+			continue // (a packet is walked there once; what its walk here still misses is read below)
+		}
 		if err := s.read(ctx, nil, s.withNext(miss.Objects), miss.Values); err != nil {
 			if err := s.fallBack(ctx, err); err != nil {
 				return nil, err
@@ -112,11 +128,55 @@ func (s *Scoped) Walk(ctx context.Context, p trace.Packet, node *trace.NodeConte
 	}
 }
 
-// first reads, for a family, the tables of that family and inet other than kube-proxy's whole,
-// and kube-proxy's static chains; kube-proxy's table is then marked partial.
-func (s *Scoped) first(ctx context.Context, family string) error {
-	tables, err := s.objects.Tables()
+// walkThere has the ObjectReader walk p where the objects are, when it can (PacketWalker) and
+// has not walked p before, and merges what that walk read; it reports whether it did. Without a
+// runner (the binary on the node itself, reading kube-proxy's table alone) it never does. A failed
+// walk there is no error: the walk here reads what it misses level by level, as without one.
+func (s *Scoped) walkThere(family string, p trace.Packet, node *trace.NodeContext) bool {
+	w, ok := s.objects.(PacketWalker)
+	if !ok || s.r == nil || s.noWalk || s.walked[p] {
+		return false
+	}
+	if s.walked == nil {
+		s.walked = map[trace.Packet]bool{}
+	}
+	s.walked[p] = true
+	rs, _, err := w.WalkObjects(family, p, node)
 	s.Reads++
+	if err != nil {
+		// (An older binary on the node does not know the request: it is not asked again.)
+		s.noWalk = true
+		klog.V(2).Infof("walking %s on the node failed (%v): reading what the walk misses one level at a time", p, err)
+		return false
+	}
+	for _, t := range rs.Tables {
+		s.Objects += len(t.Chains) + len(t.Sets)
+	}
+	s.merge(rs)
+	s.markPartial(family)
+	return true
+}
+
+// markPartial marks kube-proxy's table of a family as read in part.
+func (s *Scoped) markPartial(family string) {
+	for _, t := range s.rs.Tables {
+		if t.Name == "kube-proxy" && t.Family == family {
+			t.Partial = true
+		}
+	}
+}
+
+// first reads, for a family, the tables of that family and inet other than kube-proxy's whole,
+// and kube-proxy's static chains; kube-proxy's table is then marked partial. Where the objects
+// can be walked there (PacketWalker), the walk of p there comes first: it answers with the
+// tables' names and what p touches in kube-proxy's table, static chains included. Without a
+// runner, kube-proxy's table alone is read.
+func (s *Scoped) first(ctx context.Context, family string, p trace.Packet, node *trace.NodeContext) error {
+	walked := s.walkThere(family, p, node)
+	tables, err := s.objects.Tables()
+	if !walked {
+		s.Reads++ // (the walk there answered them: they are kept)
+	}
 	if err != nil {
 		return err
 	}
@@ -130,6 +190,9 @@ func (s *Scoped) first(ctx context.Context, family string) error {
 			return fmt.Errorf("table name %q is not one svctrace puts in an nft command", t.Table)
 		}
 		if t.Table != "kube-proxy" || t.Family == "inet" {
+			if s.r == nil {
+				continue
+			}
 			if id := t.Family + " " + t.Table; !s.whole[id] {
 				s.whole[id] = true
 				cmds = append(cmds, "list table "+id)
@@ -137,17 +200,15 @@ func (s *Scoped) first(ctx context.Context, family string) error {
 			continue
 		}
 		for _, c := range kubeproxy.NftStaticChains {
-			kp = append(kp, nftables.Object{Family: t.Family, Table: t.Table, Kind: "chain", Name: c})
+			if o := (nftables.Object{Family: t.Family, Table: t.Table, Kind: "chain", Name: c}); !s.has(o) {
+				kp = append(kp, o)
+			}
 		}
 	}
 	if err := s.read(ctx, cmds, kp, nil); err != nil {
 		return err
 	}
-	for _, t := range s.rs.Tables {
-		if t.Name == "kube-proxy" && t.Family == family {
-			t.Partial = true
-		}
-	}
+	s.markPartial(family)
 	return nil
 }
 
@@ -266,7 +327,7 @@ func (s *Scoped) nft(ctx context.Context, script string) ([]byte, error) {
 
 // fallBack reads the whole ruleset after a scoped read failed with why.
 func (s *Scoped) fallBack(ctx context.Context, why error) error {
-	if s.full {
+	if s.full || s.r == nil {
 		return why
 	}
 	rs, raw, err := ReadLive(ctx, s.r)
@@ -302,6 +363,9 @@ func (s *Scoped) merge(part *nftables.Ruleset) {
 	for _, pt := range part.Tables {
 		t := s.table(pt.Family, pt.Name)
 		if t == nil {
+			for _, c := range pt.Chains {
+				c.Table = pt // (a reader's chains could still name the table they were read from)
+			}
 			s.rs.Tables = append(s.rs.Tables, pt)
 			continue
 		}

@@ -6,9 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"sort"
+	"strconv"
 
 	"github.com/svctrace/svctrace/dataplane/noderun"
+	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/nftables"
 )
 
@@ -37,6 +41,82 @@ type objectRequest struct {
 	Table   string            `json:"table,omitempty"`
 	Objects []nftables.Object `json:"objects,omitempty"`
 	Keying  []string          `json:"keying,omitempty"`
+	Walk    *walkRequest      `json:"walk,omitempty"`
+}
+
+// walkRequest asks the binary on the node to walk one packet through kube-proxy's table of a
+// family itself, reading over netlink what the walk needs, level by level, and to answer with all
+// of it and the tables' names: one round trip where the laptop's reads take one per level of the
+// packet's path. The laptop then walks what came, and reads the usual way anything its walk still
+// misses (the other tables, which it lists with nft, can change what kube-proxy's chains see).
+type walkRequest struct {
+	Family      string   `json:"family"`
+	Src         string   `json:"src"`
+	Dst         string   `json:"dst"`
+	Protocol    uint8    `json:"protocol"`
+	SrcPort     uint16   `json:"srcPort,omitempty"`
+	DstPort     uint16   `json:"dstPort"`
+	InInterface string   `json:"inInterface,omitempty"`
+	Mark        uint32   `json:"mark,omitempty"`
+	Origin      uint8    `json:"origin,omitempty"`
+	Node        string   `json:"node,omitempty"`
+	Local       []string `json:"local,omitempty"`
+	PodCIDRs    []string `json:"podCIDRs,omitempty"`
+}
+
+func newWalkRequest(family string, p trace.Packet, node *trace.NodeContext) *walkRequest {
+	w := &walkRequest{Family: family, Src: p.Src.String(), Dst: p.Dst.String(), Protocol: uint8(p.Protocol), SrcPort: p.SrcPort,
+		DstPort: p.DstPort, InInterface: p.InInterface, Mark: p.Mark, Origin: uint8(p.Origin)}
+	if node != nil {
+		w.Node = node.Name
+		for _, a := range node.Local {
+			w.Local = append(w.Local, a.String())
+		}
+		for _, c := range node.PodCIDRs {
+			w.PodCIDRs = append(w.PodCIDRs, c.String())
+		}
+	}
+	return w
+}
+
+// packet validates a walk request as untrusted input and returns its packet and node.
+func (w *walkRequest) packet() (trace.Packet, *trace.NodeContext, error) {
+	var p trace.Packet
+	if w.Family != "ip" && w.Family != "ip6" {
+		return p, nil, fmt.Errorf("walk: family %q is not ip or ip6", w.Family)
+	}
+	src, err1 := netip.ParseAddr(w.Src)
+	dst, err2 := netip.ParseAddr(w.Dst)
+	if err1 != nil || err2 != nil || src.Zone() != "" || dst.Zone() != "" {
+		return p, nil, fmt.Errorf("walk: addresses %q and %q", w.Src, w.Dst)
+	}
+	proto, err := trace.ParseProtocol(strconv.Itoa(int(w.Protocol)))
+	if err != nil {
+		return p, nil, fmt.Errorf("walk: %w", err)
+	}
+	if w.Origin > uint8(trace.FromLocalProcess) {
+		return p, nil, fmt.Errorf("walk: origin %d", w.Origin)
+	}
+	if len(w.InInterface) > 15 || len(w.Node) > 253 || len(w.Local) > maxObjects || len(w.PodCIDRs) > 16 {
+		return p, nil, errors.New("walk: an interface name, node name or address list too long")
+	}
+	p = trace.Packet{Src: src, Dst: dst, Protocol: proto, SrcPort: w.SrcPort, DstPort: w.DstPort, InInterface: w.InInterface, Mark: w.Mark, Origin: trace.Origin(w.Origin)}
+	node := &trace.NodeContext{Name: w.Node}
+	for _, l := range w.Local {
+		a, err := netip.ParseAddr(l)
+		if err != nil {
+			return p, nil, fmt.Errorf("walk: local address %q", l)
+		}
+		node.Local = append(node.Local, a)
+	}
+	for _, c := range w.PodCIDRs {
+		pfx, err := netip.ParsePrefix(c)
+		if err != nil {
+			return p, nil, fmt.Errorf("walk: pod CIDR %q", c)
+		}
+		node.PodCIDRs = append(node.PodCIDRs, pfx)
+	}
+	return p, node, nil
 }
 
 // objectAnswer is what was read: an nft -j document, the keys each partial set was asked for,
@@ -55,8 +135,16 @@ type probedKeys struct {
 }
 
 // checkRequest validates a request as untrusted input: the family, the table's name, the
-// objects' kinds and names, and element keys that are exact keys.
+// objects' kinds and names, and element keys that are exact keys; or a walk's packet (see
+// serveWalk).
 func checkRequest(q *objectRequest) (map[nftables.Object]any, error) {
+	if q.Walk != nil {
+		if q.Tables || q.Family != "" || q.Table != "" || len(q.Objects) > 0 || len(q.Keying) > 0 {
+			return nil, errors.New("a walk is a request of its own")
+		}
+		_, _, err := q.Walk.packet()
+		return nil, err
+	}
 	if q.Tables {
 		return nil, nil
 	}
@@ -102,7 +190,7 @@ func checkRequest(q *objectRequest) (map[nftables.Object]any, error) {
 
 // ServeObjects answers one request (the JSON argument of `nft-objects`) from objects, this
 // node's netlink reader.
-func ServeObjects(objects ObjectReader, request []byte) ([]byte, error) {
+func ServeObjects(ctx context.Context, objects ObjectReader, request []byte) ([]byte, error) {
 	var q objectRequest
 	dec := json.NewDecoder(bytes.NewReader(request))
 	dec.DisallowUnknownFields()
@@ -112,6 +200,9 @@ func ServeObjects(objects ObjectReader, request []byte) ([]byte, error) {
 	values, err := checkRequest(&q)
 	if err != nil {
 		return nil, fmt.Errorf("the request: %w", err)
+	}
+	if q.Walk != nil {
+		return serveWalk(ctx, objects, q.Walk)
 	}
 	if q.Tables {
 		ts, err := objects.Tables()
@@ -134,6 +225,26 @@ func ServeObjects(objects ObjectReader, request []byte) ([]byte, error) {
 		return nil, err
 	}
 	return json.Marshal(encodeAnswer(rs))
+}
+
+// serveWalk walks a packet through kube-proxy's table of its family, reading over netlink what
+// the walk needs, and answers with everything read and the tables' names.
+func serveWalk(ctx context.Context, objects ObjectReader, w *walkRequest) ([]byte, error) {
+	p, node, err := w.packet()
+	if err != nil {
+		return nil, err
+	}
+	ts, err := objects.Tables()
+	if err != nil {
+		return nil, err
+	}
+	s := NewScoped(nil, objects) // no runner: kube-proxy's table alone, nothing listed with nft
+	if _, err := s.Walk(ctx, p, node); err != nil {
+		return nil, fmt.Errorf("walk: %w", err)
+	}
+	a := encodeAnswer(s.rs)
+	a.Tables = ts
+	return json.Marshal(a)
 }
 
 // encodeAnswer writes what was read as nft -j prints it, with the partial sets' keys.
@@ -304,4 +415,32 @@ func (x *ExecReader) Read(family, table string, objs []nftables.Object, _ map[nf
 		}
 	}
 	return rs, nil
+}
+
+// WalkObjects implements PacketWalker: the binary on the node walks the packet and answers with
+// what it read of kube-proxy's table of the family, and the tables (kept, as Tables keeps them).
+func (x *ExecReader) WalkObjects(family string, p trace.Packet, node *trace.NodeContext) (*nftables.Ruleset, []nftables.Object, error) {
+	rs, ts, err := x.ask(objectRequest{Walk: newWalkRequest(family, p, node)})
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, t := range rs.Tables {
+		if t.Family != family || t.Name != "kube-proxy" {
+			return nil, nil, fmt.Errorf("the walk's answer holds table %s %s", t.Family, t.Name)
+		}
+		id := family + " " + t.Name
+		if x.read == nil {
+			x.read = map[string][]string{}
+		}
+		// Later reads name these chains, as they name the chains read before them.
+		for _, name := range sortedNames(t.Chains) {
+			if !slices.Contains(x.read[id], name) {
+				x.read[id] = append(x.read[id], name)
+			}
+		}
+	}
+	if x.tables == nil {
+		x.tables = append([]nftables.Object{}, ts...)
+	}
+	return rs, ts, nil
 }

@@ -85,7 +85,8 @@ func TestKubeProxyNftablesMode(t *testing.T) {
 
 // checkRemoteScopedRead traces from outside the node, as a laptop does (--remote, through the API
 // server): with the svctrace agent's pod on the node, the trace reads only what its packet
-// touches through the agent's binary (kwok runs that pod's exec in node1's namespace), moves a
+// touches through the agent's binary (kwok runs that pod's exec in node1's namespace), which
+// walks the packet there and answers with all it read in one exec, moves a
 // fraction of the bytes of the whole ruleset (whole: its size), and says what the node-side trace
 // says; without the agent it lists the whole ruleset through kube-proxy's pod, as before.
 func checkRemoteScopedRead(t *testing.T, whole int) {
@@ -113,7 +114,7 @@ func checkRemoteScopedRead(t *testing.T, whole int) {
 	// kwok serves a new pod's exec a moment after it reports the pod running.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
 		var code int
-		remote, stderr, code = kubectl(t, false, append(args, "--node", harness.KwokNode, "--remote", "-v", "1")...)
+		remote, stderr, code = kubectl(t, false, append(args, "--node", harness.KwokNode, "--remote", "-v", "2")...)
 		if code == 0 && strings.Contains(stderr, "KB from the svctrace binary on the node") && !strings.Contains(stderr, "after a scoped read failed") {
 			break
 		}
@@ -127,6 +128,11 @@ func checkRemoteScopedRead(t *testing.T, whole int) {
 	}
 	if !reflect.DeepEqual(a.Backends, b.Backends) || !reflect.DeepEqual(a.Verdicts, b.Verdicts) || !reflect.DeepEqual(a.Hops, b.Hops) || len(b.Backends) != 3 {
 		t.Fatalf("the remote scoped trace differs from the node-side one\nnode-side: %s\nremote: %s", local, remote)
+	}
+	// The agent's binary walked the packet itself: one exec of it read everything the walk
+	// needed of kube-proxy's table (it was one per level of the path before).
+	if n := strings.Count(stderr, "nft-objects"); n != 1 || !strings.Contains(stderr, "walk") {
+		t.Errorf("the agent's binary ran %d times for one packet, want once (its walk):\n%s", n, stderr)
 	}
 	var kb int
 	if i := strings.Index(stderr, "KB from nft and "); i >= 0 {
