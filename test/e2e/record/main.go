@@ -329,7 +329,7 @@ func recordIPVS(ctx context.Context, c *harness.Cluster, out, bin, netprobe stri
 		// Timed inside the guest, so every command runs under the same emulation: each read
 		// the live trace needs (the iptables rules, the ipsets, the IPVS table in
 		// /proc/net/ip_vs), ipvsadm's listings, and the trace itself, interleaved.
-		script = harness.IPVSScaleScript(map[string]string{"compare": ipvsCompareScript}, scale.services)
+		script = harness.IPVSScaleScript(map[string]string{"compare": ipvsCompareScript, "profile": ipvsProfileScript}, scale.services)
 	}
 	vmbin, err := os.MkdirTemp(c.Dir, "vmbin-")
 	if err != nil {
@@ -399,6 +399,14 @@ func recordIPVS(ctx context.Context, c *harness.Cluster, out, bin, netprobe stri
 	if err := writeManifest(out, harness.VMNodeName, "ipvs", bin, "iptables-save.txt", "ipset-save.txt", "ipvsadm-Sn.txt"); err != nil {
 		return err
 	}
+	if prof := sec["profile"]; prof != "" {
+		// Where the live trace spends its time in the guest: its -v 2 log (each command and
+		// read with its time), the garbage collector's trace, and a CPU profile (base64).
+		if err := os.WriteFile(filepath.Join(out, "profile.txt"), []byte(prof), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "record: wrote the guest's profile of a live trace to %s\n", filepath.Join(out, "profile.txt"))
+	}
 	if cmp := sec["compare"]; cmp != "" {
 		table, err := ipvsCompareTable(cmp)
 		if err != nil {
@@ -452,6 +460,12 @@ const ipvsCompareScript = `vip=$(ipvsadm -Sn | awk '/^-A -t 10.96/ {print $3; ex
 	`/bin/time -f "ipvsadm -Sn: %e s %M KB" ipvsadm -Sn >/dev/null; ` +
 	`/bin/time -f "kubectl-svctrace trace (live): %e s %M KB" /bin/kubectl-svctrace trace $vip --no-api --node vm1 --from 10.244.3.99 -o json >/dev/null; ` +
 	`done 2>&1`
+
+// ipvsProfileScript runs one live trace in the guest with its -v 2 log, the garbage collector's
+// trace and a CPU profile, printed in base64 after a "cpu.prof:" line.
+const ipvsProfileScript = `vip=$(ipvsadm -Sn | awk '/^-A -t 10.96/ {print $3; exit}'); ` +
+	`SVCTRACE_CPUPROFILE=/tmp/cpu.prof GODEBUG=gctrace=1 /bin/time -f "trace: %e s %M KB" /bin/kubectl-svctrace trace $vip --no-api --node vm1 --from 10.244.3.99 -o json -v 2 2>&1 >/dev/null; ` +
+	`echo cpu.prof:; base64 -w0 /tmp/cpu.prof; echo`
 
 // ipvsCompareTable turns ipvsCompareScript's lines into a table: each command's median wall time
 // and peak RSS, and the trace's ratio to the slowest single read it needs (the IPVS table comes
