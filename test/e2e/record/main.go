@@ -462,9 +462,12 @@ const ipvsCompareScript = `vip=$(ipvsadm -Sn | awk '/^-A -t 10.96/ {print $3; ex
 	`done 2>&1`
 
 // ipvsProfileScript runs one live trace in the guest with its -v 2 log, the garbage collector's
-// trace and a CPU profile, printed in base64 after a "cpu.prof:" line.
+// trace and a CPU profile, printed in base64 after a "cpu.prof:" line; then the trace of the
+// node's dumps (the same reads, saved to files first), timed under the same emulation.
 const ipvsProfileScript = `vip=$(ipvsadm -Sn | awk '/^-A -t 10.96/ {print $3; exit}'); ` +
 	`SVCTRACE_CPUPROFILE=/tmp/cpu.prof GODEBUG=gctrace=1 /bin/time -f "trace: %e s %M KB" /bin/kubectl-svctrace trace $vip --no-api --node vm1 --from 10.244.3.99 -o json -v 2 2>&1 >/dev/null; ` +
+	`iptables-save -c >/tmp/ipt.txt; ipset save >/tmp/ipset.txt; ipvsadm -Ln >/tmp/ipvs.txt; ` +
+	`/bin/time -f "trace of the dumps: %e s %M KB" /bin/kubectl-svctrace trace $vip --node vm1 --from 10.244.3.99 -o json --dataplane /tmp/ipt.txt --dataplane /tmp/ipset.txt --dataplane /tmp/ipvs.txt 2>&1 >/dev/null; ` +
 	`echo cpu.prof:; base64 -w0 /tmp/cpu.prof; echo`
 
 // ipvsCompareTable turns ipvsCompareScript's lines into a table: each command's median wall time
