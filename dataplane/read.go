@@ -88,6 +88,10 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 	var hasNft, hasIPVS bool
 	var b xtables.Backend
 	var berr error
+	// On the node, IPVS mode's reads (the IPVS table, the ipsets) start as soon as the mode is
+	// known or kube-ipvs0 is seen, while the backend is detected (on a node where nftables
+	// turns out to be the mode, a leftover table is read for nothing).
+	var ipvsRead func() ipvsState
 	if opts.Remote {
 		switch {
 		case mode == "nftables":
@@ -160,7 +164,13 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 				b, berr = xtables.DetectBackend(ctx, r, false)
 			}
 		}()
-		go func() { defer wg.Done(); hasIPVS = mode == "" && ipvsadm.HasKubeIPVS(ctx, r) }()
+		go func() {
+			defer wg.Done()
+			hasIPVS = mode == "" && ipvsadm.HasKubeIPVS(ctx, r)
+			if mode == "ipvs" || hasIPVS {
+				ipvsRead = startIPVSRead(ctx, r, opts)
+			}
+		}()
 		wg.Wait()
 	}
 	var objects nftjson.ObjectReader
@@ -241,13 +251,14 @@ func Read(ctx context.Context, r noderun.Runner, opts ReadOptions) (*Node, error
 	// A dual-stack kube-proxy's IPv6 rules are in the backend's ip6tables twin, read alongside.
 	// In IPVS mode the ipsets and the IPVS table are read alongside instead.
 	var v6 family
-	var ipvsRead func() ipvsState
 	v6read := make(chan struct{})
 	if !ipvsMode {
 		go func() { defer close(v6read); v6.rs, v6.raw, v6.err = xtables.ReadIPv6(ctx, r, b) }()
 	} else {
 		close(v6read)
-		ipvsRead = startIPVSRead(ctx, r, opts)
+		if ipvsRead == nil {
+			ipvsRead = startIPVSRead(ctx, r, opts)
+		}
 	}
 	rs, raw, size, from, err := xtables.ReadLive(ctx, r, b)
 	<-looked
@@ -403,8 +414,10 @@ func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions,
 		return nil, st.err
 	}
 	dp.Sets, dp.IPVS = st.sets, st.table
-	list := ipvsadm.FormatList(dp.IPVS)
-	n.Files["ipset-save.txt"], n.Files["ipvsadm-Ln.txt"] = func() []byte { return st.setsRaw }, func() []byte { return list }
+	// The table in ipvsadm -Ln form is written only when a snapshot asks for it (a second of
+	// formatting at 10,000 Services under emulation, for nothing, otherwise).
+	list := sync.OnceValue(func() []byte { return ipvsadm.FormatList(dp.IPVS) })
+	n.Files["ipset-save.txt"], n.Files["ipvsadm-Ln.txt"] = func() []byte { return st.setsRaw }, list
 	n.Source = fmt.Sprintf("live (%s, ipset save, %s)", st.how, from)
 	return n, nil
 }

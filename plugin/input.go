@@ -428,10 +428,17 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		// are all of its addresses, not only those the Node object lists (an IPv6 address on
 		// an outside interface, say), when the Node is this machine (it lists none, or one of
 		// them). The Node's come first: they are the node's own.
+		// (An IPVS node has every Service address on kube-ipvs0: 10,000 of them, looked up in
+		// a set, not one by one in the list.)
 		addrs := machineAddrs()
-		if len(in.Node.Local) == 0 || slices.ContainsFunc(addrs, func(a netip.Addr) bool { return !a.IsLoopback() && in.Node.IsLocal(a) }) {
+		known := make(map[netip.Addr]bool, len(in.Node.Local)+len(addrs))
+		for _, a := range in.Node.Local {
+			known[a] = true
+		}
+		if len(in.Node.Local) == 0 || slices.ContainsFunc(addrs, func(a netip.Addr) bool { return !a.IsLoopback() && known[a] }) {
 			for _, a := range addrs {
-				if !in.Node.IsLocal(a) {
+				if !a.IsLoopback() && !known[a] {
+					known[a] = true
 					in.Node.Local = append(in.Node.Local, a)
 				}
 			}

@@ -3,8 +3,10 @@ package ipvsadm
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
+	"sync"
 	"syscall"
 
 	mobyipvs "github.com/moby/ipvs"
@@ -74,23 +76,48 @@ func eachService(fn func(s *mobyipvs.Service, addr netip.AddrPort, dests []*moby
 // -1), which take a netlink request per virtual server: 10,000 on a big node. When the table
 // changed between the two reads, it is read again over netlink.
 func ReadTable() (*ipvs.Table, error) {
-	data, err := os.ReadFile(procIPVS)
+	f, err := os.Open(procIPVS)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("no IPVS in this network namespace: %s is missing (is the ip_vs module loaded?)", procIPVS)
 		}
 		return nil, fmt.Errorf("read the IPVS table: %w", err)
 	}
-	t, err := ParseList(data)
+	defer f.Close()
+	// The kernel prints the table a page per read, walking its hash table from the start each
+	// time (seconds at 10,000 Services): the lines are parsed as they come, on another core, and
+	// the netlink listing of the timeouts starts at the first persistent virtual server.
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := io.Copy(pw, f)
+		pw.CloseWithError(err)
+	}()
+	var timeouts map[ServiceKey]int
+	var terr error
+	listed := make(chan struct{})
+	var once sync.Once
+	list := func() {
+		once.Do(func() {
+			go func() {
+				defer close(listed)
+				timeouts, terr = persistenceTimeouts()
+			}()
+		})
+	}
+	t, err := parseList(pr, list)
+	pr.Close() // (a parse error leaves the rest unread: the copy stops)
 	if err != nil {
+		once.Do(func() { close(listed) })
+		<-listed
 		return nil, fmt.Errorf("%s: %w", procIPVS, err)
 	}
 	if !NeedsPersistence(t) {
 		return t, nil
 	}
-	timeouts, err := persistenceTimeouts()
-	if err != nil {
-		return nil, err
+	list() // (started already, at the first persistent line)
+	<-listed
+	if terr != nil {
+		return nil, terr
 	}
 	if !FillPersistence(t, timeouts) {
 		return ReadNetlink()

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -117,6 +118,12 @@ func serviceOf(flag, value string) (string, netip.AddrPort, error) {
 // ParseList reads `ipvsadm -Ln` output (which adds ActiveConn and InActConn) or /proc/net/ip_vs
 // (the same table with hexadecimal addresses and ports; the kernel's header line tells them apart).
 func ParseList(data []byte) (*ipvs.Table, error) {
+	return parseList(bytes.NewReader(data), nil)
+}
+
+// parseList is ParseList reading from r as it goes; persistent is called (when not nil) at
+// each persistent virtual server, as soon as its line is read.
+func parseList(r io.Reader, persistent func()) (*ipvs.Table, error) {
 	t := &ipvs.Table{}
 	var cur *ipvs.VirtualServer
 	n := 0
@@ -124,20 +131,20 @@ func ParseList(data []byte) (*ipvs.Table, error) {
 	// in hexadecimal is recognised anyway; an IPv6 one is not, since "[...]:0050" reads as
 	// decimal port 50 too.
 	proc := false
-	sc := lines(data)
+	sc := scanner(r)
 	for sc.Scan() {
 		n++
 		line := sc.Text()
 		f := strings.Fields(line)
 		bad := func(msg string) error { return fmt.Errorf("IPVS table, line %d: %s (%q)", n, msg, line) }
 		switch {
-		case len(f) == 0 || strings.HasPrefix(line, "IP Virtual Server") || strings.HasPrefix(line, "Prot ") || strings.Contains(line, "RemoteAddress:Port"):
+		case len(f) == 0 || strings.HasPrefix(line, "IP Virtual Server") || strings.HasPrefix(line, "Prot ") || len(f) > 1 && f[1] == "RemoteAddress:Port":
 			proc = proc || line == procRealsHeader
 		case f[0] == "TCP" || f[0] == "UDP" || f[0] == "SCTP" || f[0] == "FWM":
 			if len(f) < 3 {
 				return nil, bad("a service line needs an address and a scheduler")
 			}
-			cur = &ipvs.VirtualServer{Protocol: strings.ToLower(f[0]), Scheduler: f[2]}
+			cur = &ipvs.VirtualServer{Protocol: lowerProtocol[f[0]], Scheduler: f[2]}
 			if f[0] == "FWM" {
 				base := 10
 				if proc {
@@ -166,6 +173,9 @@ func ParseList(data []byte) (*ipvs.Table, error) {
 			if cur.Persistent == 0 && strings.Contains(line, "persistent") {
 				cur.Persistent = PersistentUnknown
 			}
+			if cur.Persistent == PersistentUnknown && persistent != nil {
+				persistent()
+			}
 			t.Services = append(t.Services, cur)
 		case f[0] == "->":
 			if cur == nil {
@@ -178,7 +188,7 @@ func ParseList(data []byte) (*ipvs.Table, error) {
 			if err != nil {
 				return nil, bad(err.Error())
 			}
-			rs := &ipvs.RealServer{Addr: addr, Forward: strings.ToLower(f[2]), Connections: -1}
+			rs := &ipvs.RealServer{Addr: addr, Forward: lowerForward(f[2]), Connections: -1}
 			var e1, e2, e3 error
 			rs.Weight, e1 = strconv.Atoi(f[3])
 			rs.ActiveConn, e2 = strconv.Atoi(f[4])
@@ -192,6 +202,25 @@ func ParseList(data []byte) (*ipvs.Table, error) {
 		}
 	}
 	return t, scanError(sc.Err(), "IPVS table", n)
+}
+
+// lowerProtocol is a service line's protocol as the table names it.
+var lowerProtocol = map[string]string{"TCP": "tcp", "UDP": "udp", "SCTP": "sctp", "FWM": "fwm"}
+
+// lowerForward is a real server's forwarding method in lower case, without a new string for the
+// methods ipvsadm and the kernel print.
+func lowerForward(s string) string {
+	switch s {
+	case "Masq":
+		return "masq"
+	case "Route":
+		return "route"
+	case "Tunnel":
+		return "tunnel"
+	case "Local":
+		return "local"
+	}
+	return strings.ToLower(s)
 }
 
 // procRealsHeader is the kernel's third header line of /proc/net/ip_vs (ipvsadm pads it).
@@ -352,8 +381,11 @@ func scanError(err error, what string, n int) error {
 }
 
 // lines scans text line by line, allowing lines up to 1 MiB.
-func lines(data []byte) *bufio.Scanner {
-	sc := bufio.NewScanner(bytes.NewReader(data))
+func lines(data []byte) *bufio.Scanner { return scanner(bytes.NewReader(data)) }
+
+// scanner scans r line by line, allowing lines up to 1 MiB.
+func scanner(r io.Reader) *bufio.Scanner {
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	return sc
 }

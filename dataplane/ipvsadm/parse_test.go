@@ -1,11 +1,14 @@
 package ipvsadm
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/svctrace/svctrace/dataplane/xtables"
@@ -220,6 +223,52 @@ func TestProcTableIsTheListedTable(t *testing.T) {
 	proc, _ = ParseList(read(t, "proc-net-ip_vs.txt"))
 	if FillPersistence(proc, map[ServiceKey]int{}) {
 		t.Error("a persistent virtual server missing from netlink's list was not reported")
+	}
+}
+
+// TestParseAsTheKernelPrints: the recorded /proc table fed a line at a time, as the kernel prints
+// it, parses as the whole file does, and the persistent virtual server is reported as soon as
+// its line is read (ReadTable starts the netlink listing of the timeouts then), before the rest
+// of the table has arrived; a read that fails midway is an error, not a shorter table.
+func TestParseAsTheKernelPrints(t *testing.T) {
+	data := read(t, "proc-net-ip_vs.txt")
+	whole, err := ParseList(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	var fed atomic.Int64
+	go func() {
+		rest := string(data)
+		for rest != "" {
+			line, after, _ := strings.Cut(rest, "\n")
+			if _, err := io.WriteString(pw, line+"\n"); err != nil {
+				return
+			}
+			fed.Add(1)
+			rest = after
+		}
+		pw.Close()
+	}()
+	var linesAtReport []int64
+	streamed, err := parseList(pr, func() { linesAtReport = append(linesAtReport, fed.Load()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sortedList(streamed), sortedList(whole); got != want {
+		t.Fatalf("streamed:\n%s\nwhole:\n%s", got, want)
+	}
+	total := int64(strings.Count(string(data), "\n"))
+	if len(linesAtReport) == 0 || linesAtReport[0] >= total {
+		t.Fatalf("the persistent virtual server was reported after %v of %d lines, want before the last", linesAtReport, total)
+	}
+	pr, pw = io.Pipe()
+	go func() {
+		io.WriteString(pw, string(data[:len(data)/2]))
+		pw.CloseWithError(errors.New("read /proc/net/ip_vs: input/output error"))
+	}()
+	if _, err := parseList(pr, nil); err == nil || !strings.Contains(err.Error(), "input/output error") {
+		t.Fatalf("a read that failed midway: %v", err)
 	}
 }
 
