@@ -3,7 +3,6 @@ package ipvsadm
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"sync"
@@ -85,13 +84,11 @@ func ReadTable() (*ipvs.Table, error) {
 	}
 	defer f.Close()
 	// The kernel prints the table a page per read, walking its hash table from the start each
-	// time (seconds at 10,000 Services): the lines are parsed as they come, on another core, and
-	// the netlink listing of the timeouts starts at the first persistent virtual server.
-	pr, pw := io.Pipe()
-	go func() {
-		_, err := io.Copy(pw, f)
-		pw.CloseWithError(err)
-	}()
+	// time (seconds at 10,000 Services): the lines are parsed as they come, a chunk at a time on
+	// another core, and the netlink listing of the timeouts starts at the first persistent
+	// virtual server.
+	pr, stop := readAhead(f, readAheadChunk)
+	defer stop()
 	var timeouts map[ServiceKey]int
 	var terr error
 	listed := make(chan struct{})
@@ -105,7 +102,7 @@ func ReadTable() (*ipvs.Table, error) {
 		})
 	}
 	t, err := parseList(pr, list)
-	pr.Close() // (a parse error leaves the rest unread: the copy stops)
+	stop() // (a parse error leaves the rest unread)
 	if err != nil {
 		once.Do(func() { close(listed) })
 		<-listed
