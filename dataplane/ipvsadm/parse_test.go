@@ -264,7 +264,7 @@ func TestParseAsTheKernelPrints(t *testing.T) {
 	}
 	pr, pw = io.Pipe()
 	go func() {
-		io.WriteString(pw, string(data[:len(data)/2]))
+		pw.Write(data[:len(data)/2])
 		pw.CloseWithError(errors.New("read /proc/net/ip_vs: input/output error"))
 	}()
 	if _, err := parseList(pr, nil); err == nil || !strings.Contains(err.Error(), "input/output error") {
