@@ -92,7 +92,8 @@ bench:
 	$(GO) test -run XXX -bench . -benchmem -cpu 1 ./dataplane/xtables/ ./trace/iptables/ ./dataplane/nftjson/ ./dataplane/ipvsadm/
 
 ## bench-dump: record the 10,000 Services x 10 endpoints dump with the real kube-proxy, and time
-## svctrace against iptables-save side by side (root; about three minutes)
+## svctrace against iptables-save side by side (root; about three minutes a mode; IPVS, in the
+## QEMU guest, about 20, and profiles one live trace there: profile.txt beside the dumps)
 bench-dump:
 	SVCTRACE_CACHE=$(CACHE) hack/bench-dump.sh
 

@@ -89,32 +89,18 @@ func ReadTable() (*ipvs.Table, error) {
 	// virtual server.
 	pr, stop := readAhead(f, readAheadChunk)
 	defer stop()
-	var timeouts map[ServiceKey]int
-	var terr error
-	listed := make(chan struct{})
-	var once sync.Once
-	list := func() {
-		once.Do(func() {
-			go func() {
-				defer close(listed)
-				timeouts, terr = persistenceTimeouts()
-			}()
-		})
-	}
-	t, err := parseList(pr, list)
-	stop() // (a parse error leaves the rest unread)
+	listing := sync.OnceValues(persistenceTimeouts)
+	var started sync.Once
+	t, err := parseList(pr, func() { started.Do(func() { go listing() }) })
 	if err != nil {
-		once.Do(func() { close(listed) })
-		<-listed
 		return nil, fmt.Errorf("%s: %w", procIPVS, err)
 	}
 	if !NeedsPersistence(t) {
 		return t, nil
 	}
-	list() // (started already, at the first persistent line)
-	<-listed
-	if terr != nil {
-		return nil, terr
+	timeouts, err := listing() // (started at the first persistent line; this waits for it)
+	if err != nil {
+		return nil, err
 	}
 	if !FillPersistence(t, timeouts) {
 		return ReadNetlink()

@@ -122,7 +122,8 @@ func ParseList(data []byte) (*ipvs.Table, error) {
 }
 
 // parseList is ParseList reading from r as it goes; persistent is called (when not nil) at
-// each persistent virtual server, as soon as its line is read.
+// each persistent virtual server whose timeout the text does not say (/proc's), as soon as its
+// line is read.
 func parseList(r io.Reader, persistent func()) (*ipvs.Table, error) {
 	t := &ipvs.Table{}
 	var cur *ipvs.VirtualServer

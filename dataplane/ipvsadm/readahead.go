@@ -3,6 +3,7 @@ package ipvsadm
 import (
 	"errors"
 	"io"
+	"sync"
 )
 
 // readAheadChunk is how much readAhead reads before handing it over: the kernel prints
@@ -16,13 +17,7 @@ const readAheadChunk = 256 << 10
 func readAhead(src io.Reader, size int) (r io.Reader, stop func()) {
 	a := &aheadReader{chunks: make(chan []byte, 2), done: make(chan struct{})}
 	go a.fill(src, size)
-	stopped := false
-	return a, func() {
-		if !stopped {
-			stopped = true
-			close(a.done)
-		}
-	}
+	return a, sync.OnceFunc(func() { close(a.done) })
 }
 
 type aheadReader struct {

@@ -448,26 +448,33 @@ dataplane:
 	return os.WriteFile(filepath.Join(out, "snapshot.yaml"), []byte(manifest), 0o644)
 }
 
+// guestVIP sets $vip, in the guest, to the first scale Service's virtual server; guestTrace
+// traces it from a pod address of the guest's node.
+const (
+	guestVIP   = `vip=$(ipvsadm -Sn | awk '/^-A -t 10.96/ {print $3; exit}'); `
+	guestTrace = `/bin/kubectl-svctrace trace $vip --node vm1 --from 10.244.3.99 -o json`
+)
+
 // ipvsCompareScript times, in the guest, five interleaved rounds of each read a live IPVS-mode
 // trace needs, of ipvsadm's listings of the same table, and of the trace itself (one line each:
 // "name: seconds s KB KB").
-const ipvsCompareScript = `vip=$(ipvsadm -Sn | awk '/^-A -t 10.96/ {print $3; exit}'); ` +
+const ipvsCompareScript = guestVIP +
 	`for i in 1 2 3 4 5; do ` +
 	`/bin/time -f "iptables-save -c: %e s %M KB" iptables-save -c >/dev/null; ` +
 	`/bin/time -f "ipset save: %e s %M KB" ipset save >/dev/null; ` +
 	`/bin/time -f "cat /proc/net/ip_vs: %e s %M KB" cat /proc/net/ip_vs >/dev/null; ` +
 	`/bin/time -f "ipvsadm -Ln: %e s %M KB" ipvsadm -Ln >/dev/null; ` +
 	`/bin/time -f "ipvsadm -Sn: %e s %M KB" ipvsadm -Sn >/dev/null; ` +
-	`/bin/time -f "kubectl-svctrace trace (live): %e s %M KB" /bin/kubectl-svctrace trace $vip --no-api --node vm1 --from 10.244.3.99 -o json >/dev/null; ` +
+	`/bin/time -f "kubectl-svctrace trace (live): %e s %M KB" ` + guestTrace + ` --no-api >/dev/null; ` +
 	`done 2>&1`
 
 // ipvsProfileScript runs one live trace in the guest with its -v 2 log, the garbage collector's
 // trace and a CPU profile, printed in base64 after a "cpu.prof:" line; then the trace of the
 // node's dumps (the same reads, saved to files first), timed under the same emulation.
-const ipvsProfileScript = `vip=$(ipvsadm -Sn | awk '/^-A -t 10.96/ {print $3; exit}'); ` +
-	`SVCTRACE_CPUPROFILE=/tmp/cpu.prof GODEBUG=gctrace=1 /bin/time -f "trace: %e s %M KB" /bin/kubectl-svctrace trace $vip --no-api --node vm1 --from 10.244.3.99 -o json -v 2 2>&1 >/dev/null; ` +
+const ipvsProfileScript = guestVIP +
+	`SVCTRACE_CPUPROFILE=/tmp/cpu.prof GODEBUG=gctrace=1 /bin/time -f "trace: %e s %M KB" ` + guestTrace + ` --no-api -v 2 2>&1 >/dev/null; ` +
 	`iptables-save -c >/tmp/ipt.txt; ipset save >/tmp/ipset.txt; ipvsadm -Ln >/tmp/ipvs.txt; ` +
-	`/bin/time -f "trace of the dumps: %e s %M KB" /bin/kubectl-svctrace trace $vip --node vm1 --from 10.244.3.99 -o json --dataplane /tmp/ipt.txt --dataplane /tmp/ipset.txt --dataplane /tmp/ipvs.txt 2>&1 >/dev/null; ` +
+	`/bin/time -f "trace of the dumps: %e s %M KB" ` + guestTrace + ` --dataplane /tmp/ipt.txt --dataplane /tmp/ipset.txt --dataplane /tmp/ipvs.txt 2>&1 >/dev/null; ` +
 	`echo cpu.prof:; base64 -w0 /tmp/cpu.prof; echo`
 
 // ipvsCompareTable turns ipvsCompareScript's lines into a table: each command's median wall time
