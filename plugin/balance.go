@@ -49,7 +49,7 @@ the dataplane splits new connections, and diagnose the cause of an imbalance:
                         HTTP/2 or keep-alive clients: L4 balancing happens once per connection);
                         the heaviest clients are named, with the fixes that apply
   SkewedRules           the dataplane's own shares are unequal, or new connections do not follow
-                        them (chi-square test)
+                        them (chi-square test, p < 1e-6)
   Balanced              traffic follows the split
 
 It reads conntrack (with byte accounting: sysctl net.netfilter.nf_conntrack_acct=1) twice,

@@ -82,6 +82,13 @@ type BalanceResult struct {
 // minConnections is how many connections a judgement of the connection split needs.
 const minConnections = 20
 
+// SkewP is the chi-square p-value under which new connections are said not to follow the
+// dataplane's shares. Healthy random DNAT falls under a threshold p that often by chance, so it
+// is small: at 0.001, one healthy node in a thousand would be called skewed, and one in three
+// `balance --all-nodes` runs over 400 nodes would name one. What it is there to catch (session
+// affinity, rules changed in the window) is far past it after a few dozen connections.
+const SkewP = 1e-6
+
 // Balance compares how a Service port's traffic is really spread (conns: conntrack entries of the
 // window) with how the dataplane splits new connections (tr: a trace of the Service address).
 // newConns, when the dataplane counts them (backend "ip:port" → new connections in the window),
@@ -265,7 +272,7 @@ func balance(tr *Result, cl *Cluster, conns []Conn, newConns map[string]uint64, 
 			"limit connection lifetime so connections are re-balanced: Envoy max_requests_per_connection or max_connection_duration, gRPC server MaxConnectionAge",
 			"or put an L7-aware proxy (a service mesh sidecar, an ingress) between the clients and the Service",
 		}
-	case res.ChiSquareP < 0.001:
+	case res.ChiSquareP < SkewP:
 		res.Diagnosis = SkewedRules
 		res.Message = fmt.Sprintf("new connections do not follow the dataplane's shares (chi-square %.1f, p=%.2g); session affinity or rules changed during the window?", res.ChiSquare, res.ChiSquareP)
 	default:

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -14,9 +15,24 @@ import (
 func balanceInNode(t *testing.T, svc string) (diagnosis, message string, code int) {
 	t.Helper()
 	out, _, code := kubectl(t, true, "svctrace", "balance", svc, "--duration", "0", "--node", harness.NodeName, "-o", "json")
-	var res struct{ Diagnosis, Message string }
+	var res struct {
+		Diagnosis, Message string
+		Backends           []struct {
+			Backend        string
+			Connections    int
+			NewConnections *int
+		}
+	}
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatalf("%v: %s", err, out)
+	}
+	// The per-backend counts go with the message, for a failure's reader.
+	for _, b := range res.Backends {
+		res.Message += fmt.Sprintf(" [%s: %d in conntrack", b.Backend, b.Connections)
+		if b.NewConnections != nil {
+			res.Message += fmt.Sprintf(", %d by the dataplane's counter", *b.NewConnections)
+		}
+		res.Message += "]"
 	}
 	return res.Diagnosis, res.Message, code
 }
