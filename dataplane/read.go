@@ -62,6 +62,11 @@ type ReadOptions struct {
 	// (balance): on the node in IPVS mode, the real servers' statistics, which take a netlink
 	// request per virtual server; without it the table comes from /proc/net/ip_vs.
 	Counters bool
+	// WalksOnly says the Node serves walks of a few packets and nothing that lists or compares
+	// the whole dataplane (trace; not a repair's plan, not a check): on the node in IPVS mode the
+	// virtual servers are then listed over netlink and the real servers read only for those the
+	// packets reach (ipvsadm.Scoped), and there is no ipvsadm-Ln.txt among the Files.
+	WalksOnly bool
 }
 
 // Read reads a node's dataplane through r: the kube-proxy mode detected (or opts.Mode), the
@@ -414,11 +419,15 @@ func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions,
 		return nil, st.err
 	}
 	dp.Sets, dp.IPVS = st.sets, st.table
+	n.Files["ipset-save.txt"] = func() []byte { return st.setsRaw }
+	n.Source = fmt.Sprintf("live (%s, ipset save, %s)", st.how, from)
+	if st.reals != nil {
+		n.Dataplane = ipvsadm.NewScoped(dp, st.reals)
+		return n, nil
+	}
 	// The table in ipvsadm -Ln form is written only when a snapshot asks for it (a second of
 	// formatting at 10,000 Services under emulation, for nothing, otherwise).
-	list := sync.OnceValue(func() []byte { return ipvsadm.FormatList(dp.IPVS) })
-	n.Files["ipset-save.txt"], n.Files["ipvsadm-Ln.txt"] = func() []byte { return st.setsRaw }, list
-	n.Source = fmt.Sprintf("live (%s, ipset save, %s)", st.how, from)
+	n.Files["ipvsadm-Ln.txt"] = sync.OnceValue(func() []byte { return ipvsadm.FormatList(dp.IPVS) })
 	return n, nil
 }
 
@@ -428,8 +437,10 @@ type ipvsState struct {
 	sets    ipvs.Sets
 	setsRaw []byte
 	table   *ipvs.Table
-	how     string // how the table was read, for the Source line
-	err     error
+	// reals reads a virtual server's real servers, when table lists them Unread (WalksOnly).
+	reals func(*ipvs.VirtualServer) error
+	how   string // how the table was read, for the Source line
+	err   error
 }
 
 // startIPVSRead reads the ipsets and the IPVS table, one beside the other, while the caller does
@@ -452,6 +463,9 @@ func startIPVSRead(ctx context.Context, r noderun.Runner, opts ReadOptions) func
 		} else if opts.Counters {
 			st.how = "IPVS over netlink"
 			st.table, tableErr = ipvsadm.ReadNetlink()
+		} else if opts.WalksOnly {
+			st.how = "IPVS virtual servers over netlink, real servers of the packets' ones"
+			st.table, st.reals, tableErr = ipvsadm.ReadServices()
 		} else {
 			st.how = "/proc/net/ip_vs"
 			st.table, tableErr = ipvsadm.ReadTable()

@@ -47,6 +47,10 @@ type InputFlags struct {
 	// Scoped says the command walks a few packets and nothing else (trace): in nftables mode the
 	// live read is then only what they touch (dataplane.ReadOptions.Scoped).
 	Scoped bool
+	// WalksOnly says the command walks a few packets and compares nothing else with the
+	// dataplane (trace, not repair): in IPVS mode the live read then has the real servers of
+	// only the packets' virtual servers (dataplane.ReadOptions.WalksOnly).
+	WalksOnly bool
 	// Counters says the command reads the dataplane's own per-backend counters, also where
 	// they cost an extra read (dataplane.ReadOptions.Counters): balance.
 	Counters bool
@@ -316,7 +320,7 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 		}
 		var r noderun.Runner = noderun.Local{}
 		remote := f.remote()
-		opts := dataplane.ReadOptions{Mode: f.Mode, Remote: remote, Progress: streams.ErrOut, Scoped: f.Scoped, NoLeftovers: f.OneService != nil, Counters: f.Counters}
+		opts := dataplane.ReadOptions{Mode: f.Mode, Remote: remote, Progress: streams.ErrOut, Scoped: f.Scoped, WalksOnly: f.WalksOnly, NoLeftovers: f.OneService != nil, Counters: f.Counters}
 		if remote {
 			// Through the API, kube-proxy's pod has nft alone, which lists everything; the
 			// svctrace agent's pod, where there is one, reads only the packet's objects. It is

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
+	"github.com/svctrace/svctrace/dataplane/ipvsadm"
 	"github.com/svctrace/svctrace/dataplane/nftjson"
 
 	"github.com/svctrace/svctrace/render"
@@ -194,7 +195,7 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 		o.Input.TargetAddr = a
 	}
 	o.followPod(ctx)
-	o.Input.Scoped = true
+	o.Input.Scoped, o.Input.WalksOnly = true, true
 	if o.Input.Remote && o.Input.Node == "" {
 		return usageErrorf("--remote needs --node NAME, or --from a pod the API knows (its node is read)")
 	}
@@ -208,6 +209,9 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 		return err
 	}
 	res, err := trace.Run(ctx, in.Dataplane, in.Cluster, q)
+	if sc, ok := in.Dataplane.(*ipvsadm.Scoped); ok {
+		klog.V(1).InfoS("read", "what", fmt.Sprintf("the real servers of %d IPVS virtual server(s) over netlink", sc.Reads))
+	}
 	if sc, ok := in.Dataplane.(*nftjson.Scoped); ok {
 		klog.V(1).InfoS("read", "what", sc.Summary())
 		if sc.Fallback != "" {

@@ -29,20 +29,74 @@ func open() (*mobyipvs.Handle, error) {
 func ReadNetlink() (*ipvs.Table, error) {
 	t := &ipvs.Table{}
 	err := eachService(func(s *mobyipvs.Service, addr netip.AddrPort, dests []*mobyipvs.Destination) {
-		vs := &ipvs.VirtualServer{Protocol: serviceProto(s), Addr: addr, FWMark: s.FWMark, Scheduler: s.SchedName}
-		if s.Flags&ipvsPersistentFlag != 0 {
-			vs.Persistent = int(s.Timeout)
-		}
-		for _, d := range dests {
-			vs.Reals = append(vs.Reals, &ipvs.RealServer{Addr: addrPortOf(d.Address, d.Port), Forward: fwdName(d.ConnectionFlags),
-				Weight: d.Weight, ActiveConn: d.ActiveConnections, InActConn: d.InactiveConnections, Connections: int64(d.Stats.Connections)})
-		}
+		vs := virtualServer(s, addr)
+		vs.Reals = realServers(dests)
 		t.Services = append(t.Services, vs)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return t, nil
+}
+
+// ReadServices lists this network namespace's virtual servers over netlink, in one request,
+// without their real servers (each is Unread); reals reads one's real servers (a request each).
+// It is the table a Scoped dataplane starts from.
+func ReadServices() (t *ipvs.Table, reals func(*ipvs.VirtualServer) error, err error) {
+	h, err := open()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer h.Close()
+	svcs, err := h.GetServices()
+	if err != nil {
+		return nil, nil, fmt.Errorf("list IPVS services: %w", err)
+	}
+	t = &ipvs.Table{Services: make([]*ipvs.VirtualServer, 0, len(svcs))}
+	listed := make(map[*ipvs.VirtualServer]*mobyipvs.Service, len(svcs))
+	for _, s := range svcs {
+		vs := virtualServer(s, addrPortOf(s.Address, s.Port))
+		vs.Unread = true
+		listed[vs] = s
+		t.Services = append(t.Services, vs)
+	}
+	reals = func(vs *ipvs.VirtualServer) error {
+		s := listed[vs]
+		if s == nil {
+			return fmt.Errorf("IPVS virtual server %s was not listed", vs.Addr)
+		}
+		h, err := open()
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		dests, err := h.GetDestinations(s)
+		if err != nil {
+			return fmt.Errorf("list real servers of %s: %w", vs.Addr, err)
+		}
+		vs.Reals, vs.Unread = realServers(dests), false
+		return nil
+	}
+	return t, reals, nil
+}
+
+// virtualServer is a listed virtual server, without its real servers.
+func virtualServer(s *mobyipvs.Service, addr netip.AddrPort) *ipvs.VirtualServer {
+	vs := &ipvs.VirtualServer{Protocol: serviceProto(s), Addr: addr, FWMark: s.FWMark, Scheduler: s.SchedName}
+	if s.Flags&ipvsPersistentFlag != 0 {
+		vs.Persistent = int(s.Timeout)
+	}
+	return vs
+}
+
+// realServers converts a virtual server's listed destinations.
+func realServers(dests []*mobyipvs.Destination) []*ipvs.RealServer {
+	out := make([]*ipvs.RealServer, 0, len(dests))
+	for _, d := range dests {
+		out = append(out, &ipvs.RealServer{Addr: addrPortOf(d.Address, d.Port), Forward: fwdName(d.ConnectionFlags),
+			Weight: d.Weight, ActiveConn: d.ActiveConnections, InActConn: d.InactiveConnections, Connections: int64(d.Stats.Connections)})
+	}
+	return out
 }
 
 // eachService calls fn with every virtual server of this network namespace, its address and its

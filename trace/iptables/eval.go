@@ -138,6 +138,8 @@ type walker struct {
 	budget *trace.Budget
 	// stepless leaves the paths' steps out (trace.WithoutSteps).
 	stepless bool
+	// err ends the walk: IPVS could not decide (its real servers were not read).
+	err error
 }
 
 // addStep records a step of the branch.
@@ -195,6 +197,9 @@ func (w *walker) run(b *branch) ([]*branch, error) {
 		}
 		if len(b.stack) == 0 {
 			if !w.enterTable(b) {
+				if w.err != nil {
+					return nil, w.err
+				}
 				continue
 			}
 		}
@@ -638,8 +643,9 @@ func (w *walker) inSet(sm SetMatch, b *branch) (bool, string) {
 // destination picks a real server by the scheduler's shares); each pick is a branch, which leaves
 // through POSTROUTING.
 func (w *walker) toIPVS(b *branch) {
-	c := w.ipvs.Choose(w.pkt.Protocol.String(), netip.AddrPortFrom(b.Dst, b.DPort))
+	c, err := w.ipvs.Choose(w.pkt.Protocol.String(), netip.AddrPortFrom(b.Dst, b.DPort))
 	if c == nil {
+		w.err = err
 		return
 	}
 	if c.Persistent > 0 && b.Affinity == 0 {

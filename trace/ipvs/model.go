@@ -53,6 +53,10 @@ type VirtualServer struct {
 	// Persistent is the persistence timeout in seconds (session affinity); 0 when none.
 	Persistent int
 	Reals      []*RealServer
+	// Unread says the real servers were not read: a read for walks alone (trace) lists every
+	// virtual server and reads the real servers of those the packets reach. Choose will not
+	// decide for it.
+	Unread bool
 }
 
 // RealServer is one backend of a virtual server.
@@ -202,11 +206,15 @@ type Pick struct {
 	Action, Note string
 }
 
-// Choose is IPVS's decision for a new connection to addr: nil when no virtual server has it.
-func (t *Table) Choose(proto string, addr netip.AddrPort) *Choice {
+// Choose is IPVS's decision for a new connection to addr: nil when no virtual server has it. It
+// is an error to choose for a virtual server whose real servers were not read.
+func (t *Table) Choose(proto string, addr netip.AddrPort) (*Choice, error) {
 	vs := t.Find(proto, addr)
 	if vs == nil {
-		return nil
+		return nil, nil
+	}
+	if vs.Unread {
+		return nil, fmt.Errorf("IPVS virtual server %s %s: its real servers were not read", strings.ToUpper(vs.Protocol), vs.Addr)
 	}
 	c := &Choice{Where: fmt.Sprintf("%s %s %s", strings.ToUpper(vs.Protocol), vs.Addr, vs.Scheduler), Addr: fmt.Sprint(vs.Addr), Persistent: vs.Persistent}
 	shares, exact := vs.Share()
@@ -224,5 +232,5 @@ func (t *Table) Choose(proto string, addr netip.AddrPort) *Choice {
 		}
 		c.Picks = append(c.Picks, p)
 	}
-	return c
+	return c, nil
 }
