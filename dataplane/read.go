@@ -64,8 +64,9 @@ type ReadOptions struct {
 	Counters bool
 	// WalksOnly says the Node serves walks of a few packets and nothing that lists or compares
 	// the whole dataplane (trace; not a repair's plan, not a check): on the node in IPVS mode the
-	// virtual servers are then listed over netlink and the real servers read only for those the
-	// packets reach (ipvsadm.Scoped), and there is no ipvsadm-Ln.txt among the Files.
+	// virtual servers are then listed over netlink, and the real servers of the packets' virtual
+	// servers and the ipset lookups of their paths asked of the kernel as the walks need them
+	// (ipvsadm.Scoped); there are no IPVS or ipset Files.
 	WalksOnly bool
 }
 
@@ -419,12 +420,16 @@ func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions,
 		return nil, st.err
 	}
 	dp.Sets, dp.IPVS = st.sets, st.table
-	n.Files["ipset-save.txt"] = func() []byte { return st.setsRaw }
-	n.Source = fmt.Sprintf("live (%s, ipset save, %s)", st.how, from)
 	if st.reals != nil {
-		n.Dataplane = ipvsadm.NewScoped(dp, st.reals)
+		n.Dataplane = ipvsadm.NewScoped(dp, ipvsadm.ScopedReads{Reals: st.reals, Member: ipvsadm.TestMember, AllSets: func() (ipvs.Sets, error) {
+			sets, _, err := ipvsadm.ReadIPSets(ctx, r)
+			return sets, err
+		}})
+		n.Source = fmt.Sprintf("live (%s, %s)", st.how, from)
 		return n, nil
 	}
+	n.Files["ipset-save.txt"] = func() []byte { return st.setsRaw }
+	n.Source = fmt.Sprintf("live (%s, ipset save, %s)", st.how, from)
 	// The table in ipvsadm -Ln form is written only when a snapshot asks for it (a second of
 	// formatting at 10,000 Services under emulation, for nothing, otherwise).
 	n.Files["ipvsadm-Ln.txt"] = sync.OnceValue(func() []byte { return ipvsadm.FormatList(dp.IPVS) })
@@ -453,6 +458,10 @@ func startIPVSRead(ctx context.Context, r noderun.Runner, opts ReadOptions) func
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
+		if walksOnly(opts) {
+			st.sets, setsErr = ipvsadm.ReadIPSetHeaders(ctx, r)
+			return
+		}
 		st.sets, st.setsRaw, setsErr = ipvsadm.ReadIPSets(ctx, r)
 	}()
 	go func() {
@@ -463,8 +472,8 @@ func startIPVSRead(ctx context.Context, r noderun.Runner, opts ReadOptions) func
 		} else if opts.Counters {
 			st.how = "IPVS over netlink"
 			st.table, tableErr = ipvsadm.ReadNetlink()
-		} else if opts.WalksOnly {
-			st.how = "IPVS virtual servers over netlink, real servers of the packets' ones"
+		} else if walksOnly(opts) {
+			st.how = "IPVS virtual servers over netlink; the real servers of the packets' ones and the ipset lookups of their paths asked of the kernel"
 			st.table, st.reals, tableErr = ipvsadm.ReadServices()
 		} else {
 			st.how = "/proc/net/ip_vs"
@@ -482,6 +491,9 @@ func startIPVSRead(ctx context.Context, r noderun.Runner, opts ReadOptions) func
 		return st
 	})
 }
+
+// walksOnly says an IPVS read is Scoped's: on the node itself, for walks alone.
+func walksOnly(opts ReadOptions) bool { return opts.WalksOnly && !opts.Remote && !opts.Counters }
 
 // hasIPVSChains reports whether kube-proxy's IPVS mode wrote these rules (a KUBE-IPVS- chain).
 func hasIPVSChains(rs *iptables.Ruleset) bool {

@@ -25,6 +25,26 @@ func ReadIPSets(ctx context.Context, r noderun.Runner) (ipvs.Sets, []byte, error
 	return sets, out, err
 }
 
+// ReadIPSetHeaders lists the ipsets' names, types and families without their members (`ipset
+// list -t`): the sets are Partial, for a Scoped dataplane to test the packet's values in.
+func ReadIPSetHeaders(ctx context.Context, r noderun.Runner) (ipvs.Sets, error) {
+	out, err := r.Run(ctx, "ipset", "list", "-t")
+	if err != nil {
+		return nil, err
+	}
+	if len(strings.TrimSpace(string(out))) == 0 {
+		return ipvs.Sets{}, nil
+	}
+	sets, err := parseIPSetList(out)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range sets {
+		s.Members, s.List, s.Partial, s.Tested = map[string]bool{}, nil, true, map[string]bool{}
+	}
+	return sets, nil
+}
+
 // FormatList writes the table the way `ipvsadm -Ln` prints it, so that ParseList reads it back
 // (snapshots of a node read over netlink).
 func FormatList(t *ipvs.Table) []byte {

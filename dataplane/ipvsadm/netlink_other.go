@@ -24,3 +24,9 @@ func ReadServices() (*ipvs.Table, func(*ipvs.VirtualServer) error, error) {
 	_, err := ReadNetlink()
 	return nil, nil, err
 }
+
+// TestMember needs Linux, as ReadNetlink does.
+func TestMember(*ipvs.Set, []string) (bool, error) {
+	_, err := ReadNetlink()
+	return false, err
+}

@@ -324,7 +324,7 @@ func ParseIPSet(data []byte) (ipvs.Sets, error) {
 		}
 		switch {
 		case f[0] == "create" && len(f) >= 3:
-			sets[f[1]] = &ipvs.Set{Name: f[1], Type: f[2], Members: map[string]bool{}}
+			sets[f[1]] = &ipvs.Set{Name: f[1], Type: f[2], Family: family(f[3:]), Members: map[string]bool{}}
 		case f[0] == "add" && len(f) >= 3:
 			s := sets[f[1]]
 			if s == nil {
@@ -359,6 +359,8 @@ func parseIPSetList(data []byte) (ipvs.Sets, error) {
 			return nil, fmt.Errorf("ipset list, line %d: %q before any Name: line", n, line)
 		case strings.HasPrefix(line, "Type: "):
 			cur.Type = strings.TrimPrefix(line, "Type: ")
+		case strings.HasPrefix(line, "Header: "):
+			cur.Family = family(strings.Fields(line)[1:])
 		case line == "Members:":
 			members = true
 		case members:
@@ -368,6 +370,16 @@ func parseIPSetList(data []byte) (ipvs.Sets, error) {
 		}
 	}
 	return sets, scanError(sc.Err(), "ipset list", n)
+}
+
+// family is the value of "family" among a set's create options or header fields.
+func family(fields []string) string {
+	for i := 0; i+1 < len(fields); i++ {
+		if fields[i] == "family" {
+			return fields[i+1]
+		}
+	}
+	return ""
 }
 
 // scanError names the line a scanner stopped at: one longer than lines allows.

@@ -2,7 +2,10 @@ package ipvsadm
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 
 	"github.com/svctrace/svctrace/trace"
@@ -10,28 +13,46 @@ import (
 	"github.com/svctrace/svctrace/trace/ipvs"
 )
 
-// Scoped is a live IPVS-mode dataplane for walks of a few packets (trace): the iptables rules and
-// the ipsets whole, every virtual server from one netlink listing, and the real servers of only
-// the virtual servers the packets are addressed to, read before each walk. On a node with 10,000
-// Services that is one request per packet where the whole table is seconds of /proc/net/ip_vs.
+// Scoped is a live IPVS-mode dataplane for walks of a few packets (trace): the iptables rules
+// whole (in IPVS mode they are few), every virtual server from one netlink listing, and of the
+// rest only what the packets touch, read as the walks need it: the real servers of the virtual
+// server a packet is addressed to, and the ipset lookups its path makes, each asked of the
+// kernel. On a node with 10,000 Services that is a few requests where the whole IPVS table is
+// seconds of /proc/net/ip_vs and `ipset save` prints 500 KB.
 //
 // A packet meets IPVS at INPUT with the destination it arrived with (a rule that DNATs it first
 // keeps it from IPVS), so the virtual server of its protocol, destination and port is the only
 // one its walk can ask for; any other is an error of the walk, not a guess.
 type Scoped struct {
 	*iptables.Dataplane
-	// reals reads a virtual server's real servers into it (and clears Unread).
-	reals func(vs *ipvs.VirtualServer) error
-	// mu makes walks one at a time: a walk may fill a virtual server the next one reads.
+	reads ScopedReads
+	// mu makes walks one at a time: a walk reads what it misses into the table and the sets.
 	mu sync.Mutex
-	// Reads counts the real-server reads made.
-	Reads int
+	// Reals counts the virtual servers whose real servers were read, Tests the ipset lookups
+	// asked of the kernel.
+	Reals, Tests int
+	// Fallback says why every ipset was read whole, when they were.
+	Fallback string
 }
 
-// NewScoped returns dp (whose IPVS table lists virtual servers with Unread real servers) reading
-// the real servers of a walked packet's virtual server with reals first.
-func NewScoped(dp *iptables.Dataplane, reals func(vs *ipvs.VirtualServer) error) *Scoped {
-	return &Scoped{Dataplane: dp, reals: reals}
+// ScopedReads are how a Scoped dataplane reads what its walks need.
+type ScopedReads struct {
+	// Reals reads a virtual server's real servers into it (and clears Unread).
+	Reals func(vs *ipvs.VirtualServer) error
+	// Member asks whether values form a member of a Partial set (TestMember).
+	Member func(set *ipvs.Set, values []string) (bool, error)
+	// AllSets reads every ipset whole (`ipset save`): the walks' sets after a Member failed.
+	AllSets func() (ipvs.Sets, error)
+}
+
+// maxSetRounds bounds the walks of one packet: each round tests what the last walk looked up
+// and did not know; a new round is needed only where an answer sent the packet elsewhere.
+const maxSetRounds = 16
+
+// NewScoped returns dp (whose IPVS table lists virtual servers with Unread real servers, and
+// whose sets may be Partial) reading what a walk misses with reads.
+func NewScoped(dp *iptables.Dataplane, reads ScopedReads) *Scoped {
+	return &Scoped{Dataplane: dp, reads: reads}
 }
 
 // Walk implements trace.Dataplane.
@@ -39,10 +60,56 @@ func (s *Scoped) Walk(ctx context.Context, p trace.Packet, node *trace.NodeConte
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if vs := s.IPVS.Find(p.Protocol.String(), netip.AddrPortFrom(p.Dst, p.DstPort)); vs != nil && vs.Unread {
-		s.Reads++
-		if err := s.reals(vs); err != nil {
+		s.Reals++
+		if err := s.reads.Reals(vs); err != nil {
 			return nil, err
 		}
 	}
-	return s.Dataplane.Walk(ctx, p, node)
+	for round := 0; ; round++ {
+		w, err := s.Dataplane.Walk(ctx, p, node)
+		var miss *iptables.MissingError
+		if !errors.As(err, &miss) {
+			return w, err
+		}
+		if round == maxSetRounds {
+			return nil, fmt.Errorf("ipsets: the packet's path still needs lookups not made after %d rounds: %w", maxSetRounds, err)
+		}
+		if err := s.test(miss.Queries); err != nil {
+			if err := s.fallBack(err); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// test asks the kernel about each lookup not asked before.
+func (s *Scoped) test(queries []iptables.SetQuery) error {
+	for _, q := range queries {
+		set := s.Sets[q.Set]
+		key := strings.Join(q.Values, ",")
+		if set == nil || !set.Partial {
+			return fmt.Errorf("ipset %s: a lookup of %s in a set that is not read in part", q.Set, key)
+		}
+		if _, asked := set.Tested[key]; asked {
+			continue
+		}
+		in, err := s.reads.Member(set, q.Values)
+		s.Tests++
+		if err != nil {
+			return fmt.Errorf("ipset test %s %s: %w", q.Set, key, err)
+		}
+		set.Tested[key] = in
+	}
+	return nil
+}
+
+// fallBack reads every set whole after a failed lookup (a set gone between the listing and the
+// test: kube-proxy synced), for this walk and the next.
+func (s *Scoped) fallBack(why error) error {
+	sets, err := s.reads.AllSets()
+	if err != nil {
+		return fmt.Errorf("%v; reading every ipset instead failed too: %w", why, err)
+	}
+	s.Sets, s.Fallback = sets, why.Error()
+	return nil
 }

@@ -26,6 +26,31 @@ func unread(tab *ipvs.Table) *ipvs.Table {
 	return out
 }
 
+// partial copies sets as ReadIPSetHeaders lists them: names and types, no members.
+func partial(sets ipvs.Sets) ipvs.Sets {
+	out := ipvs.Sets{}
+	for name, s := range sets {
+		out[name] = &ipvs.Set{Name: s.Name, Type: s.Type, Family: s.Family, Members: map[string]bool{}, Partial: true, Tested: map[string]bool{}}
+	}
+	return out
+}
+
+// scoped is full read as trace reads it live, each read answered from full and counted.
+func scoped(full *iptables.Dataplane) (*ipvsadm.Scoped, *[]*ipvs.VirtualServer) {
+	var read []*ipvs.VirtualServer
+	return ipvsadm.NewScoped(&iptables.Dataplane{V4: full.V4, Sets: partial(full.Sets), IPVS: unread(full.IPVS)}, ipvsadm.ScopedReads{
+		Reals: func(vs *ipvs.VirtualServer) error {
+			vs.Reals, vs.Unread = full.IPVS.Find(vs.Protocol, vs.Addr).Reals, false
+			read = append(read, vs)
+			return nil
+		},
+		Member: func(set *ipvs.Set, values []string) (bool, error) {
+			return full.Sets[set.Name].Contains(values), nil
+		},
+		AllSets: func() (ipvs.Sets, error) { return nil, errors.New("not expected") },
+	}), &read
+}
+
 // TestScopedWalksAsTheWholeTable: on the recorded IPVS node (demo-ipvs, recorded in the IPVS
 // guest), a walk that reads only its packet's virtual server's real servers is the walk of the
 // whole table, for a packet to every virtual server and to addresses without one, from a pod, the
@@ -43,27 +68,68 @@ func TestScopedWalksAsTheWholeTable(t *testing.T) {
 			packets = append(packets, p)
 		}
 	}
-	reached := 0
+	reached, tests := 0, 0
 	for _, p := range packets {
-		var read []*ipvs.VirtualServer
-		sc := ipvsadm.NewScoped(&iptables.Dataplane{V4: full.V4, Sets: full.Sets, IPVS: unread(full.IPVS)}, func(vs *ipvs.VirtualServer) error {
-			vs.Reals, vs.Unread = full.IPVS.Find(vs.Protocol, vs.Addr).Reals, false
-			read = append(read, vs)
-			return nil
-		})
+		sc, reads := scoped(full)
 		tracetest.SameWalk(t, full, sc, p, node)
+		read := *reads
 		own := full.IPVS.Find(p.Protocol.String(), netip.AddrPortFrom(p.Dst, p.DstPort))
 		switch {
 		case own == nil && len(read) > 0:
 			t.Errorf("%s: no virtual server of its own, yet %s was read", p, read[0].Addr)
-		case own != nil && (len(read) != 1 || read[0].Addr != own.Addr || sc.Reads != 1):
-			t.Errorf("%s: read %d virtual servers (%d reads), want its own, %s", p, len(read), sc.Reads, own.Addr)
+		case own != nil && (len(read) != 1 || read[0].Addr != own.Addr || sc.Reals != 1):
+			t.Errorf("%s: read %d virtual servers (%d reads), want its own, %s", p, len(read), sc.Reals, own.Addr)
 		case own != nil:
 			reached++
 		}
+		// Every lookup is asked once, and a walk asks a handful, not the sets.
+		asked := 0
+		for _, set := range sc.Sets {
+			asked += len(set.Tested)
+		}
+		if sc.Tests != asked || sc.Tests == 0 || sc.Tests > 20 || sc.Fallback != "" {
+			t.Errorf("%s: %d ipset tests for %d distinct lookups (fallback %q)", p, sc.Tests, asked, sc.Fallback)
+		}
+		tests += sc.Tests
 	}
 	if reached < len(full.IPVS.Services) {
 		t.Errorf("only %d packets reached a virtual server of %d", reached, len(full.IPVS.Services))
+	}
+	t.Logf("%d packets, %d ipset tests", len(packets), tests)
+}
+
+// TestScopedSetsFallBack: when the kernel cannot be asked about a lookup, every set is read
+// whole and the walk is the whole table's; when that read fails too, the walk fails with both
+// reasons.
+func TestScopedSetsFallBack(t *testing.T) {
+	full, cl := recorded.IPVS(t, "ipvsadm-Ln.txt")
+	node := cl.NodeContextFor("vm1", nil)
+	p := trace.Packet{Src: netip.MustParseAddr("10.244.3.11"), Dst: netip.MustParseAddr("10.96.30.10"), DstPort: 80, Protocol: trace.TCP}
+	gone := errors.New("ipset: the set with the given name does not exist")
+	for _, whole := range []error{nil, errors.New("ipset save: exit status 1")} {
+		sc, _ := scoped(full)
+		reads := 0
+		sc2 := ipvsadm.NewScoped(sc.Dataplane, ipvsadm.ScopedReads{
+			Reals: func(vs *ipvs.VirtualServer) error {
+				vs.Reals, vs.Unread = full.IPVS.Find(vs.Protocol, vs.Addr).Reals, false
+				return nil
+			},
+			Member: func(*ipvs.Set, []string) (bool, error) { return false, gone },
+			AllSets: func() (ipvs.Sets, error) {
+				reads++
+				return full.Sets, whole
+			},
+		})
+		if whole == nil {
+			tracetest.SameWalk(t, full, sc2, p, node)
+			if reads != 1 || !strings.Contains(sc2.Fallback, gone.Error()) {
+				t.Errorf("fallback: %d reads of every set, reason %q", reads, sc2.Fallback)
+			}
+			continue
+		}
+		if _, err := sc2.Walk(context.Background(), p, node); err == nil || !strings.Contains(err.Error(), gone.Error()) || !errors.Is(err, whole) {
+			t.Errorf("both reads failed: %v", err)
+		}
 	}
 }
 
@@ -78,7 +144,7 @@ func TestScopedDoesNotGuess(t *testing.T) {
 		t.Errorf("walk over an unread virtual server: %v, %+v", err, w)
 	}
 	failed := errors.New("netlink: no such file or directory")
-	sc := ipvsadm.NewScoped(&iptables.Dataplane{V4: full.V4, Sets: full.Sets, IPVS: unread(full.IPVS)}, func(*ipvs.VirtualServer) error { return failed })
+	sc := ipvsadm.NewScoped(&iptables.Dataplane{V4: full.V4, Sets: full.Sets, IPVS: unread(full.IPVS)}, ipvsadm.ScopedReads{Reals: func(*ipvs.VirtualServer) error { return failed }})
 	if _, err := sc.Walk(context.Background(), p, node); !errors.Is(err, failed) {
 		t.Errorf("failed read: %v", err)
 	}

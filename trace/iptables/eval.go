@@ -140,6 +140,25 @@ type walker struct {
 	stepless bool
 	// err ends the walk: IPVS could not decide (its real servers were not read).
 	err error
+	// missing are the set lookups a Partial set could not answer: the walk goes on as if
+	// they did not match, and ends in a MissingError.
+	missing []SetQuery
+}
+
+// SetQuery is one lookup of values in an ipset (values as ipset prints a member's dimensions).
+type SetQuery struct {
+	Set    string
+	Values []string
+}
+
+// MissingError says the walk looked values up in ipsets read in part (ipvs.Set.Partial) that
+// they do not say: the read tests those and walks again.
+type MissingError struct {
+	Queries []SetQuery
+}
+
+func (e *MissingError) Error() string {
+	return fmt.Sprintf("the walk needs %d ipset lookups that were not read (the first: %s %s)", len(e.Queries), e.Queries[0].Set, strings.Join(e.Queries[0].Values, ","))
 }
 
 // addStep records a step of the branch.
@@ -176,6 +195,9 @@ func (d *Dataplane) Walk(ctx context.Context, p trace.Packet, node *trace.NodeCo
 	}
 	if err := trace.Explore(ctx, start, w.run, func() int { return len(w.paths) }); err != nil {
 		return nil, err
+	}
+	if len(w.missing) > 0 {
+		return nil, &MissingError{Queries: w.missing}
 	}
 	return &trace.Walk{Paths: w.paths, Notes: w.notes.List}, nil
 }
@@ -636,7 +658,11 @@ func (w *walker) inSet(sm SetMatch, b *branch) (bool, string) {
 			vals[i] = b.Dst.String()
 		}
 	}
-	return set.Contains(vals), ""
+	in, known := set.Lookup(vals)
+	if !known {
+		w.missing = append(w.missing, SetQuery{Set: sm.Name, Values: vals})
+	}
+	return in, ""
 }
 
 // toIPVS hands a packet that reached INPUT to IPVS (trace/ipvs decides: a virtual server for its

@@ -127,11 +127,29 @@ type Sets map[string]*Set
 
 // Set is one ipset: its type ("hash:ip,port") and members as ipset prints them.
 type Set struct {
-	Name    string
-	Type    string
+	Name string
+	Type string
+	// Family is the address family of a set of addresses ("inet", "inet6"); empty for one
+	// without (bitmap:port).
+	Family  string
 	Members map[string]bool
 	// List keeps the members split by dimension, for the net dimensions matched by prefix.
 	List [][]string
+	// Partial says the members were not read (a read for walks alone asks the kernel about the
+	// packet's values instead): Tested holds the values asked about so far, joined as Members'
+	// keys, each found or not, and Lookup says which are known.
+	Partial bool
+	Tested  map[string]bool
+}
+
+// Lookup is Contains for a set that may be Partial: known is false when the set's members were
+// not read and the values were not tested.
+func (s *Set) Lookup(values []string) (in, known bool) {
+	if !s.Partial {
+		return s.Contains(values), true
+	}
+	in, known = s.Tested[strings.Join(values, ",")]
+	return in, known
 }
 
 // Contains reports whether the values (one per dimension, formatted as ipset prints members:

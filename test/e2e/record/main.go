@@ -470,11 +470,18 @@ const ipvsCompareScript = guestVIP +
 
 // ipvsProfileScript runs one live trace in the guest with its -v 2 log, the garbage collector's
 // trace and a CPU profile, printed in base64 after a "cpu.prof:" line; then the trace of the
-// node's dumps (the same reads, saved to files first), timed under the same emulation.
+// node's dumps (the same reads, saved to files first), timed under the same emulation; then both
+// again with transparent huge pages on request only.
 const ipvsProfileScript = guestVIP +
 	`SVCTRACE_CPUPROFILE=/tmp/cpu.prof GODEBUG=gctrace=1 /bin/time -f "trace: %e s %M KB" ` + guestTrace + ` --no-api -v 2 2>&1 >/dev/null; ` +
 	`iptables-save -c >/tmp/ipt.txt; ipset save >/tmp/ipset.txt; ipvsadm -Ln >/tmp/ipvs.txt; ` +
 	`/bin/time -f "trace of the dumps: %e s %M KB" ` + guestTrace + ` --dataplane /tmp/ipt.txt --dataplane /tmp/ipset.txt --dataplane /tmp/ipvs.txt 2>&1 >/dev/null; ` +
+	// The same two with transparent huge pages on request only ("madvise", as on most
+	// distributions; Debian's cloud kernel has "always"): is the guest's RSS theirs?
+	`thp=/sys/kernel/mm/transparent_hugepage/enabled; echo "THP: $(cat $thp)"; was=$(sed 's/.*\[\(.*\)\].*/\1/' $thp); echo madvise >$thp; ` +
+	`/bin/time -f "trace (THP madvise): %e s %M KB" ` + guestTrace + ` --no-api 2>&1 >/dev/null; ` +
+	`/bin/time -f "trace of the dumps (THP madvise): %e s %M KB" ` + guestTrace + ` --dataplane /tmp/ipt.txt --dataplane /tmp/ipset.txt --dataplane /tmp/ipvs.txt 2>&1 >/dev/null; ` +
+	`echo "$was" >$thp; ` +
 	`echo cpu.prof:; base64 -w0 /tmp/cpu.prof; echo`
 
 // ipvsCompareTable turns ipvsCompareScript's lines into a table: each command's median wall time
