@@ -462,6 +462,7 @@ const ipvsCompareScript = guestVIP +
 	`for i in 1 2 3 4 5; do ` +
 	`/bin/time -f "iptables-save -c: %e s %M KB" iptables-save -c >/dev/null; ` +
 	`/bin/time -f "ipset save: %e s %M KB" ipset save >/dev/null; ` +
+	`/bin/time -f "ipset list -t: %e s %M KB" ipset list -t >/dev/null; ` +
 	`/bin/time -f "cat /proc/net/ip_vs: %e s %M KB" cat /proc/net/ip_vs >/dev/null; ` +
 	`/bin/time -f "ipvsadm -Ln: %e s %M KB" ipvsadm -Ln >/dev/null; ` +
 	`/bin/time -f "ipvsadm -Sn: %e s %M KB" ipvsadm -Sn >/dev/null; ` +
@@ -485,11 +486,12 @@ const ipvsProfileScript = guestVIP +
 	`echo cpu.prof:; base64 -w0 /tmp/cpu.prof; echo`
 
 // ipvsCompareTable turns ipvsCompareScript's lines into a table: each command's median wall time
-// and peak RSS, and the trace's ratio to the slowest single read it needs: iptables-save and
-// ipset save (of the IPVS table it lists the virtual servers over netlink, one request with no
-// command of its own, and the real servers of the packet's one). The whole table's listings
-// (/proc/net/ip_vs, which trace read until it read only the packet's virtual server, and
-// ipvsadm -Ln and -Sn over netlink) are shown, and the ratio to /proc/net/ip_vs too.
+// and peak RSS, and the trace's ratio to the slowest single read it needs that a command makes:
+// iptables-save and ipset list -t (it also lists the virtual servers over netlink, one request
+// with no command of its own, then asks for the packet's real servers and ipset lookups). The
+// whole table's and sets' listings (/proc/net/ip_vs and ipset save, which trace read until it
+// read only what the packet touches, and ipvsadm -Ln and -Sn) are shown, and the ratio to
+// /proc/net/ip_vs too.
 func ipvsCompareTable(out string) (string, error) {
 	times := map[string][]float64{}
 	rss := map[string]int{}
@@ -520,7 +522,7 @@ func ipvsCompareTable(out string) (string, error) {
 		return "", fmt.Errorf("the guest timed no live trace")
 	}
 	slowest, which := 0.0, ""
-	for _, name := range []string{"iptables-save -c", "ipset save"} {
+	for _, name := range []string{"iptables-save -c", "ipset list -t"} {
 		if len(times[name]) == 0 {
 			return "", fmt.Errorf("the guest did not time %s", name)
 		}

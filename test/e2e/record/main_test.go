@@ -13,7 +13,7 @@ func TestIPVSCompareTable(t *testing.T) {
 	var lines []string
 	for _, round := range [][5]string{{"3.0", "1.0", "2.0", "9.0", "3.3"}, {"3.2", "1.1", "2.1", "9.0", "3.5"}, {"2.8", "0.9", "5.0", "9.0", "3.1"}} {
 		lines = append(lines,
-			"iptables-save -c: "+round[0]+" s 2048 KB", "ipset save: "+round[1]+" s 1024 KB", "cat /proc/net/ip_vs: "+round[2]+" s 4096 KB", "ipvsadm -Ln: 20.0 s 4096 KB",
+			"iptables-save -c: "+round[0]+" s 2048 KB", "ipset save: 9.9 s 1024 KB", "ipset list -t: "+round[1]+" s 1024 KB", "cat /proc/net/ip_vs: "+round[2]+" s 4096 KB", "ipvsadm -Ln: 20.0 s 4096 KB",
 			"ipvsadm -Sn: "+round[3]+" s 4096 KB", "kubectl-svctrace trace (live): "+round[4]+" s 204800 KB", "Command exited with non-zero status 1")
 	}
 	table, err := ipvsCompareTable(strings.Join(lines, "\n"))
@@ -28,7 +28,7 @@ func TestIPVSCompareTable(t *testing.T) {
 	if _, err := ipvsCompareTable(strings.Join(lines[1:], "\n")); err != nil {
 		t.Errorf("one round's iptables-save line missing: %v", err)
 	}
-	if _, err := ipvsCompareTable(strings.ReplaceAll(strings.Join(lines, "\n"), "ipset save", "ipset list")); err == nil {
-		t.Error("no ipset save timed, but a ratio was given")
+	if _, err := ipvsCompareTable(strings.ReplaceAll(strings.Join(lines, "\n"), "ipset list -t", "ipset list")); err == nil {
+		t.Error("no ipset list -t timed, but a ratio was given")
 	}
 }
