@@ -146,6 +146,12 @@ for i in $(seq 1 120); do
 	[ $(ipset save KUBE-CLUSTER-IP 2>/dev/null | grep -c '^add') -ge %[6]d ] && break
 	sleep 5
 done
+# Then the iptables rules that match the sets (at 10,000 Services, under TCG, a minute or more
+# after the sets fill: a recording taken before had kube-proxy's bare chains alone).
+for i in $(seq 1 300); do
+	iptables-save -t nat | grep -q -- '--match-set KUBE-CLUSTER-IP' && break
+	sleep 1
+done
 sleep 3
 echo "==BEGIN iptables-save==";  iptables-save -c; echo "==END iptables-save=="
 echo "==BEGIN ipset-save==";  ipset save; echo "==END ipset-save=="

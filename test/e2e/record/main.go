@@ -448,10 +448,11 @@ dataplane:
 	return os.WriteFile(filepath.Join(out, "snapshot.yaml"), []byte(manifest), 0o644)
 }
 
-// guestVIP sets $vip, in the guest, to the first scale Service's virtual server; guestTrace
-// traces it from a pod address of the guest's node.
+// guestVIP sets $vip, in the guest, to the first Service virtual server with real servers (not
+// the kubernetes Service's, whose API server is outside the guest); guestTrace traces it from a
+// pod address of the guest's node.
 const (
-	guestVIP   = `vip=$(ipvsadm -Sn | awk '/^-A -t 10.96/ {print $3; exit}'); `
+	guestVIP   = `vip=$(ipvsadm -Sn | awk '/^-A -t 10\.96\./ {v=$3} /^-a -t/ && $3 == v {print v; exit}'); echo "VIP: $vip"; `
 	guestTrace = `/bin/kubectl-svctrace trace $vip --node vm1 --from 10.244.3.99 -o json`
 )
 
