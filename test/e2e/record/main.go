@@ -399,6 +399,12 @@ func recordIPVS(ctx context.Context, c *harness.Cluster, out, bin, netprobe stri
 	if err := writeManifest(out, harness.VMNodeName, "ipvs", bin, "iptables-save.txt", "ipset-save.txt", "ipvsadm-Sn.txt"); err != nil {
 		return err
 	}
+	if log := sec["kube-proxy-log"]; log != "" {
+		// The tail of the guest kube-proxy's log: why its rules are what they are.
+		if err := os.WriteFile(filepath.Join(out, "kube-proxy-log.txt"), []byte(log), 0o644); err != nil {
+			return err
+		}
+	}
 	if prof := sec["profile"]; prof != "" {
 		// Where the live trace spends its time in the guest: its -v 2 log (each command and
 		// read with its time), the garbage collector's trace, and a CPU profile (base64).
