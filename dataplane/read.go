@@ -473,7 +473,7 @@ func startIPVSRead(ctx context.Context, r noderun.Runner, opts ReadOptions) func
 			st.how = "IPVS over netlink"
 			st.table, tableErr = ipvsadm.ReadNetlink()
 		} else if walksOnly(opts) {
-			st.how = "IPVS virtual servers over netlink; the real servers of the packets' ones and the ipset lookups of their paths asked of the kernel"
+			st.how = "IPVS and ipsets over netlink, only what the packet touches"
 			st.table, st.reals, tableErr = ipvsadm.ReadServices()
 		} else {
 			st.how = "/proc/net/ip_vs"

@@ -212,7 +212,7 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 	if sc, ok := in.Dataplane.(*ipvsadm.Scoped); ok {
 		klog.V(1).InfoS("read", "what", fmt.Sprintf("the real servers of %d IPVS virtual server(s) and %d ipset lookup(s) over netlink", sc.Reals, sc.Tests))
 		if sc.Fallback != "" {
-			fmt.Fprintf(o.streams.ErrOut, "warning: read every ipset whole: asking the kernel about the packet's lookups failed (%s)\n", sc.Fallback)
+			fmt.Fprintf(o.streams.ErrOut, "warning: read every ipset with `ipset save`: asking the kernel about the packet's ipset lookups failed (%s)\n", sc.Fallback)
 		}
 	}
 	if sc, ok := in.Dataplane.(*nftjson.Scoped); ok {
