@@ -131,6 +131,7 @@ ip -n bclient link set lo up
 ip -n bclient addr add %[9]s/24 dev eth0
 ip -n bclient link set eth0 up
 ip -n bclient route add default via 10.244.3.254
+started=$SECONDS
 %[7]s >/tmp/kube-proxy.log 2>&1 &
 # One listing per round: under TCG, ipvsadm takes seconds at 10,000 services.
 for i in $(seq 1 900); do
@@ -140,18 +141,15 @@ for i in $(seq 1 900); do
 	if [ $n -eq %[5]d ] && [ $(grep -c '^-A' /tmp/ipvs.txt) -ge %[6]d ]; then break; fi
 	sleep 1
 done
-# kube-proxy creates virtual servers first, then ipsets, then iptables rules: give the cluster IP
-# set time to fill too.
-for i in $(seq 1 120); do
-	[ $(ipset save KUBE-CLUSTER-IP 2>/dev/null | grep -c '^add') -ge %[6]d ] && break
-	sleep 5
-done
-# Then the iptables rules that match the sets (at 10,000 Services, under TCG, a minute or more
-# after the sets fill: a recording taken before had kube-proxy's bare chains alone).
-for i in $(seq 1 300); do
+# kube-proxy's sync creates the virtual servers, then fills the ipsets (one ipset command per
+# entry: at 10,000 Services, under TCG, many minutes), and last writes the iptables rules that
+# match the sets. Wait for those rules: a recording taken before them has kube-proxy's bare
+# chains alone, and a trace of it never looks at a set.
+for i in $(seq 1 2400); do
 	iptables-save -t nat | grep -q -- '--match-set KUBE-CLUSTER-IP' && break
 	sleep 1
 done
+echo "==BEGIN kube-proxy-synced=="; echo $((SECONDS - started)); echo "==END kube-proxy-synced=="
 sleep 3
 echo "==BEGIN iptables-save==";  iptables-save -c; echo "==END iptables-save=="
 echo "==BEGIN ipset-save==";  ipset save; echo "==END ipset-save=="

@@ -5,6 +5,7 @@
 //	netprobe relay ADDR:PORT             copy stdin to one TCP connection and the connection to stdout
 //	netprobe stream [flags] ADDR:PORT    keep one flow open (a UDP source port, or a TCP connection),
 //	                                     send every -interval and print each answer with its time
+//	netprobe ipvs-services               list the IPVS virtual servers over netlink and print how many
 //
 // It runs inside the harness's network namespaces; it never talks to anything else. relay is
 // QEMU's guestfwd command for the IPVS VM: QEMU starts one per guest connection, so each of the
@@ -36,6 +37,11 @@ func main() {
 		probe(os.Args[2:])
 	case "stream":
 		stream(os.Args[2:])
+	case "ipvs-services":
+		if err := ipvsServices(); err != nil {
+			fmt.Fprintln(os.Stderr, "netprobe ipvs-services:", err)
+			os.Exit(1)
+		}
 	case "relay":
 		if len(os.Args) != 3 {
 			fmt.Fprintln(os.Stderr, "usage: netprobe relay ADDR:PORT")

@@ -355,7 +355,7 @@ func recordIPVS(ctx context.Context, c *harness.Cluster, out, bin, netprobe stri
 			return err
 		}
 	}
-	console, err := vm.Run(ctx, c, script, 60*time.Minute)
+	console, err := vm.Run(ctx, c, script, 90*time.Minute)
 	if err != nil {
 		return fmt.Errorf("%w\n%s", err, tail(console, 3000))
 	}
@@ -370,6 +370,15 @@ func recordIPVS(ctx context.Context, c *harness.Cluster, out, bin, netprobe stri
 		}
 		fmt.Fprintf(os.Stderr, "record: wrote %d conntrack entries to %s\n", strings.Count(table, "\n"), conntrackOut)
 		return nil
+	}
+	if scale.services > 0 {
+		// A dump without the rules that match the sets is kube-proxy's sync cut short, not its
+		// node: a trace of it would never look at a set.
+		if !strings.Contains(sec["iptables-save"], "--match-set KUBE-CLUSTER-IP") {
+			return fmt.Errorf("kube-proxy in the VM had not written its set-matching iptables rules after %ss; its log ends:\n%s",
+				strings.TrimSpace(sec["kube-proxy-synced"]), sec["kube-proxy-log"])
+		}
+		fmt.Fprintf(os.Stderr, "record: kube-proxy's first sync in the VM wrote its iptables rules %ss after it started\n", strings.TrimSpace(sec["kube-proxy-synced"]))
 	}
 	files := map[string]string{"iptables-save": "iptables-save.txt", "ipset-save": "ipset-save.txt", "ipvsadm-Sn": "ipvsadm-Sn.txt", "ipvsadm-Ln": "ipvsadm-Ln.txt", "proc-net-ip_vs": "proc-net-ip_vs.txt"}
 	if err := os.MkdirAll(out, 0o755); err != nil {
@@ -470,6 +479,8 @@ const ipvsCompareScript = guestVIP +
 	`/bin/time -f "iptables-save -c: %e s %M KB" iptables-save -c >/dev/null; ` +
 	`/bin/time -f "ipset save: %e s %M KB" ipset save >/dev/null; ` +
 	`/bin/time -f "ipset list -t: %e s %M KB" ipset list -t >/dev/null; ` +
+	`/bin/time -f "netprobe ipvs-services: %e s %M KB" /bin/netprobe ipvs-services >/dev/null; ` +
+	`/bin/time -f "ipvsadm -Ln -t VIP: %e s %M KB" ipvsadm -Ln -t $vip >/dev/null; ` +
 	`/bin/time -f "cat /proc/net/ip_vs: %e s %M KB" cat /proc/net/ip_vs >/dev/null; ` +
 	`/bin/time -f "ipvsadm -Ln: %e s %M KB" ipvsadm -Ln >/dev/null; ` +
 	`/bin/time -f "ipvsadm -Sn: %e s %M KB" ipvsadm -Sn >/dev/null; ` +
@@ -493,9 +504,10 @@ const ipvsProfileScript = guestVIP +
 	`echo cpu.prof:; base64 -w0 /tmp/cpu.prof; echo`
 
 // ipvsCompareTable turns ipvsCompareScript's lines into a table: each command's median wall time
-// and peak RSS, and the trace's ratio to the slowest single read it needs that a command makes:
-// iptables-save and ipset list -t (it also lists the virtual servers over netlink, one request
-// with no command of its own, then asks for the packet's real servers and ipset lookups). The
+// and peak RSS, and the trace's ratio to the slowest single read it needs, each as a process of
+// its own: iptables-save, ipset list -t, the netlink listing of the virtual servers (netprobe
+// ipvs-services makes the trace's request; no ipvsadm command makes it alone) and the packet's
+// virtual server's real servers (ipvsadm -Ln -t; the ipset lookups are a request each). The
 // whole table's and sets' listings (/proc/net/ip_vs and ipset save, which trace read until it
 // read only what the packet touches, and ipvsadm -Ln and -Sn) are shown, and the ratio to
 // /proc/net/ip_vs too.
@@ -529,7 +541,7 @@ func ipvsCompareTable(out string) (string, error) {
 		return "", fmt.Errorf("the guest timed no live trace")
 	}
 	slowest, which := 0.0, ""
-	for _, name := range []string{"iptables-save -c", "ipset list -t"} {
+	for _, name := range []string{"iptables-save -c", "ipset list -t", "netprobe ipvs-services", "ipvsadm -Ln -t VIP"} {
 		if len(times[name]) == 0 {
 			return "", fmt.Errorf("the guest did not time %s", name)
 		}
