@@ -225,3 +225,15 @@ func skipValue(b []byte, i int) (int, error) {
 		return i, nil
 	}
 }
+
+// JSONValueEnd returns the index just past the JSON value that starts at b[i] (after spaces),
+// checking structure as EachJSONElement does; an error when b ends before the value does, or
+// the value is malformed. A reader of a growing document asks again when more has arrived.
+func JSONValueEnd(b []byte, i int) (int, error) {
+	return skipValue(b, skipSpace(b, i))
+}
+
+// SkipJSONSpace returns the index of the first byte at or after b[i] that is not JSON space.
+func SkipJSONSpace(b []byte, i int) int {
+	return skipSpace(b, i)
+}

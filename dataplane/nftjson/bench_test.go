@@ -27,6 +27,19 @@ func BenchmarkParseNft(b *testing.B) {
 	}
 }
 
+// BenchmarkParseReaderNft is BenchmarkParseNft read in 64 KB reads, as from a pipe: what
+// parsing while the text arrives costs when it all arrives at once.
+func BenchmarkParseReaderNft(b *testing.B) {
+	data := benchRuleset(b)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := ParseReader(&chunks{data: data, sizes: []int{64 << 10}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkTraceWarmNft(b *testing.B) {
 	rs, err := Parse(benchRuleset(b))
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"sort"
 	"strings"
 
@@ -39,17 +40,34 @@ func namesKubeProxyTable(out []byte) bool {
 	return false
 }
 
-// ReadLive reads the whole ruleset as JSON (`nft -j list ruleset`) and parses it.
+// ReadLive reads the whole ruleset as JSON (`nft -j list ruleset`) and parses it: as it arrives
+// where r can stream (ParseReader), else once nft is done.
 func ReadLive(ctx context.Context, r noderun.Runner) (*nftables.Ruleset, []byte, error) {
-	out, err := r.Run(ctx, "nft", "-j", "list", "ruleset")
+	argv := []string{"nft", "-j", "list", "ruleset"}
+	var (
+		rs   *nftables.Ruleset
+		out  []byte
+		perr error
+		err  error
+	)
+	if st, ok := r.(noderun.Streamer); ok {
+		err = st.Stream(ctx, func(rd io.Reader) error {
+			rs, out, perr = ParseReader(rd)
+			return nil // nft's own failure, when it failed, says more than its output's parse
+		}, argv...)
+	} else if out, err = r.Run(ctx, argv...); err == nil {
+		rs, perr = Parse(out)
+	}
 	if err != nil {
 		if errors.Is(err, noderun.ErrNotFound) {
 			return nil, nil, errors.New("nft is not installed on this node: install nftables, or pass --dataplane FILE")
 		}
 		return nil, nil, err
 	}
-	rs, err := Parse(out)
-	return rs, out, err
+	if perr != nil {
+		return nil, out, perr
+	}
+	return rs, out, nil
 }
 
 // Importable turns `nft -j list …` output into what `nft -j -f` reads back: only tables, chains,

@@ -41,6 +41,12 @@ type jsonSet struct {
 // skipped. The document's top level is only scanned, to find its objects: each object is then
 // decoded, and so checked, on all cores (see add), and anything else is checked on its own.
 func Parse(data []byte) (*nftables.Ruleset, error) {
+	return parse(data, nil)
+}
+
+// parse is Parse, with the objects ParseReader decoded while data arrived: ahead(i, raw)
+// returns the i-th object's decoding when it decoded that object's text.
+func parse(data []byte, ahead func(i int, raw []byte) ([]decodedObject, bool)) (*nftables.Ruleset, error) {
 	objs, err := documentObjects(data)
 	if err != nil {
 		// The scan says only that it is malformed; encoding/json says where and how.
@@ -58,7 +64,7 @@ func Parse(data []byte) (*nftables.Ruleset, error) {
 		return nil, fmt.Errorf("nft JSON: no \"nftables\" array: this is not `nft -j list ruleset` output")
 	}
 	rs := &nftables.Ruleset{}
-	if err := add(rs, objs); err != nil {
+	if err := addDecoded(rs, objs, ahead); err != nil {
 		return nil, err
 	}
 	// Every jump's target is checked, on all cores; the error named is the first rule's in
@@ -133,6 +139,11 @@ var errMalformed = errors.New("malformed JSON")
 // decoded on all cores (a 10,000-Service node has 120,000 of them), then added in their order;
 // the decoding stops after a broken one, whose error is the first in order.
 func add(rs *nftables.Ruleset, objs []json.RawMessage) error {
+	return addDecoded(rs, objs, nil)
+}
+
+// addDecoded is add, taking the objects ahead decoded already (nil: none) from it.
+func addDecoded(rs *nftables.Ruleset, objs []json.RawMessage, ahead func(i int, raw []byte) ([]decodedObject, bool)) error {
 	tables := map[string]*nftables.Table{}
 	for _, t := range rs.Tables {
 		tables[t.Family+" "+t.Name] = t
@@ -149,6 +160,12 @@ func add(rs *nftables.Ruleset, objs []json.RawMessage) error {
 	}
 	decoded := make([][]decodedObject, len(objs))
 	trace.InParallel(len(objs), 256, func(i int) bool {
+		if ahead != nil {
+			if d, ok := ahead(i, objs[i]); ok {
+				decoded[i] = d
+				return slices.ContainsFunc(d, func(d decodedObject) bool { return d.err != nil })
+			}
+		}
 		decoded[i] = decodeObject(i, objs[i])
 		return slices.ContainsFunc(decoded[i], func(d decodedObject) bool { return d.err != nil })
 	})
