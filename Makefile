@@ -162,10 +162,9 @@ record-fixtures:
 
 ## fuzz: run each fuzz target for a minute
 fuzz:
-	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/xtables/
-	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./dataplane/nftjson/
-	$(GO) test -run XXX -fuzz FuzzParseIPVS -fuzztime 60s -fuzzminimizetime 5s ./dataplane/ipvsadm/
-	$(GO) test -run XXX -fuzz FuzzObjectHead -fuzztime 60s -fuzzminimizetime 5s ./trace/
+	@set -e; for t in xtables:FuzzParse xtables:FuzzParseReaderSameAsParse nftjson:FuzzParse nftjson:FuzzParseReaderSameAsParse ipvsadm:FuzzParseIPVS; do \
+		echo "$$t"; $(GO) test -run XXX -fuzz "^$${t#*:}\$$" -fuzztime 60s -fuzzminimizetime 5s ./dataplane/$${t%%:*}/; done
+	$(GO) test -run XXX -fuzz '^FuzzObjectHead$$' -fuzztime 60s -fuzzminimizetime 5s ./trace/
 
 ## dist: archives per OS/arch with LICENSE (dist/kubectl-svctrace_VERSION_OS_ARCH.tar.gz) and the
 ## krew manifest rendered for them (dist/svctrace.yaml, file:// URIs unless KREW_BASE_URL is set)
