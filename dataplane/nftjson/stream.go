@@ -127,41 +127,22 @@ const (
 
 // more scans what was added to buf (the text so far) and calls found with each element completed.
 func (s *arrayScan) more(buf []byte, found func(from, to int)) {
-	for {
+	for s.state != scanStopped {
 		switch s.state {
 		case scanHead:
-			const head = `"nftables"`
-			i := trace.SkipJSONSpace(buf, 0)
-			if i >= len(buf) {
-				return
+			i := 0
+			for _, tok := range []string{"{", `"nftables"`, ":", "["} {
+				i = trace.SkipJSONSpace(buf, i)
+				if len(buf) < i+len(tok) {
+					return // not all there yet
+				}
+				if string(buf[i:i+len(tok)]) != tok {
+					s.state = scanStopped
+					return
+				}
+				i += len(tok)
 			}
-			if buf[i] != '{' {
-				s.state = scanStopped
-				continue
-			}
-			i = trace.SkipJSONSpace(buf, i+1)
-			if len(buf) < i+len(head) {
-				return
-			}
-			if string(buf[i:i+len(head)]) != head {
-				s.state = scanStopped
-				continue
-			}
-			i = trace.SkipJSONSpace(buf, i+len(head))
-			if i < len(buf) && buf[i] == ':' {
-				i = trace.SkipJSONSpace(buf, i+1)
-			} else if i < len(buf) {
-				s.state = scanStopped
-				continue
-			}
-			if i >= len(buf) {
-				return
-			}
-			if buf[i] != '[' {
-				s.state = scanStopped
-				continue
-			}
-			s.pos, s.state = i+1, scanElement
+			s.pos, s.state = i, scanElement
 		case scanElement:
 			i := trace.SkipJSONSpace(buf, s.pos)
 			if i >= len(buf) || len(buf) < s.retryAt {
@@ -169,7 +150,7 @@ func (s *arrayScan) more(buf []byte, found func(from, to int)) {
 			}
 			if buf[i] != '{' {
 				s.state = scanStopped // the array's end, or not what nft writes
-				continue
+				return
 			}
 			end, err := trace.JSONValueEnd(buf, i)
 			if err != nil {
@@ -188,12 +169,10 @@ func (s *arrayScan) more(buf []byte, found func(from, to int)) {
 				return
 			}
 			if buf[i] != ',' {
-				s.state = scanStopped
-				continue
+				s.state = scanStopped // the array's end, or not what nft writes
+				return
 			}
 			s.pos, s.state = i+1, scanElement
-		default:
-			return
 		}
 	}
 }
