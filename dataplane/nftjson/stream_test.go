@@ -40,7 +40,7 @@ func (c *chunks) Read(p []byte) (int, error) {
 func sameAsParse(t *testing.T, data []byte, sizes ...int) int {
 	t.Helper()
 	want, werr := Parse(data)
-	got, text, used, err := parseReader(&chunks{data: data, sizes: sizes})
+	got, text, used, err := parseReader(&chunks{data: data, sizes: sizes}, maxRuleset)
 	if !bytes.Equal(text, data) {
 		t.Fatalf("read %d bytes, want the %d given", len(text), len(data))
 	}
@@ -120,6 +120,23 @@ func TestParseReaderReadError(t *testing.T) {
 	r := io.MultiReader(bytes.NewReader(data[:len(data)/2]), iotest.ErrReader(broken))
 	if _, _, err := ParseReader(r); !errors.Is(err, broken) {
 		t.Fatalf("error %v, want the read's", err)
+	}
+}
+
+// TestParseReaderLimit: a text longer than the limit is an error, read no further than the byte
+// past it; one
+// of the limit's length is read whole.
+func TestParseReaderLimit(t *testing.T) {
+	data := bigDocument(500)
+	r := &chunks{data: data, sizes: []int{1000}}
+	if _, _, _, err := parseReader(r, len(data)-1); err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Errorf("error %v, want the limit's", err)
+	}
+	if read := len(data) - len(r.data); read > len(data) {
+		t.Errorf("read %d bytes, more than the limit of %d and the byte that tells", read, len(data)-1)
+	}
+	if _, _, _, err := parseReader(&chunks{data: data, sizes: []int{1000}}, len(data)); err != nil {
+		t.Errorf("a text of the limit's length: %v", err)
 	}
 }
 
