@@ -93,7 +93,8 @@ bench:
 
 ## bench-dump: record the 10,000 Services x 10 endpoints dump with the real kube-proxy, and time
 ## svctrace against iptables-save side by side (root; about three minutes a mode; IPVS, in the
-## QEMU guest, about 20, and profiles one live trace there: profile.txt beside the dumps)
+## QEMU guest, about 40, of which kube-proxy's first sync takes 27; it profiles one live trace
+## in the guest, into profile.txt beside the dumps)
 bench-dump:
 	SVCTRACE_CACHE=$(CACHE) hack/bench-dump.sh
 
