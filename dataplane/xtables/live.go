@@ -119,11 +119,20 @@ func DetectBackend(ctx context.Context, r noderun.Runner, ipv6 bool) (Backend, e
 		}
 	}
 	if len(found) == 0 {
-		// Old distributions ship only plain iptables-save.
-		if _, err := r.Run(ctx, prefix+"-save", "-t", "filter"); err != nil {
+		// Old distributions ship only plain iptables-save. Its variant is asked beside the
+		// look: through the API server each is a round trip.
+		var mode string
+		asked := make(chan struct{})
+		go func() {
+			defer close(asked)
+			mode = modeOf(ctx, r, prefix)
+		}()
+		_, err := r.Run(ctx, prefix+"-save", "-t", "filter")
+		<-asked
+		if err != nil {
 			return Backend{}, fmt.Errorf("no %s-save on this node: install iptables, or pass --dataplane FILE: %w", prefix, err)
 		}
-		return Backend{Save: prefix + "-save", Mode: modeOf(ctx, r, prefix), KubeRules: true, Version: version}, nil
+		return Backend{Save: prefix + "-save", Mode: mode, KubeRules: true, Version: version}, nil
 	}
 	if w := withRules(); len(w) == 1 {
 		return w[0], nil
