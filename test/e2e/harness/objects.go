@@ -362,9 +362,15 @@ func (c *Cluster) StartKubeProxyWith(cfg KubeProxyConfig) error {
 // StopKubeProxy stops kube-proxy; the rules it wrote stay.
 func (c *Cluster) StopKubeProxy() { c.StopProcess("kube-proxy") }
 
-// WaitDump polls the node's dataplane dump until ok accepts it.
+// WaitDump polls the node's dataplane dump until ok accepts it, for up to a minute.
 func (c *Cluster) WaitDump(ctx context.Context, mode string, ok func(dump string) bool) (string, error) {
-	deadline := time.Now().Add(60 * time.Second)
+	return c.WaitDumpFor(ctx, mode, ok, time.Minute)
+}
+
+// WaitDumpFor is WaitDump for up to patience (a node of 10,000 Services takes kube-proxy longer
+// than the scenario's, and each dump of it takes seconds).
+func (c *Cluster) WaitDumpFor(ctx context.Context, mode string, ok func(dump string) bool, patience time.Duration) (string, error) {
+	deadline := time.Now().Add(patience)
 	for {
 		dump, err := c.Dump(mode)
 		if err == nil && ok(dump) {

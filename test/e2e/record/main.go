@@ -160,7 +160,11 @@ func record(mode, out, bin, netprobe string, hold bool) error {
 	if err := c.StartKubeProxyWith(proxyFlags); err != nil {
 		return err
 	}
-	dump, err := c.WaitDump(ctx, mode, programmed)
+	patience := time.Minute
+	if scale.services > 0 {
+		patience = 10 * time.Minute
+	}
+	dump, err := c.WaitDumpFor(ctx, mode, programmed, patience)
 	if err != nil {
 		return err
 	}
