@@ -17,8 +17,8 @@ const aheadBatch = 256
 
 // ParseReader is Parse of everything r yields, which it returns too. It decodes the objects of
 // the "nftables" array on all cores while the rest of the text is still arriving: nft prints a
-// 10,000-Service ruleset's 13 MB in one burst at the end of its run, and through a pod's exec
-// stream that burst takes a good part of a second to arrive, which the decoding then overlaps.
+// 10,000-Service ruleset's 13 MB in one burst at the end of its run, which a pipe or a pod's exec
+// stream hands over in pieces, and the decoding overlaps their arrival.
 //
 // The result, and any error, is Parse's of the whole text: an object decoded early is used only
 // where Parse's own scan of the whole text finds an object at the same place, so the early scan
@@ -121,7 +121,8 @@ func parseReader(r io.Reader, limit int) (*nftables.Ruleset, []byte, int, error)
 	return rs, buf, int(used.Load()), err
 }
 
-// decodeBatch is objects first… of a document, and their decodings once a worker is done.
+// decodeBatch is consecutive objects of a document, the first of them its first-th, and their
+// decodings once a worker is done.
 type decodeBatch struct {
 	first int
 	raws  [][]byte
