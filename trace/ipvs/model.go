@@ -50,7 +50,9 @@ type VirtualServer struct {
 	// FWMark is set for firewall-mark services (kube-proxy does not use them).
 	FWMark    uint32
 	Scheduler string
-	// Persistent is the persistence timeout in seconds (session affinity); 0 when none.
+	// Persistent is the persistence timeout in seconds (session affinity); 0 when none, and
+	// negative when the virtual server is persistent for a time the input did not give in
+	// seconds (/proc/net/ip_vs prints it in kernel ticks).
 	Persistent int
 	Reals      []*RealServer
 	// Unread says the real servers were not read: a read for walks alone (trace) lists every
@@ -208,9 +210,11 @@ type Choice struct {
 	// Where names the virtual server as a step shows it ("TCP 10.96.30.10:80 rr"); Addr is its
 	// address alone.
 	Where, Addr string
-	// Persistent is the persistence timeout in seconds, 0 for none.
+	// Persistent is the persistence timeout in seconds, 0 for none, negative for an unknown
+	// time (see VirtualServer.Persistent).
 	Persistent int
-	// Note says what the shares depend on when they are not exact; empty when they are.
+	// Note says what the shares depend on when they are not exact, and that a client sticks to
+	// its first real server for a time not known in seconds; empty when neither.
 	Note string
 	// Picks are the real servers with a share above zero; none means the connection is refused.
 	Picks []Pick
@@ -236,9 +240,14 @@ func (t *Table) Choose(proto string, addr netip.AddrPort) (*Choice, error) {
 	}
 	c := &Choice{Where: fmt.Sprintf("%s %s %s", strings.ToUpper(vs.Protocol), vs.Addr, vs.Scheduler), Addr: fmt.Sprint(vs.Addr), Persistent: vs.Persistent}
 	shares, exact := vs.Share()
+	var notes []string
 	if !exact {
-		c.Note = fmt.Sprintf("IPVS %s: scheduler %s chooses by %s; the shares shown are the weights", c.Where, vs.Scheduler, DependsOn(vs.Scheduler))
+		notes = append(notes, fmt.Sprintf("IPVS %s: scheduler %s chooses by %s; the shares shown are the weights", c.Where, vs.Scheduler, DependsOn(vs.Scheduler)))
 	}
+	if vs.Persistent < 0 {
+		notes = append(notes, fmt.Sprintf("IPVS %s is persistent (session affinity): a client's later connections go to the real server of its first, for a time this input does not give in seconds (/proc/net/ip_vs prints it in kernel ticks)", c.Where))
+	}
+	c.Note = strings.Join(notes, "; ")
 	for i, s := range shares {
 		if s <= 0 {
 			continue
