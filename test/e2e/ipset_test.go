@@ -4,11 +4,13 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -23,29 +25,51 @@ func (ns nsRunner) Run(_ context.Context, argv ...string) ([]byte, error) {
 	return harness.NS(string(ns), argv...)
 }
 
-// inNetNS runs fn on an OS thread that joined the named network namespace (the thread ends with
-// it: it is never handed back to other goroutines).
-func inNetNS(t *testing.T, name string, fn func()) {
+// inNetNS runs fn on an OS thread that joined the named network namespace, then returns the
+// thread to this process's namespace before letting it go.
+//
+// The thread must not end: the harness starts its pods and kube-proxy with Pdeathsig, which the
+// kernel sends when the thread that forked the process ends, not the process, and any thread may
+// have forked one. An earlier version let this thread exit with its goroutine (a thread left in
+// another namespace must not run other goroutines), and now and then that killed a pod, dns-2,
+// for every test after this one.
+func inNetNS(t *testing.T, name string, fn func()) (tid int) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // (not unlocked: the thread exits with the goroutine)
+		runtime.LockOSThread()
+		tid = unix.Gettid()
+		home, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- err
+			return
+		}
+		defer home.Close()
 		f, err := os.Open("/var/run/netns/" + name)
 		if err != nil {
+			runtime.UnlockOSThread()
 			done <- err
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			done <- err
 			return
 		}
 		fn()
+		if err := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("returning the thread to the test's network namespace: %w", err)
+			select {} // neither hand the thread back nor let it end (see above)
+		}
+		runtime.UnlockOSThread()
 		done <- nil
 	}()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	return tid
 }
 
 // TestIPSetMembersAsTheKernelSays: a live IPVS-mode trace asks the kernel about its packet's
@@ -126,7 +150,7 @@ add KUBE-6-CLUSTER-IP fd00:10:96::a,tcp:80
 		{"KUBE-6-CLUSTER-IP", "fd00:10:96::b,tcp:80", false},
 		{"KUBE-6-CLUSTER-IP", "10.96.0.10,tcp:53", false},
 	}
-	inNetNS(t, ns, func() {
+	tid := inNetNS(t, ns, func() {
 		for _, c := range cases {
 			vals := strings.Split(c.values, ",")
 			got, err := ipvsadm.TestMember(headers[c.set], vals)
@@ -142,4 +166,14 @@ add KUBE-6-CLUSTER-IP fd00:10:96::a,tcp:80
 			t.Error("one value for a set of two dimensions: no error")
 		}
 	})
+	// The thread lives on, back in the test's namespace: a thread that ended would take the
+	// harness's processes it forked with it (inNetNS).
+	time.Sleep(200 * time.Millisecond)
+	home, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if its, err := os.Readlink(fmt.Sprintf("/proc/self/task/%d/ns/net", tid)); err != nil || its != home {
+		t.Errorf("the thread that joined %s: %q, %v; want it alive, in %s", ns, its, err, home)
+	}
 }
