@@ -163,7 +163,7 @@ record-fixtures:
 
 ## fuzz: run each fuzz target for a minute
 fuzz:
-	@set -e; for t in xtables:FuzzParse xtables:FuzzParseReaderSameAsParse nftjson:FuzzParse nftjson:FuzzParseReaderSameAsParse ipvsadm:FuzzParseIPVS; do \
+	@set -e; for t in xtables:FuzzParse xtables:FuzzParseReaderSameAsParse nftjson:FuzzParse nftjson:FuzzParseReaderSameAsParse ipvsadm:FuzzParseIPVS conntrack:FuzzParse; do \
 		echo "$$t"; $(GO) test -run XXX -fuzz "^$${t#*:}\$$" -fuzztime 60s -fuzzminimizetime 5s ./dataplane/$${t%%:*}/; done
 	$(GO) test -run XXX -fuzz '^FuzzObjectHead$$' -fuzztime 60s -fuzzminimizetime 5s ./trace/
 
