@@ -30,9 +30,8 @@ func (ns nsRunner) Run(_ context.Context, argv ...string) ([]byte, error) {
 //
 // The thread must not end: the harness starts its pods and kube-proxy with Pdeathsig, which the
 // kernel sends when the thread that forked the process ends, not the process, and any thread may
-// have forked one. An earlier version let this thread exit with its goroutine (a thread left in
-// another namespace must not run other goroutines), and now and then that killed a pod, dns-2,
-// for every test after this one.
+// have forked one (a thread that ended with its goroutine killed a pod now and then, failing every
+// later test that used it). Nor may it run other goroutines while in another namespace.
 func inNetNS(t *testing.T, name string, fn func()) (tid int) {
 	t.Helper()
 	done := make(chan error, 1)
