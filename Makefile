@@ -165,7 +165,8 @@ record-fixtures:
 fuzz:
 	@set -e; for t in xtables:FuzzParse xtables:FuzzParseReaderSameAsParse nftjson:FuzzParse nftjson:FuzzParseReaderSameAsParse ipvsadm:FuzzParseIPVS conntrack:FuzzParse; do \
 		echo "$$t"; $(GO) test -run XXX -fuzz "^$${t#*:}\$$" -fuzztime 60s -fuzzminimizetime 5s ./dataplane/$${t%%:*}/; done
-	$(GO) test -run XXX -fuzz '^FuzzObjectHead$$' -fuzztime 60s -fuzzminimizetime 5s ./trace/
+	@set -e; for t in FuzzObjectHead FuzzFastObjectsAsEncodingJSON; do \
+		echo "trace:$$t"; $(GO) test -run XXX -fuzz "^$$t\$$" -fuzztime 60s -fuzzminimizetime 5s ./trace/; done
 
 ## dist: archives per OS/arch with LICENSE (dist/kubectl-svctrace_VERSION_OS_ARCH.tar.gz) and the
 ## krew manifest rendered for them (dist/svctrace.yaml, file:// URIs unless KREW_BASE_URL is set)

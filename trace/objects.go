@@ -170,8 +170,16 @@ func decodeOne(it *rawObject) {
 	default:
 		return
 	case "Service":
+		if s, ok := fastService(it.raw); ok {
+			it.obj, it.err = s, validObject(s)
+			return
+		}
 		it.obj = &corev1.Service{}
 	case "EndpointSlice":
+		if e, ok := fastEndpointSlice(it.raw); ok {
+			it.obj, it.err = e, validObject(e)
+			return
+		}
 		it.obj = &discoveryv1.EndpointSlice{}
 	case "Pod":
 		it.obj = &corev1.Pod{}
