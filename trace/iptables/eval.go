@@ -504,11 +504,16 @@ func (w *walker) apply(b *branch, r *Rule, branchP float64) {
 	}
 	switch {
 	case r.JumpChain != nil:
+		// (The action's text is made only for steps that are kept: check walks 20,000 ports.)
 		if r.Goto {
-			step.Action = "goto " + t
+			if !w.stepless {
+				step.Action = "goto " + t
+			}
 			b.stack[len(b.stack)-1] = push(r.JumpChain, b.Dst)
 		} else {
-			step.Action = "jump " + t
+			if !w.stepless {
+				step.Action = "jump " + t
+			}
 			b.stack = append(b.stack, push(r.JumpChain, b.Dst))
 		}
 		if x.Recent != nil && x.Recent.Op == "set" && b.Affinity > 0 {
@@ -539,7 +544,9 @@ func (w *walker) apply(b *branch, r *Rule, branchP float64) {
 			return
 		}
 		b.Dst, b.DPort, b.DNAT = dst, port, true
-		step.Action, detail = "DNAT to "+netip.AddrPortFrom(dst, port).String(), false
+		if detail = false; !w.stepless {
+			step.Action = "DNAT to " + netip.AddrPortFrom(dst, port).String()
+		}
 		b.stack = b.stack[:0]
 	case t == "MASQUERADE" || t == "SNAT":
 		step.Action, detail = strings.ToLower(t), false
@@ -566,7 +573,9 @@ func (w *walker) apply(b *branch, r *Rule, branchP float64) {
 		case "xor-mark":
 			b.Mark ^= x.MarkVal
 		}
-		step.Action, detail = fmt.Sprintf("mark 0x%x", b.Mark), true
+		if detail = true; !w.stepless {
+			step.Action = fmt.Sprintf("mark 0x%x", b.Mark)
+		}
 		if b.Mark&^before != 0 && len(b.Steps) > 0 {
 			// Name the rule that sent the packet here: that is the reason a person wants.
 			prev := b.Steps[len(b.Steps)-1]
