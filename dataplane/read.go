@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -420,8 +421,8 @@ func (n *Node) iptables(ctx context.Context, r noderun.Runner, opts ReadOptions,
 		return nil, st.err
 	}
 	dp.Sets, dp.IPVS = st.sets, st.table
-	if st.reals != nil {
-		n.Dataplane = ipvsadm.NewScoped(dp, ipvsadm.ScopedReads{Reals: st.reals, Member: ipvsadm.TestMember, AllSets: func() (ipvs.Sets, error) {
+	if st.scoped {
+		n.Dataplane = ipvsadm.NewScoped(dp, st.bound, ipvsadm.ScopedReads{Service: ipvsadm.ReadService, Member: ipvsadm.TestMember, AllSets: func() (ipvs.Sets, error) {
 			sets, _, err := ipvsadm.ReadIPSets(ctx, r)
 			return sets, err
 		}})
@@ -442,10 +443,12 @@ type ipvsState struct {
 	sets    ipvs.Sets
 	setsRaw []byte
 	table   *ipvs.Table
-	// reals reads a virtual server's real servers, when table lists them Unread (WalksOnly).
-	reals func(*ipvs.VirtualServer) error
-	how   string // how the table was read, for the Source line
-	err   error
+	// scoped says the table is not read: a Scoped dataplane reads the packets' virtual servers
+	// as its walks need them (WalksOnly); bound are kube-ipvs0's addresses.
+	scoped bool
+	bound  []netip.Addr
+	how    string // how the table was read, for the Source line
+	err    error
 }
 
 // startIPVSRead reads the ipsets and the IPVS table, one beside the other, while the caller does
@@ -474,7 +477,8 @@ func startIPVSRead(ctx context.Context, r noderun.Runner, opts ReadOptions) func
 			st.table, tableErr = ipvsadm.ReadNetlink()
 		} else if walksOnly(opts) {
 			st.how = "IPVS and ipsets over netlink, only what the packet touches"
-			st.table, st.reals, tableErr = ipvsadm.ReadServices()
+			st.scoped = true
+			st.bound, tableErr = ipvsadm.BoundAddresses()
 		} else {
 			st.how = "/proc/net/ip_vs"
 			st.table, tableErr = ipvsadm.ReadTable()

@@ -454,16 +454,19 @@ func (f *InputFlags) Resolve(ctx context.Context, cfg *genericclioptions.ConfigF
 	return in, nil
 }
 
-// machineAddrs are this machine's interface addresses (in its network namespace).
+// machineAddrs are this machine's interface addresses (in its network namespace): on an IPVS
+// node 10,000 of them, converted without text.
 func machineAddrs() []netip.Addr {
 	ifAddrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return nil
 	}
-	var out []netip.Addr
+	out := make([]netip.Addr, 0, len(ifAddrs))
 	for _, a := range ifAddrs {
-		if p, err := netip.ParsePrefix(a.String()); err == nil {
-			out = append(out, p.Addr())
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				out = append(out, ip.Unmap())
+			}
 		}
 	}
 	return out

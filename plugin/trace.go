@@ -210,7 +210,7 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 	}
 	res, err := trace.Run(ctx, in.Dataplane, in.Cluster, q)
 	if sc, ok := in.Dataplane.(*ipvsadm.Scoped); ok {
-		klog.V(1).InfoS("read", "what", fmt.Sprintf("the real servers of %d IPVS virtual server(s) and %d ipset lookup(s) over netlink", sc.Reals, sc.Tests))
+		klog.V(1).InfoS("read", "what", fmt.Sprintf("%d IPVS virtual server(s) with their real servers and %d ipset lookup(s) over netlink", sc.Services, sc.Tests))
 		if sc.Fallback != "" {
 			fmt.Fprintf(o.streams.ErrOut, "warning: read every ipset with `ipset save`: asking the kernel about the packet's ipset lookups failed (%s)\n", sc.Fallback)
 		}

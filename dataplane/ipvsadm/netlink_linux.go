@@ -9,7 +9,9 @@ import (
 	"syscall"
 
 	mobyipvs "github.com/moby/ipvs"
+	"github.com/vishvananda/netlink"
 
+	"github.com/svctrace/svctrace/trace"
 	"github.com/svctrace/svctrace/trace/ipvs"
 )
 
@@ -39,46 +41,64 @@ func ReadNetlink() (*ipvs.Table, error) {
 	return t, nil
 }
 
-// ReadServices lists this network namespace's virtual servers over netlink, in one request,
-// without their real servers (each is Unread); reals reads one's real servers (a request each).
-// It is the table a Scoped dataplane starts from.
-func ReadServices() (t *ipvs.Table, reals func(*ipvs.VirtualServer) error, err error) {
+// ReadService reads one virtual server of this network namespace, by protocol, address and
+// port, with its real servers, over netlink: two requests, whatever the size of the table. It
+// returns nil when there is none. A Scoped dataplane asks for the packet's.
+func ReadService(proto string, addr netip.AddrPort) (*ipvs.VirtualServer, error) {
+	want, err := service(trace.IPVSService{Protocol: proto, Address: addr.String()})
+	if err != nil {
+		return nil, err
+	}
 	h, err := open()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer h.Close()
-	svcs, err := h.GetServices()
+	s, err := h.GetService(want)
+	if errors.Is(err, syscall.ESRCH) {
+		return nil, nil // the kernel's answer when it has no such virtual server
+	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("list IPVS services: %w", err)
+		return nil, fmt.Errorf("read IPVS virtual server %s %s: %w", proto, addr, err)
 	}
-	t = &ipvs.Table{Services: make([]*ipvs.VirtualServer, 0, len(svcs))}
-	listed := make(map[*ipvs.VirtualServer]*mobyipvs.Service, len(svcs))
-	for _, s := range svcs {
-		vs := virtualServer(s, addrPortOf(s.Address, s.Port))
-		vs.Unread = true
-		listed[vs] = s
-		t.Services = append(t.Services, vs)
+	vs := virtualServer(s, addrPortOf(s.Address, s.Port))
+	if vs.Protocol != proto || vs.Addr != addr {
+		return nil, fmt.Errorf("read IPVS virtual server %s %s: the kernel answered with %s %s", proto, addr, vs.Protocol, vs.Addr)
 	}
-	reals = func(vs *ipvs.VirtualServer) error {
-		s := listed[vs]
-		if s == nil {
-			return fmt.Errorf("IPVS virtual server %s was not listed", vs.Addr)
-		}
-		h, err := open()
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		dests, err := h.GetDestinations(s)
-		if err != nil {
-			return fmt.Errorf("list real servers of %s: %w", vs.Addr, err)
-		}
-		vs.Reals, vs.Unread = realServers(dests), false
-		return nil
+	dests, err := h.GetDestinations(s)
+	if err != nil {
+		return nil, fmt.Errorf("list real servers of %s: %w", vs.Addr, err)
 	}
-	return t, reals, nil
+	vs.Reals = realServers(dests)
+	return vs, nil
 }
+
+// BoundAddresses lists the addresses of kube-proxy's kube-ipvs0 interface in this network
+// namespace (every virtual server address but the node's own): none without that interface.
+func BoundAddresses() ([]netip.Addr, error) {
+	link, err := netlink.LinkByName(kubeIPVSLink)
+	if err != nil {
+		var missing netlink.LinkNotFoundError
+		if errors.As(err, &missing) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read interface %s: %w", kubeIPVSLink, err)
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("read the addresses of %s: %w", kubeIPVSLink, err)
+	}
+	out := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out, nil
+}
+
+// kubeIPVSLink is the dummy interface kube-proxy's IPVS mode binds virtual server addresses to.
+const kubeIPVSLink = "kube-ipvs0"
 
 // virtualServer is a listed virtual server, without its real servers.
 func virtualServer(s *mobyipvs.Service, addr netip.AddrPort) *ipvs.VirtualServer {

@@ -4,6 +4,7 @@ package ipvsadm
 
 import (
 	"errors"
+	"net/netip"
 
 	"github.com/svctrace/svctrace/trace/ipvs"
 )
@@ -19,10 +20,16 @@ func ReadTable() (*ipvs.Table, error) {
 	return ReadNetlink()
 }
 
-// ReadServices needs Linux, as ReadNetlink does.
-func ReadServices() (*ipvs.Table, func(*ipvs.VirtualServer) error, error) {
+// ReadService needs Linux, as ReadNetlink does.
+func ReadService(string, netip.AddrPort) (*ipvs.VirtualServer, error) {
 	_, err := ReadNetlink()
-	return nil, nil, err
+	return nil, err
+}
+
+// BoundAddresses needs Linux, as ReadNetlink does.
+func BoundAddresses() ([]netip.Addr, error) {
+	_, err := ReadNetlink()
+	return nil, err
 }
 
 // TestMember needs Linux, as ReadNetlink does.

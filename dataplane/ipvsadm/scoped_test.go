@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -15,17 +16,6 @@ import (
 	"github.com/svctrace/svctrace/trace/ipvs"
 )
 
-// unread copies tab as ReadServices lists it: every virtual server, no real servers.
-func unread(tab *ipvs.Table) *ipvs.Table {
-	out := &ipvs.Table{}
-	for _, vs := range tab.Services {
-		c := *vs
-		c.Reals, c.Unread = nil, true
-		out.Services = append(out.Services, &c)
-	}
-	return out
-}
-
 // partial copies sets as ReadIPSetHeaders lists them: names and types, no members.
 func partial(sets ipvs.Sets) ipvs.Sets {
 	out := ipvs.Sets{}
@@ -35,15 +25,13 @@ func partial(sets ipvs.Sets) ipvs.Sets {
 	return out
 }
 
-// scoped is full read as trace reads it live, each read answered from full and counted.
+// scoped is full read as trace reads it live, each read answered from full and counted: its
+// virtual servers asked one by one, its sets' members one lookup at a time, and every virtual
+// server address bound to kube-ipvs0 (as kube-proxy binds them).
 func scoped(full *iptables.Dataplane) (*ipvsadm.Scoped, *[]*ipvs.VirtualServer) {
 	var read []*ipvs.VirtualServer
-	return ipvsadm.NewScoped(&iptables.Dataplane{V4: full.V4, Sets: partial(full.Sets), IPVS: unread(full.IPVS)}, ipvsadm.ScopedReads{
-		Reals: func(vs *ipvs.VirtualServer) error {
-			vs.Reals, vs.Unread = full.IPVS.Find(vs.Protocol, vs.Addr).Reals, false
-			read = append(read, vs)
-			return nil
-		},
+	return ipvsadm.NewScoped(&iptables.Dataplane{V4: full.V4, Sets: partial(full.Sets)}, full.IPVS.Addresses(), ipvsadm.ScopedReads{
+		Service: fromTable(full.IPVS, &read),
 		Member: func(set *ipvs.Set, values []string) (bool, error) {
 			return full.Sets[set.Name].Contains(values), nil
 		},
@@ -51,15 +39,32 @@ func scoped(full *iptables.Dataplane) (*ipvsadm.Scoped, *[]*ipvs.VirtualServer) 
 	}), &read
 }
 
+// fromTable answers a Scoped dataplane's question for a virtual server from tab, as the kernel
+// would, adding each one found to read.
+func fromTable(tab *ipvs.Table, read *[]*ipvs.VirtualServer) func(string, netip.AddrPort) (*ipvs.VirtualServer, error) {
+	return func(proto string, addr netip.AddrPort) (*ipvs.VirtualServer, error) {
+		vs := tab.Find(proto, addr)
+		if vs == nil {
+			return nil, nil
+		}
+		c := *vs
+		*read = append(*read, &c)
+		return &c, nil
+	}
+}
+
 // TestScopedWalksAsTheWholeTable: on the recorded IPVS node (demo-ipvs, recorded in the IPVS
-// guest), a walk that reads only its packet's virtual server's real servers is the walk of the
-// whole table, for a packet to every virtual server and to addresses without one, from a pod, the
-// node, outside clients and a backend (hairpin); it reads one virtual server at most, its own.
+// guest), a walk that reads only its packet's virtual server is the walk of the whole table, for
+// a packet to every virtual server, to other ports of their addresses and to addresses without
+// one, from a pod, the node, outside clients and a backend (hairpin); it asks for one virtual
+// server, its own, and reads it if it is there.
 func TestScopedWalksAsTheWholeTable(t *testing.T) {
 	full, cl := recorded.IPVS(t, "ipvsadm-Ln.txt")
 	node := cl.NodeContextFor("vm1", nil)
 	packets := tracetest.PacketsTo(full.Entries())
 	for _, e := range full.Entries() {
+		other := trace.Packet{Src: netip.MustParseAddr("10.244.3.99"), Dst: e.Addr.Addr(), DstPort: 1, Protocol: e.Protocol}
+		packets = append(packets, other)
 		for _, src := range []string{"10.244.3.99", "10.0.2.15", "198.51.100.10", "10.244.3.11"} {
 			p := trace.Packet{Src: netip.MustParseAddr(src), Dst: e.Addr.Addr(), DstPort: e.Addr.Port(), Protocol: e.Protocol}
 			if src == "10.0.2.15" {
@@ -77,8 +82,10 @@ func TestScopedWalksAsTheWholeTable(t *testing.T) {
 		switch {
 		case own == nil && len(read) > 0:
 			t.Errorf("%s: no virtual server of its own, yet %s was read", p, read[0].Addr)
-		case own != nil && (len(read) != 1 || read[0].Addr != own.Addr || sc.Reals != 1):
-			t.Errorf("%s: read %d virtual servers (%d reads), want its own, %s", p, len(read), sc.Reals, own.Addr)
+		case sc.Services != 1:
+			t.Errorf("%s: asked for %d virtual servers, want its own", p, sc.Services)
+		case own != nil && (len(read) != 1 || read[0].Addr != own.Addr):
+			t.Errorf("%s: read %d virtual servers, want its own, %s", p, len(read), own.Addr)
 		case own != nil:
 			reached++
 		}
@@ -109,12 +116,9 @@ func TestScopedSetsFallBack(t *testing.T) {
 	for _, whole := range []error{nil, errors.New("ipset save: exit status 1")} {
 		sc, _ := scoped(full)
 		reads := 0
-		sc2 := ipvsadm.NewScoped(sc.Dataplane, ipvsadm.ScopedReads{
-			Reals: func(vs *ipvs.VirtualServer) error {
-				vs.Reals, vs.Unread = full.IPVS.Find(vs.Protocol, vs.Addr).Reals, false
-				return nil
-			},
-			Member: func(*ipvs.Set, []string) (bool, error) { return false, gone },
+		sc2 := ipvsadm.NewScoped(sc.Dataplane, full.IPVS.Addresses(), ipvsadm.ScopedReads{
+			Service: fromTable(full.IPVS, new([]*ipvs.VirtualServer)),
+			Member:  func(*ipvs.Set, []string) (bool, error) { return false, gone },
 			AllSets: func() (ipvs.Sets, error) {
 				reads++
 				return full.Sets, whole
@@ -133,19 +137,44 @@ func TestScopedSetsFallBack(t *testing.T) {
 	}
 }
 
-// TestScopedDoesNotGuess: a walk that reaches a virtual server whose real servers were not read
-// fails, and a failed read of them is the walk's error; neither says "no real servers".
+// TestScopedDoesNotGuess: a walk that reaches a virtual server not asked for fails, rather than
+// take it for none, and a failed read of the packet's is the walk's error; neither says "no real
+// servers" or "no virtual server".
 func TestScopedDoesNotGuess(t *testing.T) {
 	full, cl := recorded.IPVS(t, "ipvsadm-Ln.txt")
 	node := cl.NodeContextFor("vm1", nil)
 	p := trace.Packet{Src: netip.MustParseAddr("10.244.3.99"), Dst: netip.MustParseAddr("10.96.30.10"), DstPort: 80, Protocol: trace.TCP}
-	bare := &iptables.Dataplane{V4: full.V4, Sets: full.Sets, IPVS: unread(full.IPVS)}
-	if w, err := bare.Walk(context.Background(), p, node); err == nil || !strings.Contains(err.Error(), "TCP 10.96.30.10:80: its real servers were not read") {
-		t.Errorf("walk over an unread virtual server: %v, %+v", err, w)
+	bare := &iptables.Dataplane{V4: full.V4, Sets: full.Sets, IPVS: &ipvs.Table{Partial: true, Bound: full.IPVS.Addresses()}}
+	if w, err := bare.Walk(context.Background(), p, node); err == nil || !strings.Contains(err.Error(), "TCP 10.96.30.10:80 was not read") {
+		t.Errorf("walk over a virtual server not asked for: %v, %+v", err, w)
 	}
 	failed := errors.New("netlink: no such file or directory")
-	sc := ipvsadm.NewScoped(&iptables.Dataplane{V4: full.V4, Sets: full.Sets, IPVS: unread(full.IPVS)}, ipvsadm.ScopedReads{Reals: func(*ipvs.VirtualServer) error { return failed }})
+	sc := ipvsadm.NewScoped(&iptables.Dataplane{V4: full.V4, Sets: full.Sets}, full.IPVS.Addresses(), ipvsadm.ScopedReads{
+		Service: func(string, netip.AddrPort) (*ipvs.VirtualServer, error) { return nil, failed }})
 	if _, err := sc.Walk(context.Background(), p, node); !errors.Is(err, failed) {
 		t.Errorf("failed read: %v", err)
+	}
+}
+
+// TestScopedLocalityIsKubeIPVS0s: without the addresses bound to kube-ipvs0, a packet to another
+// port of a virtual server's address is not taken for the node's own; with them it is, as the
+// whole table has it, though no virtual server of that port was found.
+func TestScopedLocalityIsKubeIPVS0s(t *testing.T) {
+	full, cl := recorded.IPVS(t, "ipvsadm-Ln.txt")
+	node := cl.NodeContextFor("vm1", nil)
+	p := trace.Packet{Src: netip.MustParseAddr("10.244.3.99"), Dst: netip.MustParseAddr("10.96.30.10"), DstPort: 1, Protocol: trace.TCP}
+	want, err := full.Walk(context.Background(), p, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bound := range [][]netip.Addr{nil, full.IPVS.Addresses()} {
+		sc := ipvsadm.NewScoped(&iptables.Dataplane{V4: full.V4, Sets: full.Sets}, bound, ipvsadm.ScopedReads{Service: fromTable(full.IPVS, new([]*ipvs.VirtualServer))})
+		got, err := sc.Walk(context.Background(), p, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if same := reflect.DeepEqual(got, want); same != (bound != nil) {
+			t.Errorf("bound %d addresses: the walk is the whole table's: %v", len(bound), same)
+		}
 	}
 }

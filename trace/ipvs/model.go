@@ -14,6 +14,15 @@ import (
 // Table is a node's IPVS state.
 type Table struct {
 	Services []*VirtualServer
+	// Partial says Services holds only the virtual servers looked up (a live read for walks
+	// alone asks the kernel for the packet's): Looked lists the keys asked (Key), whether one
+	// was found or not, and Choose refuses a key not asked rather than take it for none.
+	Partial bool
+	Looked  map[string]bool
+	// Bound lists the addresses read from the node's kube-ipvs0 interface, where kube-proxy
+	// binds every virtual server address: what makes them the node's own. Addresses lists them
+	// with the virtual servers' (all of them but for a Partial table).
+	Bound []netip.Addr
 
 	// byAddr indexes Services for Find and addrs lists their addresses; built on first use (a
 	// big node has 20,000 of them) and again when Services has grown, under mu: walks run on
@@ -31,8 +40,14 @@ func (t *Table) index() (map[string]*VirtualServer, []netip.Addr) {
 		t.byAddr = make(map[string]*VirtualServer, len(t.Services))
 		t.addrs = nil
 		seen := map[netip.Addr]bool{}
+		for _, a := range t.Bound {
+			if a.IsValid() && !seen[a] {
+				seen[a] = true
+				t.addrs = append(t.addrs, a)
+			}
+		}
 		for _, s := range t.Services {
-			t.byAddr[s.Protocol+" "+s.Addr.String()] = s
+			t.byAddr[Key(s.Protocol, s.Addr)] = s
 			if a := s.Addr.Addr(); a.IsValid() && !seen[a] {
 				seen[a] = true
 				t.addrs = append(t.addrs, a)
@@ -55,10 +70,6 @@ type VirtualServer struct {
 	// seconds (/proc/net/ip_vs prints it in kernel ticks).
 	Persistent int
 	Reals      []*RealServer
-	// Unread says the real servers were not read: a read for walks alone (trace) lists every
-	// virtual server and reads the real servers of those the packets reach. Choose will not
-	// decide for it.
-	Unread bool
 }
 
 // RealServer is one backend of a virtual server.
@@ -72,17 +83,20 @@ type RealServer struct {
 	Connections int64
 }
 
+// Key names a virtual server by protocol, address and port, as Find and Looked do.
+func Key(proto string, addr netip.AddrPort) string { return proto + " " + addr.String() }
+
 // Find returns the virtual server for proto, address and port.
 func (t *Table) Find(proto string, addr netip.AddrPort) *VirtualServer {
 	if t == nil {
 		return nil
 	}
 	byAddr, _ := t.index()
-	return byAddr[proto+" "+addr.String()]
+	return byAddr[Key(proto, addr)]
 }
 
-// Addresses lists every virtual server address: in IPVS mode kube-proxy binds them to the
-// kube-ipvs0 dummy interface, so they are local to the node.
+// Addresses lists every virtual server address and the Bound ones: in IPVS mode kube-proxy binds
+// them to the kube-ipvs0 dummy interface, so they are local to the node.
 func (t *Table) Addresses() []netip.Addr {
 	if t == nil {
 		return nil
@@ -233,10 +247,10 @@ type Pick struct {
 func (t *Table) Choose(proto string, addr netip.AddrPort) (*Choice, error) {
 	vs := t.Find(proto, addr)
 	if vs == nil {
+		if t.Partial && !t.Looked[Key(proto, addr)] {
+			return nil, fmt.Errorf("IPVS virtual server %s %s was not read", strings.ToUpper(proto), addr)
+		}
 		return nil, nil
-	}
-	if vs.Unread {
-		return nil, fmt.Errorf("IPVS virtual server %s %s: its real servers were not read", strings.ToUpper(vs.Protocol), vs.Addr)
 	}
 	c := &Choice{Where: fmt.Sprintf("%s %s %s", strings.ToUpper(vs.Protocol), vs.Addr, vs.Scheduler), Addr: fmt.Sprint(vs.Addr), Persistent: vs.Persistent}
 	shares, exact := vs.Share()

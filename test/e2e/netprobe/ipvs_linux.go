@@ -6,10 +6,10 @@ import (
 	"github.com/moby/ipvs"
 )
 
-// ipvsServices lists the IPVS virtual servers in one netlink request, the same request a live
-// IPVS trace makes (dataplane/ipvsadm.ReadServices), and prints how many: the IPVS bench's bare
-// timing of that read as a process of its own, which no ipvsadm command makes (ipvsadm -Ln asks
-// for each virtual server's real servers too).
+// ipvsServices lists the IPVS virtual servers in one netlink request, and prints how many: the
+// IPVS bench's bare timing, as a process of its own, of the listing a live IPVS trace made until
+// it asked for the packet's virtual server alone. No ipvsadm command makes that request alone
+// (ipvsadm -Ln asks for each virtual server's real servers too).
 func ipvsServices() error {
 	h, err := ipvs.New("")
 	if err != nil {

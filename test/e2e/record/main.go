@@ -485,6 +485,7 @@ const ipvsCompareScript = guestVIP +
 	`/bin/time -f "ipset list -t: %e s %M KB" ipset list -t >/dev/null; ` +
 	`/bin/time -f "netprobe ipvs-services: %e s %M KB" /bin/netprobe ipvs-services >/dev/null; ` +
 	`/bin/time -f "ipvsadm -Ln -t VIP: %e s %M KB" ipvsadm -Ln -t $vip >/dev/null; ` +
+	`/bin/time -f "ip -o addr show dev kube-ipvs0: %e s %M KB" ip -o addr show dev kube-ipvs0 >/dev/null; ` +
 	`/bin/time -f "cat /proc/net/ip_vs: %e s %M KB" cat /proc/net/ip_vs >/dev/null; ` +
 	`/bin/time -f "ipvsadm -Ln: %e s %M KB" ipvsadm -Ln >/dev/null; ` +
 	`/bin/time -f "ipvsadm -Sn: %e s %M KB" ipvsadm -Sn >/dev/null; ` +
@@ -509,12 +510,13 @@ const ipvsProfileScript = guestVIP +
 
 // ipvsCompareTable turns ipvsCompareScript's lines into a table: each command's median wall time
 // and peak RSS, and the trace's ratio to the slowest single read it needs, each as a process of
-// its own: iptables-save, ipset list -t, the netlink listing of the virtual servers (netprobe
-// ipvs-services makes the trace's request; no ipvsadm command makes it alone) and the packet's
-// virtual server's real servers (ipvsadm -Ln -t; the ipset lookups are a request each). The
-// whole table's and sets' listings (/proc/net/ip_vs and ipset save, which trace read until it
-// read only what the packet touches, and ipvsadm -Ln and -Sn) are shown, and the ratio to
-// /proc/net/ip_vs too.
+// its own: iptables-save, ipset list -t, the packet's virtual server with its real servers
+// (ipvsadm -Ln -t makes the trace's two netlink requests; the ipset lookups are a request
+// each) and kube-ipvs0's addresses (ip addr). The whole table's and sets' listings are shown,
+// which trace does not read: the netlink listing of every virtual server (netprobe
+// ipvs-services, which trace made until it asked for the packet's alone), /proc/net/ip_vs and
+// ipset save (read until it read only what the packet touches), ipvsadm -Ln and -Sn; and the
+// ratio to /proc/net/ip_vs too.
 func ipvsCompareTable(out string) (string, error) {
 	times := map[string][]float64{}
 	rss := map[string]int{}
@@ -545,7 +547,7 @@ func ipvsCompareTable(out string) (string, error) {
 		return "", fmt.Errorf("the guest timed no live trace")
 	}
 	slowest, which := 0.0, ""
-	for _, name := range []string{"iptables-save -c", "ipset list -t", "netprobe ipvs-services", "ipvsadm -Ln -t VIP"} {
+	for _, name := range []string{"iptables-save -c", "ipset list -t", "ipvsadm -Ln -t VIP", "ip -o addr show dev kube-ipvs0"} {
 		if len(times[name]) == 0 {
 			return "", fmt.Errorf("the guest did not time %s", name)
 		}
