@@ -109,8 +109,6 @@ func (d *fastJSON) meta(m *metav1.ObjectMeta) bool {
 			return d.strTo(&m.GenerateName)
 		case "namespace":
 			return d.strTo(&m.Namespace)
-		case "selfLink":
-			return d.strTo(&m.SelfLink)
 		case "uid":
 			return d.strTo((*string)(&m.UID))
 		case "resourceVersion":
@@ -161,7 +159,7 @@ func (d *fastJSON) meta(m *metav1.ObjectMeta) bool {
 				})
 			})
 		}
-		return false // deletion, managed fields
+		return false // deletion, managed fields, the deprecated selfLink
 	})
 }
 
