@@ -36,6 +36,9 @@ type KernelTable struct {
 	// Done, when set, is told that the entries before an offset are printed and will not be
 	// read again (their memory can go).
 	Done func(offset int)
+	// SetName names the ipset of a kernel index (the set match holds the index); without it,
+	// a rule with a set match is an UnsupportedError.
+	SetName func(index uint16) (string, error)
 }
 
 // UnsupportedError says what in a kernel table the decoder does not print.
@@ -95,6 +98,9 @@ var matches = map[string]extension{
 	"statistic": {0, 24, saveStatistic},
 	"recent":    {1, 232, saveRecent},
 	"nfacct":    {1, 40, saveNfacct},
+	// IPVS mode's ipset lookups: printed by KernelTable.saveSet, which asks the kernel for
+	// the set's name.
+	"set": {4, 48, nil},
 }
 
 var targets = map[string]extension{
@@ -421,7 +427,13 @@ func (t *KernelTable) appendRule(b []byte, chain string, off int, target func(in
 		name := cbytes(e[m+2 : m+2+extNameLen])
 		b = append(b, " -m "...)
 		b = append(b, name...)
-		if b, err = matches[string(name)].save(b, e[m+extHeader:m+int(u16(e, m))]); err != nil {
+		data := e[m+extHeader : m+int(u16(e, m))]
+		if save := matches[string(name)].save; save != nil {
+			b, err = save(b, data)
+		} else {
+			b, err = t.saveSet(b, data)
+		}
+		if err != nil {
 			return b, unsupported("-m %s: %v", name, err)
 		}
 	}
@@ -832,6 +844,52 @@ func saveRecent(b, d []byte) ([]byte, error) {
 		return append(b, " --rsource"...), nil
 	}
 	return append(b, " --rdest"...), nil
+}
+
+// saveSet prints the set match, revision 4 (struct xt_set_info_match_v4: the set's index, its
+// dimensions and their directions, then counter matches and flags), when it matches on the set
+// alone, as kube-proxy's IPVS mode writes it: [!] --match-set NAME dst,dst.
+func (t *KernelTable) saveSet(b, d []byte) ([]byte, error) {
+	const (
+		invMatch = 0x01 // IPSET_INV_MATCH; bit i is dimension i's source direction
+		dimMax   = 6    // IPSET_DIM_MAX
+	)
+	index, dim, flags := u16(d, 0), int(d[2]), d[3]
+	switch {
+	case dim < 1 || dim > dimMax:
+		return b, fmt.Errorf("%d dimensions", dim)
+	case flags&^(invMatch|byte(1<<(dim+1)-2)) != 0:
+		return b, fmt.Errorf("flags %#x", flags)
+	case d[8] != 0 || d[24] != 0 || u32(d, 40) != 0:
+		return b, fmt.Errorf("counter matches or options")
+	case t.SetName == nil:
+		return b, fmt.Errorf("no way to name set %d", index)
+	}
+	name, err := t.SetName(index)
+	if err != nil {
+		return b, err
+	}
+	if name == "" || strings.ContainsAny(name, " \"\\") || printable(name) != nil {
+		return b, fmt.Errorf("set %d is named %q", index, name)
+	}
+	if flags&invMatch != 0 {
+		b = append(b, " !"...)
+	}
+	b = append(b, " --match-set "...)
+	b = append(b, name...)
+	for i := 1; i <= dim; i++ {
+		if i == 1 {
+			b = append(b, ' ')
+		} else {
+			b = append(b, ',')
+		}
+		if flags&(1<<i) != 0 {
+			b = append(b, "src"...)
+		} else {
+			b = append(b, "dst"...)
+		}
+	}
+	return b, nil
 }
 
 // saveNfacct prints the nfacct match (struct xt_nfacct_match_info_v1).

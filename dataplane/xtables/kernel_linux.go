@@ -119,6 +119,7 @@ func getEntries(fd int, name string) (t KernelTable, release func(), err error) 
 			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
 		if e == 0 {
 			t.Entries = buf[getEntriesHead : getEntriesHead+size]
+			t.SetName = ipsetNames(fd)
 			t.Done = func(offset int) {
 				// Whole huge pages behind the printer go back to the kernel now.
 				if n := (getEntriesHead + offset) &^ (2<<20 - 1); n > 0 {
@@ -132,6 +133,38 @@ func getEntries(fd int, name string) (t KernelTable, release func(), err error) 
 		if !errors.Is(e, unix.EAGAIN) || try == 4 {
 			return t, nil, fmt.Errorf("IPT_SO_GET_ENTRIES %s: %w", name, e)
 		}
+	}
+}
+
+// ipsetNames names ipsets by their kernel index, as iptables-legacy-save does for the set match:
+// ipset's IP_SET_OP_GET_BYINDEX on a socket of the IPv4 family (SO_IP_SET), each index asked
+// once.
+func ipsetNames(fd int) func(index uint16) (string, error) {
+	const (
+		soIPSet       = 83 // SO_IP_SET
+		opGetByIndex  = 7  // IP_SET_OP_GET_BYINDEX
+		protocolMin   = 6  // IPSET_PROTOCOL_MIN: the version every kernel since 3.x accepts
+		nameLen       = 32 // IPSET_MAXNAMELEN
+		reqGetSetSize = 40 // struct ip_set_req_get_set: op, version, then the name or index
+	)
+	names := map[uint16]string{}
+	return func(index uint16) (string, error) {
+		if name, ok := names[index]; ok {
+			return name, nil
+		}
+		var req [reqGetSetSize]byte
+		binary.NativeEndian.PutUint32(req[0:], opGetByIndex)
+		binary.NativeEndian.PutUint32(req[4:], protocolMin)
+		binary.NativeEndian.PutUint16(req[8:], index)
+		n := uint32(len(req))
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_IP, soIPSet,
+			uintptr(unsafe.Pointer(&req[0])), uintptr(unsafe.Pointer(&n)), 0)
+		if e != 0 {
+			return "", fmt.Errorf("the name of ipset %d: %w", index, e)
+		}
+		name := cstring(req[8 : 8+nameLen])
+		names[index] = name
+		return name, nil
 	}
 }
 

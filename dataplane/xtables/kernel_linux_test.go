@@ -69,6 +69,7 @@ var kernelCases = map[string]string{
 	"dual-stack":       "../../trace/kubeproxy/testdata/kube-proxy-v1.36.3-dual-stack/iptables-save.txt",
 	"interface-prefix": "../../trace/kubeproxy/testdata/kube-proxy-v1.36.3-interface-name-prefix/iptables-save.txt",
 	"masquerade-all":   "../../trace/kubeproxy/testdata/kube-proxy-v1.36.3-masquerade-all-bridge/iptables-save.txt",
+	"ipvs":             "../snapshot/demo-ipvs/iptables-save.txt", // its sets made from its ipset-save.txt first
 	"every option":     "testdata/kernel-options.txt",
 }
 
@@ -84,6 +85,18 @@ func TestReadKernelSameAsSave(t *testing.T) {
 	// an existing one).
 	for _, name := range []string{"ct_state_invalid_dropped_pkts", "localhost_nps_accepted_pkts", "svctrace_test"} {
 		createNfacct(t, name)
+	}
+	// The IPVS node's sets (its rules match them by name; the kernel holds their indexes), and
+	// one the options case matches with every direction and an inversion.
+	sets, err := os.ReadFile("../snapshot/demo-ipvs/ipset-save.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets = append(sets, "create svctrace-test hash:ip,port,ip family inet\n"...)
+	restore := exec.Command("ipset", "restore")
+	restore.Stdin = bytes.NewReader(sets)
+	if out, err := restore.CombinedOutput(); err != nil {
+		t.Fatalf("ipset restore: %v: %s", err, out)
 	}
 	for name, file := range kernelCases {
 		restoreLegacy(t, file)
@@ -131,7 +144,8 @@ func TestReadKernelSameAsSave(t *testing.T) {
 		}
 	}
 	// What the decoder does not print is said, never guessed: iptables-legacy-save runs then.
-	for _, rule := range []string{"-A INPUT -j LOG --log-prefix x", "-A INPUT -p tcp -m multiport --dports 1,2", "-A INPUT -p tcp -m tcp --tcp-flags SYN SYN", "-A INPUT -m conntrack --ctstatus SEEN_REPLY", "-A INPUT -p gre"} {
+	for _, rule := range []string{"-A INPUT -j LOG --log-prefix x", "-A INPUT -p tcp -m multiport --dports 1,2", "-A INPUT -p tcp -m tcp --tcp-flags SYN SYN", "-A INPUT -m conntrack --ctstatus SEEN_REPLY", "-A INPUT -p gre",
+		"-A INPUT -m set --match-set svctrace-test src,dst,src --return-nomatch", "-A INPUT -m set --match-set svctrace-test dst ! --update-counters", "-A INPUT -m set --match-set svctrace-test dst --packets-gt 3"} {
 		restore := exec.Command("iptables-legacy-restore")
 		restore.Stdin = strings.NewReader("*filter\n:INPUT ACCEPT [0:0]\n" + rule + "\nCOMMIT\n")
 		if out, err := restore.CombinedOutput(); err != nil {
