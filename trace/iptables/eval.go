@@ -544,7 +544,8 @@ func (w *walker) apply(b *branch, r *Rule, branchP float64) {
 			return
 		}
 		b.Dst, b.DPort, b.DNAT = dst, port, true
-		if detail = false; !w.stepless {
+		detail = false
+		if !w.stepless {
 			step.Action = "DNAT to " + netip.AddrPortFrom(dst, port).String()
 		}
 		b.stack = b.stack[:0]
@@ -573,7 +574,8 @@ func (w *walker) apply(b *branch, r *Rule, branchP float64) {
 		case "xor-mark":
 			b.Mark ^= x.MarkVal
 		}
-		if detail = true; !w.stepless {
+		detail = true
+		if !w.stepless {
 			step.Action = fmt.Sprintf("mark 0x%x", b.Mark)
 		}
 		if b.Mark&^before != 0 && len(b.Steps) > 0 {
