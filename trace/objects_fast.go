@@ -18,8 +18,8 @@ import (
 // the typed object, and only a narrow form: the fields kube-proxy's objects have, spelled as
 // the API server spells them, once each; strings without escapes; integers as integers.
 // Whatever else it meets, it gives up on, and the object is decoded by encoding/json instead
-// (which also names the error of a bad one). A null leaves its field as it is, as encoding/json
-// does: zero, since every field is new and given once. So what it returns is what encoding/json
+// (which also names the error of a bad one). A null for a field leaves it as it is, as
+// encoding/json does: zero, since every field is new and given once (object skips it). So what it returns is what encoding/json
 // returns for the same bytes, and what it accepts is valid JSON: FuzzFastObjectsAsEncodingJSON
 // holds it to that.
 
@@ -114,17 +114,11 @@ func (d *fastJSON) meta(m *metav1.ObjectMeta) bool {
 		case "resourceVersion":
 			return d.strTo(&m.ResourceVersion)
 		case "generation":
-			if d.null() {
-				return true
-			}
 			n, ok := d.integer(64)
 			m.Generation = n
 			return ok
 		case "creationTimestamp":
 			// As metav1.Time's UnmarshalJSON reads it.
-			if d.null() {
-				return true
-			}
 			s, ok := d.rawString()
 			if !ok {
 				return false
@@ -193,17 +187,11 @@ func (d *fastJSON) serviceSpec(s *corev1.ServiceSpec) bool {
 		case "publishNotReadyAddresses":
 			return d.boolTo(&s.PublishNotReadyAddresses)
 		case "sessionAffinityConfig":
-			if d.null() {
-				return true
-			}
 			c := &corev1.SessionAffinityConfig{}
 			s.SessionAffinityConfig = c
 			return d.object(true, func(k []byte) bool {
 				if string(k) != "clientIP" {
 					return false
-				}
-				if d.null() {
-					return true
 				}
 				ip := &corev1.ClientIPConfig{}
 				c.ClientIP = ip
@@ -242,10 +230,7 @@ func (d *fastJSON) servicePort(p *corev1.ServicePort) bool {
 		case "nodePort":
 			return d.int32To(&p.NodePort)
 		case "targetPort":
-			// As intstr.IntOrString's UnmarshalJSON reads it (null: an int, which a new one is).
-			if d.null() {
-				return true
-			}
+			// As intstr.IntOrString's UnmarshalJSON reads it.
 			if d.peek() == '"' {
 				p.TargetPort.Type = intstr.String
 				return d.strTo(&p.TargetPort.StrVal)
@@ -297,9 +282,6 @@ func (d *fastJSON) endpoint(e *discoveryv1.Endpoint) bool {
 		case "deprecatedTopology":
 			return d.strMap(&e.DeprecatedTopology)
 		case "targetRef":
-			if d.null() {
-				return true
-			}
 			r := &corev1.ObjectReference{}
 			e.TargetRef = r
 			return d.object(true, func(k []byte) bool {
@@ -352,8 +334,10 @@ func (d *fastJSON) null() bool {
 func (d *fastJSON) end() bool { return d.peek() == 0 && d.i == len(d.b) }
 
 // object reads an object, calling field with each key (a slice of the input) to read the value
-// that follows; unique refuses a key seen before (a struct's field: encoding/json would merge
-// the two values).
+// that follows. unique says it is a struct: a key seen before is refused (encoding/json would
+// merge the two values), and a null value is skipped, the field left zero (encoding/json leaves
+// a field alone for null, and ignores a key it has no field for). A null where an object
+// stands (a list's element) reads as an empty one.
 func (d *fastJSON) object(unique bool, field func(key []byte) bool) bool {
 	if d.null() {
 		return true
@@ -388,7 +372,7 @@ func (d *fastJSON) object(unique bool, field func(key []byte) bool) bool {
 			return false
 		}
 		d.i++
-		if !field(key) {
+		if !(unique && d.null()) && !field(key) {
 			return false
 		}
 		switch d.peek() {
@@ -406,9 +390,6 @@ func (d *fastJSON) object(unique bool, field func(key []byte) bool) bool {
 // list reads an array into *out (empty, not nil, for []: as encoding/json does), each element
 // by elem.
 func list[T any](d *fastJSON, out *[]T, elem func(*T) bool) bool {
-	if d.null() {
-		return true
-	}
 	if d.peek() != '[' {
 		return false
 	}
@@ -463,18 +444,12 @@ func (d *fastJSON) rawString() ([]byte, bool) {
 }
 
 func (d *fastJSON) strTo(p *string) bool {
-	if d.null() {
-		return true
-	}
 	s, ok := d.rawString()
 	*p = string(s)
 	return ok
 }
 
 func strPtr[T ~string](d *fastJSON, p **T) bool {
-	if d.null() {
-		return true
-	}
 	s, ok := d.rawString()
 	v := T(s)
 	*p = &v
@@ -495,9 +470,6 @@ func strList[T ~string](d *fastJSON, p *[]T) bool {
 // strMap reads an object of strings (labels); a key given twice is as encoding/json has it: the
 // last value.
 func (d *fastJSON) strMap(p *map[string]string) bool {
-	if d.null() {
-		return true
-	}
 	m := map[string]string{}
 	*p = m
 	return d.object(false, func(k []byte) bool {
@@ -543,18 +515,12 @@ func (d *fastJSON) integer(bits int) (int64, bool) {
 }
 
 func (d *fastJSON) int32To(p *int32) bool {
-	if d.null() {
-		return true
-	}
 	n, ok := d.integer(32)
 	*p = int32(n)
 	return ok
 }
 
 func (d *fastJSON) int32Ptr(p **int32) bool {
-	if d.null() {
-		return true
-	}
 	n, ok := d.integer(32)
 	v := int32(n)
 	*p = &v
@@ -564,7 +530,6 @@ func (d *fastJSON) int32Ptr(p **int32) bool {
 func (d *fastJSON) boolTo(p *bool) bool {
 	d.peek()
 	switch {
-	case d.null():
 	case bytes.HasPrefix(d.b[d.i:], []byte("true")):
 		*p, d.i = true, d.i+4
 	case bytes.HasPrefix(d.b[d.i:], []byte("false")):
@@ -576,9 +541,6 @@ func (d *fastJSON) boolTo(p *bool) bool {
 }
 
 func (d *fastJSON) boolPtr(p **bool) bool {
-	if d.null() {
-		return true
-	}
 	var v bool
 	*p = &v
 	return d.boolTo(&v)
