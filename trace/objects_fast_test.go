@@ -66,22 +66,16 @@ func fastAsStd(kind string, raw []byte) (bool, error) {
 		return false, nil
 	}
 	if !json.Valid(raw) {
-		return true, errf("the fast decoder took JSON encoding/json calls invalid: %q", raw)
+		return true, fmt.Errorf("the fast decoder took JSON encoding/json calls invalid: %q", raw)
 	}
 	if err := json.Unmarshal(raw, std); err != nil {
-		return true, errf("the fast decoder took what encoding/json refuses (%v): %q", err, raw)
+		return true, fmt.Errorf("the fast decoder took what encoding/json refuses (%v): %q", err, raw)
 	}
 	if !reflect.DeepEqual(fast, std) {
-		return true, errf("decoded differently from encoding/json: %q\nfast %+v\nstd  %+v", raw, fast, std)
+		return true, fmt.Errorf("decoded differently from encoding/json: %q\nfast %+v\nstd  %+v", raw, fast, std)
 	}
 	return true, nil
 }
-
-type testErr string
-
-func (e testErr) Error() string { return string(e) }
-
-func errf(format string, args ...any) error { return testErr(fmt.Sprintf(format, args...)) }
 
 // TestFastObjectsAsEncodingJSON: every recorded Service and EndpointSlice is decoded by the fast
 // decoder, to the object encoding/json makes of it; and what it does not take (escapes, null,
