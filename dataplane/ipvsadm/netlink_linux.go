@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -59,11 +60,11 @@ func ReadService(proto string, addr netip.AddrPort) (*ipvs.VirtualServer, error)
 		return nil, nil // the kernel's answer when it has no such virtual server
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read IPVS virtual server %s %s: %w", proto, addr, err)
+		return nil, fmt.Errorf("read IPVS virtual server %s %s: %w", strings.ToUpper(proto), addr, err)
 	}
 	vs := virtualServer(s, addrPortOf(s.Address, s.Port))
 	if vs.Protocol != proto || vs.Addr != addr {
-		return nil, fmt.Errorf("read IPVS virtual server %s %s: the kernel answered with %s %s", proto, addr, vs.Protocol, vs.Addr)
+		return nil, fmt.Errorf("read IPVS virtual server %s %s: the kernel answered with %s %s", strings.ToUpper(proto), addr, strings.ToUpper(vs.Protocol), vs.Addr)
 	}
 	dests, err := h.GetDestinations(s)
 	if err != nil {
